@@ -1,0 +1,341 @@
+//! Credentials: e-mail and password rules, bcrypt hashing on a pool of
+//! low-priority threads (so a login never stalls other requests), and JWTs.
+//!
+//! Architecture invariant: nothing here logs or formats a password, hash or
+//! token; the types holding them do not implement `Display`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, mpsc};
+
+use jiff::Timestamp;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// bcrypt reads at most 72 bytes; longer passwords are refused, never truncated.
+pub const MAX_PASSWORD_BYTES: usize = 72;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("email is empty")]
+    Empty,
+    #[error("email is not a valid address (expected name@domain.tld)")]
+    Malformed,
+    #[error("email is longer than 254 characters")]
+    TooLong,
+}
+
+/// Trims and lower-cases an e-mail address and checks its shape.
+pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
+    let email = raw.trim().to_lowercase();
+    if email.is_empty() {
+        return Err(EmailError::Empty);
+    }
+    if email.len() > 254 {
+        return Err(EmailError::TooLong);
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(EmailError::Malformed);
+    };
+    let bad_char = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '@' | '<' | '>' | ',' | ';' | '"');
+    let labels_ok = domain.split('.').count() >= 2
+        && domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if local.is_empty() || local.len() > 64 || local.chars().any(bad_char) || domain.chars().any(bad_char) || !labels_ok {
+        return Err(EmailError::Malformed);
+    }
+    Ok(email)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password must be at least {min} characters long")]
+    TooShort { min: usize },
+    #[error("password must be at most {MAX_PASSWORD_BYTES} bytes long (UTF-8)")]
+    TooLong,
+    #[error("password must not contain NUL characters")]
+    ContainsNul,
+}
+
+/// Checks a new password: at least `min_chars` characters, at most 72 bytes.
+pub fn check_new_password(password: &str, min_chars: usize) -> Result<(), PasswordError> {
+    if password.chars().count() < min_chars {
+        return Err(PasswordError::TooShort { min: min_chars });
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordError::TooLong);
+    }
+    if password.contains('\0') {
+        return Err(PasswordError::ContainsNul);
+    }
+    Ok(())
+}
+
+/// A bcrypt hash. Opaque so it cannot end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub fn from_stored(hash: String) -> PasswordHash {
+        PasswordHash(hash)
+    }
+
+    pub fn as_stored(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs bcrypt on a few dedicated threads at lowered CPU priority.
+///
+/// bcrypt is deliberately slow (about 0.25 s at cost 12). On the async workers
+/// it would stall every other request; on tokio's blocking pool any number of
+/// logins would compete with the workers for the cores. Here logins queue for
+/// a bounded number of threads that the kernel schedules after request work.
+#[derive(Clone)]
+pub struct Hasher {
+    jobs: mpsc::Sender<Job>,
+    dummy: Arc<Mutex<Option<(u32, PasswordHash)>>>,
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hasher").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+impl Hasher {
+    /// Starts `n_threads` hashing threads (at least one).
+    pub fn start(n_threads: usize) -> Hasher {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n_threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("rerod-bcrypt-{i}"))
+                .spawn(move || {
+                    lower_thread_priority();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawning a hashing thread");
+        }
+        Hasher { jobs: tx, dummy: Arc::new(Mutex::new(None)) }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| HashError("hashing threads are gone".into()))?;
+        rx.await.map_err(|_| HashError("hashing thread stopped".into()))
+    }
+
+    pub async fn hash(&self, password: String, cost: u32) -> Result<PasswordHash, HashError> {
+        self.run(move || bcrypt::hash(password, cost))
+            .await?
+            .map(PasswordHash)
+            .map_err(|e| HashError(e.to_string()))
+    }
+
+    /// Verifies `password` against `hash`. With no hash (unknown user) it
+    /// verifies against a dummy hash of the same cost and answers `false`, so
+    /// both cases take about the same time.
+    pub async fn verify(&self, password: String, hash: Option<PasswordHash>, cost: u32) -> Result<bool, HashError> {
+        let dummy = Arc::clone(&self.dummy);
+        self.run(move || {
+            let (target, known) = match hash {
+                Some(hash) => (hash, true),
+                None => (dummy_hash(&dummy, cost)?, false),
+            };
+            let ok = bcrypt::verify(password, target.as_stored()).unwrap_or(false);
+            Ok(ok && known)
+        })
+        .await?
+    }
+}
+
+fn dummy_hash(cache: &Mutex<Option<(u32, PasswordHash)>>, cost: u32) -> Result<PasswordHash, HashError> {
+    let mut cache = cache.lock().map_err(|_| HashError("dummy hash lock poisoned".into()))?;
+    match &*cache {
+        Some((c, hash)) if *c == cost => Ok(hash.clone()),
+        _ => {
+            let hash = PasswordHash(bcrypt::hash("rerod-dummy-password", cost).map_err(|e| HashError(e.to_string()))?);
+            *cache = Some((cost, hash.clone()));
+            Ok(hash)
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10). Best effort.
+fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id
+    // only changes this thread's nice value, and failure is harmless.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+/// What a token says. `gen` is the user's credential generation when it was
+/// issued: changing the password or disabling the account bumps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default)]
+    pub generation: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed or its signature does not match")]
+    Invalid,
+    #[error("token has expired; log in again")]
+    Expired,
+}
+
+/// Signs and checks JWTs with the lab's secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    algorithm: Algorithm,
+}
+
+impl fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKeys").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8], algorithm: Algorithm) -> TokenKeys {
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            algorithm,
+        }
+    }
+
+    pub fn issue(&self, email: &str, generation: u32, now: Timestamp, lifetime: std::time::Duration) -> String {
+        let iat = now.as_second();
+        let claims = Claims {
+            sub: email.to_owned(),
+            iat,
+            exp: iat.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)),
+            generation,
+        };
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
+            .expect("HMAC signing of a small JSON claim set cannot fail")
+    }
+
+    /// Checks signature, algorithm and expiry against `now` (not the system clock).
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.validate_exp = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        if claims.exp <= now.as_second() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// Fresh random bytes for a generated secret.
+pub fn random_secret() -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_lowercased_and_checked() {
+        assert_eq!(normalize_email("  Ada@Example.ORG ").unwrap(), "ada@example.org");
+        for bad in ["", "   ", "ada", "ada@", "@example.org", "ada@example", "a da@example.org", "ada@@example.org", "ada@-x.org"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(normalize_email(&format!("{}@x.org", "a".repeat(300))), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn passwords_are_counted_in_characters_and_capped_at_72_bytes() {
+        assert_eq!(check_new_password("", 6), Err(PasswordError::TooShort { min: 6 }));
+        assert_eq!(check_new_password("12345", 6), Err(PasswordError::TooShort { min: 6 }));
+        assert!(check_new_password("123456", 6).is_ok());
+        // Six characters, eighteen bytes.
+        assert!(check_new_password("ééééé€", 6).is_ok());
+        assert!(check_new_password(&"x".repeat(72), 6).is_ok());
+        assert_eq!(check_new_password(&"x".repeat(73), 6), Err(PasswordError::TooLong));
+        // 25 three-byte characters: 75 bytes.
+        assert_eq!(check_new_password(&"€".repeat(25), 6), Err(PasswordError::TooLong));
+        assert_eq!(check_new_password("abc\0defg", 6), Err(PasswordError::ContainsNul));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_expire_on_the_injected_clock() {
+        let keys = TokenKeys::new(b"secret", Algorithm::HS256);
+        let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let token = keys.issue("a@x.org", 3, now, std::time::Duration::from_secs(60));
+        let claims = keys.verify(&token, now).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.generation, claims.exp - claims.iat), ("a@x.org", 3, 60));
+        let later = now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap();
+        assert_eq!(keys.verify(&token, later), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn forged_and_unsigned_tokens_are_refused() {
+        let keys = TokenKeys::new(b"secret", Algorithm::HS256);
+        let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let forged = TokenKeys::new(b"other", Algorithm::HS256).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        assert_eq!(keys.verify(&forged, now), Err(TokenError::Invalid));
+        let other_alg = TokenKeys::new(b"secret", Algorithm::HS512).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        assert_eq!(keys.verify(&other_alg, now), Err(TokenError::Invalid));
+        // {"alg":"none"} with the same claims and an empty signature.
+        let token = keys.issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        let payload = token.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert_eq!(keys.verify(&none, now), Err(TokenError::Invalid));
+        assert_eq!(keys.verify("garbage", now), Err(TokenError::Invalid));
+    }
+
+    #[tokio::test]
+    async fn hashing_verifies_and_unknown_users_never_match() {
+        let hasher = Hasher::start(1);
+        let hash = hasher.hash("correct horse".into(), 4).await.unwrap();
+        assert!(hasher.verify("correct horse".into(), Some(hash.clone()), 4).await.unwrap());
+        assert!(!hasher.verify("wrong horse".into(), Some(hash), 4).await.unwrap());
+        assert!(!hasher.verify("rerod-dummy-password".into(), None, 4).await.unwrap());
+    }
+}
