@@ -1,7 +1,14 @@
 //! rerod: the remote-lab booking daemon, as a library the `rerod` binary runs.
 //! See the README's Architecture section for the code map.
 
+pub mod app;
 pub mod auth;
 pub mod booking;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod http;
+pub mod json;
+pub mod logging;
 pub mod store;
+pub mod wire;

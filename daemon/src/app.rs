@@ -1,0 +1,502 @@
+//! The running daemon's state and the operations every front end shares
+//! (HTTP routes, WebSocket messages): register, log in, authenticate, look up
+//! devices, list slots, book and cancel.
+//!
+//! Architecture invariant: nothing here knows HTTP or JSON. Operations take and
+//! return domain values and fail with [`AppError`]; each front end decides how
+//! an error looks on its wire.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use tokio::sync::broadcast;
+
+use crate::auth::{self, Hasher, TokenError, TokenKeys};
+use crate::booking::{self, BookingError, Slot, SlotStatus};
+use crate::clock::Clock;
+use crate::config::{Config, JwtSecret, Privacy, Registration};
+use crate::store::{self, BookError, Booking, CancelError, CreateUserError, SlotKey, Store, StoreError, User};
+
+/// Everything a request may need, shared by all connections.
+#[derive(Debug)]
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    config_generation: AtomicU64,
+    pub store: Store,
+    hasher: Hasher,
+    tokens: TokenKeys,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+    /// Live WebSocket connections, for `active_connections`.
+    pub ws_connections: AtomicUsize,
+    changes: broadcast::Sender<SlotsChanged>,
+}
+
+/// A committed change to one device's calendar on one date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotsChanged {
+    pub device: String,
+    pub date: Date,
+}
+
+/// Who is asking, once authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// How a caller proves who they are.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    Token(String),
+    Password { email: String, password: String },
+}
+
+/// A device as the API shows it: a configured board, or the single default
+/// calendar a lab without boards books on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub number: usize,
+    pub id: String,
+    pub name: String,
+    pub model: String,
+    pub plugin: String,
+    pub port: Option<String>,
+    pub baud: u32,
+}
+
+/// The id of the calendar used when no device is configured.
+pub const DEFAULT_DEVICE_ID: &str = "default";
+
+/// How a request names a device: by number or by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceRef {
+    Number(i64),
+    Id(String),
+}
+
+impl DeviceRef {
+    /// Reads a query or path value: digits are a number, anything else an id.
+    pub fn parse(text: &str) -> DeviceRef {
+        match text.parse::<i64>() {
+            Ok(n) => DeviceRef::Number(n),
+            Err(_) => DeviceRef::Id(text.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("Invalid email or password")]
+    InvalidCredentials,
+    #[error("Not authenticated: send Authorization: Bearer <token> (or email and password)")]
+    NotAuthenticated,
+    #[error("{0}")]
+    InvalidToken(TokenError),
+    #[error("This account is disabled; ask a lab admin")]
+    AccountDisabled,
+    #[error("User with this email already exists")]
+    EmailTaken,
+    #[error("{0}")]
+    RegistrationRefused(String),
+    #[error("{message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error("{0} is required")]
+    MissingField(&'static str),
+    #[error("{0}")]
+    Booking(BookingError),
+    #[error("Device {0} not found")]
+    UnknownDevice(String),
+    #[error("Storage failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn field(field: &'static str, message: impl Into<String>) -> AppError {
+        AppError::InvalidField { field, message: message.into() }
+    }
+}
+
+/// The current-or-next booking of a user.
+#[derive(Clone, Debug)]
+pub struct NextBooking {
+    pub booking: Booking,
+    pub slot: Slot,
+    pub is_current: bool,
+}
+
+/// One slot of a listing, as one viewer sees it.
+#[derive(Clone, Debug)]
+pub struct SlotEntry {
+    pub slot: Slot,
+    pub booking: Option<Booking>,
+    pub status: SlotStatus,
+}
+
+/// A device's day, as one viewer sees it.
+#[derive(Clone, Debug)]
+pub struct DaySlots {
+    pub device: DeviceInfo,
+    pub date: Date,
+    pub entries: Vec<SlotEntry>,
+}
+
+impl DaySlots {
+    pub fn available_ids(&self) -> Vec<u16> {
+        self.entries.iter().filter(|e| e.status == SlotStatus::Available).map(|e| e.slot.id).collect()
+    }
+
+    pub fn booked_ids(&self) -> Vec<u16> {
+        self.entries.iter().filter(|e| e.booking.is_some()).map(|e| e.slot.id).collect()
+    }
+}
+
+impl App {
+    /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
+    pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        let store = Store::open(&config.store.path)?;
+        let secret = match &config.auth.jwt_secret {
+            Some(JwtSecret::Env(secret)) => secret.as_bytes().to_vec(),
+            Some(JwtSecret::File(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    AppError::Internal(format!("cannot read auth.jwt_secret_file {}: {e}", path.display()))
+                })?;
+                text.trim().as_bytes().to_vec()
+            }
+            None => store.jwt_secret_or_insert(auth::random_secret)?,
+        };
+        if secret.len() < 16 {
+            tracing::warn!("the configured JWT secret is shorter than 16 bytes; tokens are easy to forge");
+        }
+        let n_hash_threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let (changes, _) = broadcast::channel(1024);
+        Ok(App {
+            tokens: TokenKeys::new(&secret, config.auth.jwt_algorithm),
+            config: RwLock::new(Arc::new(config)),
+            config_generation: AtomicU64::new(1),
+            store,
+            hasher: Hasher::start(n_hash_threads),
+            clock,
+            started: Instant::now(),
+            ws_connections: AtomicUsize::new(0),
+            changes,
+        })
+    }
+
+    /// The config in force; a reload swaps it whole.
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation.load(Ordering::Relaxed)
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn ws_connections(&self) -> usize {
+        self.ws_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Committed booking changes, for live views.
+    pub fn subscribe(&self) -> broadcast::Receiver<SlotsChanged> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, key: &SlotKey) {
+        // No subscriber is not an error.
+        let _ = self.changes.send(SlotsChanged { device: key.device.clone(), date: key.date });
+    }
+
+    // ---- accounts -------------------------------------------------------
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<User, AppError> {
+        let config = self.config();
+        let email = auth::normalize_email(email).map_err(|e| AppError::field("email", e.to_string()))?;
+        auth::check_new_password(password, config.auth.min_password_len)
+            .map_err(|e| AppError::field("password", e.to_string()))?;
+        match &config.auth.registration {
+            Registration::Open => {}
+            Registration::Closed => {
+                return Err(AppError::RegistrationRefused("Registration is closed; ask a lab admin for an account".into()));
+            }
+            Registration::Domains(domains) => {
+                let domain = email.rsplit('@').next().unwrap_or_default();
+                if !domains.iter().any(|d| d == domain) {
+                    return Err(AppError::RegistrationRefused(format!(
+                        "Registration is open only to addresses at {}",
+                        domains.join(", ")
+                    )));
+                }
+            }
+        }
+        // Cheap early answer for the common duplicate; the store re-checks atomically.
+        if self.store.user(&email)?.is_some() {
+            return Err(AppError::EmailTaken);
+        }
+        let password_hash = self
+            .hasher
+            .hash(password.to_owned(), config.auth.bcrypt_cost)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let user = User { email, password_hash, created_at: self.now(), disabled: false, credential_generation: 0 };
+        match self.store.create_user(user).await {
+            Ok(user) => {
+                tracing::info!(email = %user.email, "user registered");
+                Ok(user)
+            }
+            Err(CreateUserError::Exists) => Err(AppError::EmailTaken),
+            Err(CreateUserError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Checks an e-mail and password; answers the same way, in about the same
+    /// time, whether the address is unknown or the password wrong.
+    pub async fn check_password(&self, email: &str, password: &str) -> Result<(User, Role), AppError> {
+        let config = self.config();
+        let email = auth::normalize_email(email).unwrap_or_default();
+        let user = if email.is_empty() { None } else { self.store.user(&email)? };
+        let ok = self
+            .hasher
+            .verify(password.to_owned(), user.as_ref().map(|u| u.password_hash.clone()), config.auth.bcrypt_cost)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        match user {
+            Some(user) if ok => {
+                if user.disabled {
+                    return Err(AppError::AccountDisabled);
+                }
+                let role = self.role_of(&config, &user.email);
+                Ok((user, role))
+            }
+            _ => Err(AppError::InvalidCredentials),
+        }
+    }
+
+    /// Logs in: a token, its lifetime in seconds, and the user's role.
+    pub async fn login(&self, email: &str, password: &str) -> Result<(String, u64, Principal), AppError> {
+        let (user, role) = self.check_password(email, password).await?;
+        let lifetime = self.config().auth.token_lifetime;
+        let token = self.tokens.issue(&user.email, user.credential_generation, self.now(), lifetime);
+        tracing::info!(email = %user.email, "login");
+        Ok((token, lifetime.as_secs(), Principal { email: user.email, role }))
+    }
+
+    fn role_of(&self, config: &Config, email: &str) -> Role {
+        if config.auth.admins.contains(email) { Role::Admin } else { Role::User }
+    }
+
+    /// Establishes who is calling. A token must still match a live account.
+    pub async fn authenticate(&self, credentials: Credentials) -> Result<Principal, AppError> {
+        match credentials {
+            Credentials::Password { email, password } => {
+                let (user, role) = self.check_password(&email, &password).await?;
+                Ok(Principal { email: user.email, role })
+            }
+            Credentials::Token(token) => {
+                let claims = self.tokens.verify(&token, self.now()).map_err(AppError::InvalidToken)?;
+                let user = self.store.user(&claims.sub)?;
+                match user {
+                    Some(user) if user.disabled => Err(AppError::AccountDisabled),
+                    Some(user) if user.credential_generation == claims.generation => {
+                        let role = self.role_of(&self.config(), &user.email);
+                        Ok(Principal { email: user.email, role })
+                    }
+                    // Deleted, or the password changed since the token was issued.
+                    _ => Err(AppError::InvalidToken(TokenError::Invalid)),
+                }
+            }
+        }
+    }
+
+    // ---- devices and slots ---------------------------------------------
+
+    /// The devices in config order, or the default calendar when none is configured.
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        devices_of(&self.config())
+    }
+
+    /// Resolves a device reference; `None` means the first device.
+    pub fn device(&self, reference: Option<&DeviceRef>) -> Result<DeviceInfo, AppError> {
+        let devices = self.devices();
+        let found = match reference {
+            None => devices.into_iter().next(),
+            Some(DeviceRef::Number(n)) => usize::try_from(*n).ok().and_then(|n| devices.into_iter().nth(n)),
+            Some(DeviceRef::Id(id)) => devices.into_iter().find(|d| &d.id == id),
+        };
+        found.ok_or_else(|| {
+            AppError::UnknownDevice(match reference {
+                Some(DeviceRef::Number(n)) => n.to_string(),
+                Some(DeviceRef::Id(id)) => format!("{id:?}"),
+                None => "(none configured)".to_owned(),
+            })
+        })
+    }
+
+    pub fn today(&self) -> Date {
+        self.config().lab.calendar.today(self.now())
+    }
+
+    /// A device's slots on `date` as `viewer` sees them.
+    pub fn day_slots(&self, device: DeviceInfo, date: Date, viewer: Option<&str>) -> Result<DaySlots, AppError> {
+        let config = self.config();
+        let now = self.now();
+        let mut bookings = self.store.bookings_on(&device.id, date)?.into_iter().peekable();
+        let mut entries = Vec::new();
+        for slot in config.lab.calendar.slots(date) {
+            while bookings.peek().is_some_and(|b| b.key.slot < slot.id) {
+                bookings.next();
+            }
+            let booking = bookings.next_if(|b| b.key.slot == slot.id);
+            let booked_by = booking.as_ref().map(|b| b.email.as_str());
+            let status = booking::slot_status(&config.lab.policy, &device.id, now, &slot, booked_by, viewer);
+            entries.push(SlotEntry { slot, booking, status });
+        }
+        Ok(DaySlots { device, date, entries })
+    }
+
+    /// Whether `viewer` may see who booked `booking`, under the lab's privacy setting.
+    pub fn shows_booker(&self, booking: &Booking, viewer: Option<&str>) -> bool {
+        match self.config().lab.privacy {
+            Privacy::ShowEmails => true,
+            Privacy::HideOthers => viewer == Some(booking.email.as_str()),
+        }
+    }
+
+    /// Books a slot for `who`.
+    pub async fn book(&self, who: &Principal, device: &DeviceInfo, date: Date, slot_id: i64) -> Result<(Booking, Slot), AppError> {
+        let config = self.config();
+        let now = self.now();
+        let calendar = config.lab.calendar.clone();
+        let slot = booking::check_bookable(&calendar, &config.lab.policy, &device.id, now, date, slot_id)
+            .map_err(AppError::Booking)?;
+        let key = SlotKey { device: device.id.clone(), date, slot: slot.id };
+        // Admins are not held to the per-user caps.
+        let policy = config.lab.policy.clone();
+        let is_admin = who.role == Role::Admin;
+        let admit: store::Admit = Box::new(move |existing| {
+            if is_admin { Ok(()) } else { booking::check_caps(&calendar, &policy, now, existing, date) }
+        });
+        match self.store.book(key, who.email.clone(), now, admit).await {
+            Ok(booking) => {
+                tracing::info!(email = %who.email, device = %device.id, %date, slot = slot.id, "slot booked");
+                self.changed(&booking.key);
+                Ok((booking, slot))
+            }
+            Err(BookError::Rule(rule)) => Err(AppError::Booking(rule)),
+            Err(BookError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Cancels a booking: one's own, or any for an admin.
+    pub async fn cancel(&self, who: &Principal, device: &DeviceInfo, date: Date, slot_id: i64) -> Result<Booking, AppError> {
+        let config = self.config();
+        let slot = booking::check_cancellable(&config.lab.calendar, self.now(), date, slot_id).map_err(|e| match e {
+            BookingError::Past { .. } => e,
+            _ => BookingError::NotBooked { id: slot_id },
+        });
+        let slot = slot.map_err(AppError::Booking)?;
+        let key = SlotKey { device: device.id.clone(), date, slot: slot.id };
+        let requester = (who.role != Role::Admin).then(|| who.email.clone());
+        match self.store.cancel(key, requester).await {
+            Ok(booking) => {
+                if booking.email != who.email {
+                    tracing::info!(admin = %who.email, owner = %booking.email, device = %device.id, %date, slot = slot.id, "booking cancelled by admin");
+                } else {
+                    tracing::info!(email = %who.email, device = %device.id, %date, slot = slot.id, "booking cancelled");
+                }
+                self.changed(&booking.key);
+                Ok(booking)
+            }
+            Err(CancelError::NotBooked) => Err(AppError::Booking(BookingError::NotBooked { id: slot_id })),
+            Err(CancelError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// A user's bookings with their slots, in time order; ended ones only with `history`.
+    pub fn bookings_of(&self, email: &str, history: bool) -> Result<Vec<(Booking, Slot)>, AppError> {
+        let config = self.config();
+        let now = self.now();
+        let mut out: Vec<(Booking, Slot)> = self
+            .store
+            .bookings_of(email)?
+            .into_iter()
+            .filter_map(|b| {
+                let slot = config.lab.calendar.slot(b.key.date, i64::from(b.key.slot)).ok()?;
+                Some((b, slot))
+            })
+            .filter(|(_, slot)| history || !slot.is_past(now))
+            .collect();
+        out.sort_by(|(a, sa), (b, sb)| sa.start.cmp(&sb.start).then_with(|| a.key.cmp(&b.key)));
+        Ok(out)
+    }
+
+    /// The booking in progress, or else the next one.
+    pub fn next_booking(&self, email: &str) -> Result<Option<NextBooking>, AppError> {
+        let now = self.now();
+        Ok(self.bookings_of(email, false)?.into_iter().next().map(|(booking, slot)| NextBooking {
+            is_current: slot.is_in_progress(now),
+            booking,
+            slot,
+        }))
+    }
+}
+
+/// The devices a config declares, or the one default calendar.
+fn devices_of(config: &Config) -> Vec<DeviceInfo> {
+    if config.devices.is_empty() {
+        return vec![DeviceInfo {
+            number: 0,
+            id: DEFAULT_DEVICE_ID.to_owned(),
+            name: "Default calendar".to_owned(),
+            model: String::new(),
+            plugin: String::new(),
+            port: None,
+            baud: 0,
+        }];
+    }
+    config
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(number, d)| DeviceInfo {
+            number,
+            id: d.id.clone(),
+            name: d.name.clone(),
+            model: d.model.clone(),
+            plugin: d.plugin.clone(),
+            port: d.port.as_ref().map(|p| p.display().to_string()),
+            baud: d.baud,
+        })
+        .collect()
+}

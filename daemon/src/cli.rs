@@ -1,0 +1,134 @@
+//! The command line: `rerod [--config FILE]` serves; `rerod check-config FILE`
+//! validates. Only `main` turns an error into an exit code and a message.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{Config, Env};
+
+const USAGE: &str = "\
+rerod — remote-lab hardware booking daemon
+
+Usage:
+  rerod [--config FILE]        serve (built-in defaults when no file is given)
+  rerod check-config FILE      validate a config file and exit
+  rerod --help | --version
+
+Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH,
+JWT_SECRET_KEY, JWT_ALGORITHM, JWT_EXPIRE_MINUTES, BCRYPT_ROUNDS";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve { config: Option<PathBuf> },
+    CheckConfig { file: PathBuf },
+    Help,
+    Version,
+}
+
+/// A failure to report to the person who ran rerod.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let mut config = None;
+    let mut command = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-c" | "--config" => {
+                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
+            }
+            s if s.starts_with("--config=") => config = Some(PathBuf::from(&s["--config=".len()..])),
+            "check-config" => {
+                let file = args.next().ok_or("check-config needs a file")?;
+                command = Some(Command::CheckConfig { file: PathBuf::from(file) });
+            }
+            other => return Err(format!("unexpected argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(command.unwrap_or(Command::Serve { config }))
+}
+
+/// Runs a command to completion.
+pub fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("rerod {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(Some(&file), &Env::from_process())?;
+            println!(
+                "{}: ok ({} devices, listen {}, store {})",
+                file.display(),
+                config.devices.len(),
+                config.server.listen,
+                config.store.path.display()
+            );
+            Ok(())
+        }
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
+    let config = Config::load(config_path.as_deref(), &Env::from_process())?;
+    crate::logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let app = Arc::new(App::new(config, Arc::new(SystemClock))?);
+        let listener = bind(listen).await?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");
+        crate::http::serve(Arc::clone(&app), listener, shutdown_signal()).await;
+        tracing::info!("shutting down: flushing the store");
+        app.store.close().await;
+        tracing::info!("stopped");
+        Ok::<_, Error>(())
+    })
+}
+
+async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e} (set server.listen, or HOST and PORT)").into())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse(&[]), Ok(Command::Serve { config: None }));
+        assert_eq!(parse(&["--config", "a.toml"]), Ok(Command::Serve { config: Some("a.toml".into()) }));
+        assert_eq!(parse(&["--config=a.toml"]), Ok(Command::Serve { config: Some("a.toml".into()) }));
+        assert_eq!(parse(&["check-config", "a.toml"]), Ok(Command::CheckConfig { file: "a.toml".into() }));
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP server: hyper 1.x over tokio, one task per connection, a straight
+//! pipeline per request (route → read body → handler → error mapping → CORS
+//! and log line).
+
+mod error;
+mod handlers;
+mod request;
+mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::app::App;
+
+pub use error::ApiError;
+pub use routes::Route;
+
+/// How long in-flight requests get to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish (within a bound) and returns.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; when all are gone, all have finished.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let config = app.config();
+        if open.load(Ordering::Relaxed) >= config.server.max_connections {
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let guard = ConnectionGuard::new(&open);
+        let app = Arc::clone(&app);
+        let mut stop = stop_rx.clone();
+        let alive = alive_tx.clone();
+        let header_timeout = config.server.header_read_timeout;
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _alive = alive;
+            let service = service_fn(move |req| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = async { stop.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv()).await.is_err() {
+        tracing::warn!(open = open.load(Ordering::Relaxed), "connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Counts a connection for `server.max_connections` while it lives.
+struct ConnectionGuard(Arc<AtomicUsize>);
+
+impl ConnectionGuard {
+    fn new(open: &Arc<AtomicUsize>) -> ConnectionGuard {
+        open.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(Arc::clone(open))
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers a connection over the cap with a 503 instead of leaving it hanging.
+async fn refuse_connection(mut stream: TcpStream) {
+    let body = r#"{"detail":"Too many open connections; try again shortly","code":"too_many_connections"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(response.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+/// One request through the pipeline. Never fails: errors become responses.
+async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let (route, result) = routes::dispatch(&app, req).await;
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    add_cors_headers(&app, origin.as_ref(), response.headers_mut());
+    let status = response.status().as_u16();
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let route = route.map_or("(unknown)", Route::pattern);
+    tracing::info!(target: "rerod::access", %method, route, status, latency_us, %peer, "request");
+    response
+}
+
+/// Adds CORS headers when the request's origin is allowed.
+fn add_cors_headers(app: &App, origin: Option<&HeaderValue>, headers: &mut hyper::HeaderMap) {
+    let Some(origin) = origin else { return };
+    let config = app.config();
+    let allowed = &config.server.cors_origins;
+    if allowed.iter().any(|o| o == "*") {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    } else if allowed.iter().any(|o| origin.as_bytes() == o.as_bytes()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// A JSON response with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).expect("response bodies always serialize");
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

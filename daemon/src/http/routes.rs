@@ -1,0 +1,127 @@
+//! The router: a path resolves to a [`Route`], each route lists its methods,
+//! and `dispatch` reads the body and calls the route's handler.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::error::ApiError;
+use super::handlers;
+use super::request::Req;
+use crate::app::App;
+
+/// Every route the server answers. `pattern` is what logs and metrics show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Root,
+    Health,
+    Stats,
+    Slots,
+    BookSlot,
+    CancelSlot,
+    MyBookings,
+    SlotsUser,
+    Register,
+    Login,
+}
+
+impl Route {
+    pub const ALL: &[Route] = &[
+        Route::Root,
+        Route::Health,
+        Route::Stats,
+        Route::Slots,
+        Route::BookSlot,
+        Route::CancelSlot,
+        Route::MyBookings,
+        Route::SlotsUser,
+        Route::Register,
+        Route::Login,
+    ];
+
+    pub fn resolve(path: &str) -> Option<Route> {
+        Route::ALL.iter().copied().find(|r| r.pattern() == path)
+    }
+
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Route::Root => "/",
+            Route::Health => "/health",
+            Route::Stats => "/stats",
+            Route::Slots => "/slots",
+            Route::BookSlot => "/book-slot",
+            Route::CancelSlot => "/cancel-slot",
+            Route::MyBookings => "/my-bookings",
+            Route::SlotsUser => "/slots/user",
+            Route::Register => "/auth/register",
+            Route::Login => "/auth/login",
+        }
+    }
+
+    pub fn methods(self) -> &'static [Method] {
+        match self {
+            Route::Root | Route::Health | Route::Stats | Route::Slots => &[Method::GET],
+            Route::BookSlot | Route::CancelSlot | Route::Register | Route::Login => &[Method::POST],
+            Route::MyBookings | Route::SlotsUser => &[Method::GET, Method::POST],
+        }
+    }
+
+    fn allow_header(self) -> HeaderValue {
+        let mut methods: Vec<&str> = self.methods().iter().map(Method::as_str).collect();
+        methods.push("OPTIONS");
+        HeaderValue::from_str(&methods.join(", ")).expect("method names are valid header text")
+    }
+}
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Routes and serves one request; also returns the route, for the log line.
+pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> (Option<Route>, Reply) {
+    let Some(route) = Route::resolve(req.uri().path()) else {
+        let detail = format!("No route {} {}", req.method(), req.uri().path());
+        return (None, Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)));
+    };
+    if req.method() == Method::OPTIONS {
+        return (Some(route), Ok(preflight(route)));
+    }
+    if !route.methods().contains(req.method()) {
+        let detail = format!("Method {} is not allowed on {}", req.method(), route.pattern());
+        let error = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)
+            .with_header(header::ALLOW, route.allow_header());
+        return (Some(route), Err(error));
+    }
+    let limit = app.config().server.max_json_bytes;
+    let req = match Req::read(req, limit).await {
+        Ok(req) => req,
+        Err(e) => return (Some(route), Err(e)),
+    };
+    let reply = match route {
+        Route::Root => handlers::root(app),
+        Route::Health => handlers::health(app),
+        Route::Stats => handlers::stats(app),
+        Route::Slots => handlers::slots(app, &req).await,
+        Route::BookSlot => handlers::book_slot(app, &req).await,
+        Route::CancelSlot => handlers::cancel_slot(app, &req).await,
+        Route::MyBookings => handlers::my_bookings(app, &req).await,
+        Route::SlotsUser => handlers::slots_user(app, &req).await,
+        Route::Register => handlers::register(app, &req).await,
+        Route::Login => handlers::login(app, &req).await,
+    };
+    (Some(route), reply)
+}
+
+/// Answers a CORS preflight.
+fn preflight(route: Route) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(header::ALLOW, route.allow_header());
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, route.allow_header());
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}

@@ -1,0 +1,178 @@
+//! Reading client JSON field by field, so every error names the field and says
+//! what was expected. Shared by HTTP bodies and WebSocket messages.
+
+use jiff::civil::Date;
+use serde_json::{Map, Value};
+
+use crate::app::{AppError, Credentials, DeviceRef};
+
+/// A JSON object sent by a client.
+#[derive(Clone, Debug, Default)]
+pub struct JsonObject(Map<String, Value>);
+
+impl JsonObject {
+    /// Parses `bytes` as a JSON object; an empty body is an empty object.
+    pub fn parse(bytes: &[u8]) -> Result<JsonObject, AppError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonObject::default());
+        }
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(_) => Err(AppError::field("body", "body must be a JSON object")),
+            Err(e) => Err(AppError::field("body", format!("body is not valid JSON: {e}"))),
+        }
+    }
+
+    /// A field's value; `null` counts as absent.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    pub fn str(&self, field: &'static str) -> Result<Option<&str>, AppError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong_type(field, "a string", other)),
+        }
+    }
+
+    pub fn required_str(&self, field: &'static str) -> Result<&str, AppError> {
+        self.str(field)?.ok_or_else(|| missing(field))
+    }
+
+    /// An integer; `"9"` and `9.5` are refused rather than guessed at.
+    pub fn int(&self, field: &'static str) -> Result<Option<i64>, AppError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Some(i)),
+                None => Err(wrong_type(field, "an integer", &Value::Number(n.clone()))),
+            },
+            Some(other) => Err(wrong_type(field, "an integer", other)),
+        }
+    }
+
+    pub fn required_int(&self, field: &'static str) -> Result<i64, AppError> {
+        self.int(field)?.ok_or_else(|| missing(field))
+    }
+
+    pub fn bool(&self, field: &'static str) -> Result<Option<bool>, AppError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(wrong_type(field, "true or false", other)),
+        }
+    }
+
+    /// A calendar date, `YYYY-MM-DD`.
+    pub fn date(&self, field: &'static str) -> Result<Option<Date>, AppError> {
+        self.str(field)?.map(|text| parse_date(field, text)).transpose()
+    }
+
+    /// A device, by number or id.
+    pub fn device(&self, field: &'static str) -> Result<Option<DeviceRef>, AppError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(DeviceRef::parse(s))),
+            Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64().map(DeviceRef::Number)),
+            Some(other) => Err(wrong_type(field, "a device number or id", other)),
+        }
+    }
+
+    /// The seed's in-body credentials: `token`, or `email` and `password`.
+    pub fn credentials(&self) -> Result<Option<Credentials>, AppError> {
+        if let Some(token) = self.str("token")? {
+            return Ok(Some(Credentials::Token(token.to_owned())));
+        }
+        match (self.str("email")?, self.str("password")?) {
+            (Some(email), Some(password)) => {
+                Ok(Some(Credentials::Password { email: email.to_owned(), password: password.to_owned() }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+pub fn parse_date(field: &'static str, text: &str) -> Result<Date, AppError> {
+    let valid_shape = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
+    match text.parse::<Date>() {
+        Ok(date) if valid_shape => Ok(date),
+        _ => Err(AppError::field(field, format!("{field} must be a date as YYYY-MM-DD, got {text:?}"))),
+    }
+}
+
+fn missing(field: &'static str) -> AppError {
+    AppError::MissingField(field)
+}
+
+fn wrong_type(field: &'static str, expected: &str, got: &Value) -> AppError {
+    let got = match got {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("the string {:?}", truncate(s)),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    };
+    AppError::field(field, format!("{field} must be {expected}, got {got}"))
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(text: &str) -> JsonObject {
+        JsonObject::parse(text.as_bytes()).unwrap()
+    }
+
+    fn field_of(e: AppError) -> &'static str {
+        match e {
+            AppError::InvalidField { field, .. } | AppError::MissingField(field) => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    #[test]
+    fn integers_must_be_integers() {
+        assert_eq!(obj(r#"{"slot_id": 9}"#).required_int("slot_id").unwrap(), 9);
+        assert_eq!(obj(r#"{"slot_id": -1}"#).required_int("slot_id").unwrap(), -1);
+        for bad in [r#"{"slot_id": "9"}"#, r#"{"slot_id": 9.5}"#, r#"{"slot_id": true}"#, r#"{"slot_id": 1e40}"#] {
+            assert_eq!(field_of(obj(bad).required_int("slot_id").unwrap_err()), "slot_id", "{bad}");
+        }
+        assert!(matches!(obj("{}").required_int("slot_id"), Err(AppError::MissingField("slot_id"))));
+        assert!(matches!(obj(r#"{"slot_id": null}"#).required_int("slot_id"), Err(AppError::MissingField("slot_id"))));
+    }
+
+    #[test]
+    fn bodies_must_be_objects_of_valid_json() {
+        for bad in ["[1]", "\"x\"", "{", "{\"a\":1}}"] {
+            assert_eq!(field_of(JsonObject::parse(bad.as_bytes()).unwrap_err()), "body", "{bad}");
+        }
+        assert_eq!(field_of(JsonObject::parse(b"{\"email\": \"\xff\"}").unwrap_err()), "body");
+        assert!(JsonObject::parse(b"").is_ok());
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        assert_eq!(obj(r#"{"date": "2026-11-24"}"#).date("date").unwrap(), Some(jiff::civil::date(2026, 11, 24)));
+        for bad in ["2026-13-01", "2026-02-30", "24.11.2026", "2026-1-1", "tomorrow", "20261124"] {
+            let text = format!(r#"{{"date": "{bad}"}}"#);
+            assert_eq!(field_of(obj(&text).date("date").unwrap_err()), "date", "{bad}");
+        }
+    }
+
+    #[test]
+    fn devices_are_numbers_or_ids() {
+        assert_eq!(obj(r#"{"device": 1}"#).device("device").unwrap(), Some(DeviceRef::Number(1)));
+        assert_eq!(obj(r#"{"device": "1"}"#).device("device").unwrap(), Some(DeviceRef::Number(1)));
+        assert_eq!(obj(r#"{"device": "arm-1"}"#).device("device").unwrap(), Some(DeviceRef::Id("arm-1".into())));
+        assert!(obj(r#"{"device": 1.5}"#).device("device").is_err());
+    }
+}

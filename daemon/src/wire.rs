@@ -1,0 +1,151 @@
+//! JSON shapes shared by the HTTP routes and the WebSocket messages. The seed
+//! backend's field names are a contract with existing clients: they appear
+//! here verbatim, and rerod's additions sit alongside them.
+
+use jiff::Timestamp;
+use jiff::civil::Time;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::app::{App, DaySlots, DeviceInfo};
+use crate::booking::Slot;
+use crate::store::Booking;
+
+/// A timestamp as the seed wrote them, in UTC with microseconds: `2026-11-24T10:30:00.123456Z`.
+pub fn utc(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// An instant in the lab's zone, RFC 3339: `2026-11-24T09:00:00+01:00`.
+pub fn lab_time(ts: Timestamp, tz: &TimeZone) -> String {
+    ts.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+}
+
+/// A civil time of day as the seed shows slot bounds: `09:00`.
+pub fn hh_mm(time: Time) -> String {
+    time.strftime("%H:%M").to_string()
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SlotJson {
+    pub id: u16,
+    pub start_time: String,
+    pub end_time: String,
+    pub is_booked: bool,
+    pub booked_by: Option<String>,
+    pub booked_at: Option<String>,
+    pub start: String,
+    pub end: String,
+    pub status: &'static str,
+}
+
+/// The seed's slot listing (`GET /slots`, `slots_update.data`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SlotsJson {
+    pub slots: Vec<SlotJson>,
+    pub available_slots: Vec<u16>,
+    pub booked_slots: Vec<u16>,
+    pub date: String,
+    pub device: String,
+}
+
+impl SlotsJson {
+    pub fn new(app: &App, day: &DaySlots, viewer: Option<&str>) -> SlotsJson {
+        let config = app.config();
+        let tz = config.lab.calendar.time_zone();
+        let slots = day
+            .entries
+            .iter()
+            .map(|e| SlotJson {
+                id: e.slot.id,
+                start_time: hh_mm(e.slot.start_time),
+                end_time: hh_mm(e.slot.end_time),
+                is_booked: e.booking.is_some(),
+                booked_by: e
+                    .booking
+                    .as_ref()
+                    .filter(|b| app.shows_booker(b, viewer))
+                    .map(|b| b.email.clone()),
+                booked_at: e.booking.as_ref().map(|b| utc(b.booked_at)),
+                start: lab_time(e.slot.start, tz),
+                end: lab_time(e.slot.end, tz),
+                status: e.status.as_str(),
+            })
+            .collect();
+        SlotsJson {
+            slots,
+            available_slots: day.available_ids(),
+            booked_slots: day.booked_ids(),
+            date: day.date.to_string(),
+            device: day.device.id.clone(),
+        }
+    }
+}
+
+/// One entry of `/my-bookings`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BookingJson {
+    pub id: u16,
+    pub date: String,
+    pub device: String,
+    pub start_time: String,
+    pub end_time: String,
+    pub start: String,
+    pub end: String,
+    pub booked_at: String,
+}
+
+impl BookingJson {
+    pub fn new(booking: &Booking, slot: &Slot, tz: &TimeZone) -> BookingJson {
+        BookingJson {
+            id: slot.id,
+            date: slot.date.to_string(),
+            device: booking.key.device.clone(),
+            start_time: hh_mm(slot.start_time),
+            end_time: hh_mm(slot.end_time),
+            start: lab_time(slot.start, tz),
+            end: lab_time(slot.end, tz),
+            booked_at: utc(booking.booked_at),
+        }
+    }
+}
+
+/// One entry of `GET /devices`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceJson {
+    pub number: usize,
+    pub id: String,
+    pub name: String,
+    pub model: String,
+    pub plugin: String,
+    pub port: Option<String>,
+    pub baud: u32,
+}
+
+impl From<&DeviceInfo> for DeviceJson {
+    fn from(d: &DeviceInfo) -> DeviceJson {
+        DeviceJson {
+            number: d.number,
+            id: d.id.clone(),
+            name: d.name.clone(),
+            model: d.model.clone(),
+            plugin: d.plugin.clone(),
+            port: d.port.clone(),
+            baud: d.baud,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_look_like_the_seeds() {
+        let ts: Timestamp = "2026-11-24T10:30:00.5Z".parse().unwrap();
+        assert_eq!(utc(ts), "2026-11-24T10:30:00.500000Z");
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(lab_time(ts, &tz), "2026-11-24T11:30:00+01:00");
+        assert_eq!(hh_mm(Time::midnight()), "00:00");
+    }
+}
