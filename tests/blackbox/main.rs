@@ -1,1 +1,8 @@
+//! Black-box tests: the real `rerod` binary on a loopback port, spoken to
+//! over real sockets like a client would.
 
+mod bad_input;
+mod concurrency;
+mod durability;
+mod http_api;
+mod util;

@@ -1,0 +1,263 @@
+//! Shared helpers: start the real `rerod` binary on a free loopback port with
+//! a temporary store, and talk HTTP to it like a client.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use jiff::civil::Date;
+use serde_json::{Value, json};
+
+/// A running daemon. Killed (hard) when dropped.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: Arc<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
+    options: Options,
+}
+
+/// How to start a daemon.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Config file contents; none means built-in defaults.
+    pub config: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn config(text: &str) -> Options {
+        Options { config: Some(text.to_owned()), env: Vec::new() }
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Options {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// A lab in UTC, so tests can reason about dates with the system clock.
+pub const UTC_LAB: &str = "[lab]\ntimezone = \"UTC\"\n";
+
+impl Daemon {
+    /// Starts rerod with a UTC lab and otherwise default settings.
+    pub fn start() -> Daemon {
+        Daemon::start_with(Options::config(UTC_LAB))
+    }
+
+    pub fn start_with(options: Options) -> Daemon {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Daemon::spawn(dir, options)
+    }
+
+    fn spawn(dir: Arc<tempfile::TempDir>, options: Options) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rerod"));
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("BCRYPT_ROUNDS", "4")
+            .env("LOG_LEVEL", "info")
+            .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(config) = &options.config {
+            let path = dir.path().join("rerod.toml");
+            std::fs::write(&path, config).expect("writing config");
+            cmd.arg("--config").arg(&path);
+        }
+        for (name, value) in &options.env {
+            cmd.env(name, value);
+        }
+        let mut child = cmd.spawn().expect("starting rerod");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            // Drain stderr for the whole life of the process so it never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if event["message"] == "listening" {
+                        let _ = addr_tx.send(event["address"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                let mut log = log_writer.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("rerod did not start listening; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon { child, addr, dir, log, options }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn client(&self) -> Client {
+        Client { addr: self.addr }
+    }
+
+    /// `kill -9`, then start again on the same store and config.
+    pub fn kill9_and_restart(mut self) -> Daemon {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaping");
+        self.restart()
+    }
+
+    /// Starts again on the same store and config (stopping it hard first if still running).
+    pub fn restart(self) -> Daemon {
+        let dir = Arc::clone(&self.dir);
+        let options = self.options.clone();
+        drop(self);
+        Daemon::spawn(dir, options)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        wait_timeout(&mut self.child, Duration::from_secs(20)).expect("rerod did not exit after SIGTERM")
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response, body read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status and, for errors, the FastAPI shape plus a code; returns the body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> Value {
+        let body = self.json();
+        assert_eq!(self.status, status, "unexpected status; body: {body}");
+        if status >= 400 {
+            assert!(body["detail"].is_string(), "error without detail: {body}");
+            assert!(body["code"].is_string(), "error without code: {body}");
+        }
+        body
+    }
+}
+
+/// A minimal HTTP/1.1 client: one connection per request.
+#[derive(Clone, Copy, Debug)]
+pub struct Client {
+    pub addr: SocketAddr,
+}
+
+impl Client {
+    pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connecting to rerod");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", self.addr.to_string());
+        for (name, value) in headers {
+            req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        let req = req.body(Full::new(body.into())).expect("request");
+        let response = sender.send_request(req).await.expect("sending request");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("reading body").to_bytes();
+        Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> Resp {
+        let auth = format!("Bearer {token}");
+        self.request(Method::GET, path, &[("authorization", &auth)], Bytes::new()).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.request(Method::POST, path, &[("content-type", "application/json")], body.to_string()).await
+    }
+
+    pub async fn post_auth(&self, path: &str, token: &str, body: &Value) -> Resp {
+        let auth = format!("Bearer {token}");
+        self.request(Method::POST, path, &[("content-type", "application/json"), ("authorization", &auth)], body.to_string())
+            .await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Resp {
+        self.post("/auth/register", &json!({"email": email, "password": password})).await
+    }
+
+    /// Registers and logs in; returns the token.
+    pub async fn user(&self, email: &str) -> String {
+        self.register(email, "password1").await.expect(201);
+        self.login(email, "password1").await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let body = self.post("/auth/login", &json!({"email": email, "password": password})).await.expect(200);
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Booked slot ids of the default device on `date`.
+    pub async fn booked(&self, date: Date) -> Vec<u64> {
+        let body = self.get(&format!("/slots?date={date}")).await.expect(200);
+        body["booked_slots"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+    }
+}
+
+/// Today in UTC (the test labs' zone), plus `days`.
+pub fn utc_date(days: i64) -> Date {
+    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    today.checked_add(jiff::Span::new().days(days)).unwrap()
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test rerod has: unit tests, the black-box suite against the real
+# binary, and doc tests. Installs what a fresh Debian machine with only the
+# Rust toolchain lacks first (idempotently: a second run installs nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --locked "$@"
