@@ -7,7 +7,8 @@
 //! an error looks on its wire.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -30,10 +31,26 @@ pub struct App {
     tokens: TokenKeys,
     clock: Arc<dyn Clock>,
     started: Instant,
+    /// Bumped after every committed booking change; cached views compare it.
+    bookings_generation: AtomicU64,
+    views: Mutex<HashMap<(String, Date), CachedView>>,
     /// Live WebSocket connections, for `active_connections`.
     pub ws_connections: AtomicUsize,
     changes: broadcast::Sender<SlotsChanged>,
 }
+
+/// A rendered anonymous view of one device's day, and how long it stays true.
+#[derive(Debug)]
+struct CachedView {
+    bookings_generation: u64,
+    config_generation: u64,
+    /// The next slot end: a slot's status changes from available to past then.
+    valid_until: Timestamp,
+    bytes: bytes::Bytes,
+}
+
+/// Views kept at most; the cache is cleared when it grows past this.
+const MAX_CACHED_VIEWS: usize = 4096;
 
 /// A committed change to one device's calendar on one date.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +216,8 @@ impl App {
             hasher: Hasher::start(n_hash_threads),
             clock,
             started: Instant::now(),
+            bookings_generation: AtomicU64::new(0),
+            views: Mutex::new(HashMap::new()),
             ws_connections: AtomicUsize::new(0),
             changes,
         })
@@ -234,6 +253,7 @@ impl App {
     }
 
     fn changed(&self, key: &SlotKey) {
+        self.bookings_generation.fetch_add(1, Ordering::AcqRel);
         // No subscriber is not an error.
         let _ = self.changes.send(SlotsChanged { device: key.device.clone(), date: key.date });
     }
@@ -385,6 +405,40 @@ impl App {
         Ok(DaySlots { device, date, entries })
     }
 
+    /// The anonymous view of a device's day, rendered by `render` and cached
+    /// until a booking changes, the config changes, or a slot ends.
+    pub fn day_view_cached(
+        &self,
+        device: DeviceInfo,
+        date: Date,
+        render: impl FnOnce(&DaySlots) -> bytes::Bytes,
+    ) -> Result<bytes::Bytes, AppError> {
+        // Read the generation before the store: a change committed meanwhile
+        // bumps it afterwards, so a view that might miss it is never served.
+        let bookings_generation = self.bookings_generation.load(Ordering::Acquire);
+        let config_generation = self.config_generation();
+        let now = self.now();
+        let key = (device.id.clone(), date);
+        let lock = || self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(view) = lock().get(&key) {
+            if view.bookings_generation == bookings_generation
+                && view.config_generation == config_generation
+                && now < view.valid_until
+            {
+                return Ok(view.bytes.clone());
+            }
+        }
+        let day = self.day_slots(device, date, None)?;
+        let bytes = render(&day);
+        let valid_until = day.entries.iter().map(|e| e.slot.end).filter(|end| *end > now).min().unwrap_or(Timestamp::MAX);
+        let mut views = lock();
+        if views.len() >= MAX_CACHED_VIEWS {
+            views.clear();
+        }
+        views.insert(key, CachedView { bookings_generation, config_generation, valid_until, bytes: bytes.clone() });
+        Ok(bytes)
+    }
+
     /// Whether `viewer` may see who booked `booking`, under the lab's privacy setting.
     pub fn shows_booker(&self, booking: &Booking, viewer: Option<&str>) -> bool {
         match self.config().lab.privacy {
@@ -499,4 +553,50 @@ fn devices_of(config: &Config) -> Vec<DeviceInfo> {
             baud: d.baud,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Env;
+
+    fn app_at(now: &str) -> (tempfile::TempDir, Arc<ManualClock>, App) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
+        let mut config = Config::from_toml("[lab]\ntimezone = \"UTC\"\n", &env).unwrap();
+        config.store.path = dir.path().join("rerod.redb");
+        let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
+        let app = App::new(config, clock.clone()).unwrap();
+        (dir, clock, app)
+    }
+
+    fn statuses(bytes: &bytes::Bytes) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cached_views_follow_bookings_and_the_clock() {
+        let (_dir, clock, app) = app_at("2026-11-24T10:30:00Z");
+        let render = |day: &DaySlots| {
+            let s: Vec<&str> = day.entries.iter().map(|e| e.status.as_str()).collect();
+            bytes::Bytes::from(s.join(","))
+        };
+        let date = jiff::civil::date(2026, 11, 24);
+        let device = app.device(None).unwrap();
+        let view = app.day_view_cached(device.clone(), date, render).unwrap();
+        assert!(statuses(&view).starts_with(&format!("{}available,available", "past,".repeat(10))));
+
+        // A booking shows at once.
+        app.register("a@x.org", "password1").await.unwrap();
+        let who = Principal { email: "a@x.org".into(), role: Role::User };
+        app.book(&who, &device, date, 11).await.unwrap();
+        let view = app.day_view_cached(device.clone(), date, render).unwrap();
+        assert!(statuses(&view).starts_with(&format!("{}available,booked", "past,".repeat(10))));
+
+        // When slot 10 ends it turns past, without any booking change.
+        clock.set("2026-11-24T11:00:00Z".parse().unwrap());
+        let view = app.day_view_cached(device, date, render).unwrap();
+        assert!(statuses(&view).starts_with(&format!("{}booked", "past,".repeat(11))));
+    }
 }

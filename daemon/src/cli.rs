@@ -81,7 +81,7 @@ pub fn run(command: Command) -> Result<(), Error> {
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
     let config = Config::load(config_path.as_deref(), &Env::from_process())?;
-    crate::logging::init(&config.log);
+    let _flush_logs = crate::logging::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
     runtime.block_on(async move {
         let listen = config.server.listen;

@@ -42,7 +42,7 @@ async fn graceful_shutdown_on_sigterm_exits_zero_and_keeps_data() {
     let mut daemon = daemon;
     let status = daemon.terminate();
     assert!(status.success(), "exit status {status:?}");
-    assert!(daemon.log().contains("stopped"));
+    daemon.log_until(|log| log.contains("\"stopped\""));
     let daemon = daemon.restart();
     assert_eq!(daemon.client().booked(utc_date(1)).await, [7]);
 }

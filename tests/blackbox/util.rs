@@ -113,6 +113,20 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it satisfies `done` (the daemon writes its log in batches).
+    #[track_caller]
+    pub fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if done(&log) {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "expected log lines never came; log:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client { addr: self.addr }
     }

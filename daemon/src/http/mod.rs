@@ -158,7 +158,12 @@ fn add_cors_headers(app: &App, origin: Option<&HeaderValue>, headers: &mut hyper
 /// A JSON response with `status`.
 pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).expect("response bodies always serialize");
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    json_bytes(status, Bytes::from(bytes))
+}
+
+/// A response of already serialized JSON.
+pub(crate) fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

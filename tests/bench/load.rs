@@ -1,0 +1,265 @@
+//! Load benchmark: starts the real `rerod` binary (build with `cargo bench`,
+//! so it is a release build) on a loopback port and measures it from this
+//! process over keep-alive HTTP/1.1 connections.
+//!
+//!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
+//!
+//! Results and the machine they were taken on are in tests/bench/RESULTS.md.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(bcrypt_cost: u32) -> Daemon {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("rerod.toml");
+    std::fs::write(&config, "[lab]\ntimezone = \"UTC\"\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("BCRYPT_ROUNDS", bcrypt_cost.to_string())
+        .env("LOG_LEVEL", std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting rerod");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "rerod did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon { child, addr, _dir: dir }
+}
+
+async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn send(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> (u16, Bytes) {
+    sender.ready().await.expect("connection ready");
+    let response = sender.send_request(req).await.expect("request");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).header("host", "bench").body(Full::new(Bytes::new())).unwrap()
+}
+
+fn post(path: &str, token: Option<&str>, body: &Value) -> Request<Full<Bytes>> {
+    let mut req = Request::post(path).header("host", "bench").header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    req.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+/// Registers `email` and returns a token.
+async fn user(addr: SocketAddr, email: &str) -> String {
+    let mut s = connect(addr).await;
+    let creds = json!({"email": email, "password": "password1"});
+    let (status, _) = send(&mut s, post("/auth/register", None, &creds)).await;
+    assert_eq!(status, 201);
+    let (status, body) = send(&mut s, post("/auth/login", None, &creds)).await;
+    assert_eq!(status, 200);
+    serde_json::from_slice::<Value>(&body).unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+struct Report {
+    name: String,
+    ops: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Report {
+    fn print(mut self) {
+        self.latencies_us.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).saturating_sub(1);
+            f64::from(self.latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
+        };
+        println!(
+            "{:<28} {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  ({} ops, {} errors, {:.1} s)",
+            self.name,
+            self.ops as f64 / self.elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            pct(0.999),
+            pct(1.0),
+            self.ops,
+            self.errors,
+            self.elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// Runs `n_conns` connections, each calling `make(conn_idx, iteration)` back to back for `secs`.
+async fn drive<F>(name: &str, addr: SocketAddr, n_conns: usize, secs: u64, expected: u16, make: F) -> Report
+where
+    F: Fn(usize, usize) -> Request<Full<Bytes>> + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n_conns)
+        .map(|conn_idx| {
+            let make = Arc::clone(&make);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                let mut latencies = Vec::with_capacity(1 << 16);
+                let mut errors = 0;
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let req = make(conn_idx, i);
+                    let t = Instant::now();
+                    let (status, _) = send(&mut sender, req).await;
+                    latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    errors += usize::from(status != expected);
+                    i += 1;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut report = Report { name: name.to_owned(), ops: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        report.ops += latencies.len();
+        report.errors += errors;
+        report.latencies_us.extend(latencies);
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+async fn bench_slots(secs: u64, n_conns: usize) {
+    let daemon = start_daemon(4);
+    let token = user(daemon.addr, "seed@example.com").await;
+    // A few booked slots so the listing has both kinds.
+    let mut s = connect(daemon.addr).await;
+    for slot in [20, 21, 23] {
+        send(&mut s, post("/book-slot", Some(&token), &json!({"slot_id": slot}))).await;
+    }
+    drive(&format!("GET /slots ({n_conns} conns)"), daemon.addr, n_conns, secs, 200, |_, _| get("/slots"))
+        .await
+        .print();
+}
+
+async fn bench_book_cancel(secs: u64, n_conns: usize) {
+    let daemon = start_daemon(4);
+    let mut tokens = Vec::new();
+    for i in 0..n_conns {
+        tokens.push(user(daemon.addr, &format!("u{i}@example.com")).await);
+    }
+    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let tokens = Arc::new(tokens);
+    // Each connection owns one slot (its own date and id) and books, cancels, books...
+    let report = drive(&format!("book+cancel ({n_conns} conns)"), daemon.addr, n_conns, secs, 200, move |c, i| {
+        let date = today.checked_add(jiff::Span::new().days(1 + (c / 24) as i64)).unwrap().to_string();
+        let body = json!({"slot_id": c % 24, "date": date});
+        let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
+        post(path, Some(&tokens[c]), &body)
+    })
+    .await;
+    report.print();
+}
+
+async fn bench_slots_during_logins(secs: u64, n_conns: usize) {
+    // The default bcrypt cost: each login is about a quarter second of CPU.
+    let daemon = start_daemon(12);
+    let addr = daemon.addr;
+    user(addr, "login@example.com").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let logins: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut s = connect(addr).await;
+                let creds = json!({"email": "login@example.com", "password": "password1"});
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, _) = send(&mut s, post("/auth/login", None, &creds)).await;
+                    assert_eq!(status, 200);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let report = drive(&format!("GET /slots + 4 logins ({n_conns} conns)"), addr, n_conns, secs, 200, |_, _| get("/slots")).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut n_logins = 0;
+    for login in logins {
+        n_logins += login.await.unwrap();
+    }
+    report.print();
+    println!("{:<28} {:>9.1} logins/s completed meanwhile", "", n_logins as f64 / secs as f64);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut scenario = "all".to_owned();
+    let mut secs = 10;
+    let mut n_conns = 64;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--secs" => secs = it.next().and_then(|s| s.parse().ok()).expect("--secs N"),
+            "--conns" => n_conns = it.next().and_then(|s| s.parse().ok()).expect("--conns N"),
+            other => scenario = other.to_owned(),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        if matches!(scenario.as_str(), "all" | "slots") {
+            bench_slots(secs, n_conns).await;
+        }
+        if matches!(scenario.as_str(), "all" | "book-cancel") {
+            bench_book_cancel(secs, n_conns).await;
+        }
+        if matches!(scenario.as_str(), "all" | "slots-during-logins") {
+            bench_slots_during_logins(secs, n_conns).await;
+        }
+    });
+}
