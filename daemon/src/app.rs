@@ -150,6 +150,25 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A stable machine-readable name, the same on every front end.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::InvalidCredentials => "invalid_credentials",
+            AppError::NotAuthenticated => "not_authenticated",
+            AppError::InvalidToken(TokenError::Expired) => "token_expired",
+            AppError::InvalidToken(TokenError::Invalid) => "invalid_token",
+            AppError::AccountDisabled => "account_disabled",
+            AppError::EmailTaken => "email_taken",
+            AppError::RegistrationRefused(_) => "registration_refused",
+            AppError::InvalidField { .. } => "invalid_field",
+            AppError::MissingField(_) => "missing_field",
+            AppError::Booking(rule) => rule.code(),
+            AppError::UnknownDevice(_) => "device_not_found",
+            AppError::Store(_) => "store_unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
     pub fn field(field: &'static str, message: impl Into<String>) -> AppError {
         AppError::InvalidField { field, message: message.into() }
     }

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub max_json_bytes: usize,
     pub max_firmware_bytes: usize,
     pub header_read_timeout: Duration,
+    pub max_websocket_connections: usize,
+    pub max_websocket_message_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -262,6 +264,8 @@ mod raw {
         pub max_json_bytes: Option<i64>,
         pub max_firmware_bytes: Option<i64>,
         pub header_read_timeout_secs: Option<i64>,
+        pub max_websocket_connections: Option<i64>,
+        pub max_websocket_message_bytes: Option<i64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -434,6 +438,18 @@ fn compile_server(c: &mut Compiler, raw: raw::Server, env: &Env) -> ServerConfig
             1..=3600,
             10,
         )),
+        max_websocket_connections: c.int(
+            "server.max_websocket_connections",
+            raw.max_websocket_connections,
+            0..=1_000_000,
+            20_000,
+        ),
+        max_websocket_message_bytes: c.int(
+            "server.max_websocket_message_bytes",
+            raw.max_websocket_message_bytes,
+            1024..=16 << 20,
+            64 << 10,
+        ),
     }
 }
 

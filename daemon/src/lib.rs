@@ -12,3 +12,4 @@ pub mod json;
 pub mod logging;
 pub mod store;
 pub mod wire;
+pub mod ws;

@@ -6,3 +6,4 @@ mod concurrency;
 mod durability;
 mod http_api;
 mod util;
+mod ws_booking;

@@ -275,3 +275,82 @@ pub fn utc_date(days: i64) -> Date {
     let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
     today.checked_add(jiff::Span::new().days(days)).unwrap()
 }
+
+/// A WebSocket client for the tests.
+pub struct Ws {
+    pub socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl Ws {
+    pub async fn connect(addr: SocketAddr, path: &str) -> Ws {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connecting");
+        Ws::handshake(addr, path, stream).await
+    }
+
+    pub async fn handshake(addr: SocketAddr, path: &str, stream: tokio::net::TcpStream) -> Ws {
+        let url = format!("ws://{addr}{path}");
+        let (socket, response) = tokio_tungstenite::client_async(url, stream).await.expect("WebSocket handshake");
+        assert_eq!(response.status(), 101);
+        Ws { socket }
+    }
+
+    pub async fn send(&mut self, value: &Value) {
+        use futures_util::SinkExt;
+        self.socket.send(tokio_tungstenite::tungstenite::Message::Text(value.to_string().into())).await.expect("sending");
+    }
+
+    pub async fn send_raw(&mut self, message: tokio_tungstenite::tungstenite::Message) {
+        use futures_util::SinkExt;
+        self.socket.send(message).await.expect("sending");
+    }
+
+    /// The next message, whatever it is (pings skipped), within 10 s.
+    pub async fn next(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("no message within 10 s");
+            match next {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) => return Some(message),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next JSON text message.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Some(tokio_tungstenite::tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON message"),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// Skips messages until one of `type` arrives.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Resident memory of the daemon process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("reading /proc");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub async fn ws(&self, path: &str) -> Ws {
+        Ws::connect(self.addr, path).await
+    }
+}

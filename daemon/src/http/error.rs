@@ -9,8 +9,6 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use crate::app::AppError;
-use crate::auth::TokenError;
-use crate::booking::BookingError;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -50,44 +48,32 @@ impl ApiError {
     }
 }
 
-fn unauthorized(code: &'static str, detail: String) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
-        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-}
-
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> ApiError {
+        let code = e.code();
         let detail = e.to_string();
-        match e {
-            AppError::InvalidCredentials => unauthorized("invalid_credentials", detail),
-            AppError::NotAuthenticated => unauthorized("not_authenticated", detail),
-            AppError::InvalidToken(TokenError::Expired) => unauthorized("token_expired", detail),
-            AppError::InvalidToken(TokenError::Invalid) => unauthorized("invalid_token", detail),
-            AppError::AccountDisabled => ApiError::new(StatusCode::FORBIDDEN, "account_disabled", detail),
-            AppError::EmailTaken => ApiError::new(StatusCode::BAD_REQUEST, "email_taken", detail),
-            AppError::RegistrationRefused(_) => ApiError::new(StatusCode::FORBIDDEN, "registration_refused", detail),
-            AppError::InvalidField { field, .. } => ApiError {
-                field: Some(field),
-                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail)
-            },
-            AppError::MissingField(field) => ApiError {
-                field: Some(field),
-                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_field", detail)
-            },
-            AppError::Booking(rule) => booking_error(&rule),
-            AppError::UnknownDevice(_) => ApiError::new(StatusCode::NOT_FOUND, "device_not_found", detail),
+        let status = match &e {
+            AppError::InvalidCredentials | AppError::NotAuthenticated | AppError::InvalidToken(_) => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
+                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AppError::AccountDisabled | AppError::RegistrationRefused(_) => StatusCode::FORBIDDEN,
+            AppError::EmailTaken | AppError::Booking(_) => StatusCode::BAD_REQUEST,
+            AppError::InvalidField { field, .. } | AppError::MissingField(field) => {
+                return ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail) };
+            }
+            AppError::UnknownDevice(_) => StatusCode::NOT_FOUND,
             AppError::Store(_) => {
                 tracing::error!(error = %detail, "store failure while serving a request");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "The booking store is unavailable; try again shortly")
+                let detail = "The booking store is unavailable; try again shortly";
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
             }
             AppError::Internal(_) => {
                 tracing::error!(error = %detail, "internal error while serving a request");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error; the lab admin can find details in the log")
+                let detail = "Internal error; the lab admin can find details in the log";
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail);
             }
-        }
+        };
+        ApiError::new(status, code, detail)
     }
-}
-
-fn booking_error(rule: &BookingError) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, rule.code(), rule.to_string())
 }

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
+use crate::ws::booking::BookingHub;
 
 pub use error::ApiError;
 pub use routes::Route;
@@ -38,6 +39,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let open = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let server = Arc::new(Server { booking: BookingHub::start(Arc::clone(&app), stop_rx.clone()), app });
+    let app = &server.app;
     // Every connection task holds a sender; when all are gone, all have finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
@@ -61,7 +64,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         }
         let _ = stream.set_nodelay(true);
         let guard = ConnectionGuard::new(&open);
-        let app = Arc::clone(&app);
+        let server = Arc::clone(&server);
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         let header_timeout = config.server.header_read_timeout;
@@ -69,8 +72,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             let _guard = guard;
             let _alive = alive;
             let service = service_fn(move |req| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+                let server = Arc::clone(&server);
+                async move { Ok::<_, Infallible>(handle(server, req, peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -97,6 +100,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv()).await.is_err() {
         tracing::warn!(open = open.load(Ordering::Relaxed), "connections still open after the drain timeout; closing them");
     }
+}
+
+/// What every request handler may need.
+#[derive(Debug)]
+pub(crate) struct Server {
+    pub(crate) app: Arc<App>,
+    pub(crate) booking: BookingHub,
 }
 
 /// Counts a connection for `server.max_connections` while it lives.
@@ -128,13 +138,13 @@ async fn refuse_connection(mut stream: TcpStream) {
 }
 
 /// One request through the pipeline. Never fails: errors become responses.
-async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let (route, result) = routes::dispatch(&app, req).await;
+    let (route, result) = routes::dispatch(&server, req).await;
     let mut response = result.unwrap_or_else(ApiError::into_response);
-    add_cors_headers(&app, origin.as_ref(), response.headers_mut());
+    add_cors_headers(&server.app, origin.as_ref(), response.headers_mut());
     let status = response.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let route = route.map_or("(unknown)", Route::pattern);

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::error::ApiError;
 use super::handlers;
 use super::request::Req;
-use crate::app::App;
+use super::Server;
 
 /// Every route the server answers. `pattern` is what logs and metrics show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,7 @@ pub enum Route {
     SlotsUser,
     Register,
     Login,
+    SlotBookingSocket,
 }
 
 impl Route {
@@ -41,6 +42,7 @@ impl Route {
         Route::SlotsUser,
         Route::Register,
         Route::Login,
+        Route::SlotBookingSocket,
     ];
 
     pub fn resolve(path: &str) -> Option<Route> {
@@ -59,12 +61,13 @@ impl Route {
             Route::SlotsUser => "/slots/user",
             Route::Register => "/auth/register",
             Route::Login => "/auth/login",
+            Route::SlotBookingSocket => "/slot-booking",
         }
     }
 
     pub fn methods(self) -> &'static [Method] {
         match self {
-            Route::Root | Route::Health | Route::Stats | Route::Slots => &[Method::GET],
+            Route::Root | Route::Health | Route::Stats | Route::Slots | Route::SlotBookingSocket => &[Method::GET],
             Route::BookSlot | Route::CancelSlot | Route::Register | Route::Login => &[Method::POST],
             Route::MyBookings | Route::SlotsUser => &[Method::GET, Method::POST],
         }
@@ -80,7 +83,8 @@ impl Route {
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Routes and serves one request; also returns the route, for the log line.
-pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> (Option<Route>, Reply) {
+pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -> (Option<Route>, Reply) {
+    let app = &server.app;
     let Some(route) = Route::resolve(req.uri().path()) else {
         let detail = format!("No route {} {}", req.method(), req.uri().path());
         return (None, Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)));
@@ -93,6 +97,9 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> (Option<Route>,
         let error = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)
             .with_header(header::ALLOW, route.allow_header());
         return (Some(route), Err(error));
+    }
+    if route == Route::SlotBookingSocket {
+        return (Some(route), upgrade_booking_socket(server, &mut req));
     }
     let limit = app.config().server.max_json_bytes;
     let req = match Req::read(req, limit).await {
@@ -110,8 +117,30 @@ pub async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> (Option<Route>,
         Route::SlotsUser => handlers::slots_user(app, &req).await,
         Route::Register => handlers::register(app, &req).await,
         Route::Login => handlers::login(app, &req).await,
+        Route::SlotBookingSocket => unreachable!("WebSocket routes are answered before the body is read"),
     };
     (Some(route), reply)
+}
+
+/// Answers a `/slot-booking` upgrade and serves the socket in its own task.
+fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
+    let config = server.app.config();
+    if server.app.ws_connections() >= config.server.max_websocket_connections {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_websockets",
+            "Too many WebSocket connections; try again shortly",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")));
+    }
+    let (response, socket) = crate::ws::accept(req, config.server.max_websocket_message_bytes)?;
+    let server = Arc::clone(server);
+    tokio::spawn(async move {
+        if let Some(socket) = socket.await {
+            server.booking.serve(Arc::clone(&server.app), socket).await;
+        }
+    });
+    Ok(response)
 }
 
 /// Answers a CORS preflight.

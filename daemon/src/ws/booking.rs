@@ -1,0 +1,328 @@
+//! `/slot-booking`: the seed's real-time booking protocol.
+//!
+//! On connect the client gets a `slots_update`; it sends `book_slot`,
+//! `cancel_slot` and `get_slots` and gets `booking_response`,
+//! `cancellation_response` and `slots_update`. Every committed change (from
+//! any front end) and every slot ending is broadcast as a `slots_update` to
+//! every client. The hub renders each update once; connections share the
+//! frame through a bounded broadcast ring, so a client that stops reading
+//! only ever falls behind (and is resynced or dropped), never holds others up.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jiff::civil::Date;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::{IDLE_TIMEOUT, PING_INTERVAL, SEND_TIMEOUT, Socket};
+use crate::app::{App, AppError, DeviceInfo, DeviceRef};
+use crate::json::JsonObject;
+use crate::wire::{self, SlotsJson};
+
+/// Frames waiting for slow readers, at most. A client further behind is resynced.
+const FRAME_BACKLOG: usize = 64;
+
+/// Renders and fans out `slots_update` frames.
+#[derive(Clone, Debug)]
+pub struct BookingHub {
+    frames: broadcast::Sender<Utf8Bytes>,
+    stop: watch::Receiver<bool>,
+}
+
+impl BookingHub {
+    /// Starts the fan-out task; it ends when `stop` turns true.
+    pub fn start(app: Arc<App>, stop: watch::Receiver<bool>) -> BookingHub {
+        let (frames, _) = broadcast::channel(FRAME_BACKLOG);
+        let hub = BookingHub { frames, stop };
+        tokio::spawn(hub.clone().fan_out(app));
+        hub
+    }
+
+    async fn fan_out(self, app: Arc<App>) {
+        let mut changes = app.subscribe();
+        let mut stop = self.stop.clone();
+        loop {
+            let until_boundary = next_slot_end(&app);
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) => match app.device(Some(&DeviceRef::Id(change.device.clone()))) {
+                        Ok(device) => self.publish(&app, device, change.date),
+                        // The device left the config since; nobody can view it.
+                        Err(_) => {}
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.publish_today(&app),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep(until_boundary) => self.publish_today(&app),
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Today's view of every device: what changes when a slot ends.
+    fn publish_today(&self, app: &App) {
+        let today = app.today();
+        for device in app.devices() {
+            self.publish(app, device, today);
+        }
+    }
+
+    fn publish(&self, app: &App, device: DeviceInfo, date: Date) {
+        match slots_update(app, device, date) {
+            // No receiver just means no client is connected.
+            Ok(frame) => drop(self.frames.send(frame)),
+            Err(error) => tracing::warn!(%error, "could not render a slots_update"),
+        }
+    }
+
+    /// Serves one client until it leaves, stalls, goes silent, or the server stops.
+    pub async fn serve(&self, app: Arc<App>, socket: Socket) {
+        app.ws_connections.fetch_add(1, Ordering::Relaxed);
+        let _count = ConnectionCount(Arc::clone(&app));
+        let mut conn = Connection {
+            app,
+            socket,
+            view: (None, None),
+            last_heard: Instant::now(),
+        };
+        let mut frames = self.frames.subscribe();
+        let mut stop = self.stop.clone();
+        if conn.send_view().await.is_err() {
+            return;
+        }
+        let mut ticks = tokio::time::interval(PING_INTERVAL);
+        ticks.tick().await;
+        loop {
+            let step = tokio::select! {
+                incoming = conn.socket.next() => conn.on_incoming(incoming).await,
+                frame = frames.recv() => match frame {
+                    Ok(frame) => conn.send(Message::Text(frame)).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => conn.send_view().await,
+                    Err(broadcast::error::RecvError::Closed) => Err(Close::Quietly),
+                },
+                _ = ticks.tick() => conn.keep_alive().await,
+                _ = stopped(&mut stop) => Err(Close::With(CloseCode::Away, "server shutting down")),
+            };
+            match step {
+                Ok(()) => {}
+                Err(Close::Quietly) => return,
+                Err(Close::With(code, reason)) => {
+                    let frame = CloseFrame { code, reason: reason.into() };
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, conn.socket.close(Some(frame))).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once the server stops (or the stop signal is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Decrements the live-connection count when a client leaves.
+struct ConnectionCount(Arc<App>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.ws_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Time until the slot in progress ends (plus a little, to land after it).
+fn next_slot_end(app: &App) -> Duration {
+    let now = app.now();
+    let end = app.config().lab.calendar.slot_at(now).map(|slot| slot.end);
+    end.and_then(|end| Duration::try_from(end.duration_since(now)).ok())
+        .map_or(Duration::from_secs(60), |d| d + Duration::from_millis(5))
+}
+
+/// How a connection ends.
+enum Close {
+    Quietly,
+    With(CloseCode, &'static str),
+}
+
+struct Connection {
+    app: Arc<App>,
+    socket: Socket,
+    /// The device and date this client last asked for (default: first, today).
+    view: (Option<DeviceRef>, Option<Date>),
+    last_heard: Instant,
+}
+
+impl Connection {
+    async fn send(&mut self, message: Message) -> Result<(), Close> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close::Quietly),
+            Err(_) => {
+                tracing::info!("dropping a WebSocket client that stopped reading");
+                Err(Close::Quietly)
+            }
+        }
+    }
+
+    async fn send_json(&mut self, value: Value) -> Result<(), Close> {
+        self.send(Message::Text(value.to_string().into())).await
+    }
+
+    async fn send_error(&mut self, message: impl Into<String>) -> Result<(), Close> {
+        self.send_json(json!({"type": "error", "message": message.into()})).await
+    }
+
+    /// A full `slots_update` for this client's view.
+    async fn send_view(&mut self) -> Result<(), Close> {
+        let (device, date) = self.view.clone();
+        let frame = self
+            .app
+            .device(device.as_ref())
+            .and_then(|device| slots_update(&self.app, device, date.unwrap_or_else(|| self.app.today())));
+        match frame {
+            Ok(frame) => self.send(Message::Text(frame)).await,
+            Err(error) => self.send_error(error.to_string()).await,
+        }
+    }
+
+    async fn keep_alive(&mut self) -> Result<(), Close> {
+        let silent = self.last_heard.elapsed();
+        if silent >= IDLE_TIMEOUT {
+            return Err(Close::With(CloseCode::Away, "no answer to pings"));
+        }
+        if silent >= PING_INTERVAL {
+            return self.send(Message::Ping(Default::default())).await;
+        }
+        Ok(())
+    }
+
+    async fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<(), Close> {
+        let message = match incoming {
+            None => return Err(Close::Quietly),
+            Some(Ok(message)) => message,
+            Some(Err(WsError::Capacity(_))) => {
+                return Err(Close::With(CloseCode::Size, "message too big"));
+            }
+            Some(Err(_)) => return Err(Close::Quietly),
+        };
+        self.last_heard = Instant::now();
+        match message {
+            Message::Text(text) => self.on_text(&text).await,
+            Message::Binary(_) => self.send_error("Binary frames are not supported; send JSON text").await,
+            Message::Close(_) => Err(Close::Quietly),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Close> {
+        let message = match JsonObject::parse(text.as_bytes()) {
+            Ok(message) => message,
+            Err(error) => return self.send_error(format!("Invalid message: {error}")).await,
+        };
+        let kind = match message.str("type") {
+            Ok(Some(kind)) => kind.to_owned(),
+            Ok(None) => return self.send_error("Missing message type").await,
+            Err(error) => return self.send_error(error.to_string()).await,
+        };
+        match kind.as_str() {
+            "book_slot" => {
+                let reply = book_or_cancel(&self.app, &message, Action::Book).await;
+                self.send_json(reply).await
+            }
+            "cancel_slot" => {
+                let reply = book_or_cancel(&self.app, &message, Action::Cancel).await;
+                self.send_json(reply).await
+            }
+            "get_slots" => match (message.device("device"), message.date("date")) {
+                (Ok(device), Ok(date)) => {
+                    self.view = (device, date);
+                    self.send_view().await
+                }
+                (Err(error), _) | (_, Err(error)) => self.send_error(error.to_string()).await,
+            },
+            other => self.send_error(format!("Unknown message type: {other}")).await,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Book,
+    Cancel,
+}
+
+/// Runs a `book_slot` or `cancel_slot` message; the reply in the seed's shapes.
+async fn book_or_cancel(app: &App, message: &JsonObject, action: Action) -> Value {
+    let (response_type, request_name) = match action {
+        Action::Book => ("booking_response", "booking"),
+        Action::Cancel => ("cancellation_response", "cancellation"),
+    };
+    let error = |message: String| json!({"type": "error", "message": message});
+    let slot_id = match message.int("slot_id") {
+        Ok(slot_id) => slot_id,
+        Err(e) => return error(e.to_string()),
+    };
+    let credentials = match message.credentials() {
+        Ok(credentials) => credentials,
+        Err(e) => return error(e.to_string()),
+    };
+    let (Some(slot_id), Some(credentials)) = (slot_id, credentials) else {
+        return error(format!("Missing slot_id, email, or password in {request_name} request"));
+    };
+    let reply = |success: bool, text: String, code: Option<&str>| {
+        let mut reply = json!({"type": response_type, "success": success, "message": text, "slot_id": slot_id});
+        if let Some(code) = code {
+            reply["code"] = code.into();
+        }
+        reply
+    };
+    let target = (|| Ok::<_, AppError>((message.date("date")?, app.device(message.device("device")?.as_ref())?)))();
+    let (date, device) = match target {
+        Ok((date, device)) => (date.unwrap_or_else(|| app.today()), device),
+        Err(e) => return reply(false, e.to_string(), Some(e.code())),
+    };
+    let who = match app.authenticate(credentials).await {
+        Ok(who) => who,
+        Err(e @ (AppError::InvalidCredentials | AppError::InvalidToken(_) | AppError::AccountDisabled)) => {
+            let text = match &e {
+                AppError::InvalidCredentials => "Authentication failed. Invalid email or password.".to_owned(),
+                other => format!("Authentication failed. {other}"),
+            };
+            return reply(false, text, Some(e.code()));
+        }
+        Err(e) => return reply(false, e.to_string(), Some(e.code())),
+    };
+    let outcome = match action {
+        Action::Book => app.book(&who, &device, date, slot_id).await.map(|(b, _)| b),
+        Action::Cancel => app.cancel(&who, &device, date, slot_id).await,
+    };
+    match outcome {
+        Ok(booking) => {
+            let verb = match action {
+                Action::Book => "booked",
+                Action::Cancel => "booking cancelled",
+            };
+            let mut ok = reply(true, format!("Slot {} {verb} successfully", booking.key.slot), None);
+            ok["date"] = date.to_string().into();
+            ok["device"] = booking.key.device.into();
+            ok
+        }
+        Err(e) => reply(false, e.to_string(), Some(e.code())),
+    }
+}
+
+/// A complete `slots_update` frame for one device's day (anonymous view).
+fn slots_update(app: &App, device: DeviceInfo, date: Date) -> Result<Utf8Bytes, AppError> {
+    let view = app.day_view_cached(device, date, |day| {
+        bytes::Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, None)).expect("slots serialize"))
+    })?;
+    let view = std::str::from_utf8(&view).map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(format!(r#"{{"type":"slots_update","data":{view},"timestamp":"{}"}}"#, wire::utc(app.now())).into())
+}

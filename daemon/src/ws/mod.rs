@@ -1,0 +1,89 @@
+//! WebSocket endpoints, served by the same hyper server: the HTTP upgrade is
+//! answered here and the upgraded connection handed to tokio-tungstenite.
+
+pub mod booking;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::http::ApiError;
+
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How often an idle connection is pinged, and how long a silent one lives.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How long one frame may take to reach a client before it is dropped as stalled.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks an upgrade request and answers it with 101; the caller receives the
+/// socket once hyper has switched protocols.
+pub fn accept(
+    req: &mut Request<Incoming>,
+    max_message_bytes: usize,
+) -> Result<(Response<Full<Bytes>>, impl Future<Output = Option<Socket>> + Send + 'static), ApiError> {
+    let headers = req.headers();
+    let upgrade_ws = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !upgrade_ws || !connection_upgrade {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            format!("{} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)", req.uri().path()),
+        )
+        .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "websocket_version", "Only WebSocket version 13 is supported")
+            .with_header(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "websocket_key", "Sec-WebSocket-Key header is missing"));
+    };
+    let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(req);
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept_key).expect("base64 is valid header text"),
+    );
+    let config = WebSocketConfig::default()
+        // Small buffers: thousands of idle clients must stay cheap.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes));
+    let socket = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await),
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                None
+            }
+        }
+    };
+    Ok((response, socket))
+}

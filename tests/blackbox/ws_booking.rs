@@ -1,0 +1,208 @@
+//! `/slot-booking` over a real WebSocket: the seed's flow, broadcasts,
+//! malformed input, slow clients and oversized frames.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::util::{Daemon, Ws, utc_date};
+
+fn assert_slots_update(update: &serde_json::Value) {
+    assert_eq!(update["type"], "slots_update");
+    assert!(update["timestamp"].is_string());
+    let data = &update["data"];
+    for key in ["slots", "available_slots", "booked_slots"] {
+        assert!(data[key].is_array(), "data.{key} missing: {update}");
+    }
+    assert!(data["date"].is_string() && data["device"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_flow_books_cancels_and_broadcasts_to_every_client() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    c.register("user@example.com", "securepassword123").await.expect(201);
+    let token = c.login("user@example.com", "securepassword123").await;
+
+    let mut alice = daemon.ws("/slot-booking").await;
+    let mut other = daemon.ws("/slot-booking").await;
+    for ws in [&mut alice, &mut other] {
+        let update = ws.recv().await;
+        assert_slots_update(&update);
+        assert_eq!(update["data"]["slots"].as_array().unwrap().len(), 24);
+        assert_eq!(update["data"]["date"], utc_date(0).to_string());
+        assert_eq!(update["data"]["device"], "default");
+    }
+    assert_eq!(c.get("/").await.expect(200)["active_connections"], 2);
+    assert_eq!(c.get("/health").await.expect(200)["active_connections"], 2);
+
+    // Book with e-mail and password, exactly as the seed README shows.
+    alice.send(&json!({"type": "book_slot", "slot_id": 23, "email": "user@example.com", "password": "securepassword123"})).await;
+    let response = alice.recv_type("booking_response").await;
+    assert_eq!(response["success"], true);
+    assert_eq!(response["message"], "Slot 23 booked successfully");
+    assert_eq!(response["slot_id"], 23);
+    let update = other.recv_type("slots_update").await;
+    assert_slots_update(&update);
+    assert_eq!(update["data"]["booked_slots"], json!([23]));
+    assert_eq!(update["data"]["slots"][23]["booked_by"], "user@example.com");
+    let update = alice.recv_type("slots_update").await;
+    assert_eq!(update["data"]["booked_slots"], json!([23]));
+
+    // Taken: the seed's refusal.
+    other.send(&json!({"type": "book_slot", "slot_id": 23, "token": token})).await;
+    let response = other.recv_type("booking_response").await;
+    assert_eq!((response["success"].clone(), response["message"].clone()), (json!(false), json!("Slot 23 is not available")));
+
+    // Cancel with a token.
+    alice.send(&json!({"type": "cancel_slot", "slot_id": 23, "token": token})).await;
+    let response = alice.recv_type("cancellation_response").await;
+    assert_eq!(response["success"], true);
+    assert_eq!(response["message"], "Slot 23 booking cancelled successfully");
+    assert_eq!(response["slot_id"], 23);
+    assert_eq!(other.recv_type("slots_update").await["data"]["booked_slots"], json!([]));
+
+    // Wrong password: the seed's authentication failure, and nothing booked.
+    alice.send(&json!({"type": "book_slot", "slot_id": 22, "email": "user@example.com", "password": "wrong"})).await;
+    let response = alice.recv_type("booking_response").await;
+    assert_eq!(response["success"], false);
+    assert_eq!(response["message"], "Authentication failed. Invalid email or password.");
+    assert_eq!(response["slot_id"], 22);
+    // Missing fields: the seed's error message.
+    alice.send(&json!({"type": "book_slot", "slot_id": 22})).await;
+    let error = alice.recv().await;
+    assert_eq!(error, json!({"type": "error", "message": "Missing slot_id, email, or password in booking request"}));
+    alice.send(&json!({"type": "cancel_slot", "email": "user@example.com", "password": "x"})).await;
+    assert_eq!(alice.recv().await["message"], "Missing slot_id, email, or password in cancellation request");
+    // Cancelling what is not yours.
+    alice.send(&json!({"type": "cancel_slot", "slot_id": 21, "token": token})).await;
+    let response = alice.recv_type("cancellation_response").await;
+    assert_eq!(response["success"], false);
+    assert_eq!(response["message"], "Slot 21 was not booked by you or does not exist");
+
+    // get_slots answers with the asked-for view.
+    let tomorrow = utc_date(1).to_string();
+    alice.send(&json!({"type": "get_slots", "date": tomorrow})).await;
+    let update = alice.recv_type("slots_update").await;
+    assert_eq!(update["data"]["date"], tomorrow);
+    alice.send(&json!({"type": "get_slots"})).await;
+    assert_eq!(alice.recv_type("slots_update").await["data"]["date"], utc_date(0).to_string());
+    assert_eq!(c.booked(utc_date(0)).await, Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn http_bookings_are_broadcast_to_websocket_clients() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+    let mut ws = daemon.ws("/slot-booking").await;
+    ws.recv_type("slots_update").await;
+    let tomorrow = utc_date(1).to_string();
+    c.post_auth("/book-slot", &token, &json!({"slot_id": 8, "date": tomorrow})).await.expect(200);
+    let update = ws.recv_type("slots_update").await;
+    assert_eq!(update["data"]["date"], tomorrow);
+    assert_eq!(update["data"]["booked_slots"], json!([8]));
+    c.post_auth("/cancel-slot", &token, &json!({"slot_id": 8, "date": tomorrow})).await.expect(200);
+    assert_eq!(ws.recv_type("slots_update").await["data"]["booked_slots"], json!([]));
+}
+
+#[tokio::test]
+async fn malformed_messages_get_errors_and_the_connection_stays_usable() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+    let mut ws = daemon.ws("/slot-booking").await;
+    ws.recv_type("slots_update").await;
+
+    let cases: Vec<(Message, &str)> = vec![
+        (Message::Text("not json".into()), "not valid JSON"),
+        (Message::Text("[1,2]".into()), "JSON object"),
+        (Message::Text(r#"{"slot_id": 3}"#.into()), "Missing message type"),
+        (Message::Text(r#"{"type": "launch_rocket"}"#.into()), "Unknown message type: launch_rocket"),
+        (Message::Text(json!({"type": "book_slot", "slot_id": "9", "token": token}).to_string().into()), "slot_id must be an integer"),
+        (Message::Text(json!({"type": "book_slot", "slot_id": 9.5, "token": token}).to_string().into()), "slot_id must be an integer"),
+        (Message::Text(json!({"type": "get_slots", "date": "someday"}).to_string().into()), "date must be a date"),
+        (Message::Binary(vec![0xff, 0x00, 0x13].into()), "Binary frames are not supported"),
+    ];
+    for (message, expected) in cases {
+        let shown = format!("{message:?}");
+        ws.send_raw(message).await;
+        let reply = ws.recv().await;
+        assert_eq!(reply["type"], "error", "{shown}: {reply}");
+        assert!(reply["message"].as_str().unwrap().contains(expected), "{shown}: {reply}");
+    }
+    // Rule violations answer in the response type, not as errors.
+    ws.send(&json!({"type": "book_slot", "slot_id": 24, "token": token, "date": utc_date(1).to_string()})).await;
+    let reply = ws.recv_type("booking_response").await;
+    assert_eq!((reply["success"].clone(), reply["code"].clone()), (json!(false), json!("slot_not_found")));
+
+    // The same connection still books.
+    ws.send(&json!({"type": "book_slot", "slot_id": 9, "token": token, "date": utc_date(1).to_string()})).await;
+    let reply = ws.recv_type("booking_response").await;
+    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(reply["date"], utc_date(1).to_string());
+}
+
+#[tokio::test]
+async fn oversized_frames_close_that_connection_with_1009_only() {
+    let daemon = Daemon::start();
+    let mut big = daemon.ws("/slot-booking").await;
+    let mut bystander = daemon.ws("/slot-booking").await;
+    big.recv_type("slots_update").await;
+    bystander.recv_type("slots_update").await;
+    let huge = format!(r#"{{"type": "get_slots", "pad": "{}"}}"#, "x".repeat(200_000));
+    big.send_raw(Message::Text(huge.into())).await;
+    match big.next().await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+    bystander.send(&json!({"type": "get_slots"})).await;
+    assert_slots_update(&bystander.recv_type("slots_update").await);
+}
+
+#[tokio::test]
+async fn plain_http_on_the_socket_path_gets_a_clear_4xx() {
+    let daemon = Daemon::start();
+    let r = daemon.client().get("/slot-booking").await;
+    assert_eq!(r.expect(426)["code"], "websocket_required");
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+}
+
+/// A client that never reads must not hold up the others, and the server
+/// must not buffer without bound for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_does_not_delay_others_or_grow_memory() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+
+    // The stalled client: a tiny receive buffer, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(daemon.addr).await.unwrap();
+    let _stalled = Ws::handshake(daemon.addr, "/slot-booking", stream).await;
+
+    let mut watcher = daemon.ws("/slot-booking").await;
+    watcher.recv_type("slots_update").await;
+    let rss_before = daemon.rss_kib();
+
+    // Each booking and cancellation broadcasts a ~5 KB frame: far more than
+    // the stalled client's buffers hold.
+    let tomorrow = utc_date(1).to_string();
+    let mut worst = Duration::ZERO;
+    for i in 0..1200 {
+        let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
+        let started = Instant::now();
+        c.post_auth(path, &token, &json!({"slot_id": 5, "date": tomorrow})).await.expect(200);
+        let update = watcher.recv_type("slots_update").await;
+        worst = worst.max(started.elapsed());
+        let expected = if i % 2 == 0 { json!([5]) } else { json!([]) };
+        assert_eq!(update["data"]["booked_slots"], expected, "update {i}");
+    }
+    assert!(worst < Duration::from_secs(2), "a broadcast took {worst:?} to reach a reading client");
+    let grown = daemon.rss_kib().saturating_sub(rss_before);
+    // 1200 frames of ~5 KB is 6 MB; the server keeps at most a small ring of them.
+    assert!(grown < 1500, "server memory grew by {grown} KiB while a client lagged");
+}
