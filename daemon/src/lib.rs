@@ -1,5 +1,6 @@
 //! rerod: the remote-lab booking daemon, as a library the `rerod` binary runs.
 //! See the README's Architecture section for the code map.
+#![recursion_limit = "256"]
 
 pub mod app;
 pub mod auth;
@@ -10,6 +11,9 @@ pub mod config;
 pub mod http;
 pub mod json;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod openapi;
 pub mod store;
 pub mod wire;
 pub mod ws;

@@ -168,10 +168,10 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// [`watchdog_interval`] on given values, so tests need not touch the environment.
 fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|&usec| usec > 0)?;
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok() != Some(our_pid) {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok() != Some(our_pid)
+    {
+        return None;
     }
     Some(Duration::from_micros(usec / 2))
 }
@@ -280,7 +280,8 @@ mod tests {
 
     #[test]
     fn disabled_notifiers_send_nothing_and_succeed() {
-        for notifier in [Notifier::disabled(), Notifier::from_socket_value("vsock:2:1234"), Notifier::from_socket_value("")]
+        for notifier in
+            [Notifier::disabled(), Notifier::from_socket_value("vsock:2:1234"), Notifier::from_socket_value("")]
         {
             assert!(!notifier.is_enabled());
             notifier.ready().unwrap();

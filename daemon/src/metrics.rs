@@ -1,0 +1,706 @@
+//! Prometheus metrics: a small fixed registry of rerod's counters, gauges and
+//! the request latency histogram, rendered in the text exposition format 0.0.4
+//! for `GET /metrics`.
+//!
+//! Recording is lock-free: every series is an atomic, and series with labels
+//! that are only known at run time (route × method × status) live in
+//! append-only slot tables claimed by compare-and-swap, so the request path
+//! never waits on a lock. Label values are either enums or `&'static str`
+//! route patterns, so a raw path or any other client-controlled text cannot
+//! become a label and grow the registry without bound.
+//!
+//! Architecture invariant: this module knows no HTTP types and no `App`; front
+//! ends call its `record_*` methods with what they already have.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histogram's buckets, in microseconds and as
+/// rendered. From half a millisecond (a cached `GET /slots`) to ten seconds (a
+/// login queued behind others, a firmware upload).
+const LATENCY_BUCKETS: [(u64, &str); 14] = [
+    (500, "0.0005"),
+    (1_000, "0.001"),
+    (2_500, "0.0025"),
+    (5_000, "0.005"),
+    (10_000, "0.01"),
+    (25_000, "0.025"),
+    (50_000, "0.05"),
+    (100_000, "0.1"),
+    (250_000, "0.25"),
+    (500_000, "0.5"),
+    (1_000_000, "1"),
+    (2_500_000, "2.5"),
+    (5_000_000, "5"),
+    (10_000_000, "10"),
+];
+
+/// Distinct route patterns tracked; more go to the [`OVERFLOW_ROUTE`] series.
+/// Patterns are `&'static str`, so the router's table bounds them; this is a
+/// backstop, far above the ~20 routes rerod has.
+const MAX_ROUTES: usize = 64;
+
+/// The route label of requests beyond [`MAX_ROUTES`].
+pub const OVERFLOW_ROUTE: &str = "(overflow)";
+
+/// Distinct status codes tracked per route and method; more are counted
+/// under `status="other"`. A route answers with a handful of codes.
+const MAX_STATUSES: usize = 24;
+
+/// The methods that get their own label; anything else is `method="other"`,
+/// since extension methods are client-chosen text.
+const METHODS: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+const OTHER_METHOD: usize = METHODS.len();
+
+/// A booking change, for `rerod_bookings_total{action}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BookingAction {
+    Book,
+    Cancel,
+}
+
+impl BookingAction {
+    const ALL: [BookingAction; 2] = [BookingAction::Book, BookingAction::Cancel];
+
+    fn label(self) -> &'static str {
+        match self {
+            BookingAction::Book => "book",
+            BookingAction::Cancel => "cancel",
+        }
+    }
+}
+
+/// Whether an attempt (a login, a config reload) succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 2] = [Outcome::Ok, Outcome::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// How a firmware upload ended, for `rerod_uploads_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadResult {
+    /// Flashed and verified.
+    Ok,
+    /// The board or the tool failed (no sync, verify mismatch, tool exit code).
+    Failed,
+    /// Refused before touching the board: not the slot holder, bad firmware, no compiler.
+    Refused,
+    /// Cut short because the session ended or the daemon stopped.
+    Aborted,
+}
+
+impl UploadResult {
+    const ALL: [UploadResult; 4] =
+        [UploadResult::Ok, UploadResult::Failed, UploadResult::Refused, UploadResult::Aborted];
+
+    fn label(self) -> &'static str {
+        match self {
+            UploadResult::Ok => "ok",
+            UploadResult::Failed => "failed",
+            UploadResult::Refused => "refused",
+            UploadResult::Aborted => "aborted",
+        }
+    }
+}
+
+/// Which way serial bytes went, seen from rerod: `In` from the board.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    const ALL: [Direction; 2] = [Direction::In, Direction::Out];
+
+    fn label(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// Every metric rerod exports. One per daemon, shared through `App`.
+#[derive(Debug)]
+pub struct Metrics {
+    routes: [OnceLock<Box<RouteMetrics>>; MAX_ROUTES],
+    overflow: RouteMetrics,
+    websocket_connections: AtomicI64,
+    bookings: [AtomicU64; 2],
+    logins: [AtomicU64; 2],
+    uploads: [AtomicU64; 4],
+    serial_bytes: [AtomicU64; 2],
+    config_reloads: [AtomicU64; 2],
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            routes: std::array::from_fn(|_| OnceLock::new()),
+            overflow: RouteMetrics::new(OVERFLOW_ROUTE),
+            websocket_connections: AtomicI64::new(0),
+            bookings: Default::default(),
+            logins: Default::default(),
+            uploads: Default::default(),
+            serial_bytes: Default::default(),
+            config_reloads: Default::default(),
+        }
+    }
+
+    /// A registry that knows `routes` up front, so each has a (zero) latency
+    /// series from the first scrape: rate() over a series that appears late
+    /// misses its first requests, and dashboards show every route.
+    pub fn with_routes(routes: impl IntoIterator<Item = &'static str>) -> Metrics {
+        let metrics = Metrics::new();
+        for route in routes {
+            metrics.route(route);
+        }
+        metrics
+    }
+
+    /// Counts one answered HTTP request. `route` is the route pattern (never
+    /// the raw path), `method` the request method, `status` the status code
+    /// sent, `elapsed` the time from request to response head.
+    pub fn record_request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+        let route = self.route(route);
+        route.latency.observe(elapsed);
+        route.statuses[method_index(method)].count(status);
+    }
+
+    /// Sets the number of open WebSocket connections. Setting it from the
+    /// daemon's own counter at scrape time keeps one source of truth.
+    pub fn set_websocket_connections(&self, open: usize) {
+        self.websocket_connections.store(i64::try_from(open).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// One more open WebSocket connection (for callers not using [`Metrics::set_websocket_connections`]).
+    pub fn websocket_opened(&self) {
+        self.websocket_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One WebSocket connection fewer.
+    pub fn websocket_closed(&self) {
+        self.websocket_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a committed booking or cancellation (whatever the front end).
+    pub fn record_booking(&self, action: BookingAction) {
+        self.bookings[action as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a login attempt by its outcome.
+    pub fn record_login(&self, outcome: Outcome) {
+        self.logins[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a firmware upload by how it ended.
+    pub fn record_upload(&self, result: UploadResult) {
+        self.uploads[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` bytes moved over a serial port.
+    pub fn record_serial_bytes(&self, direction: Direction, n: u64) {
+        self.serial_bytes[direction as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a config reload (file watcher or SIGHUP) by its outcome.
+    pub fn record_config_reload(&self, outcome: Outcome) {
+        self.config_reloads[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The series of one route pattern, created on first sight.
+    fn route(&self, pattern: &'static str) -> &RouteMetrics {
+        // Slots fill in order and never change once set, so the first slot
+        // holding `pattern` is the only one: a thread that finds an empty slot
+        // has seen every earlier slot hold another pattern, and get_or_init
+        // lets only one thread fill a slot (a loser sees the winner's pattern).
+        for slot in &self.routes {
+            let metrics = slot.get_or_init(|| Box::new(RouteMetrics::new(pattern)));
+            if metrics.pattern == pattern {
+                return metrics;
+            }
+        }
+        &self.overflow
+    }
+
+    /// Every family in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let routes: Vec<&RouteMetrics> =
+            self.routes.iter().map_while(OnceLock::get).map(|b| &**b).chain(Some(&self.overflow)).collect();
+
+        family(
+            &mut out,
+            "rerod_http_requests_total",
+            "counter",
+            "HTTP requests answered, by route pattern, method and status code.",
+        );
+        for route in &routes {
+            for (method_idx, statuses) in route.statuses.iter().enumerate() {
+                let method = METHODS.get(method_idx).copied().unwrap_or("other");
+                for (status, count) in statuses.snapshot() {
+                    let status = status.map_or_else(|| "other".to_owned(), |s| s.to_string());
+                    sample(
+                        &mut out,
+                        "rerod_http_requests_total",
+                        &[("route", route.pattern), ("method", method), ("status", &status)],
+                        count,
+                    );
+                }
+            }
+        }
+
+        family(
+            &mut out,
+            "rerod_http_request_duration_seconds",
+            "histogram",
+            "Time from an HTTP request's arrival to its response, by route pattern.",
+        );
+        for route in &routes {
+            // The overflow series is only shown once something landed there.
+            if route.pattern == OVERFLOW_ROUTE && route.latency.is_empty() {
+                continue;
+            }
+            route.latency.render(&mut out, "rerod_http_request_duration_seconds", route.pattern);
+        }
+
+        family(
+            &mut out,
+            "rerod_websocket_connections",
+            "gauge",
+            "Open WebSocket connections (booking and serial console).",
+        );
+        sample(&mut out, "rerod_websocket_connections", &[], self.websocket_connections.load(Ordering::Relaxed));
+
+        family(&mut out, "rerod_bookings_total", "counter", "Committed bookings and cancellations.");
+        for action in BookingAction::ALL {
+            sample(
+                &mut out,
+                "rerod_bookings_total",
+                &[("action", action.label())],
+                load(&self.bookings[action as usize]),
+            );
+        }
+
+        family(&mut out, "rerod_logins_total", "counter", "Login attempts, by result.");
+        for outcome in Outcome::ALL {
+            sample(
+                &mut out,
+                "rerod_logins_total",
+                &[("result", outcome.label())],
+                load(&self.logins[outcome as usize]),
+            );
+        }
+
+        family(&mut out, "rerod_uploads_total", "counter", "Firmware uploads, by how they ended.");
+        for result in UploadResult::ALL {
+            sample(
+                &mut out,
+                "rerod_uploads_total",
+                &[("result", result.label())],
+                load(&self.uploads[result as usize]),
+            );
+        }
+
+        family(
+            &mut out,
+            "rerod_serial_bytes_total",
+            "counter",
+            "Bytes moved over board serial ports; in is from the board.",
+        );
+        for direction in Direction::ALL {
+            let value = load(&self.serial_bytes[direction as usize]);
+            sample(&mut out, "rerod_serial_bytes_total", &[("direction", direction.label())], value);
+        }
+
+        family(&mut out, "rerod_config_reloads_total", "counter", "Config reloads (file change or SIGHUP), by result.");
+        for outcome in Outcome::ALL {
+            let value = load(&self.config_reloads[outcome as usize]);
+            sample(&mut out, "rerod_config_reloads_total", &[("result", outcome.label())], value);
+        }
+
+        family(&mut out, "rerod_build_info", "gauge", "Always 1; the labels say which rerod is running.");
+        sample(&mut out, "rerod_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+        out
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The index of a method's label; unknown methods share one.
+fn method_index(method: &str) -> usize {
+    METHODS.iter().position(|m| *m == method).unwrap_or(OTHER_METHOD)
+}
+
+/// The series of one route pattern.
+#[derive(Debug)]
+struct RouteMetrics {
+    pattern: &'static str,
+    latency: Histogram,
+    /// Indexed by [`method_index`].
+    statuses: [StatusCounters; METHODS.len() + 1],
+}
+
+impl RouteMetrics {
+    fn new(pattern: &'static str) -> RouteMetrics {
+        RouteMetrics { pattern, latency: Histogram::default(), statuses: Default::default() }
+    }
+}
+
+/// Request counts by status code: a fixed table of (code, count) slots,
+/// claimed by compare-and-swap the first time a code is seen.
+#[derive(Debug)]
+struct StatusCounters {
+    /// 0 marks a free slot (no response has status 0).
+    codes: [AtomicU16; MAX_STATUSES],
+    counts: [AtomicU64; MAX_STATUSES],
+    /// Codes that found the table full.
+    other: AtomicU64,
+}
+
+impl Default for StatusCounters {
+    fn default() -> StatusCounters {
+        StatusCounters { codes: Default::default(), counts: Default::default(), other: AtomicU64::new(0) }
+    }
+}
+
+impl StatusCounters {
+    fn count(&self, status: u16) {
+        if status == 0 {
+            self.other.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // As with routes: slots fill in order and never change, so the first
+        // slot holding `status` is the only one.
+        for (code, count) in self.codes.iter().zip(&self.counts) {
+            let held = match code.compare_exchange(0, status, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => status,
+                Err(held) => held,
+            };
+            if held == status {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.other.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The (code, count) pairs in use, by code; `None` is the overflow.
+    fn snapshot(&self) -> Vec<(Option<u16>, u64)> {
+        let mut pairs: Vec<(Option<u16>, u64)> = self
+            .codes
+            .iter()
+            .zip(&self.counts)
+            .map(|(code, count)| (code.load(Ordering::Acquire), count.load(Ordering::Relaxed)))
+            .take_while(|&(code, _)| code != 0)
+            .map(|(code, count)| (Some(code), count))
+            .collect();
+        pairs.sort_unstable();
+        let other = self.other.load(Ordering::Relaxed);
+        if other > 0 {
+            pairs.push((None, other));
+        }
+        pairs
+    }
+}
+
+/// A latency histogram over [`LATENCY_BUCKETS`]. Each observation lands in
+/// one bucket; rendering makes the counts cumulative, as Prometheus wants.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// One per bound, plus the last for observations above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let idx = LATENCY_BUCKETS.iter().position(|&(bound, _)| micros <= bound).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|b| b.load(Ordering::Relaxed) == 0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, route: &str) {
+        let bucket_name = format!("{name}_bucket");
+        // `_count` is the +Inf bucket, taken from the same reads, so the two
+        // agree even while requests are being recorded.
+        let mut cumulative = 0;
+        for (idx, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS.get(idx).map_or("+Inf", |&(_, text)| text);
+            sample(out, &bucket_name, &[("route", route), ("le", le)], cumulative);
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{} {sum}", labels(&[("route", route)]));
+        sample(out, &format!("{name}_count"), &[("route", route)], cumulative);
+    }
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    // HELP text escapes backslash and newline (not quotes), per format 0.0.4.
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes one sample line.
+fn sample(out: &mut String, name: &str, label_pairs: &[(&str, &str)], value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{name}{} {value}", labels(label_pairs));
+}
+
+/// `{a="x",b="y"}` with values escaped, or nothing without labels.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("{");
+    for (idx, (name, value)) in pairs.iter().enumerate() {
+        if idx > 0 {
+            text.push(',');
+        }
+        text.push_str(name);
+        text.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => text.push_str("\\\\"),
+                '"' => text.push_str("\\\""),
+                '\n' => text.push_str("\\n"),
+                c => text.push(c),
+            }
+        }
+        text.push('"');
+    }
+    text.push('}');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    /// A rendered exposition, parsed back: series (name plus labels, as
+    /// written) → value, and family name → type. Panics on any line that is
+    /// not a comment or a well-formed sample, so the format is checked too.
+    #[derive(Debug)]
+    struct Scrape {
+        samples: BTreeMap<String, f64>,
+        types: BTreeMap<String, String>,
+    }
+
+    fn scrape(metrics: &Metrics) -> Scrape {
+        let text = metrics.render();
+        assert!(text.ends_with('\n'), "the exposition ends with a newline");
+        let mut samples = BTreeMap::new();
+        let mut types = BTreeMap::new();
+        let mut helped = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, _) = rest.split_once(' ').unwrap();
+                assert!(helped.insert(name.to_owned()), "one HELP per family: {name}");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(helped.contains(name), "HELP comes before TYPE: {name}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(types.insert(name.to_owned(), kind.to_owned()).is_none(), "one TYPE per family: {name}");
+            } else {
+                // The value follows the last space; label values here hold no spaces.
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+                let name = series.split('{').next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|k| k == "histogram")))
+                    .unwrap_or(name);
+                assert!(types.contains_key(family), "sample before its TYPE: {line}");
+                assert!(samples.insert(series.to_owned(), value).is_none(), "duplicate series {series}");
+            }
+        }
+        Scrape { samples, types }
+    }
+
+    impl Scrape {
+        fn get(&self, series: &str) -> f64 {
+            *self.samples.get(series).unwrap_or_else(|| panic!("no series {series} in {:#?}", self.samples))
+        }
+    }
+
+    #[test]
+    fn every_family_is_declared_from_the_start() {
+        let s = scrape(&Metrics::new());
+        for (name, kind) in [
+            ("rerod_http_requests_total", "counter"),
+            ("rerod_http_request_duration_seconds", "histogram"),
+            ("rerod_websocket_connections", "gauge"),
+            ("rerod_bookings_total", "counter"),
+            ("rerod_logins_total", "counter"),
+            ("rerod_uploads_total", "counter"),
+            ("rerod_serial_bytes_total", "counter"),
+            ("rerod_config_reloads_total", "counter"),
+            ("rerod_build_info", "gauge"),
+        ] {
+            assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");
+        }
+        assert_eq!(s.get(&format!("rerod_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
+        assert_eq!(s.get("rerod_bookings_total{action=\"book\"}"), 0.0);
+        assert_eq!(s.get("rerod_uploads_total{result=\"aborted\"}"), 0.0);
+    }
+
+    #[test]
+    fn requests_count_by_route_method_and_exact_status() {
+        let metrics = Metrics::with_routes(["/slots", "/book-slot"]);
+        let ms = Duration::from_millis(1);
+        metrics.record_request("/slots", "GET", 200, ms);
+        metrics.record_request("/slots", "GET", 200, ms);
+        metrics.record_request("/slots", "POST", 405, ms);
+        metrics.record_request("/book-slot", "POST", 400, ms);
+        metrics.record_request("/book-slot", "BREW", 405, ms);
+        let s = scrape(&metrics);
+        assert_eq!(s.get(r#"rerod_http_requests_total{route="/slots",method="GET",status="200"}"#), 2.0);
+        assert_eq!(s.get(r#"rerod_http_requests_total{route="/slots",method="POST",status="405"}"#), 1.0);
+        assert_eq!(s.get(r#"rerod_http_requests_total{route="/book-slot",method="POST",status="400"}"#), 1.0);
+        // Extension methods are client text: they share one label value.
+        assert_eq!(s.get(r#"rerod_http_requests_total{route="/book-slot",method="other",status="405"}"#), 1.0);
+        let n_request_series = s.samples.keys().filter(|k| k.starts_with("rerod_http_requests_total")).count();
+        assert_eq!(n_request_series, 4);
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_end_in_inf() {
+        let metrics = Metrics::with_routes(["/health"]);
+        let zero = scrape(&metrics);
+        assert_eq!(zero.get(r#"rerod_http_request_duration_seconds_count{route="/health"}"#), 0.0);
+        assert_eq!(zero.get(r#"rerod_http_request_duration_seconds_bucket{route="/health",le="+Inf"}"#), 0.0);
+
+        for micros in [100, 500, 501, 30_000, 20_000_000] {
+            metrics.record_request("/health", "GET", 200, Duration::from_micros(micros));
+        }
+        let s = scrape(&metrics);
+        let bucket =
+            |le: &str| s.get(&format!(r#"rerod_http_request_duration_seconds_bucket{{route="/health",le="{le}"}}"#));
+        // Bounds are inclusive: 500 µs is in the 0.0005 bucket, 501 µs is not.
+        assert_eq!(bucket("0.0005"), 2.0);
+        assert_eq!(bucket("0.001"), 3.0);
+        assert_eq!(bucket("0.025"), 3.0);
+        assert_eq!(bucket("0.05"), 4.0);
+        assert_eq!(bucket("10"), 4.0);
+        assert_eq!(bucket("+Inf"), 5.0);
+        assert_eq!(s.get(r#"rerod_http_request_duration_seconds_count{route="/health"}"#), 5.0);
+        let sum = s.get(r#"rerod_http_request_duration_seconds_sum{route="/health"}"#);
+        assert!((sum - 20.031101).abs() < 1e-9, "{sum}");
+        let mut previous = 0.0;
+        for (_, text) in LATENCY_BUCKETS {
+            assert!(bucket(text) >= previous, "buckets never decrease");
+            previous = bucket(text);
+        }
+    }
+
+    #[test]
+    fn domain_counters_move() {
+        let metrics = Metrics::new();
+        metrics.record_booking(BookingAction::Book);
+        metrics.record_booking(BookingAction::Book);
+        metrics.record_booking(BookingAction::Cancel);
+        metrics.record_login(Outcome::Failed);
+        metrics.record_upload(UploadResult::Refused);
+        metrics.record_serial_bytes(Direction::In, 1000);
+        metrics.record_serial_bytes(Direction::Out, 3);
+        metrics.record_serial_bytes(Direction::In, 24);
+        metrics.record_config_reload(Outcome::Ok);
+        metrics.websocket_opened();
+        metrics.websocket_opened();
+        metrics.websocket_closed();
+        let s = scrape(&metrics);
+        assert_eq!(s.get(r#"rerod_bookings_total{action="book"}"#), 2.0);
+        assert_eq!(s.get(r#"rerod_bookings_total{action="cancel"}"#), 1.0);
+        assert_eq!(s.get(r#"rerod_logins_total{result="ok"}"#), 0.0);
+        assert_eq!(s.get(r#"rerod_logins_total{result="failed"}"#), 1.0);
+        assert_eq!(s.get(r#"rerod_uploads_total{result="refused"}"#), 1.0);
+        assert_eq!(s.get(r#"rerod_serial_bytes_total{direction="in"}"#), 1024.0);
+        assert_eq!(s.get(r#"rerod_serial_bytes_total{direction="out"}"#), 3.0);
+        assert_eq!(s.get(r#"rerod_config_reloads_total{result="ok"}"#), 1.0);
+        assert_eq!(s.get("rerod_websocket_connections"), 1.0);
+        metrics.set_websocket_connections(7);
+        assert_eq!(scrape(&metrics).get("rerod_websocket_connections"), 7.0);
+    }
+
+    #[test]
+    fn full_tables_overflow_instead_of_growing() {
+        let metrics = Metrics::new();
+        // Leaked strings stand in for a router with very many patterns.
+        for n in 0..MAX_ROUTES + 3 {
+            let route: &'static str = Box::leak(format!("/r{n}").into_boxed_str());
+            metrics.record_request(route, "GET", 200, Duration::ZERO);
+        }
+        for status in 100..100 + MAX_STATUSES as u16 + 2 {
+            metrics.record_request("/r0", "GET", status, Duration::ZERO);
+        }
+        let s = scrape(&metrics);
+        assert_eq!(s.get(r#"rerod_http_requests_total{route="(overflow)",method="GET",status="200"}"#), 3.0);
+        assert_eq!(s.get(r#"rerod_http_request_duration_seconds_count{route="(overflow)"}"#), 3.0);
+        // /r0 already holds 200, so of the 26 new codes 23 fit and 3 overflow.
+        assert_eq!(s.get(r#"rerod_http_requests_total{route="/r0",method="GET",status="other"}"#), 3.0);
+    }
+
+    #[test]
+    fn concurrent_recording_loses_nothing() {
+        let metrics = Metrics::new();
+        std::thread::scope(|scope| {
+            for thread in 0..4u16 {
+                let metrics = &metrics;
+                scope.spawn(move || {
+                    for i in 0..1000u16 {
+                        let route = if i % 2 == 0 { "/a" } else { "/b" };
+                        metrics.record_request(route, "GET", 200 + (i + thread) % 3, Duration::from_micros(10));
+                    }
+                });
+            }
+        });
+        let s = scrape(&metrics);
+        let total: f64 =
+            s.samples.iter().filter(|(k, _)| k.starts_with("rerod_http_requests_total")).map(|(_, v)| v).sum();
+        assert_eq!(total, 4000.0);
+        assert_eq!(s.samples.keys().filter(|k| k.starts_with("rerod_http_requests_total")).count(), 6);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[("route", "a\"b\\c\nd")]), r#"{route="a\"b\\c\nd"}"#);
+        assert_eq!(labels(&[]), "");
+        let mut out = String::new();
+        family(&mut out, "x", "counter", "back\\slash\nnewline \"quotes\"");
+        assert_eq!(out, "# HELP x back\\\\slash\\nnewline \"quotes\"\n# TYPE x counter\n");
+    }
+}
