@@ -82,6 +82,7 @@ pub fn run(command: Command) -> Result<(), Error> {
 fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
     let config = Config::load(config_path.as_deref(), &Env::from_process())?;
     let _flush_logs = crate::logging::init(&config.log);
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
     runtime.block_on(async move {
         let listen = config.server.listen;
@@ -95,6 +96,21 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
         tracing::info!("stopped");
         Ok::<_, Error>(())
     })
+}
+
+/// Every connection is a file descriptor: raise the soft limit to the hard one
+/// (systemd's `LimitNOFILE=` sets the hard limit for the service).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!(soft = limit.rlim_cur, "could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {

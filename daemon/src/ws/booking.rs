@@ -100,13 +100,17 @@ impl BookingHub {
         let mut ticks = tokio::time::interval(PING_INTERVAL);
         ticks.tick().await;
         loop {
+            // Biased, frames first: a broadcast wakes thousands of
+            // connections at once, and each should only forward its frame,
+            // not also poll its socket, timer and stop signal.
             let step = tokio::select! {
-                incoming = conn.socket.next() => conn.on_incoming(incoming).await,
+                biased;
                 frame = frames.recv() => match frame {
                     Ok(frame) => conn.send(Message::Text(frame)).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => conn.send_view().await,
                     Err(broadcast::error::RecvError::Closed) => Err(Close::Quietly),
                 },
+                incoming = conn.socket.next() => conn.on_incoming(incoming).await,
                 _ = ticks.tick() => conn.keep_alive().await,
                 _ = stopped(&mut stop) => Err(Close::With(CloseCode::Away, "server shutting down")),
             };
