@@ -5,4 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The simulated Arduino (simavr + the real Optiboot bootloader), its test
+# firmware, avrdude for cross-checks: Debian packages plus a build into
+# target/rig/. Installs only what is missing.
+tests/rig/setup.sh
+
 cargo test --workspace --locked "$@"

@@ -1,0 +1,52 @@
+//! rerod's device layer: firmware images, serial ports and their exclusive ownership, board reset, and the uploader plugin trait.
+//!
+//! Code map:
+//!
+//! - `firmware` — [`Firmware`]: Intel HEX / raw binary in, segments or a
+//!   flat image out, the flash size check.
+//! - `port` — [`PortSpec`]: an explicit path or a USB vid/pid/serial match
+//!   (sysfs scan, no libudev), resolved afresh on every open.
+//! - `console` — [`DevicePort`]: the one owner of a device's port. A thread
+//!   runs the serial console (scrollback + broadcast, input) and hands the
+//!   port to an upload through a [`PortLease`]; it notices unplugging and
+//!   reopens the port when the board is back.
+//! - `reset` — [`ResetMethod`]: DTR pulse, a command, or nothing.
+//! - `upload` — the [`Uploader`] trait every plugin implements, with
+//!   [`UploadJob`], [`UploadContext`] (progress sink + [`CancelToken`]),
+//!   [`UploadReport`] and [`UploadError`].
+//! - `link` — [`SerialLink`], the byte pipe protocol plugins talk through
+//!   ([`TtyLink`] in production, fakes in tests), and deadline reads.
+//! - `model` — known boards and their defaults (signature, MCU, flash).
+//! - `testkit` (feature `testkit`) — the simulated-board rig and the
+//!   compliance checks each plugin runs.
+//!
+//! *Architecture invariant:* this crate knows nothing of HTTP, sessions,
+//! bookings or config files. The daemon turns its config into a
+//! [`ConsoleConfig`] and [`UploadJob`]s; plugins depend on this crate and on
+//! nothing of each other; the daemon holds the one registry of plugins.
+//!
+//! *Architecture invariant:* nothing here runs a shell or puts user input in
+//! an argv. Commands come from config; the user supplies only firmware bytes.
+
+mod cancel;
+mod console;
+pub mod firmware;
+pub mod link;
+pub mod model;
+mod port;
+pub mod reset;
+mod upload;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+pub use cancel::CancelToken;
+pub use console::{ConsoleConfig, DevicePort, PortLease, PortState};
+pub use firmware::{Firmware, FirmwareError, FirmwareFormat, FlatImage, Segment};
+pub use link::{SerialLink, TtyLink};
+pub use port::{PortError, PortSpec, UsbMatch, open_port, resolve_usb};
+pub use reset::{ResetError, ResetMethod};
+pub use upload::{
+    OptionError, Options, Phase, Progress, Signature, UploadContext, UploadError, UploadEvent, UploadFuture, UploadJob,
+    UploadReport, Uploader, spawn_blocking_upload,
+};
