@@ -19,6 +19,7 @@ use crate::auth::{self, Hasher, TokenError, TokenKeys};
 use crate::booking::{self, BookingError, Slot, SlotStatus};
 use crate::clock::Clock;
 use crate::config::{Config, JwtSecret, Privacy, Registration};
+use crate::metrics::{BookingAction, Metrics, Outcome};
 use crate::store::{self, BookError, Booking, CancelError, CreateUserError, SlotKey, Store, StoreError, User};
 
 /// Everything a request may need, shared by all connections.
@@ -26,7 +27,10 @@ use crate::store::{self, BookError, Booking, CancelError, CreateUserError, SlotK
 pub struct App {
     config: RwLock<Arc<Config>>,
     config_generation: AtomicU64,
+    /// Why the last reload was refused, until one succeeds.
+    last_reload_error: Mutex<Option<String>>,
     pub store: Store,
+    pub metrics: Metrics,
     hasher: Hasher,
     tokens: TokenKeys,
     clock: Arc<dyn Clock>,
@@ -210,7 +214,7 @@ impl DaySlots {
 
 impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
-    pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+    pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
         let store = Store::open(&config.store.path)?;
         let secret = match &config.auth.jwt_secret {
             Some(JwtSecret::Env(secret)) => secret.as_bytes().to_vec(),
@@ -231,7 +235,9 @@ impl App {
             tokens: TokenKeys::new(&secret, config.auth.jwt_algorithm),
             config: RwLock::new(Arc::new(config)),
             config_generation: AtomicU64::new(1),
+            last_reload_error: Mutex::new(None),
             store,
+            metrics,
             hasher: Hasher::start(n_hash_threads),
             clock,
             started: Instant::now(),
@@ -252,6 +258,41 @@ impl App {
 
     pub fn config_generation(&self) -> u64 {
         self.config_generation.load(Ordering::Relaxed)
+    }
+
+    /// Puts a new config in force, whole. Settings read once at start
+    /// (listen address, store, JWT secret and algorithm) keep their old
+    /// values; the returned list names those that differ, for the log.
+    pub fn apply_config(&self, new: Config) -> Vec<&'static str> {
+        let old = self.config();
+        let mut needs_restart = Vec::new();
+        if new.server.listen != old.server.listen {
+            needs_restart.push("server.listen");
+        }
+        if new.store.path != old.store.path {
+            needs_restart.push("store.path");
+        }
+        if new.auth.jwt_algorithm != old.auth.jwt_algorithm {
+            needs_restart.push("auth.jwt_algorithm");
+        }
+        if format!("{:?}", new.auth.jwt_secret) != format!("{:?}", old.auth.jwt_secret) {
+            needs_restart.push("auth.jwt_secret_file");
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        self.config_generation.fetch_add(1, Ordering::AcqRel);
+        *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.metrics.record_config_reload(Outcome::Ok);
+        needs_restart
+    }
+
+    /// Records a refused reload: the running config stays.
+    pub fn reload_failed(&self, error: String) {
+        *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.metrics.record_config_reload(Outcome::Failed);
+    }
+
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -344,7 +385,9 @@ impl App {
 
     /// Logs in: a token, its lifetime in seconds, and the user's role.
     pub async fn login(&self, email: &str, password: &str) -> Result<(String, u64, Principal), AppError> {
-        let (user, role) = self.check_password(email, password).await?;
+        let checked = self.check_password(email, password).await;
+        self.metrics.record_login(if checked.is_ok() { Outcome::Ok } else { Outcome::Failed });
+        let (user, role) = checked?;
         let lifetime = self.config().auth.token_lifetime;
         let token = self.tokens.issue(&user.email, user.credential_generation, self.now(), lifetime);
         tracing::info!(email = %user.email, "login");
@@ -483,6 +526,7 @@ impl App {
         match self.store.book(key, who.email.clone(), now, admit).await {
             Ok(booking) => {
                 tracing::info!(email = %who.email, device = %device.id, %date, slot = slot.id, "slot booked");
+                self.metrics.record_booking(BookingAction::Book);
                 self.changed(&booking.key);
                 Ok((booking, slot))
             }
@@ -508,6 +552,7 @@ impl App {
                 } else {
                     tracing::info!(email = %who.email, device = %device.id, %date, slot = slot.id, "booking cancelled");
                 }
+                self.metrics.record_booking(BookingAction::Cancel);
                 self.changed(&booking.key);
                 Ok(booking)
             }
@@ -586,7 +631,7 @@ mod tests {
         let mut config = Config::from_toml("[lab]\ntimezone = \"UTC\"\n", &env).unwrap();
         config.store.path = dir.path().join("rerod.redb");
         let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
-        let app = App::new(config, clock.clone()).unwrap();
+        let app = App::new(config, clock.clone(), Metrics::new()).unwrap();
         (dir, clock, app)
     }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::clock::SystemClock;
 use crate::config::{Config, Env};
+use crate::notify::Notifier;
+use crate::reload::Reloader;
 
 const USAGE: &str = "\
 rerod — remote-lab hardware booking daemon
@@ -80,22 +82,69 @@ pub fn run(command: Command) -> Result<(), Error> {
 }
 
 fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
-    let config = Config::load(config_path.as_deref(), &Env::from_process())?;
-    let _flush_logs = crate::logging::init(&config.log);
+    let env = Env::from_process();
+    let config = Config::load(config_path.as_deref(), &env)?;
+    let logs = crate::logging::init(&config.log);
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
     runtime.block_on(async move {
+        let notifier = Notifier::from_env();
         let listen = config.server.listen;
-        let app = Arc::new(App::new(config, Arc::new(SystemClock))?);
+        let metrics = crate::metrics::Metrics::with_routes(crate::http::Route::ALL.iter().map(|r| r.pattern()));
+        let app = Arc::new(App::new(config, Arc::new(SystemClock), metrics)?);
+        Reloader {
+            app: Arc::clone(&app),
+            path: config_path.clone(),
+            env,
+            log_level: logs.level_control(),
+            notifier: notifier.clone(),
+        }
+        .start();
         let listener = bind(listen).await?;
         let address = listener.local_addr()?;
         tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");
-        crate::http::serve(Arc::clone(&app), listener, shutdown_signal()).await;
+        if notifier.is_enabled() {
+            if let Err(error) = notifier.ready_with_status(&status_line(&app)) {
+                tracing::warn!(%error, "could not notify systemd");
+            }
+            if let Some(every) = crate::notify::watchdog_interval() {
+                let (notifier, app) = (notifier.clone(), Arc::clone(&app));
+                tokio::spawn(async move { notifier.feed_watchdog(every, || app.store.check().is_ok()).await });
+            }
+            let (notifier, app) = (notifier.clone(), Arc::clone(&app));
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(STATUS_INTERVAL);
+                loop {
+                    every.tick().await;
+                    let _ = notifier.status(&status_line(&app));
+                }
+            });
+        }
+        let shutdown = async {
+            shutdown_signal().await;
+            let _ = notifier.stopping();
+        };
+        crate::http::serve(Arc::clone(&app), listener, shutdown).await;
         tracing::info!("shutting down: flushing the store");
         app.store.close().await;
         tracing::info!("stopped");
         Ok::<_, Error>(())
     })
+}
+
+/// How often systemd's STATUS= line is refreshed.
+const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The one-line summary `systemctl status` shows.
+pub fn status_line(app: &App) -> String {
+    let config = app.config();
+    format!(
+        "serving {} device(s), {} WebSocket client(s), config generation {}{}",
+        config.devices.len(),
+        app.ws_connections(),
+        app.config_generation(),
+        if app.last_reload_error().is_some() { " (last reload rejected)" } else { "" }
+    )
 }
 
 /// Every connection is a file descriptor: raise the soft limit to the hard one

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod reload;
 pub mod store;
 pub mod wire;
 pub mod ws;

@@ -9,8 +9,10 @@
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex};
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -23,8 +25,8 @@ const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Installs the global subscriber. Call once, before anything logs. Keep the
 /// returned guard alive: dropping it flushes what is buffered.
-pub fn init(config: &LogConfig) -> FlushGuard {
-    let filter = EnvFilter::builder().parse_lossy(&config.level);
+pub fn init(config: &LogConfig) -> LogGuard {
+    let (filter, level) = reload::Layer::new(EnvFilter::builder().parse_lossy(&config.level));
     let terminal = std::io::stderr().is_terminal();
     // journald timestamps every line itself and shows JSON poorly.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -34,24 +36,50 @@ pub fn init(config: &LogConfig) -> FlushGuard {
         LogFormat::Auto => !terminal && !journal,
     };
     let writer = BufferedStderr::start();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer.clone());
-    if json {
-        builder.json().flatten_event(true).with_current_span(false).init();
+    type Filtered = tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+    let base = tracing_subscriber::fmt::layer().with_writer(writer.clone());
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = if json {
+        base.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed()
     } else if journal && !terminal {
-        builder.with_ansi(false).without_time().init();
+        base.with_ansi(false).without_time().boxed()
     } else {
-        builder.with_ansi(terminal).init();
-    }
-    FlushGuard(writer)
+        base.with_ansi(terminal).boxed()
+    };
+    tracing_subscriber::registry().with(filter).with(output).init();
+    LogGuard { writer, level }
 }
 
-/// Flushes buffered log lines when dropped.
+/// Flushes buffered log lines when dropped, and changes the level at run time.
 #[derive(Debug)]
-pub struct FlushGuard(BufferedStderr);
+pub struct LogGuard {
+    writer: BufferedStderr,
+    level: reload::Handle<EnvFilter, Registry>,
+}
 
-impl Drop for FlushGuard {
+impl LogGuard {
+    /// A handle that changes the level filter (for config reloads).
+    pub fn level_control(&self) -> LevelControl {
+        LevelControl(self.level.clone())
+    }
+}
+
+impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.0.flush_now();
+        self.writer.flush_now();
+    }
+}
+
+/// Changes the log level filter of the running daemon.
+#[derive(Clone, Debug)]
+pub struct LevelControl(reload::Handle<EnvFilter, Registry>);
+
+impl LevelControl {
+    /// Sets the filter, e.g. `debug` or `rerod=debug,info`.
+    pub fn set(&self, level: &str) {
+        let filter = EnvFilter::builder().parse_lossy(level);
+        if let Err(error) = self.0.reload(filter) {
+            tracing::warn!(%error, "could not change the log level");
+        }
     }
 }
 

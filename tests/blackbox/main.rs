@@ -5,5 +5,6 @@ mod bad_input;
 mod concurrency;
 mod durability;
 mod http_api;
+mod operations;
 mod util;
 mod ws_booking;

@@ -146,6 +146,18 @@ impl Daemon {
         Daemon::spawn(dir, options)
     }
 
+    /// The config file the daemon was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("rerod.toml")
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.

@@ -62,7 +62,7 @@ pub fn health(app: &Arc<App>) -> Reply {
         "version": env!("CARGO_PKG_VERSION"),
         "config": {
             "generation": app.config_generation(),
-            "last_reload_error": null,
+            "last_reload_error": app.last_reload_error(),
         },
         "devices": {
             "configured": config.devices.len(),
@@ -276,4 +276,15 @@ pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
         "expires_in": expires_in,
         "user": { "email": who.email, "role": who.role.as_str() },
     }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub fn metrics(app: &Arc<App>) -> Reply {
+    app.metrics.set_websocket_connections(app.ws_connections());
+    let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(response)
 }

@@ -148,6 +148,7 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -
     let status = response.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let route = route.map_or("(unknown)", Route::pattern);
+    server.app.metrics.record_request(route, method.as_str(), status, started.elapsed());
     tracing::info!(target: "rerod::access", %method, route, status, latency_us, %peer, "request");
     response
 }

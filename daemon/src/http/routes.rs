@@ -28,6 +28,8 @@ pub enum Route {
     Register,
     Login,
     SlotBookingSocket,
+    Metrics,
+    OpenApi,
 }
 
 impl Route {
@@ -43,6 +45,8 @@ impl Route {
         Route::Register,
         Route::Login,
         Route::SlotBookingSocket,
+        Route::Metrics,
+        Route::OpenApi,
     ];
 
     pub fn resolve(path: &str) -> Option<Route> {
@@ -62,12 +66,20 @@ impl Route {
             Route::Register => "/auth/register",
             Route::Login => "/auth/login",
             Route::SlotBookingSocket => "/slot-booking",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
         }
     }
 
     pub fn methods(self) -> &'static [Method] {
         match self {
-            Route::Root | Route::Health | Route::Stats | Route::Slots | Route::SlotBookingSocket => &[Method::GET],
+            Route::Root
+            | Route::Health
+            | Route::Stats
+            | Route::Slots
+            | Route::SlotBookingSocket
+            | Route::Metrics
+            | Route::OpenApi => &[Method::GET],
             Route::BookSlot | Route::CancelSlot | Route::Register | Route::Login => &[Method::POST],
             Route::MyBookings | Route::SlotsUser => &[Method::GET, Method::POST],
         }
@@ -118,6 +130,8 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
         Route::Register => handlers::register(app, &req).await,
         Route::Login => handlers::login(app, &req).await,
         Route::SlotBookingSocket => unreachable!("WebSocket routes are answered before the body is read"),
+        Route::Metrics => handlers::metrics(app),
+        Route::OpenApi => Ok(super::json_response(StatusCode::OK, &crate::openapi::document())),
     };
     (Some(route), reply)
 }
