@@ -10,4 +10,10 @@ cd "$(dirname "$0")/.."
 # target/rig/. Installs only what is missing.
 tests/rig/setup.sh
 
+# systemd-analyze, to verify the unit in systemd/.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt-get update
+    apt-get install -y --no-install-recommends systemd
+fi
+
 cargo test --workspace --locked "$@"

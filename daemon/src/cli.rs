@@ -17,6 +17,10 @@ rerod — remote-lab hardware booking daemon
 Usage:
   rerod [--config FILE]        serve (built-in defaults when no file is given)
   rerod check-config FILE      validate a config file and exit
+  rerod backup --out FILE [--config FILE]
+                               copy the store, consistently, while rerod runs
+  rerod export [--with-hashes] [--config FILE]
+                               print users and bookings as JSON
   rerod --help | --version
 
 Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH,
@@ -26,6 +30,8 @@ JWT_SECRET_KEY, JWT_ALGORITHM, JWT_EXPIRE_MINUTES, BCRYPT_ROUNDS";
 pub enum Command {
     Serve { config: Option<PathBuf> },
     CheckConfig { file: PathBuf },
+    Backup { config: Option<PathBuf>, out: PathBuf },
+    Export { config: Option<PathBuf>, with_hashes: bool },
     Help,
     Version,
 }
@@ -37,6 +43,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
     let mut args = args.into_iter();
     let mut config = None;
     let mut command = None;
+    let mut out = None;
+    let mut with_hashes = false;
+    let mut verb = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -45,12 +54,24 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                 config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
             }
             s if s.starts_with("--config=") => config = Some(PathBuf::from(&s["--config=".len()..])),
+            "backup" | "export" => verb = Some(arg.clone()),
+            "--out" | "-o" => out = Some(PathBuf::from(args.next().ok_or("--out needs a file")?)),
+            "--with-hashes" => with_hashes = true,
             "check-config" => {
                 let file = args.next().ok_or("check-config needs a file")?;
                 command = Some(Command::CheckConfig { file: PathBuf::from(file) });
             }
             other => return Err(format!("unexpected argument {other:?}\n\n{USAGE}")),
         }
+    }
+    match verb.as_deref() {
+        Some("backup") => {
+            let out = out.ok_or("backup needs --out FILE")?;
+            return Ok(Command::Backup { config, out });
+        }
+        Some(_) => return Ok(Command::Export { config, with_hashes }),
+        None if out.is_some() || with_hashes => return Err(format!("--out and --with-hashes go with backup or export\n\n{USAGE}")),
+        None => {}
     }
     Ok(command.unwrap_or(Command::Serve { config }))
 }
@@ -78,6 +99,24 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(())
         }
         Command::Serve { config } => serve(config),
+        Command::Backup { config, out } => {
+            let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let counts = crate::store::backup(&config.store.path, &out)?;
+            eprintln!(
+                "backed up {} to {}: {} users, {} bookings",
+                config.store.path.display(),
+                out.display(),
+                counts.users,
+                counts.bookings
+            );
+            Ok(())
+        }
+        Command::Export { config, with_hashes } => {
+            let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let snapshot = crate::store::snapshot(&config.store.path)?;
+            println!("{}", serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?);
+            Ok(())
+        }
     }
 }
 
@@ -130,6 +169,40 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
         tracing::info!("stopped");
         Ok::<_, Error>(())
     })
+}
+
+/// The export format: users (hashes only when asked) and bookings.
+fn export_json(snapshot: &crate::store::Snapshot, with_hashes: bool) -> serde_json::Value {
+    use crate::wire::utc;
+    let users: Vec<_> = snapshot
+        .users
+        .iter()
+        .map(|u| {
+            let mut user = serde_json::json!({
+                "email": u.email,
+                "created_at": utc(u.created_at),
+                "disabled": u.disabled,
+            });
+            if with_hashes {
+                user["password_hash"] = u.password_hash.as_stored().into();
+            }
+            user
+        })
+        .collect();
+    let bookings: Vec<_> = snapshot
+        .bookings
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "device": b.key.device,
+                "date": b.key.date.to_string(),
+                "slot_id": b.key.slot,
+                "email": b.email,
+                "booked_at": utc(b.booked_at),
+            })
+        })
+        .collect();
+    serde_json::json!({ "users": users, "bookings": bookings })
 }
 
 /// How often systemd's STATUS= line is refreshed.
@@ -195,5 +268,11 @@ mod tests {
         assert_eq!(parse(&["check-config", "a.toml"]), Ok(Command::CheckConfig { file: "a.toml".into() }));
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
+        assert_eq!(parse(&["backup", "--out", "b.redb"]), Ok(Command::Backup { config: None, out: "b.redb".into() }));
+        assert!(parse(&["backup"]).is_err());
+        assert_eq!(
+            parse(&["export", "--with-hashes", "--config", "c.toml"]),
+            Ok(Command::Export { config: Some("c.toml".into()), with_hashes: true })
+        );
     }
 }

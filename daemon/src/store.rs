@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -164,7 +164,11 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
         }
-        let db = Database::create(path)
+        // One writer (this daemon); other processes (`rerod backup`,
+        // `rerod export`) may open the file read-only meanwhile.
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(path)
             .map_err(|source| StoreError::Open { path: path.to_owned(), source: Box::new(source) })?;
         init_schema(&db, path)?;
         let db = Arc::new(db);
@@ -292,6 +296,79 @@ impl Store {
             bookings: txn.open_table(BOOKINGS).map_err(db)?.len().map_err(db)?,
         })
     }
+}
+
+/// Everything in a store, for `rerod export`.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub users: Vec<User>,
+    pub bookings: Vec<Booking>,
+}
+
+fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, StoreError> {
+    Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(path)
+        .map_err(|source| StoreError::Open { path: path.to_owned(), source: Box::new(source) })
+}
+
+/// Copies one consistent snapshot of the store at `from` (a running daemon
+/// may have it open) into a new store file `to`, which must not exist yet.
+/// The copy is written beside `to` and renamed into place when complete.
+pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
+    if to.exists() {
+        return Err(StoreError::Corrupt(format!("{} already exists; choose a new file", to.display())));
+    }
+    let source = open_read_only(from)?;
+    let snapshot = source.begin_read().map_err(db)?;
+    let partial = to.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let target = Database::create(&partial)
+        .map_err(|source| StoreError::Open { path: partial.clone(), source: Box::new(source) })?;
+    let txn = target.begin_write().map_err(db)?;
+    let counts = {
+        fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+            snapshot: &redb::ReadTransaction,
+            txn: &redb::WriteTransaction,
+            table: TableDefinition<K, V>,
+        ) -> Result<u64, StoreError> {
+            let from = snapshot.open_table(table).map_err(db)?;
+            let mut to = txn.open_table(table).map_err(db)?;
+            let mut n = 0;
+            for entry in from.iter().map_err(db)? {
+                let (k, v) = entry.map_err(db)?;
+                to.insert(k.value(), v.value()).map_err(db)?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        copy(&snapshot, &txn, META)?;
+        copy(&snapshot, &txn, USER_BOOKINGS)?;
+        Counts { users: copy(&snapshot, &txn, USERS)?, bookings: copy(&snapshot, &txn, BOOKINGS)? }
+    };
+    txn.commit().map_err(db)?;
+    drop(target);
+    std::fs::rename(&partial, to).map_err(|e| StoreError::Corrupt(format!("cannot move the backup into place: {e}")))?;
+    Ok(counts)
+}
+
+/// Reads every user and booking of the store at `path` (which a running daemon may have open).
+pub fn snapshot(path: &Path) -> Result<Snapshot, StoreError> {
+    let source = open_read_only(path)?;
+    let txn = source.begin_read().map_err(db)?;
+    let mut users = Vec::new();
+    for entry in txn.open_table(USERS).map_err(db)?.iter().map_err(db)? {
+        let (k, v) = entry.map_err(db)?;
+        users.push(decode_user(k.value(), v.value())?);
+    }
+    let mut bookings = Vec::new();
+    for entry in txn.open_table(BOOKINGS).map_err(db)?.iter().map_err(db)? {
+        let (k, v) = entry.map_err(db)?;
+        let (device, day, slot) = k.value();
+        let key = SlotKey { device: device.to_owned(), date: parse_date(day)?, slot };
+        bookings.push(decode_booking(key, v.value())?);
+    }
+    Ok(Snapshot { users, bookings })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -630,6 +707,25 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
         assert_eq!(store.bookings_on("d", date(2026, 11, 24)).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
+        let (dir, store) = temp_store();
+        store.create_user(user("a@x.org")).await.unwrap();
+        store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        let secret = store.jwt_secret_or_insert(|| Ok(vec![5; 32])).unwrap();
+        let out = dir.path().join("backup.redb");
+        assert_eq!(backup(store.path(), &out).unwrap(), Counts { users: 1, bookings: 1 });
+        assert!(backup(store.path(), &out).is_err(), "an existing file is never overwritten");
+        // Writes after the backup are not in it.
+        store.book(key("d", 2), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        let restored = Store::open(&out).unwrap();
+        assert_eq!(restored.bookings_of("a@x.org").unwrap().len(), 1);
+        assert_eq!(restored.user("a@x.org").unwrap(), Some(user("a@x.org")));
+        assert_eq!(restored.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
+        let all = snapshot(store.path()).unwrap();
+        assert_eq!((all.users.len(), all.bookings.len()), (1, 2));
     }
 
     #[test]

@@ -172,3 +172,15 @@ async fn openapi_document_is_served() {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
 }
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify_and_security() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(repo.join("systemd/check.sh"))
+        .env("BINARY", env!("CARGO_BIN_EXE_rerod"))
+        .output()
+        .expect("running systemd/check.sh (tests/run.sh installs systemd-analyze)");
+    let shown = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("== systemd-analyze security"), "{shown}");
+}

@@ -146,6 +146,11 @@ impl Daemon {
         Daemon::spawn(dir, options)
     }
 
+    /// The daemon's store file.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("rerod.redb")
+    }
+
     /// The config file the daemon was started with.
     pub fn config_path(&self) -> std::path::PathBuf {
         self.dir.path().join("rerod.toml")
