@@ -7,7 +7,6 @@
 //! Results are in tests/bench/RESULTS.md.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -18,61 +17,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = dir.path().join("rerod.toml");
-        std::fs::write(&config, "[lab]\ntimezone = \"UTC\"\n").unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rerod"))
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("BCRYPT_ROUNDS", "4")
-            .env("DATABASE_PATH", dir.path().join("rerod.redb"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting rerod");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "rerod did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, addr, _dir: dir }
-    }
-
-    /// CPU time (user + system) the daemon has used so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-        let ticks: u64 = if std::env::var_os("FANOUT_SYS_ONLY").is_some() { 0 } else { fields[11].parse::<u64>().unwrap() } + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / hz)
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
-    }
-}
+#[path = "daemon.rs"]
+mod daemon;
+use daemon::Daemon;
 
 async fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -153,7 +100,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run(n_clients: usize, rounds: usize) {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start(4);
     let addr = daemon.addr;
     let creds = json!({"email": "fan@example.com", "password": "password1"});
     assert_eq!(post(addr, "/auth/register", None, &creds).await.0, 201);

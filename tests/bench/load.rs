@@ -7,7 +7,6 @@
 //! Results and the machine they were taken on are in tests/bench/RESULTS.md.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,48 +18,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(bcrypt_cost: u32) -> Daemon {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().unwrap().port()
-    };
-    let config = dir.path().join("rerod.toml");
-    std::fs::write(&config, "[lab]\ntimezone = \"UTC\"\n").unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rerod"))
-        .arg("--config")
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("BCRYPT_ROUNDS", bcrypt_cost.to_string())
-        .env("LOG_LEVEL", std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
-        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting rerod");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "rerod did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Daemon { child, addr, _dir: dir }
-}
+#[path = "daemon.rs"]
+mod daemon;
+use daemon::Daemon;
 
 async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -174,7 +134,7 @@ where
 }
 
 async fn bench_slots(secs: u64, n_conns: usize) {
-    let daemon = start_daemon(4);
+    let daemon = Daemon::start(4);
     let token = user(daemon.addr, "seed@example.com").await;
     // A few booked slots so the listing has both kinds.
     let mut s = connect(daemon.addr).await;
@@ -187,7 +147,7 @@ async fn bench_slots(secs: u64, n_conns: usize) {
 }
 
 async fn bench_book_cancel(secs: u64, n_conns: usize) {
-    let daemon = start_daemon(4);
+    let daemon = Daemon::start(4);
     let mut tokens = Vec::new();
     for i in 0..n_conns {
         tokens.push(user(daemon.addr, &format!("u{i}@example.com")).await);
@@ -207,7 +167,7 @@ async fn bench_book_cancel(secs: u64, n_conns: usize) {
 
 async fn bench_slots_during_logins(secs: u64, n_conns: usize) {
     // The default bcrypt cost: each login is about a quarter second of CPU.
-    let daemon = start_daemon(12);
+    let daemon = Daemon::start(12);
     let addr = daemon.addr;
     user(addr, "login@example.com").await;
     let stop = Arc::new(AtomicBool::new(false));
