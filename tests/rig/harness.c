@@ -173,6 +173,7 @@ static void mcu_reset(int ext)
 static int g_slave_fd = -1;   /* our own handle on the slave */
 static int g_ino_fd = -1;     /* inotify on the slave device node */
 static int g_openers;         /* other processes that have the slave open */
+static int g_preseen_opens;   /* opens counted from /proc before their event was read */
 
 static void slave_make_raw(void)
 {
@@ -246,7 +247,9 @@ static int poll_openers(void)
 			if (g_verbose > 1)
 				msg("inotify 0x%x openers %d", ev->mask, g_openers);
 			if (ev->mask & IN_OPEN) {
-				if (g_openers++ == 0)
+				if (g_preseen_opens > 0)
+					g_preseen_opens--;
+				else if (g_openers++ == 0)
 					opened = 1;
 			}
 			if (ev->mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_Q_OVERFLOW)) {
@@ -261,8 +264,16 @@ static int poll_openers(void)
 		return opened;
 	int blind;
 	int n = count_openers(&blind);
-	if (n >= 0 && !(blind && n < g_openers))
+	if (n >= 0 && !(blind && n < g_openers)) {
+		/* A client that opens right after the last one closed can be in
+		 * /proc before its open event is read: that is a new session
+		 * (reset now), and its event, when it comes, is already counted. */
+		if (g_openers == 0 && n > 0) {
+			g_preseen_opens += n;
+			opened = 1;
+		}
 		g_openers = n;
+	}
 	if (g_openers == 0 && (before > 0 || opened)) {
 		/* The tty never really closes (we hold it), so whatever the
 		 * last client left behind stays: an exclusive lock (TIOCEXCL,
