@@ -41,6 +41,8 @@ pub struct App {
     /// Live WebSocket connections, for `active_connections`.
     pub ws_connections: AtomicUsize,
     changes: broadcast::Sender<SlotsChanged>,
+    /// The configured boards: ports, uploads, sessions (see `devices.rs`).
+    pub devices: crate::devices::Devices,
 }
 
 /// A rendered anonymous view of one device's day, and how long it stays true.
@@ -151,6 +153,21 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("Internal error: {0}")]
     Internal(String),
+    /// Authenticated, but not the holder of the slot in progress on the device.
+    #[error("{reason}")]
+    Forbidden { device: String, needed_slot: Option<u16>, reason: String },
+    #[error("Device {0} is busy: another upload is running on it; try again when it has finished")]
+    DeviceBusy(String),
+    #[error("Device {device} is offline: {reason}")]
+    DeviceOffline { device: String, reason: String },
+    #[error("Firmware refused: {0}")]
+    Firmware(rerod_devices::FirmwareError),
+    #[error("Upload to {device} failed: {error}")]
+    Upload { device: String, error: rerod_devices::UploadError },
+    #[error("The upload to {device} was aborted: {reason}; the board was reset")]
+    UploadAborted { device: String, reason: String },
+    #[error("{0}")]
+    Compile(crate::compile::CompileError),
 }
 
 impl AppError {
@@ -170,11 +187,48 @@ impl AppError {
             AppError::UnknownDevice(_) => "device_not_found",
             AppError::Store(_) => "store_unavailable",
             AppError::Internal(_) => "internal",
+            AppError::Forbidden { .. } => "not_your_slot",
+            AppError::DeviceBusy(_) => "device_busy",
+            AppError::DeviceOffline { .. } => "device_offline",
+            AppError::Firmware(rerod_devices::FirmwareError::TooLarge { .. }) => "firmware_too_large",
+            AppError::Firmware(_) => "invalid_firmware",
+            AppError::Upload { error, .. } => upload_error_code(error),
+            AppError::UploadAborted { .. } => "upload_aborted",
+            AppError::Compile(e) => compile_error_code(e),
         }
     }
 
     pub fn field(field: &'static str, message: impl Into<String>) -> AppError {
         AppError::InvalidField { field, message: message.into() }
+    }
+}
+
+fn upload_error_code(error: &rerod_devices::UploadError) -> &'static str {
+    use rerod_devices::UploadError as E;
+    match error {
+        E::PortNotFound { .. } | E::PortVanished { .. } | E::PortOpen { .. } => "device_offline",
+        E::TooLarge { .. } => "firmware_too_large",
+        E::Firmware(_) => "invalid_firmware",
+        E::ToolNotFound { .. } | E::BadOptions(_) | E::Reset(_) | E::Io { .. } | E::Internal(_) => "device_misconfigured",
+        E::Cancelled => "upload_aborted",
+        E::NoSync { .. }
+        | E::WrongSignature { .. }
+        | E::VerifyMismatch { .. }
+        | E::Timeout { .. }
+        | E::Protocol { .. }
+        | E::ToolFailed { .. } => "upload_failed",
+    }
+}
+
+fn compile_error_code(error: &crate::compile::CompileError) -> &'static str {
+    use crate::compile::CompileError as E;
+    match error {
+        E::NoCompiler { .. } => "no_compiler",
+        E::EmptyCode => "invalid_field",
+        E::Failed { .. } => "compile_failed",
+        E::Timeout { .. } => "compile_timeout",
+        E::Spawn { .. } | E::NoOutput | E::BadOutput(_) => "compiler_unavailable",
+        E::Io(_) => "internal",
     }
 }
 
@@ -231,6 +285,7 @@ impl App {
         }
         let n_hash_threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         let (changes, _) = broadcast::channel(1024);
+        let devices = crate::devices::Devices::new(&config);
         Ok(App {
             tokens: TokenKeys::new(&secret, config.auth.jwt_algorithm),
             config: RwLock::new(Arc::new(config)),
@@ -245,6 +300,7 @@ impl App {
             views: Mutex::new(HashMap::new()),
             ws_connections: AtomicUsize::new(0),
             changes,
+            devices,
         })
     }
 
@@ -278,6 +334,7 @@ impl App {
         if format!("{:?}", new.auth.jwt_secret) != format!("{:?}", old.auth.jwt_secret) {
             needs_restart.push("auth.jwt_secret_file");
         }
+        self.devices.apply(&new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -554,6 +611,11 @@ impl App {
                 }
                 self.metrics.record_booking(BookingAction::Cancel);
                 self.changed(&booking.key);
+                if slot.is_in_progress(self.now()) {
+                    // Cancelling the slot in progress ends its session at once.
+                    let message = format!("the booking of slot {} was cancelled", slot.id);
+                    self.devices.end_session(&device.id, &booking.email, message);
+                }
                 Ok(booking)
             }
             Err(CancelError::NotBooked) => Err(AppError::Booking(BookingError::NotBooked { id: slot_id })),

@@ -140,6 +140,8 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
         }
         .start();
         let listener = bind(listen).await?;
+        // Slot boundaries end sessions on the boards.
+        let sessions = crate::session::start(Arc::clone(&app));
         let address = listener.local_addr()?;
         tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");
         if notifier.is_enabled() {
@@ -164,6 +166,9 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
             let _ = notifier.stopping();
         };
         crate::http::serve(Arc::clone(&app), listener, shutdown).await;
+        sessions.abort();
+        tracing::info!("shutting down: aborting uploads and closing device ports");
+        app.devices.shutdown().await;
         tracing::info!("shutting down: flushing the store");
         app.store.close().await;
         tracing::info!("stopped");

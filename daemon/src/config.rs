@@ -16,6 +16,7 @@ use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
 
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
+use rerod_devices::{Firmware, ResetMethod};
 
 /// The compiled configuration the daemon runs on.
 #[derive(Clone, Debug)]
@@ -26,6 +27,8 @@ pub struct Config {
     pub lab: LabConfig,
     pub log: LogConfig,
     pub devices: Vec<DeviceConfig>,
+    /// Sketch toolchains by board model (`[compilers.<model>]`).
+    pub compilers: std::collections::BTreeMap<String, CompilerConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +129,32 @@ pub struct DeviceConfig {
     pub port: Option<PathBuf>,
     pub usb: Option<UsbMatch>,
     pub baud: u32,
+    /// How the board is reset into its bootloader (and after an aborted upload).
+    pub reset: ResetMethod,
+    /// The plugin's own options, already accepted by its `check_options`.
+    pub options: toml::Table,
+    /// The bootloader's baud rate (default: the model's, else 115200).
+    pub upload_baud: u32,
+    /// Flash available to programs, in bytes (default: the model's).
+    pub flash_limit: Option<u64>,
+    /// Flashed when a session that uploaded something ends, so the next user starts clean.
+    pub idle_firmware: Option<IdleFirmware>,
+}
+
+/// A device's idle firmware, read and checked when the config is loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdleFirmware {
+    pub path: PathBuf,
+    pub firmware: std::sync::Arc<Firmware>,
+}
+
+/// How sketches for one board model are compiled: an argv (no shell) with
+/// `{sketch}` (the `.ino` file), `{sketch_dir}` and `{build}` (the output
+/// directory); the program is the `.hex` the tool leaves in `{build}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompilerConfig {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,6 +282,15 @@ mod raw {
         pub log: Log,
         #[serde(default)]
         pub devices: Vec<Device>,
+        #[serde(default)]
+        pub compilers: std::collections::BTreeMap<String, Compiler>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Compiler {
+        pub argv: Option<Vec<String>>,
+        pub timeout_secs: Option<i64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -329,6 +367,11 @@ mod raw {
         pub port: Option<String>,
         pub usb: Option<Usb>,
         pub baud: Option<i64>,
+        pub reset: Option<toml::Value>,
+        pub options: Option<toml::Table>,
+        pub upload_baud: Option<i64>,
+        pub flash_limit: Option<i64>,
+        pub idle_firmware: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -398,8 +441,9 @@ fn compile(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>> {
     let lab = compile_lab(&mut c, raw.lab);
     let log = compile_log(&mut c, raw.log, env);
     let devices = compile_devices(&mut c, raw.devices);
+    let compilers = compile_compilers(&mut c, raw.compilers);
     if c.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices })
+        Ok(Config { server, store, auth, lab, log, devices, compilers })
     } else {
         Err(c.problems)
     }
@@ -681,21 +725,118 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
             c.problem(format!("{key}.plugin"), "is required (the upload method, e.g. \"stk500v1\")");
             continue;
         };
-        if d.port.is_some() && d.usb.is_some() {
-            c.problem(&key, "give either port or usb, not both");
+        match (&d.port, &d.usb) {
+            (Some(_), Some(_)) => c.problem(&key, "give either port or usb, not both"),
+            (None, None) => c.problem(
+                &key,
+                "give port (a path such as \"/dev/serial/by-id/...\") or usb (vid, pid and optionally serial_number)",
+            ),
+            _ => {}
         }
         let usb = d.usb.and_then(|usb| compile_usb(c, &format!("{key}.usb"), usb));
+        let model_name = d.model.unwrap_or_else(|| "uno".to_owned());
+        let model = rerod_devices::model::lookup(&model_name);
+        match crate::plugins::lookup(&plugin) {
+            None => c.problem(
+                format!("{key}.plugin"),
+                format!("unknown upload method {plugin:?} (known: {})", crate::plugins::NAMES.join(", ")),
+            ),
+            Some(uploader) => {
+                if let Err(errors) = uploader.check_options(d.options.as_ref().unwrap_or(&toml::Table::new())) {
+                    for e in errors {
+                        c.problem(format!("{key}.options.{}", e.key), e.message);
+                    }
+                }
+            }
+        }
+        let reset = compile_reset(c, &format!("{key}.reset"), d.reset);
+        let flash_limit = match d.flash_limit {
+            Some(v) => Some(c.int(&format!("{key}.flash_limit"), Some(v), 256..=1 << 30, 32_256)),
+            None => model.map(|m| m.flash_limit),
+        };
+        let idle_firmware = d.idle_firmware.and_then(|path| {
+            let path = PathBuf::from(path);
+            let checked = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(
+                |bytes| {
+                    let firmware = Firmware::detect(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                    if let Some(limit) = flash_limit {
+                        firmware.check_fits(limit).map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                    Ok(firmware)
+                },
+            );
+            match checked {
+                Ok(firmware) => Some(IdleFirmware { path, firmware: std::sync::Arc::new(firmware) }),
+                Err(message) => {
+                    c.problem(format!("{key}.idle_firmware"), message);
+                    None
+                }
+            }
+        });
         devices.push(DeviceConfig {
             name: d.name.unwrap_or_else(|| id.clone()),
             id,
-            model: d.model.unwrap_or_else(|| "uno".to_owned()),
             plugin,
             port: d.port.map(PathBuf::from),
             usb,
             baud: c.int(&format!("{key}.baud"), d.baud, 300..=4_000_000, 115_200),
+            reset,
+            options: d.options.unwrap_or_default(),
+            upload_baud: c.int(
+                &format!("{key}.upload_baud"),
+                d.upload_baud,
+                300..=4_000_000,
+                model.map_or(115_200, |m| m.upload_baud),
+            ),
+            flash_limit,
+            idle_firmware,
+            model: model_name,
         });
     }
     devices
+}
+
+/// `reset = "dtr" | "none" | ["program", "arg", ...]`; default DTR.
+fn compile_reset(c: &mut Compiler, key: &str, raw: Option<toml::Value>) -> ResetMethod {
+    let wrong = "must be \"dtr\", \"none\", or a command as an array of strings such as [\"usbreset\", \"2341:0043\"]";
+    match raw {
+        None => ResetMethod::Dtr,
+        Some(toml::Value::String(s)) if s == "dtr" => ResetMethod::Dtr,
+        Some(toml::Value::String(s)) if s == "none" => ResetMethod::None,
+        Some(toml::Value::Array(items)) if !items.is_empty() => {
+            let argv: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(str::to_owned)).collect();
+            argv.map(ResetMethod::Command).unwrap_or_else(|| {
+                c.problem(key, wrong);
+                ResetMethod::Dtr
+            })
+        }
+        Some(_) => {
+            c.problem(key, wrong);
+            ResetMethod::Dtr
+        }
+    }
+}
+
+/// `[compilers.<model>]`: an argv template and a timeout per board model.
+fn compile_compilers(
+    c: &mut Compiler,
+    raw: std::collections::BTreeMap<String, raw::Compiler>,
+) -> std::collections::BTreeMap<String, CompilerConfig> {
+    let mut out = std::collections::BTreeMap::new();
+    for (model, compiler) in raw {
+        let key = format!("compilers.{model}");
+        let argv = compiler.argv.unwrap_or_default();
+        if argv.is_empty() || argv[0].is_empty() {
+            c.problem(format!("{key}.argv"), "is required: the compiler and its arguments, using {sketch} and {build}");
+            continue;
+        }
+        if !argv.iter().any(|a| a.contains("{sketch}") || a.contains("{sketch_dir}")) {
+            c.problem(format!("{key}.argv"), "must use {sketch} or {sketch_dir}, where the user's code is written");
+        }
+        let timeout = Duration::from_secs(c.int(&format!("{key}.timeout_secs"), compiler.timeout_secs, 1..=3600, 120));
+        out.insert(model.to_ascii_lowercase(), CompilerConfig { argv, timeout });
+    }
+    out
 }
 
 fn compile_usb(c: &mut Compiler, key: &str, raw: raw::Usb) -> Option<UsbMatch> {
@@ -825,10 +966,91 @@ mod tests {
     #[test]
     fn duplicate_device_ids_are_refused() {
         let problems = load(
-            "[[devices]]\nid = \"a\"\nplugin = \"x\"\n[[devices]]\nid = \"a\"\nplugin = \"x\"\n",
+            "[[devices]]\nid = \"a\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM0\"\n\
+             [[devices]]\nid = \"a\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM1\"\n",
         )
         .unwrap_err();
         assert_eq!(keys(&problems), ["devices[1].id"]);
+    }
+
+    #[test]
+    fn a_minimal_uno_entry_is_enough_and_takes_the_models_defaults() {
+        let config = load("[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM0\"\n").unwrap();
+        let d = &config.devices[0];
+        assert_eq!((d.name.as_str(), d.model.as_str(), d.baud, d.upload_baud), ("arm-1", "uno", 115_200, 115_200));
+        assert_eq!(d.flash_limit, Some(32_256));
+        assert_eq!(d.reset, ResetMethod::Dtr);
+        assert!(d.options.is_empty() && d.idle_firmware.is_none());
+    }
+
+    #[test]
+    fn device_reset_options_and_compilers() {
+        let dir = tempfile::tempdir().unwrap();
+        let idle = dir.path().join("idle.hex");
+        std::fs::write(&idle, ":0400000001020304F2\n:00000001FF\n").unwrap();
+        let text = format!(
+            r#"
+            [[devices]]
+            id = "a"
+            model = "nano-old"
+            plugin = "command"
+            port = "/dev/ttyUSB0"
+            reset = ["kill", "-USR1", "42"]
+            flash_limit = 31744
+            idle_firmware = "{}"
+            options = {{ argv = ["avrdude", "-P", "{{port}}", "-U", "flash:w:{{firmware}}:i"] }}
+            [[devices]]
+            id = "b"
+            plugin = "stk500v1"
+            usb = {{ vid = "2341", pid = "0043" }}
+            reset = "none"
+            [compilers.uno]
+            argv = ["cc", "{{sketch}}", "-o", "{{build}}"]
+            "#,
+            idle.display()
+        );
+        let config = load(&text).unwrap();
+        let (a, b) = (&config.devices[0], &config.devices[1]);
+        assert_eq!(a.reset, ResetMethod::Command(vec!["kill".into(), "-USR1".into(), "42".into()]));
+        assert_eq!((a.upload_baud, a.flash_limit), (57_600, Some(31_744)));
+        assert_eq!(a.idle_firmware.as_ref().map(|f| f.firmware.len()), Some(4));
+        assert_eq!(b.reset, ResetMethod::None);
+        assert_eq!(config.compilers["uno"].argv[1], "{sketch}");
+
+        let problems = load(
+            r#"
+            [[devices]]
+            id = "a"
+            plugin = "stk500v2"
+            port = "/dev/x"
+            [[devices]]
+            id = "b"
+            plugin = "stk500v1"
+            reset = "pulse"
+            idle_firmware = "/nonexistent/idle.hex"
+            options = { verfy = true, page_size = 100 }
+            [[devices]]
+            id = "c"
+            plugin = "command"
+            port = "/dev/y"
+            [compilers.uno]
+            argv = ["cc"]
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            [
+                "devices[0].plugin",
+                "devices[1]",
+                "devices[1].options.verfy",
+                "devices[1].options.page_size",
+                "devices[1].reset",
+                "devices[1].idle_firmware",
+                "devices[2].options.argv",
+                "compilers.uno.argv",
+            ]
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn paths() -> Value {
             },
             "responses": responses(
                 ok("Uploaded", "UploadResponse"),
-                &[400, 401, 403, 404, 408, 413, 415, 422, 503],
+                &[400, 401, 403, 404, 408, 409, 413, 415, 422, 502, 503],
             ),
         }},
         "/devices/read/{device}": { "get": websocket_operation(
@@ -395,7 +395,9 @@ fn components() -> Value {
             "Error413": error_response("The request body is larger than the limit"),
             "Error415": error_response("The body is not JSON (Content-Type: application/json)"),
             "Error422": error_response("A field is missing or has the wrong type; field names it"),
-            "Error503": error_response("The store is unavailable or too many connections are open"),
+            "Error409": error_response("The device is busy with another upload, or the upload was aborted because the session ended"),
+            "Error502": error_response("The board (or its flashing tool) did not answer as expected: no sync, verify mismatch, tool failure"),
+            "Error503": error_response("The store is unavailable, too many connections are open, or the device is offline"),
         },
         "schemas": {
             "Error": {
@@ -483,7 +485,7 @@ fn components() -> Value {
                     },
                     "devices": {
                         "type": "object",
-                        "properties": { "configured": integer, "calendars": integer },
+                        "properties": { "configured": integer, "calendars": integer, "online": integer, "offline": integer },
                     },
                 },
             },
@@ -704,6 +706,10 @@ fn components() -> Value {
                     "type": ws_type("serial_output"),
                     "device_number": integer,
                     "output": { "type": "string", "description": "Only the bytes new since the previous message" },
+                    "output_base64": {
+                        "type": "string", "format": "byte",
+                        "description": "Present only when the bytes were not all valid UTF-8 (output then shows U+FFFD): the exact bytes",
+                    },
                     "timestamp": utc,
                 },
             },
@@ -819,6 +825,24 @@ mod tests {
             expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
         assert_eq!(pairs, expected);
         assert!(paths_and_methods(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn every_served_route_is_documented_with_its_methods() {
+        let doc = document();
+        for route in crate::http::Route::ALL {
+            for method in route.methods() {
+                let operation = &doc["paths"][route.pattern()][method.as_str().to_ascii_lowercase()];
+                assert!(operation.is_object(), "{} {} is not documented", method, route.pattern());
+            }
+        }
+        // Templated paths resolve to their routes, and only with a device segment.
+        use crate::http::Route;
+        assert_eq!(Route::resolve("/devices/upload/arm-1"), Some(Route::DevicesUpload));
+        assert_eq!(Route::resolve("/devices/read/0"), Some(Route::DevicesConsole));
+        assert_eq!(Route::resolve("/devices/read/"), None);
+        assert_eq!(Route::resolve("/devices/read/a/b"), None);
+        assert_eq!(Route::resolve("/devices/compile"), Some(Route::DevicesCompile));
     }
 
     #[test]

@@ -21,11 +21,17 @@ impl Drop for Daemon {
 
 impl Daemon {
     /// Starts rerod with this bcrypt cost; `BENCH_LOG_LEVEL` (default `info`) sets its log level.
+    #[allow(dead_code)]
     pub fn start(bcrypt_cost: u32) -> Daemon {
+        Daemon::start_with(bcrypt_cost, "[lab]\ntimezone = \"UTC\"\n")
+    }
+
+    /// Starts rerod with this bcrypt cost and config file text.
+    pub fn start_with(bcrypt_cost: u32, config_text: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
         let config = dir.path().join("rerod.toml");
-        std::fs::write(&config, "[lab]\ntimezone = \"UTC\"\n").unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rerod"))
             .arg("--config")
             .arg(&config)

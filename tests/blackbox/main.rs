@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod concurrency;
+mod devices;
 mod durability;
 mod http_api;
 mod operations;

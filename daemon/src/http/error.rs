@@ -73,6 +73,28 @@ impl From<AppError> for ApiError {
                 let detail = "Internal error; the lab admin can find details in the log";
                 return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail);
             }
+            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AppError::DeviceBusy(_) | AppError::UploadAborted { .. } => StatusCode::CONFLICT,
+            AppError::DeviceOffline { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Firmware(_) | AppError::Upload { .. } | AppError::Compile(_) => match code {
+                "firmware_too_large" | "no_compiler" | "compile_failed" | "compile_timeout" => StatusCode::BAD_REQUEST,
+                "invalid_firmware" | "invalid_field" => {
+                    let field = if code == "invalid_field" { "code" } else { "body" };
+                    return ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail) };
+                }
+                "device_offline" => StatusCode::SERVICE_UNAVAILABLE,
+                // The board or its tool answered wrongly: a bad gateway, not our bug.
+                "upload_failed" => StatusCode::BAD_GATEWAY,
+                "upload_aborted" => StatusCode::CONFLICT,
+                _ => {
+                    // The lab's setup (tool, options, toolchain) is at fault: say so, log it.
+                    tracing::error!(error = %detail, code, "device or toolchain misconfigured");
+                    if code == "internal" {
+                        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail);
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
         };
         ApiError::new(status, code, detail)
     }

@@ -67,6 +67,8 @@ pub fn health(app: &Arc<App>) -> Reply {
         "devices": {
             "configured": config.devices.len(),
             "calendars": n_devices,
+            "online": app.devices.boards().iter().filter(|b| b.is_online()).count(),
+            "offline": app.devices.boards().iter().filter(|b| !b.is_online()).count(),
         },
     });
     match (store_error, counts) {

@@ -126,7 +126,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); `None` if the result is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
+pub(super) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

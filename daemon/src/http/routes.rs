@@ -30,6 +30,12 @@ pub enum Route {
     SlotBookingSocket,
     Metrics,
     OpenApi,
+    Devices,
+    DevicesCompile,
+    /// `/devices/upload/{device}`: the device is the last path segment.
+    DevicesUpload,
+    /// `/devices/read/{device}`: the serial console (WebSocket).
+    DevicesConsole,
 }
 
 impl Route {
@@ -47,10 +53,24 @@ impl Route {
         Route::SlotBookingSocket,
         Route::Metrics,
         Route::OpenApi,
+        Route::Devices,
+        Route::DevicesCompile,
+        Route::DevicesUpload,
+        Route::DevicesConsole,
     ];
 
     pub fn resolve(path: &str) -> Option<Route> {
-        Route::ALL.iter().copied().find(|r| r.pattern() == path)
+        if let Some(route) = Route::ALL.iter().copied().find(|r| r.pattern() == path) {
+            return Some(route);
+        }
+        // Templated routes: one non-empty segment after the prefix.
+        [Route::DevicesUpload, Route::DevicesConsole].into_iter().find(|r| r.path_param(path).is_some())
+    }
+
+    /// The `{device}` segment of a templated route's path, still percent-encoded.
+    pub fn path_param(self, path: &str) -> Option<&str> {
+        let prefix = self.pattern().strip_suffix("{device}")?;
+        path.strip_prefix(prefix).filter(|rest| !rest.is_empty() && !rest.contains('/'))
     }
 
     pub fn pattern(self) -> &'static str {
@@ -68,6 +88,10 @@ impl Route {
             Route::SlotBookingSocket => "/slot-booking",
             Route::Metrics => "/metrics",
             Route::OpenApi => "/openapi.json",
+            Route::Devices => "/devices",
+            Route::DevicesCompile => "/devices/compile",
+            Route::DevicesUpload => "/devices/upload/{device}",
+            Route::DevicesConsole => "/devices/read/{device}",
         }
     }
 
@@ -79,8 +103,15 @@ impl Route {
             | Route::Slots
             | Route::SlotBookingSocket
             | Route::Metrics
-            | Route::OpenApi => &[Method::GET],
-            Route::BookSlot | Route::CancelSlot | Route::Register | Route::Login => &[Method::POST],
+            | Route::OpenApi
+            | Route::Devices
+            | Route::DevicesConsole => &[Method::GET],
+            Route::BookSlot
+            | Route::CancelSlot
+            | Route::Register
+            | Route::Login
+            | Route::DevicesCompile
+            | Route::DevicesUpload => &[Method::POST],
             Route::MyBookings | Route::SlotsUser => &[Method::GET, Method::POST],
         }
     }
@@ -113,7 +144,14 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
     if route == Route::SlotBookingSocket {
         return (Some(route), upgrade_booking_socket(server, &mut req));
     }
-    let limit = app.config().server.max_json_bytes;
+    if route == Route::DevicesConsole {
+        return (Some(route), super::devices::upgrade_console(server, &mut req));
+    }
+    let limit = match route {
+        // Firmware may be larger than JSON; the handler holds JSON bodies to the JSON limit.
+        Route::DevicesUpload => app.config().server.max_firmware_bytes,
+        _ => app.config().server.max_json_bytes,
+    };
     let req = match Req::read(req, limit).await {
         Ok(req) => req,
         Err(e) => return (Some(route), Err(e)),
@@ -132,6 +170,10 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
         Route::SlotBookingSocket => unreachable!("WebSocket routes are answered before the body is read"),
         Route::Metrics => handlers::metrics(app),
         Route::OpenApi => Ok(super::json_response(StatusCode::OK, &crate::openapi::document())),
+        Route::Devices => super::devices::list(app),
+        Route::DevicesCompile => super::devices::compile(app, &req).await,
+        Route::DevicesUpload => super::devices::upload(app, &req).await,
+        Route::DevicesConsole => unreachable!("WebSocket routes are answered before the body is read"),
     };
     (Some(route), reply)
 }

@@ -45,6 +45,11 @@ impl BookingHub {
         hub
     }
 
+    /// Turns true when the server stops; other sockets (the consoles) close on it too.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+
     async fn fan_out(self, app: Arc<App>) {
         let mut changes = app.subscribe();
         let mut stop = self.stop.clone();

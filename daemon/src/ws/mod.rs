@@ -2,6 +2,7 @@
 //! answered here and the upgraded connection handed to tokio-tungstenite.
 
 pub mod booking;
+pub mod console;
 
 use std::time::Duration;
 

@@ -1,0 +1,523 @@
+//! The device runtime: one [`Board`] per configured device (its port, its
+//! uploads, its console events), who may use a board now, and what happens to
+//! a board when a session ends.
+//!
+//! A board's port belongs to its `DevicePort` (devices crate): the console
+//! thread reads it, and an upload takes it over through a lease, so the
+//! console pauses during an upload and resumes by itself afterwards. Uploads
+//! run in their own task: a client that hangs up mid-upload does not leave a
+//! half-flashed board behind.
+//!
+//! Architecture invariant: nothing here knows HTTP, WebSocket or JSON. Front
+//! ends subscribe to a board's [`ConsoleEvent`]s and its serial output.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rerod_devices::{
+    CancelToken, ConsoleConfig, DevicePort, Firmware, PortError, PortSpec, PortState, Progress, TtyLink, UploadError,
+    UploadEvent, UploadJob, UploadReport,
+};
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::app::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
+use crate::booking::Slot;
+use crate::config::{Config, DeviceConfig};
+
+/// How long an upload waits for the lab's own flash (idle firmware) to finish.
+const LAB_FLASH_WAIT: Duration = Duration::from_secs(120);
+/// Sketch compilations at once; more wait their turn.
+const MAX_COMPILES: usize = 2;
+
+/// Every configured board, in config order.
+#[derive(Debug)]
+pub struct Devices {
+    boards: RwLock<Vec<Arc<Board>>>,
+    /// Limits concurrent sketch compilations (they are CPU-heavy).
+    pub compiles: Semaphore,
+}
+
+/// What a board tells its console viewers besides serial output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleEvent {
+    Progress(Progress),
+    /// An upload finished; `ok` false with the reason otherwise.
+    UploadDone { ok: bool, message: String },
+    /// `email`'s session on this board is over (slot ended, booking cancelled).
+    SessionEnded { email: String, message: String },
+    /// The board left the config (or changed port); its consoles close.
+    Removed,
+}
+
+/// On whose behalf an upload runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    User(Principal),
+    /// The lab itself: idle firmware after a session.
+    Lab,
+}
+
+/// One configured board at run time.
+#[derive(Debug)]
+pub struct Board {
+    pub id: String,
+    config: RwLock<Arc<DeviceConfig>>,
+    port: DevicePort,
+    events: broadcast::Sender<ConsoleEvent>,
+    upload: Mutex<Option<Running>>,
+    /// Who flashed the program now on the board, until the idle firmware replaces it.
+    dirty: Mutex<Option<String>>,
+}
+
+/// The upload in progress on a board.
+#[derive(Debug)]
+struct Running {
+    owner: Owner,
+    cancel: CancelToken,
+    /// Why it was aborted, when the session ended under it.
+    abort_reason: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn port_spec(d: &DeviceConfig) -> PortSpec {
+    match (&d.port, &d.usb) {
+        (Some(path), _) => PortSpec::Path(path.clone()),
+        (None, Some(usb)) => PortSpec::Usb(rerod_devices::UsbMatch {
+            vid: usb.vid,
+            pid: usb.pid,
+            serial_number: usb.serial_number.clone(),
+        }),
+        // The config compiler requires one of the two.
+        (None, None) => PortSpec::Path("/dev/null/no-port-configured".into()),
+    }
+}
+
+impl Devices {
+    /// Starts one port thread per configured device.
+    pub fn new(config: &Config) -> Devices {
+        let boards = config.devices.iter().map(|d| Arc::new(Board::new(d.clone()))).collect();
+        Devices { boards: RwLock::new(boards), compiles: Semaphore::new(MAX_COMPILES) }
+    }
+
+    /// Follows a reloaded config: a board whose port and baud are unchanged
+    /// keeps its port (and its consoles); others are started afresh, and
+    /// removed ones are closed (their consoles are told).
+    pub fn apply(&self, config: &Config) {
+        let mut boards = self.boards.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::with_capacity(config.devices.len());
+        for d in &config.devices {
+            let kept = boards.iter().find(|b| {
+                let old = b.config();
+                b.id == d.id && port_spec(&old) == port_spec(d) && old.baud == d.baud
+            });
+            match kept {
+                Some(board) => {
+                    *board.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d.clone());
+                    next.push(Arc::clone(board));
+                }
+                None => next.push(Arc::new(Board::new(d.clone()))),
+            }
+        }
+        for old in boards.iter() {
+            if !next.iter().any(|b| Arc::ptr_eq(b, old)) {
+                tracing::info!(device = %old.id, "device removed or its port changed; closing its port");
+                old.cancel_upload("the device was removed from the configuration");
+                let _ = old.events.send(ConsoleEvent::Removed);
+            }
+        }
+        *boards = next;
+    }
+
+    pub fn board(&self, id: &str) -> Option<Arc<Board>> {
+        self.boards.read().unwrap_or_else(|p| p.into_inner()).iter().find(|b| b.id == id).cloned()
+    }
+
+    pub fn boards(&self) -> Vec<Arc<Board>> {
+        self.boards.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Ends `email`'s session on device `id`, if it has a board.
+    pub fn end_session(&self, id: &str, email: &str, message: String) {
+        if let Some(board) = self.board(id) {
+            board.end_session(email, message);
+        }
+    }
+
+    /// Daemon shutdown: aborts running uploads and waits for them to let go
+    /// of their ports, then closes every port.
+    pub async fn shutdown(&self) {
+        for board in self.boards() {
+            if board.cancel_upload("the daemon is stopping") {
+                // The lease comes back once the aborted upload has closed the port.
+                let _ = tokio::time::timeout(Duration::from_secs(5), board.port.lease()).await;
+            }
+            board.port.shutdown().await;
+        }
+    }
+}
+
+impl Board {
+    fn new(config: DeviceConfig) -> Board {
+        let port = DevicePort::spawn(ConsoleConfig::new(port_spec(&config), config.baud));
+        let (events, _) = broadcast::channel(256);
+        Board {
+            id: config.id.clone(),
+            config: RwLock::new(Arc::new(config)),
+            port,
+            events,
+            upload: Mutex::new(None),
+            dirty: Mutex::new(None),
+        }
+    }
+
+    pub fn config(&self) -> Arc<DeviceConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn port(&self) -> &DevicePort {
+        &self.port
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.port.current_state().is_online()
+    }
+
+    pub fn is_uploading(&self) -> bool {
+        lock(&self.upload).is_some()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
+        self.events.subscribe()
+    }
+
+    /// Flashes `firmware`: size-checked first, then the port is leased from
+    /// the console, the device's plugin runs, and the console resumes.
+    pub async fn upload(self: &Arc<Self>, firmware: Arc<Firmware>, owner: Owner) -> Result<UploadReport, AppError> {
+        let config = self.config();
+        match config.flash_limit {
+            Some(limit) => firmware.check_fits(limit).map_err(AppError::Firmware)?,
+            None if firmware.is_empty() => return Err(AppError::Firmware(rerod_devices::FirmwareError::Empty)),
+            None => {}
+        }
+        if let PortState::Offline { reason } = self.port.current_state() {
+            return Err(AppError::DeviceOffline { device: self.id.clone(), reason });
+        }
+        let plugin = crate::plugins::lookup(&config.plugin)
+            .ok_or_else(|| AppError::Internal(format!("plugin {:?} is not registered", config.plugin)))?;
+        let lab_flashing = matches!(lock(&self.upload).as_ref(), Some(r) if r.owner == Owner::Lab);
+        let lease = if owner == Owner::Lab || lab_flashing {
+            // The lab's own flash is short and the new session's first upload
+            // should not fail because of it: wait for it.
+            tokio::time::timeout(LAB_FLASH_WAIT, self.port.lease()).await.unwrap_or(Err(PortError::Busy))
+        } else {
+            self.port.try_lease().await
+        };
+        let lease = lease.map_err(|e| match e {
+            PortError::Busy => AppError::DeviceBusy(self.id.clone()),
+            other => AppError::DeviceOffline { device: self.id.clone(), reason: other.to_string() },
+        })?;
+        let cancel = CancelToken::new();
+        *lock(&self.upload) = Some(Running { owner: owner.clone(), cancel: cancel.clone(), abort_reason: None });
+        if let Owner::User(who) = &owner {
+            // Even a failed upload may have written part of the flash.
+            *lock(&self.dirty) = Some(who.email.clone());
+        }
+        let job = UploadJob {
+            firmware: Arc::clone(&firmware),
+            port: lease.path().to_owned(),
+            baud: config.upload_baud,
+            reset: config.reset.clone(),
+            model: config.model.clone(),
+            flash_limit: config.flash_limit,
+            options: config.options.clone(),
+        };
+        let events = self.events.clone();
+        let id = self.id.clone();
+        let ctx = rerod_devices::UploadContext::new(cancel, move |event| match event {
+            // No viewer is fine.
+            UploadEvent::Progress(p) => drop(events.send(ConsoleEvent::Progress(p))),
+            UploadEvent::Log(line) => tracing::debug!(device = %id, "upload: {line}"),
+        });
+        let who = match &owner {
+            Owner::User(p) => p.email.clone(),
+            Owner::Lab => "(lab)".to_owned(),
+        };
+        tracing::info!(device = %self.id, email = %who, bytes = firmware.len(), plugin = %config.plugin, "upload started");
+        let board = Arc::clone(self);
+        // Its own task: the upload finishes (or is aborted) whatever the client does.
+        let task = tokio::spawn(async move {
+            let result = plugin.upload(job, ctx).await;
+            drop(lease);
+            let running = lock(&board.upload).take();
+            let result = match result {
+                Ok(report) => {
+                    if owner == Owner::Lab {
+                        *lock(&board.dirty) = None;
+                    }
+                    tracing::info!(device = %board.id, email = %who, bytes = report.bytes_written, duration_ms = report.duration.as_millis() as u64, "upload done");
+                    Ok(report)
+                }
+                Err(UploadError::Cancelled) => {
+                    let reason = running.and_then(|r| r.abort_reason).unwrap_or_else(|| "it was cancelled".into());
+                    tracing::info!(device = %board.id, email = %who, %reason, "upload aborted");
+                    Err(AppError::UploadAborted { device: board.id.clone(), reason })
+                }
+                Err(error) => {
+                    tracing::warn!(device = %board.id, email = %who, %error, "upload failed");
+                    Err(AppError::Upload { device: board.id.clone(), error })
+                }
+            };
+            let done = match &result {
+                Ok(report) => ConsoleEvent::UploadDone {
+                    ok: true,
+                    message: format!("{} bytes written in {} ms", report.bytes_written, report.duration.as_millis()),
+                },
+                Err(e) => ConsoleEvent::UploadDone { ok: false, message: e.to_string() },
+            };
+            let _ = board.events.send(done);
+            result
+        });
+        task.await.map_err(|e| AppError::Internal(format!("the upload task failed: {e}")))?
+    }
+
+    /// Aborts the running upload, whoever owns it; true if there was one.
+    fn cancel_upload(&self, reason: &str) -> bool {
+        let mut running = lock(&self.upload);
+        match running.as_mut() {
+            Some(r) => {
+                r.abort_reason = Some(reason.to_owned());
+                r.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends `email`'s session: consoles are told, that user's upload is
+    /// aborted, and the board is restored in the background (reset after an
+    /// abort; the idle firmware when a user's program is on it).
+    pub fn end_session(self: &Arc<Self>, email: &str, message: String) {
+        tracing::info!(device = %self.id, %email, reason = %message, "session ended");
+        let _ = self.events.send(ConsoleEvent::SessionEnded { email: email.to_owned(), message: message.clone() });
+        let aborted = {
+            let mut running = lock(&self.upload);
+            match running.as_mut() {
+                Some(r) if matches!(&r.owner, Owner::User(p) if p.email == email && p.role != Role::Admin) => {
+                    r.abort_reason = Some(message);
+                    r.cancel.cancel();
+                    true
+                }
+                _ => false,
+            }
+        };
+        let dirty = lock(&self.dirty).is_some();
+        if aborted || dirty {
+            let board = Arc::clone(self);
+            tokio::spawn(async move { board.restore(aborted, dirty).await });
+        }
+    }
+
+    /// After a session: the idle firmware if one is configured and a user's
+    /// program is on the board, else a reset if an upload was cut short.
+    async fn restore(self: Arc<Self>, aborted: bool, dirty: bool) {
+        let config = self.config();
+        match &config.idle_firmware {
+            Some(idle) if dirty || aborted => {
+                tracing::info!(device = %self.id, firmware = %idle.path.display(), "restoring the idle firmware");
+                if let Err(error) = self.upload(Arc::clone(&idle.firmware), Owner::Lab).await {
+                    tracing::warn!(device = %self.id, %error, "could not restore the idle firmware; resetting the board");
+                    self.reset_board().await;
+                }
+            }
+            _ if aborted => self.reset_board().await,
+            _ => {}
+        }
+    }
+
+    /// Resets the board with its configured method, holding the port meanwhile.
+    pub async fn reset_board(&self) {
+        let lease = match tokio::time::timeout(LAB_FLASH_WAIT, self.port.lease()).await {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(error)) => return tracing::warn!(device = %self.id, %error, "board reset skipped: port unavailable"),
+            Err(_) => return tracing::warn!(device = %self.id, "board reset skipped: the port stayed busy"),
+        };
+        let config = self.config();
+        let path = lease.path().to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut link = TtyLink::open(&path, config.baud).map_err(|e| e.to_string())?;
+            config.reset.run(Some(&mut link), &CancelToken::new()).map_err(|e| e.to_string())
+        })
+        .await;
+        drop(lease);
+        match result {
+            Ok(Ok(note)) => tracing::info!(device = %self.id, note = note.as_deref().unwrap_or(""), "board reset"),
+            Ok(Err(error)) => tracing::warn!(device = %self.id, %error, "board reset failed"),
+            Err(error) => tracing::warn!(device = %self.id, %error, "board reset task failed"),
+        }
+    }
+}
+
+/// How someone may use a board right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The holder of the slot in progress.
+    Session { slot: Slot },
+    /// An admin outside (or inside) anyone's session.
+    Admin,
+}
+
+impl App {
+    /// A configured board by number or id, with its public description.
+    pub fn board(&self, reference: &DeviceRef) -> Result<(DeviceInfo, Arc<Board>), AppError> {
+        let info = self.device(Some(reference))?;
+        match self.devices.board(&info.id) {
+            Some(board) => Ok((info, board)),
+            None => Err(AppError::UnknownDevice(format!("{:?} (a booking calendar without a board)", info.id))),
+        }
+    }
+
+    /// Who holds the booking of `slot` on device `id`.
+    pub fn holder(&self, id: &str, slot: &Slot) -> Result<Option<String>, AppError> {
+        let bookings = self.store.bookings_on(id, slot.date)?;
+        Ok(bookings.into_iter().find(|b| b.key.slot == slot.id).map(|b| b.email))
+    }
+
+    /// Whether `who` may upload to or open the console of `device` now: the
+    /// holder of the slot in progress may, and admins always (logged).
+    pub fn device_access(&self, who: &Principal, device: &DeviceInfo, action: &str) -> Result<Access, AppError> {
+        let config = self.config();
+        let now = self.now();
+        let slot = config.lab.calendar.slot_at(now);
+        let holder = match &slot {
+            Some(slot) => self.holder(&device.id, slot)?,
+            None => None,
+        };
+        if let (Some(slot), Some(holder)) = (&slot, &holder)
+            && *holder == who.email
+        {
+            return Ok(Access::Session { slot: slot.clone() });
+        }
+        if who.role == Role::Admin {
+            tracing::info!(admin = %who.email, device = %device.id, action, holder = holder.as_deref().unwrap_or("(none)"), "admin using a device");
+            return Ok(Access::Admin);
+        }
+        let reason = match &slot {
+            None => format!("Device {} can only be used during a slot you booked", device.id),
+            Some(slot) => {
+                let when = format!(
+                    "slot {} ({}–{} on {})",
+                    slot.id,
+                    crate::wire::hh_mm(slot.start_time),
+                    crate::wire::hh_mm(slot.end_time),
+                    slot.date
+                );
+                match holder {
+                    Some(_) => format!(
+                        "Device {} is in someone else's session: you need the booking of {when}, the slot in progress; use it during a slot you booked",
+                        device.id
+                    ),
+                    None => format!(
+                        "You need the booking of {when} on device {}, the slot in progress, to use it; it is free: book it first",
+                        device.id
+                    ),
+                }
+            }
+        };
+        Err(AppError::Forbidden { device: device.id.clone(), needed_slot: slot.map(|s| s.id), reason })
+    }
+
+    /// Whether someone holds the slot in progress on `id`, or an upload runs.
+    pub fn device_in_use(&self, board: &Board) -> bool {
+        let slot = self.config().lab.calendar.slot_at(self.now());
+        let booked = slot.is_some_and(|slot| self.holder(&board.id, &slot).ok().flatten().is_some());
+        booked || board.is_uploading()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Env;
+    use crate::metrics::Metrics;
+
+    pub(crate) fn lab_at(now: &str, devices: &str) -> (tempfile::TempDir, Arc<ManualClock>, Arc<App>) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
+        let mut config = Config::from_toml(&format!("[lab]\ntimezone = \"UTC\"\n{devices}"), &env).unwrap();
+        config.store.path = dir.path().join("rerod.redb");
+        let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
+        let app = Arc::new(App::new(config, clock.clone(), Metrics::new()).unwrap());
+        (dir, clock, app)
+    }
+
+    pub(crate) const ONE_BOARD: &str =
+        "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/rerod-test-board\"\n";
+
+    fn user(email: &str) -> Principal {
+        Principal { email: email.into(), role: Role::User }
+    }
+
+    #[tokio::test]
+    async fn only_the_holder_of_the_slot_in_progress_and_admins_get_in() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (device, _board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let date = jiff::civil::date(2026, 11, 24);
+        for email in ["a@x.org", "b@x.org"] {
+            app.register(email, "password1").await.unwrap();
+        }
+        let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
+        assert!(matches!(&err, AppError::Forbidden { needed_slot: Some(10), .. }), "{err}");
+        assert!(err.to_string().contains("book it first"), "{err}");
+
+        app.book(&user("a@x.org"), &device, date, 10).await.unwrap();
+        app.book(&user("b@x.org"), &device, date, 11).await.unwrap();
+        assert!(matches!(app.device_access(&user("a@x.org"), &device, "upload"), Ok(Access::Session { .. })));
+        let err = app.device_access(&user("b@x.org"), &device, "console").unwrap_err();
+        assert!(err.to_string().contains("someone else's session") && err.to_string().contains("slot 10"), "{err}");
+        let admin = Principal { email: "root@x.org".into(), role: Role::Admin };
+        assert_eq!(app.device_access(&admin, &device, "upload").unwrap(), Access::Admin);
+    }
+
+    #[tokio::test]
+    async fn a_calendar_without_a_board_is_not_a_device() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "");
+        let err = app.board(&DeviceRef::Number(0)).unwrap_err();
+        assert!(matches!(err, AppError::UnknownDevice(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn firmware_is_size_checked_before_the_port_is_touched() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (_, board) = app.board(&DeviceRef::Number(0)).unwrap();
+        let big = Arc::new(Firmware::from_binary(vec![0; 40_000], 0).unwrap());
+        let err = board.upload(big, Owner::Lab).await.unwrap_err();
+        assert!(matches!(err, AppError::Firmware(rerod_devices::FirmwareError::TooLarge { .. })), "{err}");
+        // A fitting image reaches the port check: this board is not plugged in.
+        let small = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
+        let mut state = board.port().state();
+        let _ = state.wait_for(|s| matches!(s, PortState::Offline { .. })).await;
+        let err = board.upload(small, Owner::Lab).await.unwrap_err();
+        assert!(matches!(err, AppError::DeviceOffline { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_boards_and_closes_removed_ones() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let before = app.devices.board("arm-1").unwrap();
+        let mut events = before.subscribe();
+        let env = Env::default();
+        let renamed = ONE_BOARD.replace("plugin = \"stk500v1\"", "name = \"Arm\"\nplugin = \"stk500v1\"");
+        app.devices.apply(&Config::from_toml(&renamed, &env).unwrap());
+        let after = app.devices.board("arm-1").unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert_eq!(after.config().name, "Arm");
+        let moved = ONE_BOARD.replace("rerod-test-board", "rerod-other-board");
+        app.devices.apply(&Config::from_toml(&moved, &env).unwrap());
+        assert!(!Arc::ptr_eq(&before, &app.devices.board("arm-1").unwrap()));
+        assert_eq!(events.recv().await.unwrap(), ConsoleEvent::Removed);
+    }
+}
