@@ -828,14 +828,13 @@ mod tests {
     }
 
     #[test]
-    fn every_served_route_is_documented_with_its_methods() {
+    fn the_document_lists_exactly_the_routes_the_router_serves() {
         let doc = document();
-        for route in crate::http::Route::ALL {
-            for method in route.methods() {
-                let operation = &doc["paths"][route.pattern()][method.as_str().to_ascii_lowercase()];
-                assert!(operation.is_object(), "{} {} is not documented", method, route.pattern());
-            }
-        }
+        let served: BTreeSet<(String, String)> = crate::http::Route::ALL
+            .iter()
+            .flat_map(|route| route.methods().iter().map(|m| (route.pattern().to_owned(), m.as_str().to_owned())))
+            .collect();
+        assert_eq!(paths_and_methods(&doc), served);
         // Templated paths resolve to their routes, and only with a device segment.
         use crate::http::Route;
         assert_eq!(Route::resolve("/devices/upload/arm-1"), Some(Route::DevicesUpload));
