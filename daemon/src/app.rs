@@ -31,6 +31,7 @@ pub struct App {
     last_reload_error: Mutex<Option<String>>,
     pub store: Store,
     pub metrics: Metrics,
+    login_throttle: crate::throttle::Throttle,
     hasher: Hasher,
     tokens: TokenKeys,
     clock: Arc<dyn Clock>,
@@ -131,6 +132,8 @@ impl DeviceRef {
 pub enum AppError {
     #[error("Invalid email or password")]
     InvalidCredentials,
+    #[error("Too many failed logins for this account; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled { retry_after: std::time::Duration },
     #[error("Not authenticated: send Authorization: Bearer <token> (or email and password)")]
     NotAuthenticated,
     #[error("{0}")]
@@ -175,6 +178,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::InvalidCredentials => "invalid_credentials",
+            AppError::Throttled { .. } => "too_many_attempts",
             AppError::NotAuthenticated => "not_authenticated",
             AppError::InvalidToken(TokenError::Expired) => "token_expired",
             AppError::InvalidToken(TokenError::Invalid) => "invalid_token",
@@ -293,6 +297,7 @@ impl App {
             last_reload_error: Mutex::new(None),
             store,
             metrics,
+            login_throttle: crate::throttle::Throttle::default(),
             hasher: Hasher::start(n_hash_threads),
             clock,
             started: Instant::now(),
@@ -419,9 +424,17 @@ impl App {
 
     /// Checks an e-mail and password; answers the same way, in about the same
     /// time, whether the address is unknown or the password wrong.
+    ///
+    /// After `auth.max_failed_logins` wrong passwords for one address within
+    /// `auth.failed_login_window_secs`, attempts are refused before any
+    /// hashing until the oldest failure leaves the window, known address or not.
     pub async fn check_password(&self, email: &str, password: &str) -> Result<(User, Role), AppError> {
         let config = self.config();
         let email = auth::normalize_email(email).unwrap_or_default();
+        let (max_failures, window) = (config.auth.max_failed_logins, config.auth.failed_login_window);
+        self.login_throttle
+            .check(&email, std::time::Instant::now(), max_failures, window)
+            .map_err(|retry_after| AppError::Throttled { retry_after })?;
         let user = if email.is_empty() { None } else { self.store.user(&email)? };
         let ok = self
             .hasher
@@ -430,13 +443,17 @@ impl App {
             .map_err(|e| AppError::Internal(e.to_string()))?;
         match user {
             Some(user) if ok => {
+                self.login_throttle.succeeded(&email);
                 if user.disabled {
                     return Err(AppError::AccountDisabled);
                 }
                 let role = self.role_of(&config, &user.email);
                 Ok((user, role))
             }
-            _ => Err(AppError::InvalidCredentials),
+            _ => {
+                self.login_throttle.failed(&email, std::time::Instant::now(), window);
+                Err(AppError::InvalidCredentials)
+            }
         }
     }
 

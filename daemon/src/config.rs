@@ -56,6 +56,9 @@ pub struct AuthConfig {
     pub token_lifetime: Duration,
     pub bcrypt_cost: u32,
     pub min_password_len: usize,
+    /// Wrong passwords for one address within `failed_login_window` before logins are throttled.
+    pub max_failed_logins: u32,
+    pub failed_login_window: Duration,
     pub registration: Registration,
     /// Lower-cased e-mail addresses.
     pub admins: BTreeSet<String>,
@@ -320,6 +323,8 @@ mod raw {
         pub token_minutes: Option<i64>,
         pub bcrypt_cost: Option<i64>,
         pub min_password_length: Option<i64>,
+        pub max_failed_logins: Option<i64>,
+        pub failed_login_window_secs: Option<i64>,
         pub registration: Option<String>,
         pub allowed_domains: Option<Vec<String>>,
         pub admins: Option<Vec<String>>,
@@ -519,6 +524,9 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
     let cost = c.env_int(env, "BCRYPT_ROUNDS", raw.bcrypt_cost);
     let bcrypt_cost = c.int("auth.bcrypt_cost", cost, 4..=31, 12);
     let min_password_len = c.int("auth.min_password_length", raw.min_password_length, 1..=72, 6);
+    let max_failed_logins = c.int("auth.max_failed_logins", raw.max_failed_logins, 1..=1_000_000, 10);
+    let failed_login_window =
+        Duration::from_secs(c.int("auth.failed_login_window_secs", raw.failed_login_window_secs, 1..=86_400, 300));
     let domains: Vec<String> = raw
         .allowed_domains
         .unwrap_or_default()
@@ -556,6 +564,8 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
         token_lifetime: Duration::from_secs(token_minutes * 60),
         bcrypt_cost,
         min_password_len,
+        max_failed_logins,
+        failed_login_window,
         registration,
         admins,
     }

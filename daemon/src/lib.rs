@@ -20,5 +20,6 @@ pub mod plugins;
 pub mod reload;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod wire;
 pub mod ws;

@@ -205,3 +205,28 @@ async fn bad_credentials_in_the_body_change_nothing() {
     assert_eq!(r.expect(401)["detail"], "Invalid email or password");
     assert_eq!(totals(&c).await, before);
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_are_throttled_with_429_and_retry_after() {
+    let daemon = Daemon::start_with(Options::config(&format!("{UTC_LAB}[auth]\nmax_failed_logins = 3\n")));
+    let c = daemon.client();
+    c.user("ada@example.com").await;
+    c.user("bob@example.com").await;
+    for _ in 0..3 {
+        c.post("/auth/login", &json!({"email": "ada@example.com", "password": "guess-guess"})).await.expect(401);
+    }
+    // Now even the right password waits: guessing is throttled, not answered.
+    for body in [
+        json!({"email": "ada@example.com", "password": "password1"}),
+        json!({"email": "ADA@example.com", "password": "guess-again"}),
+    ] {
+        let r = c.post("/auth/login", &body).await;
+        assert_eq!(r.expect(429)["code"], "too_many_attempts");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=300).contains(&retry), "Retry-After {retry}");
+    }
+    // Body credentials on other routes count too; other accounts are unaffected.
+    let r = c.post("/my-bookings", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    r.expect(429);
+    c.login("bob@example.com", "password1").await;
+}

@@ -53,6 +53,11 @@ impl From<AppError> for ApiError {
         let code = e.code();
         let detail = e.to_string();
         let status = match &e {
+            AppError::Throttled { retry_after } => {
+                let seconds = retry_after.as_secs().max(1).to_string();
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits are valid header text"));
+            }
             AppError::InvalidCredentials | AppError::NotAuthenticated | AppError::InvalidToken(_) => {
                 return ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
                     .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
