@@ -16,4 +16,6 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt-get install -y --no-install-recommends systemd
 fi
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"

@@ -6,8 +6,8 @@
 //! return domain values and fail with [`AppError`]; each front end decides how
 //! an error looks on its wire.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -213,7 +213,9 @@ fn upload_error_code(error: &rerod_devices::UploadError) -> &'static str {
         E::PortNotFound { .. } | E::PortVanished { .. } | E::PortOpen { .. } => "device_offline",
         E::TooLarge { .. } => "firmware_too_large",
         E::Firmware(_) => "invalid_firmware",
-        E::ToolNotFound { .. } | E::BadOptions(_) | E::Reset(_) | E::Io { .. } | E::Internal(_) => "device_misconfigured",
+        E::ToolNotFound { .. } | E::BadOptions(_) | E::Reset(_) | E::Io { .. } | E::Internal(_) => {
+            "device_misconfigured"
+        }
         E::Cancelled => "upload_aborted",
         E::NoSync { .. }
         | E::WrongSignature { .. }
@@ -390,7 +392,9 @@ impl App {
         match &config.auth.registration {
             Registration::Open => {}
             Registration::Closed => {
-                return Err(AppError::RegistrationRefused("Registration is closed; ask a lab admin for an account".into()));
+                return Err(AppError::RegistrationRefused(
+                    "Registration is closed; ask a lab admin for an account".into(),
+                ));
             }
             Registration::Domains(domains) => {
                 let domain = email.rsplit('@').next().unwrap_or_default();
@@ -556,17 +560,17 @@ impl App {
         let now = self.now();
         let key = (device.id.clone(), date);
         let lock = || self.views.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(view) = lock().get(&key) {
-            if view.bookings_generation == bookings_generation
-                && view.config_generation == config_generation
-                && now < view.valid_until
-            {
-                return Ok(view.bytes.clone());
-            }
+        if let Some(view) = lock().get(&key)
+            && view.bookings_generation == bookings_generation
+            && view.config_generation == config_generation
+            && now < view.valid_until
+        {
+            return Ok(view.bytes.clone());
         }
         let day = self.day_slots(device, date, None)?;
         let bytes = render(&day);
-        let valid_until = day.entries.iter().map(|e| e.slot.end).filter(|end| *end > now).min().unwrap_or(Timestamp::MAX);
+        let valid_until =
+            day.entries.iter().map(|e| e.slot.end).filter(|end| *end > now).min().unwrap_or(Timestamp::MAX);
         let mut views = lock();
         if views.len() >= MAX_CACHED_VIEWS {
             views.clear();
@@ -584,7 +588,13 @@ impl App {
     }
 
     /// Books a slot for `who`.
-    pub async fn book(&self, who: &Principal, device: &DeviceInfo, date: Date, slot_id: i64) -> Result<(Booking, Slot), AppError> {
+    pub async fn book(
+        &self,
+        who: &Principal,
+        device: &DeviceInfo,
+        date: Date,
+        slot_id: i64,
+    ) -> Result<(Booking, Slot), AppError> {
         let config = self.config();
         let now = self.now();
         let calendar = config.lab.calendar.clone();
@@ -594,9 +604,12 @@ impl App {
         // Admins are not held to the per-user caps.
         let policy = config.lab.policy.clone();
         let is_admin = who.role == Role::Admin;
-        let admit: store::Admit = Box::new(move |existing| {
-            if is_admin { Ok(()) } else { booking::check_caps(&calendar, &policy, now, existing, date) }
-        });
+        let admit: store::Admit =
+            Box::new(
+                move |existing| {
+                    if is_admin { Ok(()) } else { booking::check_caps(&calendar, &policy, now, existing, date) }
+                },
+            );
         match self.store.book(key, who.email.clone(), now, admit).await {
             Ok(booking) => {
                 tracing::info!(email = %who.email, device = %device.id, %date, slot = slot.id, "slot booked");
@@ -610,7 +623,13 @@ impl App {
     }
 
     /// Cancels a booking: one's own, or any for an admin.
-    pub async fn cancel(&self, who: &Principal, device: &DeviceInfo, date: Date, slot_id: i64) -> Result<Booking, AppError> {
+    pub async fn cancel(
+        &self,
+        who: &Principal,
+        device: &DeviceInfo,
+        date: Date,
+        slot_id: i64,
+    ) -> Result<Booking, AppError> {
         let config = self.config();
         let slot = booking::check_cancellable(&config.lab.calendar, self.now(), date, slot_id).map_err(|e| match e {
             BookingError::Past { .. } => e,

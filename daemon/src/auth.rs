@@ -40,7 +40,8 @@ pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
     let bad_char = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '@' | '<' | '>' | ',' | ';' | '"');
     let labels_ok = domain.split('.').count() >= 2
         && domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
-    if local.is_empty() || local.len() > 64 || local.chars().any(bad_char) || domain.chars().any(bad_char) || !labels_ok {
+    if local.is_empty() || local.len() > 64 || local.chars().any(bad_char) || domain.chars().any(bad_char) || !labels_ok
+    {
         return Err(EmailError::Malformed);
     }
     Ok(email)
@@ -153,10 +154,7 @@ impl Hasher {
     }
 
     pub async fn hash(&self, password: String, cost: u32) -> Result<PasswordHash, HashError> {
-        self.run(move || bcrypt::hash(password, cost))
-            .await?
-            .map(PasswordHash)
-            .map_err(|e| HashError(e.to_string()))
+        self.run(move || bcrypt::hash(password, cost)).await?.map(PasswordHash).map_err(|e| HashError(e.to_string()))
     }
 
     /// Verifies `password` against `hash`. With no hash (unknown user) it
@@ -233,11 +231,7 @@ impl fmt::Debug for TokenKeys {
 
 impl TokenKeys {
     pub fn new(secret: &[u8], algorithm: Algorithm) -> TokenKeys {
-        TokenKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            algorithm,
-        }
+        TokenKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), algorithm }
     }
 
     pub fn issue(&self, email: &str, generation: u32, now: Timestamp, lifetime: std::time::Duration) -> String {
@@ -258,9 +252,8 @@ impl TokenKeys {
         validation.validate_exp = false;
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|_| TokenError::Invalid)?
-            .claims;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|_| TokenError::Invalid)?.claims;
         if claims.exp <= now.as_second() {
             return Err(TokenError::Expired);
         }
@@ -283,7 +276,17 @@ mod tests {
     #[test]
     fn emails_are_trimmed_lowercased_and_checked() {
         assert_eq!(normalize_email("  Ada@Example.ORG ").unwrap(), "ada@example.org");
-        for bad in ["", "   ", "ada", "ada@", "@example.org", "ada@example", "a da@example.org", "ada@@example.org", "ada@-x.org"] {
+        for bad in [
+            "",
+            "   ",
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a da@example.org",
+            "ada@@example.org",
+            "ada@-x.org",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(normalize_email(&format!("{}@x.org", "a".repeat(300))), Err(EmailError::TooLong));
@@ -318,9 +321,11 @@ mod tests {
     fn forged_and_unsigned_tokens_are_refused() {
         let keys = TokenKeys::new(b"secret", Algorithm::HS256);
         let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let forged = TokenKeys::new(b"other", Algorithm::HS256).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        let forged =
+            TokenKeys::new(b"other", Algorithm::HS256).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
         assert_eq!(keys.verify(&forged, now), Err(TokenError::Invalid));
-        let other_alg = TokenKeys::new(b"secret", Algorithm::HS512).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        let other_alg =
+            TokenKeys::new(b"secret", Algorithm::HS512).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
         assert_eq!(keys.verify(&other_alg, now), Err(TokenError::Invalid));
         // {"alg":"none"} with the same claims and an empty signature.
         let token = keys.issue("a@x.org", 0, now, std::time::Duration::from_secs(60));

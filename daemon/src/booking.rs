@@ -49,10 +49,7 @@ impl Slot {
 impl Calendar {
     /// `slot_minutes` must divide a day; the config compiler guarantees it.
     pub fn new(tz: TimeZone, slot_minutes: u16) -> Calendar {
-        assert!(
-            slot_minutes > 0 && 1440 % slot_minutes == 0,
-            "slot length must divide a day"
-        );
+        assert!(slot_minutes > 0 && 1440 % slot_minutes == 0, "slot length must divide a day");
         Calendar { tz, slot_minutes }
     }
 
@@ -78,27 +75,19 @@ impl Calendar {
     fn civil_boundary(&self, date: Date, idx: u16) -> DateTime {
         let minutes = i64::from(idx) * i64::from(self.slot_minutes);
         let midnight = date.to_datetime(Time::midnight());
-        midnight
-            .checked_add(jiff::Span::new().minutes(minutes))
-            .unwrap_or(midnight)
+        midnight.checked_add(jiff::Span::new().minutes(minutes)).unwrap_or(midnight)
     }
 
     /// A civil boundary resolved to an instant: in a gap the later side, in a
     /// fold the earlier one, so the repeated hour belongs to the slot before.
     fn boundary(&self, date: Date, idx: u16) -> Timestamp {
         let civil = self.civil_boundary(date, idx);
-        self.tz
-            .to_ambiguous_timestamp(civil)
-            .compatible()
-            .unwrap_or_else(|_| Timestamp::MAX)
+        self.tz.to_ambiguous_timestamp(civil).compatible().unwrap_or(Timestamp::MAX)
     }
 
     /// Slot `id` of `date`, if it exists that day.
     pub fn slot(&self, date: Date, id: i64) -> Result<Slot, SlotLookupError> {
-        let Some(id) = u16::try_from(id)
-            .ok()
-            .filter(|&id| id < self.n_slots_per_day())
-        else {
+        let Some(id) = u16::try_from(id).ok().filter(|&id| id < self.n_slots_per_day()) else {
             return Err(SlotLookupError::NoSuchSlot);
         };
         let start = self.boundary(date, id);
@@ -118,9 +107,7 @@ impl Calendar {
 
     /// Every slot that exists on `date`, in order.
     pub fn slots(&self, date: Date) -> Vec<Slot> {
-        (0..self.n_slots_per_day())
-            .filter_map(|id| self.slot(date, i64::from(id)).ok())
-            .collect()
+        (0..self.n_slots_per_day()).filter_map(|id| self.slot(date, i64::from(id)).ok()).collect()
     }
 
     /// The slot in progress at `now`.
@@ -156,9 +143,16 @@ pub struct Maintenance {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MaintenanceWindow {
-    Once { start: Timestamp, end: Timestamp },
+    Once {
+        start: Timestamp,
+        end: Timestamp,
+    },
     /// Civil times on the given weekdays; `to` of `00:00` means midnight at the end of the day.
-    Weekly { weekdays: Vec<Weekday>, from: Time, to: Time },
+    Weekly {
+        weekdays: Vec<Weekday>,
+        from: Time,
+        to: Time,
+    },
 }
 
 impl Maintenance {
@@ -237,10 +231,9 @@ impl fmt::Display for BookingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BookingError::NoSuchSlot { id, date } => write!(f, "Slot {id} does not exist on {date}"),
-            BookingError::SkippedByClockChange { id, date } => write!(
-                f,
-                "Slot {id} does not exist on {date}: the clocks skip that time (daylight saving change)"
-            ),
+            BookingError::SkippedByClockChange { id, date } => {
+                write!(f, "Slot {id} does not exist on {date}: the clocks skip that time (daylight saving change)")
+            }
             BookingError::Past { id } => write!(f, "Slot {id} is in the past"),
             BookingError::TooFarAhead { date, last } => {
                 write!(f, "{date} is too far ahead: bookings are open up to {last}")
@@ -274,18 +267,12 @@ fn lookup(calendar: &Calendar, date: Date, id: i64) -> Result<Slot, BookingError
 /// The last date bookings are open for.
 pub fn last_bookable_date(calendar: &Calendar, policy: &Policy, now: Timestamp) -> Date {
     let today = calendar.today(now);
-    today
-        .checked_add(jiff::Span::new().days(i64::from(policy.days_ahead)))
-        .unwrap_or(today)
+    today.checked_add(jiff::Span::new().days(i64::from(policy.days_ahead))).unwrap_or(today)
 }
 
 /// The reason `slot` on `device` is closed, if a maintenance window covers it.
 pub fn blocked_reason<'p>(policy: &'p Policy, device: &str, slot: &Slot) -> Option<&'p str> {
-    policy
-        .maintenance
-        .iter()
-        .find(|m| m.blocks(device, slot))
-        .map(|m| m.reason.as_str())
+    policy.maintenance.iter().find(|m| m.blocks(device, slot)).map(|m| m.reason.as_str())
 }
 
 /// Checks everything about booking slot `id` of `date` on `device` that does
@@ -325,11 +312,7 @@ pub fn check_caps(
     if let Some(max) = policy.max_active_bookings {
         let n_active = existing
             .iter()
-            .filter(|(d, id)| {
-                calendar
-                    .slot(*d, i64::from(*id))
-                    .map_or(false, |slot| !slot.is_past(now))
-            })
+            .filter(|(d, id)| calendar.slot(*d, i64::from(*id)).is_ok_and(|slot| !slot.is_past(now)))
             .count();
         if n_active >= max as usize {
             return Err(BookingError::ActiveLimit { max });
@@ -515,10 +498,7 @@ mod tests {
         let existing = [(day, 8), (day, 13)];
         assert!(check_caps(&cal, &policy, now, &existing, date(2026, 11, 25)).is_ok());
         // ...but it does count towards the day's.
-        assert_eq!(
-            check_caps(&cal, &policy, now, &existing, day),
-            Err(BookingError::DailyLimit { max: 2, date: day })
-        );
+        assert_eq!(check_caps(&cal, &policy, now, &existing, day), Err(BookingError::DailyLimit { max: 2, date: day }));
         let existing = [(day, 13), (date(2026, 11, 25), 9)];
         assert_eq!(
             check_caps(&cal, &policy, now, &existing, date(2026, 11, 26)),

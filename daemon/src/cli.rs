@@ -70,7 +70,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             return Ok(Command::Backup { config, out });
         }
         Some(_) => return Ok(Command::Export { config, with_hashes }),
-        None if out.is_some() || with_hashes => return Err(format!("--out and --with-hashes go with backup or export\n\n{USAGE}")),
+        None if out.is_some() || with_hashes => {
+            return Err(format!("--out and --with-hashes go with backup or export\n\n{USAGE}"));
+        }
         None => {}
     }
     Ok(command.unwrap_or(Command::Serve { config }))

@@ -56,7 +56,9 @@ pub enum CompileError {
     Timeout { after: Duration },
     #[error("cannot run the compiler `{program}`: {message}; the lab's toolchain is not installed or misconfigured")]
     Spawn { program: String, message: String },
-    #[error("the compiler succeeded but left no .hex file in its build directory; the lab's toolchain is misconfigured")]
+    #[error(
+        "the compiler succeeded but left no .hex file in its build directory; the lab's toolchain is misconfigured"
+    )]
     NoOutput,
     #[error("the compiler's .hex output does not load: {0}")]
     BadOutput(FirmwareError),
@@ -291,8 +293,9 @@ mod tests {
     fn models_without_a_toolchain_have_none() {
         let config = Config::from_toml("", &crate::config::Env::default()).unwrap();
         assert_eq!(toolchain_for(&config, "esp32"), None);
-        let config = Config::from_toml("[compilers.esp32]\nargv = [\"cc\", \"{sketch}\"]\n", &crate::config::Env::default())
-            .unwrap();
+        let config =
+            Config::from_toml("[compilers.esp32]\nargv = [\"cc\", \"{sketch}\"]\n", &crate::config::Env::default())
+                .unwrap();
         assert_eq!(toolchain_for(&config, "ESP32").map(|t| t.argv.len()), Some(2));
     }
 }

@@ -179,9 +179,8 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.location {
-            Some((line, col)) => write!(f, "line {line}, column {col}: ")?,
-            None => {}
+        if let Some((line, col)) = self.location {
+            write!(f, "line {line}, column {col}: ")?
         }
         if !self.key.is_empty() {
             write!(f, "{}: ", self.key)?;
@@ -514,7 +513,8 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
         Some("HS384") => jsonwebtoken::Algorithm::HS384,
         Some("HS512") => jsonwebtoken::Algorithm::HS512,
         Some(other) => {
-            let key = if env.get("JWT_ALGORITHM").is_some() { "environment JWT_ALGORITHM" } else { "auth.jwt_algorithm" };
+            let key =
+                if env.get("JWT_ALGORITHM").is_some() { "environment JWT_ALGORITHM" } else { "auth.jwt_algorithm" };
             c.problem(key, format!("must be HS256, HS384 or HS512 (a shared-secret algorithm), got {other:?}"));
             jsonwebtoken::Algorithm::HS256
         }
@@ -575,7 +575,10 @@ fn compile_lab(c: &mut Compiler, raw: raw::Lab) -> LabConfig {
     let tz = match raw.timezone.as_deref() {
         None => TimeZone::system(),
         Some(name) => TimeZone::get(name).unwrap_or_else(|_| {
-            c.problem("lab.timezone", format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\""));
+            c.problem(
+                "lab.timezone",
+                format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\""),
+            );
             TimeZone::UTC
         }),
     };
@@ -594,12 +597,8 @@ fn compile_lab(c: &mut Compiler, raw: raw::Lab) -> LabConfig {
     }
     let policy = Policy {
         days_ahead: c.int("lab.days_ahead", raw.days_ahead, 0..=366, 7),
-        max_active_bookings: raw
-            .max_active_bookings
-            .map(|v| c.int("lab.max_active_bookings", Some(v), 1..=10_000, 1)),
-        max_bookings_per_day: raw
-            .max_bookings_per_day
-            .map(|v| c.int("lab.max_bookings_per_day", Some(v), 1..=1440, 1)),
+        max_active_bookings: raw.max_active_bookings.map(|v| c.int("lab.max_active_bookings", Some(v), 1..=10_000, 1)),
+        max_bookings_per_day: raw.max_bookings_per_day.map(|v| c.int("lab.max_bookings_per_day", Some(v), 1..=1440, 1)),
         maintenance,
     };
     let privacy = match raw.privacy.as_deref() {
@@ -660,10 +659,7 @@ fn compile_maintenance(c: &mut Compiler, key: &str, raw: raw::Maintenance, tz: &
             MaintenanceWindow::Weekly { weekdays, from, to }
         }
         _ => {
-            c.problem(
-                key,
-                "give either start and end (a one-off window) or weekdays, from and to (a weekly one)",
-            );
+            c.problem(key, "give either start and end (a one-off window) or weekdays, from and to (a weekly one)");
             return None;
         }
     };
@@ -682,18 +678,12 @@ fn parse_weekday(text: &str) -> Option<Weekday> {
         ("saturday", Weekday::Saturday),
         ("sunday", Weekday::Sunday),
     ];
-    days.iter()
-        .find(|(name, _)| lower.len() >= 3 && name.starts_with(&lower))
-        .map(|(_, day)| *day)
+    days.iter().find(|(name, _)| lower.len() >= 3 && name.starts_with(&lower)).map(|(_, day)| *day)
 }
 
 fn compile_log(c: &mut Compiler, raw: raw::Log, env: &Env) -> LogConfig {
-    let level = env
-        .get("LOG_LEVEL")
-        .map(str::to_owned)
-        .or(raw.level)
-        .unwrap_or_else(|| "info".to_owned())
-        .to_ascii_lowercase();
+    let level =
+        env.get("LOG_LEVEL").map(str::to_owned).or(raw.level).unwrap_or_else(|| "info".to_owned()).to_ascii_lowercase();
     if tracing_subscriber::EnvFilter::builder().parse(&level).is_err() {
         c.problem("log.level", format!("must be a level (error, warn, info, debug, trace) or a filter, got {level:?}"));
     }
@@ -721,7 +711,9 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
             Some(id) if !valid_device_id(&id) => {
                 c.problem(
                     format!("{key}.id"),
-                    format!("must be letters, digits, '-' or '_', not only digits (those are device numbers), got {id:?}"),
+                    format!(
+                        "must be letters, digits, '-' or '_', not only digits (those are device numbers), got {id:?}"
+                    ),
                 );
                 continue;
             }
@@ -766,15 +758,14 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
         };
         let idle_firmware = d.idle_firmware.and_then(|path| {
             let path = PathBuf::from(path);
-            let checked = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(
-                |bytes| {
+            let checked =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(|bytes| {
                     let firmware = Firmware::detect(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
                     if let Some(limit) = flash_limit {
                         firmware.check_fits(limit).map_err(|e| format!("{}: {e}", path.display()))?;
                     }
                     Ok(firmware)
-                },
-            );
+                });
             match checked {
                 Ok(firmware) => Some(IdleFirmware { path, firmware: std::sync::Arc::new(firmware) }),
                 Err(message) => {
@@ -1101,9 +1092,12 @@ mod tests {
             }
         );
         assert_eq!(m[1].reason, "maintenance");
-        assert!(matches!(&m[1].when, MaintenanceWindow::Weekly { weekdays, .. } if weekdays == &[Weekday::Monday, Weekday::Friday]));
+        assert!(
+            matches!(&m[1].when, MaintenanceWindow::Weekly { weekdays, .. } if weekdays == &[Weekday::Monday, Weekday::Friday])
+        );
 
-        let problems = load("[[lab.maintenance]]\nweekdays = [\"someday\"]\nfrom = \"9\"\nto = \"10:00\"\n").unwrap_err();
+        let problems =
+            load("[[lab.maintenance]]\nweekdays = [\"someday\"]\nfrom = \"9\"\nto = \"10:00\"\n").unwrap_err();
         assert_eq!(keys(&problems), ["lab.maintenance[0].weekdays[0]", "lab.maintenance[0].from"]);
     }
 

@@ -42,9 +42,15 @@ pub struct Devices {
 pub enum ConsoleEvent {
     Progress(Progress),
     /// An upload finished; `ok` false with the reason otherwise.
-    UploadDone { ok: bool, message: String },
+    UploadDone {
+        ok: bool,
+        message: String,
+    },
     /// `email`'s session on this board is over (slot ended, booking cancelled).
-    SessionEnded { email: String, message: String },
+    SessionEnded {
+        email: String,
+        message: String,
+    },
     /// The board left the config (or changed port); its consoles close.
     Removed,
 }

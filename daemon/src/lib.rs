@@ -1,6 +1,8 @@
 //! rerod: the remote-lab booking daemon, as a library the `rerod` binary runs.
 //! See the README's Architecture section for the code map.
 #![recursion_limit = "256"]
+// Unit tests fail loudly: an unwrap that panics is the report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod app;
 pub mod auth;

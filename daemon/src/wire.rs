@@ -61,11 +61,7 @@ impl SlotsJson {
                 start_time: hh_mm(e.slot.start_time),
                 end_time: hh_mm(e.slot.end_time),
                 is_booked: e.booking.is_some(),
-                booked_by: e
-                    .booking
-                    .as_ref()
-                    .filter(|b| app.shows_booker(b, viewer))
-                    .map(|b| b.email.clone()),
+                booked_by: e.booking.as_ref().filter(|b| app.shows_booker(b, viewer)).map(|b| b.email.clone()),
                 booked_at: e.booking.as_ref().map(|b| utc(b.booked_at)),
                 start: lab_time(e.slot.start, tz),
                 end: lab_time(e.slot.end, tz),

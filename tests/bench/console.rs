@@ -36,7 +36,8 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let req = Request::post(path).header("host", "bench").header("content-type", "application/json");
-    let response = sender.send_request(req.body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let response =
+        sender.send_request(req.body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap()).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -47,7 +48,8 @@ fn pty() -> (std::fs::File, String) {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty writes two descriptors into the given locals; the
     // name, termios and winsize arguments may be null.
-    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(rc, 0, "openpty failed");
     // SAFETY: both descriptors were just opened and are owned by nobody else.
     let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };

@@ -6,15 +6,18 @@
 //!
 //! Results are in tests/bench/RESULTS.md.
 
+// Tests and benchmarks fail loudly: an unwrap that panics is the report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 #[path = "daemon.rs"]
@@ -29,7 +32,8 @@ async fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value) -
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    let response = sender.send_request(req.body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let response =
+        sender.send_request(req.body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap()).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -116,7 +120,8 @@ async fn run(n_clients: usize, rounds: usize) {
             // A lean client, so the benchmark measures the daemon: after the
             // handshake it reads raw bytes and only walks frame headers.
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/slot-booking"), stream).await.expect("handshake");
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/slot-booking"), stream).await.expect("handshake");
             // The greeting slots_update, read normally: it may arrive with the
             // handshake, in bytes only the WebSocket reader has seen.
             ws.next().await;
@@ -143,7 +148,8 @@ async fn run(n_clients: usize, rounds: usize) {
 
     let mut latencies = Vec::new();
     let cpu_before = daemon.cpu();
-    let tomorrow = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date().tomorrow().unwrap().to_string();
+    let tomorrow =
+        jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date().tomorrow().unwrap().to_string();
     for round in 0..rounds {
         let path = if round % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
         let started = Instant::now();

@@ -6,6 +6,9 @@
 //!
 //! Results and the machine they were taken on are in tests/bench/RESULTS.md.
 
+// Tests and benchmarks fail loudly: an unwrap that panics is the report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,7 +125,8 @@ where
         .collect();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut report = Report { name: name.to_owned(), ops: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let mut report =
+        Report { name: name.to_owned(), ops: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
     for task in tasks {
         let (latencies, errors) = task.await.unwrap();
         report.ops += latencies.len();
@@ -187,7 +191,9 @@ async fn bench_slots_during_logins(secs: u64, n_conns: usize) {
             })
         })
         .collect();
-    let report = drive(&format!("GET /slots + 4 logins ({n_conns} conns)"), addr, n_conns, secs, 200, |_, _| get("/slots")).await;
+    let report =
+        drive(&format!("GET /slots + 4 logins ({n_conns} conns)"), addr, n_conns, secs, 200, |_, _| get("/slots"))
+            .await;
     stop.store(true, Ordering::Relaxed);
     let mut n_logins = 0;
     for login in logins {

@@ -83,7 +83,8 @@ async fn slot_ids_and_dates_outside_the_rules_get_400() {
     assert_eq!((body["code"].as_str(), body["detail"].as_str()), (Some("slot_in_past"), Some("Slot 5 is in the past")));
     let body = book(json!(5), utc_date(8).to_string()).await.expect(400);
     assert_eq!(body["code"], "date_too_far_ahead");
-    let body = c.post_auth("/cancel-slot", &token, &json!({"slot_id": 5, "date": utc_date(-1).to_string()})).await.expect(400);
+    let body =
+        c.post_auth("/cancel-slot", &token, &json!({"slot_id": 5, "date": utc_date(-1).to_string()})).await.expect(400);
     assert_eq!(body["code"], "slot_in_past");
     assert_eq!(totals(&c).await, before);
 }
@@ -137,7 +138,12 @@ async fn oversized_unsupported_and_slow_requests_are_refused() {
     assert_eq!(r.expect(413)["code"], "body_too_large");
 
     let r = c
-        .request(Method::POST, "/auth/register", &[("content-type", "application/x-www-form-urlencoded")], "email=a&password=b")
+        .request(
+            Method::POST,
+            "/auth/register",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "email=a&password=b",
+        )
         .await;
     assert_eq!(r.expect(415)["code"], "unsupported_media_type");
 
@@ -169,7 +175,11 @@ async fn forged_expired_and_unsigned_tokens_get_401() {
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
     let tampered = {
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-        parts[1] = sign(secret, json!({"sub": "boss@example.com", "iat": now, "exp": now + 600})).split('.').nth(1).unwrap().to_owned();
+        parts[1] = sign(secret, json!({"sub": "boss@example.com", "iat": now, "exp": now + 600}))
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
         parts.join(".")
     };
     let body = json!({"slot_id": 5, "date": utc_date(1).to_string()});
@@ -187,7 +197,8 @@ async fn forged_expired_and_unsigned_tokens_get_401() {
         c.get_auth("/my-bookings", token).await.expect(401);
     }
     // Bearer wins: a bad header is not rescued by good credentials in the body.
-    let with_password = json!({"slot_id": 5, "date": utc_date(1).to_string(), "email": "ada@example.com", "password": "password1"});
+    let with_password =
+        json!({"slot_id": 5, "date": utc_date(1).to_string(), "email": "ada@example.com", "password": "password1"});
     c.post_auth("/book-slot", &forged, &with_password).await.expect(401);
     assert_eq!(totals(&c).await, before);
     // The good token still works.
@@ -200,7 +211,8 @@ async fn bad_credentials_in_the_body_change_nothing() {
     let c = daemon.client();
     c.user("ada@example.com").await;
     let before = totals(&c).await;
-    let body = json!({"slot_id": 5, "date": utc_date(1).to_string(), "email": "ada@example.com", "password": "wrong-one"});
+    let body =
+        json!({"slot_id": 5, "date": utc_date(1).to_string(), "email": "ada@example.com", "password": "wrong-one"});
     let r = c.post("/book-slot", &body).await;
     assert_eq!(r.expect(401)["detail"], "Invalid email or password");
     assert_eq!(totals(&c).await, before);

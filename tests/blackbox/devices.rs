@@ -232,7 +232,8 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
-const SKETCH: &str = "void setup() { Serial.begin(115200); }\nvoid loop() { Serial.println(\"hello sketch\"); delay(100); }\n";
+const SKETCH: &str =
+    "void setup() { Serial.begin(115200); }\nvoid loop() { Serial.println(\"hello sketch\"); delay(100); }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holder_uploads_hex_and_sketch_and_drives_the_console() {
@@ -246,8 +247,14 @@ async fn the_holder_uploads_hex_and_sketch_and_drives_the_console() {
     assert_eq!(devices["count"], 1);
     assert!(devices["supported_models"].as_array().unwrap().contains(&json!("uno")));
     let d = &devices["devices"][0];
-    assert_eq!((d["number"].clone(), d["id"].clone(), d["plugin"].clone()), (json!(0), json!("uno-1"), json!("stk500v1")));
-    assert_eq!((d["in_use"].clone(), d["baud"].clone(), d["model"].clone()), (json!(true), json!(115200), json!("uno")));
+    assert_eq!(
+        (d["number"].clone(), d["id"].clone(), d["plugin"].clone()),
+        (json!(0), json!("uno-1"), json!("stk500v1"))
+    );
+    assert_eq!(
+        (d["in_use"].clone(), d["baud"].clone(), d["model"].clone()),
+        (json!(true), json!(115200), json!("uno"))
+    );
 
     let mut console = Console::open(&daemon, "uno-1", &ada).await;
     // A hex file, by device number: the console shows progress, then the program.
@@ -261,7 +268,8 @@ async fn the_holder_uploads_hex_and_sketch_and_drives_the_console() {
     assert_eq!(body["bytes_written"], n_bytes);
     assert!(body["upload_output"].as_str().unwrap().contains("bytes written"), "{body}");
     console.until_output(b"count ").await;
-    let phases: Vec<&str> = console.events.iter().filter(|e| e["type"] == "upload_progress").filter_map(|e| e["phase"].as_str()).collect();
+    let phases: Vec<&str> =
+        console.events.iter().filter(|e| e["type"] == "upload_progress").filter_map(|e| e["phase"].as_str()).collect();
     for phase in ["sync", "write", "verify", "done"] {
         assert!(phases.contains(&phase), "no {phase} progress in {phases:?}");
     }
@@ -324,7 +332,9 @@ async fn only_the_slot_holder_and_admins_may_upload_or_read() {
     assert_eq!((refusal["type"].clone(), refusal["code"].clone()), (json!("error"), json!("not_your_slot")));
     assert!(matches!(ws.next().await, Some(Message::Close(Some(f))) if f.code == CloseCode::Policy));
     // Bad or missing credentials.
-    for first in [json!({"token": "not-a-token"}), json!({"email": "bob@example.com", "password": "wrong-one"}), json!({})] {
+    for first in
+        [json!({"token": "not-a-token"}), json!({"email": "bob@example.com", "password": "wrong-one"}), json!({})]
+    {
         let mut ws = daemon.ws("/devices/read/uno-1").await;
         ws.send(&first).await;
         let refusal = ws.recv().await;
@@ -332,13 +342,29 @@ async fn only_the_slot_holder_and_admins_may_upload_or_read() {
         assert!(matches!(ws.next().await, Some(Message::Close(_))));
     }
     // Unauthenticated uploads: 401 with the Bearer challenge; seed-style body credentials are not enough.
-    let r = c.request(hyper::Method::POST, "/devices/upload/uno-1", &[("content-type", "application/octet-stream")], hex.clone()).await;
+    let r = c
+        .request(
+            hyper::Method::POST,
+            "/devices/upload/uno-1",
+            &[("content-type", "application/octet-stream")],
+            hex.clone(),
+        )
+        .await;
     assert_eq!(r.expect(401)["code"], "not_authenticated");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    assert_eq!(c.upload("uno-1", "garbage", "application/octet-stream", hex.clone()).await.expect(401)["code"], "invalid_token");
+    assert_eq!(
+        c.upload("uno-1", "garbage", "application/octet-stream", hex.clone()).await.expect(401)["code"],
+        "invalid_token"
+    );
     // Unknown devices.
-    assert_eq!(c.upload("uno-9", &ada, "application/octet-stream", hex.clone()).await.expect(404)["code"], "device_not_found");
-    assert_eq!(c.upload("7", &ada, "application/octet-stream", hex.clone()).await.expect(404)["code"], "device_not_found");
+    assert_eq!(
+        c.upload("uno-9", &ada, "application/octet-stream", hex.clone()).await.expect(404)["code"],
+        "device_not_found"
+    );
+    assert_eq!(
+        c.upload("7", &ada, "application/octet-stream", hex.clone()).await.expect(404)["code"],
+        "device_not_found"
+    );
     assert_eq!(c.get("/devices/read/nope").await.expect(404)["code"], "device_not_found");
 
     // The holder and an admin get in; the admin's use is logged.
@@ -426,7 +452,11 @@ async fn unplugging_mid_upload_and_mid_console_is_clear_and_the_board_comes_back
         let (c, ada) = (c, ada.clone());
         async move { c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("big.hex")).await }
     });
-    console.until("write progress", |e| e["type"] == "upload_progress" && e["phase"] == "write" && e["percent"].as_u64() >= Some(10)).await;
+    console
+        .until("write progress", |e| {
+            e["type"] == "upload_progress" && e["phase"] == "write" && e["percent"].as_u64() >= Some(10)
+        })
+        .await;
     board.unplug();
     let r = upload.await.unwrap();
     let body = r.expect(503);

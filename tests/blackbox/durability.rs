@@ -99,7 +99,9 @@ async fn backup_under_load_restores_every_acknowledged_booking() {
     }
 
     // Restore: a daemon on the backup file.
-    let restored = Daemon::start_with(crate::util::Options::config(crate::util::UTC_LAB).env("DATABASE_PATH", backup.to_str().unwrap()));
+    let restored = Daemon::start_with(
+        crate::util::Options::config(crate::util::UTC_LAB).env("DATABASE_PATH", backup.to_str().unwrap()),
+    );
     let rc = restored.client();
     for (date, slot) in before_backup {
         let slots = rc.get(&format!("/slots?date={date}")).await.expect(200);

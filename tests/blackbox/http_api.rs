@@ -57,9 +57,13 @@ async fn seed_readme_curl_examples_work_unchanged() {
     assert_eq!(body["date"], utc_date(0).to_string());
     assert_eq!(body["device"], "default");
     let free = &body["slots"][0];
-    assert_eq!((free["is_booked"].clone(), free["booked_by"].clone(), free["booked_at"].clone()), (json!(false), json!(null), json!(null)));
+    assert_eq!(
+        (free["is_booked"].clone(), free["booked_by"].clone(), free["booked_at"].clone()),
+        (json!(false), json!(null), json!(null))
+    );
 
-    let body = c.post("/my-bookings", &json!({"email": "test@example.com", "password": "testpass123"})).await.expect(200);
+    let body =
+        c.post("/my-bookings", &json!({"email": "test@example.com", "password": "testpass123"})).await.expect(200);
     assert_eq!(body["success"], true);
     assert_eq!(body["total_bookings"], 1);
     let booking = &body["bookings"][0];
@@ -213,9 +217,8 @@ async fn unknown_routes_get_404_and_wrong_methods_405_with_allow() {
 
 #[tokio::test]
 async fn cors_preflight_and_allowed_origins() {
-    let daemon = Daemon::start_with(Options::config(&format!(
-        "{UTC_LAB}[server]\ncors_origins = [\"https://lab.example\"]\n"
-    )));
+    let daemon =
+        Daemon::start_with(Options::config(&format!("{UTC_LAB}[server]\ncors_origins = [\"https://lab.example\"]\n")));
     let c = daemon.client();
     let r = c.request(Method::OPTIONS, "/book-slot", &[("origin", "https://lab.example")], "").await;
     assert_eq!(r.status, 204);
@@ -340,7 +343,9 @@ async fn secrets_never_reach_the_log() {
     let c = daemon.client();
     c.register("ada@example.com", "hunter2-secret").await.expect(201);
     let token = c.login("ada@example.com", "hunter2-secret").await;
-    c.post("/book-slot", &json!({"slot_id": 23, "email": "ada@example.com", "password": "hunter2-secret"})).await.expect(200);
+    c.post("/book-slot", &json!({"slot_id": 23, "email": "ada@example.com", "password": "hunter2-secret"}))
+        .await
+        .expect(200);
     c.post("/auth/login", &json!({"email": "ada@example.com", "password": "wrong-secret"})).await.expect(401);
     let log = daemon.log_until(|log| log.matches("rerod::access").count() >= 4);
     for secret in ["hunter2-secret", "wrong-secret", token.as_str(), "$2b$"] {
@@ -362,7 +367,10 @@ async fn one_access_log_line_per_request() {
         .filter(|e: &serde_json::Value| e["target"] == "rerod::access")
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert_eq!((lines[0]["method"].as_str(), lines[0]["route"].as_str(), lines[0]["status"].as_u64()), (Some("GET"), Some("/slots"), Some(200)));
+    assert_eq!(
+        (lines[0]["method"].as_str(), lines[0]["route"].as_str(), lines[0]["status"].as_u64()),
+        (Some("GET"), Some("/slots"), Some(200))
+    );
     assert!(lines[0]["latency_us"].is_u64());
     assert_eq!(lines[1]["status"], 404);
 }

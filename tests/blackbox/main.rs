@@ -1,6 +1,9 @@
 //! Black-box tests: the real `rerod` binary on a loopback port, spoken to
 //! over real sockets like a client would.
 
+// Tests and benchmarks fail loudly: an unwrap that panics is the report.
+#![allow(clippy::unwrap_used)]
+
 mod bad_input;
 mod concurrency;
 mod devices;

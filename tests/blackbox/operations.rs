@@ -34,9 +34,7 @@ async fn systemd_notify_ready_reload_watchdog_and_stopping() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     let mut daemon = Daemon::start_with(
-        Options::config(UTC_LAB)
-            .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
-            .env("WATCHDOG_USEC", "400000"),
+        Options::config(UTC_LAB).env("NOTIFY_SOCKET", socket_path.to_str().unwrap()).env("WATCHDOG_USEC", "400000"),
     );
     let ready = until(&socket, "READY=1");
     // READY comes once the port accepts.

@@ -88,10 +88,10 @@ impl Daemon {
             // Drain stderr for the whole life of the process so it never blocks on a full pipe.
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if event["message"] == "listening" {
-                        let _ = addr_tx.send(event["address"].as_str().unwrap_or_default().to_owned());
-                    }
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "listening"
+                {
+                    let _ = addr_tx.send(event["address"].as_str().unwrap_or_default().to_owned());
                 }
                 let mut log = log_writer.lock().unwrap();
                 log.push_str(&line);
@@ -261,8 +261,13 @@ impl Client {
 
     pub async fn post_auth(&self, path: &str, token: &str, body: &Value) -> Resp {
         let auth = format!("Bearer {token}");
-        self.request(Method::POST, path, &[("content-type", "application/json"), ("authorization", &auth)], body.to_string())
-            .await
+        self.request(
+            Method::POST,
+            path,
+            &[("content-type", "application/json"), ("authorization", &auth)],
+            body.to_string(),
+        )
+        .await
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Resp {
@@ -313,7 +318,10 @@ impl Ws {
 
     pub async fn send(&mut self, value: &Value) {
         use futures_util::SinkExt;
-        self.socket.send(tokio_tungstenite::tungstenite::Message::Text(value.to_string().into())).await.expect("sending");
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(value.to_string().into()))
+            .await
+            .expect("sending");
     }
 
     pub async fn send_raw(&mut self, message: tokio_tungstenite::tungstenite::Message) {
@@ -340,7 +348,9 @@ impl Ws {
     /// The next JSON text message.
     pub async fn recv(&mut self) -> Value {
         match self.next().await {
-            Some(tokio_tungstenite::tungstenite::Message::Text(text)) => serde_json::from_str(&text).expect("JSON message"),
+            Some(tokio_tungstenite::tungstenite::Message::Text(text)) => {
+                serde_json::from_str(&text).expect("JSON message")
+            }
             other => panic!("expected a text message, got {other:?}"),
         }
     }

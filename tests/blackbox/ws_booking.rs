@@ -39,7 +39,11 @@ async fn seed_flow_books_cancels_and_broadcasts_to_every_client() {
     assert_eq!(c.get("/health").await.expect(200)["active_connections"], 2);
 
     // Book with e-mail and password, exactly as the seed README shows.
-    alice.send(&json!({"type": "book_slot", "slot_id": 23, "email": "user@example.com", "password": "securepassword123"})).await;
+    alice
+        .send(
+            &json!({"type": "book_slot", "slot_id": 23, "email": "user@example.com", "password": "securepassword123"}),
+        )
+        .await;
     let response = alice.recv_type("booking_response").await;
     assert_eq!(response["success"], true);
     assert_eq!(response["message"], "Slot 23 booked successfully");
@@ -54,7 +58,10 @@ async fn seed_flow_books_cancels_and_broadcasts_to_every_client() {
     // Taken: the seed's refusal.
     other.send(&json!({"type": "book_slot", "slot_id": 23, "token": token})).await;
     let response = other.recv_type("booking_response").await;
-    assert_eq!((response["success"].clone(), response["message"].clone()), (json!(false), json!("Slot 23 is not available")));
+    assert_eq!(
+        (response["success"].clone(), response["message"].clone()),
+        (json!(false), json!("Slot 23 is not available"))
+    );
 
     // Cancel with a token.
     alice.send(&json!({"type": "cancel_slot", "slot_id": 23, "token": token})).await;
@@ -121,8 +128,14 @@ async fn malformed_messages_get_errors_and_the_connection_stays_usable() {
         (Message::Text("[1,2]".into()), "JSON object"),
         (Message::Text(r#"{"slot_id": 3}"#.into()), "Missing message type"),
         (Message::Text(r#"{"type": "launch_rocket"}"#.into()), "Unknown message type: launch_rocket"),
-        (Message::Text(json!({"type": "book_slot", "slot_id": "9", "token": token}).to_string().into()), "slot_id must be an integer"),
-        (Message::Text(json!({"type": "book_slot", "slot_id": 9.5, "token": token}).to_string().into()), "slot_id must be an integer"),
+        (
+            Message::Text(json!({"type": "book_slot", "slot_id": "9", "token": token}).to_string().into()),
+            "slot_id must be an integer",
+        ),
+        (
+            Message::Text(json!({"type": "book_slot", "slot_id": 9.5, "token": token}).to_string().into()),
+            "slot_id must be an integer",
+        ),
         (Message::Text(json!({"type": "get_slots", "date": "someday"}).to_string().into()), "date must be a date"),
         (Message::Binary(vec![0xff, 0x00, 0x13].into()), "Binary frames are not supported"),
     ];

@@ -68,8 +68,8 @@ async fn bearer_principal(app: &App, req: &Req) -> Result<crate::app::Principal,
 
 /// Compiles `code` for `model`, one of a few at a time.
 async fn compile_for(app: &App, model: &str, code: &str) -> Result<compile::Compiled, CompileError> {
-    let toolchain =
-        compile::toolchain_for(&app.config(), model).ok_or_else(|| CompileError::NoCompiler { model: model.to_owned() })?;
+    let toolchain = compile::toolchain_for(&app.config(), model)
+        .ok_or_else(|| CompileError::NoCompiler { model: model.to_owned() })?;
     let _permit = app.devices.compiles.acquire().await.map_err(|e| CompileError::Io(e.to_string()))?;
     compile::compile(&toolchain, code).await
 }
@@ -125,7 +125,10 @@ fn body_kind(req: &Req) -> Result<Body, ApiError> {
         // A .hex file is text; curl --data-binary sends it as form data by default.
         None
         | Some(
-            "application/octet-stream" | "application/x-ihex" | "text/x-hex" | "text/plain"
+            "application/octet-stream"
+            | "application/x-ihex"
+            | "text/x-hex"
+            | "text/plain"
             | "application/x-www-form-urlencoded",
         ) => Ok(Body::Firmware),
         Some(other) => Err(ApiError::new(
@@ -156,7 +159,9 @@ pub async fn upload(app: &Arc<App>, req: &Req) -> Reply {
                 return Err(refused(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("JSON bodies are limited to {limit} bytes; send a compiled program as application/octet-stream"),
+                    format!(
+                        "JSON bodies are limited to {limit} bytes; send a compiled program as application/octet-stream"
+                    ),
                 )));
             }
             let body = req.json().map_err(refused)?;

@@ -55,8 +55,10 @@ impl From<AppError> for ApiError {
         let status = match &e {
             AppError::Throttled { retry_after } => {
                 let seconds = retry_after.as_secs().max(1).to_string();
-                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
-                    .with_header(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits are valid header text"));
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&seconds).expect("digits are valid header text"),
+                );
             }
             AppError::InvalidCredentials | AppError::NotAuthenticated | AppError::InvalidToken(_) => {
                 return ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
@@ -65,7 +67,10 @@ impl From<AppError> for ApiError {
             AppError::AccountDisabled | AppError::RegistrationRefused(_) => StatusCode::FORBIDDEN,
             AppError::EmailTaken | AppError::Booking(_) => StatusCode::BAD_REQUEST,
             AppError::InvalidField { field, .. } | AppError::MissingField(field) => {
-                return ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail) };
+                return ApiError {
+                    field: Some(field),
+                    ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+                };
             }
             AppError::UnknownDevice(_) => StatusCode::NOT_FOUND,
             AppError::Store(_) => {
@@ -85,7 +90,10 @@ impl From<AppError> for ApiError {
                 "firmware_too_large" | "no_compiler" | "compile_failed" | "compile_timeout" => StatusCode::BAD_REQUEST,
                 "invalid_firmware" | "invalid_field" => {
                     let field = if code == "invalid_field" { "code" } else { "body" };
-                    return ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail) };
+                    return ApiError {
+                        field: Some(field),
+                        ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+                    };
                 }
                 "device_offline" => StatusCode::SERVICE_UNAVAILABLE,
                 // The board or its tool answered wrongly: a bad gateway, not our bug.

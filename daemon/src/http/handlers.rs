@@ -284,9 +284,8 @@ pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
 pub fn metrics(app: &Arc<App>) -> Reply {
     app.metrics.set_websocket_connections(app.ws_connections());
     let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-    );
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     Ok(response)
 }

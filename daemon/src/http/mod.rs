@@ -99,7 +99,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     let _ = stop_tx.send(true);
     drop(alive_tx);
     if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv()).await.is_err() {
-        tracing::warn!(open = open.load(Ordering::Relaxed), "connections still open after the drain timeout; closing them");
+        tracing::warn!(
+            open = open.load(Ordering::Relaxed),
+            "connections still open after the drain timeout; closing them"
+        );
     }
 }
 

@@ -28,21 +28,21 @@ impl Req {
     /// Reads the body, refusing more than `limit` bytes with 413.
     pub async fn read(req: Request<Incoming>, limit: usize) -> Result<Req, ApiError> {
         let (parts, body) = req.into_parts();
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
-        let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
-            .await
-            .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "The request body took too long to arrive"))?;
+        let collected =
+            tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await.map_err(|_| {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "The request body took too long to arrive")
+            })?;
         match collected {
             Ok(collected) => Ok(Req { parts, body: collected.to_bytes() }),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("Could not read the request body: {e}"))),
+            Err(e) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("Could not read the request body: {e}")))
+            }
         }
     }
 
@@ -106,15 +106,15 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(
+        |mime| {
             let mime = mime.trim();
             mime.eq_ignore_ascii_case("application/json")
-                || (mime.len() > 5 && mime[..mime.len() - 5].contains('/') && mime.to_ascii_lowercase().ends_with("+json"))
-        })
+                || (mime.len() > 5
+                    && mime[..mime.len() - 5].contains('/')
+                    && mime.to_ascii_lowercase().ends_with("+json"))
+        },
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {

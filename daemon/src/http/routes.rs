@@ -9,10 +9,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::Server;
 use super::error::ApiError;
 use super::handlers;
 use super::request::Req;
-use super::Server;
 
 /// Every route the server answers. `pattern` is what logs and metrics show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

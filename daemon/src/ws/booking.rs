@@ -57,10 +57,9 @@ impl BookingHub {
             let until_boundary = next_slot_end(&app);
             tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(change) => match app.device(Some(&DeviceRef::Id(change.device.clone()))) {
-                        Ok(device) => self.publish(&app, device, change.date),
-                        // The device left the config since; nobody can view it.
-                        Err(_) => {}
+                    // A device that left the config since has no viewers to tell.
+                    Ok(change) => if let Ok(device) = app.device(Some(&DeviceRef::Id(change.device.clone()))) {
+                        self.publish(&app, device, change.date);
                     },
                     Err(broadcast::error::RecvError::Lagged(_)) => self.publish_today(&app),
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -91,12 +90,7 @@ impl BookingHub {
     pub async fn serve(&self, app: Arc<App>, socket: Socket) {
         app.ws_connections.fetch_add(1, Ordering::Relaxed);
         let _count = ConnectionCount(Arc::clone(&app));
-        let mut conn = Connection {
-            app,
-            socket,
-            view: (None, None),
-            last_heard: Instant::now(),
-        };
+        let mut conn = Connection { app, socket, view: (None, None), last_heard: Instant::now() };
         let mut frames = self.frames.subscribe();
         let mut stop = self.stop.clone();
         if conn.send_view().await.is_err() {

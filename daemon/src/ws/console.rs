@@ -163,8 +163,11 @@ async fn run(
     let initial = state.borrow_and_update().clone();
     let mut was_offline = matches!(initial, PortState::Offline { .. });
     if let PortState::Offline { reason } = initial {
-        conn.error("device_offline", format!("Device {} is offline: {reason}; the console resumes when it is back", device.id))
-            .await?;
+        conn.error(
+            "device_offline",
+            format!("Device {} is offline: {reason}; the console resumes when it is back", device.id),
+        )
+        .await?;
     }
     let mut ticks = tokio::time::interval(PING_INTERVAL);
     ticks.tick().await;

@@ -34,10 +34,8 @@ pub fn accept(
     max_message_bytes: usize,
 ) -> Result<(Response<Full<Bytes>>, impl Future<Output = Option<Socket>> + Send + 'static), ApiError> {
     let headers = req.headers();
-    let upgrade_ws = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let upgrade_ws =
+        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -48,13 +46,20 @@ pub fn accept(
         return Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_required",
-            format!("{} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)", req.uri().path()),
+            format!(
+                "{} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
+                req.uri().path()
+            ),
         )
         .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "websocket_version", "Only WebSocket version 13 is supported")
-            .with_header(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "websocket_version",
+            "Only WebSocket version 13 is supported",
+        )
+        .with_header(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")));
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "websocket_key", "Sec-WebSocket-Key header is missing"));
@@ -66,10 +71,7 @@ pub fn accept(
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept_key).expect("base64 is valid header text"),
-    );
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept_key).expect("base64 is valid header text"));
     let config = WebSocketConfig::default()
         // Small buffers: thousands of idle clients must stay cheap.
         .read_buffer_size(4096)
@@ -79,7 +81,9 @@ pub fn accept(
         .max_frame_size(Some(max_message_bytes));
     let socket = async move {
         match on_upgrade.await {
-            Ok(upgraded) => Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await),
+            Ok(upgraded) => {
+                Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
+            }
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");
                 None
