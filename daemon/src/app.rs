@@ -30,7 +30,7 @@ pub struct App {
     /// Why the last reload was refused, until one succeeds.
     last_reload_error: Mutex<Option<String>>,
     pub store: Store,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     login_throttle: crate::throttle::Throttle,
     hasher: Hasher,
     tokens: TokenKeys,
@@ -39,6 +39,8 @@ pub struct App {
     /// Bumped after every committed booking change; cached views compare it.
     bookings_generation: AtomicU64,
     views: Mutex<HashMap<(String, Date), CachedView>>,
+    /// Live serial-console sockets (counted apart from the seed's `active_connections`).
+    pub console_connections: AtomicUsize,
     /// Live WebSocket connections, for `active_connections`.
     pub ws_connections: AtomicUsize,
     changes: broadcast::Sender<SlotsChanged>,
@@ -291,7 +293,8 @@ impl App {
         }
         let n_hash_threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         let (changes, _) = broadcast::channel(1024);
-        let devices = crate::devices::Devices::new(&config);
+        let metrics = Arc::new(metrics);
+        let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
         Ok(App {
             tokens: TokenKeys::new(&secret, config.auth.jwt_algorithm),
             config: RwLock::new(Arc::new(config)),
@@ -305,6 +308,7 @@ impl App {
             started: Instant::now(),
             bookings_generation: AtomicU64::new(0),
             views: Mutex::new(HashMap::new()),
+            console_connections: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
             changes,
             devices,
@@ -363,8 +367,13 @@ impl App {
         self.clock.now()
     }
 
+    /// Live `/slot-booking` sockets: the seed's `active_connections`.
     pub fn ws_connections(&self) -> usize {
         self.ws_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn console_connections(&self) -> usize {
+        self.console_connections.load(Ordering::Relaxed)
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, broadcast};
 use crate::app::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
 use crate::booking::Slot;
 use crate::config::{Config, DeviceConfig};
+use crate::metrics::{Direction, Metrics};
 
 /// How long an upload waits for the lab's own flash (idle firmware) to finish.
 const LAB_FLASH_WAIT: Duration = Duration::from_secs(120);
@@ -35,6 +36,7 @@ pub struct Devices {
     boards: RwLock<Vec<Arc<Board>>>,
     /// Limits concurrent sketch compilations (they are CPU-heavy).
     pub compiles: Semaphore,
+    metrics: Arc<Metrics>,
 }
 
 /// What a board tells its console viewers besides serial output.
@@ -103,9 +105,9 @@ fn port_spec(d: &DeviceConfig) -> PortSpec {
 
 impl Devices {
     /// Starts one port thread per configured device.
-    pub fn new(config: &Config) -> Devices {
-        let boards = config.devices.iter().map(|d| Arc::new(Board::new(d.clone()))).collect();
-        Devices { boards: RwLock::new(boards), compiles: Semaphore::new(MAX_COMPILES) }
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Devices {
+        let boards = config.devices.iter().map(|d| Arc::new(Board::new(d.clone(), &metrics))).collect();
+        Devices { boards: RwLock::new(boards), compiles: Semaphore::new(MAX_COMPILES), metrics }
     }
 
     /// Follows a reloaded config: a board whose port and baud are unchanged
@@ -124,7 +126,7 @@ impl Devices {
                     *board.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d.clone());
                     next.push(Arc::clone(board));
                 }
-                None => next.push(Arc::new(Board::new(d.clone()))),
+                None => next.push(Arc::new(Board::new(d.clone(), &self.metrics))),
             }
         }
         for old in boards.iter() {
@@ -165,9 +167,27 @@ impl Devices {
     }
 }
 
+/// Counts the bytes a board sends, once however many consoles watch it.
+fn meter_serial_input(port: &DevicePort, metrics: Arc<Metrics>) {
+    // Outside a runtime (some unit tests) there is nothing to meter.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let (_, mut output) = port.subscribe();
+    runtime.spawn(async move {
+        loop {
+            match output.recv().await {
+                Ok(bytes) => metrics.record_serial_bytes(Direction::In, bytes.len() as u64),
+                // Under a flood a few chunks go uncounted rather than slowing the port.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 impl Board {
-    fn new(config: DeviceConfig) -> Board {
+    fn new(config: DeviceConfig, metrics: &Arc<Metrics>) -> Board {
         let port = DevicePort::spawn(ConsoleConfig::new(port_spec(&config), config.baud));
+        meter_serial_input(&port, Arc::clone(metrics));
         let (events, _) = broadcast::channel(256);
         Board {
             id: config.id.clone(),

@@ -462,9 +462,23 @@ async fn unplugging_mid_upload_and_mid_console_is_clear_and_the_board_comes_back
     let body = r.expect(503);
     assert_eq!(body["code"], "device_offline");
     assert!(body["detail"].as_str().unwrap().contains("went away"), "{body}");
-    let failed = console.until("upload failure", |e| e["type"] == "upload_progress" && e["phase"] == "failed").await;
+    // The upload's failure and the port's offline notice are independent
+    // events: they may reach the console in either order.
+    let (mut failed, mut offline) = (None, false);
+    while failed.is_none() || !offline {
+        let event = console
+            .until("upload failure and offline notice", |e| {
+                (e["type"] == "upload_progress" && e["phase"] == "failed") || e["code"] == "device_offline"
+            })
+            .await;
+        if event["code"] == "device_offline" {
+            offline = true;
+        } else {
+            failed = Some(event);
+        }
+    }
+    let failed = failed.unwrap();
     assert!(failed["message"].as_str().unwrap().contains("went away"), "{failed}");
-    console.until("offline notice", |e| e["code"] == "device_offline").await;
     c.device_until("offline", |d| d["online"] == false).await;
     let r = c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await;
     assert_eq!(r.expect(503)["code"], "device_offline");

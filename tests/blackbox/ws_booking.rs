@@ -219,3 +219,28 @@ async fn a_client_that_never_reads_does_not_delay_others_or_grow_memory() {
     // 1200 frames of ~5 KB is 6 MB; the server keeps at most a small ring of them.
     assert!(grown < 1500, "server memory grew by {grown} KiB while a client lagged");
 }
+
+#[tokio::test]
+async fn websocket_upgrades_beyond_the_cap_get_503() {
+    let config = format!(
+        "{}[server]\nmax_websocket_connections = 1\n[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/rerod-test-absent\"\n",
+        crate::util::UTC_LAB
+    );
+    let daemon = Daemon::start_with(crate::util::Options::config(&config));
+    let mut first = daemon.ws("/slot-booking").await;
+    first.recv_type("slots_update").await;
+    for path in ["/slot-booking", "/devices/read/arm-1"] {
+        let stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        let refused = tokio_tungstenite::client_async(format!("ws://{}{path}", daemon.addr), stream).await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 503, "{path}");
+                assert_eq!(response.headers()["retry-after"], "5");
+            }
+            other => panic!("{path}: expected a 503, got {other:?}"),
+        }
+    }
+    // The connected client is unaffected.
+    first.send(&json!({"type": "get_slots"})).await;
+    assert_slots_update(&first.recv_type("slots_update").await);
+}

@@ -207,6 +207,7 @@ pub(super) fn upgrade_console(server: &Arc<Server>, req: &mut Request<Incoming>)
     let reference = device_param(Route::DevicesConsole, req.uri().path())?;
     let (device, board) = server.app.board(&reference)?;
     let config = server.app.config();
+    crate::ws::check_capacity(&server.app)?;
     let (response, socket) = crate::ws::accept(req, config.server.max_websocket_message_bytes)?;
     let app = Arc::clone(&server.app);
     let stop = server.booking.stop_signal();

@@ -58,6 +58,7 @@ pub fn health(app: &Arc<App>) -> Reply {
     let common = json!({
         "timestamp": timestamp,
         "active_connections": app.ws_connections(),
+        "console_connections": app.console_connections(),
         "uptime_seconds": app.uptime().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "config": {
@@ -282,7 +283,7 @@ pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
 
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics(app: &Arc<App>) -> Reply {
-    app.metrics.set_websocket_connections(app.ws_connections());
+    app.metrics.set_websocket_connections(app.ws_connections() + app.console_connections());
     let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
     response
         .headers_mut()

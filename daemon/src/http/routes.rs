@@ -181,14 +181,7 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
 /// Answers a `/slot-booking` upgrade and serves the socket in its own task.
 fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
     let config = server.app.config();
-    if server.app.ws_connections() >= config.server.max_websocket_connections {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_websockets",
-            "Too many WebSocket connections; try again shortly",
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")));
-    }
+    crate::ws::check_capacity(&server.app)?;
     let (response, socket) = crate::ws::accept(req, config.server.max_websocket_message_bytes)?;
     let server = Arc::clone(server);
     tokio::spawn(async move {

@@ -40,6 +40,8 @@ const UTF8_HOLD: Duration = Duration::from_millis(50);
 
 /// Serves one console client until it leaves, its session ends, or the server stops.
 pub async fn serve(app: Arc<App>, socket: Socket, device: DeviceInfo, board: Arc<Board>, stop: watch::Receiver<bool>) {
+    app.console_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = OpenConsole(Arc::clone(&app));
     let mut conn = Conn { socket, last_heard: Instant::now() };
     let Some((who, access)) = conn.admit(&app, &device).await else { return };
     let result = run(&app, &mut conn, &device, &board, &who, &access, stop).await;
@@ -48,6 +50,15 @@ pub async fn serve(app: Arc<App>, socket: Socket, device: DeviceInfo, board: Arc
         let _ = tokio::time::timeout(SEND_TIMEOUT, conn.socket.close(Some(frame))).await;
     }
     tracing::debug!(device = %device.id, email = %who.email, "console closed");
+}
+
+/// Counts a console socket while it lives.
+struct OpenConsole(Arc<App>);
+
+impl Drop for OpenConsole {
+    fn drop(&mut self) {
+        self.0.console_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How a connection ends.
@@ -312,7 +323,6 @@ async fn write_input(app: &App, conn: &mut Conn, board: &Board, data: Bytes) -> 
 }
 
 fn serial_output(app: &App, device: &DeviceInfo, text: Decoded) -> Value {
-    app.metrics.record_serial_bytes(crate::metrics::Direction::In, text.n_bytes as u64);
     let mut message = json!({
         "type": "serial_output",
         "device_number": device.number,

@@ -27,6 +27,21 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// How long one frame may take to reach a client before it is dropped as stalled.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Refuses a new WebSocket (booking or console) beyond
+/// `server.max_websocket_connections` with 503 and `Retry-After`.
+pub fn check_capacity(app: &crate::app::App) -> Result<(), ApiError> {
+    let open = app.ws_connections() + app.console_connections();
+    if open >= app.config().server.max_websocket_connections {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_websockets",
+            "Too many WebSocket connections; try again shortly",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")));
+    }
+    Ok(())
+}
+
 /// Checks an upgrade request and answers it with 101; the caller receives the
 /// socket once hyper has switched protocols.
 pub fn accept(
