@@ -32,7 +32,7 @@ const FRAME_BACKLOG: usize = 64;
 /// Renders and fans out `slots_update` frames.
 #[derive(Clone, Debug)]
 pub struct BookingHub {
-    frames: broadcast::Sender<Utf8Bytes>,
+    frames: broadcast::Sender<bytes::Bytes>,
     stop: watch::Receiver<bool>,
 }
 
@@ -81,7 +81,7 @@ impl BookingHub {
     fn publish(&self, app: &App, device: DeviceInfo, date: Date) {
         match slots_update(app, device, date) {
             // No receiver just means no client is connected.
-            Ok(frame) => drop(self.frames.send(frame)),
+            Ok(frame) => drop(self.frames.send(encode_text_frame(frame.as_bytes()))),
             Err(error) => tracing::warn!(%error, "could not render a slots_update"),
         }
     }
@@ -105,7 +105,7 @@ impl BookingHub {
             let step = tokio::select! {
                 biased;
                 frame = frames.recv() => match frame {
-                    Ok(frame) => conn.send(Message::Text(frame)).await,
+                    Ok(frame) => conn.send_encoded(&frame).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => conn.send_view().await,
                     Err(broadcast::error::RecvError::Closed) => Err(Close::Quietly),
                 },
@@ -167,6 +167,25 @@ impl Connection {
         match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close::Quietly),
+            Err(_) => {
+                tracing::info!("dropping a WebSocket client that stopped reading");
+                Err(Close::Quietly)
+            }
+        }
+    }
+
+    /// Writes a frame the hub encoded once for every client, straight to the
+    /// socket: no per-client framing or copying. tungstenite first writes
+    /// out anything it holds (an automatic pong), so frames never interleave.
+    async fn send_encoded(&mut self, frame: &bytes::Bytes) -> Result<(), Close> {
+        use tokio::io::AsyncWriteExt;
+        let write = async {
+            self.socket.flush().await.map_err(|_| ())?;
+            self.socket.get_mut().write_all(frame).await.map_err(|_| ())
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => Err(Close::Quietly),
             Err(_) => {
                 tracing::info!("dropping a WebSocket client that stopped reading");
                 Err(Close::Quietly)
@@ -321,6 +340,25 @@ async fn book_or_cancel(app: &App, message: &JsonObject, action: Action) -> Valu
     }
 }
 
+/// An unmasked, final WebSocket text frame (as servers send) around `payload`.
+fn encode_text_frame(payload: &[u8]) -> bytes::Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    frame.push(0x81);
+    match payload.len() {
+        n if n < 126 => frame.push(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    bytes::Bytes::from(frame)
+}
+
 /// A complete `slots_update` frame for one device's day (anonymous view).
 fn slots_update(app: &App, device: DeviceInfo, date: Date) -> Result<Utf8Bytes, AppError> {
     let view = app.day_view_cached(device, date, |day| {
@@ -328,4 +366,25 @@ fn slots_update(app: &App, device: DeviceInfo, date: Date) -> Result<Utf8Bytes, 
     })?;
     let view = std::str::from_utf8(&view).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(format!(r#"{{"type":"slots_update","data":{view},"timestamp":"{}"}}"#, wire::utc(app.now())).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_frames_use_the_shortest_length_form() {
+        for (len, header) in [
+            (0usize, vec![0x81, 0]),
+            (125, vec![0x81, 125]),
+            (126, vec![0x81, 126, 0, 126]),
+            (65_535, vec![0x81, 126, 0xff, 0xff]),
+            (65_536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let payload = vec![b'x'; len];
+            let frame = encode_text_frame(&payload);
+            assert_eq!(&frame[..header.len()], header.as_slice(), "length {len}");
+            assert_eq!(&frame[header.len()..], payload.as_slice(), "length {len}");
+        }
+    }
 }
