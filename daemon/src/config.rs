@@ -1022,7 +1022,7 @@ mod tests {
             r#"
             [[devices]]
             id = "a"
-            plugin = "stk500v2"
+            plugin = "stk500v3"
             port = "/dev/x"
             [[devices]]
             id = "b"

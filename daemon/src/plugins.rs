@@ -9,12 +9,13 @@ use std::sync::Arc;
 use rerod_devices::Uploader;
 
 /// Every plugin name rerod knows, in the order error messages list them.
-pub const NAMES: &[&str] = &[rerod_stk500v1::NAME, rerod_command::NAME];
+pub const NAMES: &[&str] = &[rerod_stk500v1::NAME, rerod_stk500v2::NAME, rerod_command::NAME];
 
 /// The uploader registered as `name`.
 pub fn lookup(name: &str) -> Option<Arc<dyn Uploader>> {
     match name {
         rerod_stk500v1::NAME => Some(Arc::new(rerod_stk500v1::Stk500v1)),
+        rerod_stk500v2::NAME => Some(Arc::new(rerod_stk500v2::Stk500v2)),
         rerod_command::NAME => Some(Arc::new(rerod_command::CommandUploader)),
         _ => None,
     }
@@ -29,6 +30,6 @@ mod tests {
         for name in NAMES {
             assert_eq!(lookup(name).map(|p| p.name()), Some(*name));
         }
-        assert!(lookup("stk500v2").is_none());
+        assert!(lookup("stk500v3").is_none());
     }
 }

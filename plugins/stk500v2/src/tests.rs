@@ -1,0 +1,393 @@
+//! Protocol tests against an in-memory fake Mega 2560 bootloader behind `SerialLink`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rerod_devices::testkit::{assert_progress_well_formed, check_offline_contract, recording_context};
+use rerod_devices::{CancelToken, Phase, Progress, ResetMethod, UploadEvent};
+
+use super::*;
+
+const STATUS_CMD_FAILED: u8 = 0xC0;
+const STATUS_CMD_UNKNOWN: u8 = 0xC9;
+const M2560: [u8; 3] = [0x1E, 0x98, 0x01];
+
+/// A fake ATmega2560 with the Arduino STK500v2 bootloader (stk500boot.c),
+/// answering synchronously: each write is parsed at once and its answers
+/// queued for the next reads. Like the real one it drops frames with a bad
+/// token or checksum, echoes the request's sequence number, and starts the
+/// program on LEAVE_PROGMODE_ISP.
+struct FakeMega {
+    flash: Vec<u8>,
+    signature: [u8; 3],
+    address: usize,
+    input: Vec<u8>,
+    output: VecDeque<u8>,
+    /// In the bootloader (after a reset) rather than running the program.
+    listening: bool,
+    dtr: bool,
+    /// The bootloader never starts (wrong baud, broken auto-reset).
+    dead: bool,
+    /// Bytes the old program "printed" that arrive right after a reset.
+    noise_on_reset: Vec<u8>,
+    /// A flash cell that reads back wrong.
+    stuck: Option<(usize, u8)>,
+    /// Answers to this command go out with a wrong checksum / sequence number.
+    bad_checksum_on: Option<u8>,
+    bad_seq_on: Option<u8>,
+    /// Every LOAD_ADDRESS value received, as sent (bit 31 included).
+    loaded: Vec<u32>,
+    pages_written: usize,
+}
+
+impl FakeMega {
+    fn new() -> FakeMega {
+        FakeMega {
+            flash: vec![0xFF; 256 * 1024],
+            signature: M2560,
+            address: 0,
+            input: Vec::new(),
+            output: VecDeque::new(),
+            listening: false,
+            dtr: true,
+            dead: false,
+            noise_on_reset: Vec::new(),
+            stuck: None,
+            bad_checksum_on: None,
+            bad_seq_on: None,
+            loaded: Vec::new(),
+            pages_written: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.input.clear();
+        self.output = self.noise_on_reset.iter().copied().collect();
+        self.listening = !self.dead;
+    }
+
+    fn answer(&mut self, seq: u8, body: &[u8]) {
+        let seq = if self.bad_seq_on == Some(body[0]) { seq.wrapping_add(7) } else { seq };
+        let mut out = frame(seq, body);
+        if self.bad_checksum_on == Some(body[0]) {
+            *out.last_mut().expect("a frame is never empty") ^= 0x55;
+        }
+        self.output.extend(out);
+    }
+
+    /// Parses every complete message in `input`.
+    fn process(&mut self) {
+        while self.listening && !self.input.is_empty() {
+            // Waiting for MESSAGE_START: anything else is dropped.
+            if self.input[0] != MESSAGE_START {
+                self.input.remove(0);
+                continue;
+            }
+            if self.input.len() < 5 {
+                return;
+            }
+            let size = usize::from(self.input[2]) << 8 | usize::from(self.input[3]);
+            if self.input.len() < 5 + size + 1 {
+                return;
+            }
+            let message: Vec<u8> = self.input.drain(..5 + size + 1).collect();
+            if message[4] != TOKEN || checksum(&message[..5 + size]) != message[5 + size] {
+                continue;
+            }
+            let seq = message[1];
+            let body = &message[5..5 + size];
+            match body[0] {
+                CMD_SIGN_ON => self.answer(seq, b"\x01\x00\x08AVRISP_2"),
+                CMD_ENTER_PROGMODE_ISP => {
+                    let status = if body.len() == 12 { STATUS_CMD_OK } else { STATUS_CMD_FAILED };
+                    self.answer(seq, &[CMD_ENTER_PROGMODE_ISP, status]);
+                }
+                CMD_READ_SIGNATURE_ISP => {
+                    let value = self.signature[usize::from(body[4]).min(2)];
+                    self.answer(seq, &[CMD_READ_SIGNATURE_ISP, STATUS_CMD_OK, value, STATUS_CMD_OK]);
+                }
+                CMD_LOAD_ADDRESS => {
+                    let raw = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
+                    self.loaded.push(raw);
+                    // stk500boot shifts the word address left: bit 31 falls off.
+                    self.address = (raw << 1) as usize;
+                    self.answer(seq, &[CMD_LOAD_ADDRESS, STATUS_CMD_OK]);
+                }
+                CMD_PROGRAM_FLASH_ISP => {
+                    let n = usize::from(body[1]) << 8 | usize::from(body[2]);
+                    let data = &body[10..];
+                    if data.len() != n || body[3] != FLASH_MODE || body[5..8] != FLASH_CMDS {
+                        self.answer(seq, &[CMD_PROGRAM_FLASH_ISP, STATUS_CMD_FAILED]);
+                        continue;
+                    }
+                    self.flash[self.address..self.address + n].copy_from_slice(data);
+                    self.address += n;
+                    self.pages_written += 1;
+                    self.answer(seq, &[CMD_PROGRAM_FLASH_ISP, STATUS_CMD_OK]);
+                }
+                CMD_READ_FLASH_ISP => {
+                    let n = usize::from(body[1]) << 8 | usize::from(body[2]);
+                    let mut data = self.flash[self.address..self.address + n].to_vec();
+                    if let Some((at, value)) = self.stuck
+                        && (self.address..self.address + n).contains(&at)
+                    {
+                        data[at - self.address] = value;
+                    }
+                    self.address += n;
+                    let mut answer = vec![CMD_READ_FLASH_ISP, STATUS_CMD_OK];
+                    answer.extend_from_slice(&data);
+                    answer.push(STATUS_CMD_OK);
+                    self.answer(seq, &answer);
+                }
+                CMD_LEAVE_PROGMODE_ISP => {
+                    self.answer(seq, &[CMD_LEAVE_PROGMODE_ISP, STATUS_CMD_OK]);
+                    self.listening = false;
+                }
+                other => self.answer(seq, &[other, STATUS_CMD_UNKNOWN]),
+            }
+        }
+        if !self.listening {
+            // The program ignores what it is sent.
+            self.input.clear();
+        }
+    }
+}
+
+impl SerialLink for FakeMega {
+    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        if self.output.is_empty() {
+            // A silent board: the time passes as it would on the wire.
+            std::thread::sleep(timeout);
+            return Ok(0);
+        }
+        let n = buf.len().min(self.output.len());
+        for (slot, byte) in buf.iter_mut().zip(self.output.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.input.extend_from_slice(bytes);
+        self.process();
+        Ok(())
+    }
+
+    fn discard_input(&mut self) -> io::Result<()> {
+        // Noise after a reset arrives later on a real board, so keep it here.
+        Ok(())
+    }
+
+    fn set_dtr_rts(&mut self, asserted: bool) -> io::Result<()> {
+        if asserted && !self.dtr {
+            self.reset();
+        }
+        self.dtr = asserted;
+        Ok(())
+    }
+}
+
+fn firmware(len: usize, base: u32) -> Arc<Firmware> {
+    let data = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    Arc::new(Firmware::from_binary(data, base).expect("firmware"))
+}
+
+fn job(firmware: Arc<Firmware>, options: &str) -> UploadJob {
+    UploadJob {
+        firmware,
+        port: PathBuf::from("/dev/fake-mega"),
+        baud: 115_200,
+        reset: ResetMethod::Dtr,
+        model: "mega2560".into(),
+        flash_limit: None,
+        options: toml::from_str(options).expect("options"),
+    }
+}
+
+fn upload(board: &mut FakeMega, job: &UploadJob) -> (Result<UploadReport, UploadError>, Vec<UploadEvent>) {
+    let (ctx, events) = recording_context(CancelToken::new());
+    let result = upload_over(board, job, &ctx);
+    let events = events.lock().expect("events").clone();
+    (result, events)
+}
+
+#[test]
+fn frames_carry_size_token_and_xor_checksum() {
+    assert_eq!(frame(1, &[CMD_SIGN_ON]), [0x1B, 0x01, 0x00, 0x01, 0x0E, 0x01, 0x1B ^ 0x01 ^ 0x01 ^ 0x0E ^ 0x01]);
+    let reply = frame(9, b"\x01\x00\x08AVRISP_2");
+    // Noise with a stray MESSAGE_START before the frame, and half a frame after it.
+    let mut stream = vec![b'x', MESSAGE_START, 9, 0xFF, b'\n'];
+    stream.extend_from_slice(&reply);
+    stream.extend_from_slice(&reply[..4]);
+    assert_eq!(find_frame(&stream, 9).as_deref(), Some(&b"\x01\x00\x08AVRISP_2"[..]));
+    assert_eq!(find_frame(&stream, 8), None, "another sequence number");
+    assert_eq!(find_frame(&reply[..reply.len() - 1], 9), None, "not complete yet");
+    let mut corrupt = reply.clone();
+    corrupt[7] ^= 1;
+    assert_eq!(find_frame(&corrupt, 9), None, "bad checksum");
+}
+
+#[test]
+fn writes_and_verifies_every_page() {
+    let mut board = FakeMega::new();
+    // The old program's output, with a stray MESSAGE_START in it.
+    board.noise_on_reset = b"count 41\r\n\x1b[0mcount 42\r\n".to_vec();
+    let fw = firmware(1000, 0);
+    let (result, events) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("upload succeeds");
+    assert_eq!(report.bytes_written, 1000);
+    assert_eq!(board.pages_written, 4, "ceil(1000 / 256) pages");
+    assert_eq!(&board.flash[..1000], &fw.flatten().bytes[..]);
+    assert!(board.flash[1000..1024].iter().all(|b| *b == 0xFF), "the last page is padded with 0xFF");
+    assert!(!board.listening, "LEAVE_PROGMODE_ISP starts the program");
+    assert_progress_well_formed(&events);
+    for phase in [Phase::Sync, Phase::Write, Phase::Verify, Phase::Done] {
+        assert!(events.iter().any(|e| matches!(e, UploadEvent::Progress(p) if p.phase == phase)), "{phase} reported");
+    }
+    assert!(events.contains(&UploadEvent::Progress(Progress { phase: Phase::Verify, percent: 100 })));
+    assert!(report.log.contains("AVRISP_2"), "{}", report.log);
+    assert!(report.log.contains("signature 1e 98 01"), "{}", report.log);
+}
+
+#[test]
+fn a_reply_with_a_bad_checksum_is_a_protocol_error() {
+    let mut board = FakeMega::new();
+    board.bad_checksum_on = Some(CMD_LOAD_ADDRESS);
+    let (result, _) = upload(&mut board, &job(firmware(600, 0), ""));
+    match result {
+        Err(UploadError::Protocol { command: "LOAD_ADDRESS", .. }) => {}
+        other => panic!("want a LOAD_ADDRESS protocol error, got {other:?}"),
+    }
+    assert_eq!(board.pages_written, 0, "nothing written after a corrupt answer");
+}
+
+#[test]
+fn a_reply_with_another_sequence_number_is_a_protocol_error() {
+    let mut board = FakeMega::new();
+    board.bad_seq_on = Some(CMD_PROGRAM_FLASH_ISP);
+    let (result, _) = upload(&mut board, &job(firmware(600, 0), ""));
+    match result {
+        Err(UploadError::Protocol { command: "PROGRAM_FLASH_ISP", .. }) => {}
+        other => panic!("want a PROGRAM_FLASH_ISP protocol error, got {other:?}"),
+    }
+    assert_eq!(board.pages_written, 1, "stopped at the first page whose answer was wrong");
+}
+
+#[test]
+fn a_board_that_never_answers_is_no_sync() {
+    let mut board = FakeMega::new();
+    board.dead = true;
+    let (result, events) = upload(&mut board, &job(firmware(100, 0), "sync_window_ms = 100\nreset_attempts = 2"));
+    let err = result.expect_err("no sync");
+    assert!(matches!(err, UploadError::NoSync { attempts: 2, baud: 115_200 }), "{err}");
+    assert!(events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains("attempt 2 of 2"))));
+}
+
+#[test]
+fn another_chip_is_a_wrong_signature() {
+    let mut board = FakeMega::new();
+    board.signature = [0x1E, 0x97, 0x03]; // ATmega1280
+    let (result, _) = upload(&mut board, &job(firmware(100, 0), ""));
+    let err = result.expect_err("wrong chip");
+    assert!(matches!(err, UploadError::WrongSignature { .. }), "{err}");
+    assert!(err.to_string().contains("1e 97 03") && err.to_string().contains("1e 98 01"), "{err}");
+    assert_eq!(board.pages_written, 0, "nothing is written to the wrong chip");
+    assert!(!board.listening, "the board is let go back to its program");
+
+    // The signature option overrides the model's.
+    let mut board = FakeMega::new();
+    board.signature = [0x1E, 0x97, 0x03];
+    let (result, _) = upload(&mut board, &job(firmware(100, 0), "signature = \"1e9703\""));
+    result.expect("configured signature matches");
+}
+
+#[test]
+fn a_bad_flash_cell_is_a_verify_mismatch_at_its_address() {
+    let mut board = FakeMega::new();
+    board.stuck = Some((700, 0x00));
+    let fw = firmware(1000, 0);
+    let expected = fw.flatten().bytes[700];
+    let (result, _) = upload(&mut board, &job(fw, ""));
+    match result {
+        Err(UploadError::VerifyMismatch { address: 700, expected: e, got: 0 }) => assert_eq!(e, expected),
+        other => panic!("want a mismatch at 700, got {other:?}"),
+    }
+    // Without verify the same board "succeeds".
+    let mut board = FakeMega::new();
+    board.stuck = Some((700, 0x00));
+    let (result, events) = upload(&mut board, &job(firmware(1000, 0), "verify = false"));
+    result.expect("no verify, no mismatch");
+    assert!(!events.iter().any(|e| matches!(e, UploadEvent::Progress(p) if p.phase == Phase::Verify)));
+}
+
+#[test]
+fn cancel_stops_between_pages() {
+    let mut board = FakeMega::new();
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let ctx = UploadContext::new(cancel, move |e| {
+        if let UploadEvent::Progress(Progress { phase: Phase::Write, percent }) = e
+            && percent >= 50
+        {
+            trigger.cancel();
+        }
+    });
+    let result = upload_over(&mut board, &job(firmware(2048, 0), ""), &ctx);
+    assert!(matches!(result, Err(UploadError::Cancelled)), "{result:?}");
+    assert_eq!(board.pages_written, 4, "stopped right after the page that reached 50 %");
+}
+
+#[test]
+fn oversized_firmware_is_refused_before_the_board_is_touched() {
+    let mut board = FakeMega::new();
+    let (result, events) = upload(&mut board, &job(firmware(253_953, 0), ""));
+    assert!(matches!(result, Err(UploadError::TooLarge { size: 253_953, limit: 253_952 })), "{result:?}");
+    assert!(events.is_empty());
+    assert!(!board.listening, "never reset");
+}
+
+#[test]
+fn load_address_sets_bit_31_on_a_part_above_128_kib() {
+    // 512 bytes from 0x1ff00: one page below 128 KiB, one above.
+    let fw = firmware(512, 0x1_FF00);
+    let mut board = FakeMega::new();
+    let (result, _) = upload(&mut board, &job(fw.clone(), ""));
+    result.expect("upload succeeds");
+    let want = [0x8000_FF80, 0x8001_0000];
+    assert_eq!(board.loaded, [want, want].concat(), "word addresses with bit 31, for write then verify");
+    assert_eq!(&board.flash[0x1_FF00..0x2_0100], &fw.flatten().bytes[..]);
+
+    // A part with at most 128 KiB has no extended byte to load.
+    let mut board = FakeMega::new();
+    let mut small = job(firmware(300, 0x1_0000), "");
+    small.flash_limit = Some(0x2_0000);
+    let (result, _) = upload(&mut board, &small);
+    result.expect("upload succeeds");
+    assert_eq!(board.loaded, [0x8000, 0x8080, 0x8000, 0x8080]);
+}
+
+#[test]
+fn options_are_checked_with_their_keys() {
+    let table: toml::Table =
+        toml::from_str("signature = \"zz\"\npage_size = 100\nreset_attempts = 0\nverify = \"yes\"").expect("toml");
+    let errors = Stk500v2.check_options(&table).expect_err("four bad options");
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["signature", "page_size", "reset_attempts", "verify"]);
+    assert_eq!(
+        read_settings(&toml::Table::new(), "mega2560"),
+        Ok(Settings {
+            signature: Some(M2560),
+            page_size: 256,
+            reset_attempts: 3,
+            sync_window: Duration::from_millis(1500),
+            verify: true
+        })
+    );
+}
+
+#[tokio::test]
+async fn passes_the_offline_contract() {
+    check_offline_contract(&Stk500v2, toml::from_str("verify = true").expect("toml")).await;
+}
