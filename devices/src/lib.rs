@@ -17,6 +17,8 @@
 //! - `link` — [`SerialLink`], the byte pipe protocol plugins talk through
 //!   ([`TtyLink`] in production, fakes in tests), and deadline reads.
 //! - `model` — known boards and their defaults (signature, MCU, flash).
+//! - `bootloader` — what the serial-bootloader plugins share: options, the
+//!   flash limit a job may reach, the pages an image fills.
 //! - `testkit` (feature `testkit`) — the simulated-board rig and the
 //!   compliance checks each plugin runs.
 //!
@@ -28,6 +30,7 @@
 //! *Architecture invariant:* nothing here runs a shell or puts user input in
 //! an argv. Commands come from config; the user supplies only firmware bytes.
 
+pub mod bootloader;
 mod cancel;
 mod console;
 pub mod firmware;

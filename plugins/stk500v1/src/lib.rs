@@ -17,15 +17,15 @@
 //! while Optiboot writes flash or sends a page it does not read, and a real
 //! UART would overrun.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rerod_devices::bootloader::{self, Defaults, Settings};
 use rerod_devices::link::{READ_SLICE, ReadError, SerialLink, classify_io, drain, read_exact};
 use rerod_devices::{
-    Firmware, OptionError, Options, Phase, ResetError, Signature, TtyLink, UploadContext, UploadError, UploadFuture,
-    UploadJob, UploadReport, Uploader, model, spawn_blocking_upload,
+    OptionError, Phase, ResetError, Signature, TtyLink, UploadContext, UploadError, UploadFuture, UploadJob,
+    UploadReport, Uploader, spawn_blocking_upload,
 };
 
 /// The STK500v1 uploader, registered as `plugin = "stk500v1"`.
@@ -61,44 +61,11 @@ const REPLY_SLACK: Duration = Duration::from_millis(500);
 /// LOAD_ADDRESS takes a 16-bit word address: 128 KiB is all STK500v1 reaches.
 const ADDRESS_SPACE: u64 = 0x2_0000;
 
-const KNOWN_OPTIONS: &[&str] = &["signature", "page_size", "reset_attempts", "sync_window_ms", "verify"];
-
-/// The options, read and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Settings {
-    signature: Option<[u8; 3]>,
-    page_size: u16,
-    reset_attempts: u32,
-    sync_window: Duration,
-    verify: bool,
-}
+/// The typical board, for option defaults and messages.
+const DEFAULTS: Defaults = Defaults { page_size: 128, chip: "ATmega328P", signature_example: "1e950f" };
 
 fn read_settings(options: &toml::Table, model_name: &str) -> Result<Settings, Vec<OptionError>> {
-    let model = model::lookup(model_name);
-    let mut o = Options::new(options, KNOWN_OPTIONS);
-    let signature = match o.string("signature") {
-        Some(text) => {
-            let parsed = model::parse_signature(text);
-            if parsed.is_none() {
-                o.error("signature", "must be three hex bytes, e.g. \"1e950f\"");
-            }
-            parsed
-        }
-        None => model.map(|m| m.signature),
-    };
-    let page_size = match o.int("page_size", 2..=1024) {
-        Some(n) if (n as u64).is_power_of_two() => n as u16,
-        Some(_) => {
-            o.error("page_size", "must be a power of two (128 for the ATmega328P)");
-            128
-        }
-        None => model.map_or(128, |m| m.page_size),
-    };
-    let reset_attempts = o.int("reset_attempts", 1..=20).unwrap_or(3) as u32;
-    let sync_window = Duration::from_millis(o.int("sync_window_ms", 50..=10_000).unwrap_or(1500) as u64);
-    let verify = o.bool("verify").unwrap_or(true);
-    o.finish()?;
-    Ok(Settings { signature, page_size, reset_attempts, sync_window, verify })
+    bootloader::read_settings(options, model_name, DEFAULTS)
 }
 
 impl Uploader for Stk500v1 {
@@ -144,27 +111,10 @@ struct Plan {
 impl Plan {
     fn new(job: &UploadJob) -> Result<Plan, UploadError> {
         let settings = read_settings(&job.options, &job.model).map_err(UploadError::BadOptions)?;
-        let limit =
-            job.flash_limit.or_else(|| model::lookup(&job.model).map(|m| m.flash_limit)).unwrap_or(ADDRESS_SPACE);
-        job.firmware.check_fits(limit.min(ADDRESS_SPACE))?;
-        let pages = pages(&job.firmware, usize::from(settings.page_size));
+        job.firmware.check_fits(bootloader::flash_limit(job, ADDRESS_SPACE))?;
+        let pages = bootloader::pages(&job.firmware, usize::from(settings.page_size));
         Ok(Plan { settings, pages })
     }
-}
-
-/// Every page the firmware touches, padded with 0xFF: Optiboot always
-/// programs a whole page from its buffer, so a partial page would carry
-/// stale bytes. Pages wholly inside a gap are not written.
-fn pages(firmware: &Firmware, page_size: usize) -> Vec<(u32, Vec<u8>)> {
-    let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-    for seg in firmware.segments() {
-        for (i, byte) in seg.data.iter().enumerate() {
-            let address = seg.address as usize + i;
-            let page = (address - address % page_size) as u32;
-            pages.entry(page).or_insert_with(|| vec![0xFF; page_size])[address % page_size] = *byte;
-        }
-    }
-    pages.into_iter().collect()
 }
 
 /// One upload in progress over a link: sends, receives, and keeps the log.

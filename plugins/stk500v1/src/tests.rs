@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rerod_devices::testkit::{assert_progress_well_formed, check_offline_contract, recording_context};
-use rerod_devices::{CancelToken, Phase, Progress, ResetMethod, UploadEvent};
+use rerod_devices::{CancelToken, Firmware, Phase, Progress, ResetMethod, UploadEvent};
 
 use super::*;
 
