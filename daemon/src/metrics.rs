@@ -93,6 +93,27 @@ impl Outcome {
     }
 }
 
+/// What became of a booking-socket client that fell behind, for
+/// `rerod_websocket_slow_clients_total{action}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowClient {
+    /// It missed broadcasts and was sent a fresh view instead.
+    Resynced,
+    /// It stopped reading for the whole send timeout and was disconnected.
+    Dropped,
+}
+
+impl SlowClient {
+    const ALL: [SlowClient; 2] = [SlowClient::Resynced, SlowClient::Dropped];
+
+    fn label(self) -> &'static str {
+        match self {
+            SlowClient::Resynced => "resynced",
+            SlowClient::Dropped => "dropped",
+        }
+    }
+}
+
 /// How a firmware upload ended, for `rerod_uploads_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UploadResult {
@@ -144,6 +165,7 @@ pub struct Metrics {
     routes: [OnceLock<Box<RouteMetrics>>; MAX_ROUTES],
     overflow: RouteMetrics,
     websocket_connections: AtomicI64,
+    slow_clients: [AtomicU64; 2],
     bookings: [AtomicU64; 2],
     logins: [AtomicU64; 2],
     uploads: [AtomicU64; 4],
@@ -163,6 +185,7 @@ impl Metrics {
             routes: std::array::from_fn(|_| OnceLock::new()),
             overflow: RouteMetrics::new(OVERFLOW_ROUTE),
             websocket_connections: AtomicI64::new(0),
+            slow_clients: Default::default(),
             bookings: Default::default(),
             logins: Default::default(),
             uploads: Default::default(),
@@ -205,6 +228,11 @@ impl Metrics {
     /// One WebSocket connection fewer.
     pub fn websocket_closed(&self) {
         self.websocket_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a booking-socket client that fell behind.
+    pub fn record_slow_client(&self, what: SlowClient) {
+        self.slow_clients[what as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a committed booking or cancellation (whatever the front end).
@@ -295,6 +323,17 @@ impl Metrics {
             "Open WebSocket connections (booking and serial console).",
         );
         sample(&mut out, "rerod_websocket_connections", &[], self.websocket_connections.load(Ordering::Relaxed));
+
+        family(
+            &mut out,
+            "rerod_websocket_slow_clients_total",
+            "counter",
+            "Booking-socket clients that fell behind: resynced with a fresh view, or dropped after the send timeout.",
+        );
+        for what in SlowClient::ALL {
+            let value = load(&self.slow_clients[what as usize]);
+            sample(&mut out, "rerod_websocket_slow_clients_total", &[("action", what.label())], value);
+        }
 
         family(&mut out, "rerod_bookings_total", "counter", "Committed bookings and cancellations.");
         for action in BookingAction::ALL {

@@ -220,6 +220,91 @@ async fn a_client_that_never_reads_does_not_delay_others_or_grow_memory() {
     assert!(grown < 1500, "server memory grew by {grown} KiB while a client lagged");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_client_that_reads_again_gets_whole_frames_and_the_latest_state() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+
+    // A client watching tomorrow pauses reading while far more broadcasts
+    // go out than its socket buffers hold.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(daemon.addr).await.unwrap();
+    let mut lagging = Ws::handshake(daemon.addr, "/slot-booking", stream).await;
+    let tomorrow = utc_date(1).to_string();
+    lagging.send(&json!({"type": "get_slots", "date": tomorrow})).await;
+    while lagging.recv_type("slots_update").await["data"]["date"] != tomorrow.as_str() {}
+    for i in 0..601 {
+        let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
+        c.post_auth(path, &token, &json!({"slot_id": 5, "date": tomorrow})).await.expect(200);
+    }
+
+    // Reading again, it gets only whole, valid messages (each one parsed),
+    // and the last word on its day is the final state: slot 5 booked.
+    let mut last = None;
+    while let Ok(message) = tokio::time::timeout(Duration::from_secs(1), lagging.next()).await {
+        let Some(Message::Text(text)) = message else { panic!("unexpected message: {message:?}") };
+        let update: serde_json::Value = serde_json::from_str(&text).expect("a whole JSON message");
+        assert_slots_update(&update);
+        if update["data"]["date"] == tomorrow.as_str() {
+            last = Some(update);
+        }
+    }
+    let last = last.expect("updates for tomorrow");
+    assert_eq!(last["data"]["booked_slots"], json!([5]), "the client was left with a stale view");
+    let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    let resynced = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"rerod_websocket_slow_clients_total{action="resynced"} "#))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(resynced >= Some(1), "the client fell behind far enough to be resynced: {resynced:?}");
+    // The connection is still usable.
+    lagging.send(&json!({"type": "get_slots", "date": tomorrow})).await;
+    assert_eq!(lagging.recv_type("slots_update").await["data"]["booked_slots"], json!([5]));
+}
+
+#[tokio::test]
+async fn a_message_sent_together_with_the_handshake_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::start();
+    let tomorrow = utc_date(1).to_string();
+    // The upgrade request and a first (masked) message in one write, so the
+    // server reads the message along with the handshake.
+    let payload = json!({"type": "get_slots", "date": tomorrow}).to_string().into_bytes();
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut bytes = format!(
+        "GET /slot-booking HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        daemon.addr
+    )
+    .into_bytes();
+    assert!(payload.len() < 126);
+    bytes.extend([0x81, 0x80 | payload.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+
+    // Past the 101 response, the rest is WebSocket frames.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let mut ws = Ws { socket };
+    let greeting = ws.recv_type("slots_update").await;
+    assert_eq!(greeting["data"]["date"], utc_date(0).to_string());
+    let answer = ws.recv_type("slots_update").await;
+    assert_eq!(answer["data"]["date"], tomorrow);
+}
+
 #[tokio::test]
 async fn websocket_upgrades_beyond_the_cap_get_503() {
     let config = format!(

@@ -208,11 +208,13 @@ pub(super) fn upgrade_console(server: &Arc<Server>, req: &mut Request<Incoming>)
     let (device, board) = server.app.board(&reference)?;
     let config = server.app.config();
     crate::ws::check_capacity(&server.app)?;
-    let (response, socket) = crate::ws::accept(req, config.server.max_websocket_message_bytes)?;
+    let (response, upgrade) = crate::ws::accept(req)?;
+    let max_message_bytes = config.server.max_websocket_message_bytes;
     let app = Arc::clone(&server.app);
     let stop = server.booking.stop_signal();
     tokio::spawn(async move {
-        if let Some(socket) = socket.await {
+        let socket = crate::ws::open(upgrade, max_message_bytes, |u| Some(hyper_util::rt::TokioIo::new(u))).await;
+        if let Some(socket) = socket {
             crate::ws::console::serve(app, socket, device, board, stop).await;
         }
     });

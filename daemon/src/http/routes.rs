@@ -182,10 +182,12 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
 fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
     let config = server.app.config();
     crate::ws::check_capacity(&server.app)?;
-    let (response, socket) = crate::ws::accept(req, config.server.max_websocket_message_bytes)?;
+    let (response, upgrade) = crate::ws::accept(req)?;
+    let max_message_bytes = config.server.max_websocket_message_bytes;
     let server = Arc::clone(server);
     tokio::spawn(async move {
-        if let Some(socket) = socket.await {
+        let socket = crate::ws::open(upgrade, max_message_bytes, crate::ws::fanout::OutboxStream::new).await;
+        if let Some(socket) = socket {
             server.booking.serve(Arc::clone(&server.app), socket).await;
         }
     });

@@ -4,9 +4,10 @@
 //! `cancel_slot` and `get_slots` and gets `booking_response`,
 //! `cancellation_response` and `slots_update`. Every committed change (from
 //! any front end) and every slot ending is broadcast as a `slots_update` to
-//! every client. The hub renders each update once; connections share the
-//! frame through a bounded broadcast ring, so a client that stops reading
-//! only ever falls behind (and is resynced or dropped), never holds others up.
+//! every client. The hub renders and frames each update once; the fan-out
+//! threads write that one frame into every socket ([`super::fanout`]), so a
+//! client that stops reading only ever falls behind (and is resynced or
+//! dropped), never holds others up.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,30 +18,31 @@ use jiff::civil::Date;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::{IDLE_TIMEOUT, PING_INTERVAL, SEND_TIMEOUT, Socket};
+use super::fanout::{FanOut, OutboxStream};
+use super::{IDLE_TIMEOUT, PING_INTERVAL, SEND_TIMEOUT};
 use crate::app::{App, AppError, DeviceInfo, DeviceRef};
 use crate::json::JsonObject;
+use crate::metrics::SlowClient;
 use crate::wire::{self, SlotsJson};
 
-/// Frames waiting for slow readers, at most. A client further behind is resynced.
-const FRAME_BACKLOG: usize = 64;
+type Socket = WebSocketStream<OutboxStream>;
 
 /// Renders and fans out `slots_update` frames.
 #[derive(Clone, Debug)]
 pub struct BookingHub {
-    frames: broadcast::Sender<bytes::Bytes>,
+    fan_out: Arc<FanOut>,
     stop: watch::Receiver<bool>,
 }
 
 impl BookingHub {
     /// Starts the fan-out task; it ends when `stop` turns true.
     pub fn start(app: Arc<App>, stop: watch::Receiver<bool>) -> BookingHub {
-        let (frames, _) = broadcast::channel(FRAME_BACKLOG);
-        let hub = BookingHub { frames, stop };
+        let hub = BookingHub { fan_out: Arc::new(FanOut::start()), stop };
         tokio::spawn(hub.clone().fan_out(app));
         hub
     }
@@ -80,8 +82,7 @@ impl BookingHub {
 
     fn publish(&self, app: &App, device: DeviceInfo, date: Date) {
         match slots_update(app, device, date) {
-            // No receiver just means no client is connected.
-            Ok(frame) => drop(self.frames.send(encode_text_frame(frame.as_bytes()))),
+            Ok(frame) => self.fan_out.broadcast(&encode_text_frame(frame.as_bytes())),
             Err(error) => tracing::warn!(%error, "could not render a slots_update"),
         }
     }
@@ -90,8 +91,10 @@ impl BookingHub {
     pub async fn serve(&self, app: Arc<App>, socket: Socket) {
         app.ws_connections.fetch_add(1, Ordering::Relaxed);
         let _count = ConnectionCount(Arc::clone(&app));
+        let outbox = Arc::clone(socket.get_ref().outbox());
+        // Joined before the greeting is rendered: no change can fall between the two.
+        self.fan_out.join(socket.get_ref());
         let mut conn = Connection { app, socket, view: (None, None), last_heard: Instant::now() };
-        let mut frames = self.frames.subscribe();
         let mut stop = self.stop.clone();
         if conn.send_view().await.is_err() {
             return;
@@ -99,16 +102,9 @@ impl BookingHub {
         let mut ticks = tokio::time::interval(PING_INTERVAL);
         ticks.tick().await;
         loop {
-            // Biased, frames first: a broadcast wakes thousands of
-            // connections at once, and each should only forward its frame,
-            // not also poll its socket, timer and stop signal.
             let step = tokio::select! {
-                biased;
-                frame = frames.recv() => match frame {
-                    Ok(frame) => conn.send_encoded(&frame).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => conn.send_view().await,
-                    Err(broadcast::error::RecvError::Closed) => Err(Close::Quietly),
-                },
+                // Broadcasts the client did not take at once, or a resync it is owed.
+                () = outbox.needs_attention() => conn.catch_up().await,
                 incoming = conn.socket.next() => conn.on_incoming(incoming).await,
                 _ = ticks.tick() => conn.keep_alive().await,
                 _ = stopped(&mut stop) => Err(Close::With(CloseCode::Away, "server shutting down")),
@@ -167,30 +163,30 @@ impl Connection {
         match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close::Quietly),
-            Err(_) => {
-                tracing::info!("dropping a WebSocket client that stopped reading");
-                Err(Close::Quietly)
-            }
+            Err(_) => Err(self.stalled()),
         }
     }
 
-    /// Writes a frame the hub encoded once for every client, straight to the
-    /// socket: no per-client framing or copying. tungstenite first writes
-    /// out anything it holds (an automatic pong), so frames never interleave.
-    async fn send_encoded(&mut self, frame: &bytes::Bytes) -> Result<(), Close> {
-        use tokio::io::AsyncWriteExt;
-        let write = async {
-            self.socket.flush().await.map_err(|_| ())?;
-            self.socket.get_mut().write_all(frame).await.map_err(|_| ())
-        };
-        match tokio::time::timeout(SEND_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(())) => Err(Close::Quietly),
-            Err(_) => {
-                tracing::info!("dropping a WebSocket client that stopped reading");
-                Err(Close::Quietly)
-            }
+    /// Gives up on a client that has not taken a frame for the whole send timeout.
+    fn stalled(&self) -> Close {
+        tracing::info!("dropping a WebSocket client that stopped reading");
+        self.app.metrics.record_slow_client(SlowClient::Dropped);
+        Close::Quietly
+    }
+
+    /// Writes out the broadcasts queued for a slow client, then the fresh
+    /// view it is owed if it fell too far behind.
+    async fn catch_up(&mut self) -> Result<(), Close> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Close::Quietly),
+            Err(_) => return Err(self.stalled()),
         }
+        if self.socket.get_ref().outbox().take_resync() {
+            self.app.metrics.record_slow_client(SlowClient::Resynced);
+            return self.send_view().await;
+        }
+        Ok(())
     }
 
     async fn send_json(&mut self, value: Value) -> Result<(), Close> {

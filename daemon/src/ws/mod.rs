@@ -3,6 +3,7 @@
 
 pub mod booking;
 pub mod console;
+pub mod fanout;
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -42,12 +43,10 @@ pub fn check_capacity(app: &crate::app::App) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks an upgrade request and answers it with 101; the caller receives the
-/// socket once hyper has switched protocols.
-pub fn accept(
-    req: &mut Request<Incoming>,
-    max_message_bytes: usize,
-) -> Result<(Response<Full<Bytes>>, impl Future<Output = Option<Socket>> + Send + 'static), ApiError> {
+/// Checks an upgrade request and answers it with 101. The connection is
+/// handed over once hyper has switched protocols: pass the [`OnUpgrade`] to
+/// [`open`].
+pub fn accept(req: &mut Request<Incoming>) -> Result<(Response<Full<Bytes>>, OnUpgrade), ApiError> {
     let headers = req.headers();
     let upgrade_ws =
         headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
@@ -87,6 +86,19 @@ pub fn accept(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept_key).expect("base64 is valid header text"));
+    Ok((response, on_upgrade))
+}
+
+/// The WebSocket over the upgraded connection, carried by the stream `wrap`
+/// makes of it; `None` if the client left before the switch.
+pub async fn open<S>(
+    on_upgrade: OnUpgrade,
+    max_message_bytes: usize,
+    wrap: impl FnOnce(Upgraded) -> Option<S>,
+) -> Option<WebSocketStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = WebSocketConfig::default()
         // Small buffers: thousands of idle clients must stay cheap.
         .read_buffer_size(4096)
@@ -94,16 +106,11 @@ pub fn accept(
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes));
-    let socket = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
-            }
-            Err(error) => {
-                tracing::debug!(%error, "WebSocket upgrade failed");
-                None
-            }
+    match on_upgrade.await {
+        Ok(upgraded) => Some(WebSocketStream::from_raw_socket(wrap(upgraded)?, Role::Server, Some(config)).await),
+        Err(error) => {
+            tracing::debug!(%error, "WebSocket upgrade failed");
+            None
         }
-    };
-    Ok((response, socket))
+    }
 }
