@@ -221,7 +221,18 @@ impl Board {
 
     /// Flashes `firmware`: size-checked first, then the port is leased from
     /// the console, the device's plugin runs, and the console resumes.
-    pub async fn upload(self: &Arc<Self>, firmware: Arc<Firmware>, owner: Owner) -> Result<UploadReport, AppError> {
+    /// Flashes `firmware` for `owner`. `authorize` says whether the owner
+    /// may still use the board; it runs once the port is held, under the lock
+    /// [`Board::end_session`] takes, so a session that ends before the upload
+    /// starts refuses it, and one that ends later finds it running and aborts
+    /// it: an upload never outlives its session, however long compiling or
+    /// waiting for the port took.
+    pub async fn upload(
+        self: &Arc<Self>,
+        firmware: Arc<Firmware>,
+        owner: Owner,
+        authorize: impl FnOnce() -> Result<(), AppError>,
+    ) -> Result<UploadReport, AppError> {
         let config = self.config();
         match config.flash_limit {
             Some(limit) => firmware.check_fits(limit).map_err(AppError::Firmware)?,
@@ -246,7 +257,11 @@ impl Board {
             other => AppError::DeviceOffline { device: self.id.clone(), reason: other.to_string() },
         })?;
         let cancel = CancelToken::new();
-        *lock(&self.upload) = Some(Running { owner: owner.clone(), cancel: cancel.clone(), abort_reason: None });
+        {
+            let mut running = lock(&self.upload);
+            authorize()?;
+            *running = Some(Running { owner: owner.clone(), cancel: cancel.clone(), abort_reason: None });
+        }
         if let Owner::User(who) = &owner {
             // Even a failed upload may have written part of the flash.
             *lock(&self.dirty) = Some(who.email.clone());
@@ -353,7 +368,7 @@ impl Board {
         match &config.idle_firmware {
             Some(idle) if dirty || aborted => {
                 tracing::info!(device = %self.id, firmware = %idle.path.display(), "restoring the idle firmware");
-                if let Err(error) = self.upload(Arc::clone(&idle.firmware), Owner::Lab).await {
+                if let Err(error) = self.upload(Arc::clone(&idle.firmware), Owner::Lab, || Ok(())).await {
                     tracing::warn!(device = %self.id, %error, "could not restore the idle firmware; resetting the board");
                     self.reset_board().await;
                 }
@@ -520,14 +535,63 @@ pub(crate) mod tests {
         let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
         let (_, board) = app.board(&DeviceRef::Number(0)).unwrap();
         let big = Arc::new(Firmware::from_binary(vec![0; 40_000], 0).unwrap());
-        let err = board.upload(big, Owner::Lab).await.unwrap_err();
+        let err = board.upload(big, Owner::Lab, || Ok(())).await.unwrap_err();
         assert!(matches!(err, AppError::Firmware(rerod_devices::FirmwareError::TooLarge { .. })), "{err}");
         // A fitting image reaches the port check: this board is not plugged in.
         let small = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
         let mut state = board.port().state();
         let _ = state.wait_for(|s| matches!(s, PortState::Offline { .. })).await;
-        let err = board.upload(small, Owner::Lab).await.unwrap_err();
+        let err = board.upload(small, Owner::Lab, || Ok(())).await.unwrap_err();
         assert!(matches!(err, AppError::DeviceOffline { .. }), "{err}");
+    }
+
+    /// A plugged-in board for tests: the daemon's side of a pseudo-terminal
+    /// (the returned fd is the board's side; keep it open).
+    fn pty() -> (std::os::fd::OwnedFd, String) {
+        use std::os::fd::FromRawFd;
+        let (mut board_side, mut port_side) = (0, 0);
+        // SAFETY: openpty writes two fds; the name, termios and winsize are optional.
+        let opened = unsafe {
+            libc::openpty(&mut board_side, &mut port_side, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!(opened, 0, "openpty");
+        let path = std::fs::read_link(format!("/proc/self/fd/{port_side}")).unwrap().display().to_string();
+        // SAFETY: both fds were just opened and are owned here; the port side is reopened by path.
+        unsafe {
+            drop(std::os::fd::OwnedFd::from_raw_fd(port_side));
+            (std::os::fd::OwnedFd::from_raw_fd(board_side), path)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_never_starts_after_its_session_ended() {
+        let (_board_side, port) = pty();
+        let devices = format!(
+            "[[devices]]\nid = \"arm-1\"\nmodel = \"custom\"\nplugin = \"command\"\nport = \"{port}\"\n\
+             reset = \"none\"\noptions = {{ argv = [\"true\", \"{{firmware}}\"] }}\n"
+        );
+        let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", &devices);
+        let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let mut state = board.port().state();
+        let _ = state.wait_for(|s| matches!(s, PortState::Online { .. })).await;
+        app.register("a@x.org", "password1").await.unwrap();
+        app.book(&user("a@x.org"), &device, jiff::civil::date(2026, 11, 24), 10).await.unwrap();
+        let firmware = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
+        let ada = user("a@x.org");
+        let recheck = || app.device_access(&ada, &device, "upload").map(drop);
+
+        // Within the session the upload runs.
+        board.upload(Arc::clone(&firmware), Owner::User(ada.clone()), recheck).await.unwrap();
+
+        // The request was checked (as the handler does first), then the slot
+        // ended before the upload took the port: it must not start.
+        app.device_access(&ada, &device, "upload").unwrap();
+        clock.set("2026-11-24T11:00:00Z".parse().unwrap());
+        board.end_session("a@x.org", "slot over".into());
+        let err = board.upload(Arc::clone(&firmware), Owner::User(ada.clone()), recheck).await.unwrap_err();
+        assert!(matches!(err, AppError::Forbidden { .. }), "{err}");
+        // The refusal let go of the port.
+        drop(board.port().try_lease().await.expect("the port is free again"));
     }
 
     #[tokio::test]

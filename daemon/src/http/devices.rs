@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::request::{Req, percent_decode};
 use super::routes::Route;
 use super::{Server, json_response};
-use crate::app::{App, AppError, Credentials, DeviceRef};
+use crate::app::{App, AppError, Credentials, DeviceRef, Role};
 use crate::compile::{self, CompileError};
 use crate::devices::Owner;
 use crate::metrics::UploadResult;
@@ -169,8 +169,6 @@ pub async fn upload(app: &Arc<App>, req: &Req) -> Reply {
             let compiled = compile_for(app, &board.config().model, code)
                 .await
                 .map_err(|e| refused(AppError::Compile(e).into()))?;
-            // Compiling takes a while: the session may have ended meanwhile.
-            app.device_access(&who, &device, "upload").map_err(|e| refused(e.into()))?;
             (compiled.firmware, Some(compiled.output))
         }
         Body::Firmware => {
@@ -178,7 +176,13 @@ pub async fn upload(app: &Arc<App>, req: &Req) -> Reply {
             (firmware, None)
         }
     };
-    let result = board.upload(Arc::new(firmware), Owner::User(who.clone())).await;
+    // Checked again once the port is held: compiling, or the port being
+    // busy, takes a while, and the session may have ended meanwhile.
+    let recheck = || match who.role {
+        Role::Admin => Ok(()),
+        Role::User => app.device_access(&who, &device, "upload").map(drop),
+    };
+    let result = board.upload(Arc::new(firmware), Owner::User(who.clone()), recheck).await;
     app.metrics.record_upload(match &result {
         Ok(_) => UploadResult::Ok,
         Err(AppError::UploadAborted { .. }) => UploadResult::Aborted,
