@@ -125,7 +125,7 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("rerod-bcrypt-{i}"))
                 .spawn(move || {
-                    lower_thread_priority();
+                    crate::priority::lower_current_thread(crate::priority::Background::Bcrypt);
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = match rx.lock() {
@@ -183,16 +183,6 @@ fn dummy_hash(cache: &Mutex<Option<(u32, PasswordHash)>>, cost: u32) -> Result<P
             *cache = Some((cost, hash.clone()));
             Ok(hash)
         }
-    }
-}
-
-/// Lowers the calling thread's scheduling priority (nice 10). Best effort.
-fn lower_thread_priority() {
-    // SAFETY: gettid has no preconditions; setpriority on our own thread id
-    // only changes this thread's nice value, and failure is harmless.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 

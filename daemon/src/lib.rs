@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notify;
 pub mod openapi;
 pub mod plugins;
+pub mod priority;
 pub mod reload;
 pub mod session;
 pub mod store;

@@ -347,7 +347,11 @@ impl FanOut {
                 let (shard, worker) = Shard::new();
                 std::thread::Builder::new()
                     .name(format!("rerod-fanout-{i}"))
-                    .spawn(move || worker.run())
+                    .spawn(move || {
+                        // Answering a request comes before finishing a broadcast.
+                        crate::priority::lower_current_thread(crate::priority::Background::FanOut);
+                        worker.run()
+                    })
                     .expect("spawning a fan-out thread");
                 shard
             })

@@ -1,0 +1,62 @@
+//! CPU priority for the daemon's background threads.
+//!
+//! Request handling runs at the daemon's own priority. Bulk work that can
+//! take a few milliseconds of CPU at a time runs a little below it, so a
+//! request that arrives meanwhile is answered first: the broadcast fan-out
+//! at nice +5, bcrypt (tens of milliseconds per login) at nice +10.
+
+/// How far below request handling a background thread runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Background {
+    /// The WebSocket broadcast fan-out.
+    FanOut,
+    /// Password hashing.
+    Bcrypt,
+}
+
+impl Background {
+    fn nice(self) -> libc::c_int {
+        match self {
+            Background::FanOut => 5,
+            Background::Bcrypt => 10,
+        }
+    }
+}
+
+/// Lowers the calling thread's priority to `level`, relative to the
+/// daemon's. Best effort: a failure leaves the thread as it was.
+pub fn lower_current_thread(level: Background) {
+    // SAFETY: gettid and getpriority have no preconditions; setpriority on our
+    // own thread id only changes this thread's nice value.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let base = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, tid, base.saturating_add(level.nice()).min(19));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice_of(tid: libc::id_t) -> libc::c_int {
+        // SAFETY: getpriority has no preconditions.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }
+    }
+
+    #[test]
+    fn lowers_only_the_calling_thread() {
+        // SAFETY: gettid has no preconditions.
+        let here = unsafe { libc::gettid() } as libc::id_t;
+        let base = nice_of(here);
+        let lowered = std::thread::spawn(move || {
+            lower_current_thread(Background::FanOut);
+            // SAFETY: as above.
+            nice_of(unsafe { libc::gettid() } as libc::id_t)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, (base + 5).min(19));
+        assert_eq!(nice_of(here), base, "the rest of the daemon keeps its priority");
+    }
+}
