@@ -1,14 +1,16 @@
 /*
- * rig — a simulated Arduino Uno for rerod's tests.
+ * rig — a simulated Arduino Uno (or Mega 2560) for rerod's tests.
  *
  * An ATmega328P at 16 MHz (libsimavr) running the real Optiboot bootloader,
- * with UART0 bridged to a pseudo-terminal by simavr's uart_pty part.
+ * or with --mcu atmega2560 an ATmega2560 at 16 MHz running the Mega's
+ * stk500v2 bootloader, with UART0 bridged to a pseudo-terminal by simavr's
+ * uart_pty part.
  *
- *   rig --bootloader optiboot.hex [--app prog.hex] --link PATH
+ *   rig --bootloader boot.hex [--app prog.hex] --link PATH [--mcu NAME]
  *       [--boot-addr 0x7c00] [--reset-on-open] [--no-throttle] [-v]
  *
  * PATH becomes a symlink to the pty slave; "ready PATH" is printed on stdout
- * once it exists.  SIGUSR1 = external reset (what the Uno's DTR line does),
+ * once it exists.  SIGUSR1 = external reset (what the board's DTR line does),
  * SIGTERM / SIGINT / SIGHUP = remove the link and exit.
  * See README.md next to this file for the why of every odd step below.
  */
@@ -38,9 +40,10 @@
 #include <avr_uart.h>
 #include <uart_pty.h>
 
-#define MCU_NAME "atmega328p"
+/* Both boards run at 16 MHz. */
 #define MCU_FREQ 16000000UL
-#define MCUSR_ADDR 0x54 /* data-space address of MCUSR on the m328p */
+/* Data-space address of MCUSR: I/O 0x34 on the m328p and on the m2560. */
+#define MCUSR_ADDR 0x54
 #define BIT_PORF 0
 #define BIT_EXTRF 1
 
@@ -49,13 +52,27 @@
 /* if the host falls this far behind real time, stop trying to catch up */
 #define MAX_LAG_NS 100000000LL
 
+/* The MCUs the rig knows, and where each one's bootloader starts by default
+ * (the boot section the board's BOOTRST/BOOTSZ fuses select). */
+struct mcu_info {
+	const char *name;
+	avr_flashaddr_t boot_addr;
+};
+
+static const struct mcu_info g_mcus[] = {
+	/* Uno: Optiboot rebuilt for a 1 KB boot section (see README) */
+	{ "atmega328p", 0x7c00 },
+	/* Mega 2560: the 8 KB boot section of stk500boot_v2_mega2560.hex */
+	{ "atmega2560", 0x3e000 },
+};
+
 static volatile sig_atomic_t g_quit;
 static volatile sig_atomic_t g_reset_req;
 
 static int g_verbose;
 static avr_t *g_avr;
 static uart_pty_t g_pty;
-static avr_flashaddr_t g_boot_addr = 0x7c00;
+static avr_flashaddr_t g_boot_addr;
 
 static void on_signal(int sig)
 {
@@ -103,11 +120,14 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: rig --bootloader FILE.hex [--app FILE.hex] --link PATH\n"
-		"           [--boot-addr ADDR] [--reset-on-open] [--no-throttle] [-v]\n"
-		"  --bootloader  Intel hex of the bootloader (Optiboot linked at ADDR)\n"
+		"           [--mcu NAME] [--boot-addr ADDR] [--reset-on-open]\n"
+		"           [--no-throttle] [-v]\n"
+		"  --bootloader  Intel hex of the bootloader (linked at ADDR)\n"
 		"  --app         Intel hex loaded at its own addresses (normally 0)\n"
 		"  --link        symlink to create, pointing at the pty slave\n"
-		"  --boot-addr   byte address the MCU starts at on reset (0x7c00)\n"
+		"  --mcu         atmega328p (Uno, default) or atmega2560 (Mega 2560)\n"
+		"  --boot-addr   byte address the MCU starts at on reset\n"
+		"                (atmega328p: 0x7c00, atmega2560: 0x3e000)\n"
 		"  --reset-on-open  external reset whenever the pty goes from closed\n"
 		"                to opened (like the Uno's DTR auto-reset)\n"
 		"  --no-throttle run as fast as the host can (Optiboot timeouts shrink)\n"
@@ -363,12 +383,14 @@ static void unlink_if_ours(const char *path, const char *target)
 int main(int argc, char **argv)
 {
 	const char *boot_hex = NULL, *app_hex = NULL, *link_path = NULL;
+	const char *mcu_name = g_mcus[0].name, *boot_addr_arg = NULL;
 	int reset_on_open = 0, throttle = 1;
 
 	static const struct option opts[] = {
 		{ "bootloader", required_argument, 0, 'b' },
 		{ "app", required_argument, 0, 'a' },
 		{ "link", required_argument, 0, 'l' },
+		{ "mcu", required_argument, 0, 'm' },
 		{ "boot-addr", required_argument, 0, 'B' },
 		{ "reset-on-open", no_argument, 0, 'r' },
 		{ "no-throttle", no_argument, 0, 'T' },
@@ -377,12 +399,13 @@ int main(int argc, char **argv)
 		{ 0, 0, 0, 0 },
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "b:a:l:B:rTvh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:a:l:m:B:rTvh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b': boot_hex = optarg; break;
 		case 'a': app_hex = optarg; break;
 		case 'l': link_path = optarg; break;
-		case 'B': g_boot_addr = (avr_flashaddr_t)strtoul(optarg, NULL, 0); break;
+		case 'm': mcu_name = optarg; break;
+		case 'B': boot_addr_arg = optarg; break;
 		case 'r': reset_on_open = 1; break;
 		case 'T': throttle = 0; break;
 		case 'v': g_verbose++; break;
@@ -394,6 +417,16 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	const struct mcu_info *mcu = NULL;
+	for (size_t i = 0; i < sizeof(g_mcus) / sizeof(g_mcus[0]); i++)
+		if (strcmp(g_mcus[i].name, mcu_name) == 0)
+			mcu = &g_mcus[i];
+	if (!mcu) {
+		msg("--mcu %s: the rig knows atmega328p and atmega2560", mcu_name);
+		return 2;
+	}
+	g_boot_addr = boot_addr_arg ? (avr_flashaddr_t)strtoul(boot_addr_arg, NULL, 0)
+				    : mcu->boot_addr;
 
 	/* Signals: the handlers only set flags.  They are blocked while
 	 * uart_pty starts its thread so that the thread inherits a mask with
@@ -417,9 +450,9 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 
 	avr_global_logger_set(quiet_logger);
-	g_avr = avr_make_mcu_by_name(MCU_NAME);
+	g_avr = avr_make_mcu_by_name(mcu->name);
 	if (!g_avr) {
-		msg("simavr does not know %s", MCU_NAME);
+		msg("simavr does not know %s", mcu->name);
 		return 1;
 	}
 	avr_init(g_avr);
@@ -478,7 +511,8 @@ int main(int argc, char **argv)
 
 	if (make_link(link_path, slave) != 0)
 		return 1;
-	msg("pty %s, link %s, boot at 0x%04x%s", slave, link_path, (unsigned)g_boot_addr,
+	msg("%s, pty %s, link %s, boot at 0x%04x%s", mcu->name, slave, link_path,
+	    (unsigned)g_boot_addr,
 	    reset_on_open ? ", reset on open" : "");
 	printf("ready %s\n", link_path);
 	fflush(stdout);

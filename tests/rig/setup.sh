@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the simulated-Arduino rig: Optiboot (from Debian's source), the
-# simavr harness and the test firmware.  Idempotent: packages are installed
+# simavr harness and the test firmware (for the Uno and for the Mega 2560),
+# and copies Debian's Mega 2560 bootloader next to them.  Idempotent: packages are installed
 # only when missing, and each output is rebuilt only when its sources are
 # newer.  Needs root for apt-get on a fresh machine.
 #
@@ -69,6 +70,17 @@ if stale "$OB_HEX" "$OB_SRC"/optiboot.c "$OB_SRC"/Makefile "$OB_SRC"/*.h; then
     mv "$OB_HEX.tmp" "$OB_HEX"
 fi
 
+# ---- (a2) the Mega 2560's stk500v2 bootloader, as Debian ships it ---------
+# Used as is: it is linked for the 8 KB boot section at 0x3e000 and fits.
+# Copied so that every file a test needs is in OUTDIR.
+MEGA_SRC=/usr/share/arduino/hardware/arduino/avr/bootloaders/stk500v2/stk500boot_v2_mega2560.hex
+MEGA_HEX="$OUT/stk500boot_v2_mega2560.hex"
+if stale "$MEGA_HEX" "$MEGA_SRC"; then
+    log "copying the Mega 2560 bootloader"
+    cp "$MEGA_SRC" "$MEGA_HEX.tmp"
+    mv "$MEGA_HEX.tmp" "$MEGA_HEX"
+fi
+
 # ---- (b) the harness -------------------------------------------------------
 # pkg-config cannot be used as is: simavr.pc requires libelf.pc (not shipped
 # by any installed package) and simavrparts.pc requires gl.pc.  The shared
@@ -85,17 +97,29 @@ fi
 
 # ---- (c) test firmware -----------------------------------------------------
 FW="$RIG_DIR/firmware"
-for name in counter echo big; do
-    if stale "$OUT/$name.hex" "$FW/$name.c" "$FW/uart.h" \
-        || stale "$OUT/$name.bin" "$FW/$name.c" "$FW/uart.h"; then
+# build_fw MCU SOURCE-NAME OUTPUT-NAME
+build_fw() {
+    local mcu="$1" src="$FW/$2.c" name="$3"
+    if stale "$OUT/$name.hex" "$src" "$FW/uart.h" \
+        || stale "$OUT/$name.bin" "$src" "$FW/uart.h"; then
         log "building $name"
-        avr-gcc -mmcu=atmega328p -DF_CPU=16000000UL -Os -Wall -Wextra \
-            -o "$OUT/$name.elf" "$FW/$name.c"
+        avr-gcc -mmcu="$mcu" -DF_CPU=16000000UL -Os -Wall -Wextra \
+            -o "$OUT/$name.elf" "$src"
         avr-objcopy -O ihex -R .eeprom "$OUT/$name.elf" "$OUT/$name.hex.tmp"
         avr-objcopy -O binary -R .eeprom "$OUT/$name.elf" "$OUT/$name.bin.tmp"
         mv "$OUT/$name.hex.tmp" "$OUT/$name.hex"
         mv "$OUT/$name.bin.tmp" "$OUT/$name.bin"
     fi
+}
+UNO_FW=(counter echo big)
+MEGA_FW=(counter echo)
+for name in "${UNO_FW[@]}"; do
+    build_fw atmega328p "$name" "$name"
+done
+# The same sources for the Mega 2560: its USART0 has the Uno's register
+# names, and its bootloader uses the same U2X / UBRR 16 setting.
+for name in "${MEGA_FW[@]}"; do
+    build_fw atmega2560 "$name" "$name-mega"
 done
 # the application area ends where the bootloader starts
 size="$(stat -c %s "$OUT/big.bin")"
@@ -103,6 +127,7 @@ size="$(stat -c %s "$OUT/big.bin")"
 
 echo "rig:        $RIG_BIN"
 echo "bootloader: $OB_HEX"
-for name in counter echo big; do
+echo "mega boot:  $MEGA_HEX"
+for name in "${UNO_FW[@]}" "${MEGA_FW[@]/%/-mega}"; do
     echo "$name:$(printf '%*s' $((11 - ${#name})) '')$OUT/$name.hex $OUT/$name.bin"
 done

@@ -1,6 +1,8 @@
-/* Minimal polled UART0 for the rig's test firmware (ATmega328P, 16 MHz).
+/* Minimal polled UART0 for the rig's test firmware (ATmega328P or
+ * ATmega2560, both at 16 MHz; USART0 has the same register names on both).
  * 115200 baud needs U2X0 at 16 MHz: UBRR = 16 gives 117647 baud (+2.1 %),
- * the same setting Optiboot uses; without U2X the error would be -3.5 %. */
+ * the same setting Optiboot and the Mega's stk500v2 bootloader use; without
+ * U2X the error would be -3.5 %. */
 #ifndef RIG_UART_H
 #define RIG_UART_H
 
