@@ -40,7 +40,7 @@ pub fn rig_dir() -> PathBuf {
     .clone()
 }
 
-/// A file the rig setup built (`counter.hex`, `big.hex`, ...).
+/// A file the rig setup built (`counter.hex`, `big.hex`, `counter-mega.hex`, ...).
 pub fn rig_file(name: &str) -> PathBuf {
     rig_dir().join(name)
 }
@@ -51,16 +51,72 @@ pub fn load_firmware(name: &str) -> Arc<Firmware> {
     Arc::new(Firmware::detect(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
+/// Which board a rig simulates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Board {
+    /// Arduino Uno: ATmega328P, Optiboot in a 1 KB boot section (STK500v1).
+    #[default]
+    Uno,
+    /// Arduino Mega 2560: ATmega2560, Debian's stk500boot_v2_mega2560.hex (STK500v2).
+    Mega2560,
+}
+
+impl Board {
+    /// The harness's `--mcu`.
+    fn mcu(self) -> &'static str {
+        match self {
+            Board::Uno => "atmega328p",
+            Board::Mega2560 => "atmega2560",
+        }
+    }
+
+    /// The bootloader's file in the rig dir.
+    fn bootloader(self) -> &'static str {
+        match self {
+            Board::Uno => "optiboot_atmega328.hex",
+            Board::Mega2560 => "stk500boot_v2_mega2560.hex",
+        }
+    }
+
+    /// The rerod model name of the board.
+    pub fn model(self) -> &'static str {
+        match self {
+            Board::Uno => "uno",
+            Board::Mega2560 => "mega2560",
+        }
+    }
+
+    /// Flash left for programs below the rig's bootloader: the Uno's
+    /// Optiboot takes 1 KB (see tests/rig/README.md), the Mega's 8 KB.
+    pub fn flash_limit(self) -> u64 {
+        match self {
+            Board::Uno => 31_744,
+            Board::Mega2560 => 253_952,
+        }
+    }
+
+    /// The rig's hex file of test program `program` ("counter", "echo")
+    /// built for this board: "counter.hex", "counter-mega.hex".
+    pub fn firmware(self, program: &str) -> String {
+        match self {
+            Board::Uno => format!("{program}.hex"),
+            Board::Mega2560 => format!("{program}-mega.hex"),
+        }
+    }
+}
+
 /// How to start a simulated board.
 #[derive(Debug, Clone, Default)]
 pub struct RigOptions {
-    /// Reset whenever the port is first opened, like a Uno's DTR.
+    /// Reset whenever the port is first opened, like an Arduino's DTR.
     pub reset_on_open: bool,
     /// A program (file in the rig dir, e.g. "counter.hex") the board starts with.
     pub app: Option<String>,
+    /// The board to simulate (a Uno unless said otherwise).
+    pub board: Board,
 }
 
-/// A running simulated Arduino Uno (Optiboot) on its own pty link.
+/// A running simulated Arduino (Uno with Optiboot, or Mega 2560) on its own pty link.
 #[derive(Debug)]
 pub struct Rig {
     child: Child,
@@ -77,10 +133,11 @@ impl Rig {
             std::env::temp_dir().join(format!("rerod-rig-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("rig temp dir");
-        let link = dir.join("uno");
+        let link = dir.join(options.board.model());
         let log = dir.join("rig.log");
         let mut cmd = Command::new(out.join("rig"));
-        cmd.arg("--bootloader").arg(out.join("optiboot_atmega328.hex")).arg("--link").arg(&link).arg("-v");
+        cmd.arg("--mcu").arg(options.board.mcu());
+        cmd.arg("--bootloader").arg(out.join(options.board.bootloader())).arg("--link").arg(&link).arg("-v");
         if options.reset_on_open {
             cmd.arg("--reset-on-open");
         }
@@ -115,6 +172,12 @@ impl Rig {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Resets the board now (SIGUSR1, the rig's RESET pin), e.g. right
+    /// before another program (avrdude) opens the port.
+    pub fn reset(&self) {
+        signal(self.pid(), libc::SIGUSR1);
     }
 
     /// Resets the board by signal, as a reset command would.
@@ -172,15 +235,26 @@ pub fn recording_context(cancel: CancelToken) -> (UploadContext, Arc<Mutex<Vec<U
     (UploadContext::new(cancel, move |e| sink.lock().unwrap().push(e)), events)
 }
 
-/// A job for the rig's board: an Uno whose bootloader takes 1 KB (31,744 bytes for programs).
+/// A job for the rig's Uno, whose bootloader takes 1 KB (31,744 bytes for programs).
 pub fn rig_job(firmware: Arc<Firmware>, port: &Path, reset: ResetMethod, options: toml::Table) -> UploadJob {
+    board_job(Board::Uno, firmware, port, reset, options)
+}
+
+/// A job for a rig simulating `board` (both bootloaders talk at 115200).
+pub fn board_job(
+    board: Board,
+    firmware: Arc<Firmware>,
+    port: &Path,
+    reset: ResetMethod,
+    options: toml::Table,
+) -> UploadJob {
     UploadJob {
         firmware,
         port: port.to_owned(),
         baud: 115_200,
         reset,
-        model: "uno".into(),
-        flash_limit: Some(31_744),
+        model: board.model().into(),
+        flash_limit: Some(board.flash_limit()),
         options,
     }
 }
@@ -239,18 +313,19 @@ pub async fn check_offline_contract(uploader: &dyn Uploader, valid_options: toml
     assert!(matches!(result, Err(UploadError::Cancelled)), "{result:?}");
 }
 
-/// On a simulated board: flash counter.hex, check the report and the
-/// progress, then see the new program run. Returns the report.
+/// On a simulated board: flash the counter program built for it, check the
+/// report and the progress, then see the new program run. Returns the report.
 pub async fn check_rig_contract(
     uploader: &dyn Uploader,
     options: toml::Table,
     rig_options: RigOptions,
     reset: fn(&Rig) -> ResetMethod,
 ) -> crate::UploadReport {
+    let board = rig_options.board;
     let rig = Rig::start(rig_options);
-    let firmware = load_firmware("counter.hex");
+    let firmware = load_firmware(&board.firmware("counter"));
     let (ctx, events) = recording_context(CancelToken::new());
-    let job = rig_job(firmware.clone(), rig.path(), reset(&rig), options);
+    let job = board_job(board, firmware.clone(), rig.path(), reset(&rig), options);
     let report =
         uploader.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
     assert_eq!(report.bytes_written, firmware.len());

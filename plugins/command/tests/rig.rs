@@ -18,16 +18,19 @@ fn avrdude() -> toml::Table {
 #[tokio::test]
 async fn avrdude_flashes_and_verifies_the_board() {
     // avrdude pulses DTR itself (harmlessly failing on the pty); the rig resets on open.
-    let report = check_rig_contract(&CommandUploader, avrdude(), RigOptions { reset_on_open: true, app: None }, |_| {
-        ResetMethod::Dtr
-    })
+    let report = check_rig_contract(
+        &CommandUploader,
+        avrdude(),
+        RigOptions { reset_on_open: true, app: None, ..RigOptions::default() },
+        |_| ResetMethod::Dtr,
+    )
     .await;
     assert!(report.log.contains("468 bytes of flash verified"), "{}", report.log);
 }
 
 #[tokio::test]
 async fn cancelling_avrdude_frees_the_port_for_the_next_upload() {
-    let rig = Rig::start(RigOptions { reset_on_open: true, app: None });
+    let rig = Rig::start(RigOptions { reset_on_open: true, app: None, ..RigOptions::default() });
     let cancel = CancelToken::new();
     let trigger = cancel.clone();
     let ctx = UploadContext::new(cancel, move |e| {

@@ -23,15 +23,18 @@ async fn flashes_a_blank_board_reset_by_command() {
 #[tokio::test]
 async fn reset_on_open_board_with_dtr_reset_is_noted_and_flashed() {
     // As on a pty, DTR cannot be pulsed; the open itself reset the board.
-    check_rig_contract(&Stk500v1, toml::Table::new(), RigOptions { reset_on_open: true, app: None }, |_| {
-        ResetMethod::Dtr
-    })
+    check_rig_contract(
+        &Stk500v1,
+        toml::Table::new(),
+        RigOptions { reset_on_open: true, app: None, ..RigOptions::default() },
+        |_| ResetMethod::Dtr,
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_running_program_without_reset_is_no_sync() {
-    let rig = Rig::start(RigOptions { reset_on_open: false, app: Some("counter.hex".into()) });
+    let rig = Rig::start(RigOptions { reset_on_open: false, app: Some("counter.hex".into()), ..RigOptions::default() });
     let options = toml::from_str("sync_window_ms = 300\nreset_attempts = 2").expect("toml");
     let (ctx, _) = recording_context(CancelToken::new());
     let job = rig_job(testkit::load_firmware("counter.hex"), rig.path(), ResetMethod::None, options);
@@ -41,7 +44,7 @@ async fn a_running_program_without_reset_is_no_sync() {
 
 #[tokio::test]
 async fn killing_the_board_mid_upload_is_port_vanished() {
-    let rig = Rig::start(RigOptions { reset_on_open: true, app: None });
+    let rig = Rig::start(RigOptions { reset_on_open: true, app: None, ..RigOptions::default() });
     let pid = rig.pid();
     let killed = Arc::new(AtomicBool::new(false));
     let flag = killed.clone();
@@ -64,7 +67,7 @@ async fn killing_the_board_mid_upload_is_port_vanished() {
 /// port, the console comes back and talks to the new program.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_pauses_for_an_upload_and_resumes_with_the_new_program() {
-    let rig = Rig::start(RigOptions { reset_on_open: true, app: Some("counter.hex".into()) });
+    let rig = Rig::start(RigOptions { reset_on_open: true, app: Some("counter.hex".into()), ..RigOptions::default() });
     let mut config = ConsoleConfig::new(PortSpec::Path(rig.path().to_owned()), 115_200);
     config.reopen_interval = Duration::from_millis(100);
     let device = DevicePort::spawn(config);
