@@ -3,8 +3,9 @@
 //! One upload is: reset the board into its bootloader (the job's reset
 //! method), sign on (`CMD_SIGN_ON` until a framed answer comes back, several
 //! reset attempts), enter programming mode, read the signature one byte at a
-//! time (checked against the model's), write every page the firmware
-//! touches, read each back and compare, leave programming mode (the
+//! time (checked against the model's), write every page from address 0 to
+//! the last one the firmware touches (see `from_page_zero` for why not
+//! only the touched ones), read each back and compare, leave programming mode (the
 //! bootloader then starts the new program by itself).
 //!
 //! Every message is framed: `MESSAGE_START`, a sequence number, a two-byte
@@ -120,12 +121,14 @@ pub fn upload_over(
     run(link, job, &plan, ctx, start)
 }
 
-/// What will be written: the settings, the pages (address → full page), and
-/// whether LOAD_ADDRESS must flag the extended address byte.
+/// What will be written: the settings, the pages (address → full page), how
+/// many of them are blank fill (see [`from_page_zero`]), and whether
+/// LOAD_ADDRESS must flag the extended address byte.
 #[derive(Debug)]
 struct Plan {
     settings: Settings,
     pages: Vec<(u32, Vec<u8>)>,
+    blank_pages: usize,
     extended: bool,
 }
 
@@ -134,13 +137,38 @@ impl Plan {
         let settings = read_settings(&job.options, &job.model).map_err(UploadError::BadOptions)?;
         let limit = bootloader::flash_limit(job, ADDRESS_SPACE);
         job.firmware.check_fits(limit)?;
-        let pages = bootloader::pages(&job.firmware, usize::from(settings.page_size));
+        let touched = bootloader::pages(&job.firmware, usize::from(settings.page_size));
+        let touched_count = touched.len();
+        let pages = from_page_zero(touched, usize::from(settings.page_size));
+        let blank_pages = pages.len() - touched_count;
         // Like avrdude, flag every address on a part with more than 128 KiB,
         // not only the high ones: a programmer then reloads the extended byte
         // each time, so verify starting again at page 0 does not read from
         // the upper half left selected by the last page written.
-        Ok(Plan { settings, pages, extended: limit > EXTENDED_FROM })
+        Ok(Plan { settings, pages, blank_pages, extended: limit > EXTENDED_FROM })
     }
+}
+
+/// Every page from address 0 up to the last one the image touches, in
+/// order, with 0xFF pages in the gaps.
+///
+/// The Arduino STK500v2 bootloader (stk500boot.c) does not erase the page a
+/// PROGRAM_FLASH_ISP writes: each one erases the *next page counted from 0*
+/// (`eraseAddress += SPM_PAGESIZE`). Skipping a page puts the two out of
+/// step: later pages are written unerased (flash can only clear bits, so
+/// they hold old AND new and fail verify) while pages that were meant to be
+/// left alone get erased anyway. Writing every page from 0 keeps each erase
+/// on the page being written; the gaps end up blank, as that bootloader
+/// would have left most of them regardless.
+fn from_page_zero(pages: Vec<(u32, Vec<u8>)>, page_size: usize) -> Vec<(u32, Vec<u8>)> {
+    let Some(last) = pages.last().map(|(address, _)| *address) else {
+        return pages;
+    };
+    let mut touched = pages.into_iter().peekable();
+    (0..=last)
+        .step_by(page_size)
+        .map(|address| touched.next_if(|(a, _)| *a == address).unwrap_or_else(|| (address, vec![0xFF; page_size])))
+        .collect()
 }
 
 /// One message on the wire: header, body, XOR checksum of everything before it.
@@ -406,6 +434,12 @@ fn run(
     start: Instant,
 ) -> Result<UploadReport, UploadError> {
     let mut session = Session { link, port: &job.port, baud: job.baud, ctx, seq: 0, log: String::new() };
+    if plan.blank_pages > 0 {
+        session.note(format!(
+            "also writing {} blank pages outside the image: the bootloader erases pages in order from address 0",
+            plan.blank_pages
+        ));
+    }
     session.reset_and_sign_on(job, &plan.settings)?;
     let mut enter = vec![CMD_ENTER_PROGMODE_ISP];
     enter.extend_from_slice(&ENTER_PROGMODE_PARAMS);

@@ -13,12 +13,17 @@ use super::*;
 const STATUS_CMD_FAILED: u8 = 0xC0;
 const STATUS_CMD_UNKNOWN: u8 = 0xC9;
 const M2560: [u8; 3] = [0x1E, 0x98, 0x01];
+/// The ATmega2560's flash page (SPM_PAGESIZE) and where its boot section begins.
+const SPM_PAGESIZE: usize = 256;
+const APP_END: usize = 0x3_E000;
 
 /// A fake ATmega2560 with the Arduino STK500v2 bootloader (stk500boot.c),
 /// answering synchronously: each write is parsed at once and its answers
 /// queued for the next reads. Like the real one it drops frames with a bad
-/// token or checksum, echoes the request's sequence number, and starts the
-/// program on LEAVE_PROGMODE_ISP.
+/// token or checksum, echoes the request's sequence number, erases one page
+/// per PROGRAM_FLASH_ISP in order from 0 (not the page written), and starts
+/// the program on LEAVE_PROGMODE_ISP. Its flash is like real flash: writing
+/// can only clear bits, so an unerased page ends up old AND new.
 struct FakeMega {
     flash: Vec<u8>,
     signature: [u8; 3],
@@ -40,6 +45,8 @@ struct FakeMega {
     /// Every LOAD_ADDRESS value received, as sent (bit 31 included).
     loaded: Vec<u32>,
     pages_written: usize,
+    /// The page the next PROGRAM_FLASH_ISP erases (stk500boot.c's `eraseAddress`).
+    erase_next: usize,
 }
 
 impl FakeMega {
@@ -59,6 +66,7 @@ impl FakeMega {
             bad_seq_on: None,
             loaded: Vec::new(),
             pages_written: 0,
+            erase_next: 0,
         }
     }
 
@@ -66,6 +74,7 @@ impl FakeMega {
         self.input.clear();
         self.output = self.noise_on_reset.iter().copied().collect();
         self.listening = !self.dead;
+        self.erase_next = 0;
     }
 
     fn answer(&mut self, seq: u8, body: &[u8]) {
@@ -122,7 +131,13 @@ impl FakeMega {
                         self.answer(seq, &[CMD_PROGRAM_FLASH_ISP, STATUS_CMD_FAILED]);
                         continue;
                     }
-                    self.flash[self.address..self.address + n].copy_from_slice(data);
+                    if self.erase_next < APP_END {
+                        self.flash[self.erase_next..self.erase_next + SPM_PAGESIZE].fill(0xFF);
+                        self.erase_next += SPM_PAGESIZE;
+                    }
+                    for (cell, byte) in self.flash[self.address..self.address + n].iter_mut().zip(data) {
+                        *cell &= byte;
+                    }
                     self.address += n;
                     self.pages_written += 1;
                     self.answer(seq, &[CMD_PROGRAM_FLASH_ISP, STATUS_CMD_OK]);
@@ -355,8 +370,9 @@ fn load_address_sets_bit_31_on_a_part_above_128_kib() {
     let mut board = FakeMega::new();
     let (result, _) = upload(&mut board, &job(fw.clone(), ""));
     result.expect("upload succeeds");
-    let want = [0x8000_FF80, 0x8001_0000];
-    assert_eq!(board.loaded, [want, want].concat(), "word addresses with bit 31, for write then verify");
+    // Every page from 0 is written (see the sparse-image test), then verified.
+    let words: Vec<u32> = (0..0x2_0100).step_by(256).map(|a| 0x8000_0000 | (a / 2)).collect();
+    assert_eq!(board.loaded, [words.clone(), words].concat(), "word addresses with bit 31, for write then verify");
     assert_eq!(&board.flash[0x1_FF00..0x2_0100], &fw.flatten().bytes[..]);
 
     // A part with at most 128 KiB has no extended byte to load.
@@ -365,7 +381,34 @@ fn load_address_sets_bit_31_on_a_part_above_128_kib() {
     small.flash_limit = Some(0x2_0000);
     let (result, _) = upload(&mut board, &small);
     result.expect("upload succeeds");
-    assert_eq!(board.loaded, [0x8000, 0x8080, 0x8000, 0x8080]);
+    let words: Vec<u32> = (0..0x1_0200).step_by(256).map(|a| a / 2).collect();
+    assert_eq!(board.loaded, [words.clone(), words].concat());
+}
+
+#[test]
+fn a_sparse_image_is_written_from_page_0_so_each_page_is_erased_first() {
+    // An old program cleared every bit of the first 8 KB. The image starts at
+    // 0x1000: had only its two pages been sent, the bootloader would have
+    // erased pages 0 and 1 and written 0x1000 unerased (old AND new = 0).
+    let mut board = FakeMega::new();
+    board.flash[..0x2000].fill(0x00);
+    let fw = firmware(300, 0x1000);
+    let (result, _) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("upload succeeds");
+    assert_eq!(board.pages_written, 18, "pages 0x0000 to 0x1100");
+    assert_eq!(&board.flash[0x1000..0x1000 + 300], &fw.flatten().bytes[..]);
+    assert!(board.flash[..0x1000].iter().all(|b| *b == 0xFF), "the gap below is written blank");
+    assert!(board.flash[0x1000 + 300..0x1200].iter().all(|b| *b == 0xFF), "the last page is padded");
+    assert_eq!(&board.flash[0x1200..0x2000], &[0x00; 0xE00][..], "pages above the image are left alone");
+    assert!(report.log.contains("also writing 16 blank pages"), "{}", report.log);
+}
+
+#[test]
+fn pages_from_zero_fill_gaps_and_keep_the_image_pages() {
+    let page = |fill: u8| vec![fill; 4];
+    let filled = from_page_zero(vec![(4, page(1)), (12, page(2))], 4);
+    assert_eq!(filled, [(0, page(0xFF)), (4, page(1)), (8, page(0xFF)), (12, page(2))]);
+    assert_eq!(from_page_zero(Vec::new(), 4), []);
 }
 
 #[test]
