@@ -3,12 +3,13 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rerod_devices::testkit::{
     self, Board, Rig, RigOptions, board_job, check_rig_contract, read_serial_until, recording_context, rig_file,
 };
-use rerod_devices::{CancelToken, ResetMethod, UploadError, Uploader};
+use rerod_devices::{CancelToken, Firmware, ResetMethod, UploadError, Uploader};
 use rerod_stk500v2::Stk500v2;
 
 /// A simulated Mega, optionally running one of the rig's test programs ("counter", "echo").
@@ -96,6 +97,38 @@ async fn avrdude_and_rerod_agree_on_the_flash() {
     assert!(log.contains(&verified), "want {verified:?}:\n{log}");
 
     // Leaving programming mode, avrdude let the bootloader start rerod's program.
+    let seen = read_serial_until(rig.path(), "count ", Duration::from_secs(10));
+    assert!(seen.contains("count "), "{seen}");
+}
+
+/// An image with a gap and a page above 64 KiB: the bootloader must use
+/// RAMPZ (ELPM, extended SPM) there, rerod must write the gap blank (the
+/// bootloader erases pages in order from 0), and avrdude must read back the
+/// same bytes. The counter program still runs from page 0.
+#[tokio::test]
+async fn a_sparse_image_above_64_kib_is_written_and_read_back() {
+    let counter = testkit::load_firmware(&Board::Mega2560.firmware("counter"));
+    let marker: Vec<u8> = (0..=255u8).map(|i| i ^ 0xA5).collect();
+    let marker = Firmware::from_binary(marker, 0x1_0000).expect("marker page");
+    // The counter's records without their end-of-file record, then the marker's.
+    let mut hex: String =
+        counter.to_ihex().lines().filter(|line| *line != ":00000001FF").map(|l| l.to_owned() + "\n").collect();
+    hex.push_str(&marker.to_ihex());
+    let firmware = Arc::new(Firmware::parse_ihex(hex.as_bytes()).expect("sparse image"));
+    assert_eq!(firmware.segments().len(), 2);
+
+    let rig = Rig::start(mega(false, None));
+    let (ctx, _) = recording_context(CancelToken::new());
+    let job = board_job(Board::Mega2560, firmware.clone(), rig.path(), rig.reset_command(), toml::Table::new());
+    let report = Stk500v2.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload: {e}\nrig log:\n{}", rig.log()));
+    assert!(report.log.contains("also writing 253 blank pages"), "{}", report.log);
+
+    let file = std::env::temp_dir().join(format!("rerod-sparse-mega-{}.hex", std::process::id()));
+    std::fs::write(&file, &hex).expect("write the sparse hex");
+    let log = avrdude(&rig, &flash_operation('v', &file));
+    let _ = std::fs::remove_file(&file);
+    assert!(log.contains(&format!("{} bytes of flash verified", firmware.len())), "{log}");
+
     let seen = read_serial_until(rig.path(), "count ", Duration::from_secs(10));
     assert!(seen.contains("count "), "{seen}");
 }
