@@ -183,6 +183,15 @@ async fn plain_http_on_the_socket_path_gets_a_clear_4xx() {
     assert_eq!(r.header("upgrade"), Some("websocket"));
 }
 
+/// A `/slot-booking` client whose socket buffers fill after a few frames it
+/// does not read.
+async fn small_buffered_client(daemon: &Daemon) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(daemon.addr).await.unwrap();
+    Ws::handshake(daemon.addr, "/slot-booking", stream).await
+}
+
 /// A client that never reads must not hold up the others, and the server
 /// must not buffer without bound for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,11 +200,8 @@ async fn a_client_that_never_reads_does_not_delay_others_or_grow_memory() {
     let c = daemon.client();
     let token = c.user("ada@example.com").await;
 
-    // The stalled client: a tiny receive buffer, and it never reads.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(daemon.addr).await.unwrap();
-    let _stalled = Ws::handshake(daemon.addr, "/slot-booking", stream).await;
+    // The stalled client never reads.
+    let _stalled = small_buffered_client(&daemon).await;
 
     let mut watcher = daemon.ws("/slot-booking").await;
     watcher.recv_type("slots_update").await;
@@ -228,10 +234,7 @@ async fn a_lagging_client_that_reads_again_gets_whole_frames_and_the_latest_stat
 
     // A client watching tomorrow pauses reading while far more broadcasts
     // go out than its socket buffers hold.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(daemon.addr).await.unwrap();
-    let mut lagging = Ws::handshake(daemon.addr, "/slot-booking", stream).await;
+    let mut lagging = small_buffered_client(&daemon).await;
     let tomorrow = utc_date(1).to_string();
     lagging.send(&json!({"type": "get_slots", "date": tomorrow})).await;
     while lagging.recv_type("slots_update").await["data"]["date"] != tomorrow.as_str() {}
