@@ -19,6 +19,10 @@
 //! - `model` — known boards and their defaults (signature, MCU, flash).
 //! - `bootloader` — what the serial-bootloader plugins share: options, the
 //!   flash limit a job may reach, the pages an image fills.
+//! - `link_session` — the framing-independent half of a serial-bootloader
+//!   upload: [`LinkSession`](link_session::LinkSession) (send, receive with a
+//!   reply deadline, the log), the reset-and-connect and page loops, and the
+//!   entry glue from [`Uploader::upload`] to a blocking run.
 //! - `testkit` (feature `testkit`) — the simulated-board rig and the
 //!   compliance checks each plugin runs.
 //!
@@ -35,6 +39,7 @@ mod cancel;
 mod console;
 pub mod firmware;
 pub mod link;
+pub mod link_session;
 pub mod model;
 mod port;
 pub mod reset;

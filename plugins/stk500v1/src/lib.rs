@@ -17,15 +17,13 @@
 //! while Optiboot writes flash or sends a page it does not read, and a real
 //! UART would overrun.
 
-use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rerod_devices::bootloader::{self, Defaults, Settings};
-use rerod_devices::link::{READ_SLICE, ReadError, SerialLink, classify_io, drain, read_exact};
+use rerod_devices::link::{ReadError, SerialLink, drain, read_exact};
+use rerod_devices::link_session::{self, BootloaderSession, LinkSession, Protocol, SYNC_RETRY};
 use rerod_devices::{
-    OptionError, Phase, ResetError, Signature, TtyLink, UploadContext, UploadError, UploadFuture, UploadJob,
-    UploadReport, Uploader, spawn_blocking_upload,
+    OptionError, Signature, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport, Uploader,
 };
 
 /// The STK500v1 uploader, registered as `plugin = "stk500v1"`.
@@ -54,10 +52,6 @@ const STK_READ_SIGN: u8 = 0x75;
 const PARAM_SW_MAJOR: u8 = 0x81;
 const PARAM_SW_MINOR: u8 = 0x82;
 
-/// How long to wait for an answer to one sync request before sending another.
-const SYNC_RETRY: Duration = Duration::from_millis(50);
-/// Fixed slack on top of the wire time of a reply (latency, flash write time).
-const REPLY_SLACK: Duration = Duration::from_millis(500);
 /// LOAD_ADDRESS takes a 16-bit word address: 128 KiB is all STK500v1 reaches.
 const ADDRESS_SPACE: u64 = 0x2_0000;
 
@@ -78,14 +72,38 @@ impl Uploader for Stk500v1 {
     }
 
     fn upload(&self, job: UploadJob, ctx: UploadContext) -> UploadFuture {
-        spawn_blocking_upload(ctx.cancel_token().clone(), move || {
-            let start = Instant::now();
-            // Everything that can be refused is refused before the port is touched.
-            let plan = Plan::new(&job)?;
-            ctx.check_cancelled()?;
-            let mut link = TtyLink::open(&job.port, job.baud)?;
-            run(&mut link, &job, &plan, &ctx, start)
-        })
+        link_session::upload_tty::<Stk500v1>(job, ctx)
+    }
+}
+
+impl Protocol for Stk500v1 {
+    type Plan = Plan;
+
+    /// Everything that can be refused is refused here, before the port is touched.
+    fn plan(job: &UploadJob) -> Result<Plan, UploadError> {
+        let settings = read_settings(&job.options, &job.model).map_err(UploadError::BadOptions)?;
+        job.firmware.check_fits(bootloader::flash_limit(job, ADDRESS_SPACE))?;
+        let pages = bootloader::pages(&job.firmware, usize::from(settings.page_size));
+        Ok(Plan { settings, pages })
+    }
+
+    fn run(
+        link: &mut dyn SerialLink,
+        job: &UploadJob,
+        plan: &Plan,
+        ctx: &UploadContext,
+        start: Instant,
+    ) -> Result<UploadReport, UploadError> {
+        let mut session = Session { io: LinkSession::new(link, job, ctx) };
+        session.reset_and_connect(job, &plan.settings, Session::sync)?;
+        session.identify(&plan.settings)?;
+        session.command(&[STK_ENTER_PROGMODE, CRC_EOP], 0, "ENTER_PROGMODE")?;
+        session.program(&plan.pages)?;
+        if plan.settings.verify {
+            session.verify(&plan.pages)?;
+        }
+        let left = session.command(&[STK_LEAVE_PROGMODE, CRC_EOP], 0, "LEAVE_PROGMODE").map(|_| ());
+        session.io.finish(job, start, left, NAME)
     }
 }
 
@@ -95,77 +113,39 @@ pub fn upload_over(
     job: &UploadJob,
     ctx: &UploadContext,
 ) -> Result<UploadReport, UploadError> {
-    let start = Instant::now();
-    let plan = Plan::new(job)?;
-    ctx.check_cancelled()?;
-    run(link, job, &plan, ctx, start)
+    link_session::upload_over::<Stk500v1>(link, job, ctx)
 }
 
 /// What will be written: the settings and the pages (address → full page).
+/// Public only because [`Protocol`] names it; its fields stay private.
 #[derive(Debug)]
-struct Plan {
+pub struct Plan {
     settings: Settings,
     pages: Vec<(u32, Vec<u8>)>,
 }
 
-impl Plan {
-    fn new(job: &UploadJob) -> Result<Plan, UploadError> {
-        let settings = read_settings(&job.options, &job.model).map_err(UploadError::BadOptions)?;
-        job.firmware.check_fits(bootloader::flash_limit(job, ADDRESS_SPACE))?;
-        let pages = bootloader::pages(&job.firmware, usize::from(settings.page_size));
-        Ok(Plan { settings, pages })
-    }
+/// One upload in progress: STK500v1 commands over the shared link session.
+struct Session<'a> {
+    io: LinkSession<'a>,
 }
 
-/// One upload in progress over a link: sends, receives, and keeps the log.
-struct Session<'a> {
-    link: &'a mut dyn SerialLink,
-    port: &'a Path,
-    baud: u32,
-    ctx: &'a UploadContext,
-    log: String,
+impl<'a> BootloaderSession<'a> for Session<'a> {
+    fn io(&mut self) -> &mut LinkSession<'a> {
+        &mut self.io
+    }
 }
 
 impl Session<'_> {
-    fn note(&mut self, line: String) {
-        tracing::debug!(port = %self.port.display(), "{line}");
-        let _ = writeln!(self.log, "{line}");
-        self.ctx.log(line);
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Result<(), UploadError> {
-        self.link.write_all(bytes).map_err(|e| classify_io(self.port, "writing", e))
-    }
-
-    /// Wire time of `n` bytes (10 bits each) plus slack.
-    fn reply_timeout(&self, n: usize) -> Duration {
-        Duration::from_micros(n as u64 * 10_000_000 / u64::from(self.baud.max(1))) + REPLY_SLACK
-    }
-
-    fn recv(&mut self, buf: &mut [u8], waiting_for: &str) -> Result<(), UploadError> {
-        let timeout = self.reply_timeout(buf.len());
-        let deadline = Instant::now() + timeout;
-        match read_exact(self.link, buf, deadline, self.ctx.cancel_token()) {
-            Ok(()) => Ok(()),
-            Err(ReadError::Cancelled) => Err(UploadError::Cancelled),
-            Err(ReadError::Timeout { got }) => Err(UploadError::Timeout {
-                waiting_for: format!("{waiting_for} (got {got} of {} bytes)", buf.len()),
-                after: timeout,
-            }),
-            Err(ReadError::Io(e)) => Err(classify_io(self.port, "reading", e)),
-        }
-    }
-
     /// Reads `INSYNC payload OK` and returns the payload.
     fn reply(&mut self, payload: usize, command: &'static str) -> Result<Vec<u8>, UploadError> {
         let mut buf = vec![0u8; payload + 2];
         // The first byte alone first: a NOSYNC (0x15) reply is one byte long,
         // and waiting for the full length would turn it into a timeout.
-        self.recv(&mut buf[..1], command)?;
+        self.io.recv(&mut buf[..1], command)?;
         if buf[0] != STK_INSYNC {
             return Err(UploadError::Protocol { command, got: buf[..1].to_vec() });
         }
-        self.recv(&mut buf[1..], command)?;
+        self.io.recv(&mut buf[1..], command)?;
         if buf[payload + 1] != STK_OK {
             return Err(UploadError::Protocol { command, got: buf });
         }
@@ -175,34 +155,30 @@ impl Session<'_> {
     }
 
     fn command(&mut self, request: &[u8], payload: usize, name: &'static str) -> Result<Vec<u8>, UploadError> {
-        self.ctx.check_cancelled()?;
-        self.send(request)?;
+        self.io.ctx().check_cancelled()?;
+        self.io.send(request)?;
         self.reply(payload, name)
     }
 
-    /// Tries to sync for `window`. Returns false when the bootloader never answered.
-    fn sync(&mut self, window: Duration) -> Result<bool, UploadError> {
+    /// Tries to sync for `window`; `None` when the bootloader never answered.
+    fn sync(&mut self, window: Duration) -> Result<Option<String>, UploadError> {
         let end = Instant::now() + window;
         let mut seen: Vec<u8> = Vec::new();
         let mut buf = [0u8; 64];
         while Instant::now() < end {
-            self.ctx.check_cancelled()?;
-            self.send(&[STK_GET_SYNC, CRC_EOP])?;
+            self.io.ctx().check_cancelled()?;
+            self.io.send(&[STK_GET_SYNC, CRC_EOP])?;
             let attempt_end = (Instant::now() + SYNC_RETRY).min(end);
             loop {
-                let now = Instant::now();
-                if now >= attempt_end {
+                if Instant::now() >= attempt_end {
                     break;
                 }
-                let n = self
-                    .link
-                    .read_timeout(&mut buf, (attempt_end - now).min(READ_SLICE))
-                    .map_err(|e| classify_io(self.port, "reading", e))?;
+                let n = self.io.read_some(&mut buf, attempt_end)?;
                 // Anything before INSYNC OK is the old program's output or line noise.
                 seen.extend_from_slice(&buf[..n]);
                 if seen.windows(2).any(|w| w == [STK_INSYNC, STK_OK]) {
                     if self.confirm_sync()? {
-                        return Ok(true);
+                        return Ok(Some("in sync with the bootloader".into()));
                     }
                     seen.clear();
                     break;
@@ -211,148 +187,72 @@ impl Session<'_> {
             let keep = seen.len().saturating_sub(1);
             seen.drain(..keep);
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// After a first answer: swallow the answers to earlier sync requests,
     /// then one more request must get exactly `INSYNC OK`.
     fn confirm_sync(&mut self) -> Result<bool, UploadError> {
-        drain(self.link, Duration::from_millis(20), Duration::from_millis(300))
-            .map_err(|e| classify_io(self.port, "reading", e))?;
-        self.send(&[STK_GET_SYNC, CRC_EOP])?;
+        drain(self.io.link(), Duration::from_millis(20), Duration::from_millis(300))
+            .map_err(|e| self.io.classify("reading", e))?;
+        self.io.send(&[STK_GET_SYNC, CRC_EOP])?;
         let mut reply = [0u8; 2];
-        let deadline = Instant::now() + self.reply_timeout(2);
-        match read_exact(self.link, &mut reply, deadline, self.ctx.cancel_token()) {
+        let deadline = Instant::now() + self.io.reply_timeout(2);
+        let cancel = self.io.ctx().cancel_token();
+        match read_exact(self.io.link(), &mut reply, deadline, cancel) {
             Ok(()) => Ok(reply == [STK_INSYNC, STK_OK]),
             Err(ReadError::Cancelled) => Err(UploadError::Cancelled),
             Err(ReadError::Timeout { .. }) => Ok(false),
-            Err(ReadError::Io(e)) => Err(classify_io(self.port, "reading", e)),
+            Err(ReadError::Io(e)) => Err(self.io.classify("reading", e)),
         }
-    }
-
-    fn reset_and_sync(&mut self, job: &UploadJob, settings: &Settings) -> Result<(), UploadError> {
-        let attempts = settings.reset_attempts;
-        self.ctx.progress(Phase::Reset, 0);
-        for attempt in 1..=attempts {
-            let started = Instant::now();
-            match job.reset.run(Some(&mut *self.link), self.ctx.cancel_token()) {
-                Ok(Some(note)) => self.note(note),
-                Ok(None) => {}
-                Err(ResetError::Cancelled) => return Err(UploadError::Cancelled),
-                Err(e) => return Err(e.into()),
-            }
-            // Whatever the old program printed is of no interest now.
-            self.link.discard_input().map_err(|e| classify_io(self.port, "flushing", e))?;
-            self.ctx.progress(Phase::Sync, ((attempt - 1) * 100 / attempts) as u8);
-            if self.sync(settings.sync_window)? {
-                self.note(format!(
-                    "in sync with the bootloader after {} ms (attempt {attempt})",
-                    started.elapsed().as_millis()
-                ));
-                return Ok(());
-            }
-            self.note(format!(
-                "no answer from the bootloader within {} ms (attempt {attempt} of {attempts})",
-                settings.sync_window.as_millis()
-            ));
-        }
-        Err(UploadError::NoSync { attempts, baud: job.baud })
     }
 
     fn identify(&mut self, settings: &Settings) -> Result<(), UploadError> {
         let major = self.command(&[STK_GET_PARAMETER, PARAM_SW_MAJOR, CRC_EOP], 1, "GET_PARAMETER")?[0];
         let minor = self.command(&[STK_GET_PARAMETER, PARAM_SW_MINOR, CRC_EOP], 1, "GET_PARAMETER")?[0];
-        self.note(format!("bootloader version {major}.{minor}"));
+        self.io.note(format!("bootloader version {major}.{minor}"));
         let got = self.command(&[STK_READ_SIGN, CRC_EOP], 3, "READ_SIGN")?;
         let got = Signature([got[0], got[1], got[2]]);
         match settings.signature {
             Some(expected) if expected != got.0 => {
                 return Err(UploadError::WrongSignature { expected: Signature(expected), got });
             }
-            Some(_) => self.note(format!("signature {got} (as expected)")),
-            None => self.note(format!("signature {got} (not checked: no signature configured for this model)")),
+            Some(_) => self.io.note(format!("signature {got} (as expected)")),
+            None => self.io.note(format!("signature {got} (not checked: no signature configured for this model)")),
         }
         Ok(())
     }
 
-    fn write_pages(&mut self, pages: &[(u32, Vec<u8>)]) -> Result<(), UploadError> {
-        let started = Instant::now();
+    fn program(&mut self, pages: &[(u32, Vec<u8>)]) -> Result<(), UploadError> {
         let mut request = Vec::new();
-        for (i, (address, data)) in pages.iter().enumerate() {
-            self.ctx.check_cancelled()?;
+        BootloaderSession::write_pages(self, pages, |session, address, data| {
             request.clear();
-            push_load_address(&mut request, *address);
+            push_load_address(&mut request, address);
             request.extend_from_slice(&[STK_PROG_PAGE, (data.len() >> 8) as u8, data.len() as u8, b'F']);
             request.extend_from_slice(data);
             request.push(CRC_EOP);
-            self.send(&request)?;
-            self.reply(0, "LOAD_ADDRESS")?;
-            self.reply(0, "PROG_PAGE")?;
-            self.ctx.progress(Phase::Write, ((i + 1) * 100 / pages.len()) as u8);
-        }
-        let bytes: usize = pages.iter().map(|(_, d)| d.len()).sum();
-        self.note(format!("wrote {} pages ({bytes} bytes) in {} ms", pages.len(), started.elapsed().as_millis()));
-        Ok(())
+            session.io.send(&request)?;
+            session.reply(0, "LOAD_ADDRESS")?;
+            session.reply(0, "PROG_PAGE").map(|_| ())
+        })
     }
 
-    fn verify_pages(&mut self, pages: &[(u32, Vec<u8>)]) -> Result<(), UploadError> {
-        let started = Instant::now();
+    fn verify(&mut self, pages: &[(u32, Vec<u8>)]) -> Result<(), UploadError> {
         let mut request = Vec::new();
-        for (i, (address, data)) in pages.iter().enumerate() {
-            self.ctx.check_cancelled()?;
+        BootloaderSession::verify_pages(self, pages, |session, address, len| {
             request.clear();
-            push_load_address(&mut request, *address);
-            request.extend_from_slice(&[STK_READ_PAGE, (data.len() >> 8) as u8, data.len() as u8, b'F', CRC_EOP]);
-            self.send(&request)?;
-            self.reply(0, "LOAD_ADDRESS")?;
-            let read = self.reply(data.len(), "READ_PAGE")?;
-            if let Some(at) = data.iter().zip(&read).position(|(a, b)| a != b) {
-                return Err(UploadError::VerifyMismatch {
-                    address: address + at as u32,
-                    expected: data[at],
-                    got: read[at],
-                });
-            }
-            self.ctx.progress(Phase::Verify, ((i + 1) * 100 / pages.len()) as u8);
-        }
-        self.note(format!("verified {} pages in {} ms", pages.len(), started.elapsed().as_millis()));
-        Ok(())
+            push_load_address(&mut request, address);
+            request.extend_from_slice(&[STK_READ_PAGE, (len >> 8) as u8, len as u8, b'F', CRC_EOP]);
+            session.io.send(&request)?;
+            session.reply(0, "LOAD_ADDRESS")?;
+            session.reply(len, "READ_PAGE")
+        })
     }
 }
 
 fn push_load_address(request: &mut Vec<u8>, byte_address: u32) {
     let word = byte_address / 2;
     request.extend_from_slice(&[STK_LOAD_ADDRESS, word as u8, (word >> 8) as u8, CRC_EOP]);
-}
-
-fn run(
-    link: &mut dyn SerialLink,
-    job: &UploadJob,
-    plan: &Plan,
-    ctx: &UploadContext,
-    start: Instant,
-) -> Result<UploadReport, UploadError> {
-    let mut session = Session { link, port: &job.port, baud: job.baud, ctx, log: String::new() };
-    session.reset_and_sync(job, &plan.settings)?;
-    session.identify(&plan.settings)?;
-    session.command(&[STK_ENTER_PROGMODE, CRC_EOP], 0, "ENTER_PROGMODE")?;
-    session.write_pages(&plan.pages)?;
-    if plan.settings.verify {
-        session.verify_pages(&plan.pages)?;
-    }
-    // The program is written (and verified); a lost reply here changes nothing.
-    if let Err(e) = session.command(&[STK_LEAVE_PROGMODE, CRC_EOP], 0, "LEAVE_PROGMODE") {
-        if matches!(e, UploadError::Cancelled | UploadError::PortVanished { .. }) {
-            return Err(e);
-        }
-        session.note(format!("leaving programming mode: {e}"));
-    }
-    ctx.progress(Phase::Done, 100);
-    let duration = start.elapsed();
-    let bytes_written = job.firmware.len();
-    session.note(format!("{bytes_written} bytes written in {:.2} s", duration.as_secs_f64()));
-    tracing::info!(port = %job.port.display(), bytes = bytes_written, ms = duration.as_millis() as u64, "stk500v1 upload done");
-    Ok(UploadReport { bytes_written, duration, log: session.log })
 }
 
 #[cfg(test)]

@@ -20,15 +20,13 @@
 //! reading, so a second message sent early would overrun the AVR's two-byte
 //! receive buffer.
 
-use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rerod_devices::bootloader::{self, Defaults, Settings};
-use rerod_devices::link::{READ_SLICE, ReadError, SerialLink, classify_io, read_exact};
+use rerod_devices::link::SerialLink;
+use rerod_devices::link_session::{self, BootloaderSession, LinkSession, Protocol, SYNC_RETRY};
 use rerod_devices::{
-    OptionError, Phase, ResetError, Signature, TtyLink, UploadContext, UploadError, UploadFuture, UploadJob,
-    UploadReport, Uploader, spawn_blocking_upload,
+    OptionError, Signature, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport, Uploader,
 };
 
 /// The STK500v2 uploader, registered as `plugin = "stk500v2"`.
@@ -72,10 +70,6 @@ const EXTENDED_ADDRESS: u32 = 0x8000_0000;
 /// Word addresses past 16 bits need the extended byte.
 const EXTENDED_FROM: u64 = 0x2_0000;
 
-/// How long to wait for an answer to one sign-on before sending another.
-const SYNC_RETRY: Duration = Duration::from_millis(50);
-/// Fixed slack on top of the wire time of a reply (latency, flash write time).
-const REPLY_SLACK: Duration = Duration::from_millis(500);
 /// The largest AVR flash (ATmega2560/2561); the default limit for a model rerod does not know.
 const ADDRESS_SPACE: u64 = 0x4_0000;
 /// The longest answer: READ_FLASH_ISP of the largest page the options allow.
@@ -98,42 +92,15 @@ impl Uploader for Stk500v2 {
     }
 
     fn upload(&self, job: UploadJob, ctx: UploadContext) -> UploadFuture {
-        spawn_blocking_upload(ctx.cancel_token().clone(), move || {
-            let start = Instant::now();
-            // Everything that can be refused is refused before the port is touched.
-            let plan = Plan::new(&job)?;
-            ctx.check_cancelled()?;
-            let mut link = TtyLink::open(&job.port, job.baud)?;
-            run(&mut link, &job, &plan, &ctx, start)
-        })
+        link_session::upload_tty::<Stk500v2>(job, ctx)
     }
 }
 
-/// Runs a whole upload over an already open link (tests use a fake bootloader).
-pub fn upload_over(
-    link: &mut dyn SerialLink,
-    job: &UploadJob,
-    ctx: &UploadContext,
-) -> Result<UploadReport, UploadError> {
-    let start = Instant::now();
-    let plan = Plan::new(job)?;
-    ctx.check_cancelled()?;
-    run(link, job, &plan, ctx, start)
-}
+impl Protocol for Stk500v2 {
+    type Plan = Plan;
 
-/// What will be written: the settings, the pages (address → full page), how
-/// many of them are blank fill (see [`from_page_zero`]), and whether
-/// LOAD_ADDRESS must flag the extended address byte.
-#[derive(Debug)]
-struct Plan {
-    settings: Settings,
-    pages: Vec<(u32, Vec<u8>)>,
-    blank_pages: usize,
-    extended: bool,
-}
-
-impl Plan {
-    fn new(job: &UploadJob) -> Result<Plan, UploadError> {
+    /// Everything that can be refused is refused here, before the port is touched.
+    fn plan(job: &UploadJob) -> Result<Plan, UploadError> {
         let settings = read_settings(&job.options, &job.model).map_err(UploadError::BadOptions)?;
         let limit = bootloader::flash_limit(job, ADDRESS_SPACE);
         job.firmware.check_fits(limit)?;
@@ -147,6 +114,55 @@ impl Plan {
         // the upper half left selected by the last page written.
         Ok(Plan { settings, pages, blank_pages, extended: limit > EXTENDED_FROM })
     }
+
+    fn run(
+        link: &mut dyn SerialLink,
+        job: &UploadJob,
+        plan: &Plan,
+        ctx: &UploadContext,
+        start: Instant,
+    ) -> Result<UploadReport, UploadError> {
+        let mut session = Session { io: LinkSession::new(link, job, ctx), seq: 0 };
+        if plan.blank_pages > 0 {
+            session.io.note(format!(
+                "also writing {} blank pages outside the image: the bootloader erases pages in order from address 0",
+                plan.blank_pages
+            ));
+        }
+        session.reset_and_connect(job, &plan.settings, Session::sign_on)?;
+        let mut enter = vec![CMD_ENTER_PROGMODE_ISP];
+        enter.extend_from_slice(&ENTER_PROGMODE_PARAMS);
+        session.message(&enter, "ENTER_PROGMODE_ISP")?;
+        // avrdude's order: a real ISP programmer reads the signature only in programming mode.
+        session.check_signature(&plan.settings)?;
+        session.program(&plan.pages, plan.extended)?;
+        if plan.settings.verify {
+            session.verify(&plan.pages, plan.extended)?;
+        }
+        let left = session.message(&[CMD_LEAVE_PROGMODE_ISP, 1, 1], "LEAVE_PROGMODE_ISP").map(|_| ());
+        session.io.finish(job, start, left, NAME)
+    }
+}
+
+/// Runs a whole upload over an already open link (tests use a fake bootloader).
+pub fn upload_over(
+    link: &mut dyn SerialLink,
+    job: &UploadJob,
+    ctx: &UploadContext,
+) -> Result<UploadReport, UploadError> {
+    link_session::upload_over::<Stk500v2>(link, job, ctx)
+}
+
+/// What will be written: the settings, the pages (address → full page), how
+/// many of them are blank fill (see `from_page_zero`), and whether
+/// LOAD_ADDRESS must flag the extended address byte.
+/// Public only because [`Protocol`] names it; its fields stay private.
+#[derive(Debug)]
+pub struct Plan {
+    settings: Settings,
+    pages: Vec<(u32, Vec<u8>)>,
+    blank_pages: usize,
+    extended: bool,
 }
 
 /// Every page from address 0 up to the last one the image touches, in
@@ -202,67 +218,40 @@ fn find_frame(bytes: &[u8], seq: u8) -> Option<Vec<u8>> {
     })
 }
 
-/// One upload in progress over a link: sends, receives, and keeps the log.
+/// One upload in progress: STK500v2 messages over the shared link session.
 struct Session<'a> {
-    link: &'a mut dyn SerialLink,
-    port: &'a Path,
-    baud: u32,
-    ctx: &'a UploadContext,
+    io: LinkSession<'a>,
     seq: u8,
-    log: String,
+}
+
+impl<'a> BootloaderSession<'a> for Session<'a> {
+    fn io(&mut self) -> &mut LinkSession<'a> {
+        &mut self.io
+    }
 }
 
 impl Session<'_> {
-    fn note(&mut self, line: String) {
-        tracing::debug!(port = %self.port.display(), "{line}");
-        let _ = writeln!(self.log, "{line}");
-        self.ctx.log(line);
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Result<(), UploadError> {
-        self.link.write_all(bytes).map_err(|e| classify_io(self.port, "writing", e))
-    }
-
     /// The sequence number for the next message; it wraps, as avrdude's does.
     fn next_seq(&mut self) -> u8 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
     }
 
-    /// Wire time of `n` bytes (10 bits each) plus slack.
-    fn reply_timeout(&self, n: usize) -> Duration {
-        Duration::from_micros(n as u64 * 10_000_000 / u64::from(self.baud.max(1))) + REPLY_SLACK
-    }
-
-    fn recv(&mut self, buf: &mut [u8], waiting_for: &str) -> Result<(), UploadError> {
-        let timeout = self.reply_timeout(buf.len());
-        let deadline = Instant::now() + timeout;
-        match read_exact(self.link, buf, deadline, self.ctx.cancel_token()) {
-            Ok(()) => Ok(()),
-            Err(ReadError::Cancelled) => Err(UploadError::Cancelled),
-            Err(ReadError::Timeout { got }) => Err(UploadError::Timeout {
-                waiting_for: format!("{waiting_for} (got {got} of {} bytes)", buf.len()),
-                after: timeout,
-            }),
-            Err(ReadError::Io(e)) => Err(classify_io(self.port, "reading", e)),
-        }
-    }
-
     /// Sends `body` as one message and returns the answer's body, checked:
     /// frame, sequence number, checksum, echoed command and `STATUS_CMD_OK`.
     fn message(&mut self, body: &[u8], command: &'static str) -> Result<Vec<u8>, UploadError> {
-        self.ctx.check_cancelled()?;
+        self.io.ctx().check_cancelled()?;
         let seq = self.next_seq();
-        self.send(&frame(seq, body))?;
+        self.io.send(&frame(seq, body))?;
         let mut header = [0u8; 5];
-        self.recv(&mut header, command)?;
+        self.io.recv(&mut header, command)?;
         let size = usize::from(header[2]) << 8 | usize::from(header[3]);
         if header[0] != MESSAGE_START || header[1] != seq || header[4] != TOKEN || !(2..=MAX_REPLY_BODY).contains(&size)
         {
             return Err(UploadError::Protocol { command, got: header.to_vec() });
         }
         let mut rest = vec![0u8; size + 1];
-        self.recv(&mut rest, command)?;
+        self.io.recv(&mut rest, command)?;
         let sum = checksum(&header) ^ checksum(&rest[..size]);
         if sum != rest[size] || rest[0] != body[0] || rest[1] != STATUS_CMD_OK {
             let mut got = header.to_vec();
@@ -273,29 +262,25 @@ impl Session<'_> {
         Ok(rest)
     }
 
-    /// Signs on for `window`. Returns the programmer id the bootloader gave
-    /// ("AVRISP_2"), or None when it never answered.
+    /// Signs on for `window`. Returns how, with the programmer id the
+    /// bootloader gave ("AVRISP_2"), or None when it never answered.
     fn sign_on(&mut self, window: Duration) -> Result<Option<String>, UploadError> {
         let end = Instant::now() + window;
         let mut seen: Vec<u8> = Vec::new();
         let mut buf = [0u8; 64];
         while Instant::now() < end {
-            self.ctx.check_cancelled()?;
+            self.io.ctx().check_cancelled()?;
             // A fresh sequence number per attempt: a late answer to an
             // earlier attempt cannot be taken for this one.
             let seq = self.next_seq();
-            self.send(&frame(seq, &[CMD_SIGN_ON]))?;
+            self.io.send(&frame(seq, &[CMD_SIGN_ON]))?;
             seen.clear();
             let attempt_end = (Instant::now() + SYNC_RETRY).min(end);
             loop {
-                let now = Instant::now();
-                if now >= attempt_end {
+                if Instant::now() >= attempt_end {
                     break;
                 }
-                let n = self
-                    .link
-                    .read_timeout(&mut buf, (attempt_end - now).min(READ_SLICE))
-                    .map_err(|e| classify_io(self.port, "reading", e))?;
+                let n = self.io.read_some(&mut buf, attempt_end)?;
                 seen.extend_from_slice(&buf[..n]);
                 if let Some(body) = find_frame(&seen, seq)
                     && body.len() >= 2
@@ -304,40 +289,12 @@ impl Session<'_> {
                 {
                     let len = body.get(2).map_or(0, |n| usize::from(*n));
                     let id = body.get(3..3 + len).unwrap_or_default();
-                    return Ok(Some(String::from_utf8_lossy(id).into_owned()));
+                    let id = String::from_utf8_lossy(id);
+                    return Ok(Some(format!("signed on to the bootloader ({id:?})")));
                 }
             }
         }
         Ok(None)
-    }
-
-    fn reset_and_sign_on(&mut self, job: &UploadJob, settings: &Settings) -> Result<(), UploadError> {
-        let attempts = settings.reset_attempts;
-        self.ctx.progress(Phase::Reset, 0);
-        for attempt in 1..=attempts {
-            let started = Instant::now();
-            match job.reset.run(Some(&mut *self.link), self.ctx.cancel_token()) {
-                Ok(Some(note)) => self.note(note),
-                Ok(None) => {}
-                Err(ResetError::Cancelled) => return Err(UploadError::Cancelled),
-                Err(e) => return Err(e.into()),
-            }
-            // Whatever the old program printed is of no interest now.
-            self.link.discard_input().map_err(|e| classify_io(self.port, "flushing", e))?;
-            self.ctx.progress(Phase::Sync, ((attempt - 1) * 100 / attempts) as u8);
-            if let Some(id) = self.sign_on(settings.sync_window)? {
-                self.note(format!(
-                    "signed on to the bootloader ({id:?}) after {} ms (attempt {attempt})",
-                    started.elapsed().as_millis()
-                ));
-                return Ok(());
-            }
-            self.note(format!(
-                "no answer from the bootloader within {} ms (attempt {attempt} of {attempts})",
-                settings.sync_window.as_millis()
-            ));
-        }
-        Err(UploadError::NoSync { attempts, baud: job.baud })
     }
 
     fn read_signature(&mut self) -> Result<Signature, UploadError> {
@@ -363,11 +320,11 @@ impl Session<'_> {
                 Err(UploadError::WrongSignature { expected: Signature(expected), got })
             }
             Some(_) => {
-                self.note(format!("signature {got} (as expected)"));
+                self.io.note(format!("signature {got} (as expected)"));
                 Ok(())
             }
             None => {
-                self.note(format!("signature {got} (not checked: no signature configured for this model)"));
+                self.io.note(format!("signature {got} (not checked: no signature configured for this model)"));
                 Ok(())
             }
         }
@@ -379,12 +336,10 @@ impl Session<'_> {
         self.message(&[CMD_LOAD_ADDRESS, a3, a2, a1, a0], "LOAD_ADDRESS").map(|_| ())
     }
 
-    fn write_pages(&mut self, pages: &[(u32, Vec<u8>)], extended: bool) -> Result<(), UploadError> {
-        let started = Instant::now();
+    fn program(&mut self, pages: &[(u32, Vec<u8>)], extended: bool) -> Result<(), UploadError> {
         let mut body = Vec::new();
-        for (i, (address, data)) in pages.iter().enumerate() {
-            self.ctx.check_cancelled()?;
-            self.load_address(*address, extended)?;
+        BootloaderSession::write_pages(self, pages, |session, address, data| {
+            session.load_address(address, extended)?;
             let [size_hi, size_lo] = (data.len() as u16).to_be_bytes();
             body.clear();
             body.extend_from_slice(&[CMD_PROGRAM_FLASH_ISP, size_hi, size_lo, FLASH_MODE, FLASH_DELAY_MS]);
@@ -392,77 +347,25 @@ impl Session<'_> {
             body.extend_from_slice(&FLASH_CMDS);
             body.extend_from_slice(&[0x00, 0x00]);
             body.extend_from_slice(data);
-            self.message(&body, "PROGRAM_FLASH_ISP")?;
-            self.ctx.progress(Phase::Write, ((i + 1) * 100 / pages.len()) as u8);
-        }
-        let bytes: usize = pages.iter().map(|(_, d)| d.len()).sum();
-        self.note(format!("wrote {} pages ({bytes} bytes) in {} ms", pages.len(), started.elapsed().as_millis()));
-        Ok(())
+            session.message(&body, "PROGRAM_FLASH_ISP").map(|_| ())
+        })
     }
 
-    fn verify_pages(&mut self, pages: &[(u32, Vec<u8>)], extended: bool) -> Result<(), UploadError> {
-        let started = Instant::now();
-        for (i, (address, data)) in pages.iter().enumerate() {
-            self.ctx.check_cancelled()?;
-            self.load_address(*address, extended)?;
-            let [size_hi, size_lo] = (data.len() as u16).to_be_bytes();
-            let reply = self.message(&[CMD_READ_FLASH_ISP, size_hi, size_lo, READ_FLASH_CMD], "READ_FLASH_ISP")?;
+    fn verify(&mut self, pages: &[(u32, Vec<u8>)], extended: bool) -> Result<(), UploadError> {
+        BootloaderSession::verify_pages(self, pages, |session, address, len| {
+            session.load_address(address, extended)?;
+            let [size_hi, size_lo] = (len as u16).to_be_bytes();
+            let mut reply =
+                session.message(&[CMD_READ_FLASH_ISP, size_hi, size_lo, READ_FLASH_CMD], "READ_FLASH_ISP")?;
             // Answer: command, STATUS_CMD_OK, the data, STATUS_CMD_OK.
-            if reply.len() != data.len() + 3 || reply.last() != Some(&STATUS_CMD_OK) {
+            if reply.len() != len + 3 || reply.last() != Some(&STATUS_CMD_OK) {
                 return Err(UploadError::Protocol { command: "READ_FLASH_ISP", got: reply });
             }
-            let read = &reply[2..2 + data.len()];
-            if let Some(at) = data.iter().zip(read).position(|(a, b)| a != b) {
-                return Err(UploadError::VerifyMismatch {
-                    address: address + at as u32,
-                    expected: data[at],
-                    got: read[at],
-                });
-            }
-            self.ctx.progress(Phase::Verify, ((i + 1) * 100 / pages.len()) as u8);
-        }
-        self.note(format!("verified {} pages in {} ms", pages.len(), started.elapsed().as_millis()));
-        Ok(())
+            reply.truncate(2 + len);
+            reply.drain(..2);
+            Ok(reply)
+        })
     }
-}
-
-fn run(
-    link: &mut dyn SerialLink,
-    job: &UploadJob,
-    plan: &Plan,
-    ctx: &UploadContext,
-    start: Instant,
-) -> Result<UploadReport, UploadError> {
-    let mut session = Session { link, port: &job.port, baud: job.baud, ctx, seq: 0, log: String::new() };
-    if plan.blank_pages > 0 {
-        session.note(format!(
-            "also writing {} blank pages outside the image: the bootloader erases pages in order from address 0",
-            plan.blank_pages
-        ));
-    }
-    session.reset_and_sign_on(job, &plan.settings)?;
-    let mut enter = vec![CMD_ENTER_PROGMODE_ISP];
-    enter.extend_from_slice(&ENTER_PROGMODE_PARAMS);
-    session.message(&enter, "ENTER_PROGMODE_ISP")?;
-    // avrdude's order: a real ISP programmer reads the signature only in programming mode.
-    session.check_signature(&plan.settings)?;
-    session.write_pages(&plan.pages, plan.extended)?;
-    if plan.settings.verify {
-        session.verify_pages(&plan.pages, plan.extended)?;
-    }
-    // The program is written (and verified); a lost reply here changes nothing.
-    if let Err(e) = session.message(&[CMD_LEAVE_PROGMODE_ISP, 1, 1], "LEAVE_PROGMODE_ISP") {
-        if matches!(e, UploadError::Cancelled | UploadError::PortVanished { .. }) {
-            return Err(e);
-        }
-        session.note(format!("leaving programming mode: {e}"));
-    }
-    ctx.progress(Phase::Done, 100);
-    let duration = start.elapsed();
-    let bytes_written = job.firmware.len();
-    session.note(format!("{bytes_written} bytes written in {:.2} s", duration.as_secs_f64()));
-    tracing::info!(port = %job.port.display(), bytes = bytes_written, ms = duration.as_millis() as u64, "stk500v2 upload done");
-    Ok(UploadReport { bytes_written, duration, log: session.log })
 }
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! The framing-independent half of a serial-bootloader upload (STK500v1,
+//! STK500v2): sending and receiving with a reply deadline, cancellation,
+//! the upload log, the reset-and-connect loop, the page loops, and the glue
+//! from [`Uploader::upload`](crate::Uploader::upload) to a blocking run.
+//!
+//! Both plugins drive a board the same way and differ only in how a message
+//! looks on the wire and how the bootloader is first reached (sync versus
+//! sign-on); this module holds the former so a fix to timeouts, logging or
+//! error mapping reaches both. Framing, command bytes and addressing stay in
+//! the plugins.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::bootloader::Settings;
+use crate::link::{READ_SLICE, ReadError, SerialLink, classify_io, read_exact};
+use crate::{
+    Phase, ResetError, TtyLink, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport,
+    spawn_blocking_upload,
+};
+
+/// How long to wait for an answer to one sync or sign-on request before
+/// sending another.
+pub const SYNC_RETRY: Duration = Duration::from_millis(50);
+/// Fixed slack on top of the wire time of a reply (latency, flash write time).
+const REPLY_SLACK: Duration = Duration::from_millis(500);
+
+/// One upload in progress over a link: sends, receives, and keeps the log.
+pub struct LinkSession<'a> {
+    link: &'a mut dyn SerialLink,
+    port: &'a Path,
+    baud: u32,
+    ctx: &'a UploadContext,
+    log: String,
+}
+
+impl std::fmt::Debug for LinkSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSession").field("port", &self.port).field("baud", &self.baud).finish_non_exhaustive()
+    }
+}
+
+impl<'a> LinkSession<'a> {
+    /// A session for `job` over `link`, which is already open at the job's baud rate.
+    pub fn new(link: &'a mut dyn SerialLink, job: &'a UploadJob, ctx: &'a UploadContext) -> LinkSession<'a> {
+        LinkSession { link, port: &job.port, baud: job.baud, ctx, log: String::new() }
+    }
+
+    /// The link itself, for protocol steps that read in their own way.
+    pub fn link(&mut self) -> &mut dyn SerialLink {
+        self.link
+    }
+
+    pub fn ctx(&self) -> &'a UploadContext {
+        self.ctx
+    }
+
+    /// Adds a line to the upload log, the live log and the daemon's debug log.
+    pub fn note(&mut self, line: String) {
+        tracing::debug!(port = %self.port.display(), "{line}");
+        let _ = writeln!(self.log, "{line}");
+        self.ctx.log(line);
+    }
+
+    /// An I/O error on this port as the error a user can act on (see [`classify_io`]).
+    pub fn classify(&self, context: &str, e: std::io::Error) -> UploadError {
+        classify_io(self.port, context, e)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), UploadError> {
+        self.link.write_all(bytes).map_err(|e| classify_io(self.port, "writing", e))
+    }
+
+    /// Wire time of `n` bytes (10 bits each) plus slack.
+    pub fn reply_timeout(&self, n: usize) -> Duration {
+        Duration::from_micros(n as u64 * 10_000_000 / u64::from(self.baud.max(1))) + REPLY_SLACK
+    }
+
+    /// Fills `buf` within [`reply_timeout`](Self::reply_timeout); a timeout
+    /// names `waiting_for` and how much of the reply came.
+    pub fn recv(&mut self, buf: &mut [u8], waiting_for: &str) -> Result<(), UploadError> {
+        let timeout = self.reply_timeout(buf.len());
+        let deadline = Instant::now() + timeout;
+        match read_exact(self.link, buf, deadline, self.ctx.cancel_token()) {
+            Ok(()) => Ok(()),
+            Err(ReadError::Cancelled) => Err(UploadError::Cancelled),
+            Err(ReadError::Timeout { got }) => Err(UploadError::Timeout {
+                waiting_for: format!("{waiting_for} (got {got} of {} bytes)", buf.len()),
+                after: timeout,
+            }),
+            Err(ReadError::Io(e)) => Err(classify_io(self.port, "reading", e)),
+        }
+    }
+
+    /// Reads whatever arrives before `until`, waiting at most [`READ_SLICE`]
+    /// so the caller's loop checks the clock (and cancellation) often.
+    pub fn read_some(&mut self, buf: &mut [u8], until: Instant) -> Result<usize, UploadError> {
+        let wait = until.saturating_duration_since(Instant::now()).min(READ_SLICE);
+        self.link.read_timeout(buf, wait).map_err(|e| classify_io(self.port, "reading", e))
+    }
+
+    /// Ends a successful upload: `left` is the answer to "leave programming
+    /// mode", which only a cancel or a vanished port turns into a failure (the
+    /// program is already written and verified), then the report for `plugin`.
+    pub fn finish(
+        mut self,
+        job: &UploadJob,
+        start: Instant,
+        left: Result<(), UploadError>,
+        plugin: &str,
+    ) -> Result<UploadReport, UploadError> {
+        if let Err(e) = left {
+            if matches!(e, UploadError::Cancelled | UploadError::PortVanished { .. }) {
+                return Err(e);
+            }
+            self.note(format!("leaving programming mode: {e}"));
+        }
+        self.ctx.progress(Phase::Done, 100);
+        let duration = start.elapsed();
+        let bytes_written = job.firmware.len();
+        self.note(format!("{bytes_written} bytes written in {:.2} s", duration.as_secs_f64()));
+        tracing::info!(port = %job.port.display(), bytes = bytes_written, ms = duration.as_millis() as u64, "{plugin} upload done");
+        Ok(UploadReport { bytes_written, duration, log: self.log })
+    }
+}
+
+/// A plugin's session: its protocol state around a [`LinkSession`]. The
+/// provided methods are the steps whose logic does not depend on framing.
+pub trait BootloaderSession<'a> {
+    fn io(&mut self) -> &mut LinkSession<'a>;
+
+    /// Resets the board into its bootloader and reaches it with `connect`,
+    /// up to `settings.reset_attempts` times. `connect` tries for the sync
+    /// window and returns how it got in ("in sync with the bootloader") or
+    /// `None` when the bootloader never answered.
+    fn reset_and_connect(
+        &mut self,
+        job: &UploadJob,
+        settings: &Settings,
+        mut connect: impl FnMut(&mut Self, Duration) -> Result<Option<String>, UploadError>,
+    ) -> Result<(), UploadError>
+    where
+        Self: Sized,
+    {
+        let attempts = settings.reset_attempts;
+        self.io().ctx.progress(Phase::Reset, 0);
+        for attempt in 1..=attempts {
+            let started = Instant::now();
+            let this = self.io();
+            match job.reset.run(Some(&mut *this.link), this.ctx.cancel_token()) {
+                Ok(Some(note)) => this.note(note),
+                Ok(None) => {}
+                Err(ResetError::Cancelled) => return Err(UploadError::Cancelled),
+                Err(e) => return Err(e.into()),
+            }
+            // Whatever the old program printed is of no interest now.
+            this.link.discard_input().map_err(|e| classify_io(this.port, "flushing", e))?;
+            this.ctx.progress(Phase::Sync, ((attempt - 1) * 100 / attempts) as u8);
+            if let Some(how) = connect(self, settings.sync_window)? {
+                self.io().note(format!("{how} after {} ms (attempt {attempt})", started.elapsed().as_millis()));
+                return Ok(());
+            }
+            self.io().note(format!(
+                "no answer from the bootloader within {} ms (attempt {attempt} of {attempts})",
+                settings.sync_window.as_millis()
+            ));
+        }
+        Err(UploadError::NoSync { attempts, baud: job.baud })
+    }
+
+    /// Writes every page with `write_page`, checking for cancellation before
+    /// each and reporting write progress after each, then logs the total.
+    fn write_pages(
+        &mut self,
+        pages: &[(u32, Vec<u8>)],
+        mut write_page: impl FnMut(&mut Self, u32, &[u8]) -> Result<(), UploadError>,
+    ) -> Result<(), UploadError>
+    where
+        Self: Sized,
+    {
+        let started = Instant::now();
+        for (i, (address, data)) in pages.iter().enumerate() {
+            self.io().ctx.check_cancelled()?;
+            write_page(self, *address, data)?;
+            self.io().ctx.progress(Phase::Write, ((i + 1) * 100 / pages.len()) as u8);
+        }
+        let bytes: usize = pages.iter().map(|(_, d)| d.len()).sum();
+        self.io().note(format!("wrote {} pages ({bytes} bytes) in {} ms", pages.len(), started.elapsed().as_millis()));
+        Ok(())
+    }
+
+    /// Reads every page back with `read_page` (address, length → the bytes)
+    /// and compares; the first differing byte is a
+    /// [`UploadError::VerifyMismatch`] at its address.
+    fn verify_pages(
+        &mut self,
+        pages: &[(u32, Vec<u8>)],
+        mut read_page: impl FnMut(&mut Self, u32, usize) -> Result<Vec<u8>, UploadError>,
+    ) -> Result<(), UploadError>
+    where
+        Self: Sized,
+    {
+        let started = Instant::now();
+        for (i, (address, data)) in pages.iter().enumerate() {
+            self.io().ctx.check_cancelled()?;
+            let read = read_page(self, *address, data.len())?;
+            if let Some(at) = data.iter().zip(&read).position(|(a, b)| a != b) {
+                return Err(UploadError::VerifyMismatch {
+                    address: address + at as u32,
+                    expected: data[at],
+                    got: read[at],
+                });
+            }
+            self.io().ctx.progress(Phase::Verify, ((i + 1) * 100 / pages.len()) as u8);
+        }
+        self.io().note(format!("verified {} pages in {} ms", pages.len(), started.elapsed().as_millis()));
+        Ok(())
+    }
+}
+
+/// The protocol half of a bootloader plugin, for the shared entry glue.
+pub trait Protocol {
+    /// Everything decided before the port is touched (settings, pages).
+    type Plan: Send + 'static;
+
+    /// Refuses what can be refused (bad options, firmware too large) without the board.
+    fn plan(job: &UploadJob) -> Result<Self::Plan, UploadError>;
+
+    /// The upload proper over an open link; `start` is when the upload began.
+    fn run(
+        link: &mut dyn SerialLink,
+        job: &UploadJob,
+        plan: &Self::Plan,
+        ctx: &UploadContext,
+        start: Instant,
+    ) -> Result<UploadReport, UploadError>;
+}
+
+/// [`Uploader::upload`](crate::Uploader::upload) for protocol `P`: plans,
+/// then opens the job's port and runs on the blocking pool.
+pub fn upload_tty<P: Protocol>(job: UploadJob, ctx: UploadContext) -> UploadFuture {
+    spawn_blocking_upload(ctx.cancel_token().clone(), move || {
+        let start = Instant::now();
+        // Everything that can be refused is refused before the port is touched.
+        let plan = P::plan(&job)?;
+        ctx.check_cancelled()?;
+        let mut link = TtyLink::open(&job.port, job.baud)?;
+        P::run(&mut link, &job, &plan, &ctx, start)
+    })
+}
+
+/// Runs a whole upload of protocol `P` over an already open link (tests use a fake bootloader).
+pub fn upload_over<P: Protocol>(
+    link: &mut dyn SerialLink,
+    job: &UploadJob,
+    ctx: &UploadContext,
+) -> Result<UploadReport, UploadError> {
+    let start = Instant::now();
+    let plan = P::plan(job)?;
+    ctx.check_cancelled()?;
+    P::run(link, job, &plan, ctx, start)
+}
