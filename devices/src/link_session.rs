@@ -3,7 +3,7 @@
 //! the upload log, the reset-and-connect loop, the page loops, and the glue
 //! from [`Uploader::upload`](crate::Uploader::upload) to a blocking run.
 //!
-//! Both plugins drive a board the same way and differ only in how a message
+//! Both plugins drive a board the same way and differ mainly in how a message
 //! looks on the wire and how the bootloader is first reached (sync versus
 //! sign-on); this module holds the former so a fix to timeouts, logging or
 //! error mapping reaches both. Framing, command bytes and addressing stay in
@@ -52,6 +52,7 @@ impl<'a> LinkSession<'a> {
         self.link
     }
 
+    /// The job's context: progress sink and cancel token.
     pub fn ctx(&self) -> &'a UploadContext {
         self.ctx
     }
@@ -68,6 +69,7 @@ impl<'a> LinkSession<'a> {
         classify_io(self.port, context, e)
     }
 
+    /// Writes `bytes` in one call; a vanished port is [`UploadError::PortVanished`].
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), UploadError> {
         self.link.write_all(bytes).map_err(|e| classify_io(self.port, "writing", e))
     }
@@ -169,22 +171,17 @@ pub trait BootloaderSession<'a> {
         Err(UploadError::NoSync { attempts, baud: job.baud })
     }
 
-    /// Writes every page with `write_page`, checking for cancellation before
-    /// each and reporting write progress after each, then logs the total.
+    /// Writes every page with `write_page`, then logs the total.
     fn write_pages(
         &mut self,
         pages: &[(u32, Vec<u8>)],
-        mut write_page: impl FnMut(&mut Self, u32, &[u8]) -> Result<(), UploadError>,
+        write_page: impl FnMut(&mut Self, u32, &[u8]) -> Result<(), UploadError>,
     ) -> Result<(), UploadError>
     where
         Self: Sized,
     {
         let started = Instant::now();
-        for (i, (address, data)) in pages.iter().enumerate() {
-            self.io().ctx.check_cancelled()?;
-            write_page(self, *address, data)?;
-            self.io().ctx.progress(Phase::Write, ((i + 1) * 100 / pages.len()) as u8);
-        }
+        self.each_page(pages, Phase::Write, write_page)?;
         let bytes: usize = pages.iter().map(|(_, d)| d.len()).sum();
         self.io().note(format!("wrote {} pages ({bytes} bytes) in {} ms", pages.len(), started.elapsed().as_millis()));
         Ok(())
@@ -202,19 +199,35 @@ pub trait BootloaderSession<'a> {
         Self: Sized,
     {
         let started = Instant::now();
+        self.each_page(pages, Phase::Verify, |session, address, data| {
+            let read = read_page(session, address, data.len())?;
+            match data.iter().zip(&read).position(|(a, b)| a != b) {
+                Some(at) => {
+                    Err(UploadError::VerifyMismatch { address: address + at as u32, expected: data[at], got: read[at] })
+                }
+                None => Ok(()),
+            }
+        })?;
+        self.io().note(format!("verified {} pages in {} ms", pages.len(), started.elapsed().as_millis()));
+        Ok(())
+    }
+
+    /// Runs `step` on every page in order, checking for cancellation before
+    /// each (a page is never left half sent) and reporting `phase` progress after each.
+    fn each_page(
+        &mut self,
+        pages: &[(u32, Vec<u8>)],
+        phase: Phase,
+        mut step: impl FnMut(&mut Self, u32, &[u8]) -> Result<(), UploadError>,
+    ) -> Result<(), UploadError>
+    where
+        Self: Sized,
+    {
         for (i, (address, data)) in pages.iter().enumerate() {
             self.io().ctx.check_cancelled()?;
-            let read = read_page(self, *address, data.len())?;
-            if let Some(at) = data.iter().zip(&read).position(|(a, b)| a != b) {
-                return Err(UploadError::VerifyMismatch {
-                    address: address + at as u32,
-                    expected: data[at],
-                    got: read[at],
-                });
-            }
-            self.io().ctx.progress(Phase::Verify, ((i + 1) * 100 / pages.len()) as u8);
+            step(self, *address, data)?;
+            self.io().ctx.progress(phase, ((i + 1) * 100 / pages.len()) as u8);
         }
-        self.io().note(format!("verified {} pages in {} ms", pages.len(), started.elapsed().as_millis()));
         Ok(())
     }
 }
