@@ -23,8 +23,9 @@
 //!   upload: [`LinkSession`](link_session::LinkSession) (send, receive with a
 //!   reply deadline, the log), the reset-and-connect and page loops, and the
 //!   entry glue from [`Uploader::upload`] to a blocking run.
-//! - `testkit` (feature `testkit`) — the simulated-board rig and the
-//!   compliance checks each plugin runs.
+//! - `testkit` (feature `testkit`) — the simulated-board rig, the compliance
+//!   checks each plugin runs, and the fake-board scaffolding of the protocol
+//!   plugins' unit tests.
 //!
 //! *Architecture invariant:* this crate knows nothing of HTTP, sessions,
 //! bookings or config files. The daemon turns its config into a

@@ -1,4 +1,5 @@
-//! Test helpers the plugin crates share: the simulated Arduino rig (tests/rig) and the uploader compliance checks.
+//! Test helpers the plugin crates share: the simulated Arduino rig (tests/rig), the uploader compliance checks, and
+//! the scaffolding of in-memory fake bootloaders ([`FakeBootloader`]).
 //!
 //! Only built for tests (`cfg(test)` here, feature `testkit` for the plugin
 //! crates' dev-dependencies). Helpers panic with a full explanation instead of
@@ -6,14 +7,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::collections::VecDeque;
+use std::io::{self, BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::{CancelToken, Firmware, Phase, ResetMethod, UploadContext, UploadError, UploadEvent, UploadJob, Uploader};
+use crate::{
+    CancelToken, Firmware, Phase, ResetMethod, SerialLink, UploadContext, UploadError, UploadEvent, UploadJob,
+    UploadReport, Uploader,
+};
 
 /// The workspace root (where tests/rig lives).
 pub fn workspace_root() -> PathBuf {
@@ -320,7 +325,7 @@ pub async fn check_rig_contract(
     options: toml::Table,
     rig_options: RigOptions,
     reset: fn(&Rig) -> ResetMethod,
-) -> crate::UploadReport {
+) -> UploadReport {
     let board = rig_options.board;
     let rig = Rig::start(rig_options);
     let firmware = load_firmware(&board.firmware("counter"));
@@ -336,4 +341,136 @@ pub async fn check_rig_contract(
         tokio::task::spawn_blocking(move || read_serial_until(&path, "count ", Duration::from_secs(10))).await.unwrap();
     assert!(seen.contains("count "), "{seen}");
     report
+}
+
+/// The wire side of an in-memory fake bootloader: what the uploader wrote
+/// and the fake has not parsed yet, what the fake answered and the uploader
+/// has not read yet, and the DTR line whose rising edge resets the board.
+#[derive(Debug)]
+pub struct FakeWire {
+    pub input: Vec<u8>,
+    pub output: VecDeque<u8>,
+    pub dtr: bool,
+}
+
+impl Default for FakeWire {
+    /// Idle line, DTR asserted (as after the port is opened).
+    fn default() -> FakeWire {
+        FakeWire { input: Vec::new(), output: VecDeque::new(), dtr: true }
+    }
+}
+
+/// An in-memory fake board for a protocol plugin's unit tests. It answers
+/// synchronously: every write is parsed at once and its answers queued for
+/// the next reads. Implementing this is all a fake needs to be a
+/// [`SerialLink`]; only the protocol (`process`, `reset`) differs per plugin.
+pub trait FakeBootloader: Send {
+    fn wire(&mut self) -> &mut FakeWire;
+
+    /// Parses every complete message in the wire's input and queues the answers.
+    fn process(&mut self);
+
+    /// DTR was asserted again: the board resets into its bootloader.
+    fn reset(&mut self);
+
+    /// The port is gone: reads hang up, writes fail with EIO.
+    fn vanished(&self) -> bool {
+        false
+    }
+
+    /// A pty-like port: setting DTR fails with ENOTTY.
+    fn no_modem_lines(&self) -> bool {
+        false
+    }
+}
+
+impl<B: FakeBootloader> SerialLink for B {
+    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        if self.vanished() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "hang-up"));
+        }
+        let output = &mut self.wire().output;
+        if output.is_empty() {
+            // A silent board: the time passes as it would on the wire.
+            std::thread::sleep(timeout);
+            return Ok(0);
+        }
+        let n = buf.len().min(output.len());
+        for (slot, byte) in buf.iter_mut().zip(output.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.vanished() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.wire().input.extend_from_slice(bytes);
+        self.process();
+        Ok(())
+    }
+
+    fn discard_input(&mut self) -> io::Result<()> {
+        // Only what is already "on the wire" is dropped; noise after a reset
+        // arrives later on a real board, so keep it here.
+        Ok(())
+    }
+
+    fn set_dtr_rts(&mut self, asserted: bool) -> io::Result<()> {
+        if self.no_modem_lines() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTTY));
+        }
+        if asserted && !self.wire().dtr {
+            self.reset();
+        }
+        self.wire().dtr = asserted;
+        Ok(())
+    }
+}
+
+/// A firmware image of `len` bytes at `base` with a pattern that makes a
+/// misplaced byte show.
+pub fn pattern_firmware(len: usize, base: u32) -> Arc<Firmware> {
+    let data = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    Arc::new(Firmware::from_binary(data, base).expect("firmware"))
+}
+
+/// A job for a fake `board` behind `port` (115200 baud, DTR reset, the
+/// model's own flash limit), with `options` as TOML text.
+pub fn fake_job(board: Board, port: &str, firmware: Arc<Firmware>, options: &str) -> UploadJob {
+    UploadJob {
+        firmware,
+        port: PathBuf::from(port),
+        baud: 115_200,
+        reset: ResetMethod::Dtr,
+        model: board.model().into(),
+        flash_limit: None,
+        options: toml::from_str(options).expect("options"),
+    }
+}
+
+/// Runs `upload` with a [`recording_context`] and returns its result and events.
+pub fn upload_recorded(
+    upload: impl FnOnce(&UploadContext) -> Result<UploadReport, UploadError>,
+) -> (Result<UploadReport, UploadError>, Vec<UploadEvent>) {
+    let (ctx, events) = recording_context(CancelToken::new());
+    let result = upload(&ctx);
+    let events = events.lock().unwrap().clone();
+    (result, events)
+}
+
+/// An [`UploadContext`] that cancels its own token once `phase` progress
+/// reaches `percent`: a user pressing cancel mid-upload.
+pub fn cancelling_context(phase: Phase, percent: u8) -> UploadContext {
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    UploadContext::new(cancel, move |e| {
+        if let UploadEvent::Progress(p) = e
+            && p.phase == phase
+            && p.percent >= percent
+        {
+            trigger.cancel();
+        }
+    })
 }

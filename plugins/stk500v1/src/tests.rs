@@ -1,12 +1,12 @@
 //! Protocol tests against an in-memory fake Optiboot behind `SerialLink`.
 
-use std::collections::VecDeque;
-use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use rerod_devices::testkit::{assert_progress_well_formed, check_offline_contract, recording_context};
-use rerod_devices::{CancelToken, Firmware, Phase, Progress, ResetMethod, UploadEvent};
+use rerod_devices::testkit::{
+    Board, FakeBootloader, FakeWire, assert_progress_well_formed, cancelling_context, check_offline_contract, fake_job,
+    pattern_firmware as firmware, upload_recorded,
+};
+use rerod_devices::{Firmware, Phase, Progress, UploadEvent};
 
 use super::*;
 
@@ -18,11 +18,9 @@ struct FakeOptiboot {
     flash: Vec<u8>,
     signature: [u8; 3],
     address: usize,
-    input: Vec<u8>,
-    output: VecDeque<u8>,
+    wire: FakeWire,
     /// In the bootloader (after a reset) rather than running the program.
     listening: bool,
-    dtr: bool,
     /// A pty-like port: DTR fails with ENOTTY.
     no_modem_lines: bool,
     /// The bootloader never starts (wrong baud, broken auto-reset).
@@ -43,10 +41,8 @@ impl FakeOptiboot {
             flash: vec![0xFF; 32 * 1024],
             signature: [0x1E, 0x95, 0x0F],
             address: 0,
-            input: Vec::new(),
-            output: VecDeque::new(),
+            wire: FakeWire::default(),
             listening: false,
-            dtr: true,
             no_modem_lines: false,
             dead: false,
             noise_on_reset: Vec::new(),
@@ -57,45 +53,41 @@ impl FakeOptiboot {
         }
     }
 
-    fn vanished(&self) -> bool {
-        self.vanish_after.is_some_and(|n| self.pages_written >= n)
-    }
-
-    fn reset(&mut self) {
-        self.input.clear();
-        self.output = self.noise_on_reset.iter().copied().collect();
-        self.listening = !self.dead;
-    }
-
     fn reply(&mut self, payload: &[u8]) {
-        self.output.push_back(STK_INSYNC);
-        self.output.extend(payload);
-        self.output.push_back(STK_OK);
+        self.wire.output.push_back(STK_INSYNC);
+        self.wire.output.extend(payload);
+        self.wire.output.push_back(STK_OK);
+    }
+}
+
+impl FakeBootloader for FakeOptiboot {
+    fn wire(&mut self) -> &mut FakeWire {
+        &mut self.wire
     }
 
     /// Parses every complete command in `input`.
     fn process(&mut self) {
-        while self.listening && !self.input.is_empty() {
-            let len = match self.input[0] {
+        while self.listening && !self.wire.input.is_empty() {
+            let len = match self.wire.input[0] {
                 STK_GET_SYNC | STK_ENTER_PROGMODE | STK_LEAVE_PROGMODE | STK_READ_SIGN => 2,
                 STK_GET_PARAMETER => 3,
                 STK_LOAD_ADDRESS => 4,
                 STK_READ_PAGE => 5,
-                STK_PROG_PAGE if self.input.len() >= 4 => {
-                    5 + usize::from(self.input[1]) * 256 + usize::from(self.input[2])
+                STK_PROG_PAGE if self.wire.input.len() >= 4 => {
+                    5 + usize::from(self.wire.input[1]) * 256 + usize::from(self.wire.input[2])
                 }
                 STK_PROG_PAGE => return,
                 // Optiboot's catch-all: verifySpace fails on the next byte → watchdog reset.
                 _ => 2,
             };
-            if self.input.len() < len {
+            if self.wire.input.len() < len {
                 return;
             }
-            let cmd: Vec<u8> = self.input.drain(..len).collect();
+            let cmd: Vec<u8> = self.wire.input.drain(..len).collect();
             if cmd[len - 1] != CRC_EOP || !matches!(cmd[0], 0x30 | 0x41 | 0x50 | 0x51 | 0x55 | 0x64 | 0x74 | 0x75) {
                 // verifySpace failed: the watchdog resets the board into its program.
                 self.listening = false;
-                self.input.clear();
+                self.wire.input.clear();
                 return;
             }
             match cmd[0] {
@@ -137,81 +129,31 @@ impl FakeOptiboot {
         }
         if !self.listening {
             // The program ignores what it is sent.
-            self.input.clear();
+            self.wire.input.clear();
         }
     }
-}
 
-impl SerialLink for FakeOptiboot {
-    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        if self.vanished() {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "hang-up"));
-        }
-        if self.output.is_empty() {
-            // A silent board: the time passes as it would on the wire.
-            std::thread::sleep(timeout);
-            return Ok(0);
-        }
-        let n = buf.len().min(self.output.len());
-        for (slot, byte) in buf.iter_mut().zip(self.output.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
+    fn reset(&mut self) {
+        self.wire.input.clear();
+        self.wire.output = self.noise_on_reset.iter().copied().collect();
+        self.listening = !self.dead;
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.vanished() {
-            return Err(io::Error::from_raw_os_error(libc_eio()));
-        }
-        self.input.extend_from_slice(bytes);
-        self.process();
-        Ok(())
+    fn vanished(&self) -> bool {
+        self.vanish_after.is_some_and(|n| self.pages_written >= n)
     }
 
-    fn discard_input(&mut self) -> io::Result<()> {
-        // Only what is already "on the wire" is dropped; noise after a reset
-        // arrives later on a real board, so keep it here.
-        Ok(())
+    fn no_modem_lines(&self) -> bool {
+        self.no_modem_lines
     }
-
-    fn set_dtr_rts(&mut self, asserted: bool) -> io::Result<()> {
-        if self.no_modem_lines {
-            return Err(io::Error::from_raw_os_error(25)); // ENOTTY
-        }
-        if asserted && !self.dtr {
-            self.reset();
-        }
-        self.dtr = asserted;
-        Ok(())
-    }
-}
-
-fn libc_eio() -> i32 {
-    5
-}
-
-fn firmware(len: usize, base: u32) -> Arc<Firmware> {
-    let data = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-    Arc::new(Firmware::from_binary(data, base).expect("firmware"))
 }
 
 fn job(firmware: Arc<Firmware>, options: &str) -> UploadJob {
-    UploadJob {
-        firmware,
-        port: PathBuf::from("/dev/fake-uno"),
-        baud: 115_200,
-        reset: ResetMethod::Dtr,
-        model: "uno".into(),
-        flash_limit: None,
-        options: toml::from_str(options).expect("options"),
-    }
+    fake_job(Board::Uno, "/dev/fake-uno", firmware, options)
 }
 
 fn upload(board: &mut FakeOptiboot, job: &UploadJob) -> (Result<UploadReport, UploadError>, Vec<UploadEvent>) {
-    let (ctx, events) = recording_context(CancelToken::new());
-    let result = upload_over(board, job, &ctx);
-    let events = events.lock().expect("events").clone();
-    (result, events)
+    upload_recorded(|ctx| upload_over(board, job, ctx))
 }
 
 #[test]
@@ -297,15 +239,7 @@ fn a_bad_flash_cell_is_a_verify_mismatch_at_its_address() {
 #[test]
 fn cancel_stops_between_pages() {
     let mut board = FakeOptiboot::new();
-    let cancel = CancelToken::new();
-    let trigger = cancel.clone();
-    let ctx = UploadContext::new(cancel, move |e| {
-        if let UploadEvent::Progress(Progress { phase: Phase::Write, percent }) = e
-            && percent >= 50
-        {
-            trigger.cancel();
-        }
-    });
+    let ctx = cancelling_context(Phase::Write, 50);
     let result = upload_over(&mut board, &job(firmware(2048, 0), ""), &ctx);
     assert!(matches!(result, Err(UploadError::Cancelled)), "{result:?}");
     assert_eq!(board.pages_written, 8, "stopped right after the page that reached 50 %");

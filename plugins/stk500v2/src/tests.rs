@@ -1,12 +1,12 @@
 //! Protocol tests against an in-memory fake Mega 2560 bootloader behind `SerialLink`.
 
-use std::collections::VecDeque;
-use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use rerod_devices::testkit::{assert_progress_well_formed, check_offline_contract, recording_context};
-use rerod_devices::{CancelToken, Firmware, Phase, Progress, ResetMethod, UploadEvent};
+use rerod_devices::testkit::{
+    Board, FakeBootloader, FakeWire, assert_progress_well_formed, cancelling_context, check_offline_contract, fake_job,
+    pattern_firmware as firmware, upload_recorded,
+};
+use rerod_devices::{Firmware, Phase, Progress, UploadEvent};
 
 use super::*;
 
@@ -28,11 +28,9 @@ struct FakeMega {
     flash: Vec<u8>,
     signature: [u8; 3],
     address: usize,
-    input: Vec<u8>,
-    output: VecDeque<u8>,
+    wire: FakeWire,
     /// In the bootloader (after a reset) rather than running the program.
     listening: bool,
-    dtr: bool,
     /// The bootloader never starts (wrong baud, broken auto-reset).
     dead: bool,
     /// Bytes the old program "printed" that arrive right after a reset.
@@ -55,10 +53,8 @@ impl FakeMega {
             flash: vec![0xFF; 256 * 1024],
             signature: M2560,
             address: 0,
-            input: Vec::new(),
-            output: VecDeque::new(),
+            wire: FakeWire::default(),
             listening: false,
-            dtr: true,
             dead: false,
             noise_on_reset: Vec::new(),
             stuck: None,
@@ -70,38 +66,37 @@ impl FakeMega {
         }
     }
 
-    fn reset(&mut self) {
-        self.input.clear();
-        self.output = self.noise_on_reset.iter().copied().collect();
-        self.listening = !self.dead;
-        self.erase_next = 0;
-    }
-
     fn answer(&mut self, seq: u8, body: &[u8]) {
         let seq = if self.bad_seq_on == Some(body[0]) { seq.wrapping_add(7) } else { seq };
         let mut out = frame(seq, body);
         if self.bad_checksum_on == Some(body[0]) {
             *out.last_mut().expect("a frame is never empty") ^= 0x55;
         }
-        self.output.extend(out);
+        self.wire.output.extend(out);
+    }
+}
+
+impl FakeBootloader for FakeMega {
+    fn wire(&mut self) -> &mut FakeWire {
+        &mut self.wire
     }
 
     /// Parses every complete message in `input`.
     fn process(&mut self) {
-        while self.listening && !self.input.is_empty() {
+        while self.listening && !self.wire.input.is_empty() {
             // Waiting for MESSAGE_START: anything else is dropped.
-            if self.input[0] != MESSAGE_START {
-                self.input.remove(0);
+            if self.wire.input[0] != MESSAGE_START {
+                self.wire.input.remove(0);
                 continue;
             }
-            if self.input.len() < 5 {
+            if self.wire.input.len() < 5 {
                 return;
             }
-            let size = usize::from(self.input[2]) << 8 | usize::from(self.input[3]);
-            if self.input.len() < 5 + size + 1 {
+            let size = usize::from(self.wire.input[2]) << 8 | usize::from(self.wire.input[3]);
+            if self.wire.input.len() < 5 + size + 1 {
                 return;
             }
-            let message: Vec<u8> = self.input.drain(..5 + size + 1).collect();
+            let message: Vec<u8> = self.wire.input.drain(..5 + size + 1).collect();
             if message[4] != TOKEN || checksum(&message[..5 + size]) != message[5 + size] {
                 continue;
             }
@@ -165,67 +160,24 @@ impl FakeMega {
         }
         if !self.listening {
             // The program ignores what it is sent.
-            self.input.clear();
+            self.wire.input.clear();
         }
     }
-}
 
-impl SerialLink for FakeMega {
-    fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        if self.output.is_empty() {
-            // A silent board: the time passes as it would on the wire.
-            std::thread::sleep(timeout);
-            return Ok(0);
-        }
-        let n = buf.len().min(self.output.len());
-        for (slot, byte) in buf.iter_mut().zip(self.output.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
+    fn reset(&mut self) {
+        self.wire.input.clear();
+        self.wire.output = self.noise_on_reset.iter().copied().collect();
+        self.listening = !self.dead;
+        self.erase_next = 0;
     }
-
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.input.extend_from_slice(bytes);
-        self.process();
-        Ok(())
-    }
-
-    fn discard_input(&mut self) -> io::Result<()> {
-        // Noise after a reset arrives later on a real board, so keep it here.
-        Ok(())
-    }
-
-    fn set_dtr_rts(&mut self, asserted: bool) -> io::Result<()> {
-        if asserted && !self.dtr {
-            self.reset();
-        }
-        self.dtr = asserted;
-        Ok(())
-    }
-}
-
-fn firmware(len: usize, base: u32) -> Arc<Firmware> {
-    let data = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-    Arc::new(Firmware::from_binary(data, base).expect("firmware"))
 }
 
 fn job(firmware: Arc<Firmware>, options: &str) -> UploadJob {
-    UploadJob {
-        firmware,
-        port: PathBuf::from("/dev/fake-mega"),
-        baud: 115_200,
-        reset: ResetMethod::Dtr,
-        model: "mega2560".into(),
-        flash_limit: None,
-        options: toml::from_str(options).expect("options"),
-    }
+    fake_job(Board::Mega2560, "/dev/fake-mega", firmware, options)
 }
 
 fn upload(board: &mut FakeMega, job: &UploadJob) -> (Result<UploadReport, UploadError>, Vec<UploadEvent>) {
-    let (ctx, events) = recording_context(CancelToken::new());
-    let result = upload_over(board, job, &ctx);
-    let events = events.lock().expect("events").clone();
-    (result, events)
+    upload_recorded(|ctx| upload_over(board, job, ctx))
 }
 
 #[test]
@@ -340,15 +292,7 @@ fn a_bad_flash_cell_is_a_verify_mismatch_at_its_address() {
 #[test]
 fn cancel_stops_between_pages() {
     let mut board = FakeMega::new();
-    let cancel = CancelToken::new();
-    let trigger = cancel.clone();
-    let ctx = UploadContext::new(cancel, move |e| {
-        if let UploadEvent::Progress(Progress { phase: Phase::Write, percent }) = e
-            && percent >= 50
-        {
-            trigger.cancel();
-        }
-    });
+    let ctx = cancelling_context(Phase::Write, 50);
     let result = upload_over(&mut board, &job(firmware(2048, 0), ""), &ctx);
     assert!(matches!(result, Err(UploadError::Cancelled)), "{result:?}");
     assert_eq!(board.pages_written, 4, "stopped right after the page that reached 50 %");
