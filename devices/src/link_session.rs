@@ -130,6 +130,7 @@ impl<'a> LinkSession<'a> {
 /// A plugin's session: its protocol state around a [`LinkSession`]. The
 /// provided methods are the steps whose logic does not depend on framing.
 pub trait BootloaderSession<'a> {
+    /// The shared half of the session.
     fn io(&mut self) -> &mut LinkSession<'a>;
 
     /// Resets the board into its bootloader and reaches it with `connect`,

@@ -169,10 +169,7 @@ impl Session<'_> {
             self.io.ctx().check_cancelled()?;
             self.io.send(&[STK_GET_SYNC, CRC_EOP])?;
             let attempt_end = (Instant::now() + SYNC_RETRY).min(end);
-            loop {
-                if Instant::now() >= attempt_end {
-                    break;
-                }
+            while Instant::now() < attempt_end {
                 let n = self.io.read_some(&mut buf, attempt_end)?;
                 // Anything before INSYNC OK is the old program's output or line noise.
                 seen.extend_from_slice(&buf[..n]);

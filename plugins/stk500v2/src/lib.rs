@@ -276,10 +276,7 @@ impl Session<'_> {
             self.io.send(&frame(seq, &[CMD_SIGN_ON]))?;
             seen.clear();
             let attempt_end = (Instant::now() + SYNC_RETRY).min(end);
-            loop {
-                if Instant::now() >= attempt_end {
-                    break;
-                }
+            while Instant::now() < attempt_end {
                 let n = self.io.read_some(&mut buf, attempt_end)?;
                 seen.extend_from_slice(&buf[..n]);
                 if let Some(body) = find_frame(&seen, seq)
