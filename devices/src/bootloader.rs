@@ -30,6 +30,8 @@ pub struct Defaults {
     pub chip: &'static str,
     /// Its signature as the option spells it, e.g. "1e950f".
     pub signature_example: &'static str,
+    /// The largest page the bootloader's receive buffer holds.
+    pub max_page_size: u16,
 }
 
 /// Reads `options` for a device of `model_name`; every bad key is reported.
@@ -50,7 +52,7 @@ pub fn read_settings(
         }
         None => model.map(|m| m.signature),
     };
-    let page_size = match o.int("page_size", 2..=1024) {
+    let page_size = match o.int("page_size", 2..=i64::from(defaults.max_page_size)) {
         Some(n) if (n as u64).is_power_of_two() => n as u16,
         Some(_) => {
             o.error("page_size", &format!("must be a power of two ({} for the {})", defaults.page_size, defaults.chip));

@@ -56,7 +56,9 @@ const PARAM_SW_MINOR: u8 = 0x82;
 const ADDRESS_SPACE: u64 = 0x2_0000;
 
 /// The typical board, for option defaults and messages.
-const DEFAULTS: Defaults = Defaults { page_size: 128, chip: "ATmega328P", signature_example: "1e950f" };
+// Optiboot and ATmegaBOOT take a page into a 256-byte buffer; no AVR page is larger.
+const DEFAULTS: Defaults =
+    Defaults { page_size: 128, chip: "ATmega328P", signature_example: "1e950f", max_page_size: 256 };
 
 fn read_settings(options: &toml::Table, model_name: &str) -> Result<Settings, Vec<OptionError>> {
     bootloader::read_settings(options, model_name, DEFAULTS)

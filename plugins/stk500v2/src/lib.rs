@@ -76,7 +76,9 @@ const ADDRESS_SPACE: u64 = 0x4_0000;
 const MAX_REPLY_BODY: usize = 3 + 1024;
 
 /// The typical board, for option defaults and messages.
-const DEFAULTS: Defaults = Defaults { page_size: 256, chip: "ATmega2560", signature_example: "1e9801" };
+// stk500boot.c keeps a whole message (10 bytes of command + the page) in a 285-byte buffer.
+const DEFAULTS: Defaults =
+    Defaults { page_size: 256, chip: "ATmega2560", signature_example: "1e9801", max_page_size: 256 };
 
 fn read_settings(options: &toml::Table, model_name: &str) -> Result<Settings, Vec<OptionError>> {
     bootloader::read_settings(options, model_name, DEFAULTS)

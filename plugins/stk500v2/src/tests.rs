@@ -362,6 +362,10 @@ fn options_are_checked_with_their_keys() {
     let errors = Stk500v2.check_options(&table).expect_err("four bad options");
     let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["signature", "page_size", "reset_attempts", "verify"]);
+    // A bigger page than the bootloader's buffer holds would overrun it.
+    let errors = Stk500v2.check_options(&toml::from_str("page_size = 512").expect("toml")).expect_err("too big");
+    assert_eq!(errors[0].key, "page_size");
+    assert!(errors[0].to_string().contains("between 2 and 256"), "{}", errors[0]);
     assert_eq!(
         read_settings(&toml::Table::new(), "mega2560"),
         Ok(Settings {
