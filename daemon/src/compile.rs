@@ -9,7 +9,6 @@
 
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -150,17 +149,11 @@ pub async fn compile(toolchain: &Toolchain, code: &str) -> Result<Compiled, Comp
 /// Runs the tool in `cwd`; returns whether it succeeded and its output (stdout then stderr, tail-capped).
 async fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<(bool, String), CompileError> {
     let program = &argv[0];
-    let mut child = tokio::process::Command::new(program)
-        .args(&argv[1..])
+    let mut child = rerod_devices::tool::command(program, &argv[1..])
         .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| CompileError::Spawn { program: program.clone(), message: e.to_string() })?;
-    let group = child.id();
+    let group = rerod_devices::tool::ProcessGroup::of(&child);
     let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
     let collect = async {
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -180,9 +173,7 @@ async fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<(bool, St
     };
     let outcome = tokio::time::timeout(timeout, collect).await;
     // Nothing the compiler started may outlive it (and on timeout, it is stopped).
-    if let Some(pgid) = group {
-        rerod_devices::reset::kill_process_group(pgid);
-    }
+    drop(group);
     let (status, out, err) = outcome.map_err(|_| CompileError::Timeout { after: timeout })?;
     let status = status.map_err(|e| CompileError::Io(format!("waiting for `{program}`: {e}")))?;
     let mut text = String::from_utf8_lossy(&out).into_owned();

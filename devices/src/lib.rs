@@ -44,6 +44,7 @@ pub mod link_session;
 pub mod model;
 mod port;
 pub mod reset;
+pub mod tool;
 mod upload;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -21,11 +21,10 @@ mod template;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rerod_devices::reset::kill_process_group;
+use rerod_devices::tool::ProcessGroup;
 use rerod_devices::{
     Firmware, OptionError, Options, Phase, ResetError, ResetMethod, UploadContext, UploadError, UploadFuture,
     UploadJob, UploadReport, Uploader, model,
@@ -195,16 +194,10 @@ async fn run_tool(
     output: &mut ToolOutput,
 ) -> Result<std::process::ExitStatus, UploadError> {
     let program = &argv[0];
-    let mut child = tokio::process::Command::new(program)
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
+    let mut child = rerod_devices::tool::command(program, &argv[1..])
         .spawn()
         .map_err(|e| UploadError::ToolNotFound { program: program.clone(), message: e.to_string() })?;
-    let group = GroupGuard(child.id());
+    let group = ProcessGroup::of(&child);
 
     // Both pipes feed one channel, so lines keep the order they were printed in
     // as far as the two pipes allow.
@@ -235,9 +228,7 @@ async fn run_tool(
         }
     };
     // Whatever happened, nothing of the tool may outlive the upload: a
-    // helper it left running would keep the port (and the pipes) open. The
-    // group id stays taken while any member lives, so this cannot hit a
-    // stranger; with no member left it is a harmless ESRCH.
+    // helper it left running would keep the port (and the pipes) open.
     drop(group);
     if outcome.is_err() {
         let _ = child.wait().await;
@@ -251,17 +242,6 @@ async fn run_tool(
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     output.finish(ctx);
     outcome
-}
-
-/// Kills the tool's whole process group when dropped.
-struct GroupGuard(Option<u32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            kill_process_group(pgid);
-        }
-    }
 }
 
 /// A private directory (0700) holding the firmware file; removed on drop.
