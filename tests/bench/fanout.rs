@@ -15,65 +15,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 #[path = "daemon.rs"]
 mod daemon;
 use daemon::Daemon;
 
-/// A keep-alive HTTP/1.1 connection to the daemon, as a browser holds one.
-async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn post(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
-    path: &str,
-    token: Option<&str>,
-    body: &Value,
-) -> (u16, Value) {
-    let mut req = Request::post(path).header("host", "bench").header("content-type", "application/json");
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    sender.ready().await.unwrap();
-    let response =
-        sender.send_request(req.body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-/// The booking client: one keep-alive connection with plain blocking I/O on
-/// the benchmark's main thread, so no task scheduling sits between taking
-/// the start time and the request reaching the daemon.
-struct Booker {
+/// The benchmark's HTTP client: one keep-alive connection with plain
+/// blocking I/O on the main thread, so no task scheduling sits between
+/// taking a booking's start time and the request reaching the daemon.
+struct Http {
     stream: std::io::BufReader<std::net::TcpStream>,
-    token: String,
 }
 
-impl Booker {
-    fn connect(addr: SocketAddr, token: String) -> Booker {
+impl Http {
+    fn connect(addr: SocketAddr) -> Http {
         let stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
-        Booker { stream: std::io::BufReader::new(stream), token }
+        Http { stream: std::io::BufReader::new(stream) }
     }
 
-    /// POSTs JSON and returns the status and body.
-    fn post(&mut self, path: &str, body: &Value) -> (u16, String) {
+    /// POSTs JSON (with a Bearer token if given) and returns the status and body.
+    fn post(&mut self, path: &str, token: Option<&str>, body: &Value) -> (u16, String) {
         use std::io::{BufRead, Read, Write};
         let body = body.to_string();
+        let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {}\r\n\
+            "POST {path} HTTP/1.1\r\nhost: bench\r\n{auth}\
              content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            self.token,
             body.len()
         );
         self.stream.get_mut().write_all(request.as_bytes()).unwrap();
@@ -351,9 +320,11 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     let daemon = Daemon::start(4);
     let addr = daemon.addr;
     let creds = json!({"email": "fan@example.com", "password": "password1"});
-    let mut http = connect(addr).await;
-    assert_eq!(post(&mut http, "/auth/register", None, &creds).await.0, 201);
-    let token = post(&mut http, "/auth/login", None, &creds).await.1["token"].as_str().unwrap().to_owned();
+    let mut http = Http::connect(addr);
+    assert_eq!(http.post("/auth/register", None, &creds).0, 201);
+    let (status, login) = http.post("/auth/login", None, &creds);
+    assert_eq!(status, 200, "{login}");
+    let token = serde_json::from_str::<Value>(&login).unwrap()["token"].as_str().unwrap().to_owned();
 
     let rss_idle = daemon.rss_kib();
     // A few hundred handshakes at a time: all at once would overflow the listen backlog.
@@ -380,7 +351,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     let rss_connected = daemon.rss_kib();
 
     // A fresh connection: the daemon closes idle ones while thousands of clients connect.
-    let mut booker = Booker::connect(addr, token);
+    let mut http = Http::connect(addr);
     let mut latencies = Vec::new();
     let mut read_latencies = Vec::new();
     let mut booking_latencies = Vec::new();
@@ -391,7 +362,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     for round in 0..rounds {
         let path = if round % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
         let (started, started_wall) = (Instant::now(), SystemTime::now());
-        let (status, body) = booker.post(path, &json!({"slot_id": 5, "date": tomorrow}));
+        let (status, body) = http.post(path, Some(&token), &json!({"slot_id": 5, "date": tomorrow}));
         assert_eq!(status, 200, "{body}");
         booking_latencies.push(started.elapsed());
         let end = readers.rounds.recv_timeout(Duration::from_secs(30)).expect("every client got the update");
