@@ -210,19 +210,12 @@ pub async fn upload(app: &Arc<App>, req: &Req) -> Reply {
 pub(super) fn upgrade_console(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
     let reference = device_param(Route::DevicesConsole, req.uri().path())?;
     let (device, board) = server.app.board(&reference)?;
-    let config = server.app.config();
-    crate::ws::check_capacity(&server.app)?;
-    let (response, upgrade) = crate::ws::accept(req)?;
-    let max_message_bytes = config.server.max_websocket_message_bytes;
     let app = Arc::clone(&server.app);
     let stop = server.booking.stop_signal();
-    tokio::spawn(async move {
-        let socket = crate::ws::open(upgrade, max_message_bytes, |u| Some(hyper_util::rt::TokioIo::new(u))).await;
-        if let Some(socket) = socket {
-            crate::ws::console::serve(app, socket, device, board, stop).await;
-        }
-    });
-    let mut response = response;
+    let wrap = |upgraded| Some(hyper_util::rt::TokioIo::new(upgraded));
+    let mut response = crate::ws::upgrade(&server.app, req, wrap, |socket| {
+        crate::ws::console::serve(app, socket, device, board, stop)
+    })?;
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

@@ -180,18 +180,10 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
 
 /// Answers a `/slot-booking` upgrade and serves the socket in its own task.
 fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
-    let config = server.app.config();
-    crate::ws::check_capacity(&server.app)?;
-    let (response, upgrade) = crate::ws::accept(req)?;
-    let max_message_bytes = config.server.max_websocket_message_bytes;
-    let server = Arc::clone(server);
-    tokio::spawn(async move {
-        let socket = crate::ws::open(upgrade, max_message_bytes, crate::ws::fanout::OutboxStream::new).await;
-        if let Some(socket) = socket {
-            server.booking.serve(Arc::clone(&server.app), socket).await;
-        }
-    });
-    Ok(response)
+    let served = Arc::clone(server);
+    crate::ws::upgrade(&server.app, req, crate::ws::fanout::OutboxStream::new, |socket| async move {
+        served.booking.serve(Arc::clone(&served.app), socket).await;
+    })
 }
 
 /// Answers a CORS preflight.

@@ -28,9 +28,34 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// How long one frame may take to reach a client before it is dropped as stalled.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Answers a WebSocket upgrade: 503 beyond the connection cap, a clear 4xx
+/// for a request that is not a WebSocket handshake, else 101; then, once
+/// hyper has switched protocols, runs `serve` on the socket (over the stream
+/// `wrap` makes of the connection) in a task of its own.
+pub fn upgrade<S, F>(
+    app: &crate::app::App,
+    req: &mut Request<Incoming>,
+    wrap: impl FnOnce(Upgraded) -> Option<S> + Send + 'static,
+    serve: impl FnOnce(WebSocketStream<S>) -> F + Send + 'static,
+) -> Result<Response<Full<Bytes>>, ApiError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    check_capacity(app)?;
+    let (response, on_upgrade) = accept(req)?;
+    let max_message_bytes = app.config().server.max_websocket_message_bytes;
+    tokio::spawn(async move {
+        if let Some(socket) = open(on_upgrade, max_message_bytes, wrap).await {
+            serve(socket).await;
+        }
+    });
+    Ok(response)
+}
+
 /// Refuses a new WebSocket (booking or console) beyond
 /// `server.max_websocket_connections` with 503 and `Retry-After`.
-pub fn check_capacity(app: &crate::app::App) -> Result<(), ApiError> {
+fn check_capacity(app: &crate::app::App) -> Result<(), ApiError> {
     let open = app.ws_connections() + app.console_connections();
     if open >= app.config().server.max_websocket_connections {
         return Err(ApiError::new(
@@ -46,7 +71,7 @@ pub fn check_capacity(app: &crate::app::App) -> Result<(), ApiError> {
 /// Checks an upgrade request and answers it with 101. The connection is
 /// handed over once hyper has switched protocols: pass the [`OnUpgrade`] to
 /// [`open`].
-pub fn accept(req: &mut Request<Incoming>) -> Result<(Response<Full<Bytes>>, OnUpgrade), ApiError> {
+fn accept(req: &mut Request<Incoming>) -> Result<(Response<Full<Bytes>>, OnUpgrade), ApiError> {
     let headers = req.headers();
     let upgrade_ws =
         headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
@@ -91,7 +116,7 @@ pub fn accept(req: &mut Request<Incoming>) -> Result<(Response<Full<Bytes>>, OnU
 
 /// The WebSocket over the upgraded connection, carried by the stream `wrap`
 /// makes of it; `None` if the client left before the switch.
-pub async fn open<S>(
+async fn open<S>(
     on_upgrade: OnUpgrade,
     max_message_bytes: usize,
     wrap: impl FnOnce(Upgraded) -> Option<S>,
