@@ -30,17 +30,22 @@ impl Daemon {
     pub fn start_with(bcrypt_cost: u32, config_text: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
-        let config = dir.path().join("rerod.toml");
+        // Config and state in separate directories, as on a lab host
+        // (/etc/rerod, /var/lib/rerod): the config watcher never sees commits.
+        let (config_dir, state_dir) = (dir.path().join("etc"), dir.path().join("state"));
+        std::fs::create_dir(&config_dir).unwrap();
+        std::fs::create_dir(&state_dir).unwrap();
+        let config = config_dir.join("rerod.toml");
         std::fs::write(&config, config_text).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rerod"))
             .arg("--config")
             .arg(&config)
-            .current_dir(dir.path())
+            .current_dir(&state_dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("BCRYPT_ROUNDS", bcrypt_cost.to_string())
             .env("LOG_LEVEL", std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
-            .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+            .env("DATABASE_PATH", state_dir.join("rerod.redb"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -2,7 +2,12 @@
 //! bookings, the time from sending the booking to the LAST client receiving
 //! its `slots_update`, and the daemon's memory per connected client.
 //!
-//!     cargo bench -p rerod --bench fanout -- [--clients N] [--rounds R] [--reader-threads T]
+//!     cargo bench -p rerod --bench fanout -- [--clients N] [--rounds R] [--reader-threads T] [--floor]
+//!
+//! `--floor` measures the machine instead of rerod: the same clients and
+//! readers, fed the same frame by a bare loop (one thread per core, as many
+//! as rerod's fan-out threads, blocking `send`s, nothing else). No server can
+//! deliver to N loopback clients faster than that on the same machine.
 //!
 //! Results are in tests/bench/RESULTS.md.
 
@@ -171,6 +176,7 @@ impl Readers {
         let stop = Arc::new(AtomicBool::new(false));
         let (round_tx, rounds) = std::sync::mpsc::channel();
         let latest_arrival = Arc::new(AtomicU64::new(0));
+        let earliest_arrival = Arc::new(AtomicU64::new(u64::MAX));
         let mut groups: Vec<Vec<std::net::TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, socket) in sockets.into_iter().enumerate() {
             groups[i % threads].push(socket);
@@ -180,12 +186,13 @@ impl Readers {
             .map(|group| {
                 let (frames, stop, round_tx) = (Arc::clone(&frames), Arc::clone(&stop), round_tx.clone());
                 let latest_arrival = Arc::clone(&latest_arrival);
+                let earliest_arrival = Arc::clone(&earliest_arrival);
                 std::thread::spawn(move || {
                     let param = libc::sched_param { sched_priority: 0 };
                     // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid param.
                     let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
                     assert_eq!(set, 0, "SCHED_IDLE");
-                    read_loop(group, n_clients, &frames, &latest_arrival, &stop, &round_tx)
+                    read_loop(group, n_clients, &frames, &latest_arrival, &earliest_arrival, &stop, &round_tx)
                 })
             })
             .collect();
@@ -212,6 +219,7 @@ const POLL_TICK: Duration = Duration::from_millis(1);
 /// The end of a round: when its last frame reached a client's socket, and
 /// when the client process read it.
 struct RoundEnd {
+    first: SystemTime,
     arrived: SystemTime,
     read: Instant,
 }
@@ -257,6 +265,7 @@ fn read_loop(
     n_clients: u64,
     frames: &AtomicU64,
     latest_arrival: &AtomicU64,
+    earliest_arrival: &AtomicU64,
     stop: &AtomicBool,
     round_tx: &std::sync::mpsc::Sender<RoundEnd>,
 ) {
@@ -301,10 +310,12 @@ fn read_loop(
                 let arrived = arrived.expect("a receive timestamp");
                 // Before the count: when it reaches a round's end, every frame's arrival is in.
                 latest_arrival.fetch_max(unix_nanos(arrived), Ordering::AcqRel);
+                earliest_arrival.fetch_min(unix_nanos(arrived), Ordering::AcqRel);
                 let total = frames.fetch_add(done, Ordering::AcqRel) + done;
                 if total % n_clients < done {
                     let arrived = UNIX_EPOCH + Duration::from_nanos(latest_arrival.load(Ordering::Acquire));
-                    let _ = round_tx.send(RoundEnd { arrived, read: Instant::now() });
+                    let first = UNIX_EPOCH + Duration::from_nanos(earliest_arrival.swap(u64::MAX, Ordering::AcqRel));
+                    let _ = round_tx.send(RoundEnd { first, arrived, read: Instant::now() });
                 }
             }
         }
@@ -354,6 +365,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     let mut http = Http::connect(addr);
     let mut latencies = Vec::new();
     let mut read_latencies = Vec::new();
+    let mut first_latencies = Vec::new();
     let mut booking_latencies = Vec::new();
     let cpu_before = daemon.cpu();
     let client_cpu_before = own_cpu();
@@ -367,6 +379,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
         booking_latencies.push(started.elapsed());
         let end = readers.rounds.recv_timeout(Duration::from_secs(30)).expect("every client got the update");
         latencies.push(end.arrived.duration_since(started_wall).unwrap_or_default());
+        first_latencies.push(end.first.duration_since(started_wall).unwrap_or_default());
         read_latencies.push(end.read - started);
     }
     let daemon_cpu_per_round = (daemon.cpu() - cpu_before) / rounds as u32;
@@ -375,11 +388,13 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     drop(readers);
     latencies.sort();
     read_latencies.sort();
+    first_latencies.sort();
     booking_latencies.sort();
     let per_client = (rss_connected.saturating_sub(rss_idle)) as f64 / n_clients as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "N={n_clients:>6}: booking -> last client  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({rounds} rounds)\n\
+         {:10}booking -> first client  p50 {:>7.2} ms  p99 {:>7.2} ms\n\
          {:10}... read by its process    p50 {:>7.2} ms  p99 {:>7.2} ms\n\
          {:10}the booking's own answer   p50 {:>7.2} ms  p99 {:>7.2} ms\n\
          {:10}CPU per round: daemon {:.1} ms, clients {:.1} ms\n\
@@ -387,6 +402,9 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().unwrap()),
+        "",
+        ms(percentile(&first_latencies, 0.5)),
+        ms(percentile(&first_latencies, 0.99)),
         "",
         ms(percentile(&read_latencies, 0.5)),
         ms(percentile(&read_latencies, 0.99)),
@@ -400,23 +418,116 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     );
 }
 
+/// A `slots_update` exactly as rerod broadcasts it: the greeting of a fresh
+/// daemon, framed as an unmasked WebSocket text frame.
+async fn real_frame() -> Vec<u8> {
+    let daemon = Daemon::start(4);
+    let stream = tokio::net::TcpStream::connect(daemon.addr).await.expect("connect");
+    let url = format!("ws://{}/slot-booking", daemon.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("handshake");
+    let greeting = ws.next().await.expect("a greeting").expect("a greeting");
+    let text = greeting.into_text().expect("a text frame");
+    let len = u16::try_from(text.len()).expect("a frame under 64 KiB");
+    let mut frame = vec![0x81, 126];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// The machine's floor: per round, the time from starting a bare send loop
+/// to the last client receiving the frame, with rerod's frame, clients,
+/// readers and thread count, but no daemon, request or commit.
+async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
+    let frame: Arc<[u8]> = real_frame().await.into();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = std::thread::spawn(move || {
+        (0..n_clients)
+            .map(|_| {
+                let (socket, _) = listener.accept().unwrap();
+                socket.set_nodelay(true).unwrap();
+                socket
+            })
+            .collect::<Vec<_>>()
+    });
+    let clients: Vec<_> = (0..n_clients).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let servers = acceptor.join().unwrap();
+    let readers = Readers::start(clients, reader_threads);
+
+    let senders = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let start = Arc::new(std::sync::Barrier::new(senders + 1));
+    let mut shares: Vec<Vec<std::net::TcpStream>> = (0..senders).map(|_| Vec::new()).collect();
+    for (i, socket) in servers.into_iter().enumerate() {
+        shares[i % senders].push(socket);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = shares
+        .into_iter()
+        .map(|mut share| {
+            let (start, stop, frame) = (Arc::clone(&start), Arc::clone(&stop), Arc::clone(&frame));
+            std::thread::spawn(move || {
+                use std::io::Write;
+                loop {
+                    start.wait();
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    for socket in &mut share {
+                        socket.write_all(&frame).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut latencies = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = SystemTime::now();
+        start.wait();
+        let end = readers.rounds.recv_timeout(Duration::from_secs(30)).expect("every client got the frame");
+        latencies.push(end.arrived.duration_since(started).unwrap_or_default());
+    }
+    drop(readers);
+    stop.store(true, Ordering::Relaxed);
+    start.wait();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "N={n_clients:>6}: floor, bare sends -> last client  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  \
+         ({rounds} rounds, {senders} sending threads, {} byte frame)",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap()),
+        frame.len(),
+    );
+}
+
 fn main() {
     raise_fd_limit();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut clients = vec![1_000, 10_000];
     let mut rounds = 50;
     let mut reader_threads = 2;
+    let mut floor = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--clients" => clients = vec![it.next().and_then(|s| s.parse().ok()).expect("--clients N")],
             "--rounds" => rounds = it.next().and_then(|s| s.parse().ok()).expect("--rounds R"),
             "--reader-threads" => reader_threads = it.next().and_then(|s| s.parse().ok()).expect("--reader-threads T"),
+            "--floor" => floor = true,
             other => panic!("unknown argument {other}"),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     for n in clients {
-        runtime.block_on(run(n, rounds, reader_threads));
+        if floor {
+            runtime.block_on(run_floor(n, rounds, reader_threads));
+        } else {
+            runtime.block_on(run(n, rounds, reader_threads));
+        }
     }
 }
