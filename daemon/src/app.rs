@@ -20,7 +20,10 @@ use crate::booking::{self, BookingError, Slot, SlotStatus};
 use crate::clock::Clock;
 use crate::config::{Config, JwtSecret, Privacy, Registration};
 use crate::metrics::{BookingAction, Metrics, Outcome};
-use crate::store::{self, BookError, Booking, CancelError, CreateUserError, SlotKey, Store, StoreError, User};
+use crate::store::{
+    self, AccountChange, BookError, Booking, CancelError, CreateUserError, SetDisabledError, SlotKey, Store,
+    StoreError, User,
+};
 
 /// Everything a request may need, shared by all connections.
 #[derive(Debug)]
@@ -142,6 +145,12 @@ pub enum AppError {
     InvalidToken(TokenError),
     #[error("This account is disabled; ask a lab admin")]
     AccountDisabled,
+    #[error("Only a lab admin may do this")]
+    AdminOnly,
+    #[error("No account with the e-mail {0}")]
+    UnknownUser(String),
+    #[error("{0} is a lab admin (auth.admins in the config); remove it from there first")]
+    AccountIsAdmin(String),
     #[error("User with this email already exists")]
     EmailTaken,
     #[error("{0}")]
@@ -185,6 +194,9 @@ impl AppError {
             AppError::InvalidToken(TokenError::Expired) => "token_expired",
             AppError::InvalidToken(TokenError::Invalid) => "invalid_token",
             AppError::AccountDisabled => "account_disabled",
+            AppError::AdminOnly => "admin_only",
+            AppError::UnknownUser(_) => "user_not_found",
+            AppError::AccountIsAdmin(_) => "account_is_admin",
             AppError::EmailTaken => "email_taken",
             AppError::RegistrationRefused(_) => "registration_refused",
             AppError::InvalidField { .. } => "invalid_field",
@@ -627,6 +639,7 @@ impl App {
                 Ok((booking, slot))
             }
             Err(BookError::Rule(rule)) => Err(AppError::Booking(rule)),
+            Err(BookError::AccountDisabled) => Err(AppError::AccountDisabled),
             Err(BookError::Store(e)) => Err(e.into()),
         }
     }
@@ -668,6 +681,62 @@ impl App {
         }
     }
 
+    // ---- lab admin ------------------------------------------------------
+
+    /// Every account with its role, by e-mail: admins only.
+    pub fn accounts(&self, who: &Principal) -> Result<Vec<(User, Role)>, AppError> {
+        require_admin(who)?;
+        let config = self.config();
+        let accounts = self.store.users()?.into_iter().map(|user| {
+            let role = self.role_of(&config, &user.email);
+            (user, role)
+        });
+        Ok(accounts.collect())
+    }
+
+    /// Disables or re-enables an account: admins only.
+    ///
+    /// A disabled account cannot log in, its tokens are refused (also after it
+    /// is enabled again: it logs in afresh), and its bookings that have not
+    /// ended are cancelled in the same transaction and broadcast; the one in
+    /// progress ends its session at once. Ended bookings stay as history.
+    /// Admins listed in the config cannot be disabled.
+    pub async fn set_account_disabled(
+        &self,
+        who: &Principal,
+        email: &str,
+        disabled: bool,
+    ) -> Result<AccountChange, AppError> {
+        require_admin(who)?;
+        let config = self.config();
+        let email = auth::normalize_email(email).map_err(|e| AppError::field("email", e.to_string()))?;
+        if disabled && self.role_of(&config, &email) == Role::Admin {
+            return Err(AppError::AccountIsAdmin(email));
+        }
+        let (calendar, now) = (config.lab.calendar.clone(), self.now());
+        // A booking whose slot the calendar no longer has is history too.
+        let doomed: store::Doomed = Box::new(move |key: &SlotKey| {
+            calendar.slot(key.date, i64::from(key.slot)).is_ok_and(|slot| !slot.is_past(now))
+        });
+        let change = match self.store.set_disabled(email.clone(), disabled, doomed).await {
+            Ok(change) => change,
+            Err(SetDisabledError::NoSuchUser) => return Err(AppError::UnknownUser(email)),
+            Err(SetDisabledError::Store(e)) => return Err(e.into()),
+        };
+        let action = if disabled { "account disabled" } else { "account enabled" };
+        tracing::info!(admin = %who.email, email = %email, cancelled = change.cancelled.len(), "{action}");
+        for booking in &change.cancelled {
+            self.metrics.record_booking(BookingAction::Cancel);
+            self.changed(&booking.key);
+            let in_progress = config.lab.calendar.slot(booking.key.date, i64::from(booking.key.slot));
+            if in_progress.is_ok_and(|slot| slot.is_in_progress(self.now())) {
+                let message = "the account was disabled by a lab admin".to_owned();
+                self.devices.end_session(&booking.key.device, &booking.email, message);
+            }
+        }
+        Ok(change)
+    }
+
     /// A user's bookings with their slots, in time order; ended ones only with `history`.
     pub fn bookings_of(&self, email: &str, history: bool) -> Result<Vec<(Booking, Slot)>, AppError> {
         let config = self.config();
@@ -695,6 +764,10 @@ impl App {
             slot,
         }))
     }
+}
+
+fn require_admin(who: &Principal) -> Result<(), AppError> {
+    if who.role == Role::Admin { Ok(()) } else { Err(AppError::AdminOnly) }
 }
 
 /// The devices a config declares, or the one default calendar.

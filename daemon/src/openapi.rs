@@ -34,6 +34,7 @@ pub fn document() -> Value {
             { "name": "auth", "description": "Accounts and login tokens" },
             { "name": "slots", "description": "The booking calendar of each device" },
             { "name": "devices", "description": "Boards: firmware upload and serial console" },
+            { "name": "admin", "description": "Lab admins (auth.admins in the config) manage accounts" },
             { "name": "service", "description": "Health, statistics, metrics and this document" },
         ],
         "paths": paths(),
@@ -215,6 +216,26 @@ fn paths() -> Value {
             &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage"],
             &["SlotsUpdateMessage", "BookingResponseMessage", "CancellationResponseMessage", "WsErrorMessage"],
         )},
+        "/admin/users": { "get": {
+            "tags": ["admin"],
+            "operationId": "listUsers",
+            "summary": "Every account, with its role and whether it is disabled",
+            "description": "Bearer only, admins only.",
+            "security": [{ "bearerAuth": [] }],
+            "responses": responses(ok("The accounts, by e-mail", "UsersResponse"), &[401, 403]),
+        }},
+        "/admin/users/disable": { "post": admin_account_operation(
+            "disableUser",
+            "Disable an account",
+            "Bearer only, admins only. The account can no longer log in and its tokens are refused, also after \
+             it is enabled again. Its bookings that have not ended are cancelled (and broadcast); a session in \
+             progress ends at once. Ended bookings stay as history. Admins listed in the config cannot be disabled.",
+        )},
+        "/admin/users/enable": { "post": admin_account_operation(
+            "enableUser",
+            "Enable a disabled account",
+            "Bearer only, admins only. The account logs in afresh; tokens issued before it was disabled stay refused.",
+        )},
         "/metrics": { "get": {
             "tags": ["service"],
             "operationId": "metrics",
@@ -237,6 +258,19 @@ fn paths() -> Value {
                 },
             },
         }},
+    })
+}
+
+/// `POST /admin/users/{disable,enable}`: `{email}` in, the account out.
+fn admin_account_operation(operation_id: &str, summary: &str, description: &str) -> Value {
+    json!({
+        "tags": ["admin"],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "security": [{ "bearerAuth": [] }],
+        "requestBody": body("AccountRequest"),
+        "responses": responses(ok("The account as it is now", "AccountChangeResponse"), &[400, 401, 403, 404, 413, 415, 422]),
     })
 }
 
@@ -616,6 +650,44 @@ fn components() -> Value {
                     "supported_models": { "type": "array", "items": string },
                 },
             },
+            "Account": {
+                "type": "object",
+                "required": ["email", "role", "created_at", "disabled"],
+                "properties": {
+                    "email": string,
+                    "role": { "type": "string", "enum": ["user", "admin"] },
+                    "created_at": utc,
+                    "disabled": boolean,
+                },
+            },
+            "UsersResponse": {
+                "type": "object",
+                "required": ["success", "count", "users"],
+                "properties": {
+                    "success": success,
+                    "count": integer,
+                    "users": { "type": "array", "items": schema_ref("Account") },
+                },
+            },
+            "AccountRequest": {
+                "type": "object",
+                "required": ["email"],
+                "properties": { "email": string },
+            },
+            "AccountChangeResponse": {
+                "type": "object",
+                "required": ["success", "message", "user", "cancelled_bookings"],
+                "properties": {
+                    "success": success,
+                    "message": string,
+                    "user": {
+                        "type": "object",
+                        "required": ["email", "created_at", "disabled"],
+                        "properties": { "email": string, "created_at": utc, "disabled": boolean },
+                    },
+                    "cancelled_bookings": { "type": "array", "items": schema_ref("Booking") },
+                },
+            },
             "CompileRequest": {
                 "type": "object",
                 "required": ["code"],
@@ -807,6 +879,9 @@ mod tests {
             ("/book-slot", "POST"),
             ("/cancel-slot", "POST"),
             ("/devices", "GET"),
+            ("/admin/users", "GET"),
+            ("/admin/users/disable", "POST"),
+            ("/admin/users/enable", "POST"),
             ("/devices/compile", "POST"),
             ("/devices/read/{device}", "GET"),
             ("/devices/upload/{device}", "POST"),

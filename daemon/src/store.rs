@@ -101,6 +101,17 @@ pub enum CreateUserError {
 pub enum BookError {
     #[error(transparent)]
     Rule(BookingError),
+    /// The account was disabled after the request was authenticated.
+    #[error("the account is disabled")]
+    AccountDisabled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetDisabledError {
+    #[error("no such user")]
+    NoSuchUser,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -118,6 +129,17 @@ pub enum CancelError {
 /// (date, slot) of every booking the user already holds. The store knows
 /// nothing of policy; the caller supplies it.
 pub type Admit = Box<dyn FnOnce(&[(Date, u16)]) -> Result<(), BookingError> + Send>;
+
+/// Which of an account's bookings go when it is disabled (those not yet
+/// ended, say). The store knows no calendar; the caller decides.
+pub type Doomed = Box<dyn Fn(&SlotKey) -> bool + Send>;
+
+/// An account after an admin changed it, and the bookings that went with it.
+#[derive(Clone, Debug)]
+pub struct AccountChange {
+    pub user: User,
+    pub cancelled: Vec<Booking>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct UserRecord {
@@ -151,6 +173,12 @@ enum Write {
         key: SlotKey,
         requester: Option<String>,
         reply: oneshot::Sender<Result<Booking, CancelError>>,
+    },
+    SetDisabled {
+        email: String,
+        disabled: bool,
+        doomed: Doomed,
+        reply: oneshot::Sender<Result<AccountChange, SetDisabledError>>,
     },
     /// Finish what is queued before this, then stop.
     Close,
@@ -264,6 +292,25 @@ impl Store {
         self.submit(|reply| Write::Cancel { key, requester, reply }).await?
     }
 
+    /// Disables or re-enables the account of `email`. Disabling also bumps its
+    /// credential generation, so every token issued before stays refused even
+    /// once it is enabled again, and removes the bookings `doomed` picks, in
+    /// the same transaction: no booking of a disabled account commits after it.
+    pub async fn set_disabled(
+        &self,
+        email: String,
+        disabled: bool,
+        doomed: Doomed,
+    ) -> Result<AccountChange, SetDisabledError> {
+        self.submit(|reply| Write::SetDisabled { email, disabled, doomed, reply }).await?
+    }
+
+    /// Every account, by e-mail.
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        read_users(&txn.open_table(USERS).map_err(db)?)
+    }
+
     pub fn user(&self, email: &str) -> Result<Option<User>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let users = txn.open_table(USERS).map_err(db)?;
@@ -375,11 +422,7 @@ pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
 pub fn snapshot(path: &Path) -> Result<Snapshot, StoreError> {
     let source = open_read_only(path)?;
     let txn = source.begin_read().map_err(db)?;
-    let mut users = Vec::new();
-    for entry in txn.open_table(USERS).map_err(db)?.iter().map_err(db)? {
-        let (k, v) = entry.map_err(db)?;
-        users.push(decode_user(k.value(), v.value())?);
-    }
+    let users = read_users(&txn.open_table(USERS).map_err(db)?)?;
     let mut bookings = Vec::new();
     for entry in txn.open_table(BOOKINGS).map_err(db)?.iter().map_err(db)? {
         let (k, v) = entry.map_err(db)?;
@@ -388,6 +431,15 @@ pub fn snapshot(path: &Path) -> Result<Snapshot, StoreError> {
         bookings.push(decode_booking(key, v.value())?);
     }
     Ok(Snapshot { users, bookings })
+}
+
+fn read_users(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<User>, StoreError> {
+    let mut users = Vec::new();
+    for entry in table.iter().map_err(db)? {
+        let (k, v) = entry.map_err(db)?;
+        users.push(decode_user(k.value(), v.value())?);
+    }
+    Ok(users)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -486,6 +538,7 @@ enum Outcome {
     User(oneshot::Sender<Result<User, CreateUserError>>, Result<User, CreateUserError>),
     Book(oneshot::Sender<Result<Booking, BookError>>, Result<Booking, BookError>),
     Cancel(oneshot::Sender<Result<Booking, CancelError>>, Result<Booking, CancelError>),
+    Account(oneshot::Sender<Result<AccountChange, SetDisabledError>>, Result<AccountChange, SetDisabledError>),
 }
 
 impl Outcome {
@@ -495,6 +548,7 @@ impl Outcome {
             Outcome::User(tx, r) => drop(tx.send(r)),
             Outcome::Book(tx, r) => drop(tx.send(r)),
             Outcome::Cancel(tx, r) => drop(tx.send(r)),
+            Outcome::Account(tx, r) => drop(tx.send(r)),
         }
     }
 
@@ -505,6 +559,7 @@ impl Outcome {
             Outcome::User(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Book(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Cancel(tx, _) => drop(tx.send(Err(e().into()))),
+            Outcome::Account(tx, _) => drop(tx.send(Err(e().into()))),
         }
     }
 }
@@ -533,6 +588,8 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
                         let result =
                             if bookings.get((key.device.as_str(), day.as_str(), key.slot)).map_err(db_err)?.is_some() {
                                 Err(BookError::Rule(BookingError::Taken { id: key.slot }))
+                            } else if is_disabled(&users, &email)? {
+                                Err(BookError::AccountDisabled)
                             } else {
                                 let existing = user_slots(&index, &email)?;
                                 match admit(&existing) {
@@ -577,6 +634,35 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
                         };
                         Outcome::Cancel(reply, result)
                     }
+                    Write::SetDisabled { email, disabled, doomed, reply } => {
+                        let existing = users.get(email.as_str()).map_err(db_err)?.map(|v| v.value().to_vec());
+                        let result = match existing {
+                            None => Err(SetDisabledError::NoSuchUser),
+                            Some(bytes) => {
+                                let mut user = decode_user(&email, &bytes)?;
+                                let mut cancelled = Vec::new();
+                                if disabled && !user.disabled {
+                                    user.credential_generation = user.credential_generation.wrapping_add(1);
+                                }
+                                if disabled {
+                                    for key in user_keys(&index, &email)?.into_iter().filter(|key| doomed(key)) {
+                                        let day = key.date.to_string();
+                                        let slot_key = (key.device.as_str(), day.as_str(), key.slot);
+                                        if let Some(v) = bookings.remove(slot_key).map_err(db_err)? {
+                                            cancelled.push(decode_booking(key.clone(), v.value())?);
+                                        }
+                                        index
+                                            .remove((email.as_str(), day.as_str(), key.device.as_str(), key.slot))
+                                            .map_err(db_err)?;
+                                    }
+                                }
+                                user.disabled = disabled;
+                                users.insert(email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
+                                Ok(AccountChange { user, cancelled })
+                            }
+                        };
+                        Outcome::Account(reply, result)
+                    }
                 });
             }
         }
@@ -594,20 +680,36 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
     }
 }
 
+fn is_disabled(users: &redb::Table<'_, &'static str, &'static [u8]>, email: &str) -> Result<bool, StoreError> {
+    match users.get(email).map_err(db_err)? {
+        Some(record) => Ok(decode_user(email, record.value())?.disabled),
+        None => Ok(false),
+    }
+}
+
+/// The slots `email` has booked, from the per-user index.
+fn user_keys(
+    index: &redb::Table<'_, (&'static str, &'static str, &'static str, u16), ()>,
+    email: &str,
+) -> Result<Vec<SlotKey>, StoreError> {
+    let mut out = Vec::new();
+    for entry in index.range((email, "", "", 0u16)..).map_err(db_err)? {
+        let (k, _) = entry.map_err(db_err)?;
+        let (owner, day, device, slot) = k.value();
+        if owner != email {
+            break;
+        }
+        out.push(SlotKey { device: device.to_owned(), date: parse_date(day)?, slot });
+    }
+    Ok(out)
+}
+
+/// The (date, slot) of every booking `email` holds, for the admission check.
 fn user_slots(
     index: &redb::Table<'_, (&'static str, &'static str, &'static str, u16), ()>,
     email: &str,
 ) -> Result<Vec<(Date, u16)>, StoreError> {
-    let mut out = Vec::new();
-    for entry in index.range((email, "", "", 0u16)..).map_err(db_err)? {
-        let (k, _) = entry.map_err(db_err)?;
-        let (owner, day, _, slot) = k.value();
-        if owner != email {
-            break;
-        }
-        out.push((parse_date(day)?, slot));
-    }
-    Ok(out)
+    Ok(user_keys(index, email)?.into_iter().map(|key| (key.date, key.slot)).collect())
 }
 
 #[cfg(test)]
@@ -703,6 +805,47 @@ mod tests {
         assert_eq!(cancelled.email, "a@x.org");
         assert!(store.bookings_of("a@x.org").unwrap().is_empty());
         assert!(store.bookings_on("d", date(2026, 11, 24)).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn disabling_removes_the_picked_bookings_and_refuses_new_ones() {
+        let (_dir, store) = temp_store();
+        store.create_user(user("a@x.org")).await.unwrap();
+        store.create_user(user("b@x.org")).await.unwrap();
+        for slot in [1, 2, 3] {
+            store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        }
+        store.book(key("d", 4), "b@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+
+        // Slot 1 stands for one that has ended: it stays, as history.
+        let change = store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
+        assert!(change.user.disabled);
+        assert_eq!(change.user.credential_generation, 1, "tokens issued before are refused");
+        let mut cancelled: Vec<u16> = change.cancelled.iter().map(|b| b.key.slot).collect();
+        cancelled.sort_unstable();
+        assert_eq!(cancelled, [2, 3]);
+        let left: Vec<(String, u16)> =
+            store.bookings_on("d", date(2026, 11, 24)).unwrap().into_iter().map(|b| (b.email, b.key.slot)).collect();
+        assert_eq!(left, [("a@x.org".to_owned(), 1), ("b@x.org".to_owned(), 4)]);
+        assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "the per-user index agrees");
+        assert!(store.user("a@x.org").unwrap().unwrap().disabled);
+
+        // A booking authenticated before the disabling cannot commit after it.
+        let late = store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await;
+        assert!(matches!(late, Err(BookError::AccountDisabled)), "{late:?}");
+
+        // Disabling twice does not bump the generation again; enabling keeps it.
+        store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
+        let enabled = store.set_disabled("a@x.org".into(), false, Box::new(|_| true)).await.unwrap();
+        assert!(!enabled.user.disabled && enabled.cancelled.is_empty());
+        assert_eq!(enabled.user.credential_generation, 1);
+        assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "enabling cancels nothing");
+        store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+
+        let unknown = store.set_disabled("c@x.org".into(), true, Box::new(|_| true)).await;
+        assert!(matches!(unknown, Err(SetDisabledError::NoSuchUser)));
+        let emails: Vec<String> = store.users().unwrap().into_iter().map(|u| u.email).collect();
+        assert_eq!(emails, ["a@x.org", "b@x.org"]);
     }
 
     #[tokio::test]

@@ -544,3 +544,27 @@ async fn ending_the_session_closes_the_console_aborts_the_upload_and_restores_th
     assert_eq!(r.expect(403)["code"], "not_your_slot");
     c.device_until("free", |d| d["in_use"] == false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_the_holder_ends_the_session_at_once() {
+    let board = Board::start(Some("counter.hex"));
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let admin = c.user(ADMIN).await;
+    c.book_today(&ada).await;
+    let mut console = Console::open(&daemon, "uno-1", &ada).await;
+    console.until_output(b"count ").await;
+
+    let body = c.post_auth("/admin/users/disable", &admin, &json!({"email": "ada@example.com"})).await.expect(200);
+    assert_eq!(body["cancelled_bookings"][0]["device"], "uno-1", "{body}");
+    let ended = console.until_type("session_ended").await;
+    assert!(ended["message"].as_str().unwrap().contains("disabled"), "{ended}");
+    match console.ws.next().await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+    let r = c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await;
+    assert_eq!(r.expect(403)["code"], "account_disabled");
+    c.device_until("free", |d| d["in_use"] == false).await;
+}

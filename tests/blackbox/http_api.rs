@@ -374,3 +374,88 @@ async fn one_access_log_line_per_request() {
     assert!(lines[0]["latency_us"].is_u64());
     assert_eq!(lines[1]["status"], 404);
 }
+
+/// A lab admin lists the accounts and disables one: it can no longer log in
+/// or use its tokens, and its bookings that have not ended are freed for
+/// everyone to see. Enabling it again means logging in afresh.
+#[tokio::test]
+async fn an_admin_disables_and_enables_an_account() {
+    let daemon = Daemon::start_with(Options::config(&format!("{UTC_LAB}[auth]\nadmins = [\"boss@example.com\"]\n")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let boss = c.user("boss@example.com").await;
+    let day = utc_date(1).to_string();
+    for slot in [3, 4] {
+        c.post_auth("/book-slot", &ada, &json!({"slot_id": slot, "date": day})).await.expect(200);
+    }
+    let mut viewer = daemon.ws("/slot-booking").await;
+    viewer.recv_type("slots_update").await;
+
+    // Only admins, and only with a Bearer token.
+    let r = c.get_auth("/admin/users", &bob).await;
+    assert_eq!(r.expect(403)["code"], "admin_only");
+    let r = c.post_auth("/admin/users/disable", &bob, &json!({"email": "ada@example.com"})).await;
+    assert_eq!(r.expect(403)["code"], "admin_only");
+    let r = c.post("/admin/users/disable", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    assert_eq!(r.expect(401)["code"], "not_authenticated");
+    let users = c.get_auth("/admin/users", &boss).await.expect(200);
+    assert_eq!(users["count"], 3);
+    let roles: Vec<(&str, &str, bool)> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["email"].as_str().unwrap(), u["role"].as_str().unwrap(), u["disabled"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [("ada@example.com", "user", false), ("bob@example.com", "user", false), ("boss@example.com", "admin", false)]
+    );
+
+    // Bad requests change nothing.
+    let r = c.post_auth("/admin/users/disable", &boss, &json!({})).await;
+    assert_eq!(r.expect(422)["field"], "email");
+    let r = c.post_auth("/admin/users/disable", &boss, &json!({"email": "nobody@example.com"})).await;
+    assert_eq!(r.expect(404)["code"], "user_not_found");
+    let r = c.post_auth("/admin/users/disable", &boss, &json!({"email": "boss@example.com"})).await;
+    assert_eq!(r.expect(400)["code"], "account_is_admin");
+    assert_eq!(c.booked(utc_date(1)).await, [3, 4]);
+
+    let body = c.post_auth("/admin/users/disable", &boss, &json!({"email": " Ada@Example.com"})).await.expect(200);
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    assert_eq!(body["user"]["disabled"], true);
+    let cancelled: Vec<u64> =
+        body["cancelled_bookings"].as_array().unwrap().iter().map(|b| b["id"].as_u64().unwrap()).collect();
+    assert_eq!(cancelled, [3, 4]);
+    assert_eq!(c.booked(utc_date(1)).await, Vec::<u64>::new());
+    // Everyone watching sees the slots free.
+    loop {
+        let update = viewer.recv_type("slots_update").await;
+        if update["data"]["date"] == day.as_str() && update["data"]["booked_slots"] == json!([]) {
+            break;
+        }
+    }
+
+    // Ada is out: her token, her password, and the seed's in-body credentials.
+    let r = c.get_auth("/my-bookings", &ada).await;
+    assert_eq!(r.expect(403)["code"], "account_disabled");
+    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    assert_eq!(r.expect(403)["code"], "account_disabled");
+    let in_body = json!({"slot_id": 5, "date": day, "email": "ada@example.com", "password": "password1"});
+    assert_eq!(c.post("/book-slot", &in_body).await.expect(403)["code"], "account_disabled");
+    let users = c.get_auth("/admin/users", &boss).await.expect(200);
+    assert_eq!(users["users"][0]["disabled"], true);
+
+    // Enabled again: the old token stays refused; a fresh login works.
+    let body = c.post_auth("/admin/users/enable", &boss, &json!({"email": "ada@example.com"})).await.expect(200);
+    assert_eq!(body["user"]["disabled"], false);
+    assert_eq!(body["cancelled_bookings"], json!([]));
+    let r = c.get_auth("/my-bookings", &ada).await;
+    assert_eq!(r.expect(401)["code"], "invalid_token");
+    let ada = c.login("ada@example.com", "password1").await;
+    c.post_auth("/book-slot", &ada, &json!({"slot_id": 5, "date": day})).await.expect(200);
+
+    let log = daemon.log_until(|log| log.contains("account enabled"));
+    assert!(log.contains("account disabled"), "{log}");
+    assert!(!log.contains(&ada) && !log.contains(&boss), "tokens never reach the log");
+}

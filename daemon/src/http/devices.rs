@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::request::{Req, percent_decode};
 use super::routes::Route;
 use super::{Server, json_response};
-use crate::app::{App, AppError, Credentials, DeviceRef, Role};
+use crate::app::{App, AppError, DeviceRef, Role};
 use crate::compile::{self, CompileError};
 use crate::devices::Owner;
 use crate::metrics::UploadResult;
@@ -60,12 +60,6 @@ pub fn list(app: &Arc<App>) -> Reply {
     ))
 }
 
-/// Bearer only: the device routes do not take the seed's in-body credentials.
-async fn bearer_principal(app: &App, req: &Req) -> Result<crate::app::Principal, ApiError> {
-    let token = req.bearer()?.ok_or(AppError::NotAuthenticated)?;
-    Ok(app.authenticate(Credentials::Token(token)).await?)
-}
-
 /// Compiles `code` for `model`, one of a few at a time.
 async fn compile_for(app: &App, model: &str, code: &str) -> Result<compile::Compiled, CompileError> {
     let toolchain = compile::toolchain_for(&app.config(), model)
@@ -77,7 +71,8 @@ async fn compile_for(app: &App, model: &str, code: &str) -> Result<compile::Comp
 /// `POST /devices/compile`: `{code, device?}` compiled for the device's model
 /// (default: the first device's; `uno` when none is configured).
 pub async fn compile(app: &Arc<App>, req: &Req) -> Reply {
-    let who = bearer_principal(app, req).await?;
+    // Bearer only: the device routes do not take the seed's in-body credentials.
+    let who = req.bearer_principal(app).await?;
     let body = req.json()?;
     let code = body.required_str("code")?;
     let model = match body.str("model")? {
@@ -148,7 +143,7 @@ pub async fn upload(app: &Arc<App>, req: &Req) -> Reply {
         app.metrics.record_upload(UploadResult::Refused);
         e
     };
-    let who = bearer_principal(app, req).await.map_err(refused)?;
+    let who = req.bearer_principal(app).await.map_err(refused)?;
     let reference = device_param(Route::DevicesUpload, req.parts.uri.path()).map_err(refused)?;
     let (device, board) = app.board(&reference).map_err(|e| refused(e.into()))?;
     app.device_access(&who, &device, "upload").map_err(|e| refused(e.into()))?;

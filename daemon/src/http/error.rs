@@ -64,15 +64,15 @@ impl From<AppError> for ApiError {
                 return ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
                     .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            AppError::AccountDisabled | AppError::RegistrationRefused(_) => StatusCode::FORBIDDEN,
-            AppError::EmailTaken | AppError::Booking(_) => StatusCode::BAD_REQUEST,
+            AppError::AccountDisabled | AppError::RegistrationRefused(_) | AppError::AdminOnly => StatusCode::FORBIDDEN,
+            AppError::EmailTaken | AppError::Booking(_) | AppError::AccountIsAdmin(_) => StatusCode::BAD_REQUEST,
             AppError::InvalidField { field, .. } | AppError::MissingField(field) => {
                 return ApiError {
                     field: Some(field),
                     ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
                 };
             }
-            AppError::UnknownDevice(_) => StatusCode::NOT_FOUND,
+            AppError::UnknownDevice(_) | AppError::UnknownUser(_) => StatusCode::NOT_FOUND,
             AppError::Store(_) => {
                 tracing::error!(error = %detail, "store failure while serving a request");
                 let detail = "The booking store is unavailable; try again shortly";

@@ -2,6 +2,7 @@
 //! pipeline per request (route → read body → handler → error mapping → CORS
 //! and log line).
 
+mod admin;
 mod devices;
 mod error;
 mod handlers;

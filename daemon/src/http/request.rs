@@ -11,7 +11,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
-use crate::app::{AppError, Credentials};
+use crate::app::{App, AppError, Credentials, Principal};
 use crate::json::JsonObject;
 
 /// How long a client has to send its body once the headers are in.
@@ -82,6 +82,13 @@ impl Req {
     /// The token from `Authorization: Bearer`, if the header is present.
     pub fn bearer(&self) -> Result<Option<String>, ApiError> {
         bearer(self.headers())
+    }
+
+    /// Who is calling, by `Authorization: Bearer` alone (routes beyond the
+    /// seed's do not take in-body credentials).
+    pub async fn bearer_principal(&self, app: &App) -> Result<Principal, ApiError> {
+        let token = self.bearer()?.ok_or(AppError::NotAuthenticated)?;
+        Ok(app.authenticate(Credentials::Token(token)).await?)
     }
 
     /// Credentials for a route that also takes the seed's in-body ones.

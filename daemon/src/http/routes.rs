@@ -36,6 +36,9 @@ pub enum Route {
     DevicesUpload,
     /// `/devices/read/{device}`: the serial console (WebSocket).
     DevicesConsole,
+    AdminUsers,
+    AdminDisableUser,
+    AdminEnableUser,
 }
 
 impl Route {
@@ -57,6 +60,9 @@ impl Route {
         Route::DevicesCompile,
         Route::DevicesUpload,
         Route::DevicesConsole,
+        Route::AdminUsers,
+        Route::AdminDisableUser,
+        Route::AdminEnableUser,
     ];
 
     pub fn resolve(path: &str) -> Option<Route> {
@@ -92,6 +98,9 @@ impl Route {
             Route::DevicesCompile => "/devices/compile",
             Route::DevicesUpload => "/devices/upload/{device}",
             Route::DevicesConsole => "/devices/read/{device}",
+            Route::AdminUsers => "/admin/users",
+            Route::AdminDisableUser => "/admin/users/disable",
+            Route::AdminEnableUser => "/admin/users/enable",
         }
     }
 
@@ -105,13 +114,16 @@ impl Route {
             | Route::Metrics
             | Route::OpenApi
             | Route::Devices
-            | Route::DevicesConsole => &[Method::GET],
+            | Route::DevicesConsole
+            | Route::AdminUsers => &[Method::GET],
             Route::BookSlot
             | Route::CancelSlot
             | Route::Register
             | Route::Login
             | Route::DevicesCompile
-            | Route::DevicesUpload => &[Method::POST],
+            | Route::DevicesUpload
+            | Route::AdminDisableUser
+            | Route::AdminEnableUser => &[Method::POST],
             Route::MyBookings | Route::SlotsUser => &[Method::GET, Method::POST],
         }
     }
@@ -174,6 +186,9 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
         Route::DevicesCompile => super::devices::compile(app, &req).await,
         Route::DevicesUpload => super::devices::upload(app, &req).await,
         Route::DevicesConsole => unreachable!("WebSocket routes are answered before the body is read"),
+        Route::AdminUsers => super::admin::users(app, &req).await,
+        Route::AdminDisableUser => super::admin::set_disabled(app, &req, true).await,
+        Route::AdminEnableUser => super::admin::set_disabled(app, &req, false).await,
     };
     (Some(route), reply)
 }
