@@ -122,7 +122,8 @@ impl FrameCounter {
     }
 }
 
-fn raise_fd_limit() {
+/// Raises the open-file limit to its hard maximum; returns it.
+fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
@@ -130,6 +131,7 @@ fn raise_fd_limit() {
         limit.rlim_cur = limit.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
+    limit.rlim_cur
 }
 
 /// CPU time (user + system) this benchmark process has used so far.
@@ -506,7 +508,7 @@ async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
 }
 
 fn main() {
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut clients = vec![1_000, 10_000];
     let mut rounds = 50;
@@ -525,6 +527,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     for n in clients {
         if floor {
+            // Both ends of every connection live in this process.
+            let needed = 2 * n as u64 + 64;
+            assert!(needed <= fd_limit, "--floor with {n} clients needs {needed} open files; the limit is {fd_limit}");
             runtime.block_on(run_floor(n, rounds, reader_threads));
         } else {
             runtime.block_on(run(n, rounds, reader_threads));
