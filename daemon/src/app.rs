@@ -21,8 +21,7 @@ use crate::clock::Clock;
 use crate::config::{Config, JwtSecret, Privacy, Registration};
 use crate::metrics::{BookingAction, Metrics, Outcome};
 use crate::store::{
-    self, AccountChange, BookError, Booking, CancelError, CreateUserError, SetDisabledError, SlotKey, Store,
-    StoreError, User,
+    self, BookError, Booking, CancelError, CreateUserError, SetDisabledError, SlotKey, Store, StoreError, User,
 };
 
 /// Everything a request may need, shared by all connections.
@@ -706,7 +705,7 @@ impl App {
         who: &Principal,
         email: &str,
         disabled: bool,
-    ) -> Result<AccountChange, AppError> {
+    ) -> Result<AccountUpdate, AppError> {
         require_admin(who)?;
         let config = self.config();
         let email = auth::normalize_email(email).map_err(|e| AppError::field("email", e.to_string()))?;
@@ -725,16 +724,19 @@ impl App {
         };
         let action = if disabled { "account disabled" } else { "account enabled" };
         tracing::info!(admin = %who.email, email = %email, cancelled = change.cancelled.len(), "{action}");
-        for booking in &change.cancelled {
+        let mut cancelled = Vec::with_capacity(change.cancelled.len());
+        for booking in change.cancelled {
             self.metrics.record_booking(BookingAction::Cancel);
             self.changed(&booking.key);
-            let in_progress = config.lab.calendar.slot(booking.key.date, i64::from(booking.key.slot));
-            if in_progress.is_ok_and(|slot| slot.is_in_progress(self.now())) {
+            // Only bookings whose slot exists were picked.
+            let Ok(slot) = config.lab.calendar.slot(booking.key.date, i64::from(booking.key.slot)) else { continue };
+            if slot.is_in_progress(now) {
                 let message = "the account was disabled by a lab admin".to_owned();
                 self.devices.end_session(&booking.key.device, &booking.email, message);
             }
+            cancelled.push((booking, slot));
         }
-        Ok(change)
+        Ok(AccountUpdate { user: change.user, cancelled })
     }
 
     /// A user's bookings with their slots, in time order; ended ones only with `history`.
@@ -764,6 +766,13 @@ impl App {
             slot,
         }))
     }
+}
+
+/// An account as an admin left it, and the bookings that went with it, with their slots.
+#[derive(Debug)]
+pub struct AccountUpdate {
+    pub user: User,
+    pub cancelled: Vec<(Booking, Slot)>,
 }
 
 fn require_admin(who: &Principal) -> Result<(), AppError> {

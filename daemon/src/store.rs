@@ -339,16 +339,8 @@ impl Store {
         let index = txn.open_table(USER_BOOKINGS).map_err(db)?;
         let bookings = txn.open_table(BOOKINGS).map_err(db)?;
         let mut out = Vec::new();
-        for entry in index.range((email, "", "", 0u16)..).map_err(db)? {
-            let (k, _) = entry.map_err(db)?;
-            let (owner, day, device, slot) = k.value();
-            if owner != email {
-                break;
-            }
-            let date = parse_date(day)?;
-            if let Some(v) = bookings.get((device, day, slot)).map_err(db)? {
-                out.push(decode_booking(SlotKey { device: device.to_owned(), date, slot }, v.value())?);
-            }
+        for key in user_keys(&index, email)? {
+            out.extend(get_booking(&bookings, key)?);
         }
         Ok(out)
     }
@@ -614,23 +606,12 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
                     }
                     Write::Close => continue,
                     Write::Cancel { key, requester, reply } => {
-                        let day = key.date.to_string();
-                        let slot_key = (key.device.as_str(), day.as_str(), key.slot);
-                        let existing = bookings.get(slot_key).map_err(db_err)?.map(|v| v.value().to_vec());
-                        let result = match existing {
-                            None => Err(CancelError::NotBooked),
-                            Some(bytes) => {
-                                let booking = decode_booking(key.clone(), &bytes)?;
-                                if requester.as_deref().is_some_and(|r| r != booking.email) {
-                                    Err(CancelError::NotBooked)
-                                } else {
-                                    bookings.remove(slot_key).map_err(db_err)?;
-                                    index
-                                        .remove((booking.email.as_str(), day.as_str(), key.device.as_str(), key.slot))
-                                        .map_err(db_err)?;
-                                    Ok(booking)
-                                }
+                        let result = match get_booking(&bookings, key)? {
+                            Some(booking) if requester.as_deref().is_none_or(|r| r == booking.email) => {
+                                remove_booking(&mut bookings, &mut index, &booking)?;
+                                Ok(booking)
                             }
+                            _ => Err(CancelError::NotBooked),
                         };
                         Outcome::Cancel(reply, result)
                     }
@@ -646,14 +627,10 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
                                 }
                                 if disabled {
                                     for key in user_keys(&index, &email)?.into_iter().filter(|key| doomed(key)) {
-                                        let day = key.date.to_string();
-                                        let slot_key = (key.device.as_str(), day.as_str(), key.slot);
-                                        if let Some(v) = bookings.remove(slot_key).map_err(db_err)? {
-                                            cancelled.push(decode_booking(key.clone(), v.value())?);
+                                        if let Some(booking) = get_booking(&bookings, key)? {
+                                            remove_booking(&mut bookings, &mut index, &booking)?;
+                                            cancelled.push(booking);
                                         }
-                                        index
-                                            .remove((email.as_str(), day.as_str(), key.device.as_str(), key.slot))
-                                            .map_err(db_err)?;
                                     }
                                 }
                                 user.disabled = disabled;
@@ -687,9 +664,31 @@ fn is_disabled(users: &redb::Table<'_, &'static str, &'static [u8]>, email: &str
     }
 }
 
+/// The booking of `key`, if there is one.
+fn get_booking(
+    bookings: &impl ReadableTable<(&'static str, &'static str, u16), &'static [u8]>,
+    key: SlotKey,
+) -> Result<Option<Booking>, StoreError> {
+    let day = key.date.to_string();
+    let record = bookings.get((key.device.as_str(), day.as_str(), key.slot)).map_err(db_err)?;
+    record.map(|v| decode_booking(key, v.value())).transpose()
+}
+
+/// Removes a booking and its entry in the per-user index.
+fn remove_booking(
+    bookings: &mut redb::Table<'_, (&'static str, &'static str, u16), &'static [u8]>,
+    index: &mut redb::Table<'_, (&'static str, &'static str, &'static str, u16), ()>,
+    booking: &Booking,
+) -> Result<(), StoreError> {
+    let (key, day) = (&booking.key, booking.key.date.to_string());
+    bookings.remove((key.device.as_str(), day.as_str(), key.slot)).map_err(db_err)?;
+    index.remove((booking.email.as_str(), day.as_str(), key.device.as_str(), key.slot)).map_err(db_err)?;
+    Ok(())
+}
+
 /// The slots `email` has booked, from the per-user index.
 fn user_keys(
-    index: &redb::Table<'_, (&'static str, &'static str, &'static str, u16), ()>,
+    index: &impl ReadableTable<(&'static str, &'static str, &'static str, u16), ()>,
     email: &str,
 ) -> Result<Vec<SlotKey>, StoreError> {
     let mut out = Vec::new();

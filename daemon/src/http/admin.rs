@@ -40,15 +40,9 @@ pub async fn set_disabled(app: &Arc<App>, req: &Req, disabled: bool) -> Reply {
     let email = body.required_str("email")?;
     let who = req.bearer_principal(app).await?;
     let change = app.set_account_disabled(&who, email, disabled).await?;
-    let calendar = app.config().lab.calendar.clone();
-    let cancelled: Vec<BookingJson> = change
-        .cancelled
-        .iter()
-        .filter_map(|booking| {
-            let slot = calendar.slot(booking.key.date, i64::from(booking.key.slot)).ok()?;
-            Some(BookingJson::new(booking, &slot, calendar.time_zone()))
-        })
-        .collect();
+    let tz = app.config().lab.calendar.time_zone().clone();
+    let cancelled: Vec<BookingJson> =
+        change.cancelled.iter().map(|(booking, slot)| BookingJson::new(booking, slot, &tz)).collect();
     let user = &change.user;
     let message = match (disabled, cancelled.len()) {
         (false, _) => format!("Account {} enabled", user.email),
