@@ -177,24 +177,18 @@ impl Readers {
         let frames = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (round_tx, rounds) = std::sync::mpsc::channel();
-        let latest_arrival = Arc::new(AtomicU64::new(0));
-        let earliest_arrival = Arc::new(AtomicU64::new(u64::MAX));
-        let mut groups: Vec<Vec<std::net::TcpStream>> = (0..threads).map(|_| Vec::new()).collect();
-        for (i, socket) in sockets.into_iter().enumerate() {
-            groups[i % threads].push(socket);
-        }
-        let threads = groups
+        let arrivals = Arc::new(Arrivals::new());
+        let threads = deal(sockets, threads)
             .into_iter()
             .map(|group| {
                 let (frames, stop, round_tx) = (Arc::clone(&frames), Arc::clone(&stop), round_tx.clone());
-                let latest_arrival = Arc::clone(&latest_arrival);
-                let earliest_arrival = Arc::clone(&earliest_arrival);
+                let arrivals = Arc::clone(&arrivals);
                 std::thread::spawn(move || {
                     let param = libc::sched_param { sched_priority: 0 };
                     // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid param.
                     let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
                     assert_eq!(set, 0, "SCHED_IDLE");
-                    read_loop(group, n_clients, &frames, &latest_arrival, &earliest_arrival, &stop, &round_tx)
+                    read_loop(group, n_clients, &frames, &arrivals, &stop, &round_tx)
                 })
             })
             .collect();
@@ -217,6 +211,40 @@ impl Drop for Readers {
 /// another machine never puts on the daemon. The tick delays only the
 /// "read by its process" figure; arrival times come from the kernel.
 const POLL_TICK: Duration = Duration::from_millis(1);
+
+/// Deals `items` round-robin into `n` shares.
+fn deal<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let mut shares: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % n].push(item);
+    }
+    shares
+}
+
+/// The kernel's arrival times of the round in progress, across all readers,
+/// in nanoseconds since the Unix epoch.
+struct Arrivals {
+    first: AtomicU64,
+    last: AtomicU64,
+}
+
+impl Arrivals {
+    fn new() -> Arrivals {
+        Arrivals { first: AtomicU64::new(u64::MAX), last: AtomicU64::new(0) }
+    }
+
+    fn record(&self, arrived: SystemTime) {
+        let nanos = unix_nanos(arrived);
+        self.first.fetch_min(nanos, Ordering::AcqRel);
+        self.last.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// The first and last arrival of the round that just ended; starts the next.
+    fn end_round(&self) -> (SystemTime, SystemTime) {
+        let at = |nanos| UNIX_EPOCH + Duration::from_nanos(nanos);
+        (at(self.first.swap(u64::MAX, Ordering::AcqRel)), at(self.last.load(Ordering::Acquire)))
+    }
+}
 
 /// The end of a round: when its last frame reached a client's socket, and
 /// when the client process read it.
@@ -266,8 +294,7 @@ fn read_loop(
     sockets: Vec<std::net::TcpStream>,
     n_clients: u64,
     frames: &AtomicU64,
-    latest_arrival: &AtomicU64,
-    earliest_arrival: &AtomicU64,
+    arrivals: &Arrivals,
     stop: &AtomicBool,
     round_tx: &std::sync::mpsc::Sender<RoundEnd>,
 ) {
@@ -311,12 +338,10 @@ fn read_loop(
             if done > 0 {
                 let arrived = arrived.expect("a receive timestamp");
                 // Before the count: when it reaches a round's end, every frame's arrival is in.
-                latest_arrival.fetch_max(unix_nanos(arrived), Ordering::AcqRel);
-                earliest_arrival.fetch_min(unix_nanos(arrived), Ordering::AcqRel);
+                arrivals.record(arrived);
                 let total = frames.fetch_add(done, Ordering::AcqRel) + done;
                 if total % n_clients < done {
-                    let arrived = UNIX_EPOCH + Duration::from_nanos(latest_arrival.load(Ordering::Acquire));
-                    let first = UNIX_EPOCH + Duration::from_nanos(earliest_arrival.swap(u64::MAX, Ordering::AcqRel));
+                    let (first, arrived) = arrivals.end_round();
                     let _ = round_tx.send(RoundEnd { first, arrived, read: Instant::now() });
                 }
             }
@@ -458,12 +483,8 @@ async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
 
     let senders = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let start = Arc::new(std::sync::Barrier::new(senders + 1));
-    let mut shares: Vec<Vec<std::net::TcpStream>> = (0..senders).map(|_| Vec::new()).collect();
-    for (i, socket) in servers.into_iter().enumerate() {
-        shares[i % senders].push(socket);
-    }
     let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = shares
+    let threads: Vec<_> = deal(servers, senders)
         .into_iter()
         .map(|mut share| {
             let (start, stop, frame) = (Arc::clone(&start), Arc::clone(&stop), Arc::clone(&frame));
