@@ -200,6 +200,16 @@ impl Console {
         }
     }
 
+    /// Reads until `session_ended` (its message naming `why`), then expects close 1000.
+    async fn session_ends(&mut self, why: &str) {
+        let ended = self.until_type("session_ended").await;
+        assert!(ended["message"].as_str().unwrap().contains(why), "{ended}");
+        match self.ws.next().await {
+            Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
+            other => panic!("expected close 1000, got {other:?}"),
+        }
+    }
+
     /// Reads until `done` holds for a non-output message.
     async fn until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -521,12 +531,7 @@ async fn ending_the_session_closes_the_console_aborts_the_upload_and_restores_th
     console.until("write progress", |e| e["type"] == "upload_progress" && e["phase"] == "write").await;
     // Ada gives up her slot while her upload runs: the session ends at once.
     c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
-    let ended = console.until_type("session_ended").await;
-    assert!(ended["message"].as_str().unwrap().contains("cancelled"), "{ended}");
-    match console.ws.next().await {
-        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
-        other => panic!("expected close 1000, got {other:?}"),
-    }
+    console.session_ends("cancelled").await;
     let r = upload.await.unwrap();
     let body = r.expect(409);
     assert_eq!(body["code"], "upload_aborted");
@@ -558,12 +563,7 @@ async fn disabling_the_holder_ends_the_session_at_once() {
 
     let body = c.post_auth("/admin/users/disable", &admin, &json!({"email": "ada@example.com"})).await.expect(200);
     assert_eq!(body["cancelled_bookings"][0]["device"], "uno-1", "{body}");
-    let ended = console.until_type("session_ended").await;
-    assert!(ended["message"].as_str().unwrap().contains("disabled"), "{ended}");
-    match console.ws.next().await {
-        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
-        other => panic!("expected close 1000, got {other:?}"),
-    }
+    console.session_ends("disabled").await;
     let r = c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await;
     assert_eq!(r.expect(403)["code"], "account_disabled");
     c.device_until("free", |d| d["in_use"] == false).await;
