@@ -1,0 +1,268 @@
+//! Configuration: the TOML file (or built-in defaults), the seed's environment
+//! variables on top, compiled into typed, validated settings.
+//!
+//! Loading is two steps, as in a compiler: serde reads the raw file shape
+//! (`raw` structs, every field optional), then `compile` checks every value and
+//! builds the typed [`Config`], collecting one [`Problem`] per bad key instead
+//! of stopping at the first.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::booking::{Calendar, Policy};
+use rerod_devices::{Firmware, ResetMethod};
+
+/// The compiled configuration the daemon runs on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub lab: LabConfig,
+    pub log: LogConfig,
+    pub devices: Vec<DeviceConfig>,
+    /// Sketch toolchains by board model (`[compilers.<model>]`).
+    pub compilers: std::collections::BTreeMap<String, CompilerConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    pub max_connections: usize,
+    pub max_json_bytes: usize,
+    pub max_firmware_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub max_websocket_connections: usize,
+    pub max_websocket_message_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub jwt_secret: Option<JwtSecret>,
+    pub jwt_algorithm: jsonwebtoken::Algorithm,
+    pub token_lifetime: Duration,
+    pub bcrypt_cost: u32,
+    pub min_password_len: usize,
+    /// Wrong passwords for one address within `failed_login_window` before logins are throttled.
+    pub max_failed_logins: u32,
+    pub failed_login_window: Duration,
+    pub registration: Registration,
+    /// Lower-cased e-mail addresses.
+    pub admins: BTreeSet<String>,
+}
+
+/// Where the JWT signing secret comes from when it is not generated.
+#[derive(Clone)]
+pub enum JwtSecret {
+    /// `JWT_SECRET_KEY`.
+    Env(String),
+    /// `auth.jwt_secret_file`, read at start.
+    File(PathBuf),
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret itself.
+        match self {
+            JwtSecret::Env(_) => f.write_str("JwtSecret::Env(..)"),
+            JwtSecret::File(path) => f.debug_tuple("JwtSecret::File").field(path).finish(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registration {
+    Open,
+    Closed,
+    /// Only e-mail addresses in these (lower-cased) domains may register.
+    Domains(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    pub calendar: Calendar,
+    pub policy: Policy,
+    pub privacy: Privacy,
+}
+
+/// What `booked_by` shows of other people's bookings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Privacy {
+    /// Everyone sees who booked (the seed's behaviour; its web client relies on it).
+    ShowEmails,
+    /// Only your own bookings carry your e-mail; others show `null`.
+    HideOthers,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A `tracing` filter directive, e.g. `info` or `rerod=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON lines otherwise.
+    Auto,
+    Human,
+    Json,
+}
+
+/// A board as the config declares it. The device layer decides how to reach it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub name: String,
+    pub model: String,
+    pub plugin: String,
+    pub port: Option<PathBuf>,
+    pub usb: Option<UsbMatch>,
+    pub baud: u32,
+    /// How the board is reset into its bootloader (and after an aborted upload).
+    pub reset: ResetMethod,
+    /// The plugin's own options, already accepted by its `check_options`.
+    pub options: toml::Table,
+    /// The bootloader's baud rate (default: the model's, else 115200).
+    pub upload_baud: u32,
+    /// Flash available to programs, in bytes (default: the model's).
+    pub flash_limit: Option<u64>,
+    /// Flashed when a session that uploaded something ends, so the next user starts clean.
+    pub idle_firmware: Option<IdleFirmware>,
+}
+
+/// A device's idle firmware, read and checked when the config is loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdleFirmware {
+    pub path: PathBuf,
+    pub firmware: std::sync::Arc<Firmware>,
+}
+
+/// How sketches for one board model are compiled: an argv (no shell) with
+/// `{sketch}` (the `.ino` file), `{sketch_dir}` and `{build}` (the output
+/// directory); the program is the `.hex` the tool leaves in `{build}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompilerConfig {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsbMatch {
+    pub vid: u16,
+    pub pid: u16,
+    pub serial_number: Option<String>,
+}
+
+/// One thing wrong with a config, located by key path or by line and column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`lab.slot_minutes`, `devices[1].id`) or the environment variable.
+    pub key: String,
+    /// 1-based line and column in the file, when known.
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, col)) = self.location {
+            write!(f, "line {line}, column {col}: ")?
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a config could not be loaded: everything found wrong with it.
+#[derive(Clone, Debug)]
+pub struct ConfigError {
+    /// The file, or `None` for built-in defaults plus environment.
+    pub file: Option<PathBuf>,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.file {
+            Some(path) => path.display().to_string(),
+            None => "built-in defaults and environment".to_owned(),
+        };
+        write!(f, "invalid configuration in {source}")?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The process environment, captured once so loading is deterministic and testable.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env { vars: std::env::vars().collect() }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
+        Env { vars: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect() }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Loads `file` (or the built-in defaults when `None`) with `env` on top.
+    pub fn load(file: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { file: file.map(Path::to_path_buf), problems };
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                fail(vec![Problem { key: String::new(), location: None, message: format!("cannot read file: {e}") }])
+            })?,
+            None => String::new(),
+        };
+        Config::from_toml(&text, env).map_err(fail)
+    }
+
+    /// Parses and compiles TOML text with `env` on top.
+    pub fn from_toml(text: &str, env: &Env) -> Result<Config, Vec<Problem>> {
+        let raw: raw::File = toml::from_str(text).map_err(|e| vec![parse_problem(text, &e)])?;
+        validate::compile(raw, env)
+    }
+}
+
+fn parse_problem(text: &str, error: &toml::de::Error) -> Problem {
+    let location = error.span().map(|span| line_column(text, span.start));
+    Problem { key: String::new(), location, message: error.message().trim().to_owned() }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

@@ -1,0 +1,120 @@
+//! The file's shape as serde reads it: everything optional, unknown keys refused.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub store: Store,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub lab: Lab,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    #[serde(default)]
+    pub compilers: std::collections::BTreeMap<String, Compiler>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Compiler {
+    pub argv: Option<Vec<String>>,
+    pub timeout_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Server {
+    pub listen: Option<String>,
+    pub cors_origins: Option<Vec<String>>,
+    pub max_connections: Option<i64>,
+    pub max_json_bytes: Option<i64>,
+    pub max_firmware_bytes: Option<i64>,
+    pub header_read_timeout_secs: Option<i64>,
+    pub max_websocket_connections: Option<i64>,
+    pub max_websocket_message_bytes: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Store {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Auth {
+    pub jwt_secret_file: Option<String>,
+    pub jwt_algorithm: Option<String>,
+    pub token_minutes: Option<i64>,
+    pub bcrypt_cost: Option<i64>,
+    pub min_password_length: Option<i64>,
+    pub max_failed_logins: Option<i64>,
+    pub failed_login_window_secs: Option<i64>,
+    pub registration: Option<String>,
+    pub allowed_domains: Option<Vec<String>>,
+    pub admins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Lab {
+    pub timezone: Option<String>,
+    pub slot_minutes: Option<i64>,
+    pub days_ahead: Option<i64>,
+    pub max_active_bookings: Option<i64>,
+    pub max_bookings_per_day: Option<i64>,
+    pub privacy: Option<String>,
+    #[serde(default)]
+    pub maintenance: Vec<Maintenance>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Maintenance {
+    pub device: Option<String>,
+    pub reason: Option<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub weekdays: Option<Vec<String>>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Log {
+    pub level: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Device {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub plugin: Option<String>,
+    pub port: Option<String>,
+    pub usb: Option<Usb>,
+    pub baud: Option<i64>,
+    pub reset: Option<toml::Value>,
+    pub options: Option<toml::Table>,
+    pub upload_baud: Option<i64>,
+    pub flash_limit: Option<i64>,
+    pub idle_firmware: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Usb {
+    pub vid: Option<String>,
+    pub pid: Option<String>,
+    pub serial_number: Option<String>,
+}

@@ -1,0 +1,245 @@
+//! Unit tests of config loading: defaults, environment overrides, and every
+//! problem reported under its key path.
+
+use super::*;
+use crate::booking::MaintenanceWindow;
+use jiff::civil::Weekday;
+
+fn load(text: &str) -> Result<Config, Vec<Problem>> {
+    Config::from_toml(text, &Env::default())
+}
+
+fn keys(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let config = load("").unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:8000".parse().unwrap());
+    assert_eq!(config.store.path, PathBuf::from("data/rerod.redb"));
+    assert_eq!(config.auth.bcrypt_cost, 12);
+    assert_eq!(config.auth.token_lifetime, Duration::from_secs(3600));
+    assert_eq!(config.auth.min_password_len, 6);
+    assert_eq!(config.auth.registration, Registration::Open);
+    assert_eq!(config.lab.calendar.slot_minutes(), 60);
+    assert_eq!(config.lab.policy, Policy::default());
+    assert_eq!(config.server.max_json_bytes, 65536);
+    assert!(config.devices.is_empty());
+    assert!(config.auth.jwt_secret.is_none());
+}
+
+#[test]
+fn the_seed_environment_variables_override_the_file() {
+    let env = Env::from_pairs([
+        ("HOST", "127.0.0.1"),
+        ("PORT", "9001"),
+        ("LOG_LEVEL", "DEBUG"),
+        ("DATABASE_PATH", "/tmp/x.redb"),
+        ("JWT_SECRET_KEY", "s3cret"),
+        ("JWT_ALGORITHM", "hs512"),
+        ("JWT_EXPIRE_MINUTES", "5"),
+        ("BCRYPT_ROUNDS", "4"),
+    ]);
+    let config = Config::from_toml("[auth]\nbcrypt_cost = 10\n[store]\npath = \"a.redb\"\n", &env).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:9001".parse().unwrap());
+    assert_eq!(config.log.level, "debug");
+    assert_eq!(config.store.path, PathBuf::from("/tmp/x.redb"));
+    assert!(matches!(config.auth.jwt_secret, Some(JwtSecret::Env(ref s)) if s == "s3cret"));
+    assert_eq!(config.auth.jwt_algorithm, jsonwebtoken::Algorithm::HS512);
+    assert_eq!(config.auth.token_lifetime, Duration::from_secs(300));
+    assert_eq!(config.auth.bcrypt_cost, 4);
+}
+
+#[test]
+fn every_bad_key_is_reported_with_its_path() {
+    let problems = load(
+        r#"
+        [server]
+        listen = "nowhere"
+        [auth]
+        bcrypt_cost = 2
+        jwt_algorithm = "none"
+        admins = ["not-an-email"]
+        [lab]
+        timezone = "Mars/Olympus"
+        slot_minutes = 7
+        [[devices]]
+        id = "1"
+        plugin = "stk500v1"
+        [[devices]]
+        id = "arm-1"
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        [
+            "server.listen",
+            "auth.jwt_algorithm",
+            "auth.bcrypt_cost",
+            "auth.admins[0]",
+            "lab.timezone",
+            "lab.slot_minutes",
+            "devices[0].id",
+            "devices[1].plugin",
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_and_unknown_keys_carry_line_and_column() {
+    let problems = load("[lab]\nslot_minutes = 60\nslot_minuets = 30\n").unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].location, Some((3, 1)));
+    assert!(problems[0].message.contains("slot_minuets"), "{}", problems[0].message);
+
+    let problems = load("[lab\n").unwrap_err();
+    assert_eq!(problems[0].location.map(|(line, _)| line), Some(1));
+
+    let problems = load("[lab]\nslot_minutes = \"sixty\"\n").unwrap_err();
+    assert_eq!(problems[0].location.map(|(line, _)| line), Some(2));
+}
+
+#[test]
+fn duplicate_device_ids_are_refused() {
+    let problems = load(
+        "[[devices]]\nid = \"a\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM0\"\n\
+         [[devices]]\nid = \"a\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM1\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(keys(&problems), ["devices[1].id"]);
+}
+
+#[test]
+fn a_minimal_uno_entry_is_enough_and_takes_the_models_defaults() {
+    let config = load("[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM0\"\n").unwrap();
+    let d = &config.devices[0];
+    assert_eq!((d.name.as_str(), d.model.as_str(), d.baud, d.upload_baud), ("arm-1", "uno", 115_200, 115_200));
+    assert_eq!(d.flash_limit, Some(32_256));
+    assert_eq!(d.reset, ResetMethod::Dtr);
+    assert!(d.options.is_empty() && d.idle_firmware.is_none());
+}
+
+#[test]
+fn device_reset_options_and_compilers() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle.hex");
+    std::fs::write(&idle, ":0400000001020304F2\n:00000001FF\n").unwrap();
+    let text = format!(
+        r#"
+        [[devices]]
+        id = "a"
+        model = "nano-old"
+        plugin = "command"
+        port = "/dev/ttyUSB0"
+        reset = ["kill", "-USR1", "42"]
+        flash_limit = 31744
+        idle_firmware = "{}"
+        options = {{ argv = ["avrdude", "-P", "{{port}}", "-U", "flash:w:{{firmware}}:i"] }}
+        [[devices]]
+        id = "b"
+        plugin = "stk500v1"
+        usb = {{ vid = "2341", pid = "0043" }}
+        reset = "none"
+        [compilers.uno]
+        argv = ["cc", "{{sketch}}", "-o", "{{build}}"]
+        "#,
+        idle.display()
+    );
+    let config = load(&text).unwrap();
+    let (a, b) = (&config.devices[0], &config.devices[1]);
+    assert_eq!(a.reset, ResetMethod::Command(vec!["kill".into(), "-USR1".into(), "42".into()]));
+    assert_eq!((a.upload_baud, a.flash_limit), (57_600, Some(31_744)));
+    assert_eq!(a.idle_firmware.as_ref().map(|f| f.firmware.len()), Some(4));
+    assert_eq!(b.reset, ResetMethod::None);
+    assert_eq!(config.compilers["uno"].argv[1], "{sketch}");
+
+    let problems = load(
+        r#"
+        [[devices]]
+        id = "a"
+        plugin = "stk500v3"
+        port = "/dev/x"
+        [[devices]]
+        id = "b"
+        plugin = "stk500v1"
+        reset = "pulse"
+        idle_firmware = "/nonexistent/idle.hex"
+        options = { verfy = true, page_size = 100 }
+        [[devices]]
+        id = "c"
+        plugin = "command"
+        port = "/dev/y"
+        [compilers.uno]
+        argv = ["cc"]
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        [
+            "devices[0].plugin",
+            "devices[1]",
+            "devices[1].options.verfy",
+            "devices[1].options.page_size",
+            "devices[1].reset",
+            "devices[1].idle_firmware",
+            "devices[2].options.argv",
+            "compilers.uno.argv",
+        ]
+    );
+}
+
+#[test]
+fn registration_policies() {
+    let config = load("[auth]\nregistration = \"closed\"\n").unwrap();
+    assert_eq!(config.auth.registration, Registration::Closed);
+    let config = load("[auth]\nallowed_domains = [\"@Uni.Example\"]\n").unwrap();
+    assert_eq!(config.auth.registration, Registration::Domains(vec!["uni.example".into()]));
+    let problems = load("[auth]\nregistration = \"domains\"\n").unwrap_err();
+    assert_eq!(keys(&problems), ["auth.allowed_domains"]);
+}
+
+#[test]
+fn maintenance_windows_compile_in_the_lab_zone() {
+    let config = load(
+        r#"
+        [lab]
+        timezone = "Europe/Berlin"
+        [[lab.maintenance]]
+        device = "arm-1"
+        start = "2026-12-24T08:00"
+        end = "2026-12-27T00:00"
+        reason = "holidays"
+        [[lab.maintenance]]
+        weekdays = ["mon", "Friday"]
+        from = "07:00"
+        to = "09:00"
+        "#,
+    )
+    .unwrap();
+    let m = &config.lab.policy.maintenance;
+    assert_eq!(m.len(), 2);
+    assert_eq!(
+        m[0].when,
+        MaintenanceWindow::Once {
+            start: "2026-12-24T07:00:00Z".parse().unwrap(),
+            end: "2026-12-26T23:00:00Z".parse().unwrap()
+        }
+    );
+    assert_eq!(m[1].reason, "maintenance");
+    assert!(
+        matches!(&m[1].when, MaintenanceWindow::Weekly { weekdays, .. } if weekdays == &[Weekday::Monday, Weekday::Friday])
+    );
+
+    let problems = load("[[lab.maintenance]]\nweekdays = [\"someday\"]\nfrom = \"9\"\nto = \"10:00\"\n").unwrap_err();
+    assert_eq!(keys(&problems), ["lab.maintenance[0].weekdays[0]", "lab.maintenance[0].from"]);
+}
+
+#[test]
+fn the_example_config_in_the_repository_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rerod.toml");
+    let config = Config::load(Some(&path), &Env::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.devices.is_empty());
+}
