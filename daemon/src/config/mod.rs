@@ -1,10 +1,14 @@
 //! Configuration: the TOML file (or built-in defaults), the seed's environment
-//! variables on top, compiled into typed, validated settings.
+//! variables on top, validated into typed settings.
 //!
-//! Loading is two steps, as in a compiler: serde reads the raw file shape
-//! (`raw` structs, every field optional), then `compile` checks every value and
-//! builds the typed [`Config`], collecting one [`Problem`] per bad key instead
-//! of stopping at the first.
+//! Loading is two steps: serde reads the raw file shape (`raw` structs, every
+//! field optional), then `validate` checks every value and builds the typed
+//! [`Config`], collecting one [`Problem`] per bad key instead of stopping at
+//! the first.
+//!
+//! This file holds the typed config, the captured environment ([`Env`]), the
+//! errors and loading; `raw.rs` the serde schema, `validate.rs` the checks,
+//! and `tests.rs` the unit tests.
 
 mod raw;
 #[cfg(test)]
@@ -20,7 +24,7 @@ use std::time::Duration;
 use crate::booking::{Calendar, Policy};
 use rerod_devices::{Firmware, ResetMethod};
 
-/// The compiled configuration the daemon runs on.
+/// The validated configuration the daemon runs on.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub server: ServerConfig,
@@ -248,10 +252,10 @@ impl Config {
         Config::from_toml(&text, env).map_err(fail)
     }
 
-    /// Parses and compiles TOML text with `env` on top.
+    /// Parses and validates TOML text with `env` on top.
     pub fn from_toml(text: &str, env: &Env) -> Result<Config, Vec<Problem>> {
         let raw: raw::File = toml::from_str(text).map_err(|e| vec![parse_problem(text, &e)])?;
-        validate::compile(raw, env)
+        validate::validate(raw, env)
     }
 }
 

@@ -202,7 +202,7 @@ fn registration_policies() {
 }
 
 #[test]
-fn maintenance_windows_compile_in_the_lab_zone() {
+fn maintenance_windows_are_read_in_the_lab_zone() {
     let config = load(
         r#"
         [lab]
@@ -238,7 +238,7 @@ fn maintenance_windows_compile_in_the_lab_zone() {
 }
 
 #[test]
-fn the_example_config_in_the_repository_compiles() {
+fn the_example_config_in_the_repository_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rerod.toml");
     let config = Config::load(Some(&path), &Env::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!config.devices.is_empty());

@@ -17,12 +17,12 @@ use super::{
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
 
-/// Collects problems while compiling; each check reports under its key path.
-struct Compiler {
+/// Collects problems while validating; each check reports under its key path.
+struct Validator {
     problems: Vec<Problem>,
 }
 
-impl Compiler {
+impl Validator {
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem { key: key.into(), location: None, message: message.into() });
     }
@@ -60,9 +60,9 @@ impl Compiler {
     }
 }
 
-pub(super) fn compile(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>> {
-    let mut c = Compiler { problems: Vec::new() };
-    let server = compile_server(&mut c, raw.server, env);
+pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>> {
+    let mut v = Validator { problems: Vec::new() };
+    let server = validate_server(&mut v, raw.server, env);
     let store = StoreConfig {
         path: PathBuf::from(
             env.get("DATABASE_PATH")
@@ -71,58 +71,58 @@ pub(super) fn compile(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>>
                 .unwrap_or_else(|| "data/rerod.redb".to_owned()),
         ),
     };
-    let auth = compile_auth(&mut c, raw.auth, env);
-    let lab = compile_lab(&mut c, raw.lab);
-    let log = compile_log(&mut c, raw.log, env);
-    let devices = compile_devices(&mut c, raw.devices);
-    let compilers = compile_compilers(&mut c, raw.compilers);
-    if c.problems.is_empty() {
+    let auth = validate_auth(&mut v, raw.auth, env);
+    let lab = validate_lab(&mut v, raw.lab);
+    let log = validate_log(&mut v, raw.log, env);
+    let devices = validate_devices(&mut v, raw.devices);
+    let compilers = validate_compilers(&mut v, raw.compilers);
+    if v.problems.is_empty() {
         Ok(Config { server, store, auth, lab, log, devices, compilers })
     } else {
-        Err(c.problems)
+        Err(v.problems)
     }
 }
 
-fn compile_server(c: &mut Compiler, raw: raw::Server, env: &Env) -> ServerConfig {
+fn validate_server(v: &mut Validator, raw: raw::Server, env: &Env) -> ServerConfig {
     let default_listen = SocketAddr::from(([0, 0, 0, 0], 8000));
     let mut listen = match raw.listen.as_deref() {
         None => default_listen,
         Some(text) => text.parse().unwrap_or_else(|_| {
-            c.problem("server.listen", format!("must be an address and port such as \"0.0.0.0:8000\", got {text:?}"));
+            v.problem("server.listen", format!("must be an address and port such as \"0.0.0.0:8000\", got {text:?}"));
             default_listen
         }),
     };
     if let Some(host) = env.get("HOST") {
         match host.parse::<IpAddr>() {
             Ok(ip) => listen.set_ip(ip),
-            Err(_) => c.problem("environment HOST", format!("must be an IP address, got {host:?}")),
+            Err(_) => v.problem("environment HOST", format!("must be an IP address, got {host:?}")),
         }
     }
-    if let Some(port) = c.env_int(env, "PORT", None) {
+    if let Some(port) = v.env_int(env, "PORT", None) {
         match u16::try_from(port) {
             Ok(port) => listen.set_port(port),
-            Err(_) => c.problem("environment PORT", format!("must be a port number, got {port}")),
+            Err(_) => v.problem("environment PORT", format!("must be a port number, got {port}")),
         }
     }
     ServerConfig {
         listen,
         cors_origins: raw.cors_origins.unwrap_or_else(|| vec!["*".to_owned()]),
-        max_connections: c.int("server.max_connections", raw.max_connections, 1..=1_000_000, 10_000),
-        max_json_bytes: c.int("server.max_json_bytes", raw.max_json_bytes, 1024..=16 << 20, 64 << 10),
-        max_firmware_bytes: c.int("server.max_firmware_bytes", raw.max_firmware_bytes, 1024..=256 << 20, 4 << 20),
-        header_read_timeout: Duration::from_secs(c.int(
+        max_connections: v.int("server.max_connections", raw.max_connections, 1..=1_000_000, 10_000),
+        max_json_bytes: v.int("server.max_json_bytes", raw.max_json_bytes, 1024..=16 << 20, 64 << 10),
+        max_firmware_bytes: v.int("server.max_firmware_bytes", raw.max_firmware_bytes, 1024..=256 << 20, 4 << 20),
+        header_read_timeout: Duration::from_secs(v.int(
             "server.header_read_timeout_secs",
             raw.header_read_timeout_secs,
             1..=3600,
             10,
         )),
-        max_websocket_connections: c.int(
+        max_websocket_connections: v.int(
             "server.max_websocket_connections",
             raw.max_websocket_connections,
             0..=1_000_000,
             20_000,
         ),
-        max_websocket_message_bytes: c.int(
+        max_websocket_message_bytes: v.int(
             "server.max_websocket_message_bytes",
             raw.max_websocket_message_bytes,
             1024..=16 << 20,
@@ -131,7 +131,7 @@ fn compile_server(c: &mut Compiler, raw: raw::Server, env: &Env) -> ServerConfig
     }
 }
 
-fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
+fn validate_auth(v: &mut Validator, raw: raw::Auth, env: &Env) -> AuthConfig {
     let jwt_secret = match (env.get("JWT_SECRET_KEY"), raw.jwt_secret_file) {
         (Some(secret), _) => Some(JwtSecret::Env(secret.to_owned())),
         (None, Some(path)) => Some(JwtSecret::File(PathBuf::from(path))),
@@ -145,18 +145,18 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
         Some(other) => {
             let key =
                 if env.get("JWT_ALGORITHM").is_some() { "environment JWT_ALGORITHM" } else { "auth.jwt_algorithm" };
-            c.problem(key, format!("must be HS256, HS384 or HS512 (a shared-secret algorithm), got {other:?}"));
+            v.problem(key, format!("must be HS256, HS384 or HS512 (a shared-secret algorithm), got {other:?}"));
             jsonwebtoken::Algorithm::HS256
         }
     };
-    let minutes = c.env_int(env, "JWT_EXPIRE_MINUTES", raw.token_minutes);
-    let token_minutes: u64 = c.int("auth.token_minutes", minutes, 1..=525_600, 60);
-    let cost = c.env_int(env, "BCRYPT_ROUNDS", raw.bcrypt_cost);
-    let bcrypt_cost = c.int("auth.bcrypt_cost", cost, 4..=31, 12);
-    let min_password_len = c.int("auth.min_password_length", raw.min_password_length, 1..=72, 6);
-    let max_failed_logins = c.int("auth.max_failed_logins", raw.max_failed_logins, 1..=1_000_000, 10);
+    let minutes = v.env_int(env, "JWT_EXPIRE_MINUTES", raw.token_minutes);
+    let token_minutes: u64 = v.int("auth.token_minutes", minutes, 1..=525_600, 60);
+    let cost = v.env_int(env, "BCRYPT_ROUNDS", raw.bcrypt_cost);
+    let bcrypt_cost = v.int("auth.bcrypt_cost", cost, 4..=31, 12);
+    let min_password_len = v.int("auth.min_password_length", raw.min_password_length, 1..=72, 6);
+    let max_failed_logins = v.int("auth.max_failed_logins", raw.max_failed_logins, 1..=1_000_000, 10);
     let failed_login_window =
-        Duration::from_secs(c.int("auth.failed_login_window_secs", raw.failed_login_window_secs, 1..=86_400, 300));
+        Duration::from_secs(v.int("auth.failed_login_window_secs", raw.failed_login_window_secs, 1..=86_400, 300));
     let domains: Vec<String> = raw
         .allowed_domains
         .unwrap_or_default()
@@ -167,17 +167,17 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
         None | Some("open") if domains.is_empty() => Registration::Open,
         None | Some("domains") => Registration::Domains(domains),
         Some("open") => {
-            c.problem("auth.allowed_domains", "only applies with registration = \"domains\"");
+            v.problem("auth.allowed_domains", "only applies with registration = \"domains\"");
             Registration::Open
         }
         Some("closed") => Registration::Closed,
         Some(other) => {
-            c.problem("auth.registration", format!("must be \"open\", \"closed\" or \"domains\", got {other:?}"));
+            v.problem("auth.registration", format!("must be \"open\", \"closed\" or \"domains\", got {other:?}"));
             Registration::Open
         }
     };
     if registration == Registration::Domains(Vec::new()) {
-        c.problem("auth.allowed_domains", "must list at least one domain when registration = \"domains\"");
+        v.problem("auth.allowed_domains", "must list at least one domain when registration = \"domains\"");
     }
     let mut admins = BTreeSet::new();
     for (i, admin) in raw.admins.unwrap_or_default().iter().enumerate() {
@@ -185,7 +185,7 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
             Ok(email) => {
                 admins.insert(email);
             }
-            Err(e) => c.problem(format!("auth.admins[{i}]"), e.to_string()),
+            Err(e) => v.problem(format!("auth.admins[{i}]"), e.to_string()),
         }
     }
     AuthConfig {
@@ -201,53 +201,53 @@ fn compile_auth(c: &mut Compiler, raw: raw::Auth, env: &Env) -> AuthConfig {
     }
 }
 
-fn compile_lab(c: &mut Compiler, raw: raw::Lab) -> LabConfig {
+fn validate_lab(v: &mut Validator, raw: raw::Lab) -> LabConfig {
     let tz = match raw.timezone.as_deref() {
         None => TimeZone::system(),
         Some(name) => TimeZone::get(name).unwrap_or_else(|_| {
-            c.problem(
+            v.problem(
                 "lab.timezone",
                 format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\""),
             );
             TimeZone::UTC
         }),
     };
-    let slot_minutes: u16 = c.int("lab.slot_minutes", raw.slot_minutes, 1..=1440, 60);
+    let slot_minutes: u16 = v.int("lab.slot_minutes", raw.slot_minutes, 1..=1440, 60);
     let slot_minutes = if 1440 % slot_minutes == 0 {
         slot_minutes
     } else {
-        c.problem("lab.slot_minutes", format!("must divide a day (1440 minutes) evenly, got {slot_minutes}"));
+        v.problem("lab.slot_minutes", format!("must divide a day (1440 minutes) evenly, got {slot_minutes}"));
         60
     };
     let mut maintenance = Vec::new();
     for (i, m) in raw.maintenance.into_iter().enumerate() {
-        if let Some(m) = compile_maintenance(c, &format!("lab.maintenance[{i}]"), m, &tz) {
+        if let Some(m) = validate_maintenance(v, &format!("lab.maintenance[{i}]"), m, &tz) {
             maintenance.push(m);
         }
     }
     let policy = Policy {
-        days_ahead: c.int("lab.days_ahead", raw.days_ahead, 0..=366, 7),
-        max_active_bookings: raw.max_active_bookings.map(|v| c.int("lab.max_active_bookings", Some(v), 1..=10_000, 1)),
-        max_bookings_per_day: raw.max_bookings_per_day.map(|v| c.int("lab.max_bookings_per_day", Some(v), 1..=1440, 1)),
+        days_ahead: v.int("lab.days_ahead", raw.days_ahead, 0..=366, 7),
+        max_active_bookings: raw.max_active_bookings.map(|n| v.int("lab.max_active_bookings", Some(n), 1..=10_000, 1)),
+        max_bookings_per_day: raw.max_bookings_per_day.map(|n| v.int("lab.max_bookings_per_day", Some(n), 1..=1440, 1)),
         maintenance,
     };
     let privacy = match raw.privacy.as_deref() {
         None | Some("show-emails") => Privacy::ShowEmails,
         Some("hide-others") => Privacy::HideOthers,
         Some(other) => {
-            c.problem("lab.privacy", format!("must be \"show-emails\" or \"hide-others\", got {other:?}"));
+            v.problem("lab.privacy", format!("must be \"show-emails\" or \"hide-others\", got {other:?}"));
             Privacy::ShowEmails
         }
     };
     LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy }
 }
 
-fn compile_maintenance(c: &mut Compiler, key: &str, raw: raw::Maintenance, tz: &TimeZone) -> Option<Maintenance> {
+fn validate_maintenance(v: &mut Validator, key: &str, raw: raw::Maintenance, tz: &TimeZone) -> Option<Maintenance> {
     let reason = raw.reason.unwrap_or_else(|| "maintenance".to_owned());
-    let civil_time = |c: &mut Compiler, field: &str, text: &str| -> Option<Time> {
+    let civil_time = |v: &mut Validator, field: &str, text: &str| -> Option<Time> {
         let parsed = text.parse::<Time>().ok();
         if parsed.is_none() {
-            c.problem(format!("{key}.{field}"), format!("must be a time such as \"08:00\", got {text:?}"));
+            v.problem(format!("{key}.{field}"), format!("must be a time such as \"08:00\", got {text:?}"));
         }
         parsed
     };
@@ -256,7 +256,7 @@ fn compile_maintenance(c: &mut Compiler, key: &str, raw: raw::Maintenance, tz: &
             let mut instant = |field: &str, text: &str| match text.parse::<jiff::civil::DateTime>() {
                 Ok(dt) => tz.to_ambiguous_timestamp(dt).compatible().ok(),
                 Err(_) => {
-                    c.problem(
+                    v.problem(
                         format!("{key}.{field}"),
                         format!("must be a lab-local date and time such as \"2026-12-24T08:00\", got {text:?}"),
                     );
@@ -265,7 +265,7 @@ fn compile_maintenance(c: &mut Compiler, key: &str, raw: raw::Maintenance, tz: &
             };
             let (start, end) = (instant("start", &start)?, instant("end", &end)?);
             if start >= end {
-                c.problem(format!("{key}.end"), "must be after start");
+                v.problem(format!("{key}.end"), "must be after start");
                 return None;
             }
             MaintenanceWindow::Once { start, end }
@@ -275,21 +275,21 @@ fn compile_maintenance(c: &mut Compiler, key: &str, raw: raw::Maintenance, tz: &
             for (i, day) in days.iter().enumerate() {
                 match parse_weekday(day) {
                     Some(d) => weekdays.push(d),
-                    None => c.problem(
+                    None => v.problem(
                         format!("{key}.weekdays[{i}]"),
                         format!("must be a weekday such as \"mon\" or \"monday\", got {day:?}"),
                     ),
                 }
             }
-            let (from, to) = (civil_time(c, "from", &from)?, civil_time(c, "to", &to)?);
+            let (from, to) = (civil_time(v, "from", &from)?, civil_time(v, "to", &to)?);
             if to != Time::midnight() && to <= from {
-                c.problem(format!("{key}.to"), "must be after from (\"00:00\" means the end of the day)");
+                v.problem(format!("{key}.to"), "must be after from (\"00:00\" means the end of the day)");
                 return None;
             }
             MaintenanceWindow::Weekly { weekdays, from, to }
         }
         _ => {
-            c.problem(key, "give either start and end (a one-off window) or weekdays, from and to (a weekly one)");
+            v.problem(key, "give either start and end (a one-off window) or weekdays, from and to (a weekly one)");
             return None;
         }
     };
@@ -311,35 +311,35 @@ fn parse_weekday(text: &str) -> Option<Weekday> {
     days.iter().find(|(name, _)| lower.len() >= 3 && name.starts_with(&lower)).map(|(_, day)| *day)
 }
 
-fn compile_log(c: &mut Compiler, raw: raw::Log, env: &Env) -> LogConfig {
+fn validate_log(v: &mut Validator, raw: raw::Log, env: &Env) -> LogConfig {
     let level =
         env.get("LOG_LEVEL").map(str::to_owned).or(raw.level).unwrap_or_else(|| "info".to_owned()).to_ascii_lowercase();
     if tracing_subscriber::EnvFilter::builder().parse(&level).is_err() {
-        c.problem("log.level", format!("must be a level (error, warn, info, debug, trace) or a filter, got {level:?}"));
+        v.problem("log.level", format!("must be a level (error, warn, info, debug, trace) or a filter, got {level:?}"));
     }
     let format = match raw.format.as_deref() {
         None | Some("auto") => LogFormat::Auto,
         Some("human") => LogFormat::Human,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            c.problem("log.format", format!("must be \"auto\", \"human\" or \"json\", got {other:?}"));
+            v.problem("log.format", format!("must be \"auto\", \"human\" or \"json\", got {other:?}"));
             LogFormat::Auto
         }
     };
     LogConfig { level, format }
 }
 
-fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig> {
+fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfig> {
     let mut devices: Vec<DeviceConfig> = Vec::new();
     for (i, d) in raw.into_iter().enumerate() {
         let key = format!("devices[{i}]");
         let id = match d.id.map(|s| s.trim().to_owned()) {
             None => {
-                c.problem(format!("{key}.id"), "is required (a stable name such as \"arm-1\")");
+                v.problem(format!("{key}.id"), "is required (a stable name such as \"arm-1\")");
                 continue;
             }
             Some(id) if !valid_device_id(&id) => {
-                c.problem(
+                v.problem(
                     format!("{key}.id"),
                     format!(
                         "must be letters, digits, '-' or '_', not only digits (those are device numbers), got {id:?}"
@@ -350,40 +350,40 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
             Some(id) => id,
         };
         if devices.iter().any(|other| other.id == id) {
-            c.problem(format!("{key}.id"), format!("{id:?} is already used by another device"));
+            v.problem(format!("{key}.id"), format!("{id:?} is already used by another device"));
             continue;
         }
         let Some(plugin) = d.plugin else {
-            c.problem(format!("{key}.plugin"), "is required (the upload method, e.g. \"stk500v1\")");
+            v.problem(format!("{key}.plugin"), "is required (the upload method, e.g. \"stk500v1\")");
             continue;
         };
         match (&d.port, &d.usb) {
-            (Some(_), Some(_)) => c.problem(&key, "give either port or usb, not both"),
-            (None, None) => c.problem(
+            (Some(_), Some(_)) => v.problem(&key, "give either port or usb, not both"),
+            (None, None) => v.problem(
                 &key,
                 "give port (a path such as \"/dev/serial/by-id/...\") or usb (vid, pid and optionally serial_number)",
             ),
             _ => {}
         }
-        let usb = d.usb.and_then(|usb| compile_usb(c, &format!("{key}.usb"), usb));
+        let usb = d.usb.and_then(|usb| validate_usb(v, &format!("{key}.usb"), usb));
         let model_name = d.model.unwrap_or_else(|| "uno".to_owned());
         let model = rerod_devices::model::lookup(&model_name);
         match crate::plugins::lookup(&plugin) {
-            None => c.problem(
+            None => v.problem(
                 format!("{key}.plugin"),
                 format!("unknown upload method {plugin:?} (known: {})", crate::plugins::NAMES.join(", ")),
             ),
             Some(uploader) => {
                 if let Err(errors) = uploader.check_options(d.options.as_ref().unwrap_or(&toml::Table::new())) {
                     for e in errors {
-                        c.problem(format!("{key}.options.{}", e.key), e.message);
+                        v.problem(format!("{key}.options.{}", e.key), e.message);
                     }
                 }
             }
         }
-        let reset = compile_reset(c, &format!("{key}.reset"), d.reset);
+        let reset = validate_reset(v, &format!("{key}.reset"), d.reset);
         let flash_limit = match d.flash_limit {
-            Some(v) => Some(c.int(&format!("{key}.flash_limit"), Some(v), 256..=1 << 30, 32_256)),
+            Some(n) => Some(v.int(&format!("{key}.flash_limit"), Some(n), 256..=1 << 30, 32_256)),
             None => model.map(|m| m.flash_limit),
         };
         let idle_firmware = d.idle_firmware.and_then(|path| {
@@ -399,7 +399,7 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
             match checked {
                 Ok(firmware) => Some(IdleFirmware { path, firmware: std::sync::Arc::new(firmware) }),
                 Err(message) => {
-                    c.problem(format!("{key}.idle_firmware"), message);
+                    v.problem(format!("{key}.idle_firmware"), message);
                     None
                 }
             }
@@ -410,10 +410,10 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
             plugin,
             port: d.port.map(PathBuf::from),
             usb,
-            baud: c.int(&format!("{key}.baud"), d.baud, 300..=4_000_000, 115_200),
+            baud: v.int(&format!("{key}.baud"), d.baud, 300..=4_000_000, 115_200),
             reset,
             options: d.options.unwrap_or_default(),
-            upload_baud: c.int(
+            upload_baud: v.int(
                 &format!("{key}.upload_baud"),
                 d.upload_baud,
                 300..=4_000_000,
@@ -428,29 +428,29 @@ fn compile_devices(c: &mut Compiler, raw: Vec<raw::Device>) -> Vec<DeviceConfig>
 }
 
 /// `reset = "dtr" | "none" | ["program", "arg", ...]`; default DTR.
-fn compile_reset(c: &mut Compiler, key: &str, raw: Option<toml::Value>) -> ResetMethod {
+fn validate_reset(v: &mut Validator, key: &str, raw: Option<toml::Value>) -> ResetMethod {
     let wrong = "must be \"dtr\", \"none\", or a command as an array of strings such as [\"usbreset\", \"2341:0043\"]";
     match raw {
         None => ResetMethod::Dtr,
         Some(toml::Value::String(s)) if s == "dtr" => ResetMethod::Dtr,
         Some(toml::Value::String(s)) if s == "none" => ResetMethod::None,
         Some(toml::Value::Array(items)) if !items.is_empty() => {
-            let argv: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(str::to_owned)).collect();
+            let argv: Option<Vec<String>> = items.iter().map(|item| item.as_str().map(str::to_owned)).collect();
             argv.map(ResetMethod::Command).unwrap_or_else(|| {
-                c.problem(key, wrong);
+                v.problem(key, wrong);
                 ResetMethod::Dtr
             })
         }
         Some(_) => {
-            c.problem(key, wrong);
+            v.problem(key, wrong);
             ResetMethod::Dtr
         }
     }
 }
 
 /// `[compilers.<model>]`: an argv template and a timeout per board model.
-fn compile_compilers(
-    c: &mut Compiler,
+fn validate_compilers(
+    v: &mut Validator,
     raw: std::collections::BTreeMap<String, raw::Compiler>,
 ) -> std::collections::BTreeMap<String, CompilerConfig> {
     let mut out = std::collections::BTreeMap::new();
@@ -458,27 +458,27 @@ fn compile_compilers(
         let key = format!("compilers.{model}");
         let argv = compiler.argv.unwrap_or_default();
         if argv.is_empty() || argv[0].is_empty() {
-            c.problem(format!("{key}.argv"), "is required: the compiler and its arguments, using {sketch} and {build}");
+            v.problem(format!("{key}.argv"), "is required: the compiler and its arguments, using {sketch} and {build}");
             continue;
         }
         if !argv.iter().any(|a| a.contains("{sketch}") || a.contains("{sketch_dir}")) {
-            c.problem(format!("{key}.argv"), "must use {sketch} or {sketch_dir}, where the user's code is written");
+            v.problem(format!("{key}.argv"), "must use {sketch} or {sketch_dir}, where the user's code is written");
         }
-        let timeout = Duration::from_secs(c.int(&format!("{key}.timeout_secs"), compiler.timeout_secs, 1..=3600, 120));
+        let timeout = Duration::from_secs(v.int(&format!("{key}.timeout_secs"), compiler.timeout_secs, 1..=3600, 120));
         out.insert(model.to_ascii_lowercase(), CompilerConfig { argv, timeout });
     }
     out
 }
 
-fn compile_usb(c: &mut Compiler, key: &str, raw: raw::Usb) -> Option<UsbMatch> {
+fn validate_usb(v: &mut Validator, key: &str, raw: raw::Usb) -> Option<UsbMatch> {
     let mut hex = |field: &str, value: Option<String>| -> Option<u16> {
         let Some(text) = value else {
-            c.problem(format!("{key}.{field}"), "is required, as four hex digits such as \"2341\"");
+            v.problem(format!("{key}.{field}"), "is required, as four hex digits such as \"2341\"");
             return None;
         };
         let parsed = u16::from_str_radix(text.trim_start_matches("0x"), 16).ok();
         if parsed.is_none() {
-            c.problem(format!("{key}.{field}"), format!("must be four hex digits such as \"2341\", got {text:?}"));
+            v.problem(format!("{key}.{field}"), format!("must be four hex digits such as \"2341\", got {text:?}"));
         }
         parsed
     };
