@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::upload::{OptionError, Options, UploadJob};
-use crate::{Firmware, model};
+use crate::error::OptionError;
+use crate::firmware::Firmware;
+use crate::model;
+use crate::upload::{Options, UploadJob};
 
 /// The options every bootloader plugin takes.
 pub const OPTIONS: &[&str] = &["signature", "page_size", "reset_attempts", "sync_window_ms", "verify"];

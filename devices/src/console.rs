@@ -24,9 +24,10 @@ use serialport::{SerialPort as _, TTYPort};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::cancel::CancelToken;
+use crate::error::ResetError;
 use crate::link::{READ_SLICE, SerialLink, TtyLink};
 use crate::port::{PortError, PortSpec, open_port};
-use crate::reset::{ResetError, ResetMethod};
+use crate::reset::ResetMethod;
 
 /// How a device's console port is found and kept.
 #[derive(Debug, Clone)]

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 
 use crate::cancel::CancelToken;
-use crate::upload::UploadError;
+use crate::error::UploadError;
+use crate::port::{PortError, open_port};
 
 /// How long one blocking read may wait before the cancel flag is checked again.
 pub const READ_SLICE: Duration = Duration::from_millis(50);
@@ -44,9 +45,9 @@ pub struct TtyLink {
 impl TtyLink {
     /// Opens `path` at `baud` (8N1, no flow control, exclusive).
     pub fn open(path: &Path, baud: u32) -> Result<TtyLink, UploadError> {
-        match crate::port::open_port(path, baud) {
+        match open_port(path, baud) {
             Ok(port) => Ok(TtyLink { port, path: path.to_owned() }),
-            Err(crate::port::PortError::NotFound { path }) => Err(UploadError::PortNotFound { path }),
+            Err(PortError::NotFound { path }) => Err(UploadError::PortNotFound { path }),
             Err(e) => Err(UploadError::PortOpen { path: path.to_owned(), message: e.to_string() }),
         }
     }

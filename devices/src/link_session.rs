@@ -14,11 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::bootloader::Settings;
-use crate::link::{READ_SLICE, ReadError, SerialLink, classify_io, read_exact};
-use crate::{
-    Phase, ResetError, TtyLink, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport,
-    spawn_blocking_upload,
-};
+use crate::error::{ResetError, UploadError};
+use crate::link::{READ_SLICE, ReadError, SerialLink, TtyLink, classify_io, read_exact};
+use crate::upload::{Phase, UploadContext, UploadFuture, UploadJob, UploadReport, spawn_blocking_upload};
 
 /// How long to wait for an answer to one sync or sign-on request before
 /// sending another.

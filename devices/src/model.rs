@@ -3,6 +3,18 @@
 //! Config may override each value per device; a model not listed here works
 //! too, it just has no defaults (the plugin's options must say everything).
 
+use std::fmt;
+
+/// Three signature bytes of an AVR part (atmega328p: 1E 95 0F).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; 3]);
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x} {:02x} {:02x}", self.0[0], self.0[1], self.0[2])
+    }
+}
+
 /// What a board model implies for uploading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoardModel {

@@ -93,8 +93,8 @@ impl PortSpec {
     /// Resolves and opens the port once (then closes it): the device is online.
     ///
     /// Opening a classic Arduino resets it (DTR), and a port held by a
-    /// [`crate::DevicePort`] is locked; for a device with a running console,
-    /// use its [`crate::PortState`] instead.
+    /// device's `DevicePort` is locked; for a device with a running console,
+    /// use its `PortState` instead.
     pub fn probe(&self, baud: u32) -> Result<PathBuf, PortError> {
         let path = self.resolve()?;
         open_port(&path, baud)?;

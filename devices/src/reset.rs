@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use crate::cancel::CancelToken;
 use crate::link::SerialLink;
 
+// Defined in `error` with the upload errors that wrap it; re-exported so
+// `reset::ResetError` names it beside the method it comes from.
+pub use crate::error::ResetError;
+
 /// How a device's board gets into its bootloader.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ResetMethod {
@@ -33,24 +37,6 @@ pub const DTR_RELEASE: Duration = Duration::from_millis(100);
 pub const DTR_SETTLE: Duration = Duration::from_millis(50);
 /// A reset command that takes longer than this is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResetError {
-    #[error("the reset command is empty: give at least the program to run")]
-    EmptyCommand,
-    #[error("cannot run reset command `{program}`: {source}; install it or fix the device's `reset` setting")]
-    Spawn { program: String, source: std::io::Error },
-    #[error("reset command `{program}` failed ({status}): {output}")]
-    Failed { program: String, status: String, output: String },
-    #[error("reset command `{program}` did not finish within {} s and was killed", timeout.as_secs())]
-    Timeout { program: String, timeout: Duration },
-    #[error("DTR reset failed: {0}")]
-    Dtr(std::io::Error),
-    #[error("cancelled during reset")]
-    Cancelled,
-    #[error("the device's port handler has stopped; reset skipped")]
-    PortClosed,
-}
 
 impl ResetMethod {
     /// Resets the board. `link` is the open port (needed for DTR). Returns a

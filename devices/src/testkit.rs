@@ -15,10 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::{
-    CancelToken, Firmware, Phase, ResetMethod, SerialLink, UploadContext, UploadError, UploadEvent, UploadJob,
-    UploadReport, Uploader,
-};
+use crate::cancel::CancelToken;
+use crate::error::UploadError;
+use crate::firmware::Firmware;
+use crate::link::SerialLink;
+use crate::port::open_port;
+use crate::reset::ResetMethod;
+use crate::upload::{Phase, UploadContext, UploadEvent, UploadJob, UploadReport, Uploader};
 
 /// The workspace root (where tests/rig lives).
 pub fn workspace_root() -> PathBuf {
@@ -214,7 +217,7 @@ pub fn signal(pid: u32, sig: libc::c_int) {
 
 /// Opens `path` and reads until `needle` has been seen; returns what was read.
 pub fn read_serial_until(path: &Path, needle: &str, timeout: Duration) -> String {
-    let mut port = crate::open_port(path, 115_200).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut port = open_port(path, 115_200).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
@@ -473,4 +476,20 @@ pub fn cancelling_context(phase: Phase, percent: u8) -> UploadContext {
             trigger.cancel();
         }
     })
+}
+
+// The rig's own files are checked here rather than in `firmware`, which sits
+// at the bottom of the crate and so must not reach up into the testkit.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rig_firmware_parses_like_its_binary() {
+        // The rig's setup builds counter.hex and counter.bin from one ELF.
+        let hex = std::fs::read(rig_file("counter.hex")).expect("counter.hex");
+        let bin = std::fs::read(rig_file("counter.bin")).expect("counter.bin");
+        let fw = Firmware::detect(&hex).expect("counter.hex parses");
+        assert_eq!(fw.flatten().bytes, bin);
+    }
 }

@@ -1,10 +1,11 @@
-//! The uploader plugin trait and what passes through it: job, progress events, report, errors.
+//! The uploader plugin trait and what passes through it: job, progress events, report; typed reads of plugin options.
 //!
 //! A plugin is a stateless value registered under its [`Uploader::name`]. The
 //! daemon checks each device's plugin options when it loads the config
 //! ([`Uploader::check_options`]) and, for an upload, builds an [`UploadJob`]
 //! and awaits [`Uploader::upload`] with an [`UploadContext`] carrying the
-//! progress sink and the cancel token.
+//! progress sink and the cancel token. The errors an upload returns live in
+//! `error`, below this module, because `link` and `reset` return them too.
 
 use std::fmt;
 use std::future::Future;
@@ -15,8 +16,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use crate::cancel::CancelToken;
-use crate::firmware::{Firmware, FirmwareError};
-use crate::reset::{ResetError, ResetMethod};
+use crate::error::{OptionError, UploadError};
+use crate::firmware::Firmware;
+use crate::reset::ResetMethod;
 
 /// The future an upload runs as. `'static`, so the daemon can spawn it.
 pub type UploadFuture = Pin<Box<dyn Future<Output = Result<UploadReport, UploadError>> + Send + 'static>>;
@@ -173,91 +175,6 @@ pub struct UploadReport {
     pub duration: Duration,
     /// Tool output or protocol notes, one line each.
     pub log: String,
-}
-
-/// Three signature bytes of an AVR part (atmega328p: 1E 95 0F).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signature(pub [u8; 3]);
-
-impl fmt::Display for Signature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:02x} {:02x} {:02x}", self.0[0], self.0[1], self.0[2])
-    }
-}
-
-/// Why an upload failed. Messages are shown to lab users as they are, so
-/// each one says what to do next.
-#[derive(Debug, thiserror::Error)]
-pub enum UploadError {
-    #[error(
-        "the bootloader did not answer after {attempts} reset attempt(s) at {baud} baud: check that the board is connected, its bootloader and baud rate match the device's config, and that reset works (a port without DTR needs a reset command)"
-    )]
-    NoSync { attempts: u32, baud: u32 },
-    #[error(
-        "the board answered with signature {got}, but this device is configured for {expected}: check the device's model (or the plugin's `signature` option)"
-    )]
-    WrongSignature { expected: Signature, got: Signature },
-    #[error("the firmware needs {size} bytes of flash but this board has {limit}; make the program smaller")]
-    TooLarge { size: u64, limit: u64 },
-    #[error(transparent)]
-    Firmware(FirmwareError),
-    #[error(
-        "verify failed at address {address:#06x}: wrote {expected:#04x}, read back {got:#04x}; the flash may be worn or the bootloader protected that area: upload again"
-    )]
-    VerifyMismatch { address: u32, expected: u8, got: u8 },
-    #[error("serial port {} does not exist: is the board plugged in?", path.display())]
-    PortNotFound { path: PathBuf },
-    #[error("serial port {} went away during the upload (board unplugged or port closed): plug it back in and upload again", path.display())]
-    PortVanished { path: PathBuf },
-    #[error("cannot open serial port {}: {message}", path.display())]
-    PortOpen { path: PathBuf, message: String },
-    #[error("timed out after {} ms waiting for {waiting_for}: the board (or tool) stopped answering; upload again", after.as_millis())]
-    Timeout { waiting_for: String, after: Duration },
-    #[error(
-        "the bootloader answered {got:02x?} to {command}: it lost sync (board reset, or another program uses the port); upload again"
-    )]
-    Protocol { command: &'static str, got: Vec<u8> },
-    #[error("the upload was cancelled")]
-    Cancelled,
-    #[error("cannot run `{program}`: {message}; install it or fix the device's `argv` option")]
-    ToolNotFound { program: String, message: String },
-    #[error("`{program}` failed ({status}):\n{output}")]
-    ToolFailed { program: String, status: String, output: String },
-    #[error("reset failed: {0}")]
-    Reset(#[from] ResetError),
-    #[error("invalid plugin options: {}", join_errors(.0))]
-    BadOptions(Vec<OptionError>),
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
-    #[error("internal error in the uploader: {0}; this is a bug, please report it")]
-    Internal(String),
-}
-
-fn join_errors(errors: &[OptionError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
-impl From<FirmwareError> for UploadError {
-    fn from(e: FirmwareError) -> UploadError {
-        match e {
-            FirmwareError::TooLarge { size, limit } => UploadError::TooLarge { size, limit },
-            other => UploadError::Firmware(other),
-        }
-    }
-}
-
-/// A problem with one plugin option; `key` is relative to the options table.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct OptionError {
-    pub key: String,
-    pub message: String,
-}
-
-impl OptionError {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> OptionError {
-        OptionError { key: key.into(), message: message.into() }
-    }
 }
 
 /// Typed reads of a plugin options table; each collects its errors so a

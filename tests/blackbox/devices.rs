@@ -568,3 +568,81 @@ async fn disabling_the_holder_ends_the_session_at_once() {
     assert_eq!(r.expect(403)["code"], "account_disabled");
     c.device_until("free", |d| d["in_use"] == false).await;
 }
+
+/// Reads the `error` a console refuses with, then expects the close that
+/// follows it: 1008, as the old backend sent.
+async fn refusal(ws: &mut Ws) -> Value {
+    let refusal = ws.recv().await;
+    assert_eq!(refusal["type"], "error", "{refusal}");
+    match ws.next().await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Policy, "after {refusal}"),
+        other => panic!("expected close 1008 after {refusal}, got {other:?}"),
+    }
+    refusal
+}
+
+/// A lab with one Uno configured on a port where nothing is plugged in:
+/// enough for what a console decides before it touches the board.
+const UNPLUGGED_LAB: &str = "[lab]\ntimezone = \"UTC\"\nslot_minutes = 1440\n\
+    [[devices]]\nid = \"uno-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/uno-1\"\n";
+
+/// The old backend accepted the console's WebSocket for any device and only
+/// then said that the device does not exist; its clients read that message
+/// and would show a bare handshake failure instead.
+#[tokio::test]
+async fn a_console_for_an_unknown_device_opens_then_says_not_found_and_closes_1008() {
+    for options in [Options::default(), Options::config(UNPLUGGED_LAB)] {
+        let daemon = Daemon::start_with(options.clone());
+        for device in ["999", "no-such-board"] {
+            let mut ws = daemon.ws(&format!("/devices/read/{device}")).await;
+            let error = refusal(&mut ws).await;
+            let expected = format!("Device {device} not found or invalid");
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with(&expected), "{options:?}, {device}: {error}");
+            assert_eq!(error["code"], "device_not_found", "{options:?}, {device}: {error}");
+        }
+    }
+}
+
+/// Old scripts match the start of a console refusal's message, so it keeps
+/// the old backend's wording there, followed by rerod's own reason.
+#[tokio::test]
+async fn console_refusals_start_with_the_old_backends_wording() {
+    let daemon = Daemon::start_with(Options::config(UNPLUGGED_LAB));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let open = |first: Value| {
+        let daemon = &daemon;
+        async move {
+            let mut ws = daemon.ws("/devices/read/uno-1").await;
+            ws.send(&first).await;
+            refusal(&mut ws).await
+        }
+    };
+
+    // Bad credentials: the old prefix, then what was wrong, with today's codes.
+    let wrong_password = open(json!({"email": "bob@example.com", "password": "wrong-one"})).await;
+    let bad_token = open(json!({"token": "not-a-token"})).await;
+    for (error, code) in [(wrong_password, "invalid_credentials"), (bad_token, "invalid_token")] {
+        assert_eq!(error["code"], code, "{error}");
+        let message = error["message"].as_str().unwrap();
+        let detail =
+            message.strip_prefix("Authentication failed: ").unwrap_or_else(|| panic!("old prefix missing: {error}"));
+        assert!(!detail.trim().is_empty(), "the reason follows the prefix: {error}");
+    }
+
+    // Signed in but not the holder of the slot in progress, free or booked by
+    // someone else: the old prefix, then the reason naming the slot needed.
+    let free = open(json!({"token": bob})).await;
+    c.book_today(&ada).await;
+    let taken = open(json!({"token": bob})).await;
+    for error in [free, taken] {
+        assert_eq!(error["code"], "not_your_slot", "{error}");
+        let message = error["message"].as_str().unwrap();
+        let detail = message
+            .strip_prefix("You must have booked the current time slot")
+            .unwrap_or_else(|| panic!("old prefix missing: {error}"));
+        assert!(detail.contains("slot 0"), "the reason names the slot in progress: {error}");
+    }
+}

@@ -2,7 +2,7 @@
 //! README's curl examples exactly as its clients send them.
 
 use hyper::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::{Client, Daemon, Options, UTC_LAB, utc_date};
 
@@ -458,4 +458,112 @@ async fn an_admin_disables_and_enables_an_account() {
     let log = daemon.log_until(|log| log.contains("account enabled"));
     assert!(log.contains("account disabled"), "{log}");
     assert!(!log.contains(&ada) && !log.contains(&boss), "tokens never reach the log");
+}
+
+/// A timestamp in the old backend's format, UTC with microseconds
+/// (`2026-11-24T10:30:00.123456Z`), as microseconds since the epoch.
+fn utc_micros(value: &Value) -> i64 {
+    let text = value.as_str().unwrap_or_else(|| panic!("not a timestamp: {value}"));
+    let in_format = text.len() == 27 && text.ends_with('Z') && text.as_bytes()[19] == b'.';
+    assert!(in_format, "not UTC with microseconds: {text}");
+    text.parse::<jiff::Timestamp>().unwrap_or_else(|e| panic!("{text}: {e}")).as_microsecond()
+}
+
+/// The old clients read `email` at the top of the register answer, and
+/// `created_at` and `last_login` (the login before this one) in the login
+/// answer's `user`; rerod's own fields stay beside them.
+#[tokio::test]
+async fn register_and_login_answers_carry_the_old_account_fields() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let registered = c.register("ada@example.com", "password1").await.expect(201);
+    assert_eq!(registered["email"], "ada@example.com", "{registered}");
+    assert_eq!(registered["email"], registered["user"]["email"]);
+    assert_eq!(registered["success"], true);
+    assert!(registered["message"].is_string());
+    utc_micros(&registered["user"]["created_at"]);
+
+    let login = |password: &'static str| async move {
+        c.post("/auth/login", &json!({"email": "ada@example.com", "password": password})).await
+    };
+    let before_first = jiff::Timestamp::now().as_microsecond();
+    let first = login("password1").await.expect(200);
+    let after_first = jiff::Timestamp::now().as_microsecond();
+    // A failed attempt is no login: it must not become the "last" one.
+    login("wrong-one").await.expect(401);
+    let second = login("password1").await.expect(200);
+
+    for body in [&first, &second] {
+        assert_eq!(body["success"], true);
+        assert_eq!(body["message"], "Login successful");
+        assert!(body["token"].is_string() && body["expires_in"].is_u64());
+        assert_eq!(body["token_type"], "bearer");
+        let user = &body["user"];
+        assert_eq!((user["email"].as_str(), user["role"].as_str()), (Some("ada@example.com"), Some("user")));
+        assert_eq!(user["created_at"], registered["user"]["created_at"], "{body}");
+        assert!(user.as_object().unwrap().contains_key("last_login"), "{body}");
+    }
+    assert_eq!(first["user"]["last_login"], Value::Null, "there was no login before the first");
+    let last_login = utc_micros(&second["user"]["last_login"]);
+    assert!(
+        (before_first..=after_first).contains(&last_login),
+        "last_login {} is not the first login's time (between {before_first} and {after_first} µs)",
+        second["user"]["last_login"]
+    );
+}
+
+/// `/health` and `/stats` count as available what `/slots` offers: a slot
+/// that has ended is not available, on every device.
+#[tokio::test]
+async fn health_and_stats_count_available_slots_as_slots_does() {
+    // A lab whose clock reads about noon whenever the test runs, so its day
+    // has slots that have ended and slots still to come. `Etc/GMT-N` is N
+    // hours ahead of UTC (POSIX sign).
+    let utc_hour = i64::from(jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).hour());
+    let zone = format!("Etc/GMT{:+}", utc_hour - 12);
+    let config = format!(
+        "[lab]\ntimezone = \"{zone}\"\n[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/null-a\"\n\
+         [[devices]]\nid = \"arm-2\"\nplugin = \"stk500v1\"\nport = \"/dev/null-b\"\n"
+    );
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    c.post_auth("/book-slot", &ada, &json!({"slot_id": 20, "device": 0})).await.expect(200);
+    c.post_auth("/book-slot", &ada, &json!({"slot_id": 21, "device": 1})).await.expect(200);
+
+    // `available_slots` of `/slots` today, per device.
+    let available = || async {
+        let mut counts = Vec::new();
+        for device in 0..2 {
+            let day = c.get(&format!("/slots?device={device}")).await.expect(200);
+            counts.push(day["available_slots"].as_array().unwrap().len());
+        }
+        counts
+    };
+    for attempt in 1.. {
+        let before = available().await;
+        let health = c.get("/health").await.expect(200);
+        let stats = c.get("/stats").await.expect(200);
+        if available().await != before {
+            // A slot ended meanwhile (an hour boundary); slots end an hour apart, so read again.
+            assert!(attempt < 3, "the available slots kept changing");
+            continue;
+        }
+        assert!(before[0] < 23, "some of the 23 slots nobody booked have ended: {before:?}");
+        let counts = [
+            ("/health available_slots_count", &health["available_slots_count"]),
+            ("/health database.available_slots", &health["database"]["available_slots"]),
+            ("/stats slots.available", &stats["slots"]["available"]),
+            ("/stats database.available_slots", &stats["database"]["available_slots"]),
+        ];
+        for (what, count) in counts {
+            assert_eq!(count, &json!(before[0]), "{what} against /slots");
+        }
+        for (number, (id, count)) in ["arm-1", "arm-2"].into_iter().zip(before).enumerate() {
+            let device = &stats["devices"][number];
+            assert_eq!(device["id"], id);
+            assert_eq!(device["available_slots"], count, "/stats devices[{number}]: {device}");
+        }
+        break;
+    }
 }

@@ -1,0 +1,78 @@
+//! Reading a store that another process (a running daemon) may have open: consistent backups and snapshots, for `rerod backup` and `rerod export`.
+
+use std::path::Path;
+
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::records::{decode_booking, parse_date, read_users};
+use super::{BOOKINGS, Booking, Counts, META, SlotKey, StoreError, USER_BOOKINGS, USERS, User, db};
+
+/// Everything in a store, for `rerod export`.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub users: Vec<User>,
+    pub bookings: Vec<Booking>,
+}
+
+fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, StoreError> {
+    Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(path)
+        .map_err(|source| StoreError::Open { path: path.to_owned(), source: Box::new(source) })
+}
+
+/// Copies one consistent snapshot of the store at `from` (a running daemon
+/// may have it open) into a new store file `to`, which must not exist yet.
+/// The copy is written beside `to` and renamed into place when complete.
+pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
+    if to.exists() {
+        return Err(StoreError::Corrupt(format!("{} already exists; choose a new file", to.display())));
+    }
+    let source = open_read_only(from)?;
+    let snapshot = source.begin_read().map_err(db)?;
+    let partial = to.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let target = Database::create(&partial)
+        .map_err(|source| StoreError::Open { path: partial.clone(), source: Box::new(source) })?;
+    let txn = target.begin_write().map_err(db)?;
+    let counts = {
+        fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+            snapshot: &redb::ReadTransaction,
+            txn: &redb::WriteTransaction,
+            table: TableDefinition<K, V>,
+        ) -> Result<u64, StoreError> {
+            let from = snapshot.open_table(table).map_err(db)?;
+            let mut to = txn.open_table(table).map_err(db)?;
+            let mut n = 0;
+            for entry in from.iter().map_err(db)? {
+                let (k, v) = entry.map_err(db)?;
+                to.insert(k.value(), v.value()).map_err(db)?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        copy(&snapshot, &txn, META)?;
+        copy(&snapshot, &txn, USER_BOOKINGS)?;
+        Counts { users: copy(&snapshot, &txn, USERS)?, bookings: copy(&snapshot, &txn, BOOKINGS)? }
+    };
+    txn.commit().map_err(db)?;
+    drop(target);
+    std::fs::rename(&partial, to)
+        .map_err(|e| StoreError::Corrupt(format!("cannot move the backup into place: {e}")))?;
+    Ok(counts)
+}
+
+/// Reads every user and booking of the store at `path` (which a running daemon may have open).
+pub fn snapshot(path: &Path) -> Result<Snapshot, StoreError> {
+    let source = open_read_only(path)?;
+    let txn = source.begin_read().map_err(db)?;
+    let users = read_users(&txn.open_table(USERS).map_err(db)?)?;
+    let mut bookings = Vec::new();
+    for entry in txn.open_table(BOOKINGS).map_err(db)?.iter().map_err(db)? {
+        let (k, v) = entry.map_err(db)?;
+        let (device, day, slot) = k.value();
+        let key = SlotKey { device: device.to_owned(), date: parse_date(day)?, slot };
+        bookings.push(decode_booking(key, v.value())?);
+    }
+    Ok(Snapshot { users, bookings })
+}

@@ -1,0 +1,361 @@
+//! The store: users, bookings and daemon metadata in one redb file.
+//!
+//! Architecture invariant: this is the only module that imports redb. It
+//! exposes domain operations (book, cancel, create a user), never tables.
+//!
+//! Writes go through one writer thread that takes every request waiting in its
+//! queue, applies them in one transaction, commits (fsync) and only then
+//! answers each. Concurrent writers share one fsync, every acknowledged write
+//! is durable, and since one transaction sees the previous ones, two requests
+//! for the same slot can never both succeed.
+//!
+//! Here: the domain types, the errors, the tables and the `Store` handle with
+//! its reads. `writer` holds the writer thread and its transaction,
+//! `records` the encoding of rows, and `backup` what other processes read
+//! (`rerod backup`, `rerod export`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::PasswordHash;
+use crate::booking::BookingError;
+
+mod backup;
+mod records;
+mod writer;
+
+pub use backup::{Snapshot, backup, snapshot};
+
+use records::{decode_booking, decode_user, get_booking, read_users, user_keys};
+use writer::{MAX_BATCH, Write, run_writer};
+
+/// Bumped whenever the layout of the tables below changes.
+const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// E-mail → user record (JSON).
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// (device, date, slot) → booking record (JSON). At most one per key: the uniqueness guarantee.
+const BOOKINGS: TableDefinition<(&str, &str, u16), &[u8]> = TableDefinition::new("bookings");
+/// (e-mail, date, device, slot): the index behind "my bookings" and the per-user caps.
+const USER_BOOKINGS: TableDefinition<(&str, &str, &str, u16), ()> = TableDefinition::new("user_bookings");
+
+const META_SCHEMA_VERSION: &str = "schema_version";
+const META_JWT_SECRET: &str = "jwt_secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the store's directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the store {path}: {source}")]
+    Open { path: PathBuf, source: Box<redb::DatabaseError> },
+    #[error(
+        "the store {path} has schema version {found}, this rerod understands {SCHEMA_VERSION}; \
+         use a matching rerod or restore a backup"
+    )]
+    SchemaMismatch { path: PathBuf, found: u32 },
+    #[error("store failure: {0}")]
+    Db(#[from] Box<redb::Error>),
+    #[error("corrupt record in the store: {0}")]
+    Corrupt(String),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(Box::new(e.into()))
+}
+
+/// A registered user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub email: String,
+    pub password_hash: PasswordHash,
+    pub created_at: Timestamp,
+    pub disabled: bool,
+    /// Bumped on password change or disabling; tokens carry the one they were issued under.
+    pub credential_generation: u32,
+}
+
+/// One booked slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Booking {
+    pub key: SlotKey,
+    pub email: String,
+    pub booked_at: Timestamp,
+}
+
+/// A slot of a device's calendar.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotKey {
+    pub device: String,
+    pub date: Date,
+    pub slot: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("User with this email already exists")]
+    Exists,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error(transparent)]
+    Rule(BookingError),
+    /// The account was disabled after the request was authenticated.
+    #[error("the account is disabled")]
+    AccountDisabled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetDisabledError {
+    #[error("no such user")]
+    NoSuchUser,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// Nobody booked the slot, or (when a requester is given) somebody else did.
+    #[error("slot was not booked by you or does not exist")]
+    NotBooked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The admission check a booking must pass inside its transaction, given the
+/// (date, slot) of every booking the user already holds. The store knows
+/// nothing of policy; the caller supplies it.
+pub type Admit = Box<dyn FnOnce(&[(Date, u16)]) -> Result<(), BookingError> + Send>;
+
+/// Which of an account's bookings go when it is disabled (those not yet
+/// ended, say). The store knows no calendar; the caller decides.
+pub type Doomed = Box<dyn Fn(&SlotKey) -> bool + Send>;
+
+/// An account after an admin changed it, and the bookings that went with it.
+#[derive(Clone, Debug)]
+pub struct AccountChange {
+    pub user: User,
+    pub cancelled: Vec<Booking>,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writes: mpsc::Sender<Write>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        }
+        // One writer (this daemon); other processes (`rerod backup`,
+        // `rerod export`) may open the file read-only meanwhile.
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(path)
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source: Box::new(source) })?;
+        init_schema(&db, path)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("rerod-store-writer".into())
+            .spawn(move || run_writer(&writer_db, rx))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store { db, writes: tx, writer: Arc::new(std::sync::Mutex::new(Some(writer))), path: path.to_owned() })
+    }
+
+    /// Lets the writer finish every queued write, then stops it. Every write
+    /// acknowledged before this call is on disk; later ones fail with `WriterGone`.
+    pub async fn close(&self) {
+        let _ = self.writes.send(Write::Close).await;
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks that the store can be read.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        txn.open_table(META).map_err(db)?;
+        Ok(())
+    }
+
+    /// The stored JWT secret, generated by `generate` and stored on first use.
+    pub fn jwt_secret_or_insert(
+        &self,
+        generate: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let secret = {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            let existing = meta.get(META_JWT_SECRET).map_err(db)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(secret) => secret,
+                None => {
+                    let secret =
+                        generate().map_err(|e| StoreError::Corrupt(format!("cannot generate a secret: {e}")))?;
+                    meta.insert(META_JWT_SECRET, secret.as_slice()).map_err(db)?;
+                    secret
+                }
+            }
+        };
+        txn.commit().map_err(db)?;
+        Ok(secret)
+    }
+
+    async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Write) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(make(tx)).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    pub async fn create_user(&self, user: User) -> Result<User, CreateUserError> {
+        self.submit(|reply| Write::CreateUser { user, reply }).await?
+    }
+
+    /// Books `key` for `email` if it is free and `admit` accepts.
+    pub async fn book(
+        &self,
+        key: SlotKey,
+        email: String,
+        booked_at: Timestamp,
+        admit: Admit,
+    ) -> Result<Booking, BookError> {
+        self.submit(|reply| Write::Book { key, email, booked_at, admit, reply }).await?
+    }
+
+    /// Cancels the booking of `key`; with a `requester`, only if it is theirs.
+    pub async fn cancel(&self, key: SlotKey, requester: Option<String>) -> Result<Booking, CancelError> {
+        self.submit(|reply| Write::Cancel { key, requester, reply }).await?
+    }
+
+    /// Disables or re-enables the account of `email`. Disabling also bumps its
+    /// credential generation, so every token issued before stays refused even
+    /// once it is enabled again, and removes the bookings `doomed` picks, in
+    /// the same transaction: no booking of a disabled account commits after it.
+    pub async fn set_disabled(
+        &self,
+        email: String,
+        disabled: bool,
+        doomed: Doomed,
+    ) -> Result<AccountChange, SetDisabledError> {
+        self.submit(|reply| Write::SetDisabled { email, disabled, doomed, reply }).await?
+    }
+
+    /// Every account, by e-mail.
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        read_users(&txn.open_table(USERS).map_err(db)?)
+    }
+
+    pub fn user(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let users = txn.open_table(USERS).map_err(db)?;
+        let record = users.get(email).map_err(db)?;
+        record.map(|r| decode_user(email, r.value())).transpose()
+    }
+
+    /// Every booking of `device` on `date`, by slot.
+    pub fn bookings_on(&self, device: &str, date: Date) -> Result<Vec<Booking>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let bookings = txn.open_table(BOOKINGS).map_err(db)?;
+        let day = date.to_string();
+        let range = bookings.range((device, day.as_str(), 0u16)..=(device, day.as_str(), u16::MAX)).map_err(db)?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (k, v) = entry.map_err(db)?;
+            let (_, _, slot) = k.value();
+            out.push(decode_booking(SlotKey { device: device.to_owned(), date, slot }, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every booking `email` holds, by date, device and slot.
+    pub fn bookings_of(&self, email: &str) -> Result<Vec<Booking>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let index = txn.open_table(USER_BOOKINGS).map_err(db)?;
+        let bookings = txn.open_table(BOOKINGS).map_err(db)?;
+        let mut out = Vec::new();
+        for key in user_keys(&index, email)? {
+            out.extend(get_booking(&bookings, key)?);
+        }
+        Ok(out)
+    }
+
+    /// Numbers for /health and /stats.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        Ok(Counts {
+            users: txn.open_table(USERS).map_err(db)?.len().map_err(db)?,
+            bookings: txn.open_table(BOOKINGS).map_err(db)?.len().map_err(db)?,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub users: u64,
+    pub bookings: u64,
+}
+
+fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        let found = meta.get(META_SCHEMA_VERSION).map_err(db_err)?.map(|v| {
+            let bytes: [u8; 4] = v.value().try_into().unwrap_or([0xff; 4]);
+            u32::from_le_bytes(bytes)
+        });
+        match found {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => return Err(StoreError::SchemaMismatch { path: path.to_owned(), found }),
+            None => {
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice()).map_err(db_err)?;
+            }
+        }
+        // Create every table so readers never meet a missing one.
+        txn.open_table(USERS).map_err(db_err)?;
+        txn.open_table(BOOKINGS).map_err(db_err)?;
+        txn.open_table(USER_BOOKINGS).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)?;
+    Ok(())
+}
+
+/// [`db`] under another name, for functions whose `db` parameter shadows it.
+fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    db(e)
+}
+
+#[cfg(test)]
+mod tests;

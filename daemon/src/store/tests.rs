@@ -1,0 +1,193 @@
+//! Unit tests of the store: uniqueness, batching, admission inside the transaction, disabling, backups and the schema check.
+
+use super::*;
+use jiff::civil::date;
+
+fn user(email: &str) -> User {
+    User {
+        email: email.into(),
+        password_hash: PasswordHash::from_stored("$2b$04$x".into()),
+        created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+        disabled: false,
+        credential_generation: 0,
+    }
+}
+
+fn key(device: &str, slot: u16) -> SlotKey {
+    SlotKey { device: device.into(), date: date(2026, 11, 24), slot }
+}
+
+fn admit_all() -> Admit {
+    Box::new(|_| Ok(()))
+}
+
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("sub/rerod.redb")).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn users_are_unique_by_email() {
+    let (_dir, store) = temp_store();
+    store.create_user(user("a@x.org")).await.unwrap();
+    assert!(matches!(store.create_user(user("a@x.org")).await, Err(CreateUserError::Exists)));
+    assert_eq!(store.user("a@x.org").unwrap().unwrap(), user("a@x.org"));
+    assert_eq!(store.user("b@x.org").unwrap(), None);
+}
+
+#[tokio::test]
+async fn concurrent_bookings_of_one_slot_yield_exactly_one() {
+    let (_dir, store) = temp_store();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.book(key("d", 5), format!("u{i}@x.org"), Timestamp::now(), admit_all()).await },
+            )
+        })
+        .collect();
+    let mut n_ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => n_ok += 1,
+            Err(BookError::Rule(BookingError::Taken { id: 5 })) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(n_ok, 1);
+    assert_eq!(store.bookings_on("d", date(2026, 11, 24)).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn admission_sees_the_users_bookings_including_the_same_batch() {
+    let (_dir, store) = temp_store();
+    // Allow one booking per user: of ten concurrent requests by one user, one wins.
+    let tasks: Vec<_> = (0..10)
+        .map(|slot| {
+            let store = store.clone();
+            let admit: Admit = Box::new(|existing| match existing.len() {
+                0 => Ok(()),
+                _ => Err(BookingError::ActiveLimit { max: 1 }),
+            });
+            tokio::spawn(async move { store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit).await })
+        })
+        .collect();
+    let mut n_ok = 0;
+    for task in tasks {
+        n_ok += usize::from(task.await.unwrap().is_ok());
+    }
+    assert_eq!(n_ok, 1);
+    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cancel_only_by_the_owner_unless_forced() {
+    let (_dir, store) = temp_store();
+    store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    assert!(matches!(store.cancel(key("d", 1), Some("b@x.org".into())).await, Err(CancelError::NotBooked)));
+    assert!(matches!(store.cancel(key("d", 2), Some("a@x.org".into())).await, Err(CancelError::NotBooked)));
+    let cancelled = store.cancel(key("d", 1), None).await.unwrap();
+    assert_eq!(cancelled.email, "a@x.org");
+    assert!(store.bookings_of("a@x.org").unwrap().is_empty());
+    assert!(store.bookings_on("d", date(2026, 11, 24)).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn disabling_removes_the_picked_bookings_and_refuses_new_ones() {
+    let (_dir, store) = temp_store();
+    store.create_user(user("a@x.org")).await.unwrap();
+    store.create_user(user("b@x.org")).await.unwrap();
+    for slot in [1, 2, 3] {
+        store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    }
+    store.book(key("d", 4), "b@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+
+    // Slot 1 stands for one that has ended: it stays, as history.
+    let change = store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
+    assert!(change.user.disabled);
+    assert_eq!(change.user.credential_generation, 1, "tokens issued before are refused");
+    let mut cancelled: Vec<u16> = change.cancelled.iter().map(|b| b.key.slot).collect();
+    cancelled.sort_unstable();
+    assert_eq!(cancelled, [2, 3]);
+    let left: Vec<(String, u16)> =
+        store.bookings_on("d", date(2026, 11, 24)).unwrap().into_iter().map(|b| (b.email, b.key.slot)).collect();
+    assert_eq!(left, [("a@x.org".to_owned(), 1), ("b@x.org".to_owned(), 4)]);
+    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "the per-user index agrees");
+    assert!(store.user("a@x.org").unwrap().unwrap().disabled);
+
+    // A booking authenticated before the disabling cannot commit after it.
+    let late = store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await;
+    assert!(matches!(late, Err(BookError::AccountDisabled)), "{late:?}");
+
+    // Disabling twice does not bump the generation again; enabling keeps it.
+    store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
+    let enabled = store.set_disabled("a@x.org".into(), false, Box::new(|_| true)).await.unwrap();
+    assert!(!enabled.user.disabled && enabled.cancelled.is_empty());
+    assert_eq!(enabled.user.credential_generation, 1);
+    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "enabling cancels nothing");
+    store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+
+    let unknown = store.set_disabled("c@x.org".into(), true, Box::new(|_| true)).await;
+    assert!(matches!(unknown, Err(SetDisabledError::NoSuchUser)));
+    let emails: Vec<String> = store.users().unwrap().into_iter().map(|u| u.email).collect();
+    assert_eq!(emails, ["a@x.org", "b@x.org"]);
+}
+
+#[tokio::test]
+async fn bookings_of_a_user_do_not_leak_into_a_prefix_sharing_user() {
+    let (_dir, store) = temp_store();
+    store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    store.book(key("d", 2), "a@x.org.uk".into(), Timestamp::now(), admit_all()).await.unwrap();
+    store.book(key("e", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    let mine: Vec<_> = store.bookings_of("a@x.org").unwrap().into_iter().map(|b| (b.key.device, b.key.slot)).collect();
+    assert_eq!(mine, [("d".to_owned(), 1), ("e".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn data_and_secret_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rerod.redb");
+    let secret = {
+        let store = Store::open(&path).unwrap();
+        store.book(key("d", 3), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        let secret = store.jwt_secret_or_insert(|| Ok(vec![7; 32])).unwrap();
+        store.close().await;
+        secret
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
+    assert_eq!(store.bookings_on("d", date(2026, 11, 24)).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
+    let (dir, store) = temp_store();
+    store.create_user(user("a@x.org")).await.unwrap();
+    store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    let secret = store.jwt_secret_or_insert(|| Ok(vec![5; 32])).unwrap();
+    let out = dir.path().join("backup.redb");
+    assert_eq!(backup(store.path(), &out).unwrap(), Counts { users: 1, bookings: 1 });
+    assert!(backup(store.path(), &out).is_err(), "an existing file is never overwritten");
+    // Writes after the backup are not in it.
+    store.book(key("d", 2), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    let restored = Store::open(&out).unwrap();
+    assert_eq!(restored.bookings_of("a@x.org").unwrap().len(), 1);
+    assert_eq!(restored.user("a@x.org").unwrap(), Some(user("a@x.org")));
+    assert_eq!(restored.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
+    let all = snapshot(store.path()).unwrap();
+    assert_eq!((all.users.len(), all.bookings.len()), (1, 2));
+}
+
+#[test]
+fn a_store_of_another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rerod.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(META_SCHEMA_VERSION, 99u32.to_le_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(matches!(Store::open(&path), Err(StoreError::SchemaMismatch { found: 99, .. })));
+}

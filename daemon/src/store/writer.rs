@@ -1,0 +1,203 @@
+//! The store's writer thread: it batches queued writes into one redb transaction, commits, and only then answers each.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use redb::{Database, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+use super::records::{decode_user, encode_user, get_booking, insert_booking, remove_booking, user_keys};
+use super::{
+    AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, SetDisabledError,
+    SlotKey, StoreError, USER_BOOKINGS, USERS, User, db_err,
+};
+use crate::booking::BookingError;
+
+/// How many queued writes one transaction takes at most.
+pub(super) const MAX_BATCH: usize = 512;
+
+pub(super) enum Write {
+    CreateUser {
+        user: User,
+        reply: oneshot::Sender<Result<User, CreateUserError>>,
+    },
+    Book {
+        key: SlotKey,
+        email: String,
+        booked_at: Timestamp,
+        admit: Admit,
+        reply: oneshot::Sender<Result<Booking, BookError>>,
+    },
+    Cancel {
+        key: SlotKey,
+        requester: Option<String>,
+        reply: oneshot::Sender<Result<Booking, CancelError>>,
+    },
+    SetDisabled {
+        email: String,
+        disabled: bool,
+        doomed: Doomed,
+        reply: oneshot::Sender<Result<AccountChange, SetDisabledError>>,
+    },
+    /// Finish what is queued before this, then stop.
+    Close,
+}
+
+/// The writer thread: batches queued writes into one transaction each.
+pub(super) fn run_writer(db: &Database, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.blocking_recv() else { break };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        if let Some(at) = batch.iter().position(|w| matches!(w, Write::Close)) {
+            // Writes queued after the close are dropped; their senders see WriterGone.
+            batch.truncate(at);
+            closing = true;
+        }
+        apply_batch(db, &mut batch);
+    }
+}
+
+/// An answer computed inside the transaction, sent only after it commits.
+enum Outcome {
+    User(oneshot::Sender<Result<User, CreateUserError>>, Result<User, CreateUserError>),
+    Book(oneshot::Sender<Result<Booking, BookError>>, Result<Booking, BookError>),
+    Cancel(oneshot::Sender<Result<Booking, CancelError>>, Result<Booking, CancelError>),
+    Account(oneshot::Sender<Result<AccountChange, SetDisabledError>>, Result<AccountChange, SetDisabledError>),
+}
+
+impl Outcome {
+    fn send(self) {
+        // A requester that went away no longer needs its answer.
+        match self {
+            Outcome::User(tx, r) => drop(tx.send(r)),
+            Outcome::Book(tx, r) => drop(tx.send(r)),
+            Outcome::Cancel(tx, r) => drop(tx.send(r)),
+            Outcome::Account(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    /// The same answer, turned into a storage failure (the batch did not commit).
+    fn fail(self, error: &StoreError) {
+        let e = || StoreError::Corrupt(format!("transaction failed: {error}"));
+        match self {
+            Outcome::User(tx, _) => drop(tx.send(Err(e().into()))),
+            Outcome::Book(tx, _) => drop(tx.send(Err(e().into()))),
+            Outcome::Cancel(tx, _) => drop(tx.send(Err(e().into()))),
+            Outcome::Account(tx, _) => drop(tx.send(Err(e().into()))),
+        }
+    }
+}
+
+fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let result = (|| -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            let mut users = txn.open_table(USERS).map_err(db_err)?;
+            let mut bookings = txn.open_table(BOOKINGS).map_err(db_err)?;
+            let mut index = txn.open_table(USER_BOOKINGS).map_err(db_err)?;
+            for write in batch.drain(..) {
+                outcomes.push(match write {
+                    Write::CreateUser { user, reply } => {
+                        let result = if users.get(user.email.as_str()).map_err(db_err)?.is_some() {
+                            Err(CreateUserError::Exists)
+                        } else {
+                            users.insert(user.email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
+                            Ok(user)
+                        };
+                        Outcome::User(reply, result)
+                    }
+                    Write::Book { key, email, booked_at, admit, reply } => {
+                        let day = key.date.to_string();
+                        let result =
+                            if bookings.get((key.device.as_str(), day.as_str(), key.slot)).map_err(db_err)?.is_some() {
+                                Err(BookError::Rule(BookingError::Taken { id: key.slot }))
+                            } else if is_disabled(&users, &email)? {
+                                Err(BookError::AccountDisabled)
+                            } else {
+                                let existing = user_slots(&index, &email)?;
+                                match admit(&existing) {
+                                    Err(rule) => Err(BookError::Rule(rule)),
+                                    Ok(()) => {
+                                        let booking = Booking { key, email, booked_at };
+                                        insert_booking(&mut bookings, &mut index, &booking)?;
+                                        Ok(booking)
+                                    }
+                                }
+                            };
+                        Outcome::Book(reply, result)
+                    }
+                    Write::Close => continue,
+                    Write::Cancel { key, requester, reply } => {
+                        let result = match get_booking(&bookings, key)? {
+                            Some(booking) if requester.as_deref().is_none_or(|r| r == booking.email) => {
+                                remove_booking(&mut bookings, &mut index, &booking)?;
+                                Ok(booking)
+                            }
+                            _ => Err(CancelError::NotBooked),
+                        };
+                        Outcome::Cancel(reply, result)
+                    }
+                    Write::SetDisabled { email, disabled, doomed, reply } => {
+                        let existing = users.get(email.as_str()).map_err(db_err)?.map(|v| v.value().to_vec());
+                        let result = match existing {
+                            None => Err(SetDisabledError::NoSuchUser),
+                            Some(bytes) => {
+                                let mut user = decode_user(&email, &bytes)?;
+                                let mut cancelled = Vec::new();
+                                if disabled && !user.disabled {
+                                    user.credential_generation = user.credential_generation.wrapping_add(1);
+                                }
+                                if disabled {
+                                    for key in user_keys(&index, &email)?.into_iter().filter(|key| doomed(key)) {
+                                        if let Some(booking) = get_booking(&bookings, key)? {
+                                            remove_booking(&mut bookings, &mut index, &booking)?;
+                                            cancelled.push(booking);
+                                        }
+                                    }
+                                }
+                                user.disabled = disabled;
+                                users.insert(email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
+                                Ok(AccountChange { user, cancelled })
+                            }
+                        };
+                        Outcome::Account(reply, result)
+                    }
+                });
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+        Err(error) => {
+            tracing::error!(%error, "store transaction failed; its writes were not applied");
+            // Writes not yet turned into outcomes have already been dropped,
+            // which their requesters see as WriterGone.
+            outcomes.into_iter().for_each(|o| o.fail(&error));
+        }
+    }
+}
+
+fn is_disabled(users: &redb::Table<'_, &'static str, &'static [u8]>, email: &str) -> Result<bool, StoreError> {
+    match users.get(email).map_err(db_err)? {
+        Some(record) => Ok(decode_user(email, record.value())?.disabled),
+        None => Ok(false),
+    }
+}
+
+/// The (date, slot) of every booking `email` holds, for the admission check.
+fn user_slots(
+    index: &redb::Table<'_, (&'static str, &'static str, &'static str, u16), ()>,
+    email: &str,
+) -> Result<Vec<(Date, u16)>, StoreError> {
+    Ok(user_keys(index, email)?.into_iter().map(|key| (key.date, key.slot)).collect())
+}
