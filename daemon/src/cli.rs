@@ -1,15 +1,9 @@
 //! The command line: `rerod [--config FILE]` serves; `rerod check-config FILE`
 //! validates. Only `main` turns an error into an exit code and a message.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use crate::app::App;
-use crate::clock::SystemClock;
 use crate::config::{Config, Env};
-use crate::notify::Notifier;
-use crate::reload::Reloader;
 
 const USAGE: &str = "\
 rerod — remote-lab hardware booking daemon
@@ -128,54 +122,7 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
     let logs = crate::logging::init(&config.log);
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
-    runtime.block_on(async move {
-        let notifier = Notifier::from_env();
-        let listen = config.server.listen;
-        let metrics = crate::metrics::Metrics::with_routes(crate::http::Route::ALL.iter().map(|r| r.pattern()));
-        let app = Arc::new(App::new(config, Arc::new(SystemClock), metrics)?);
-        Reloader {
-            app: Arc::clone(&app),
-            path: config_path.clone(),
-            env,
-            log_level: logs.level_control(),
-            notifier: notifier.clone(),
-        }
-        .start();
-        let listener = bind(listen).await?;
-        // Slot boundaries end sessions on the boards.
-        let sessions = crate::session::start(Arc::clone(&app));
-        let address = listener.local_addr()?;
-        tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");
-        if notifier.is_enabled() {
-            if let Err(error) = notifier.ready_with_status(&status_line(&app)) {
-                tracing::warn!(%error, "could not notify systemd");
-            }
-            if let Some(every) = crate::notify::watchdog_interval() {
-                let (notifier, app) = (notifier.clone(), Arc::clone(&app));
-                tokio::spawn(async move { notifier.feed_watchdog(every, || app.store.check().is_ok()).await });
-            }
-            let (notifier, app) = (notifier.clone(), Arc::clone(&app));
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(STATUS_INTERVAL);
-                loop {
-                    every.tick().await;
-                    let _ = notifier.status(&status_line(&app));
-                }
-            });
-        }
-        let shutdown = async {
-            shutdown_signal().await;
-            let _ = notifier.stopping();
-        };
-        crate::http::serve(Arc::clone(&app), listener, shutdown).await;
-        sessions.abort();
-        tracing::info!("shutting down: aborting uploads and closing device ports");
-        app.devices.shutdown().await;
-        tracing::info!("shutting down: flushing the store");
-        app.store.close().await;
-        tracing::info!("stopped");
-        Ok::<_, Error>(())
-    })
+    runtime.block_on(crate::runtime::run(config, config_path, env, logs.level_control()))
 }
 
 /// The export format: users (hashes only when asked) and bookings.
@@ -212,21 +159,6 @@ fn export_json(snapshot: &crate::store::Snapshot, with_hashes: bool) -> serde_js
     serde_json::json!({ "users": users, "bookings": bookings })
 }
 
-/// How often systemd's STATUS= line is refreshed.
-const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The one-line summary `systemctl status` shows.
-pub fn status_line(app: &App) -> String {
-    let config = app.config();
-    format!(
-        "serving {} device(s), {} WebSocket client(s), config generation {}{}",
-        config.devices.len(),
-        app.ws_connections(),
-        app.config_generation(),
-        if app.last_reload_error().is_some() { " (last reload rejected)" } else { "" }
-    )
-}
-
 /// Every connection is a file descriptor: raise the soft limit to the hard one
 /// (systemd's `LimitNOFILE=` sets the hard limit for the service).
 fn raise_open_file_limit() {
@@ -239,23 +171,6 @@ fn raise_open_file_limit() {
                 tracing::warn!(soft = limit.rlim_cur, "could not raise the open-file limit");
             }
         }
-    }
-}
-
-async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on {address}: {e} (set server.listen, or HOST and PORT)").into())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }
 

@@ -18,24 +18,18 @@ use rerod_devices::{
     CancelToken, ConsoleConfig, DevicePort, Firmware, PortError, PortSpec, PortState, Progress, TtyLink, UploadError,
     UploadEvent, UploadJob, UploadReport,
 };
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 
-use crate::app::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
-use crate::booking::Slot;
 use crate::config::{Config, DeviceConfig};
 use crate::metrics::{Direction, Metrics};
 
 /// How long an upload waits for the lab's own flash (idle firmware) to finish.
 const LAB_FLASH_WAIT: Duration = Duration::from_secs(120);
-/// Sketch compilations at once; more wait their turn.
-const MAX_COMPILES: usize = 2;
 
 /// Every configured board, in config order.
 #[derive(Debug)]
 pub struct Devices {
     boards: RwLock<Vec<Arc<Board>>>,
-    /// Limits concurrent sketch compilations (they are CPU-heavy).
-    pub compiles: Semaphore,
     metrics: Arc<Metrics>,
 }
 
@@ -60,9 +54,42 @@ pub enum ConsoleEvent {
 /// On whose behalf an upload runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    User(Principal),
+    /// An account: the session's holder, or an admin (whose uploads outlive
+    /// other people's sessions).
+    User { email: String, admin: bool },
     /// The lab itself: idle firmware after a session.
     Lab,
+}
+
+/// Why a board did not flash.
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    #[error("Firmware refused: {0}")]
+    Firmware(rerod_devices::FirmwareError),
+    #[error("Device {device} is offline: {reason}")]
+    Offline { device: String, reason: String },
+    #[error("Device {0} is busy: another upload is running on it; try again when it has finished")]
+    Busy(String),
+    #[error("Upload to {device} failed: {error}")]
+    Failed { device: String, error: UploadError },
+    #[error("The upload to {device} was aborted: {reason}; the board was reset")]
+    Aborted { device: String, reason: String },
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+/// Why [`Board::upload`] did not flash: the caller's own check refused it
+/// once the port was held, or the board failed.
+#[derive(Debug)]
+pub enum UploadRefused<E> {
+    Unauthorized(E),
+    Board(BoardError),
+}
+
+impl<E> From<BoardError> for UploadRefused<E> {
+    fn from(error: BoardError) -> UploadRefused<E> {
+        UploadRefused::Board(error)
+    }
 }
 
 /// One configured board at run time.
@@ -107,7 +134,7 @@ impl Devices {
     /// Starts one port thread per configured device.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Devices {
         let boards = config.devices.iter().map(|d| Arc::new(Board::new(d.clone(), &metrics))).collect();
-        Devices { boards: RwLock::new(boards), compiles: Semaphore::new(MAX_COMPILES), metrics }
+        Devices { boards: RwLock::new(boards), metrics }
     }
 
     /// Follows a reloaded config: a board whose port and baud are unchanged
@@ -227,23 +254,23 @@ impl Board {
     /// starts refuses it, and one that ends later finds it running and aborts
     /// it: an upload never outlives its session, however long compiling or
     /// waiting for the port took.
-    pub async fn upload(
+    pub async fn upload<E>(
         self: &Arc<Self>,
         firmware: Arc<Firmware>,
         owner: Owner,
-        authorize: impl FnOnce() -> Result<(), AppError>,
-    ) -> Result<UploadReport, AppError> {
+        authorize: impl FnOnce() -> Result<(), E>,
+    ) -> Result<UploadReport, UploadRefused<E>> {
         let config = self.config();
         match config.flash_limit {
-            Some(limit) => firmware.check_fits(limit).map_err(AppError::Firmware)?,
-            None if firmware.is_empty() => return Err(AppError::Firmware(rerod_devices::FirmwareError::Empty)),
+            Some(limit) => firmware.check_fits(limit).map_err(BoardError::Firmware)?,
+            None if firmware.is_empty() => Err(BoardError::Firmware(rerod_devices::FirmwareError::Empty))?,
             None => {}
         }
         if let PortState::Offline { reason } = self.port.current_state() {
-            return Err(AppError::DeviceOffline { device: self.id.clone(), reason });
+            Err(BoardError::Offline { device: self.id.clone(), reason })?;
         }
         let plugin = crate::plugins::lookup(&config.plugin)
-            .ok_or_else(|| AppError::Internal(format!("plugin {:?} is not registered", config.plugin)))?;
+            .ok_or_else(|| BoardError::Internal(format!("plugin {:?} is not registered", config.plugin)))?;
         let lab_flashing = matches!(lock(&self.upload).as_ref(), Some(r) if r.owner == Owner::Lab);
         let lease = if owner == Owner::Lab || lab_flashing {
             // The lab's own flash is short and the new session's first upload
@@ -253,18 +280,18 @@ impl Board {
             self.port.try_lease().await
         };
         let lease = lease.map_err(|e| match e {
-            PortError::Busy => AppError::DeviceBusy(self.id.clone()),
-            other => AppError::DeviceOffline { device: self.id.clone(), reason: other.to_string() },
+            PortError::Busy => BoardError::Busy(self.id.clone()),
+            other => BoardError::Offline { device: self.id.clone(), reason: other.to_string() },
         })?;
         let cancel = CancelToken::new();
         {
             let mut running = lock(&self.upload);
-            authorize()?;
+            authorize().map_err(UploadRefused::Unauthorized)?;
             *running = Some(Running { owner: owner.clone(), cancel: cancel.clone(), abort_reason: None });
         }
-        if let Owner::User(who) = &owner {
+        if let Owner::User { email, .. } = &owner {
             // Even a failed upload may have written part of the flash.
-            *lock(&self.dirty) = Some(who.email.clone());
+            *lock(&self.dirty) = Some(email.clone());
         }
         let job = UploadJob {
             firmware: Arc::clone(&firmware),
@@ -283,7 +310,7 @@ impl Board {
             UploadEvent::Log(line) => tracing::debug!(device = %id, "upload: {line}"),
         });
         let who = match &owner {
-            Owner::User(p) => p.email.clone(),
+            Owner::User { email, .. } => email.clone(),
             Owner::Lab => "(lab)".to_owned(),
         };
         tracing::info!(device = %self.id, email = %who, bytes = firmware.len(), plugin = %config.plugin, "upload started");
@@ -304,11 +331,11 @@ impl Board {
                 Err(UploadError::Cancelled) => {
                     let reason = running.and_then(|r| r.abort_reason).unwrap_or_else(|| "it was cancelled".into());
                     tracing::info!(device = %board.id, email = %who, %reason, "upload aborted");
-                    Err(AppError::UploadAborted { device: board.id.clone(), reason })
+                    Err(BoardError::Aborted { device: board.id.clone(), reason })
                 }
                 Err(error) => {
                     tracing::warn!(device = %board.id, email = %who, %error, "upload failed");
-                    Err(AppError::Upload { device: board.id.clone(), error })
+                    Err(BoardError::Failed { device: board.id.clone(), error })
                 }
             };
             let done = match &result {
@@ -321,7 +348,8 @@ impl Board {
             let _ = board.events.send(done);
             result
         });
-        task.await.map_err(|e| AppError::Internal(format!("the upload task failed: {e}")))?
+        let report = task.await.map_err(|e| BoardError::Internal(format!("the upload task failed: {e}")))??;
+        Ok(report)
     }
 
     /// Aborts the running upload, whoever owns it; true if there was one.
@@ -346,7 +374,7 @@ impl Board {
         let aborted = {
             let mut running = lock(&self.upload);
             match running.as_mut() {
-                Some(r) if matches!(&r.owner, Owner::User(p) if p.email == email && p.role != Role::Admin) => {
+                Some(r) if matches!(&r.owner, Owner::User { email: owner, admin: false } if owner == email) => {
                     r.abort_reason = Some(message);
                     r.cancel.cancel();
                     true
@@ -368,7 +396,8 @@ impl Board {
         match &config.idle_firmware {
             Some(idle) if dirty || aborted => {
                 tracing::info!(device = %self.id, firmware = %idle.path.display(), "restoring the idle firmware");
-                if let Err(error) = self.upload(Arc::clone(&idle.firmware), Owner::Lab, || Ok(())).await {
+                let flashed = self.upload(Arc::clone(&idle.firmware), Owner::Lab, || Ok::<(), BoardError>(())).await;
+                if let Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) = flashed {
                     tracing::warn!(device = %self.id, %error, "could not restore the idle firmware; resetting the board");
                     self.reset_board().await;
                 }
@@ -401,213 +430,28 @@ impl Board {
     }
 }
 
-/// How someone may use a board right now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// The holder of the slot in progress.
-    Session { slot: Slot },
-    /// An admin outside (or inside) anyone's session.
-    Admin,
-}
-
-impl App {
-    /// A configured board by number or id, with its public description.
-    pub fn board(&self, reference: &DeviceRef) -> Result<(DeviceInfo, Arc<Board>), AppError> {
-        let info = self.device(Some(reference))?;
-        match self.devices.board(&info.id) {
-            Some(board) => Ok((info, board)),
-            None => Err(AppError::UnknownDevice(format!("{:?} (a booking calendar without a board)", info.id))),
-        }
-    }
-
-    /// Who holds the booking of `slot` on device `id`.
-    pub fn holder(&self, id: &str, slot: &Slot) -> Result<Option<String>, AppError> {
-        let bookings = self.store.bookings_on(id, slot.date)?;
-        Ok(bookings.into_iter().find(|b| b.key.slot == slot.id).map(|b| b.email))
-    }
-
-    /// Whether `who` may upload to or open the console of `device` now: the
-    /// holder of the slot in progress may, and admins always (logged).
-    pub fn device_access(&self, who: &Principal, device: &DeviceInfo, action: &str) -> Result<Access, AppError> {
-        let config = self.config();
-        let now = self.now();
-        let slot = config.lab.calendar.slot_at(now);
-        let holder = match &slot {
-            Some(slot) => self.holder(&device.id, slot)?,
-            None => None,
-        };
-        if let (Some(slot), Some(holder)) = (&slot, &holder)
-            && *holder == who.email
-        {
-            return Ok(Access::Session { slot: slot.clone() });
-        }
-        if who.role == Role::Admin {
-            tracing::info!(admin = %who.email, device = %device.id, action, holder = holder.as_deref().unwrap_or("(none)"), "admin using a device");
-            return Ok(Access::Admin);
-        }
-        let reason = match &slot {
-            None => format!("Device {} can only be used during a slot you booked", device.id),
-            Some(slot) => {
-                let when = format!(
-                    "slot {} ({}–{} on {})",
-                    slot.id,
-                    crate::wire::hh_mm(slot.start_time),
-                    crate::wire::hh_mm(slot.end_time),
-                    slot.date
-                );
-                match holder {
-                    Some(_) => format!(
-                        "Device {} is in someone else's session: you need the booking of {when}, the slot in progress; use it during a slot you booked",
-                        device.id
-                    ),
-                    None => format!(
-                        "You need the booking of {when} on device {}, the slot in progress, to use it; it is free: book it first",
-                        device.id
-                    ),
-                }
-            }
-        };
-        Err(AppError::Forbidden { device: device.id.clone(), needed_slot: slot.map(|s| s.id), reason })
-    }
-
-    /// Whether someone holds the slot in progress on `id`, or an upload runs.
-    pub fn device_in_use(&self, board: &Board) -> bool {
-        let slot = self.config().lab.calendar.slot_at(self.now());
-        let booked = slot.is_some_and(|slot| self.holder(&board.id, &slot).ok().flatten().is_some());
-        booked || board.is_uploading()
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::clock::ManualClock;
     use crate::config::Env;
-    use crate::metrics::Metrics;
 
-    pub(crate) fn lab_at(now: &str, devices: &str) -> (tempfile::TempDir, Arc<ManualClock>, Arc<App>) {
-        let dir = tempfile::tempdir().unwrap();
-        let env = Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
-        let mut config = Config::from_toml(&format!("[lab]\ntimezone = \"UTC\"\n{devices}"), &env).unwrap();
-        config.store.path = dir.path().join("rerod.redb");
-        let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
-        let app = Arc::new(App::new(config, clock.clone(), Metrics::new()).unwrap());
-        (dir, clock, app)
-    }
-
-    pub(crate) const ONE_BOARD: &str =
+    const ONE_BOARD: &str =
         "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/rerod-test-board\"\n";
-
-    fn user(email: &str) -> Principal {
-        Principal { email: email.into(), role: Role::User }
-    }
-
-    #[tokio::test]
-    async fn only_the_holder_of_the_slot_in_progress_and_admins_get_in() {
-        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
-        let (device, _board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
-        let date = jiff::civil::date(2026, 11, 24);
-        for email in ["a@x.org", "b@x.org"] {
-            app.register(email, "password1").await.unwrap();
-        }
-        let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
-        assert!(matches!(&err, AppError::Forbidden { needed_slot: Some(10), .. }), "{err}");
-        assert!(err.to_string().contains("book it first"), "{err}");
-
-        app.book(&user("a@x.org"), &device, date, 10).await.unwrap();
-        app.book(&user("b@x.org"), &device, date, 11).await.unwrap();
-        assert!(matches!(app.device_access(&user("a@x.org"), &device, "upload"), Ok(Access::Session { .. })));
-        let err = app.device_access(&user("b@x.org"), &device, "console").unwrap_err();
-        assert!(err.to_string().contains("someone else's session") && err.to_string().contains("slot 10"), "{err}");
-        let admin = Principal { email: "root@x.org".into(), role: Role::Admin };
-        assert_eq!(app.device_access(&admin, &device, "upload").unwrap(), Access::Admin);
-    }
-
-    #[tokio::test]
-    async fn a_calendar_without_a_board_is_not_a_device() {
-        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "");
-        let err = app.board(&DeviceRef::Number(0)).unwrap_err();
-        assert!(matches!(err, AppError::UnknownDevice(_)), "{err}");
-    }
-
-    #[tokio::test]
-    async fn firmware_is_size_checked_before_the_port_is_touched() {
-        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
-        let (_, board) = app.board(&DeviceRef::Number(0)).unwrap();
-        let big = Arc::new(Firmware::from_binary(vec![0; 40_000], 0).unwrap());
-        let err = board.upload(big, Owner::Lab, || Ok(())).await.unwrap_err();
-        assert!(matches!(err, AppError::Firmware(rerod_devices::FirmwareError::TooLarge { .. })), "{err}");
-        // A fitting image reaches the port check: this board is not plugged in.
-        let small = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
-        let mut state = board.port().state();
-        let _ = state.wait_for(|s| matches!(s, PortState::Offline { .. })).await;
-        let err = board.upload(small, Owner::Lab, || Ok(())).await.unwrap_err();
-        assert!(matches!(err, AppError::DeviceOffline { .. }), "{err}");
-    }
-
-    /// A plugged-in board for tests: the daemon's side of a pseudo-terminal
-    /// (the returned fd is the board's side; keep it open).
-    fn pty() -> (std::os::fd::OwnedFd, String) {
-        use std::os::fd::FromRawFd;
-        let (mut board_side, mut port_side) = (0, 0);
-        // SAFETY: openpty writes two fds; the name, termios and winsize are optional.
-        let opened = unsafe {
-            libc::openpty(&mut board_side, &mut port_side, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-        };
-        assert_eq!(opened, 0, "openpty");
-        let path = std::fs::read_link(format!("/proc/self/fd/{port_side}")).unwrap().display().to_string();
-        // SAFETY: both fds were just opened and are owned here; the port side is reopened by path.
-        unsafe {
-            drop(std::os::fd::OwnedFd::from_raw_fd(port_side));
-            (std::os::fd::OwnedFd::from_raw_fd(board_side), path)
-        }
-    }
-
-    #[tokio::test]
-    async fn an_upload_never_starts_after_its_session_ended() {
-        let (_board_side, port) = pty();
-        let devices = format!(
-            "[[devices]]\nid = \"arm-1\"\nmodel = \"custom\"\nplugin = \"command\"\nport = \"{port}\"\n\
-             reset = \"none\"\noptions = {{ argv = [\"true\", \"{{firmware}}\"] }}\n"
-        );
-        let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", &devices);
-        let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
-        let mut state = board.port().state();
-        let _ = state.wait_for(|s| matches!(s, PortState::Online { .. })).await;
-        app.register("a@x.org", "password1").await.unwrap();
-        app.book(&user("a@x.org"), &device, jiff::civil::date(2026, 11, 24), 10).await.unwrap();
-        let firmware = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
-        let ada = user("a@x.org");
-        let recheck = || app.device_access(&ada, &device, "upload").map(drop);
-
-        // Within the session the upload runs.
-        board.upload(Arc::clone(&firmware), Owner::User(ada.clone()), recheck).await.unwrap();
-
-        // The request was checked (as the handler does first), then the slot
-        // ended before the upload took the port: it must not start.
-        app.device_access(&ada, &device, "upload").unwrap();
-        clock.set("2026-11-24T11:00:00Z".parse().unwrap());
-        board.end_session("a@x.org", "slot over".into());
-        let err = board.upload(Arc::clone(&firmware), Owner::User(ada.clone()), recheck).await.unwrap_err();
-        assert!(matches!(err, AppError::Forbidden { .. }), "{err}");
-        // The refusal let go of the port.
-        drop(board.port().try_lease().await.expect("the port is free again"));
-    }
 
     #[tokio::test]
     async fn a_reload_keeps_unchanged_boards_and_closes_removed_ones() {
-        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
-        let before = app.devices.board("arm-1").unwrap();
-        let mut events = before.subscribe();
         let env = Env::default();
+        let devices = Devices::new(&Config::from_toml(ONE_BOARD, &env).unwrap(), Arc::new(Metrics::new()));
+        let before = devices.board("arm-1").unwrap();
+        let mut events = before.subscribe();
         let renamed = ONE_BOARD.replace("plugin = \"stk500v1\"", "name = \"Arm\"\nplugin = \"stk500v1\"");
-        app.devices.apply(&Config::from_toml(&renamed, &env).unwrap());
-        let after = app.devices.board("arm-1").unwrap();
+        devices.apply(&Config::from_toml(&renamed, &env).unwrap());
+        let after = devices.board("arm-1").unwrap();
         assert!(Arc::ptr_eq(&before, &after));
         assert_eq!(after.config().name, "Arm");
         let moved = ONE_BOARD.replace("rerod-test-board", "rerod-other-board");
-        app.devices.apply(&Config::from_toml(&moved, &env).unwrap());
-        assert!(!Arc::ptr_eq(&before, &app.devices.board("arm-1").unwrap()));
+        devices.apply(&Config::from_toml(&moved, &env).unwrap());
+        assert!(!Arc::ptr_eq(&before, &devices.board("arm-1").unwrap()));
         assert_eq!(events.recv().await.unwrap(), ConsoleEvent::Removed);
     }
 }

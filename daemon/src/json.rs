@@ -18,8 +18,8 @@ impl JsonObject {
         }
         match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(AppError::field("body", "body must be a JSON object")),
-            Err(e) => Err(AppError::field("body", format!("body is not valid JSON: {e}"))),
+            Ok(_) => Err(AppError::invalid("body", "body must be a JSON object")),
+            Err(e) => Err(AppError::invalid("body", format!("body is not valid JSON: {e}"))),
         }
     }
 
@@ -97,7 +97,7 @@ pub fn parse_date(field: &'static str, text: &str) -> Result<Date, AppError> {
     let valid_shape = text.len() == 10 && text.as_bytes()[4] == b'-' && text.as_bytes()[7] == b'-';
     match text.parse::<Date>() {
         Ok(date) if valid_shape => Ok(date),
-        _ => Err(AppError::field(field, format!("{field} must be a date as YYYY-MM-DD, got {text:?}"))),
+        _ => Err(AppError::invalid(field, format!("{field} must be a date as YYYY-MM-DD, got {text:?}"))),
     }
 }
 
@@ -114,7 +114,7 @@ fn wrong_type(field: &'static str, expected: &str, got: &Value) -> AppError {
         Value::Array(_) => "a list".to_owned(),
         Value::Object(_) => "an object".to_owned(),
     };
-    AppError::field(field, format!("{field} must be {expected}, got {got}"))
+    AppError::invalid(field, format!("{field} must be {expected}, got {got}"))
 }
 
 fn truncate(s: &str) -> String {

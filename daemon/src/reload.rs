@@ -32,8 +32,8 @@ pub struct Reloader {
 impl Reloader {
     /// Installs the SIGHUP handler and the file watcher now (so neither a
     /// signal nor an edit right after start-up is missed), then reloads on
-    /// each in a background task until the process ends.
-    pub fn start(self) {
+    /// each in a background task until it is aborted.
+    pub fn start(self) -> tokio::task::JoinHandle<()> {
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => Some(hangups),
             Err(error) => {
@@ -58,7 +58,7 @@ impl Reloader {
                 };
                 self.reload(reason);
             }
-        });
+        })
     }
 
     fn reload(&self, reason: &str) {
@@ -81,7 +81,7 @@ impl Reloader {
                 }
             },
         }
-        let _ = self.notifier.ready_with_status(&crate::cli::status_line(&self.app));
+        let _ = self.notifier.ready_with_status(&self.app.status_line());
     }
 }
 

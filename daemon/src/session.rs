@@ -68,9 +68,9 @@ fn boundary(app: &App, ended: &Slot, next: Option<&Slot>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::testing::{ONE_BOARD, lab_at};
     use crate::app::{DeviceRef, Principal, Role};
     use crate::devices::ConsoleEvent;
-    use crate::devices::tests::{ONE_BOARD, lab_at};
 
     async fn next_session_end(events: &mut tokio::sync::broadcast::Receiver<ConsoleEvent>) -> (String, String) {
         loop {

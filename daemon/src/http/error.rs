@@ -1,20 +1,122 @@
 //! The one place an error becomes an HTTP response: FastAPI's
 //! `{"detail": "..."}` shape, which the seed's clients read, plus a stable
-//! machine-readable `code`.
+//! machine-readable `code`. The status follows from the error's kind alone.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
-use serde_json::json;
 
-use crate::app::AppError;
+use crate::app::{AppError, ErrorKind};
+use crate::devices::BoardError;
+use crate::wire::ErrorBody;
+
+/// What went wrong in the HTTP layer itself, before any lab operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpErrorKind {
+    RouteNotFound,
+    MethodNotAllowed,
+    BodyTooLarge,
+    BodyTimeout,
+    BadBody,
+    UnsupportedMediaType,
+    TooManyConnections,
+    TooManyWebSockets,
+    WebSocketRequired,
+    WebSocketVersion,
+    WebSocketKey,
+}
+
+impl HttpErrorKind {
+    fn code(self) -> &'static str {
+        match self {
+            HttpErrorKind::RouteNotFound => "not_found",
+            HttpErrorKind::MethodNotAllowed => "method_not_allowed",
+            HttpErrorKind::BodyTooLarge => "body_too_large",
+            HttpErrorKind::BodyTimeout => "body_timeout",
+            HttpErrorKind::BadBody => "bad_body",
+            HttpErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            HttpErrorKind::TooManyConnections => "too_many_connections",
+            HttpErrorKind::TooManyWebSockets => "too_many_websockets",
+            HttpErrorKind::WebSocketRequired => "websocket_required",
+            HttpErrorKind::WebSocketVersion => "websocket_version",
+            HttpErrorKind::WebSocketKey => "websocket_key",
+        }
+    }
+}
+
+/// Either kind of failure a response can report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    App(ErrorKind),
+    Http(HttpErrorKind),
+}
+
+impl Kind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::App(kind) => kind.code(),
+            Kind::Http(kind) => kind.code(),
+        }
+    }
+
+    /// The status code of each kind: the only place one is chosen for an error.
+    pub fn status(self) -> StatusCode {
+        use ErrorKind as K;
+        use HttpErrorKind as H;
+        match self {
+            Kind::App(kind) => match kind {
+                K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken => {
+                    StatusCode::UNAUTHORIZED
+                }
+                K::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+                K::AccountDisabled | K::AdminOnly | K::RegistrationRefused | K::NotYourSlot => StatusCode::FORBIDDEN,
+                K::UserNotFound | K::DeviceNotFound => StatusCode::NOT_FOUND,
+                K::AccountIsAdmin
+                | K::EmailTaken
+                | K::SlotNotFound
+                | K::SlotSkipped
+                | K::SlotInPast
+                | K::DateTooFarAhead
+                | K::SlotBlocked
+                | K::SlotUnavailable
+                | K::ActiveBookingLimit
+                | K::DailyBookingLimit
+                | K::NotBookedByYou
+                | K::FirmwareTooLarge
+                | K::NoCompiler
+                | K::CompileFailed
+                | K::CompileTimeout => StatusCode::BAD_REQUEST,
+                K::InvalidField | K::MissingField | K::InvalidFirmware => StatusCode::UNPROCESSABLE_ENTITY,
+                K::DeviceBusy | K::UploadAborted => StatusCode::CONFLICT,
+                // The board or its tool answered wrongly: a bad gateway, not our bug.
+                K::UploadFailed => StatusCode::BAD_GATEWAY,
+                // The lab's setup (tool, options, toolchain) or the store is at fault.
+                K::DeviceOffline | K::DeviceMisconfigured | K::CompilerUnavailable | K::StoreUnavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Kind::Http(kind) => match kind {
+                H::RouteNotFound => StatusCode::NOT_FOUND,
+                H::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                H::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                H::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+                H::BadBody | H::WebSocketVersion | H::WebSocketKey => StatusCode::BAD_REQUEST,
+                H::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                H::TooManyConnections | H::TooManyWebSockets => StatusCode::SERVICE_UNAVAILABLE,
+                H::WebSocketRequired => StatusCode::UPGRADE_REQUIRED,
+            },
+        }
+    }
+}
 
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub kind: Kind,
     pub detail: String,
     /// The request field at fault, for 422s.
     pub field: Option<&'static str>,
@@ -22,8 +124,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), field: None, headers: Vec::new() }
+    pub fn http(kind: HttpErrorKind, detail: impl Into<String>) -> ApiError {
+        ApiError { kind: Kind::Http(kind), detail: detail.into(), field: None, headers: Vec::new() }
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> ApiError {
@@ -31,16 +133,24 @@ impl ApiError {
         self
     }
 
-    pub fn not_found(what: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    pub fn with_retry_after(self, after: Duration) -> ApiError {
+        let seconds = after.as_secs().max(1).to_string();
+        self.with_header(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits are valid header text"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut body = json!({ "detail": self.detail, "code": self.code });
-        if let Some(field) = self.field {
-            body["field"] = field.into();
+        let status = self.status();
+        let field = self.field.filter(|_| status == StatusCode::UNPROCESSABLE_ENTITY);
+        let body =
+            ErrorBody { detail: self.detail, code: self.kind.code().to_owned(), field: field.map(str::to_owned) };
+        let mut response = super::json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        let mut response = super::json_response(self.status, &body);
         for (name, value) in self.headers {
             response.headers_mut().append(name, value);
         }
@@ -50,65 +160,27 @@ impl ApiError {
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> ApiError {
-        let code = e.code();
-        let detail = e.to_string();
-        let status = match &e {
-            AppError::Throttled { retry_after } => {
-                let seconds = retry_after.as_secs().max(1).to_string();
-                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, detail).with_header(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_str(&seconds).expect("digits are valid header text"),
-                );
+        let kind = e.kind();
+        let detail = match kind {
+            // The log gets the details; the client a message that leaks nothing.
+            ErrorKind::StoreUnavailable => {
+                tracing::error!(error = %e, "store failure while serving a request");
+                "The booking store is unavailable; try again shortly".to_owned()
             }
-            AppError::InvalidCredentials | AppError::NotAuthenticated | AppError::InvalidToken(_) => {
-                return ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
-                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            ErrorKind::Internal if matches!(e, AppError::Internal(_) | AppError::Board(BoardError::Internal(_))) => {
+                tracing::error!(error = %e, "internal error while serving a request");
+                "Internal error; the lab admin can find details in the log".to_owned()
             }
-            AppError::AccountDisabled | AppError::RegistrationRefused(_) | AppError::AdminOnly => StatusCode::FORBIDDEN,
-            AppError::EmailTaken | AppError::Booking(_) | AppError::AccountIsAdmin(_) => StatusCode::BAD_REQUEST,
-            AppError::InvalidField { field, .. } | AppError::MissingField(field) => {
-                return ApiError {
-                    field: Some(field),
-                    ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
-                };
+            ErrorKind::Internal | ErrorKind::DeviceMisconfigured | ErrorKind::CompilerUnavailable => {
+                tracing::error!(error = %e, code = kind.code(), "device or toolchain misconfigured");
+                e.to_string()
             }
-            AppError::UnknownDevice(_) | AppError::UnknownUser(_) => StatusCode::NOT_FOUND,
-            AppError::Store(_) => {
-                tracing::error!(error = %detail, "store failure while serving a request");
-                let detail = "The booking store is unavailable; try again shortly";
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
-            }
-            AppError::Internal(_) => {
-                tracing::error!(error = %detail, "internal error while serving a request");
-                let detail = "Internal error; the lab admin can find details in the log";
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail);
-            }
-            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            AppError::DeviceBusy(_) | AppError::UploadAborted { .. } => StatusCode::CONFLICT,
-            AppError::DeviceOffline { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Firmware(_) | AppError::Upload { .. } | AppError::Compile(_) => match code {
-                "firmware_too_large" | "no_compiler" | "compile_failed" | "compile_timeout" => StatusCode::BAD_REQUEST,
-                "invalid_firmware" | "invalid_field" => {
-                    let field = if code == "invalid_field" { "code" } else { "body" };
-                    return ApiError {
-                        field: Some(field),
-                        ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
-                    };
-                }
-                "device_offline" => StatusCode::SERVICE_UNAVAILABLE,
-                // The board or its tool answered wrongly: a bad gateway, not our bug.
-                "upload_failed" => StatusCode::BAD_GATEWAY,
-                "upload_aborted" => StatusCode::CONFLICT,
-                _ => {
-                    // The lab's setup (tool, options, toolchain) is at fault: say so, log it.
-                    tracing::error!(error = %detail, code, "device or toolchain misconfigured");
-                    if code == "internal" {
-                        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail);
-                    }
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-            },
+            _ => e.to_string(),
         };
-        ApiError::new(status, code, detail)
+        let error = ApiError { kind: Kind::App(kind), detail, field: e.field(), headers: Vec::new() };
+        match e.retry_after() {
+            Some(after) => error.with_retry_after(after),
+            None => error,
+        }
     }
 }

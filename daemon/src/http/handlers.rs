@@ -1,22 +1,28 @@
-//! Route handlers: read the request, call the app, shape the seed's JSON.
+//! The seed's routes and the service's own: read the request into its wire
+//! type, call the app, answer with the response's wire type.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Response, StatusCode};
-use serde_json::json;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 
 use super::error::ApiError;
-use super::json_response;
 use super::request::Req;
-use crate::app::{App, AppError, Credentials, DeviceRef};
-use crate::json::{self, JsonObject};
-use crate::wire::{self, BookingJson, SlotsJson};
+use super::{Server, json_response};
+use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef};
+use crate::json;
+use crate::wire::{
+    self, BookSlotResponse, CancelSlotResponse, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts,
+    DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoginResponse, MyBookingsRequest,
+    MyBookingsResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest, SlotStats, SlotsJson,
+    StatsResponse, Total, UserSlotResponse, WebSocketStats,
+};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
-fn ok(body: &serde_json::Value) -> Reply {
+fn ok(body: &impl serde::Serialize) -> Reply {
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -24,111 +30,104 @@ fn ok(body: &serde_json::Value) -> Reply {
 pub fn root(app: &Arc<App>) -> Reply {
     let device = app.device(None)?;
     let day = app.day_slots(device, app.today(), None)?;
-    ok(&json!({
-        "message": "Slot Booking API is running",
-        "websocket_endpoint": "/slot-booking",
-        "active_connections": app.ws_connections(),
-        "booked_slots": day.booked_ids(),
-    }))
+    ok(&RootResponse {
+        message: "Slot Booking API is running".to_owned(),
+        websocket_endpoint: "/slot-booking".to_owned(),
+        active_connections: app.ws_connections(),
+        booked_slots: day.booked_ids(),
+    })
 }
 
-/// Today's numbers on the default device, the seed's `database` block.
-fn today_counts(app: &App) -> Result<(serde_json::Value, usize, usize, usize), AppError> {
+/// Today on the default device: the seed's `database` block.
+fn today_counts(app: &App) -> Result<DatabaseCounts, AppError> {
     let device = app.device(None)?;
     let day = app.day_slots(device, app.today(), None)?;
-    let total = day.entries.len();
-    let booked = day.booked_ids().len();
-    let available = total - booked;
-    let database = json!({
-        "total_slots": total,
-        "booked_slots": booked,
-        "available_slots": available,
-        "database_path": app.store.path().display().to_string(),
-    });
-    Ok((database, total, booked, available))
+    Ok(DatabaseCounts {
+        total_slots: day.entries.len(),
+        booked_slots: day.booked_ids().len(),
+        available_slots: day.available_ids().len(),
+        database_path: app.store.path().display().to_string(),
+    })
 }
 
 /// `GET /health`: 200 while the store answers, 503 when it does not.
 pub fn health(app: &Arc<App>) -> Reply {
-    let timestamp = wire::utc(app.now());
     let store_error = app.store.check().err();
     let counts = today_counts(app);
-    let config = app.config();
-    let n_devices = app.devices().len();
-    let common = json!({
-        "timestamp": timestamp,
-        "active_connections": app.ws_connections(),
-        "console_connections": app.console_connections(),
-        "uptime_seconds": app.uptime().as_secs(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "config": {
-            "generation": app.config_generation(),
-            "last_reload_error": app.last_reload_error(),
+    let boards = app.devices.boards();
+    let online = boards.iter().filter(|b| b.is_online()).count();
+    let mut body = HealthResponse {
+        status: "healthy".to_owned(),
+        total_slots: None,
+        booked_slots_count: None,
+        available_slots_count: None,
+        database: HealthDatabase::Failure(DatabaseFailure {
+            error: String::new(),
+            database_path: app.store.path().display().to_string(),
+        }),
+        timestamp: wire::utc(app.now()),
+        active_connections: app.ws_connections(),
+        console_connections: app.console_connections(),
+        uptime_seconds: app.uptime().as_secs(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config: ConfigStatus { generation: app.config_generation(), last_reload_error: app.last_reload_error() },
+        devices: DeviceCounts {
+            configured: app.config().devices.len(),
+            calendars: app.devices().len(),
+            online,
+            offline: boards.len() - online,
         },
-        "devices": {
-            "configured": config.devices.len(),
-            "calendars": n_devices,
-            "online": app.devices.boards().iter().filter(|b| b.is_online()).count(),
-            "offline": app.devices.boards().iter().filter(|b| !b.is_online()).count(),
-        },
-    });
+    };
     match (store_error, counts) {
-        (None, Ok((database, total, booked, available))) => {
-            let mut body = json!({
-                "status": "healthy",
-                "total_slots": total,
-                "booked_slots_count": booked,
-                "available_slots_count": available,
-                "database": database,
-            });
-            merge(&mut body, common);
+        (None, Ok(counts)) => {
+            body.total_slots = Some(counts.total_slots);
+            body.booked_slots_count = Some(counts.booked_slots);
+            body.available_slots_count = Some(counts.available_slots);
+            body.database = HealthDatabase::Counts(counts);
             ok(&body)
         }
         (store_error, counts) => {
             let reason = store_error.map(|e| e.to_string()).or(counts.err().map(|e| e.to_string())).unwrap_or_default();
             tracing::error!(error = %reason, "health check failed");
-            let mut body = json!({
-                "status": "unhealthy",
-                "database": { "error": reason, "database_path": app.store.path().display().to_string() },
-            });
-            merge(&mut body, common);
+            body.status = "unhealthy".to_owned();
+            if let HealthDatabase::Failure(failure) = &mut body.database {
+                failure.error = reason;
+            }
             Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, &body))
         }
     }
 }
 
-fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
-    if let (Some(into), serde_json::Value::Object(from)) = (into.as_object_mut(), from) {
-        into.extend(from);
-    }
-}
-
 /// `GET /stats`: the seed's blocks plus per-device numbers for today.
 pub fn stats(app: &Arc<App>) -> Reply {
-    let (database, total, booked, available) = today_counts(app)?;
+    let database = today_counts(app)?;
     let today = app.today();
     let mut devices = Vec::new();
     for device in app.devices() {
         let day = app.day_slots(device, today, None)?;
-        devices.push(json!({
-            "number": day.device.number,
-            "id": day.device.id,
-            "name": day.device.name,
-            "date": today.to_string(),
-            "total_slots": day.entries.len(),
-            "booked_slots": day.booked_ids().len(),
-            "available_slots": day.available_ids().len(),
-        }));
+        devices.push(DeviceStats {
+            number: day.device.number,
+            id: day.device.id.clone(),
+            name: day.device.name.clone(),
+            date: today.to_string(),
+            total_slots: day.entries.len(),
+            booked_slots: day.booked_ids().len(),
+            available_slots: day.available_ids().len(),
+        });
     }
     let counts = app.store.counts().map_err(AppError::from)?;
-    ok(&json!({
-        "database": database,
-        "websocket": { "active_connections": app.ws_connections() },
-        "slots": { "total": total, "booked": booked, "available": available },
-        "devices": devices,
-        "users": { "total": counts.users },
-        "bookings": { "total": counts.bookings },
-    }))
+    ok(&StatsResponse {
+        websocket: WebSocketStats { active_connections: app.ws_connections() },
+        slots: SlotStats {
+            total: database.total_slots,
+            booked: database.booked_slots,
+            available: database.available_slots,
+        },
+        database,
+        devices,
+        users: Total { total: counts.users },
+        bookings: Total { total: counts.bookings },
+    })
 }
 
 /// The caller of a public route, if they sent a valid token. An invalid one
@@ -145,140 +144,135 @@ pub async fn slots(app: &Arc<App>, req: &Req) -> Reply {
         None => app.today(),
     };
     let device = app.device(req.query("device")?.map(|d| DeviceRef::parse(&d)).as_ref())?;
+    let render = |day: &DaySlots, viewer: Option<&str>| {
+        Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, viewer)).expect("slots serialize"))
+    };
     let body = match optional_viewer(app, req).await {
-        Some(viewer) => {
-            let day = app.day_slots(device, date, Some(&viewer))?;
-            Bytes::from(serde_json::to_vec(&SlotsJson::new(app, &day, Some(&viewer))).expect("slots serialize"))
-        }
-        None => app.day_view_cached(device, date, |day| {
-            Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, None)).expect("slots serialize"))
-        })?,
+        Some(viewer) => render(&app.day_slots(device, date, Some(&viewer))?, Some(&viewer)),
+        None => app.day_view_cached(device, date, |day| render(day, None))?,
     };
     Ok(super::json_bytes(StatusCode::OK, body))
 }
 
-/// The slot a booking request names: `slot_id`, optional `date` and `device`.
-fn slot_request(app: &App, body: &JsonObject) -> Result<(i64, jiff::civil::Date, crate::app::DeviceInfo), AppError> {
-    let slot_id = body.required_int("slot_id")?;
-    let date = body.date("date")?.unwrap_or_else(|| app.today());
-    let device = app.device(body.device("device")?.as_ref())?;
-    Ok((slot_id, date, device))
-}
-
 /// `POST /book-slot`.
 pub async fn book_slot(app: &Arc<App>, req: &Req) -> Reply {
-    let body = req.json()?;
-    let (slot_id, date, device) = slot_request(app, &body)?;
-    let who = app.authenticate(req.credentials_with_body(&body)?).await?;
-    let (booking, slot) = app.book(&who, &device, date, slot_id).await?;
+    let request: SlotRequest = req.parse()?;
+    let date = request.date.unwrap_or_else(|| app.today());
+    let device = app.device(request.device.as_ref())?;
+    let who = app.authenticate(req.credentials(&request.credentials)?).await?;
+    let (booking, slot) = app.book(&who, &device, date, request.slot_id).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
-    ok(&json!({
-        "success": true,
-        "message": format!("Slot {} booked successfully", slot.id),
-        "slot_id": slot.id,
-        "date": date.to_string(),
-        "device": booking.key.device,
-        "start": wire::lab_time(slot.start, &tz),
-        "end": wire::lab_time(slot.end, &tz),
-    }))
+    ok(&BookSlotResponse {
+        success: true,
+        message: format!("Slot {} booked successfully", slot.id),
+        slot_id: slot.id,
+        date: date.to_string(),
+        device: booking.key.device,
+        start: wire::lab_time(slot.start, &tz),
+        end: wire::lab_time(slot.end, &tz),
+    })
 }
 
 /// `POST /cancel-slot`.
 pub async fn cancel_slot(app: &Arc<App>, req: &Req) -> Reply {
-    let body = req.json()?;
-    let (slot_id, date, device) = slot_request(app, &body)?;
-    let who = app.authenticate(req.credentials_with_body(&body)?).await?;
-    let booking = app.cancel(&who, &device, date, slot_id).await?;
-    ok(&json!({
-        "success": true,
-        "message": format!("Slot {} booking cancelled successfully", booking.key.slot),
-        "slot_id": booking.key.slot,
-        "date": date.to_string(),
-        "device": booking.key.device,
-    }))
+    let request: SlotRequest = req.parse()?;
+    let date = request.date.unwrap_or_else(|| app.today());
+    let device = app.device(request.device.as_ref())?;
+    let who = app.authenticate(req.credentials(&request.credentials)?).await?;
+    let booking = app.cancel(&who, &device, date, request.slot_id).await?;
+    ok(&CancelSlotResponse {
+        success: true,
+        message: format!("Slot {} booking cancelled successfully", booking.key.slot),
+        slot_id: booking.key.slot,
+        date: date.to_string(),
+        device: booking.key.device,
+    })
 }
 
 /// `GET`/`POST /my-bookings[?history=true]`.
 pub async fn my_bookings(app: &Arc<App>, req: &Req) -> Reply {
-    let body = req.json()?;
+    let request: MyBookingsRequest = req.parse()?;
     let history = match req.query("history")?.as_deref() {
         Some("true" | "1" | "yes") => true,
-        Some("false" | "0" | "no") | None => body.bool("history")?.unwrap_or(false),
+        Some("false" | "0" | "no") | None => request.history.unwrap_or(false),
         Some(other) => {
-            return Err(AppError::field("history", format!("history must be true or false, got {other:?}")).into());
+            return Err(AppError::invalid("history", format!("history must be true or false, got {other:?}")).into());
         }
     };
-    let who = app.authenticate(req.credentials_with_body(&body)?).await?;
+    let who = app.authenticate(req.credentials(&request.credentials)?).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
-    let bookings: Vec<BookingJson> = app
+    let bookings: Vec<wire::BookingJson> = app
         .bookings_of(&who.email, history)?
         .iter()
-        .map(|(booking, slot)| BookingJson::new(booking, slot, &tz))
+        .map(|(booking, slot)| wire::BookingJson::new(booking, slot, &tz))
         .collect();
-    ok(&json!({ "success": true, "total_bookings": bookings.len(), "bookings": bookings }))
+    ok(&MyBookingsResponse { success: true, total_bookings: bookings.len(), bookings })
 }
 
 /// `GET`/`POST /slots/user`: the booking in progress, or else the next one.
 pub async fn slots_user(app: &Arc<App>, req: &Req) -> Reply {
-    let body = req.json()?;
-    let who = app.authenticate(req.credentials_with_body(&body)?).await?;
+    let credentials: wire::BodyCredentials = req.parse()?;
+    let who = app.authenticate(req.credentials(&credentials)?).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
-    match app.next_booking(&who.email)? {
-        Some(next) => ok(&json!({
-            "success": true,
-            "has_booking": true,
-            "slot": next.slot.id,
-            "date": next.slot.date.to_string(),
-            "device": next.booking.key.device,
-            "start_time": wire::hh_mm(next.slot.start_time),
-            "end_time": wire::hh_mm(next.slot.end_time),
-            "start": wire::lab_time(next.slot.start, &tz),
-            "end": wire::lab_time(next.slot.end, &tz),
-            "is_current": next.is_current,
-        })),
-        None => ok(&json!({
-            "success": true,
-            "has_booking": false,
-            "slot": null,
-            "date": null,
-            "device": null,
-            "start": null,
-            "end": null,
-            "is_current": false,
-        })),
-    }
+    let body = match app.next_booking(&who.email)? {
+        Some(next) => UserSlotResponse {
+            success: true,
+            has_booking: true,
+            slot: Some(next.slot.id),
+            date: Some(next.slot.date.to_string()),
+            device: Some(next.booking.key.device),
+            start_time: Some(wire::hh_mm(next.slot.start_time)),
+            end_time: Some(wire::hh_mm(next.slot.end_time)),
+            start: Some(wire::lab_time(next.slot.start, &tz)),
+            end: Some(wire::lab_time(next.slot.end, &tz)),
+            is_current: next.is_current,
+        },
+        None => UserSlotResponse {
+            success: true,
+            has_booking: false,
+            slot: None,
+            date: None,
+            device: None,
+            start_time: None,
+            end_time: None,
+            start: None,
+            end: None,
+            is_current: false,
+        },
+    };
+    ok(&body)
 }
 
 /// `POST /auth/register`.
 pub async fn register(app: &Arc<App>, req: &Req) -> Reply {
-    let body = req.json()?;
-    let email = body.required_str("email")?;
-    let password = body.required_str("password")?;
-    let user = app.register(email, password).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({
-            "success": true,
-            "message": "User registered successfully",
-            "user": { "email": user.email, "created_at": wire::utc(user.created_at) },
-        }),
-    ))
+    let request: EmailPassword = req.parse()?;
+    let user = app.register(&request.email, &request.password).await?;
+    let body = RegisterResponse {
+        success: true,
+        message: "User registered successfully".to_owned(),
+        email: user.email.clone(),
+        user: RegisteredUser { email: user.email, created_at: wire::utc(user.created_at) },
+    };
+    Ok(json_response(StatusCode::CREATED, &body))
 }
 
 /// `POST /auth/login`.
 pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
-    let body = req.json()?;
-    let email = body.required_str("email")?;
-    let password = body.required_str("password")?;
-    let (token, expires_in, who) = app.login(email, password).await?;
-    ok(&json!({
-        "success": true,
-        "message": "Login successful",
-        "token": token,
-        "token_type": "bearer",
-        "expires_in": expires_in,
-        "user": { "email": who.email, "role": who.role.as_str() },
-    }))
+    let request: EmailPassword = req.parse()?;
+    let login = app.login(&request.email, &request.password).await?;
+    ok(&LoginResponse {
+        success: true,
+        message: "Login successful".to_owned(),
+        token: login.token,
+        token_type: "bearer".to_owned(),
+        expires_in: login.lifetime.as_secs(),
+        user: LoggedInUser {
+            email: login.principal.email,
+            role: login.principal.role.as_str().to_owned(),
+            created_at: wire::utc(login.user.created_at),
+            last_login: login.previous_login.map(wire::utc),
+        },
+    })
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -289,4 +283,12 @@ pub fn metrics(app: &Arc<App>) -> Reply {
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     Ok(response)
+}
+
+/// Answers a `/slot-booking` upgrade and serves the socket in its own task.
+pub(super) fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
+    let served = Arc::clone(server);
+    super::upgrade::upgrade(&server.app, req, crate::ws::fanout::OutboxStream::new, |socket| async move {
+        served.booking.serve(Arc::clone(&served.app), socket).await;
+    })
 }

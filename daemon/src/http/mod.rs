@@ -6,8 +6,10 @@ mod admin;
 mod devices;
 mod error;
 mod handlers;
+pub mod openapi;
 mod request;
 mod routes;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,24 +30,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
+use crate::wire::ErrorBody;
 use crate::ws::booking::BookingHub;
 
-pub use error::ApiError;
-pub use routes::Route;
+pub use error::{ApiError, HttpErrorKind, Kind};
+pub use routes::{Auth, BodyLimit, ROUTES, Route, RouteSpec};
 
 /// How long in-flight requests get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish (within a bound) and returns.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Serves `listener` until `stop` turns true, then stops accepting, lets
+/// in-flight requests finish (within a bound) and returns. WebSockets close
+/// on the same signal.
+pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, stop: watch::Receiver<bool>) {
     let open = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server = Arc::new(Server { booking: BookingHub::start(Arc::clone(&app), stop_rx.clone()), app });
+    let stop_rx = stop.clone();
+    let server = Arc::new(Server { booking, app, stop });
     let app = &server.app;
     // Every connection task holds a sender; when all are gone, all have finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
+    let mut shutdown = stop_rx.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -57,7 +61,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = async { shutdown.wait_for(|stop| *stop).await.map(drop) } => break,
         };
         let config = app.config();
         if open.load(Ordering::Relaxed) >= config.server.max_connections {
@@ -97,7 +101,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
     drop(alive_tx);
     if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv()).await.is_err() {
         tracing::warn!(
@@ -112,6 +115,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 pub(crate) struct Server {
     pub(crate) app: Arc<App>,
     pub(crate) booking: BookingHub,
+    /// Turns true when the daemon stops.
+    stop: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Turns true when the daemon stops; sockets close on it.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
 }
 
 /// Counts a connection for `server.max_connections` while it lives.
@@ -132,7 +144,9 @@ impl Drop for ConnectionGuard {
 
 /// Answers a connection over the cap with a 503 instead of leaving it hanging.
 async fn refuse_connection(mut stream: TcpStream) {
-    let body = r#"{"detail":"Too many open connections; try again shortly","code":"too_many_connections"}"#;
+    let error = ApiError::http(HttpErrorKind::TooManyConnections, "Too many open connections; try again shortly");
+    let body = ErrorBody { detail: error.detail, code: error.kind.code().to_owned(), field: None };
+    let body = serde_json::to_string(&body).expect("error bodies serialize");
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
          retry-after: 1\r\nconnection: close\r\n\r\n{body}",

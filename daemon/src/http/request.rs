@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
-use hyper::{Request, StatusCode};
 
-use super::error::ApiError;
-use crate::app::{App, AppError, Credentials, Principal};
-use crate::json::JsonObject;
+use super::error::{ApiError, HttpErrorKind};
+use crate::app::{AppError, Credentials};
+use crate::wire::{BodyCredentials, FromJson};
 
 /// How long a client has to send its body once the headers are in.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,16 +33,13 @@ impl Req {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
-        let collected =
-            tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await.map_err(|_| {
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "The request body took too long to arrive")
-            })?;
+        let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+            .await
+            .map_err(|_| ApiError::http(HttpErrorKind::BodyTimeout, "The request body took too long to arrive"))?;
         match collected {
             Ok(collected) => Ok(Req { parts, body: collected.to_bytes() }),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Err(e) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("Could not read the request body: {e}")))
-            }
+            Err(e) => Err(ApiError::http(HttpErrorKind::BadBody, format!("Could not read the request body: {e}"))),
         }
     }
 
@@ -50,16 +47,15 @@ impl Req {
         &self.parts.headers
     }
 
-    /// The body as a JSON object. A non-empty body must say it is JSON.
-    pub fn json(&self) -> Result<JsonObject, ApiError> {
+    /// The body as a request of type `T`. A non-empty body must say it is JSON.
+    pub fn parse<T: FromJson>(&self) -> Result<T, ApiError> {
         if !self.body.is_empty() && !is_json(self.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+            return Err(ApiError::http(
+                HttpErrorKind::UnsupportedMediaType,
                 "Send the body as JSON with Content-Type: application/json",
             ));
         }
-        Ok(JsonObject::parse(&self.body)?)
+        Ok(T::parse(&self.body)?)
     }
 
     /// A query parameter, percent-decoded. The first occurrence wins.
@@ -84,20 +80,13 @@ impl Req {
         bearer(self.headers())
     }
 
-    /// Who is calling, by `Authorization: Bearer` alone (routes beyond the
-    /// seed's do not take in-body credentials).
-    pub async fn bearer_principal(&self, app: &App) -> Result<Principal, ApiError> {
-        let token = self.bearer()?.ok_or(AppError::NotAuthenticated)?;
-        Ok(app.authenticate(Credentials::Token(token)).await?)
-    }
-
     /// Credentials for a route that also takes the seed's in-body ones.
     /// Bearer wins when both are present.
-    pub fn credentials_with_body(&self, body: &JsonObject) -> Result<Credentials, ApiError> {
+    pub fn credentials(&self, body: &BodyCredentials) -> Result<Credentials, ApiError> {
         if let Some(token) = self.bearer()? {
             return Ok(Credentials::Token(token));
         }
-        body.credentials()?.ok_or_else(|| AppError::NotAuthenticated.into())
+        body.credentials().ok_or_else(|| AppError::NotAuthenticated.into())
     }
 }
 
@@ -124,12 +113,8 @@ fn is_json(headers: &HeaderMap) -> bool {
     )
 }
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("The request body is larger than the limit of {limit} bytes"),
-    )
+pub(super) fn too_large(limit: usize) -> ApiError {
+    ApiError::http(HttpErrorKind::BodyTooLarge, format!("The request body is larger than the limit of {limit} bytes"))
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); `None` if the result is not UTF-8.

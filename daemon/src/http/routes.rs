@@ -1,5 +1,8 @@
-//! The router: a path resolves to a [`Route`], each route lists its methods,
-//! and `dispatch` reads the body and calls the route's handler.
+//! The route table: one row per route with its path pattern, methods, body
+//! limit and authentication. It drives resolution, 405 with `Allow`, CORS
+//! preflights, who is authenticated before the body is read, and the check
+//! that the OpenAPI document describes exactly these routes; `dispatch` then
+//! calls the route's handler.
 
 use std::sync::Arc;
 
@@ -10,11 +13,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Server;
-use super::error::ApiError;
-use super::handlers;
+use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
+use super::{admin, devices, handlers};
+use crate::app::{AppError, Credentials, Principal};
 
-/// Every route the server answers. `pattern` is what logs and metrics show.
+/// Every route the server answers, named; [`ROUTES`] says what each one is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     Root,
@@ -32,104 +36,112 @@ pub enum Route {
     OpenApi,
     Devices,
     DevicesCompile,
-    /// `/devices/upload/{device}`: the device is the last path segment.
     DevicesUpload,
-    /// `/devices/read/{device}`: the serial console (WebSocket).
     DevicesConsole,
     AdminUsers,
     AdminDisableUser,
     AdminEnableUser,
 }
 
+/// How much of a body a route reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// `server.max_json_bytes`.
+    Json,
+    /// `server.max_firmware_bytes` (a JSON body is still held to the JSON limit).
+    Firmware,
+    /// A WebSocket upgrade: no body; the socket speaks for itself.
+    Upgrade,
+}
+
+/// Who may call a route, and how they say who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone; a valid bearer token may personalise the answer.
+    Public,
+    /// `Authorization: Bearer`, or the seed's `email`+`password`/`token` in the body.
+    BearerOrBody,
+    /// `Authorization: Bearer` only, checked before the body is read.
+    Bearer,
+    /// A lab admin's `Authorization: Bearer`, checked before the body is read.
+    Admin,
+    /// A WebSocket whose first message authenticates (or none at all).
+    InSocket,
+}
+
+/// One row of the route table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    pub route: Route,
+    /// The path, with `{device}` for the one templated segment; logs and metrics show it.
+    pub pattern: &'static str,
+    pub methods: &'static [Method],
+    pub body: BodyLimit,
+    pub auth: Auth,
+}
+
+const GET: &[Method] = &[Method::GET];
+const POST: &[Method] = &[Method::POST];
+const GET_POST: &[Method] = &[Method::GET, Method::POST];
+
+const fn row(route: Route, pattern: &'static str, methods: &'static [Method], auth: Auth) -> RouteSpec {
+    RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth }
+}
+
+/// The route table.
+pub const ROUTES: &[RouteSpec] = &[
+    row(Route::Root, "/", GET, Auth::Public),
+    row(Route::Health, "/health", GET, Auth::Public),
+    row(Route::Stats, "/stats", GET, Auth::Public),
+    row(Route::Slots, "/slots", GET, Auth::Public),
+    row(Route::BookSlot, "/book-slot", POST, Auth::BearerOrBody),
+    row(Route::CancelSlot, "/cancel-slot", POST, Auth::BearerOrBody),
+    row(Route::MyBookings, "/my-bookings", GET_POST, Auth::BearerOrBody),
+    row(Route::SlotsUser, "/slots/user", GET_POST, Auth::BearerOrBody),
+    row(Route::Register, "/auth/register", POST, Auth::Public),
+    row(Route::Login, "/auth/login", POST, Auth::Public),
+    RouteSpec { body: BodyLimit::Upgrade, ..row(Route::SlotBookingSocket, "/slot-booking", GET, Auth::InSocket) },
+    row(Route::Metrics, "/metrics", GET, Auth::Public),
+    row(Route::OpenApi, "/openapi.json", GET, Auth::Public),
+    row(Route::Devices, "/devices", GET, Auth::Public),
+    row(Route::DevicesCompile, "/devices/compile", POST, Auth::Bearer),
+    RouteSpec {
+        body: BodyLimit::Firmware,
+        ..row(Route::DevicesUpload, "/devices/upload/{device}", POST, Auth::Bearer)
+    },
+    RouteSpec { body: BodyLimit::Upgrade, ..row(Route::DevicesConsole, "/devices/read/{device}", GET, Auth::InSocket) },
+    row(Route::AdminUsers, "/admin/users", GET, Auth::Admin),
+    row(Route::AdminDisableUser, "/admin/users/disable", POST, Auth::Admin),
+    row(Route::AdminEnableUser, "/admin/users/enable", POST, Auth::Admin),
+];
+
 impl Route {
-    pub const ALL: &[Route] = &[
-        Route::Root,
-        Route::Health,
-        Route::Stats,
-        Route::Slots,
-        Route::BookSlot,
-        Route::CancelSlot,
-        Route::MyBookings,
-        Route::SlotsUser,
-        Route::Register,
-        Route::Login,
-        Route::SlotBookingSocket,
-        Route::Metrics,
-        Route::OpenApi,
-        Route::Devices,
-        Route::DevicesCompile,
-        Route::DevicesUpload,
-        Route::DevicesConsole,
-        Route::AdminUsers,
-        Route::AdminDisableUser,
-        Route::AdminEnableUser,
-    ];
-
-    pub fn resolve(path: &str) -> Option<Route> {
-        if let Some(route) = Route::ALL.iter().copied().find(|r| r.pattern() == path) {
-            return Some(route);
-        }
-        // Templated routes: one non-empty segment after the prefix.
-        [Route::DevicesUpload, Route::DevicesConsole].into_iter().find(|r| r.path_param(path).is_some())
-    }
-
-    /// The `{device}` segment of a templated route's path, still percent-encoded.
-    pub fn path_param(self, path: &str) -> Option<&str> {
-        let prefix = self.pattern().strip_suffix("{device}")?;
-        path.strip_prefix(prefix).filter(|rest| !rest.is_empty() && !rest.contains('/'))
+    pub fn spec(self) -> &'static RouteSpec {
+        ROUTES.iter().find(|spec| spec.route == self).expect("every route has a row in ROUTES")
     }
 
     pub fn pattern(self) -> &'static str {
-        match self {
-            Route::Root => "/",
-            Route::Health => "/health",
-            Route::Stats => "/stats",
-            Route::Slots => "/slots",
-            Route::BookSlot => "/book-slot",
-            Route::CancelSlot => "/cancel-slot",
-            Route::MyBookings => "/my-bookings",
-            Route::SlotsUser => "/slots/user",
-            Route::Register => "/auth/register",
-            Route::Login => "/auth/login",
-            Route::SlotBookingSocket => "/slot-booking",
-            Route::Metrics => "/metrics",
-            Route::OpenApi => "/openapi.json",
-            Route::Devices => "/devices",
-            Route::DevicesCompile => "/devices/compile",
-            Route::DevicesUpload => "/devices/upload/{device}",
-            Route::DevicesConsole => "/devices/read/{device}",
-            Route::AdminUsers => "/admin/users",
-            Route::AdminDisableUser => "/admin/users/disable",
-            Route::AdminEnableUser => "/admin/users/enable",
-        }
+        self.spec().pattern
     }
 
-    pub fn methods(self) -> &'static [Method] {
-        match self {
-            Route::Root
-            | Route::Health
-            | Route::Stats
-            | Route::Slots
-            | Route::SlotBookingSocket
-            | Route::Metrics
-            | Route::OpenApi
-            | Route::Devices
-            | Route::DevicesConsole
-            | Route::AdminUsers => &[Method::GET],
-            Route::BookSlot
-            | Route::CancelSlot
-            | Route::Register
-            | Route::Login
-            | Route::DevicesCompile
-            | Route::DevicesUpload
-            | Route::AdminDisableUser
-            | Route::AdminEnableUser => &[Method::POST],
-            Route::MyBookings | Route::SlotsUser => &[Method::GET, Method::POST],
-        }
+    /// The route a request path names.
+    pub fn resolve(path: &str) -> Option<&'static RouteSpec> {
+        ROUTES.iter().find(|spec| spec.pattern == path).or_else(|| {
+            // Templated routes: one non-empty segment after the prefix.
+            ROUTES.iter().find(|spec| spec.path_param(path).is_some())
+        })
+    }
+}
+
+impl RouteSpec {
+    /// The `{device}` segment of a templated route's path, still percent-encoded.
+    pub fn path_param<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let prefix = self.pattern.strip_suffix("{device}")?;
+        path.strip_prefix(prefix).filter(|rest| !rest.is_empty() && !rest.contains('/'))
     }
 
-    fn allow_header(self) -> HeaderValue {
-        let mut methods: Vec<&str> = self.methods().iter().map(Method::as_str).collect();
+    fn allow_header(&self) -> HeaderValue {
+        let mut methods: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
         methods.push("OPTIONS");
         HeaderValue::from_str(&methods.join(", ")).expect("method names are valid header text")
     }
@@ -140,74 +152,89 @@ type Reply = Result<Response<Full<Bytes>>, ApiError>;
 /// Routes and serves one request; also returns the route, for the log line.
 pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -> (Option<Route>, Reply) {
     let app = &server.app;
-    let Some(route) = Route::resolve(req.uri().path()) else {
+    let Some(spec) = Route::resolve(req.uri().path()) else {
         let detail = format!("No route {} {}", req.method(), req.uri().path());
-        return (None, Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)));
+        return (None, Err(ApiError::http(HttpErrorKind::RouteNotFound, detail)));
     };
+    let route = spec.route;
     if req.method() == Method::OPTIONS {
-        return (Some(route), Ok(preflight(route)));
+        return (Some(route), Ok(preflight(spec)));
     }
-    if !route.methods().contains(req.method()) {
-        let detail = format!("Method {} is not allowed on {}", req.method(), route.pattern());
-        let error = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)
-            .with_header(header::ALLOW, route.allow_header());
+    if !spec.methods.contains(req.method()) {
+        let detail = format!("Method {} is not allowed on {}", req.method(), spec.pattern);
+        let error =
+            ApiError::http(HttpErrorKind::MethodNotAllowed, detail).with_header(header::ALLOW, spec.allow_header());
         return (Some(route), Err(error));
     }
-    if route == Route::SlotBookingSocket {
-        return (Some(route), upgrade_booking_socket(server, &mut req));
-    }
-    if route == Route::DevicesConsole {
-        return (Some(route), super::devices::upgrade_console(server, &mut req));
-    }
-    let limit = match route {
-        // Firmware may be larger than JSON; the handler holds JSON bodies to the JSON limit.
-        Route::DevicesUpload => app.config().server.max_firmware_bytes,
-        _ => app.config().server.max_json_bytes,
+    let limit = match spec.body {
+        BodyLimit::Upgrade => {
+            let reply = match route {
+                Route::DevicesConsole => devices::upgrade_console(server, spec, &mut req),
+                _ => handlers::upgrade_booking_socket(server, &mut req),
+            };
+            return (Some(route), reply);
+        }
+        BodyLimit::Json => app.config().server.max_json_bytes,
+        BodyLimit::Firmware => app.config().server.max_firmware_bytes,
+    };
+    // Bearer-only routes know who is calling before a byte of the body is read.
+    let who = match spec.auth {
+        Auth::Bearer | Auth::Admin => match bearer_principal(server, &req, spec.auth).await {
+            Ok(who) => Some(who),
+            Err(error) => return (Some(route), Err(error)),
+        },
+        Auth::Public | Auth::BearerOrBody | Auth::InSocket => None,
     };
     let req = match Req::read(req, limit).await {
         Ok(req) => req,
         Err(e) => return (Some(route), Err(e)),
     };
-    let reply = match route {
-        Route::Root => handlers::root(app),
-        Route::Health => handlers::health(app),
-        Route::Stats => handlers::stats(app),
-        Route::Slots => handlers::slots(app, &req).await,
-        Route::BookSlot => handlers::book_slot(app, &req).await,
-        Route::CancelSlot => handlers::cancel_slot(app, &req).await,
-        Route::MyBookings => handlers::my_bookings(app, &req).await,
-        Route::SlotsUser => handlers::slots_user(app, &req).await,
-        Route::Register => handlers::register(app, &req).await,
-        Route::Login => handlers::login(app, &req).await,
-        Route::SlotBookingSocket => unreachable!("WebSocket routes are answered before the body is read"),
-        Route::Metrics => handlers::metrics(app),
-        Route::OpenApi => Ok(super::json_response(StatusCode::OK, &crate::openapi::document())),
-        Route::Devices => super::devices::list(app),
-        Route::DevicesCompile => super::devices::compile(app, &req).await,
-        Route::DevicesUpload => super::devices::upload(app, &req).await,
-        Route::DevicesConsole => unreachable!("WebSocket routes are answered before the body is read"),
-        Route::AdminUsers => super::admin::users(app, &req).await,
-        Route::AdminDisableUser => super::admin::set_disabled(app, &req, true).await,
-        Route::AdminEnableUser => super::admin::set_disabled(app, &req, false).await,
+    let reply = match (route, who) {
+        (Route::Root, _) => handlers::root(app),
+        (Route::Health, _) => handlers::health(app),
+        (Route::Stats, _) => handlers::stats(app),
+        (Route::Slots, _) => handlers::slots(app, &req).await,
+        (Route::BookSlot, _) => handlers::book_slot(app, &req).await,
+        (Route::CancelSlot, _) => handlers::cancel_slot(app, &req).await,
+        (Route::MyBookings, _) => handlers::my_bookings(app, &req).await,
+        (Route::SlotsUser, _) => handlers::slots_user(app, &req).await,
+        (Route::Register, _) => handlers::register(app, &req).await,
+        (Route::Login, _) => handlers::login(app, &req).await,
+        (Route::Metrics, _) => handlers::metrics(app),
+        (Route::OpenApi, _) => Ok(super::json_response(StatusCode::OK, &super::openapi::document())),
+        (Route::Devices, _) => devices::list(app),
+        (Route::DevicesCompile, Some(who)) => devices::compile(app, &req, &who).await,
+        (Route::DevicesUpload, Some(who)) => devices::upload(app, spec, &req, &who).await,
+        (Route::AdminUsers, Some(who)) => admin::users(app, &who),
+        (Route::AdminDisableUser, Some(who)) => admin::set_disabled(app, &req, &who, true).await,
+        (Route::AdminEnableUser, Some(who)) => admin::set_disabled(app, &req, &who, false).await,
+        (Route::SlotBookingSocket | Route::DevicesConsole, _)
+        | (Route::DevicesCompile | Route::DevicesUpload | Route::AdminUsers, None)
+        | (Route::AdminDisableUser | Route::AdminEnableUser, None) => {
+            unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")
+        }
     };
     (Some(route), reply)
 }
 
-/// Answers a `/slot-booking` upgrade and serves the socket in its own task.
-fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
-    let served = Arc::clone(server);
-    crate::ws::upgrade(&server.app, req, crate::ws::fanout::OutboxStream::new, |socket| async move {
-        served.booking.serve(Arc::clone(&served.app), socket).await;
-    })
+/// Who is calling, by `Authorization: Bearer` alone (routes beyond the
+/// seed's do not take in-body credentials).
+async fn bearer_principal(server: &Server, req: &Request<Incoming>, auth: Auth) -> Result<Principal, ApiError> {
+    let token = super::request::bearer(req.headers())?.ok_or(AppError::NotAuthenticated)?;
+    let who = server.app.authenticate(Credentials::Token(token)).await?;
+    if auth == Auth::Admin {
+        server.app.require_admin(&who)?;
+    }
+    Ok(who)
 }
 
 /// Answers a CORS preflight.
-fn preflight(route: Route) -> Response<Full<Bytes>> {
+fn preflight(spec: &RouteSpec) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
-    headers.insert(header::ALLOW, route.allow_header());
-    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, route.allow_header());
+    headers.insert(header::ALLOW, spec.allow_header());
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, spec.allow_header());
     headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     response

@@ -81,6 +81,8 @@ pub struct User {
     pub disabled: bool,
     /// Bumped on password change or disabling; tokens carry the one they were issued under.
     pub credential_generation: u32,
+    /// The latest successful login.
+    pub last_login: Option<Timestamp>,
 }
 
 /// One booked slot.
@@ -270,6 +272,12 @@ impl Store {
         doomed: Doomed,
     ) -> Result<AccountChange, SetDisabledError> {
         self.submit(|reply| Write::SetDisabled { email, disabled, doomed, reply }).await?
+    }
+
+    /// Records a successful login of `email` at `at`; answers the one
+    /// before it (`None` on the first, or for an account that is gone).
+    pub async fn record_login(&self, email: String, at: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        self.submit(|reply| Write::RecordLogin { email, at, reply }).await?
     }
 
     /// Every account, by e-mail.

@@ -16,6 +16,9 @@ struct UserRecord {
     disabled: bool,
     #[serde(default)]
     credential_generation: u32,
+    /// Absent in records written before logins were recorded.
+    #[serde(default)]
+    last_login_us: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,6 +52,7 @@ pub(super) fn decode_user(email: &str, bytes: &[u8]) -> Result<User, StoreError>
         created_at: timestamp_us(r.created_at_us)?,
         disabled: r.disabled,
         credential_generation: r.credential_generation,
+        last_login: r.last_login_us.map(timestamp_us).transpose()?,
     })
 }
 
@@ -58,6 +62,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
         created_at_us: user.created_at.as_microsecond(),
         disabled: user.disabled,
         credential_generation: user.credential_generation,
+        last_login_us: user.last_login.map(|t| t.as_microsecond()),
     })
     .expect("a user record always serializes")
 }

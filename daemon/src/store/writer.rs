@@ -38,6 +38,11 @@ pub(super) enum Write {
         doomed: Doomed,
         reply: oneshot::Sender<Result<AccountChange, SetDisabledError>>,
     },
+    RecordLogin {
+        email: String,
+        at: Timestamp,
+        reply: oneshot::Sender<Result<Option<Timestamp>, StoreError>>,
+    },
     /// Finish what is queued before this, then stop.
     Close,
 }
@@ -70,6 +75,7 @@ enum Outcome {
     Book(oneshot::Sender<Result<Booking, BookError>>, Result<Booking, BookError>),
     Cancel(oneshot::Sender<Result<Booking, CancelError>>, Result<Booking, CancelError>),
     Account(oneshot::Sender<Result<AccountChange, SetDisabledError>>, Result<AccountChange, SetDisabledError>),
+    Login(oneshot::Sender<Result<Option<Timestamp>, StoreError>>, Option<Timestamp>),
 }
 
 impl Outcome {
@@ -80,6 +86,7 @@ impl Outcome {
             Outcome::Book(tx, r) => drop(tx.send(r)),
             Outcome::Cancel(tx, r) => drop(tx.send(r)),
             Outcome::Account(tx, r) => drop(tx.send(r)),
+            Outcome::Login(tx, previous) => drop(tx.send(Ok(previous))),
         }
     }
 
@@ -91,6 +98,7 @@ impl Outcome {
             Outcome::Book(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Cancel(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Account(tx, _) => drop(tx.send(Err(e().into()))),
+            Outcome::Login(tx, _) => drop(tx.send(Err(e()))),
         }
     }
 }
@@ -169,6 +177,19 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
                             }
                         };
                         Outcome::Account(reply, result)
+                    }
+                    Write::RecordLogin { email, at, reply } => {
+                        let existing = users.get(email.as_str()).map_err(db_err)?.map(|v| v.value().to_vec());
+                        let previous = match existing {
+                            Some(bytes) => {
+                                let mut user = decode_user(&email, &bytes)?;
+                                let previous = user.last_login.replace(at);
+                                users.insert(email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
+                                previous
+                            }
+                            None => None,
+                        };
+                        Outcome::Login(reply, previous)
                     }
                 });
             }

@@ -10,25 +10,22 @@
 //! dropped), never holds others up.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use jiff::civil::Date;
-use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::fanout::{FanOut, OutboxStream};
-use super::{IDLE_TIMEOUT, PING_INTERVAL, SEND_TIMEOUT};
-use crate::app::{App, AppError, DeviceInfo, DeviceRef};
-use crate::json::JsonObject;
+use super::{Close, Conn, PING_INTERVAL};
+use crate::app::{App, AppError, DeviceInfo, DeviceRef, SocketKind};
 use crate::metrics::SlowClient;
-use crate::wire::{self, SlotsJson};
+use crate::wire::{
+    self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage, SlotsJson,
+};
 
 type Socket = WebSocketStream<OutboxStream>;
 
@@ -89,51 +86,38 @@ impl BookingHub {
 
     /// Serves one client until it leaves, stalls, goes silent, or the server stops.
     pub async fn serve(&self, app: Arc<App>, socket: Socket) {
-        app.ws_connections.fetch_add(1, Ordering::Relaxed);
-        let _count = ConnectionCount(Arc::clone(&app));
         let outbox = Arc::clone(socket.get_ref().outbox());
         // Joined before the greeting is rendered: no change can fall between the two.
         self.fan_out.join(socket.get_ref());
-        let mut conn = Connection { app, socket, view: (None, None), last_heard: Instant::now() };
+        let mut client = Client { conn: Conn::new(&app, SocketKind::Booking, socket), app, view: (None, None) };
         let mut stop = self.stop.clone();
-        if conn.send_view().await.is_err() {
+        if client.send_view().await.is_err() {
             return;
         }
         let mut ticks = tokio::time::interval(PING_INTERVAL);
         ticks.tick().await;
-        loop {
+        let close = loop {
             let step = tokio::select! {
                 // Broadcasts the client did not take at once, or a resync it is owed.
-                () = outbox.needs_attention() => conn.catch_up().await,
-                incoming = conn.socket.next() => conn.on_incoming(incoming).await,
-                _ = ticks.tick() => conn.keep_alive().await,
-                _ = stopped(&mut stop) => Err(Close::With(CloseCode::Away, "server shutting down")),
+                () = outbox.needs_attention() => client.catch_up().await,
+                incoming = client.conn.socket.next() => match client.conn.heard(incoming) {
+                    Ok(message) => client.on_message(message).await,
+                    Err(close) => Err(close),
+                },
+                _ = ticks.tick() => client.conn.keep_alive().await,
+                _ = stopped(&mut stop) => Err(Close::with(CloseCode::Away, "server shutting down")),
             };
-            match step {
-                Ok(()) => {}
-                Err(Close::Quietly) => return,
-                Err(Close::With(code, reason)) => {
-                    let frame = CloseFrame { code, reason: reason.into() };
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, conn.socket.close(Some(frame))).await;
-                    return;
-                }
+            if let Err(close) = step {
+                break close;
             }
-        }
+        };
+        client.conn.close(close).await;
     }
 }
 
 /// Resolves once the server stops (or the stop signal is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Decrements the live-connection count when a client leaves.
-struct ConnectionCount(Arc<App>);
-
-impl Drop for ConnectionCount {
-    fn drop(&mut self) {
-        self.0.ws_connections.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Time until the slot in progress ends (plus a little, to land after it).
@@ -144,57 +128,28 @@ fn next_slot_end(app: &App) -> Duration {
         .map_or(Duration::from_secs(60), |d| d + Duration::from_millis(5))
 }
 
-/// How a connection ends.
-enum Close {
-    Quietly,
-    With(CloseCode, &'static str),
-}
-
-struct Connection {
+/// One `/slot-booking` client.
+struct Client {
+    conn: Conn<OutboxStream>,
     app: Arc<App>,
-    socket: Socket,
     /// The device and date this client last asked for (default: first, today).
     view: (Option<DeviceRef>, Option<Date>),
-    last_heard: Instant,
 }
 
-impl Connection {
-    async fn send(&mut self, message: Message) -> Result<(), Close> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::Quietly),
-            Err(_) => Err(self.stalled()),
-        }
-    }
-
-    /// Gives up on a client that has not taken a frame for the whole send timeout.
-    fn stalled(&self) -> Close {
-        tracing::info!("dropping a WebSocket client that stopped reading");
-        self.app.metrics.record_slow_client(SlowClient::Dropped);
-        Close::Quietly
-    }
-
+impl Client {
     /// Writes out the broadcasts queued for a slow client, then the fresh
     /// view it is owed if it fell too far behind.
     async fn catch_up(&mut self) -> Result<(), Close> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Close::Quietly),
-            Err(_) => return Err(self.stalled()),
-        }
-        if self.socket.get_ref().outbox().take_resync() {
+        self.conn.flush().await?;
+        if self.conn.socket.get_ref().outbox().take_resync() {
             self.app.metrics.record_slow_client(SlowClient::Resynced);
             return self.send_view().await;
         }
         Ok(())
     }
 
-    async fn send_json(&mut self, value: Value) -> Result<(), Close> {
-        self.send(Message::Text(value.to_string().into())).await
-    }
-
     async fn send_error(&mut self, message: impl Into<String>) -> Result<(), Close> {
-        self.send_json(json!({"type": "error", "message": message.into()})).await
+        self.conn.send_json(&BookingServerMessage::Error { message: message.into(), code: None }).await
     }
 
     /// A full `slots_update` for this client's view.
@@ -205,68 +160,37 @@ impl Connection {
             .device(device.as_ref())
             .and_then(|device| slots_update(&self.app, device, date.unwrap_or_else(|| self.app.today())));
         match frame {
-            Ok(frame) => self.send(Message::Text(frame)).await,
+            Ok(frame) => self.conn.send(Message::Text(frame)).await,
             Err(error) => self.send_error(error.to_string()).await,
         }
     }
 
-    async fn keep_alive(&mut self) -> Result<(), Close> {
-        let silent = self.last_heard.elapsed();
-        if silent >= IDLE_TIMEOUT {
-            return Err(Close::With(CloseCode::Away, "no answer to pings"));
-        }
-        if silent >= PING_INTERVAL {
-            return self.send(Message::Ping(Default::default())).await;
-        }
-        Ok(())
-    }
-
-    async fn on_incoming(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<(), Close> {
-        let message = match incoming {
-            None => return Err(Close::Quietly),
-            Some(Ok(message)) => message,
-            Some(Err(WsError::Capacity(_))) => {
-                return Err(Close::With(CloseCode::Size, "message too big"));
-            }
-            Some(Err(_)) => return Err(Close::Quietly),
-        };
-        self.last_heard = Instant::now();
+    async fn on_message(&mut self, message: Message) -> Result<(), Close> {
         match message {
             Message::Text(text) => self.on_text(&text).await,
             Message::Binary(_) => self.send_error("Binary frames are not supported; send JSON text").await,
-            Message::Close(_) => Err(Close::Quietly),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Close> {
-        let message = match JsonObject::parse(text.as_bytes()) {
-            Ok(message) => message,
-            Err(error) => return self.send_error(format!("Invalid message: {error}")).await,
-        };
-        let kind = match message.str("type") {
-            Ok(Some(kind)) => kind.to_owned(),
-            Ok(None) => return self.send_error("Missing message type").await,
-            Err(error) => return self.send_error(error.to_string()).await,
-        };
-        match kind.as_str() {
-            "book_slot" => {
-                let reply = book_or_cancel(&self.app, &message, Action::Book).await;
-                self.send_json(reply).await
+        let reply = match BookingClientMessage::parse(text) {
+            Ok(BookingClientMessage::BookSlot(request)) => book_or_cancel(&self.app, request, Action::Book).await,
+            Ok(BookingClientMessage::CancelSlot(request)) => book_or_cancel(&self.app, request, Action::Cancel).await,
+            Ok(BookingClientMessage::GetSlots { date, device }) => {
+                self.view = (device, date);
+                return self.send_view().await;
             }
-            "cancel_slot" => {
-                let reply = book_or_cancel(&self.app, &message, Action::Cancel).await;
-                self.send_json(reply).await
+            Err(MessageError::Invalid(error @ AppError::InvalidField { field: "body", .. })) => {
+                return self.send_error(format!("Invalid message: {error}")).await;
             }
-            "get_slots" => match (message.device("device"), message.date("date")) {
-                (Ok(device), Ok(date)) => {
-                    self.view = (device, date);
-                    self.send_view().await
-                }
-                (Err(error), _) | (_, Err(error)) => self.send_error(error.to_string()).await,
-            },
-            other => self.send_error(format!("Unknown message type: {other}")).await,
-        }
+            Err(MessageError::Invalid(error)) => return self.send_error(error.to_string()).await,
+            Err(MessageError::MissingType) => return self.send_error("Missing message type").await,
+            Err(MessageError::UnknownType(other)) => {
+                return self.send_error(format!("Unknown message type: {other}")).await;
+            }
+        };
+        self.conn.send_json(&reply).await
     }
 }
 
@@ -277,35 +201,27 @@ enum Action {
 }
 
 /// Runs a `book_slot` or `cancel_slot` message; the reply in the seed's shapes.
-async fn book_or_cancel(app: &App, message: &JsonObject, action: Action) -> Value {
-    let (response_type, request_name) = match action {
-        Action::Book => ("booking_response", "booking"),
-        Action::Cancel => ("cancellation_response", "cancellation"),
+async fn book_or_cancel(app: &App, request: SlotMessage, action: Action) -> BookingServerMessage {
+    let (Some(slot_id), Some(credentials)) = (request.slot_id, request.credentials.credentials()) else {
+        let request_name = match action {
+            Action::Book => "booking",
+            Action::Cancel => "cancellation",
+        };
+        let message = format!("Missing slot_id, email, or password in {request_name} request");
+        return BookingServerMessage::Error { message, code: None };
     };
-    let error = |message: String| json!({"type": "error", "message": message});
-    let slot_id = match message.int("slot_id") {
-        Ok(slot_id) => slot_id,
-        Err(e) => return error(e.to_string()),
-    };
-    let credentials = match message.credentials() {
-        Ok(credentials) => credentials,
-        Err(e) => return error(e.to_string()),
-    };
-    let (Some(slot_id), Some(credentials)) = (slot_id, credentials) else {
-        return error(format!("Missing slot_id, email, or password in {request_name} request"));
-    };
-    let reply = |success: bool, text: String, code: Option<&str>| {
-        let mut reply = json!({"type": response_type, "success": success, "message": text, "slot_id": slot_id});
-        if let Some(code) = code {
-            reply["code"] = code.into();
+    let reply = |success: bool, message: String, code: Option<&str>| {
+        let reply = BookingReply { success, message, slot_id, code: code.map(str::to_owned), date: None, device: None };
+        match action {
+            Action::Book => BookingServerMessage::BookingResponse(reply),
+            Action::Cancel => BookingServerMessage::CancellationResponse(reply),
         }
-        reply
     };
-    let target = (|| Ok::<_, AppError>((message.date("date")?, app.device(message.device("device")?.as_ref())?)))();
-    let (date, device) = match target {
-        Ok((date, device)) => (date.unwrap_or_else(|| app.today()), device),
+    let device = match app.device(request.device.as_ref()) {
+        Ok(device) => device,
         Err(e) => return reply(false, e.to_string(), Some(e.code())),
     };
+    let date = request.date.unwrap_or_else(|| app.today());
     let who = match app.authenticate(credentials).await {
         Ok(who) => who,
         Err(e @ (AppError::InvalidCredentials | AppError::InvalidToken(_) | AppError::AccountDisabled)) => {
@@ -328,8 +244,10 @@ async fn book_or_cancel(app: &App, message: &JsonObject, action: Action) -> Valu
                 Action::Cancel => "booking cancelled",
             };
             let mut ok = reply(true, format!("Slot {} {verb} successfully", booking.key.slot), None);
-            ok["date"] = date.to_string().into();
-            ok["device"] = booking.key.device.into();
+            if let BookingServerMessage::BookingResponse(r) | BookingServerMessage::CancellationResponse(r) = &mut ok {
+                r.date = Some(date.to_string());
+                r.device = Some(booking.key.device);
+            }
             ok
         }
         Err(e) => reply(false, e.to_string(), Some(e.code())),
@@ -361,6 +279,8 @@ fn slots_update(app: &App, device: DeviceInfo, date: Date) -> Result<Utf8Bytes, 
         bytes::Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, None)).expect("slots serialize"))
     })?;
     let view = std::str::from_utf8(&view).map_err(|e| AppError::Internal(e.to_string()))?;
+    // The cached view is spliced in as it is: the same bytes serde would
+    // write for `BookingServerMessage::SlotsUpdate` (a unit test holds the two together).
     Ok(format!(r#"{{"type":"slots_update","data":{view},"timestamp":"{}"}}"#, wire::utc(app.now())).into())
 }
 

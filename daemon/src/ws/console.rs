@@ -17,19 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rerod_devices::{PortError, PortState};
-use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{IDLE_TIMEOUT, PING_INTERVAL, SEND_TIMEOUT, Socket};
-use crate::app::{App, AppError, DeviceInfo, Principal};
-use crate::devices::{Access, Board, ConsoleEvent};
-use crate::json::JsonObject;
+use super::{Close, Conn, PING_INTERVAL, Socket};
+use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, Principal, SocketKind};
+use crate::devices::{Board, ConsoleEvent};
+use crate::wire::{
+    BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DeviceDescription, FromJson, MessageError,
+};
 
 /// How long a client has to send its credentials.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,111 +38,80 @@ const MAX_BATCH: usize = 64 << 10;
 /// How long an incomplete UTF-8 sequence waits for its last bytes.
 const UTF8_HOLD: Duration = Duration::from_millis(50);
 
-/// Serves one console client until it leaves, its session ends, or the server stops.
-pub async fn serve(app: Arc<App>, socket: Socket, device: DeviceInfo, board: Arc<Board>, stop: watch::Receiver<bool>) {
-    app.console_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _open = OpenConsole(Arc::clone(&app));
-    let mut conn = Conn { socket, last_heard: Instant::now() };
-    let Some((who, access)) = conn.admit(&app, &device).await else { return };
-    let result = run(&app, &mut conn, &device, &board, &who, &access, stop).await;
-    if let Err(Close::With(code, reason)) = result {
-        let frame = CloseFrame { code, reason: reason.into() };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, conn.socket.close(Some(frame))).await;
-    }
+type Console = Conn<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Serves one console client until it leaves, its session ends, or the
+/// server stops. `named` is the device as the path named it; `reference`
+/// is `None` when that was not valid percent-encoded UTF-8.
+pub async fn serve(
+    app: Arc<App>,
+    socket: Socket,
+    named: String,
+    reference: Option<DeviceRef>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut conn = Conn::new(&app, SocketKind::Console, socket);
+    let Some((device, board)) = reference.and_then(|r| app.board(&r).ok()) else {
+        // As the old backend did: the socket opens, says why, and closes.
+        let error = error(ErrorKind::DeviceNotFound, format!("Device {named} not found or invalid"));
+        let close = match conn.send_json(&error).await {
+            Ok(()) => Close::with(CloseCode::Policy, ErrorKind::DeviceNotFound.code()),
+            Err(close) => close,
+        };
+        return conn.close(close).await;
+    };
+    let Some((who, access)) = admit(&app, &mut conn, &device).await else { return };
+    let close = run(&app, &mut conn, &device, &board, &who, &access, stop).await.err().unwrap_or(Close::Quietly);
+    conn.close(close).await;
     tracing::debug!(device = %device.id, email = %who.email, "console closed");
 }
 
-/// Counts a console socket while it lives.
-struct OpenConsole(Arc<App>);
-
-impl Drop for OpenConsole {
-    fn drop(&mut self) {
-        self.0.console_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+fn error(kind: ErrorKind, message: impl Into<String>) -> ConsoleServerMessage {
+    ConsoleServerMessage::Error { code: kind.code().to_owned(), message: message.into() }
 }
 
-/// How a connection ends.
-enum Close {
-    Quietly,
-    With(CloseCode, String),
+/// Refuses the connection: an `error` message, then close 1008. The old
+/// clients' scripts match on the start of the message, so it keeps their
+/// wording before rerod's own detail.
+async fn refuse(conn: &mut Console, refusal: &AppError) {
+    let message = match refusal.kind() {
+        ErrorKind::NotYourSlot => format!("You must have booked the current time slot to use this device: {refusal}"),
+        _ => format!("Authentication failed: {refusal}"),
+    };
+    let _ = conn.send_json(&error(refusal.kind(), message)).await;
+    conn.close_with(Close::with(CloseCode::Policy, refusal.code())).await;
 }
 
-struct Conn {
-    socket: Socket,
-    last_heard: Instant,
-}
-
-impl Conn {
-    async fn send(&mut self, value: &Value) -> Result<(), Close> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Text(value.to_string().into()))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::Quietly),
-            Err(_) => {
-                tracing::info!("dropping a console client that stopped reading");
-                Err(Close::Quietly)
-            }
+/// Reads the credentials message and checks the caller may use the device now.
+async fn admit(app: &App, conn: &mut Console, device: &DeviceInfo) -> Option<(Principal, Access)> {
+    let first = match tokio::time::timeout(AUTH_TIMEOUT, conn.next()).await {
+        Ok(Ok(Message::Text(text))) => text,
+        Ok(Ok(_)) | Err(_) => {
+            refuse(conn, &AppError::NotAuthenticated).await;
+            return None;
         }
-    }
-
-    async fn error(&mut self, code: &str, message: impl Into<String>) -> Result<(), Close> {
-        self.send(&json!({"type": "error", "code": code, "message": message.into()})).await
-    }
-
-    async fn refuse(&mut self, error: &AppError) {
-        let _ = self.error(error.code(), error.to_string()).await;
-        let frame = CloseFrame { code: CloseCode::Policy, reason: error.code().into() };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.close(Some(frame))).await;
-    }
-
-    /// Reads the credentials message and checks the caller may use the device now.
-    async fn admit(&mut self, app: &App, device: &DeviceInfo) -> Option<(Principal, Access)> {
-        let first = match tokio::time::timeout(AUTH_TIMEOUT, self.socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(_))) => {
-                self.refuse(&AppError::NotAuthenticated).await;
-                return None;
-            }
-            Ok(_) => return None,
-            Err(_) => {
-                self.refuse(&AppError::NotAuthenticated).await;
-                return None;
-            }
-        };
-        let credentials = JsonObject::parse(first.as_bytes()).and_then(|m| m.credentials());
-        let who = match credentials {
-            Ok(Some(credentials)) => app.authenticate(credentials).await,
-            Ok(None) => Err(AppError::NotAuthenticated),
-            Err(e) => Err(e),
-        };
-        let admitted = who.and_then(|who| app.device_access(&who, device, "console").map(|access| (who, access)));
-        match admitted {
-            Ok(admitted) => Some(admitted),
-            Err(error) => {
-                self.refuse(&error).await;
-                None
-            }
+        Ok(Err(_)) => return None,
+    };
+    let credentials = BodyCredentials::parse(first.as_bytes()).map(|c| c.credentials());
+    let who = match credentials {
+        Ok(Some(credentials)) => app.authenticate(credentials).await,
+        Ok(None) => Err(AppError::NotAuthenticated),
+        Err(e) => Err(e),
+    };
+    let admitted = who.and_then(|who| app.device_access(&who, device, "console").map(|access| (who, access)));
+    match admitted {
+        Ok(admitted) => Some(admitted),
+        Err(error) => {
+            refuse(conn, &error).await;
+            None
         }
-    }
-
-    async fn keep_alive(&mut self) -> Result<(), Close> {
-        let silent = self.last_heard.elapsed();
-        if silent >= IDLE_TIMEOUT {
-            return Err(Close::With(CloseCode::Away, "no answer to pings".into()));
-        }
-        if silent >= PING_INTERVAL {
-            return match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Ping(Bytes::new()))).await {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(Close::Quietly),
-            };
-        }
-        Ok(())
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
     app: &App,
-    conn: &mut Conn,
+    conn: &mut Console,
     device: &DeviceInfo,
     board: &Board,
     who: &Principal,
@@ -154,31 +123,27 @@ async fn run(
     let mut events = board.subscribe();
     let mut state = board.port().state();
     let config = board.config();
-    conn.send(&json!({
-        "type": "connection_established",
-        "device_number": device.number,
-        "device": device.id,
-        "device_info": {
-            "model": config.model,
-            "port": board.port().config().spec.to_string(),
-            "description": config.name,
+    conn.send_json(&ConsoleServerMessage::ConnectionEstablished {
+        device_number: device.number,
+        device: device.id.clone(),
+        device_info: DeviceDescription {
+            model: config.model.clone(),
+            port: board.port().config().spec.to_string(),
+            description: config.name.clone(),
         },
-        "online": board.is_online(),
-        "message": format!("Connected to {} ({})", config.name, device.id),
-    }))
+        online: board.is_online(),
+        message: format!("Connected to {} ({})", config.name, device.id),
+    })
     .await?;
     let mut decoder = Utf8Stream::default();
     let start = scrollback.iter().position(|b| b & 0xC0 != 0x80).unwrap_or(scrollback.len());
     let first = decoder.push(&scrollback[start..]);
-    conn.send(&serial_output(app, device, first)).await?;
+    conn.send_json(&serial_output(app, device, first)).await?;
     let initial = state.borrow_and_update().clone();
     let mut was_offline = matches!(initial, PortState::Offline { .. });
     if let PortState::Offline { reason } = initial {
-        conn.error(
-            "device_offline",
-            format!("Device {} is offline: {reason}; the console resumes when it is back", device.id),
-        )
-        .await?;
+        let text = format!("Device {} is offline: {reason}; the console resumes when it is back", device.id);
+        conn.send_json(&error(ErrorKind::DeviceOffline, text)).await?;
     }
     let mut ticks = tokio::time::interval(PING_INTERVAL);
     ticks.tick().await;
@@ -197,83 +162,73 @@ async fn run(
                     }
                     let text = decoder.push(&bytes);
                     if !text.is_empty() {
-                        conn.send(&serial_output(app, device, text)).await?;
+                        conn.send_json(&serial_output(app, device, text)).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let text = format!("{n} chunks of output were dropped: this connection fell behind the board");
-                    conn.error("output_dropped", text).await?;
+                    conn.send_json(&ConsoleServerMessage::Error { code: "output_dropped".to_owned(), message: text }).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    return Err(Close::With(CloseCode::Away, "the device's port was closed".into()));
+                    return Err(Close::with(CloseCode::Away, "the device's port was closed"));
                 }
             },
             () = sleep_until(hold) => {
                 let text = decoder.flush();
-                conn.send(&serial_output(app, device, text)).await?;
+                conn.send_json(&serial_output(app, device, text)).await?;
             }
             event = events.recv() => match event {
                 Ok(ConsoleEvent::Progress(p)) => {
-                    conn.send(&json!({"type": "upload_progress", "phase": p.phase.as_str(), "percent": p.percent})).await?;
+                    let phase = p.phase.as_str().to_owned();
+                    conn.send_json(&ConsoleServerMessage::UploadProgress { phase, percent: p.percent, message: None }).await?;
                 }
                 Ok(ConsoleEvent::UploadDone { ok, message }) => {
-                    let phase = if ok { "done" } else { "failed" };
-                    conn.send(&json!({"type": "upload_progress", "phase": phase, "percent": 100, "message": message})).await?;
+                    let phase = if ok { "done" } else { "failed" }.to_owned();
+                    let progress = ConsoleServerMessage::UploadProgress { phase, percent: 100, message: Some(message) };
+                    conn.send_json(&progress).await?;
                 }
                 Ok(ConsoleEvent::SessionEnded { email, message }) => {
                     if email == who.email && matches!(access, Access::Session { .. }) {
-                        let text = format!("Your session on {} ended: {message}", device.id);
-                        conn.send(&json!({"type": "session_ended", "message": text})).await?;
-                        return Err(Close::With(CloseCode::Normal, "session ended".into()));
+                        let message = format!("Your session on {} ended: {message}", device.id);
+                        conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
+                        return Err(Close::with(CloseCode::Normal, "session ended"));
                     }
                 }
                 Ok(ConsoleEvent::Removed) => {
-                    let text = format!("Device {} was removed from the lab's configuration", device.id);
-                    conn.send(&json!({"type": "session_ended", "message": text})).await?;
-                    return Err(Close::With(CloseCode::Normal, "device removed".into()));
+                    let message = format!("Device {} was removed from the lab's configuration", device.id);
+                    conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
+                    return Err(Close::with(CloseCode::Normal, "device removed"));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Err(Close::With(CloseCode::Away, "device closed".into())),
+                Err(broadcast::error::RecvError::Closed) => return Err(Close::with(CloseCode::Away, "device closed")),
             },
             changed = state.changed() => {
                 if changed.is_err() {
-                    return Err(Close::With(CloseCode::Away, "the device's port was closed".into()));
+                    return Err(Close::with(CloseCode::Away, "the device's port was closed"));
                 }
                 let now = state.borrow_and_update().clone();
                 match now {
                     PortState::Offline { reason } if !was_offline => {
                         was_offline = true;
-                        conn.error("device_offline", format!(
-                            "Device {} went offline: {reason}; the console resumes when it is back", device.id
-                        )).await?;
+                        let text = format!("Device {} went offline: {reason}; the console resumes when it is back", device.id);
+                        conn.send_json(&error(ErrorKind::DeviceOffline, text)).await?;
                     }
                     PortState::Online { .. } if was_offline => {
                         was_offline = false;
-                        conn.send(&json!({"type": "device_status", "online": true, "message": format!("Device {} is back online", device.id)})).await?;
+                        let message = format!("Device {} is back online", device.id);
+                        conn.send_json(&ConsoleServerMessage::DeviceStatus { online: true, message }).await?;
                     }
                     _ => {}
                 }
             }
-            incoming = conn.socket.next() => {
-                let message = match incoming {
-                    None => return Err(Close::Quietly),
-                    Some(Ok(message)) => message,
-                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                        return Err(Close::With(CloseCode::Size, "message too big".into()));
-                    }
-                    Some(Err(_)) => return Err(Close::Quietly),
-                };
-                conn.last_heard = Instant::now();
-                match message {
-                    Message::Text(text) => on_text(app, conn, board, &text).await?,
-                    Message::Binary(data) => write_input(app, conn, board, data).await?,
-                    Message::Close(_) => return Err(Close::Quietly),
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                }
-            }
+            incoming = conn.socket.next() => match conn.heard(incoming)? {
+                Message::Text(text) => on_text(app, conn, board, &text).await?,
+                Message::Binary(data) => write_input(app, conn, board, data).await?,
+                _ => {}
+            },
             _ = ticks.tick() => conn.keep_alive().await?,
             () = stopped(&mut stop) => {
-                return Err(Close::With(CloseCode::Away, "server shutting down".into()));
+                return Err(Close::with(CloseCode::Away, "server shutting down"));
             }
         }
     }
@@ -291,48 +246,56 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn on_text(app: &App, conn: &mut Conn, board: &Board, text: &str) -> Result<(), Close> {
-    let message = match JsonObject::parse(text.as_bytes()) {
-        Ok(message) => message,
-        Err(error) => return conn.error("invalid_message", format!("Invalid message: {error}")).await,
-    };
-    match message.str("type") {
-        Ok(Some("input")) => match message.str("data") {
-            Ok(Some(data)) => write_input(app, conn, board, Bytes::copy_from_slice(data.as_bytes())).await,
-            Ok(None) => conn.error("missing_field", "input needs data: the text to send to the board").await,
-            Err(error) => conn.error("invalid_field", error.to_string()).await,
-        },
+async fn on_text(app: &App, conn: &mut Console, board: &Board, text: &str) -> Result<(), Close> {
+    let refusal = match ConsoleClientMessage::parse(text) {
+        Ok(ConsoleClientMessage::Input { data }) => return write_input(app, conn, board, Bytes::from(data)).await,
         // A repeated credentials message (some clients resend it) is harmless.
-        Ok(None) if message.credentials().ok().flatten().is_some() => Ok(()),
-        Ok(Some(other)) => conn.error("unknown_type", format!("Unknown message type: {other}")).await,
-        Ok(None) => conn.error("invalid_message", "Missing message type").await,
-        Err(error) => conn.error("invalid_field", error.to_string()).await,
-    }
+        Err(MessageError::MissingType)
+            if BodyCredentials::parse(text.as_bytes()).is_ok_and(|c| c.credentials().is_some()) =>
+        {
+            return Ok(());
+        }
+        Err(MessageError::MissingType) => error_message("invalid_message", "Missing message type".to_owned()),
+        Err(MessageError::UnknownType(other)) => {
+            error_message("unknown_type", format!("Unknown message type: {other}"))
+        }
+        Err(MessageError::Invalid(error @ AppError::MissingField("data"))) => {
+            let _ = error;
+            error_message("missing_field", "input needs data: the text to send to the board".to_owned())
+        }
+        Err(MessageError::Invalid(error @ AppError::InvalidField { field: "body", .. })) => {
+            error_message("invalid_message", format!("Invalid message: {error}"))
+        }
+        Err(MessageError::Invalid(error)) => error_message("invalid_field", error.to_string()),
+    };
+    conn.send_json(&refusal).await
 }
 
-async fn write_input(app: &App, conn: &mut Conn, board: &Board, data: Bytes) -> Result<(), Close> {
+fn error_message(code: &str, message: String) -> ConsoleServerMessage {
+    ConsoleServerMessage::Error { code: code.to_owned(), message }
+}
+
+async fn write_input(app: &App, conn: &mut Console, board: &Board, data: Bytes) -> Result<(), Close> {
     let n = data.len() as u64;
     match board.port().write(data).await {
         Ok(()) => {
             app.metrics.record_serial_bytes(crate::metrics::Direction::Out, n);
             Ok(())
         }
-        Err(PortError::Leased) => conn.error("device_busy", "An upload is running; input was not sent").await,
-        Err(error) => conn.error("device_offline", format!("Input was not sent: {error}")).await,
+        Err(PortError::Leased) => {
+            conn.send_json(&error(ErrorKind::DeviceBusy, "An upload is running; input was not sent")).await
+        }
+        Err(e) => conn.send_json(&error(ErrorKind::DeviceOffline, format!("Input was not sent: {e}"))).await,
     }
 }
 
-fn serial_output(app: &App, device: &DeviceInfo, text: Decoded) -> Value {
-    let mut message = json!({
-        "type": "serial_output",
-        "device_number": device.number,
-        "output": text.text,
-        "timestamp": crate::wire::utc(app.now()),
-    });
-    if let Some(raw) = text.raw {
-        message["output_base64"] = base64(&raw).into();
+fn serial_output(app: &App, device: &DeviceInfo, text: Decoded) -> ConsoleServerMessage {
+    ConsoleServerMessage::SerialOutput {
+        device_number: device.number,
+        output: text.text,
+        timestamp: crate::wire::utc(app.now()),
+        output_base64: text.raw.map(|raw| base64(&raw)),
     }
-    message
 }
 
 /// Decoded output: the text, and the exact bytes when some were not UTF-8.

@@ -904,19 +904,32 @@ mod tests {
 
     #[test]
     fn the_document_lists_exactly_the_routes_the_router_serves() {
+        use crate::http::{Auth, ROUTES, Route};
         let doc = document();
-        let served: BTreeSet<(String, String)> = crate::http::Route::ALL
+        let served: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .flat_map(|route| route.methods().iter().map(|m| (route.pattern().to_owned(), m.as_str().to_owned())))
+            .flat_map(|spec| spec.methods.iter().map(|m| (spec.pattern.to_owned(), m.as_str().to_owned())))
             .collect();
         assert_eq!(paths_and_methods(&doc), served);
+        // Each operation asks for the credentials its route's row says.
+        for spec in ROUTES {
+            for method in spec.methods {
+                let security = &doc["paths"][spec.pattern][method.as_str().to_ascii_lowercase()]["security"];
+                let expected = match spec.auth {
+                    Auth::Bearer | Auth::Admin => json!([{ "bearerAuth": [] }]),
+                    Auth::BearerOrBody => json!([{ "bearerAuth": [] }, {}]),
+                    Auth::Public | Auth::InSocket => continue,
+                };
+                assert_eq!(security, &expected, "{method} {}", spec.pattern);
+            }
+        }
         // Templated paths resolve to their routes, and only with a device segment.
-        use crate::http::Route;
-        assert_eq!(Route::resolve("/devices/upload/arm-1"), Some(Route::DevicesUpload));
-        assert_eq!(Route::resolve("/devices/read/0"), Some(Route::DevicesConsole));
-        assert_eq!(Route::resolve("/devices/read/"), None);
-        assert_eq!(Route::resolve("/devices/read/a/b"), None);
-        assert_eq!(Route::resolve("/devices/compile"), Some(Route::DevicesCompile));
+        let resolve = |path| Route::resolve(path).map(|spec| spec.route);
+        assert_eq!(resolve("/devices/upload/arm-1"), Some(Route::DevicesUpload));
+        assert_eq!(resolve("/devices/read/0"), Some(Route::DevicesConsole));
+        assert_eq!(resolve("/devices/read/"), None);
+        assert_eq!(resolve("/devices/read/a/b"), None);
+        assert_eq!(resolve("/devices/compile"), Some(Route::DevicesCompile));
     }
 
     #[test]

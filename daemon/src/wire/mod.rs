@@ -1,13 +1,29 @@
-//! JSON shapes shared by the HTTP routes and the WebSocket messages. The seed
-//! backend's field names are a contract with existing clients: they appear
-//! here verbatim, and rerod's additions sit alongside them.
+//! The wire contract: every JSON body of the HTTP API and every message of
+//! both WebSocket protocols, as typed serde structs, and how domain values
+//! become them. The seed backend's field names are a contract with existing
+//! clients: they appear here verbatim, and rerod's additions sit alongside.
+//!
+//! `requests` holds what clients send, `responses` what HTTP answers,
+//! `messages` what the sockets send; the shapes both share (a day's slots, a
+//! booking, an error) and the time formats are here.
+
+mod messages;
+mod requests;
+mod responses;
+
+pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription};
+pub use requests::{
+    BodyCredentials, BookingClientMessage, CompileRequest, ConsoleClientMessage, EmailPassword, EmailRequest, FromJson,
+    MessageError, MyBookingsRequest, SlotMessage, SlotRequest, UploadCodeRequest,
+};
+pub use responses::*;
 
 use jiff::Timestamp;
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::app::{App, DaySlots, DeviceInfo};
+use crate::app::{App, DaySlots};
 use crate::booking::Slot;
 use crate::store::Booking;
 
@@ -26,7 +42,18 @@ pub fn hh_mm(time: Time) -> String {
     time.strftime("%H:%M").to_string()
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Every error answer: FastAPI's `detail`, rerod's stable `code`, and the
+/// request field at fault for 422s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub detail: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One slot of a day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotJson {
     pub id: u16,
     pub start_time: String,
@@ -36,11 +63,12 @@ pub struct SlotJson {
     pub booked_at: Option<String>,
     pub start: String,
     pub end: String,
-    pub status: &'static str,
+    /// `available`, `booked`, `mine`, `past` or `blocked`.
+    pub status: String,
 }
 
 /// The seed's slot listing (`GET /slots`, `slots_update.data`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotsJson {
     pub slots: Vec<SlotJson>,
     pub available_slots: Vec<u16>,
@@ -65,7 +93,7 @@ impl SlotsJson {
                 booked_at: e.booking.as_ref().map(|b| utc(b.booked_at)),
                 start: lab_time(e.slot.start, tz),
                 end: lab_time(e.slot.end, tz),
-                status: e.status.as_str(),
+                status: e.status.as_str().to_owned(),
             })
             .collect();
         SlotsJson {
@@ -79,7 +107,7 @@ impl SlotsJson {
 }
 
 /// One entry of `/my-bookings`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BookingJson {
     pub id: u16,
     pub date: String,
@@ -102,32 +130,6 @@ impl BookingJson {
             start: lab_time(slot.start, tz),
             end: lab_time(slot.end, tz),
             booked_at: utc(booking.booked_at),
-        }
-    }
-}
-
-/// One entry of `GET /devices`.
-#[derive(Clone, Debug, Serialize)]
-pub struct DeviceJson {
-    pub number: usize,
-    pub id: String,
-    pub name: String,
-    pub model: String,
-    pub plugin: String,
-    pub port: Option<String>,
-    pub baud: u32,
-}
-
-impl From<&DeviceInfo> for DeviceJson {
-    fn from(d: &DeviceInfo) -> DeviceJson {
-        DeviceJson {
-            number: d.number,
-            id: d.id.clone(),
-            name: d.name.clone(),
-            model: d.model.clone(),
-            plugin: d.plugin.clone(),
-            port: d.port.clone(),
-            baud: d.baud,
         }
     }
 }

@@ -1,0 +1,317 @@
+//! The boards as lab operations: who may use a board now (the holder of the
+//! slot in progress, or an admin), compiling sketches (a few at a time), and
+//! uploads from the first check to the result, with the re-check once the
+//! port is held and the uploads metric. Front ends only parse, call and map.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rerod_devices::{Firmware, UploadReport};
+
+use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
+use crate::booking::Slot;
+use crate::compile::{self, CompileError, Compiled};
+use crate::devices::{Board, BoardError, Owner, UploadRefused};
+use crate::metrics::UploadResult;
+
+/// Sketch compilations at once; more wait their turn (they are CPU-heavy).
+pub(super) const MAX_COMPILES: usize = 2;
+
+/// What an upload flashes: a program, or a sketch to compile first.
+#[derive(Debug)]
+pub enum UploadSource {
+    /// Intel HEX or a raw binary, as sent.
+    Firmware(bytes::Bytes),
+    /// A sketch's source code, compiled for the board's model.
+    Code(String),
+}
+
+/// A finished upload.
+#[derive(Debug)]
+pub struct Uploaded {
+    pub device: DeviceInfo,
+    /// What the compiler said, when the upload was a sketch.
+    pub compile_output: Option<String>,
+    pub report: UploadReport,
+}
+
+/// How someone may use a board right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The holder of the slot in progress.
+    Session { slot: Slot },
+    /// An admin outside (or inside) anyone's session.
+    Admin,
+}
+
+impl App {
+    /// A configured board by number or id, with its public description.
+    pub fn board(&self, reference: &DeviceRef) -> Result<(DeviceInfo, Arc<Board>), AppError> {
+        let info = self.device(Some(reference))?;
+        match self.devices.board(&info.id) {
+            Some(board) => Ok((info, board)),
+            None => Err(AppError::UnknownDevice(format!("{:?} (a booking calendar without a board)", info.id))),
+        }
+    }
+
+    /// Who holds the booking of `slot` on device `id`.
+    pub fn holder(&self, id: &str, slot: &Slot) -> Result<Option<String>, AppError> {
+        let bookings = self.store.bookings_on(id, slot.date)?;
+        Ok(bookings.into_iter().find(|b| b.key.slot == slot.id).map(|b| b.email))
+    }
+
+    /// Whether `who` may upload to or open the console of `device` now: the
+    /// holder of the slot in progress may, and admins always (logged).
+    pub fn device_access(&self, who: &Principal, device: &DeviceInfo, action: &str) -> Result<Access, AppError> {
+        let config = self.config();
+        let now = self.now();
+        let slot = config.lab.calendar.slot_at(now);
+        let holder = match &slot {
+            Some(slot) => self.holder(&device.id, slot)?,
+            None => None,
+        };
+        if let (Some(slot), Some(holder)) = (&slot, &holder)
+            && *holder == who.email
+        {
+            return Ok(Access::Session { slot: slot.clone() });
+        }
+        if who.role == Role::Admin {
+            tracing::info!(admin = %who.email, device = %device.id, action, holder = holder.as_deref().unwrap_or("(none)"), "admin using a device");
+            return Ok(Access::Admin);
+        }
+        let reason = match &slot {
+            None => format!("Device {} can only be used during a slot you booked", device.id),
+            Some(slot) => {
+                let when = format!(
+                    "slot {} ({}–{} on {})",
+                    slot.id,
+                    slot.start_time.strftime("%H:%M"),
+                    slot.end_time.strftime("%H:%M"),
+                    slot.date
+                );
+                match holder {
+                    Some(_) => format!(
+                        "Device {} is in someone else's session: you need the booking of {when}, the slot in progress; use it during a slot you booked",
+                        device.id
+                    ),
+                    None => format!(
+                        "You need the booking of {when} on device {}, the slot in progress, to use it; it is free: book it first",
+                        device.id
+                    ),
+                }
+            }
+        };
+        Err(AppError::Forbidden { device: device.id.clone(), needed_slot: slot.map(|s| s.id), reason })
+    }
+
+    /// Whether someone holds the slot in progress on `id`, or an upload runs.
+    pub fn device_in_use(&self, board: &Board) -> bool {
+        let slot = self.config().lab.calendar.slot_at(self.now());
+        let booked = slot.is_some_and(|slot| self.holder(&board.id, &slot).ok().flatten().is_some());
+        booked || board.is_uploading()
+    }
+
+    /// Compiles `code` for a model: the one named, else the device's (the
+    /// first device's by default; `uno` when the lab has no boards).
+    pub async fn compile_sketch(
+        &self,
+        model: Option<&str>,
+        device: Option<&DeviceRef>,
+        code: &str,
+    ) -> Result<Compiled, AppError> {
+        let model = match model {
+            Some(model) => model.to_owned(),
+            None if self.config().devices.is_empty() => "uno".to_owned(),
+            None => self.device(device)?.model,
+        };
+        self.compile_for(&model, code).await.map_err(AppError::Compile)
+    }
+
+    /// Compiles `code` for `model`, one of a few at a time.
+    async fn compile_for(&self, model: &str, code: &str) -> Result<Compiled, CompileError> {
+        let toolchain = compile::toolchain_for(&self.config(), model)
+            .ok_or_else(|| CompileError::NoCompiler { model: model.to_owned() })?;
+        let _permit = self.compiles.acquire().await.map_err(|e| CompileError::Io(e.to_string()))?;
+        compile::compile(&toolchain, code).await
+    }
+
+    /// Flashes a board for `who`: the board must be theirs now (the slot in
+    /// progress, or an admin), checked before `source` is awaited (so a
+    /// request's body is read only for someone who may upload) and again once
+    /// the port is held. Every outcome is counted in the uploads metric;
+    /// `source` fails with the front end's own error type.
+    pub async fn upload<E: From<AppError>>(
+        &self,
+        who: &Principal,
+        reference: &DeviceRef,
+        source: impl Future<Output = Result<UploadSource, E>>,
+    ) -> Result<Uploaded, E> {
+        let target = self.board(reference).and_then(|(device, board)| {
+            self.device_access(who, &device, "upload")?;
+            Ok((device, board))
+        });
+        let source = match target {
+            Ok(target) => source.await.map(|source| (target, source)),
+            Err(error) => Err(error.into()),
+        };
+        let ((device, board), source) = match source {
+            Ok(ready) => ready,
+            Err(refused) => {
+                self.metrics.record_upload(UploadResult::Refused);
+                return Err(refused);
+            }
+        };
+        let result = self.flash(who, device, &board, source).await;
+        self.metrics.record_upload(match &result {
+            Ok(_) => UploadResult::Ok,
+            Err(AppError::Board(BoardError::Aborted { .. })) => UploadResult::Aborted,
+            Err(AppError::Board(BoardError::Failed { .. })) => UploadResult::Failed,
+            Err(_) => UploadResult::Refused,
+        });
+        result.map_err(E::from)
+    }
+
+    /// Compiles the sketch if one was sent, then flashes the board, checking
+    /// `who`'s right to it again once the port is held.
+    async fn flash(
+        &self,
+        who: &Principal,
+        device: DeviceInfo,
+        board: &Arc<Board>,
+        source: UploadSource,
+    ) -> Result<Uploaded, AppError> {
+        let (firmware, compile_output) = match source {
+            UploadSource::Code(code) => {
+                let compiled = self.compile_for(&board.config().model, &code).await.map_err(AppError::Compile)?;
+                (compiled.firmware, Some(compiled.output))
+            }
+            UploadSource::Firmware(bytes) => {
+                (Firmware::detect(&bytes).map_err(|e| AppError::Board(BoardError::Firmware(e)))?, None)
+            }
+        };
+        // Checked again once the port is held: compiling, or the port being
+        // busy, takes a while, and the session may have ended meanwhile.
+        let recheck = || match who.role {
+            Role::Admin => Ok(()),
+            Role::User => self.device_access(who, &device, "upload").map(drop),
+        };
+        let owner = Owner::User { email: who.email.clone(), admin: who.role == Role::Admin };
+        match board.upload(Arc::new(firmware), owner, recheck).await {
+            Ok(report) => Ok(Uploaded { device, compile_output, report }),
+            Err(UploadRefused::Unauthorized(error)) => Err(error),
+            Err(UploadRefused::Board(error)) => Err(AppError::Board(error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing::{ONE_BOARD, lab_at};
+    use rerod_devices::PortState;
+
+    fn user(email: &str) -> Principal {
+        Principal { email: email.into(), role: Role::User }
+    }
+
+    #[tokio::test]
+    async fn only_the_holder_of_the_slot_in_progress_and_admins_get_in() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (device, _board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let date = jiff::civil::date(2026, 11, 24);
+        for email in ["a@x.org", "b@x.org"] {
+            app.register(email, "password1").await.unwrap();
+        }
+        let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
+        assert!(matches!(&err, AppError::Forbidden { needed_slot: Some(10), .. }), "{err}");
+        assert!(err.to_string().contains("book it first"), "{err}");
+
+        app.book(&user("a@x.org"), &device, date, 10).await.unwrap();
+        app.book(&user("b@x.org"), &device, date, 11).await.unwrap();
+        assert!(matches!(app.device_access(&user("a@x.org"), &device, "upload"), Ok(Access::Session { .. })));
+        let err = app.device_access(&user("b@x.org"), &device, "console").unwrap_err();
+        assert!(err.to_string().contains("someone else's session") && err.to_string().contains("slot 10"), "{err}");
+        let admin = Principal { email: "root@x.org".into(), role: Role::Admin };
+        assert_eq!(app.device_access(&admin, &device, "upload").unwrap(), Access::Admin);
+    }
+
+    #[tokio::test]
+    async fn a_calendar_without_a_board_is_not_a_device() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "");
+        let err = app.board(&DeviceRef::Number(0)).unwrap_err();
+        assert!(matches!(err, AppError::UnknownDevice(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn firmware_is_size_checked_before_the_port_is_touched() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (_, board) = app.board(&DeviceRef::Number(0)).unwrap();
+        let big = Arc::new(Firmware::from_binary(vec![0; 40_000], 0).unwrap());
+        let err = board.upload(big, Owner::Lab, || Ok::<(), AppError>(())).await.unwrap_err();
+        assert!(
+            matches!(err, UploadRefused::Board(BoardError::Firmware(rerod_devices::FirmwareError::TooLarge { .. }))),
+            "{err:?}"
+        );
+        // A fitting image reaches the port check: this board is not plugged in.
+        let small = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
+        let mut state = board.port().state();
+        let _ = state.wait_for(|s| matches!(s, PortState::Offline { .. })).await;
+        let err = board.upload(small, Owner::Lab, || Ok::<(), AppError>(())).await.unwrap_err();
+        assert!(matches!(err, UploadRefused::Board(BoardError::Offline { .. })), "{err:?}");
+    }
+
+    /// A plugged-in board for tests: the daemon's side of a pseudo-terminal
+    /// (the returned fd is the board's side; keep it open).
+    fn pty() -> (std::os::fd::OwnedFd, String) {
+        use std::os::fd::FromRawFd;
+        let (mut board_side, mut port_side) = (0, 0);
+        // SAFETY: openpty writes two fds; the name, termios and winsize are optional.
+        let opened = unsafe {
+            libc::openpty(&mut board_side, &mut port_side, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!(opened, 0, "openpty");
+        let path = std::fs::read_link(format!("/proc/self/fd/{port_side}")).unwrap().display().to_string();
+        // SAFETY: both fds were just opened and are owned here; the port side is reopened by path.
+        unsafe {
+            drop(std::os::fd::OwnedFd::from_raw_fd(port_side));
+            (std::os::fd::OwnedFd::from_raw_fd(board_side), path)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_never_starts_after_its_session_ended() {
+        let (_board_side, port) = pty();
+        let devices = format!(
+            "[[devices]]\nid = \"arm-1\"\nmodel = \"custom\"\nplugin = \"command\"\nport = \"{port}\"\n\
+             reset = \"none\"\noptions = {{ argv = [\"true\", \"{{firmware}}\"] }}\n"
+        );
+        let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", &devices);
+        let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let mut state = board.port().state();
+        let _ = state.wait_for(|s| matches!(s, PortState::Online { .. })).await;
+        app.register("a@x.org", "password1").await.unwrap();
+        app.book(&user("a@x.org"), &device, jiff::civil::date(2026, 11, 24), 10).await.unwrap();
+        let firmware = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
+        let ada = user("a@x.org");
+        let recheck = || app.device_access(&ada, &device, "upload").map(drop);
+
+        // Within the session the upload runs.
+        board
+            .upload(Arc::clone(&firmware), Owner::User { email: ada.email.clone(), admin: false }, recheck)
+            .await
+            .unwrap();
+
+        // The request was checked (as the handler does first), then the slot
+        // ended before the upload took the port: it must not start.
+        app.device_access(&ada, &device, "upload").unwrap();
+        clock.set("2026-11-24T11:00:00Z".parse().unwrap());
+        board.end_session("a@x.org", "slot over".into());
+        let err = board
+            .upload(Arc::clone(&firmware), Owner::User { email: ada.email.clone(), admin: false }, recheck)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadRefused::Unauthorized(AppError::Forbidden { .. })), "{err:?}");
+        // The refusal let go of the port.
+        drop(board.port().try_lease().await.expect("the port is free again"));
+    }
+}

@@ -1,0 +1,262 @@
+//! How lab operations fail: [`AppError`], with its message, and its
+//! [`ErrorKind`], the stable machine-readable code every front end shows.
+//!
+//! Front ends choose what an error looks like on their wire by matching on
+//! the kind (HTTP: `http/error.rs` picks the status; WebSocket: the `code`
+//! field), never on the code's text.
+
+use std::time::Duration;
+
+use crate::auth::TokenError;
+use crate::booking::BookingError;
+use crate::compile::CompileError;
+use crate::devices::BoardError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("Invalid email or password")]
+    InvalidCredentials,
+    #[error("Too many failed logins for this account; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled { retry_after: Duration },
+    #[error("Not authenticated: send Authorization: Bearer <token> (or email and password)")]
+    NotAuthenticated,
+    #[error("{0}")]
+    InvalidToken(TokenError),
+    #[error("This account is disabled; ask a lab admin")]
+    AccountDisabled,
+    #[error("Only a lab admin may do this")]
+    AdminOnly,
+    #[error("No account with the e-mail {0}")]
+    UnknownUser(String),
+    #[error("{0} is a lab admin (auth.admins in the config); remove it from there first")]
+    AccountIsAdmin(String),
+    #[error("User with this email already exists")]
+    EmailTaken,
+    #[error("{0}")]
+    RegistrationRefused(String),
+    #[error("{message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error("{0} is required")]
+    MissingField(&'static str),
+    #[error("{0}")]
+    Booking(BookingError),
+    #[error("Device {0} not found")]
+    UnknownDevice(String),
+    #[error("Storage failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("Internal error: {0}")]
+    Internal(String),
+    /// Authenticated, but not the holder of the slot in progress on the device.
+    #[error("{reason}")]
+    Forbidden { device: String, needed_slot: Option<u16>, reason: String },
+    #[error(transparent)]
+    Board(#[from] BoardError),
+    #[error("{0}")]
+    Compile(CompileError),
+}
+
+/// What went wrong, as clients see it: one variant per stable `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    // Who is asking.
+    InvalidCredentials,
+    TooManyAttempts,
+    NotAuthenticated,
+    TokenExpired,
+    InvalidToken,
+    AccountDisabled,
+    AdminOnly,
+    UserNotFound,
+    AccountIsAdmin,
+    EmailTaken,
+    RegistrationRefused,
+    // What they sent.
+    InvalidField,
+    MissingField,
+    // Booking rules.
+    SlotNotFound,
+    SlotSkipped,
+    SlotInPast,
+    DateTooFarAhead,
+    SlotBlocked,
+    SlotUnavailable,
+    ActiveBookingLimit,
+    DailyBookingLimit,
+    NotBookedByYou,
+    // Boards.
+    DeviceNotFound,
+    NotYourSlot,
+    DeviceBusy,
+    DeviceOffline,
+    DeviceMisconfigured,
+    FirmwareTooLarge,
+    InvalidFirmware,
+    UploadFailed,
+    UploadAborted,
+    // Compiling sketches.
+    NoCompiler,
+    CompileFailed,
+    CompileTimeout,
+    CompilerUnavailable,
+    // The service itself.
+    StoreUnavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable machine-readable name, the same on every front end.
+    pub fn code(self) -> &'static str {
+        use ErrorKind as K;
+        match self {
+            K::InvalidCredentials => "invalid_credentials",
+            K::TooManyAttempts => "too_many_attempts",
+            K::NotAuthenticated => "not_authenticated",
+            K::TokenExpired => "token_expired",
+            K::InvalidToken => "invalid_token",
+            K::AccountDisabled => "account_disabled",
+            K::AdminOnly => "admin_only",
+            K::UserNotFound => "user_not_found",
+            K::AccountIsAdmin => "account_is_admin",
+            K::EmailTaken => "email_taken",
+            K::RegistrationRefused => "registration_refused",
+            K::InvalidField => "invalid_field",
+            K::MissingField => "missing_field",
+            K::SlotNotFound => "slot_not_found",
+            K::SlotSkipped => "slot_skipped",
+            K::SlotInPast => "slot_in_past",
+            K::DateTooFarAhead => "date_too_far_ahead",
+            K::SlotBlocked => "slot_blocked",
+            K::SlotUnavailable => "slot_unavailable",
+            K::ActiveBookingLimit => "active_booking_limit",
+            K::DailyBookingLimit => "daily_booking_limit",
+            K::NotBookedByYou => "not_booked_by_you",
+            K::DeviceNotFound => "device_not_found",
+            K::NotYourSlot => "not_your_slot",
+            K::DeviceBusy => "device_busy",
+            K::DeviceOffline => "device_offline",
+            K::DeviceMisconfigured => "device_misconfigured",
+            K::FirmwareTooLarge => "firmware_too_large",
+            K::InvalidFirmware => "invalid_firmware",
+            K::UploadFailed => "upload_failed",
+            K::UploadAborted => "upload_aborted",
+            K::NoCompiler => "no_compiler",
+            K::CompileFailed => "compile_failed",
+            K::CompileTimeout => "compile_timeout",
+            K::CompilerUnavailable => "compiler_unavailable",
+            K::StoreUnavailable => "store_unavailable",
+            K::Internal => "internal",
+        }
+    }
+}
+
+impl AppError {
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            AppError::InvalidCredentials => K::InvalidCredentials,
+            AppError::Throttled { .. } => K::TooManyAttempts,
+            AppError::NotAuthenticated => K::NotAuthenticated,
+            AppError::InvalidToken(TokenError::Expired) => K::TokenExpired,
+            AppError::InvalidToken(TokenError::Invalid) => K::InvalidToken,
+            AppError::AccountDisabled => K::AccountDisabled,
+            AppError::AdminOnly => K::AdminOnly,
+            AppError::UnknownUser(_) => K::UserNotFound,
+            AppError::AccountIsAdmin(_) => K::AccountIsAdmin,
+            AppError::EmailTaken => K::EmailTaken,
+            AppError::RegistrationRefused(_) => K::RegistrationRefused,
+            AppError::InvalidField { .. } => K::InvalidField,
+            AppError::MissingField(_) => K::MissingField,
+            AppError::Booking(rule) => booking_kind(rule),
+            AppError::UnknownDevice(_) => K::DeviceNotFound,
+            AppError::Store(_) => K::StoreUnavailable,
+            AppError::Internal(_) => K::Internal,
+            AppError::Forbidden { .. } => K::NotYourSlot,
+            AppError::Board(BoardError::Busy(_)) => K::DeviceBusy,
+            AppError::Board(BoardError::Offline { .. }) => K::DeviceOffline,
+            AppError::Board(BoardError::Firmware(rerod_devices::FirmwareError::TooLarge { .. })) => K::FirmwareTooLarge,
+            AppError::Board(BoardError::Firmware(_)) => K::InvalidFirmware,
+            AppError::Board(BoardError::Failed { error, .. }) => upload_kind(error),
+            AppError::Board(BoardError::Aborted { .. }) => K::UploadAborted,
+            AppError::Board(BoardError::Internal(_)) => K::Internal,
+            AppError::Compile(e) => compile_kind(e),
+        }
+    }
+
+    /// The stable machine-readable name of [`AppError::kind`].
+    pub fn code(&self) -> &'static str {
+        self.kind().code()
+    }
+
+    /// The request field at fault, when the request itself was malformed.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            AppError::InvalidField { field, .. } | AppError::MissingField(field) => Some(field),
+            AppError::Board(BoardError::Firmware(_)) => Some("body"),
+            AppError::Board(BoardError::Failed { error: rerod_devices::UploadError::Firmware(_), .. }) => Some("body"),
+            AppError::Compile(CompileError::EmptyCode) => Some("code"),
+            _ => None,
+        }
+    }
+
+    /// How long the caller should wait before trying again, when throttled.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AppError::Throttled { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// A malformed field of a request.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> AppError {
+        AppError::InvalidField { field, message: message.into() }
+    }
+}
+
+fn booking_kind(rule: &BookingError) -> ErrorKind {
+    use ErrorKind as K;
+    match rule {
+        BookingError::NoSuchSlot { .. } => K::SlotNotFound,
+        BookingError::SkippedByClockChange { .. } => K::SlotSkipped,
+        BookingError::Past { .. } => K::SlotInPast,
+        BookingError::TooFarAhead { .. } => K::DateTooFarAhead,
+        BookingError::Blocked { .. } => K::SlotBlocked,
+        BookingError::Taken { .. } => K::SlotUnavailable,
+        BookingError::ActiveLimit { .. } => K::ActiveBookingLimit,
+        BookingError::DailyLimit { .. } => K::DailyBookingLimit,
+        BookingError::NotBooked { .. } => K::NotBookedByYou,
+    }
+}
+
+fn upload_kind(error: &rerod_devices::UploadError) -> ErrorKind {
+    use ErrorKind as K;
+    use rerod_devices::UploadError as E;
+    match error {
+        E::PortNotFound { .. } | E::PortVanished { .. } | E::PortOpen { .. } => K::DeviceOffline,
+        E::TooLarge { .. } => K::FirmwareTooLarge,
+        E::Firmware(_) => K::InvalidFirmware,
+        E::ToolNotFound { .. } | E::BadOptions(_) | E::Reset(_) | E::Io { .. } | E::Internal(_) => {
+            K::DeviceMisconfigured
+        }
+        E::Cancelled => K::UploadAborted,
+        E::NoSync { .. }
+        | E::WrongSignature { .. }
+        | E::VerifyMismatch { .. }
+        | E::Timeout { .. }
+        | E::Protocol { .. }
+        | E::ToolFailed { .. } => K::UploadFailed,
+    }
+}
+
+fn compile_kind(error: &CompileError) -> ErrorKind {
+    use CompileError as E;
+    use ErrorKind as K;
+    match error {
+        E::NoCompiler { .. } => K::NoCompiler,
+        E::EmptyCode => K::InvalidField,
+        E::Failed { .. } => K::CompileFailed,
+        E::Timeout { .. } => K::CompileTimeout,
+        E::Spawn { .. } | E::NoOutput | E::BadOutput(_) => K::CompilerUnavailable,
+        E::Io(_) => K::Internal,
+    }
+}

@@ -1,0 +1,99 @@
+//! The running daemon: starts every long-running service (config reloader,
+//! slot-boundary scheduler, booking hub, HTTP server, systemd watchdog and
+//! status), and stops them all on one shutdown signal, in order: stop
+//! accepting and close sockets, stop the background tasks, abort uploads and
+//! close the ports, flush the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{Config, Env};
+use crate::logging::LevelControl;
+use crate::notify::Notifier;
+use crate::reload::Reloader;
+use crate::ws::booking::BookingHub;
+
+/// How often systemd's STATUS= line is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A failure to start, for the person who ran rerod.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves until SIGTERM or SIGINT, then shuts down cleanly.
+pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_level: LevelControl) -> Result<(), Error> {
+    let notifier = Notifier::from_env();
+    let listen = config.server.listen;
+    let metrics = crate::metrics::Metrics::with_routes(crate::http::ROUTES.iter().map(|r| r.pattern));
+    let app = Arc::new(App::new(config, Arc::new(SystemClock), metrics)?);
+    let (stop_tx, stop) = watch::channel(false);
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    let reloader =
+        Reloader { app: Arc::clone(&app), path: config_path.clone(), env, log_level, notifier: notifier.clone() };
+    background.push(reloader.start());
+    let listener = bind(listen).await?;
+    // Slot boundaries end sessions on the boards.
+    background.push(crate::session::start(Arc::clone(&app)));
+    let booking = BookingHub::start(Arc::clone(&app), stop.clone());
+    let address = listener.local_addr()?;
+    tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");
+    if notifier.is_enabled() {
+        if let Err(error) = notifier.ready_with_status(&app.status_line()) {
+            tracing::warn!(%error, "could not notify systemd");
+        }
+        if let Some(every) = crate::notify::watchdog_interval() {
+            let (notifier, app) = (notifier.clone(), Arc::clone(&app));
+            background.push(tokio::spawn(async move {
+                notifier.feed_watchdog(every, || app.store.check().is_ok()).await;
+            }));
+        }
+        let (notifier, app) = (notifier.clone(), Arc::clone(&app));
+        background.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(STATUS_INTERVAL);
+            loop {
+                every.tick().await;
+                let _ = notifier.status(&app.status_line());
+            }
+        }));
+    }
+    let server = tokio::spawn(crate::http::serve(Arc::clone(&app), booking, listener, stop));
+    shutdown_signal().await;
+    let _ = notifier.stopping();
+    // One signal: the server stops accepting, drains, and every socket closes with a reason.
+    let _ = stop_tx.send(true);
+    if let Err(error) = server.await {
+        tracing::error!(%error, "the HTTP server task failed");
+    }
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("shutting down: aborting uploads and closing device ports");
+    app.devices.shutdown().await;
+    tracing::info!("shutting down: flushing the store");
+    app.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e} (set server.listen, or HOST and PORT)").into())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,92 @@
+//! What the server sends over its two WebSocket protocols, one enum per
+//! protocol, tagged by the seed's `type` field.
+
+use serde::{Deserialize, Serialize};
+
+use super::SlotsJson;
+
+/// A `/slot-booking` message from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BookingServerMessage {
+    /// A device's day: on connect, on `get_slots`, after every committed
+    /// change and when a slot ends.
+    SlotsUpdate {
+        data: SlotsJson,
+        timestamp: String,
+    },
+    BookingResponse(BookingReply),
+    CancellationResponse(BookingReply),
+    Error {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
+}
+
+/// The answer to `book_slot` or `cancel_slot`: `code` on failure, `date`
+/// and `device` on success.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingReply {
+    pub success: bool,
+    pub message: String,
+    pub slot_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// What the console says about its board.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDescription {
+    pub model: String,
+    pub port: String,
+    pub description: String,
+}
+
+/// A `/devices/read/{device}` message from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConsoleServerMessage {
+    ConnectionEstablished {
+        device_number: usize,
+        device: String,
+        device_info: DeviceDescription,
+        online: bool,
+        message: String,
+    },
+    /// Only the bytes new since the previous message; the first carries the scrollback.
+    SerialOutput {
+        device_number: usize,
+        /// UTF-8 text; bytes that are not UTF-8 show as U+FFFD ...
+        output: String,
+        timestamp: String,
+        /// ... and then the exact bytes come here too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_base64: Option<String>,
+    },
+    UploadProgress {
+        /// `erase`, `write`, `verify`, ...; `done` or `failed` at the end.
+        phase: String,
+        percent: u8,
+        /// The result, with the last message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// The holder's session ended (slot over, booking cancelled, device removed); the socket closes.
+    SessionEnded {
+        message: String,
+    },
+    /// The board came back online.
+    DeviceStatus {
+        online: bool,
+        message: String,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}

@@ -1,0 +1,297 @@
+//! What the HTTP API answers: one type per response body. The seed's field
+//! names come first and keep their meaning; rerod's additions follow.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BookingJson, SlotsJson};
+
+/// `GET /`: the seed's greeting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootResponse {
+    pub message: String,
+    pub websocket_endpoint: String,
+    pub active_connections: usize,
+    /// Today's booked slot ids on the default device.
+    pub booked_slots: Vec<u16>,
+}
+
+/// The seed's `database` block of `/health` and `/stats`: today on the default device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseCounts {
+    pub total_slots: usize,
+    pub booked_slots: usize,
+    /// Bookable now: the same slots as `available_slots` of `GET /slots`.
+    pub available_slots: usize,
+    pub database_path: String,
+}
+
+/// `/health`'s `database` block when the store does not answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseFailure {
+    pub error: String,
+    pub database_path: String,
+}
+
+/// `/health`'s `database` block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HealthDatabase {
+    Counts(DatabaseCounts),
+    Failure(DatabaseFailure),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub generation: u64,
+    /// Why the last reload was refused, until one succeeds.
+    pub last_reload_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCounts {
+    /// Boards in the config.
+    pub configured: usize,
+    /// Booking calendars (the boards, or the one default calendar).
+    pub calendars: usize,
+    pub online: usize,
+    pub offline: usize,
+}
+
+/// `GET /health`: 200 with `status: "healthy"` while the store answers,
+/// 503 with `"unhealthy"` (and no slot counts) when it does not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_slots: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booked_slots_count: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_slots_count: Option<usize>,
+    pub database: HealthDatabase,
+    pub timestamp: String,
+    pub active_connections: usize,
+    pub console_connections: usize,
+    pub uptime_seconds: u64,
+    pub version: String,
+    pub config: ConfigStatus,
+    pub devices: DeviceCounts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSocketStats {
+    pub active_connections: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStats {
+    pub total: usize,
+    pub booked: usize,
+    pub available: usize,
+}
+
+/// One device's day in `/stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStats {
+    pub number: usize,
+    pub id: String,
+    pub name: String,
+    pub date: String,
+    pub total_slots: usize,
+    pub booked_slots: usize,
+    pub available_slots: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Total {
+    pub total: u64,
+}
+
+/// `GET /stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsResponse {
+    pub database: DatabaseCounts,
+    pub websocket: WebSocketStats,
+    pub slots: SlotStats,
+    pub devices: Vec<DeviceStats>,
+    pub users: Total,
+    pub bookings: Total,
+}
+
+/// `POST /book-slot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookSlotResponse {
+    pub success: bool,
+    pub message: String,
+    pub slot_id: u16,
+    pub date: String,
+    pub device: String,
+    pub start: String,
+    pub end: String,
+}
+
+/// `POST /cancel-slot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelSlotResponse {
+    pub success: bool,
+    pub message: String,
+    pub slot_id: u16,
+    pub date: String,
+    pub device: String,
+}
+
+/// `GET`/`POST /my-bookings`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyBookingsResponse {
+    pub success: bool,
+    pub total_bookings: usize,
+    pub bookings: Vec<BookingJson>,
+}
+
+/// `GET`/`POST /slots/user`: the booking in progress, or else the next one;
+/// every field but `success` and `has_booking` is null (`is_current` false)
+/// when there is none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSlotResponse {
+    pub success: bool,
+    pub has_booking: bool,
+    pub slot: Option<u16>,
+    pub date: Option<String>,
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub is_current: bool,
+}
+
+/// An account as its owner sees it after registering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredUser {
+    pub email: String,
+    pub created_at: String,
+}
+
+/// `POST /auth/register` (201).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub success: bool,
+    pub message: String,
+    /// The old client reads the address here too.
+    pub email: String,
+    pub user: RegisteredUser,
+}
+
+/// The account that logged in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedInUser {
+    pub email: String,
+    /// `user` or `admin`.
+    pub role: String,
+    pub created_at: String,
+    /// The previous successful login; null on the first.
+    pub last_login: Option<String>,
+}
+
+/// `POST /auth/login`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub success: bool,
+    pub message: String,
+    pub token: String,
+    pub token_type: String,
+    /// The token's lifetime in seconds.
+    pub expires_in: u64,
+    pub user: LoggedInUser,
+}
+
+/// One board of `GET /devices`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceJson {
+    pub number: usize,
+    pub id: String,
+    pub name: String,
+    pub model: String,
+    pub plugin: String,
+    pub port: String,
+    pub online: bool,
+    /// The console's speed.
+    pub baud: u32,
+    /// The slot in progress is booked, or an upload runs.
+    pub in_use: bool,
+}
+
+/// `GET /devices`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicesResponse {
+    pub success: bool,
+    pub count: usize,
+    pub devices: Vec<DeviceJson>,
+    pub supported_models: Vec<String>,
+}
+
+/// `POST /devices/compile`: 200 whether or not the code compiles; `success`
+/// says which, and `program_bytes`/`duration_ms` come only with success.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileResponse {
+    pub success: bool,
+    pub message: String,
+    pub compile_output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// `POST /devices/upload/{device}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub success: bool,
+    pub message: String,
+    pub device: String,
+    /// What the compiler said, when a sketch was sent; null for firmware.
+    pub compile_output: Option<String>,
+    pub upload_output: String,
+    pub bytes_written: u64,
+    pub duration_ms: u64,
+}
+
+/// An account as a lab admin sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountJson {
+    pub email: String,
+    pub role: String,
+    pub created_at: String,
+    pub disabled: bool,
+}
+
+/// `GET /admin/users`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountsResponse {
+    pub success: bool,
+    pub count: usize,
+    pub users: Vec<AccountJson>,
+}
+
+/// The account an admin changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedAccount {
+    pub email: String,
+    pub created_at: String,
+    pub disabled: bool,
+}
+
+/// `POST /admin/users/disable` and `/admin/users/enable`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChangeResponse {
+    pub success: bool,
+    pub message: String,
+    pub user: ChangedAccount,
+    /// The bookings cancelled with the account (none when enabling).
+    pub cancelled_bookings: Vec<BookingJson>,
+}
+
+/// `GET /slots` is [`SlotsJson`] itself.
+pub type SlotsResponse = SlotsJson;
