@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, Env};
+use crate::wire::{Export, ExportedBooking, ExportedUser};
 
 const USAGE: &str = "\
 rerod — remote-lab hardware booking daemon
@@ -126,37 +127,30 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
 }
 
 /// The export format: users (hashes only when asked) and bookings.
-fn export_json(snapshot: &crate::store::Snapshot, with_hashes: bool) -> serde_json::Value {
+fn export_json(snapshot: &crate::store::Snapshot, with_hashes: bool) -> Export {
     use crate::wire::utc;
-    let users: Vec<_> = snapshot
+    let users = snapshot
         .users
         .iter()
-        .map(|u| {
-            let mut user = serde_json::json!({
-                "email": u.email,
-                "created_at": utc(u.created_at),
-                "disabled": u.disabled,
-            });
-            if with_hashes {
-                user["password_hash"] = u.password_hash.as_stored().into();
-            }
-            user
+        .map(|u| ExportedUser {
+            email: u.email.clone(),
+            created_at: utc(u.created_at),
+            disabled: u.disabled,
+            password_hash: with_hashes.then(|| u.password_hash.as_stored().to_owned()),
         })
         .collect();
-    let bookings: Vec<_> = snapshot
+    let bookings = snapshot
         .bookings
         .iter()
-        .map(|b| {
-            serde_json::json!({
-                "device": b.key.device,
-                "date": b.key.date.to_string(),
-                "slot_id": b.key.slot,
-                "email": b.email,
-                "booked_at": utc(b.booked_at),
-            })
+        .map(|b| ExportedBooking {
+            device: b.key.device.clone(),
+            date: b.key.date.to_string(),
+            slot_id: b.key.slot,
+            email: b.email.clone(),
+            booked_at: utc(b.booked_at),
         })
         .collect();
-    serde_json::json!({ "users": users, "bookings": bookings })
+    Export { users, bookings }
 }
 
 /// Every connection is a file descriptor: raise the soft limit to the hard one

@@ -4,7 +4,7 @@
 use jiff::civil::Date;
 use serde_json::{Map, Value};
 
-use crate::app::{AppError, Credentials, DeviceRef};
+use crate::app::{AppError, DeviceRef};
 
 /// A JSON object sent by a client.
 #[derive(Clone, Debug, Default)]
@@ -76,19 +76,6 @@ impl JsonObject {
             Some(Value::String(s)) => Ok(Some(DeviceRef::parse(s))),
             Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64().map(DeviceRef::Number)),
             Some(other) => Err(wrong_type(field, "a device number or id", other)),
-        }
-    }
-
-    /// The seed's in-body credentials: `token`, or `email` and `password`.
-    pub fn credentials(&self) -> Result<Option<Credentials>, AppError> {
-        if let Some(token) = self.str("token")? {
-            return Ok(Some(Credentials::Token(token.to_owned())));
-        }
-        match (self.str("email")?, self.str("password")?) {
-            (Some(email), Some(password)) => {
-                Ok(Some(Credentials::Password { email: email.to_owned(), password: password.to_owned() }))
-            }
-            _ => Ok(None),
         }
     }
 }

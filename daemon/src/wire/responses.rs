@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BookingJson, SlotsJson};
+use super::BookingJson;
 
 /// `GET /`: the seed's greeting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,5 +293,30 @@ pub struct AccountChangeResponse {
     pub cancelled_bookings: Vec<BookingJson>,
 }
 
-/// `GET /slots` is [`SlotsJson`] itself.
-pub type SlotsResponse = SlotsJson;
+/// One account in `rerod export`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedUser {
+    pub email: String,
+    pub created_at: String,
+    pub disabled: bool,
+    /// Only with `--with-hashes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+}
+
+/// One booking in `rerod export`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedBooking {
+    pub device: String,
+    pub date: String,
+    pub slot_id: u16,
+    pub email: String,
+    pub booked_at: String,
+}
+
+/// What `rerod export` prints: the store's accounts and bookings, for admins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub users: Vec<ExportedUser>,
+    pub bookings: Vec<ExportedBooking>,
+}

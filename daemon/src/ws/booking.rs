@@ -44,11 +44,6 @@ impl BookingHub {
         hub
     }
 
-    /// Turns true when the server stops; other sockets (the consoles) close on it too.
-    pub fn stop_signal(&self) -> watch::Receiver<bool> {
-        self.stop.clone()
-    }
-
     async fn fan_out(self, app: Arc<App>) {
         let mut changes = app.subscribe();
         let mut stop = self.stop.clone();
@@ -287,6 +282,21 @@ fn slots_update(app: &App, device: DeviceInfo, date: Date) -> Result<Utf8Bytes, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::testing::lab_at;
+
+    #[tokio::test]
+    async fn the_spliced_slots_update_is_the_typed_message() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "");
+        let device = app.device(None).unwrap();
+        let date = app.today();
+        let spliced = slots_update(&app, device.clone(), date).unwrap();
+        let day = app.day_slots(device, date, None).unwrap();
+        let typed = BookingServerMessage::SlotsUpdate {
+            data: SlotsJson::new(&app, &day, None),
+            timestamp: wire::utc(app.now()),
+        };
+        assert_eq!(spliced.as_str(), serde_json::to_string(&typed).unwrap());
+    }
 
     #[test]
     fn encoded_frames_use_the_shortest_length_form() {
