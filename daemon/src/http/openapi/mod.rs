@@ -1,0 +1,365 @@
+//! The OpenAPI 3.0.3 description of rerod's HTTP API, served at
+//! `GET /openapi.json`, and a helper that lists its (path, method) pairs so a
+//! test can hold the document and the router's route table to each other.
+//!
+//! The paths live here; the shapes of the bodies and messages
+//! (`components`) live in `schemas`. Field names are the wire contract of
+//! `crate::wire` (the seed backend's names plus rerod's additions), and
+//! `tests` holds every schema to the serialized wire type it describes, so a
+//! field added to a wire type without the document fails the tests.
+//! WebSocket endpoints cannot be described by OpenAPI 3.0, so they appear as
+//! `GET` operations answering 101, with their message shapes under
+//! `components.schemas` and listed in an `x-websocket-messages` extension on
+//! the operation.
+
+mod schemas;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use schemas::components;
+
+/// The HTTP methods an OpenAPI path item may hold operations for.
+const OPERATION_KEYS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The whole document. Built on each call: it is requested rarely and the
+/// version comes from the build, so there is nothing worth caching.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "rerod",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Remote-lab booking daemon: book an hour on a robot board, then upload firmware to it \
+                and use its serial console. Errors are `{detail, code}` (plus `field` on 422); `code` is stable. \
+                Routes that take credentials accept `Authorization: Bearer <token>` or, for the old clients, \
+                `email`+`password` or `token` in the JSON body; the header wins when both are present.",
+        },
+        "servers": [{ "url": "/" }],
+        "tags": [
+            { "name": "auth", "description": "Accounts and login tokens" },
+            { "name": "slots", "description": "The booking calendar of each device" },
+            { "name": "devices", "description": "Boards: firmware upload and serial console" },
+            { "name": "admin", "description": "Lab admins (auth.admins in the config) manage accounts" },
+            { "name": "service", "description": "Health, statistics, metrics and this document" },
+        ],
+        "paths": paths(),
+        "components": components(),
+    })
+}
+
+/// Every (path, METHOD) the document describes, methods upper-cased as the
+/// router spells them, e.g. `("/slots/user", "POST")`.
+pub fn paths_and_methods(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut pairs = BTreeSet::new();
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else { return pairs };
+    for (path, item) in paths {
+        for method in OPERATION_KEYS {
+            if item.get(method).is_some() {
+                pairs.insert((path.clone(), method.to_ascii_uppercase()));
+            }
+        }
+    }
+    pairs
+}
+
+fn paths() -> Value {
+    let credentials_security = json!([{ "bearerAuth": [] }, {}]);
+    let my_bookings = |method: &str| {
+        json!({
+            "tags": ["slots"],
+            "operationId": format!("myBookings{method}"),
+            "summary": "Your upcoming and current bookings (all devices); past ones too with history=true",
+            "security": credentials_security,
+            "parameters": [param_ref("history")],
+            "requestBody": optional_body("CredentialsInBody", "Seed-style credentials, and `history` as a body field"),
+            "responses": responses(
+                ok("Your bookings, soonest first", "MyBookingsResponse"),
+                &[401, 403, 408, 413, 415, 422, 503],
+            ),
+        })
+    };
+    let slots_user = |method: &str| {
+        json!({
+            "tags": ["slots"],
+            "operationId": format!("currentOrNextBooking{method}"),
+            "summary": "The booking in progress, or else your next one",
+            "security": credentials_security,
+            "requestBody": optional_body("CredentialsInBody", "Seed-style credentials"),
+            "responses": responses(
+                ok("The current-or-next booking; has_booking false when there is none", "UserSlotResponse"),
+                &[401, 403, 408, 413, 415, 422, 503],
+            ),
+        })
+    };
+    json!({
+        "/auth/register": { "post": {
+            "tags": ["auth"],
+            "operationId": "register",
+            "summary": "Create an account",
+            "requestBody": body("EmailPassword"),
+            "responses": responses(
+                json!({ "201": json_response("Account created", "RegisterResponse") }),
+                &[400, 403, 408, 413, 415, 422, 503],
+            ),
+        }},
+        "/auth/login": { "post": {
+            "tags": ["auth"],
+            "operationId": "login",
+            "summary": "Exchange e-mail and password for a bearer token",
+            "requestBody": body("EmailPassword"),
+            "responses": responses(
+                ok("A token to send as Authorization: Bearer", "LoginResponse"),
+                &[401, 403, 408, 413, 415, 422, 503],
+            ),
+        }},
+        "/": { "get": {
+            "tags": ["service"],
+            "operationId": "root",
+            "summary": "Greeting, with today's booked slot ids on the default device",
+            "responses": responses(ok("The service is up", "RootResponse"), &[503]),
+        }},
+        "/health": { "get": {
+            "tags": ["service"],
+            "operationId": "health",
+            "summary": "Liveness and store health",
+            "responses": {
+                "200": json_response("Healthy", "HealthResponse"),
+                "503": json_response("The store cannot be read; status is \"unhealthy\"", "HealthResponse"),
+            },
+        }},
+        "/stats": { "get": {
+            "tags": ["service"],
+            "operationId": "stats",
+            "summary": "Today's numbers per device, and totals",
+            "responses": responses(ok("Statistics", "StatsResponse"), &[503]),
+        }},
+        "/slots": { "get": {
+            "tags": ["slots"],
+            "operationId": "listSlots",
+            "summary": "One device's slots on one date",
+            "description": "Public. A valid bearer token marks your bookings `mine`; an invalid one is ignored.",
+            "security": [{ "bearerAuth": [] }, {}],
+            "parameters": [param_ref("date"), param_ref("device")],
+            "responses": responses(ok("The day's slots", "SlotsResponse"), &[404, 422, 503]),
+        }},
+        "/book-slot": { "post": {
+            "tags": ["slots"],
+            "operationId": "bookSlot",
+            "summary": "Book a slot",
+            "security": credentials_security,
+            "requestBody": body("SlotRequest"),
+            "responses": responses(ok("Booked", "BookResponse"), &[400, 401, 403, 404, 408, 413, 415, 422, 503]),
+        }},
+        "/cancel-slot": { "post": {
+            "tags": ["slots"],
+            "operationId": "cancelSlot",
+            "summary": "Cancel your booking (admins: anyone's)",
+            "security": credentials_security,
+            "requestBody": body("SlotRequest"),
+            "responses": responses(ok("Cancelled", "CancelResponse"), &[400, 401, 403, 404, 408, 413, 415, 422, 503]),
+        }},
+        "/my-bookings": { "get": my_bookings("Get"), "post": my_bookings("Post") },
+        "/slots/user": { "get": slots_user("Get"), "post": slots_user("Post") },
+        "/devices": { "get": {
+            "tags": ["devices"],
+            "operationId": "listDevices",
+            "summary": "The lab's boards and whether each is online and in use",
+            "responses": responses(ok("The devices, in config order", "DevicesResponse"), &[503]),
+        }},
+        "/devices/compile": { "post": {
+            "tags": ["devices"],
+            "operationId": "compile",
+            "summary": "Compile a sketch without uploading it",
+            "security": [{ "bearerAuth": [] }],
+            "requestBody": body("CompileRequest"),
+            "responses": responses(
+                ok("Compiled (or not: success false with the compiler's output)", "CompileResponse"),
+                &[400, 401, 408, 413, 415, 422, 503],
+            ),
+        }},
+        "/devices/upload/{device}": { "post": {
+            "tags": ["devices"],
+            "operationId": "upload",
+            "summary": "Upload firmware to a board during your slot",
+            "description": "Bearer only. Send JSON `{code}` to compile then upload, or the firmware itself as \
+                `application/octet-stream` (Intel HEX or raw binary). Only the holder of the slot in progress \
+                on that device (or an admin) may upload. Progress is also pushed to the device's console sockets.",
+            "security": [{ "bearerAuth": [] }],
+            "parameters": [param_ref("devicePath")],
+            "requestBody": {
+                "required": true,
+                "content": {
+                    "application/json": { "schema": schema_ref("UploadCodeRequest") },
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } },
+                },
+            },
+            "responses": responses(
+                ok("Uploaded", "UploadResponse"),
+                &[400, 401, 403, 404, 408, 409, 413, 415, 422, 502, 503],
+            ),
+        }},
+        "/devices/read/{device}": { "get": websocket_operation(
+            "serialConsole",
+            "devices",
+            "A board's serial console (WebSocket)",
+            "The first client message authenticates (`{token}` or `{email, password}`); only the session holder \
+             and admins get in. Then `connection_established`, then `serial_output` messages carrying only new \
+             output (the first carries the scrollback). Send `{\"type\":\"input\",\"data\":...}` to write to the \
+             board. When the slot ends: `session_ended` and close 1000.",
+            &[param_ref("devicePath")],
+            &["ConsoleAuthMessage", "ConsoleInputMessage"],
+            &["ConnectionEstablishedMessage", "SerialOutputMessage", "UploadProgressMessage", "SessionEndedMessage", "DeviceStatusMessage", "WsErrorMessage"],
+        )},
+        "/slot-booking": { "get": websocket_operation(
+            "slotBookingSocket",
+            "slots",
+            "Live slot updates and booking (WebSocket)",
+            "On connect the server sends `slots_update`; `book_slot`, `cancel_slot` and `get_slots` are answered \
+             with `booking_response`, `cancellation_response` and `slots_update`. Every committed change is \
+             broadcast to every client as `slots_update`.",
+            &[],
+            &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage"],
+            &["SlotsUpdateMessage", "BookingResponseMessage", "CancellationResponseMessage", "WsErrorMessage"],
+        )},
+        "/admin/users": { "get": {
+            "tags": ["admin"],
+            "operationId": "listUsers",
+            "summary": "Every account, with its role and whether it is disabled",
+            "description": "Bearer only, admins only.",
+            "security": [{ "bearerAuth": [] }],
+            "responses": responses(ok("The accounts, by e-mail", "UsersResponse"), &[401, 403]),
+        }},
+        "/admin/users/disable": { "post": admin_account_operation(
+            "disableUser",
+            "Disable an account",
+            "Bearer only, admins only. The account can no longer log in and its tokens are refused, also after \
+             it is enabled again. Its bookings that have not ended are cancelled (and broadcast); a session in \
+             progress ends at once. Ended bookings stay as history. Admins listed in the config cannot be disabled.",
+        )},
+        "/admin/users/enable": { "post": admin_account_operation(
+            "enableUser",
+            "Enable a disabled account",
+            "Bearer only, admins only. The account logs in afresh; tokens issued before it was disabled stay refused.",
+        )},
+        "/metrics": { "get": {
+            "tags": ["service"],
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "Text exposition format 0.0.4",
+                    "content": { "text/plain": { "schema": { "type": "string" } } },
+                },
+            },
+        }},
+        "/openapi.json": { "get": {
+            "tags": ["service"],
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.0.3",
+                    "content": { "application/json": { "schema": { "type": "object" } } },
+                },
+            },
+        }},
+    })
+}
+
+/// `POST /admin/users/{disable,enable}`: `{email}` in, the account out.
+fn admin_account_operation(operation_id: &str, summary: &str, description: &str) -> Value {
+    json!({
+        "tags": ["admin"],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "security": [{ "bearerAuth": [] }],
+        "requestBody": body("AccountRequest"),
+        "responses": responses(ok("The account as it is now", "AccountChangeResponse"), &[400, 401, 403, 404, 413, 415, 422]),
+    })
+}
+
+/// A WebSocket endpoint as a `GET` that answers 101.
+fn websocket_operation(
+    operation_id: &str,
+    tag: &str,
+    summary: &str,
+    description: &str,
+    parameters: &[Value],
+    client_messages: &[&str],
+    server_messages: &[&str],
+) -> Value {
+    let mut parameters = parameters.to_vec();
+    parameters.push(json!({
+        "name": "Upgrade", "in": "header", "required": true,
+        "schema": { "type": "string", "enum": ["websocket"] },
+    }));
+    let refs = |names: &[&str]| names.iter().map(|n| schema_ref(n)).collect::<Vec<_>>();
+    json!({
+        "tags": [tag],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "parameters": parameters,
+        "responses": {
+            "101": { "description": "Switching Protocols: the connection is now a WebSocket carrying JSON text frames" },
+            "400": error_ref(400),
+            "404": error_ref(404),
+            "426": { "description": "Not a WebSocket upgrade request", "content": error_content() },
+            "503": error_ref(503),
+        },
+        "x-websocket-messages": { "client": refs(client_messages), "server": refs(server_messages) },
+    })
+}
+
+pub(super) fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn param_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/parameters/{name}") })
+}
+
+fn error_ref(status: u16) -> Value {
+    json!({ "$ref": format!("#/components/responses/Error{status}") })
+}
+
+pub(super) fn error_content() -> Value {
+    json!({ "application/json": { "schema": schema_ref("Error") } })
+}
+
+fn json_response(description: &str, schema: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema_ref(schema) } } })
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({ "200": json_response(description, schema) })
+}
+
+fn body(schema: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": schema_ref(schema) } } })
+}
+
+fn optional_body(schema: &str, description: &str) -> Value {
+    json!({
+        "required": false,
+        "description": description,
+        "content": { "application/json": { "schema": schema_ref(schema) } },
+    })
+}
+
+/// `success` responses plus references to the shared error responses.
+fn responses(success: Value, errors: &[u16]) -> Value {
+    let mut all = match success {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for status in errors {
+        all.insert(status.to_string(), error_ref(*status));
+    }
+    Value::Object(all)
+}

@@ -1,0 +1,621 @@
+//! The document checked against itself, against the router's route table
+//! and against the serialized wire types it describes.
+
+use super::*;
+
+/// Every `$ref` in `value`, recursively.
+fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => out.push(target),
+                    _ => refs(value, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_is_well_formed() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        assert!(path.starts_with('/'), "{path}");
+        let operations: Vec<&Value> = OPERATION_KEYS.iter().filter_map(|m| item.get(*m)).collect();
+        assert!(!operations.is_empty(), "{path} has no operation");
+        for operation in operations {
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(!responses.is_empty(), "{path} has an operation without responses");
+            assert!(operation["operationId"].is_string(), "{path}");
+        }
+        // A templated path declares each of its parameters.
+        for segment in path.split('/').filter(|s| s.starts_with('{')) {
+            let name = segment.trim_matches(|c| c == '{' || c == '}');
+            let declared = OPERATION_KEYS.iter().filter_map(|m| item.get(*m)).all(|op| {
+                op["parameters"].as_array().is_some_and(|params| {
+                    params.iter().any(|p| {
+                        p["$ref"]
+                            .as_str()
+                            .and_then(|r| r.rsplit('/').next())
+                            .and_then(|n| doc["components"]["parameters"][n]["name"].as_str())
+                            == Some(name)
+                    })
+                })
+            });
+            assert!(declared, "{path} does not declare {name}");
+        }
+    }
+}
+
+#[test]
+fn every_reference_resolves() {
+    let doc = document();
+    let mut targets = Vec::new();
+    refs(&doc, &mut targets);
+    assert!(targets.len() > 50);
+    for target in targets {
+        let pointer = target.strip_prefix('#').unwrap();
+        assert!(doc.pointer(pointer).is_some(), "dangling $ref {target}");
+    }
+}
+
+#[test]
+fn it_lists_the_served_routes() {
+    let pairs = paths_and_methods(&document());
+    let expected = [
+        ("/", "GET"),
+        ("/auth/login", "POST"),
+        ("/auth/register", "POST"),
+        ("/book-slot", "POST"),
+        ("/cancel-slot", "POST"),
+        ("/devices", "GET"),
+        ("/admin/users", "GET"),
+        ("/admin/users/disable", "POST"),
+        ("/admin/users/enable", "POST"),
+        ("/devices/compile", "POST"),
+        ("/devices/read/{device}", "GET"),
+        ("/devices/upload/{device}", "POST"),
+        ("/health", "GET"),
+        ("/metrics", "GET"),
+        ("/my-bookings", "GET"),
+        ("/my-bookings", "POST"),
+        ("/openapi.json", "GET"),
+        ("/slot-booking", "GET"),
+        ("/slots", "GET"),
+        ("/slots/user", "GET"),
+        ("/slots/user", "POST"),
+        ("/stats", "GET"),
+    ];
+    let expected: BTreeSet<(String, String)> = expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
+    assert_eq!(pairs, expected);
+    assert!(paths_and_methods(&json!({})).is_empty());
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_the_router_serves() {
+    use crate::http::{Auth, ROUTES, Route};
+    let doc = document();
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .flat_map(|spec| spec.methods.iter().map(|m| (spec.pattern.to_owned(), m.as_str().to_owned())))
+        .collect();
+    assert_eq!(paths_and_methods(&doc), served);
+    // Each operation asks for the credentials its route's row says.
+    for spec in ROUTES {
+        for method in spec.methods {
+            let security = &doc["paths"][spec.pattern][method.as_str().to_ascii_lowercase()]["security"];
+            let expected = match spec.auth {
+                Auth::Bearer | Auth::Admin => json!([{ "bearerAuth": [] }]),
+                Auth::BearerOrBody => json!([{ "bearerAuth": [] }, {}]),
+                Auth::Public | Auth::InSocket => continue,
+            };
+            assert_eq!(security, &expected, "{method} {}", spec.pattern);
+        }
+    }
+    // Templated paths resolve to their routes, and only with a device segment.
+    let resolve = |path| Route::resolve(path).map(|spec| spec.route);
+    assert_eq!(resolve("/devices/upload/arm-1"), Some(Route::DevicesUpload));
+    assert_eq!(resolve("/devices/read/0"), Some(Route::DevicesConsole));
+    assert_eq!(resolve("/devices/read/"), None);
+    assert_eq!(resolve("/devices/read/a/b"), None);
+    assert_eq!(resolve("/devices/compile"), Some(Route::DevicesCompile));
+}
+
+#[test]
+fn errors_have_the_shape_handlers_send() {
+    let doc = document();
+    let error = &doc["components"]["schemas"]["Error"];
+    assert_eq!(error["required"], json!(["detail", "code"]));
+    let fields: BTreeSet<&str> = error["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, BTreeSet::from(["code", "detail", "field"]));
+    assert_eq!(
+        doc["components"]["responses"]["Error401"]["headers"]["WWW-Authenticate"]["schema"]["enum"],
+        json!(["Bearer"])
+    );
+}
+
+/// What the examples of one schema showed, gathered over every object that
+/// schema described: the keys seen at all, the keys seen every time, and the
+/// keys seen as null.
+#[derive(Default)]
+struct Seen {
+    keys: BTreeSet<String>,
+    always: Option<BTreeSet<String>>,
+    nulls: BTreeSet<String>,
+}
+
+/// Walks serialized wire values through the schemas that document them.
+/// Keys are gathered per schema (by JSON pointer) rather than per value, so
+/// that a schema shared by several types, or reached from several places, is
+/// held to all of them at once.
+struct Contract {
+    doc: Value,
+    seen: std::collections::BTreeMap<String, Seen>,
+}
+
+impl Contract {
+    fn new() -> Contract {
+        Contract { doc: document(), seen: Default::default() }
+    }
+
+    /// `examples` are serialized values of the wire type documented as `schema`.
+    fn check(&mut self, schema: &str, examples: &[Value]) {
+        assert!(self.doc["components"]["schemas"].get(schema).is_some(), "no schema {schema}");
+        for example in examples {
+            assert!(example.is_object(), "{schema}: {example}");
+            self.walk(example, &format!("/components/schemas/{schema}"));
+        }
+    }
+
+    fn walk(&mut self, value: &Value, pointer: &str) {
+        let schema = self.doc.pointer(pointer).unwrap_or_else(|| panic!("no schema at {pointer}")).clone();
+        if let Some(target) = schema["$ref"].as_str() {
+            return self.walk(value, target.strip_prefix('#').unwrap());
+        }
+        if value.is_null() {
+            // Whether the field may be null is checked against its parent's `nulls`.
+            return;
+        }
+        if let Some(branches) = schema["oneOf"].as_array() {
+            let Some(fields) = value.as_object() else { return };
+            // An untagged enum: the branch is the one whose properties are these keys.
+            let keys: BTreeSet<&String> = fields.keys().collect();
+            let branch = branches.iter().position(|b| {
+                let b = self.resolve(b);
+                b["properties"].as_object().is_some_and(|p| p.keys().collect::<BTreeSet<_>>() == keys)
+            });
+            let branch = branch.unwrap_or_else(|| panic!("{pointer}: no oneOf branch has the keys of {value}"));
+            return self.walk(value, &format!("{pointer}/oneOf/{branch}"));
+        }
+        if let Some(kind) = schema["type"].as_str() {
+            let matches = match kind {
+                "object" => value.is_object(),
+                "array" => value.is_array(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "boolean" => value.is_boolean(),
+                _ => false,
+            };
+            assert!(matches, "{pointer}: {value} is not of type {kind}");
+        }
+        if let Some(allowed) = schema["enum"].as_array() {
+            assert!(allowed.contains(value), "{pointer}: {value} is not one of {allowed:?}");
+        }
+        if let Some(fields) = value.as_object() {
+            let keys: BTreeSet<String> = fields.keys().cloned().collect();
+            let seen = self.seen.entry(pointer.to_owned()).or_default();
+            seen.keys.extend(keys.iter().cloned());
+            seen.always = Some(match seen.always.take() {
+                Some(always) => always.intersection(&keys).cloned().collect(),
+                None => keys,
+            });
+            seen.nulls.extend(fields.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()));
+            for (key, field) in fields {
+                if schema["properties"].get(key).is_some() {
+                    self.walk(field, &format!("{pointer}/properties/{key}"));
+                }
+            }
+        }
+        if let Some(items) = value.as_array() {
+            for item in items {
+                self.walk(item, &format!("{pointer}/items"));
+            }
+        }
+    }
+
+    fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
+        match schema["$ref"].as_str() {
+            Some(target) => self.doc.pointer(target.strip_prefix('#').unwrap()).unwrap(),
+            None => schema,
+        }
+    }
+
+    /// Every object schema the examples reached lists exactly the keys they
+    /// had, requires exactly the keys they always had, and is nullable exactly
+    /// where they had nulls; and every schema in the document was reached.
+    fn finish(self) {
+        let names = |value: &Value| -> BTreeSet<String> {
+            match value {
+                Value::Object(map) => map.keys().cloned().collect(),
+                Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                _ => BTreeSet::new(),
+            }
+        };
+        for (pointer, seen) in &self.seen {
+            let schema = self.doc.pointer(pointer).unwrap();
+            assert_eq!(names(&schema["properties"]), seen.keys, "{pointer}: properties against serialized keys");
+            let always = seen.always.clone().unwrap_or_default();
+            assert_eq!(names(&schema["required"]), always, "{pointer}: required against keys always serialized");
+            let nullable: BTreeSet<String> = schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, p)| p["nullable"] == json!(true))
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(nullable, seen.nulls, "{pointer}: nullable properties against keys serialized as null");
+        }
+        for name in names(&self.doc["components"]["schemas"]) {
+            let pointer = format!("/components/schemas/{name}");
+            assert!(self.seen.contains_key(&pointer), "{name} is not checked against a wire type");
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).unwrap()
+}
+
+/// The examples build every wire type twice where it has optional parts:
+/// once with every `Option` set, so that every field appears, and once with
+/// every `Option` empty, so that the fields serde skips or writes as null show.
+#[test]
+fn every_schema_matches_the_wire_type_it_documents() {
+    use crate::app::DeviceRef;
+    use crate::wire::*;
+    use jiff::civil::date;
+
+    let s = |text: &str| text.to_owned();
+    let utc = || s("2026-11-24T10:30:00.123456Z");
+    let slot = |booked: bool| SlotJson {
+        id: 9,
+        start_time: s("09:00"),
+        end_time: s("10:00"),
+        is_booked: booked,
+        booked_by: booked.then(|| s("a@example.com")),
+        booked_at: booked.then(utc),
+        start: s("2026-11-24T09:00:00+01:00"),
+        end: s("2026-11-24T10:00:00+01:00"),
+        status: s(if booked { "booked" } else { "available" }),
+    };
+    let slots = SlotsJson {
+        slots: vec![slot(true), slot(false)],
+        available_slots: vec![10],
+        booked_slots: vec![9],
+        date: s("2026-11-24"),
+        device: s("arm-1"),
+    };
+    let booking = BookingJson {
+        id: 9,
+        date: s("2026-11-24"),
+        device: s("arm-1"),
+        start_time: s("09:00"),
+        end_time: s("10:00"),
+        start: s("2026-11-24T09:00:00+01:00"),
+        end: s("2026-11-24T10:00:00+01:00"),
+        booked_at: utc(),
+    };
+    let counts =
+        DatabaseCounts { total_slots: 24, booked_slots: 1, available_slots: 20, database_path: s("/var/lib/rerod") };
+    let credentials = BodyCredentials { token: Some(s("t")), email: Some(s("a@example.com")), password: Some(s("p")) };
+    let mut contract = Contract::new();
+
+    contract.check(
+        "Error",
+        &[
+            to_value(ErrorBody { detail: s("no"), code: s("invalid_field"), field: Some(s("slot_id")) }),
+            to_value(ErrorBody { detail: s("no"), code: s("slot_unavailable"), field: None }),
+        ],
+    );
+    contract.check(
+        "RootResponse",
+        &[to_value(RootResponse {
+            message: s("hi"),
+            websocket_endpoint: s("/slot-booking"),
+            active_connections: 1,
+            booked_slots: vec![9],
+        })],
+    );
+    let health = |healthy: bool| HealthResponse {
+        status: s(if healthy { "healthy" } else { "unhealthy" }),
+        total_slots: healthy.then_some(24),
+        booked_slots_count: healthy.then_some(1),
+        available_slots_count: healthy.then_some(20),
+        database: if healthy {
+            HealthDatabase::Counts(counts.clone())
+        } else {
+            HealthDatabase::Failure(DatabaseFailure { error: s("closed"), database_path: s("/var/lib/rerod") })
+        },
+        timestamp: utc(),
+        active_connections: 1,
+        console_connections: 0,
+        uptime_seconds: 5,
+        version: s("0.1.0"),
+        config: ConfigStatus { generation: 2, last_reload_error: (!healthy).then(|| s("bad toml")) },
+        devices: DeviceCounts { configured: 2, calendars: 2, online: 1, offline: 1 },
+    };
+    contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
+    contract.check(
+        "StatsResponse",
+        &[to_value(StatsResponse {
+            database: counts.clone(),
+            websocket: WebSocketStats { active_connections: 1 },
+            slots: SlotStats { total: 24, booked: 1, available: 20 },
+            devices: vec![DeviceStats {
+                number: 0,
+                id: s("arm-1"),
+                name: s("Arm"),
+                date: s("2026-11-24"),
+                total_slots: 24,
+                booked_slots: 1,
+                available_slots: 20,
+            }],
+            users: Total { total: 3 },
+            bookings: Total { total: 4 },
+        })],
+    );
+    contract.check("SlotsResponse", &[to_value(&slots)]);
+    contract.check(
+        "BookResponse",
+        &[to_value(BookSlotResponse {
+            success: true,
+            message: s("booked"),
+            slot_id: 9,
+            date: s("2026-11-24"),
+            device: s("arm-1"),
+            start: s("2026-11-24T09:00:00+01:00"),
+            end: s("2026-11-24T10:00:00+01:00"),
+        })],
+    );
+    contract.check(
+        "CancelResponse",
+        &[to_value(CancelSlotResponse {
+            success: true,
+            message: s("cancelled"),
+            slot_id: 9,
+            date: s("2026-11-24"),
+            device: s("arm-1"),
+        })],
+    );
+    contract.check(
+        "MyBookingsResponse",
+        &[to_value(MyBookingsResponse { success: true, total_bookings: 1, bookings: vec![booking.clone()] })],
+    );
+    let user_slot = |has: bool| UserSlotResponse {
+        success: true,
+        has_booking: has,
+        slot: has.then_some(9),
+        date: has.then(|| s("2026-11-24")),
+        device: has.then(|| s("arm-1")),
+        start_time: has.then(|| s("09:00")),
+        end_time: has.then(|| s("10:00")),
+        start: has.then(|| s("2026-11-24T09:00:00+01:00")),
+        end: has.then(|| s("2026-11-24T10:00:00+01:00")),
+        is_current: has,
+    };
+    contract.check("UserSlotResponse", &[to_value(user_slot(true)), to_value(user_slot(false))]);
+    contract.check(
+        "RegisterResponse",
+        &[to_value(RegisterResponse {
+            success: true,
+            message: s("registered"),
+            email: s("a@example.com"),
+            user: RegisteredUser { email: s("a@example.com"), created_at: utc() },
+        })],
+    );
+    let login = |last_login: Option<String>| LoginResponse {
+        success: true,
+        message: s("logged in"),
+        token: s("t"),
+        token_type: s("bearer"),
+        expires_in: 3600,
+        user: LoggedInUser { email: s("a@example.com"), role: s("user"), created_at: utc(), last_login },
+    };
+    contract.check("LoginResponse", &[to_value(login(Some(utc()))), to_value(login(None))]);
+    contract.check(
+        "DevicesResponse",
+        &[to_value(DevicesResponse {
+            success: true,
+            count: 1,
+            devices: vec![DeviceJson {
+                number: 0,
+                id: s("arm-1"),
+                name: s("Arm"),
+                model: s("mega2560"),
+                plugin: s("stk500v2"),
+                port: s("/dev/ttyACM0"),
+                online: true,
+                baud: 115200,
+                in_use: false,
+            }],
+            supported_models: vec![s("mega2560")],
+        })],
+    );
+    let compiled = |ok: bool| CompileResponse {
+        success: ok,
+        message: s("compiled"),
+        compile_output: s("..."),
+        program_bytes: ok.then_some(1024),
+        duration_ms: ok.then_some(800),
+    };
+    contract.check("CompileResponse", &[to_value(compiled(true)), to_value(compiled(false))]);
+    let uploaded = |compile_output: Option<String>| UploadResponse {
+        success: true,
+        message: s("uploaded"),
+        device: s("arm-1"),
+        compile_output,
+        upload_output: s("..."),
+        bytes_written: 1024,
+        duration_ms: 3000,
+    };
+    contract.check("UploadResponse", &[to_value(uploaded(Some(s("...")))), to_value(uploaded(None))]);
+    contract.check(
+        "UsersResponse",
+        &[to_value(AccountsResponse {
+            success: true,
+            count: 1,
+            users: vec![AccountJson {
+                email: s("a@example.com"),
+                role: s("admin"),
+                created_at: utc(),
+                disabled: false,
+            }],
+        })],
+    );
+    contract.check(
+        "AccountChangeResponse",
+        &[to_value(AccountChangeResponse {
+            success: true,
+            message: s("disabled"),
+            user: ChangedAccount { email: s("a@example.com"), created_at: utc(), disabled: true },
+            cancelled_bookings: vec![booking],
+        })],
+    );
+
+    // The slot-booking socket, server side.
+    contract
+        .check("SlotsUpdateMessage", &[to_value(BookingServerMessage::SlotsUpdate { data: slots, timestamp: utc() })]);
+    let reply = |full: bool| BookingReply {
+        success: full,
+        message: s("done"),
+        slot_id: 9,
+        code: full.then(|| s("slot_unavailable")),
+        date: full.then(|| s("2026-11-24")),
+        device: full.then(|| s("arm-1")),
+    };
+    contract.check(
+        "BookingResponseMessage",
+        &[
+            to_value(BookingServerMessage::BookingResponse(reply(true))),
+            to_value(BookingServerMessage::BookingResponse(reply(false))),
+        ],
+    );
+    contract.check(
+        "CancellationResponseMessage",
+        &[
+            to_value(BookingServerMessage::CancellationResponse(reply(true))),
+            to_value(BookingServerMessage::CancellationResponse(reply(false))),
+        ],
+    );
+    // Both sockets' errors share one schema; only the console always sends a code.
+    contract.check(
+        "WsErrorMessage",
+        &[
+            to_value(BookingServerMessage::Error { message: s("bad"), code: Some(s("invalid_message")) }),
+            to_value(BookingServerMessage::Error { message: s("bad"), code: None }),
+            to_value(ConsoleServerMessage::Error { code: s("device_offline"), message: s("offline") }),
+        ],
+    );
+
+    // The console socket, server side.
+    contract.check(
+        "ConnectionEstablishedMessage",
+        &[to_value(ConsoleServerMessage::ConnectionEstablished {
+            device_number: 0,
+            device: s("arm-1"),
+            device_info: DeviceDescription { model: s("mega2560"), port: s("/dev/ttyACM0"), description: s("Arm") },
+            online: true,
+            message: s("connected"),
+        })],
+    );
+    let output = |base64: Option<String>| ConsoleServerMessage::SerialOutput {
+        device_number: 0,
+        output: s("hello"),
+        timestamp: utc(),
+        output_base64: base64,
+    };
+    contract.check("SerialOutputMessage", &[to_value(output(Some(s("aGVsbG8=")))), to_value(output(None))]);
+    let progress =
+        |message: Option<String>| ConsoleServerMessage::UploadProgress { phase: s("write"), percent: 50, message };
+    contract.check("UploadProgressMessage", &[to_value(progress(Some(s("done")))), to_value(progress(None))]);
+    contract.check("SessionEndedMessage", &[to_value(ConsoleServerMessage::SessionEnded { message: s("over") })]);
+    contract.check(
+        "DeviceStatusMessage",
+        &[to_value(ConsoleServerMessage::DeviceStatus { online: true, message: s("back") })],
+    );
+
+    // What clients send.
+    contract.check("EmailPassword", &[to_value(EmailPassword { email: s("a@example.com"), password: s("p") })]);
+    contract.check(
+        "SlotRequest",
+        &[
+            to_value(SlotRequest {
+                slot_id: 9,
+                date: Some(date(2026, 12, 1)),
+                device: Some(DeviceRef::Id(s("arm-1"))),
+                credentials: credentials.clone(),
+            }),
+            to_value(SlotRequest { slot_id: 9, date: None, device: None, credentials: BodyCredentials::default() }),
+        ],
+    );
+    contract.check(
+        "CredentialsInBody",
+        &[
+            to_value(MyBookingsRequest { history: Some(true), credentials: credentials.clone() }),
+            to_value(MyBookingsRequest::default()),
+        ],
+    );
+    contract.check("AccountRequest", &[to_value(EmailRequest { email: s("a@example.com") })]);
+    contract.check(
+        "CompileRequest",
+        &[
+            to_value(CompileRequest {
+                code: s("void setup(){}"),
+                model: Some(s("mega2560")),
+                device: Some(DeviceRef::Number(0)),
+            }),
+            to_value(CompileRequest { code: s("void setup(){}"), model: None, device: None }),
+        ],
+    );
+    contract.check("UploadCodeRequest", &[to_value(UploadCodeRequest { code: s("void setup(){}") })]);
+    contract.check("ConsoleAuthMessage", &[to_value(&credentials), to_value(BodyCredentials::default())]);
+    contract.check("ConsoleInputMessage", &[to_value(ConsoleClientMessage::Input { data: s("x") })]);
+    let slot_message = |full: bool| SlotMessage {
+        slot_id: full.then_some(9),
+        date: full.then(|| date(2026, 12, 1)),
+        device: full.then_some(DeviceRef::Number(0)),
+        credentials: if full { credentials.clone() } else { BodyCredentials::default() },
+    };
+    contract.check(
+        "BookSlotMessage",
+        &[
+            to_value(BookingClientMessage::BookSlot(slot_message(true))),
+            to_value(BookingClientMessage::BookSlot(slot_message(false))),
+        ],
+    );
+    contract.check(
+        "CancelSlotMessage",
+        &[
+            to_value(BookingClientMessage::CancelSlot(slot_message(true))),
+            to_value(BookingClientMessage::CancelSlot(slot_message(false))),
+        ],
+    );
+    contract.check(
+        "GetSlotsMessage",
+        &[
+            to_value(BookingClientMessage::GetSlots {
+                date: Some(date(2026, 12, 1)),
+                device: Some(DeviceRef::Number(0)),
+            }),
+            to_value(BookingClientMessage::GetSlots { date: None, device: None }),
+        ],
+    );
+    contract.finish();
+}
