@@ -83,6 +83,11 @@ impl PasswordHash {
     pub fn as_stored(&self) -> &str {
         &self.0
     }
+
+    /// The bcrypt cost the hash was made with (`$2b$12$...` → 12).
+    pub fn cost(&self) -> Option<u32> {
+        self.0.split('$').nth(2)?.parse().ok()
+    }
 }
 
 impl fmt::Debug for PasswordHash {
@@ -99,9 +104,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// it would stall every other request; on tokio's blocking pool any number of
 /// logins would compete with the workers for the cores. Here logins queue for
 /// a bounded number of threads that the kernel schedules after request work.
+///
+/// The queue is bounded: when it is full a check is refused at once
+/// ([`HashError::Overloaded`]) rather than left waiting behind a flood.
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     dummy: Arc<Mutex<Option<(u32, PasswordHash)>>>,
 }
 
@@ -112,13 +120,18 @@ impl fmt::Debug for Hasher {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    #[error("too many password checks are waiting; try again in a moment")]
+    Overloaded,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
 
 impl Hasher {
-    /// Starts `n_threads` hashing threads (at least one).
-    pub fn start(n_threads: usize) -> Hasher {
-        let (tx, rx) = mpsc::channel::<Job>();
+    /// Starts `n_threads` hashing threads (at least one), with room for
+    /// `max_queued` checks waiting for them.
+    pub fn start(n_threads: usize, max_queued: usize) -> Hasher {
+        let (tx, rx) = mpsc::sync_channel::<Job>(max_queued);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..n_threads.max(1) {
             let rx = Arc::clone(&rx);
@@ -145,27 +158,42 @@ impl Hasher {
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .map_err(|_| HashError("hashing threads are gone".into()))?;
-        rx.await.map_err(|_| HashError("hashing thread stopped".into()))
+        let job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => HashError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => HashError::Failed("hashing threads are gone".into()),
+        })?;
+        rx.await.map_err(|_| HashError::Failed("hashing thread stopped".into()))
     }
 
     pub async fn hash(&self, password: String, cost: u32) -> Result<PasswordHash, HashError> {
-        self.run(move || bcrypt::hash(password, cost)).await?.map(PasswordHash).map_err(|e| HashError(e.to_string()))
+        self.run(move || bcrypt::hash(password, cost))
+            .await?
+            .map(PasswordHash)
+            .map_err(|e| HashError::Failed(e.to_string()))
     }
 
     /// Verifies `password` against `hash`. With no hash (unknown user) it
-    /// verifies against a dummy hash of the same cost and answers `false`, so
-    /// both cases take about the same time.
-    pub async fn verify(&self, password: String, hash: Option<PasswordHash>, cost: u32) -> Result<bool, HashError> {
+    /// verifies against a dummy hash of `dummy_cost` (that of the stored
+    /// hashes) and answers `false`, so both cases take about the same time.
+    ///
+    /// bcrypt reads only the first 72 bytes and stops at a NUL: a password
+    /// that long, or with a NUL, could never have been registered, and is
+    /// refused here rather than checked as a shorter one.
+    pub async fn verify(
+        &self,
+        password: String,
+        hash: Option<PasswordHash>,
+        dummy_cost: u32,
+    ) -> Result<bool, HashError> {
         let dummy = Arc::clone(&self.dummy);
+        let acceptable = password.len() <= MAX_PASSWORD_BYTES && !password.contains('\0');
         self.run(move || {
             let (target, known) = match hash {
-                Some(hash) => (hash, true),
-                None => (dummy_hash(&dummy, cost)?, false),
+                Some(hash) if acceptable => (hash, true),
+                _ => (dummy_hash(&dummy, dummy_cost)?, false),
             };
             let ok = bcrypt::verify(password, target.as_stored()).unwrap_or(false);
             Ok(ok && known)
@@ -175,11 +203,12 @@ impl Hasher {
 }
 
 fn dummy_hash(cache: &Mutex<Option<(u32, PasswordHash)>>, cost: u32) -> Result<PasswordHash, HashError> {
-    let mut cache = cache.lock().map_err(|_| HashError("dummy hash lock poisoned".into()))?;
+    let mut cache = cache.lock().map_err(|_| HashError::Failed("dummy hash lock poisoned".into()))?;
     match &*cache {
         Some((c, hash)) if *c == cost => Ok(hash.clone()),
         _ => {
-            let hash = PasswordHash(bcrypt::hash("rerod-dummy-password", cost).map_err(|e| HashError(e.to_string()))?);
+            let hash =
+                PasswordHash(bcrypt::hash("rerod-dummy-password", cost).map_err(|e| HashError::Failed(e.to_string()))?);
             *cache = Some((cost, hash.clone()));
             Ok(hash)
         }
@@ -327,10 +356,53 @@ mod tests {
 
     #[tokio::test]
     async fn hashing_verifies_and_unknown_users_never_match() {
-        let hasher = Hasher::start(1);
+        let hasher = Hasher::start(1, 8);
         let hash = hasher.hash("correct horse".into(), 4).await.unwrap();
+        assert_eq!(hash.cost(), Some(4));
         assert!(hasher.verify("correct horse".into(), Some(hash.clone()), 4).await.unwrap());
         assert!(!hasher.verify("wrong horse".into(), Some(hash), 4).await.unwrap());
         assert!(!hasher.verify("rerod-dummy-password".into(), None, 4).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn verification_never_truncates() {
+        let hasher = Hasher::start(1, 8);
+        // bcrypt itself reads 72 bytes, and stops at a NUL.
+        let password = "x".repeat(72);
+        let hash = hasher.hash(password.clone(), 4).await.unwrap();
+        assert!(hasher.verify(password.clone(), Some(hash.clone()), 4).await.unwrap());
+        assert!(!hasher.verify(format!("{password}anything"), Some(hash), 4).await.unwrap());
+        let short = hasher.hash("abcdef".into(), 4).await.unwrap();
+        assert!(!hasher.verify("abcdef\0ghi".into(), Some(short), 4).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        // One thread, held busy until released; room for one waiting check.
+        let hasher = Hasher::start(1, 1);
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                hasher
+                    .run(move || {
+                        started_tx.send(()).unwrap();
+                        released.recv().unwrap();
+                    })
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        started.recv().unwrap();
+        let waiting = tokio::spawn({
+            let hasher = hasher.clone();
+            async move { hasher.hash("b".into(), 4).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(matches!(hasher.hash("c".into(), 4).await, Err(HashError::Overloaded)), "a full queue must refuse");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        waiting.await.unwrap().unwrap();
     }
 }

@@ -1,10 +1,15 @@
 //! The command line: `rerod [--config FILE]` serves; `rerod check-config FILE`
-//! validates. Only `main` turns an error into an exit code and a message.
+//! validates; `rerod user ...` manages accounts through the running daemon's
+//! control socket. Only `main` turns an error into an exit code and a message.
 
 use std::path::PathBuf;
 
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
 use crate::config::{Config, Env};
-use crate::wire::{Export, ExportedBooking, ExportedUser};
+use crate::wire::{ControlRequest, ControlResponse, Export, ExportedBooking, ExportedUser};
 
 const USAGE: &str = "\
 rerod — remote-lab hardware booking daemon
@@ -16,6 +21,12 @@ Usage:
                                copy the store, consistently, while rerod runs
   rerod export [--with-hashes] [--config FILE]
                                print users and bookings as JSON
+  rerod user add EMAIL [--admin] [--config FILE]
+                               create an account (a lab admin with --admin)
+  rerod user passwd EMAIL [--config FILE]
+                               set an account's password
+                               (both ask the running daemon; the password is
+                               read from the terminal, or one line of stdin)
   rerod --help | --version
 
 Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH,
@@ -27,8 +38,16 @@ pub enum Command {
     CheckConfig { file: PathBuf },
     Backup { config: Option<PathBuf>, out: PathBuf },
     Export { config: Option<PathBuf>, with_hashes: bool },
+    User { config: Option<PathBuf>, action: UserAction },
     Help,
     Version,
+}
+
+/// What `rerod user` does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UserAction {
+    Add { email: String, admin: bool },
+    Passwd { email: String },
 }
 
 /// A failure to report to the person who ran rerod.
@@ -40,7 +59,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
     let mut command = None;
     let mut out = None;
     let mut with_hashes = false;
+    let mut admin = false;
     let mut verb = None;
+    let mut user = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -52,12 +73,32 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "backup" | "export" => verb = Some(arg.clone()),
             "--out" | "-o" => out = Some(PathBuf::from(args.next().ok_or("--out needs a file")?)),
             "--with-hashes" => with_hashes = true,
+            "--admin" => admin = true,
+            "user" => {
+                let action = args.next().ok_or("user needs add or passwd")?;
+                let email = args.next().ok_or_else(|| format!("user {action} needs an e-mail address"))?;
+                match action.as_str() {
+                    "add" | "passwd" => user = Some((action, email)),
+                    other => return Err(format!("unknown user command {other:?}: add or passwd\n\n{USAGE}")),
+                }
+            }
             "check-config" => {
                 let file = args.next().ok_or("check-config needs a file")?;
                 command = Some(Command::CheckConfig { file: PathBuf::from(file) });
             }
             other => return Err(format!("unexpected argument {other:?}\n\n{USAGE}")),
         }
+    }
+    if let Some((action, email)) = user {
+        let action = match action.as_str() {
+            "add" => UserAction::Add { email, admin },
+            _ if admin => return Err("--admin goes with user add".to_owned()),
+            _ => UserAction::Passwd { email },
+        };
+        return Ok(Command::User { config, action });
+    }
+    if admin {
+        return Err(format!("--admin goes with user add\n\n{USAGE}"));
     }
     match verb.as_deref() {
         Some("backup") => {
@@ -108,6 +149,26 @@ pub fn run(command: Command) -> Result<(), Error> {
             );
             Ok(())
         }
+        Command::User { config, action } => {
+            let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let request = match action {
+                UserAction::Add { email, admin } => {
+                    let password = read_password(&format!("Password for {email}: "))?;
+                    ControlRequest::UserAdd { email, password, admin }
+                }
+                UserAction::Passwd { email } => {
+                    let password = read_password(&format!("New password for {email}: "))?;
+                    ControlRequest::UserPasswd { email, password }
+                }
+            };
+            let response = ask_daemon(&crate::control::socket_path(&config.store.path), &request)?;
+            if response.success {
+                println!("{}", response.message);
+                Ok(())
+            } else {
+                Err(response.message.into())
+            }
+        }
         Command::Export { config, with_hashes } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
             let snapshot = crate::store::snapshot(&config.store.path)?;
@@ -124,6 +185,64 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
     runtime.block_on(crate::runtime::run(config, config_path, env, logs.level_control()))
+}
+
+/// Sends one request over the control socket at `path` and reads the answer.
+fn ask_daemon(path: &Path, request: &ControlRequest) -> Result<ControlResponse, Error> {
+    let mut stream = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach the running daemon at {}: {e}; rerod must be running (with the same --config or \
+             DATABASE_PATH), and this command run as root or as rerod's user",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    Ok(serde_json::from_str(&answer).map_err(|e| format!("unexpected answer from the daemon: {e}"))?)
+}
+
+/// A password from the terminal (not echoed, asked twice) or, when stdin is
+/// not a terminal, its first line. Never from the command line, where other
+/// users of the host could read it.
+fn read_password(prompt: &str) -> Result<String, Error> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    let first = read_hidden(prompt)?;
+    let second = read_hidden("Again: ")?;
+    if first != second {
+        return Err("the two passwords differ; nothing was changed".into());
+    }
+    Ok(first)
+}
+
+/// One line from the terminal with echo off.
+fn read_hidden(prompt: &str) -> Result<String, Error> {
+    let fd = libc::STDIN_FILENO;
+    let mut saved = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr writes a termios for the valid fd 0 into `saved`.
+    if unsafe { libc::tcgetattr(fd, saved.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: tcgetattr succeeded, so `saved` is initialised.
+    let saved = unsafe { saved.assume_init() };
+    let mut quiet = saved;
+    quiet.c_lflag &= !libc::ECHO;
+    eprint!("{prompt}");
+    // SAFETY: both calls pass a valid fd and a valid termios.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 /// The export format: users (hashes only when asked) and bookings.
@@ -186,6 +305,24 @@ mod tests {
         assert!(parse(&["frobnicate"]).is_err());
         assert_eq!(parse(&["backup", "--out", "b.redb"]), Ok(Command::Backup { config: None, out: "b.redb".into() }));
         assert!(parse(&["backup"]).is_err());
+        assert_eq!(
+            parse(&["user", "add", "boss@lab.example", "--admin"]),
+            Ok(Command::User {
+                config: None,
+                action: UserAction::Add { email: "boss@lab.example".into(), admin: true }
+            })
+        );
+        assert_eq!(
+            parse(&["--config", "c.toml", "user", "passwd", "ada@lab.example"]),
+            Ok(Command::User {
+                config: Some("c.toml".into()),
+                action: UserAction::Passwd { email: "ada@lab.example".into() }
+            })
+        );
+        assert!(parse(&["user", "add"]).is_err());
+        assert!(parse(&["user", "remove", "a@b.c"]).is_err());
+        assert!(parse(&["user", "passwd", "a@b.c", "--admin"]).is_err());
+        assert!(parse(&["--admin"]).is_err());
         assert_eq!(
             parse(&["export", "--with-hashes", "--config", "c.toml"]),
             Ok(Command::Export { config: Some("c.toml".into()), with_hashes: true })

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod compile;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod http;
 pub mod json;

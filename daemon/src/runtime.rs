@@ -38,6 +38,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_lev
         Reloader { app: Arc::clone(&app), path: config_path.clone(), env, log_level, notifier: notifier.clone() };
     background.push(reloader.start());
     let listener = bind(listen).await?;
+    // `rerod user ...` on the host reaches the daemon here.
+    match crate::control::start(Arc::clone(&app)) {
+        Ok(task) => background.push(task),
+        Err(error) => tracing::warn!(%error, "no control socket: `rerod user` cannot reach this daemon"),
+    }
     // Slot boundaries end sessions on the boards.
     background.push(crate::session::start(Arc::clone(&app)));
     let booking = BookingHub::start(Arc::clone(&app), stop.clone());
@@ -73,6 +78,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_lev
     for task in background {
         task.abort();
     }
+    let _ = std::fs::remove_file(crate::control::socket_path(app.store.path()));
     tracing::info!("shutting down: aborting uploads and closing device ports");
     app.devices.shutdown().await;
     tracing::info!("shutting down: flushing the store");

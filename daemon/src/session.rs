@@ -68,7 +68,7 @@ fn boundary(app: &App, ended: &Slot, next: Option<&Slot>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::testing::{ONE_BOARD, lab_at};
+    use crate::app::testing::{LOCALHOST, ONE_BOARD, lab_at};
     use crate::app::{DeviceRef, Principal, Role};
     use crate::devices::ConsoleEvent;
 
@@ -94,7 +94,7 @@ mod tests {
         let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         for (email, slots) in [("a@x.org", [10, 11]), ("b@x.org", [12, 14])] {
-            app.register(email, "password1").await.unwrap();
+            app.register(email, "password1", LOCALHOST).await.unwrap();
             let who = Principal { email: email.into(), role: Role::User };
             for slot in slots {
                 app.book(&who, &device, date, slot).await.unwrap();
@@ -128,7 +128,7 @@ mod tests {
         let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
         let (device, board) = app.board(&DeviceRef::Number(0)).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
-        app.register("a@x.org", "password1").await.unwrap();
+        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
         let who = Principal { email: "a@x.org".into(), role: Role::User };
         app.book(&who, &device, date, 10).await.unwrap();
         app.book(&who, &device, date, 12).await.unwrap();

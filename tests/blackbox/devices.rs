@@ -316,7 +316,7 @@ async fn only_the_slot_holder_and_admins_may_upload_or_read() {
     let c = daemon.client();
     let ada = c.user("ada@example.com").await;
     let bob = c.user("bob@example.com").await;
-    let admin = c.user(ADMIN).await;
+    let admin = daemon.host_account(ADMIN, false).await;
     let hex = rig_bytes("counter.hex");
 
     // Nobody holds today's slot yet: even ada needs to book it first.
@@ -518,7 +518,7 @@ async fn ending_the_session_closes_the_console_aborts_the_upload_and_restores_th
     let daemon = Daemon::start_with(Options::config(&lab_config(&board, &idle)));
     let c = daemon.client();
     let ada = c.user("ada@example.com").await;
-    let admin = c.user(ADMIN).await;
+    let admin = daemon.host_account(ADMIN, false).await;
     c.book_today(&ada).await;
     let mut console = Console::open(&daemon, "uno-1", &ada).await;
     let mut watcher = Console::open(&daemon, "uno-1", &admin).await;
@@ -556,7 +556,7 @@ async fn disabling_the_holder_ends_the_session_at_once() {
     let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
     let c = daemon.client();
     let ada = c.user("ada@example.com").await;
-    let admin = c.user(ADMIN).await;
+    let admin = daemon.host_account(ADMIN, false).await;
     c.book_today(&ada).await;
     let mut console = Console::open(&daemon, "uno-1", &ada).await;
     console.until_output(b"count ").await;

@@ -4,6 +4,7 @@
 // Tests and benchmarks fail loudly: an unwrap that panics is the report.
 #![allow(clippy::unwrap_used)]
 
+mod accounts;
 mod bad_input;
 mod concurrency;
 mod devices;

@@ -131,6 +131,44 @@ impl Daemon {
         Client { addr: self.addr }
     }
 
+    /// Runs `rerod user ARGS...` on the host, as the lab admin would, with the
+    /// daemon's store and config and `password` on stdin; its output.
+    pub fn host_command(&self, args: &[&str], password: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rerod"));
+        cmd.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_PATH", self.store_path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.options.config.is_some() {
+            cmd.arg("--config").arg(self.config_path());
+        }
+        for (name, value) in &self.options.env {
+            cmd.env(name, value);
+        }
+        let mut child = cmd.spawn().expect("running rerod user");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(format!("{password}\n").as_bytes()).expect("writing the password");
+        drop(stdin);
+        child.wait_with_output().expect("rerod user finishes")
+    }
+
+    /// Creates an account on the host (`rerod user add`, `--admin` if asked),
+    /// logs it in, and returns its token: how a lab's admins get accounts.
+    pub async fn host_account(&self, email: &str, admin: bool) -> String {
+        let mut args = vec!["user", "add", email];
+        if admin {
+            args.push("--admin");
+        }
+        let output = self.host_command(&args, "password1");
+        assert!(output.status.success(), "rerod user add: {}", String::from_utf8_lossy(&output.stderr));
+        self.client().login(email, "password1").await
+    }
+
     /// `kill -9`, then start again on the same store and config.
     pub fn kill9_and_restart(mut self) -> Daemon {
         self.child.kill().expect("kill -9");

@@ -1,6 +1,11 @@
 //! Accounts: registering, checking passwords (throttled), logging in,
 //! authenticating a request, and the lab admin's account changes.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
+use jiff::Timestamp;
+
 use crate::auth::{self, TokenError};
 use crate::booking::Slot;
 use crate::config::{Config, Registration};
@@ -10,11 +15,21 @@ use crate::store::{self, Booking, CreateUserError, SetDisabledError, SlotKey, Us
 use super::{App, AppError, Credentials, Principal, Role};
 
 impl App {
-    pub async fn register(&self, email: &str, password: &str) -> Result<User, AppError> {
+    /// Creates an account for someone registering themselves from `client`.
+    pub async fn register(&self, email: &str, password: &str, client: IpAddr) -> Result<User, AppError> {
         let config = self.config();
+        self.count_address_attempt(&config, client)?;
         let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
         auth::check_new_password(password, config.auth.min_password_len)
             .map_err(|e| AppError::invalid("password", e.to_string()))?;
+        // Whoever registers a listed address first would become its admin:
+        // admins are created on the host instead.
+        if config.auth.admins.contains(&email) {
+            return Err(AppError::RegistrationRefused(format!(
+                "{email} is a lab admin address: admins cannot register themselves; the lab admin creates it on \
+                 the host with `rerod user add {email} --admin`"
+            )));
+        }
         match &config.auth.registration {
             Registration::Open => {}
             Registration::Closed => {
@@ -36,11 +51,7 @@ impl App {
         if self.store.user(&email)?.is_some() {
             return Err(AppError::EmailTaken);
         }
-        let password_hash = self
-            .hasher
-            .hash(password.to_owned(), config.auth.bcrypt_cost)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let password_hash = self.hasher.hash(password.to_owned(), config.auth.bcrypt_cost).await?;
         let user = User {
             email,
             password_hash,
@@ -48,10 +59,12 @@ impl App {
             disabled: false,
             credential_generation: 0,
             last_login: None,
+            admin: false,
         };
         match self.store.create_user(user).await {
             Ok(user) => {
                 tracing::info!(email = %user.email, "user registered");
+                self.hash_costs.note(&user.password_hash);
                 Ok(user)
             }
             Err(CreateUserError::Exists) => Err(AppError::EmailTaken),
@@ -65,55 +78,147 @@ impl App {
     /// After `auth.max_failed_logins` wrong passwords for one address within
     /// `auth.failed_login_window_secs`, attempts are refused before any
     /// hashing until the oldest failure leaves the window, known address or not.
+    ///
+    /// A check counts against the address from the moment it is admitted, so
+    /// parallel guesses reach bcrypt at most `auth.max_failed_logins` times.
     pub async fn check_password(&self, email: &str, password: &str) -> Result<(User, Role), AppError> {
         let config = self.config();
         let email = auth::normalize_email(email).unwrap_or_default();
         let (max_failures, window) = (config.auth.max_failed_logins, config.auth.failed_login_window);
-        self.login_throttle
-            .check(&email, std::time::Instant::now(), max_failures, window)
+        let attempt = self
+            .login_throttle
+            .begin(&email, Instant::now(), max_failures, window)
             .map_err(|retry_after| AppError::Throttled { retry_after })?;
         let user = if email.is_empty() { None } else { self.store.user(&email)? };
-        let ok = self
-            .hasher
-            .verify(password.to_owned(), user.as_ref().map(|u| u.password_hash.clone()), config.auth.bcrypt_cost)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let ok = self.hasher.verify(password.to_owned(), hash, self.hash_costs.typical()).await?;
         match user {
             Some(user) if ok => {
-                self.login_throttle.succeeded(&email);
+                attempt.succeeded();
                 if user.disabled {
                     return Err(AppError::AccountDisabled);
                 }
-                let role = self.role_of(&config, &user.email);
+                let role = role_of(&config, &user);
                 Ok((user, role))
             }
             _ => {
-                self.login_throttle.failed(&email, std::time::Instant::now(), window);
+                attempt.failed(Instant::now());
                 Err(AppError::InvalidCredentials)
             }
         }
     }
 
-    /// Logs in: a token for the account, and the account.
-    pub async fn login(&self, email: &str, password: &str) -> Result<Login, AppError> {
+    /// Logs in someone from `client`: a token for the account, and the account.
+    pub async fn login(&self, email: &str, password: &str, client: IpAddr) -> Result<Login, AppError> {
+        self.count_address_attempt(&self.config(), client)?;
         let checked = self.check_password(email, password).await;
         self.metrics.record_login(if checked.is_ok() { Outcome::Ok } else { Outcome::Failed });
         let (user, role) = checked?;
-        let lifetime = self.config().auth.token_lifetime;
         let now = self.now();
-        let token = self.tokens.issue(&user.email, user.credential_generation, now, lifetime);
-        let previous_login = self.store.record_login(user.email.clone(), now).await?;
+        let change = self.store.update_user(user.email.clone(), move |u| u.last_login = Some(now)).await?;
+        let previous_login = change.and_then(|(before, _)| before.last_login);
+        self.issue_token(user, role, previous_login)
+    }
+
+    /// A fresh token for `user`, under its current credential generation.
+    fn issue_token(&self, user: User, role: Role, previous_login: Option<Timestamp>) -> Result<Login, AppError> {
+        let lifetime = self.config().auth.token_lifetime;
+        let token = self.tokens.issue(&user.email, user.credential_generation, self.now(), lifetime);
         tracing::info!(email = %user.email, "login");
         Ok(Login { token, lifetime, principal: Principal { email: user.email.clone(), role }, user, previous_login })
+    }
+
+    /// Counts one login or registration from `client` against
+    /// `auth.max_logins_per_address`.
+    fn count_address_attempt(&self, config: &Config, client: IpAddr) -> Result<(), AppError> {
+        let (max, window) = (config.auth.max_logins_per_address, config.auth.address_window);
+        self.address_throttle
+            .hit(&client.to_string(), Instant::now(), max, window)
+            .map_err(|retry_after| AppError::AddressThrottled { retry_after })
+    }
+
+    /// Changes `who`'s password, given the current one. Every token issued
+    /// before, on any device, stops working; the answer carries a new one.
+    pub async fn change_password(&self, who: &Principal, current: &str, new: &str) -> Result<Login, AppError> {
+        let config = self.config();
+        auth::check_new_password(new, config.auth.min_password_len)
+            .map_err(|e| AppError::invalid("new_password", e.to_string()))?;
+        let (user, role) = self.check_password(&who.email, current).await?;
+        let hash = self.hasher.hash(new.to_owned(), config.auth.bcrypt_cost).await?;
+        self.hash_costs.note(&hash);
+        let change = self
+            .store
+            .update_user(user.email.clone(), move |u| {
+                u.password_hash = hash;
+                u.credential_generation = u.credential_generation.wrapping_add(1);
+            })
+            .await?;
+        let (_, user) = change.ok_or_else(|| AppError::UnknownUser(user.email.clone()))?;
+        tracing::info!(email = %user.email, "password changed; earlier tokens revoked");
+        self.issue_token(user, role, None)
+    }
+
+    /// Creates an account on the host's word (`rerod user add`): no
+    /// registration policy applies, and it may be made a lab admin.
+    pub async fn add_account(&self, email: &str, password: &str, admin: bool) -> Result<User, AppError> {
+        let config = self.config();
+        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
+        auth::check_new_password(password, config.auth.min_password_len)
+            .map_err(|e| AppError::invalid("password", e.to_string()))?;
+        let password_hash = self.hasher.hash(password.to_owned(), config.auth.bcrypt_cost).await?;
+        let user = User {
+            email,
+            password_hash,
+            created_at: self.now(),
+            disabled: false,
+            credential_generation: 0,
+            last_login: None,
+            admin,
+        };
+        match self.store.create_user(user).await {
+            Ok(user) => {
+                tracing::info!(email = %user.email, admin, "account added on the host");
+                self.hash_costs.note(&user.password_hash);
+                Ok(user)
+            }
+            Err(CreateUserError::Exists) => Err(AppError::EmailTaken),
+            Err(CreateUserError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Sets an account's password on the host's word (`rerod user passwd`),
+    /// revoking every token issued before.
+    pub async fn reset_password(&self, email: &str, password: &str) -> Result<User, AppError> {
+        let config = self.config();
+        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
+        auth::check_new_password(password, config.auth.min_password_len)
+            .map_err(|e| AppError::invalid("password", e.to_string()))?;
+        let hash = self.hasher.hash(password.to_owned(), config.auth.bcrypt_cost).await?;
+        self.hash_costs.note(&hash);
+        let change = self
+            .store
+            .update_user(email.clone(), move |u| {
+                u.password_hash = hash;
+                u.credential_generation = u.credential_generation.wrapping_add(1);
+            })
+            .await?;
+        let (_, user) = change.ok_or(AppError::UnknownUser(email))?;
+        tracing::info!(email = %user.email, "password set on the host; earlier tokens revoked");
+        Ok(user)
+    }
+
+    /// Revokes every token issued to `who` so far (all devices, this one too).
+    pub async fn logout_everywhere(&self, who: &Principal) -> Result<(), AppError> {
+        let bump = |u: &mut User| u.credential_generation = u.credential_generation.wrapping_add(1);
+        let change = self.store.update_user(who.email.clone(), bump).await?;
+        change.ok_or_else(|| AppError::UnknownUser(who.email.clone()))?;
+        tracing::info!(email = %who.email, "all tokens revoked");
+        Ok(())
     }
 
     /// Refuses anyone but a lab admin.
     pub fn require_admin(&self, who: &Principal) -> Result<(), AppError> {
         require_admin(who)
-    }
-
-    fn role_of(&self, config: &Config, email: &str) -> Role {
-        if config.auth.admins.contains(email) { Role::Admin } else { Role::User }
     }
 
     /// Establishes who is calling. A token must still match a live account.
@@ -129,7 +234,7 @@ impl App {
                 match user {
                     Some(user) if user.disabled => Err(AppError::AccountDisabled),
                     Some(user) if user.credential_generation == claims.generation => {
-                        let role = self.role_of(&self.config(), &user.email);
+                        let role = role_of(&self.config(), &user);
                         Ok(Principal { email: user.email, role })
                     }
                     // Deleted, or the password changed since the token was issued.
@@ -144,7 +249,7 @@ impl App {
         require_admin(who)?;
         let config = self.config();
         let accounts = self.store.users()?.into_iter().map(|user| {
-            let role = self.role_of(&config, &user.email);
+            let role = role_of(&config, &user);
             (user, role)
         });
         Ok(accounts.collect())
@@ -166,7 +271,8 @@ impl App {
         require_admin(who)?;
         let config = self.config();
         let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
-        if disabled && self.role_of(&config, &email) == Role::Admin {
+        let is_admin = self.store.user(&email)?.is_some_and(|user| role_of(&config, &user) == Role::Admin);
+        if disabled && is_admin {
             return Err(AppError::AccountIsAdmin(email));
         }
         let (calendar, now) = (config.lab.calendar.clone(), self.now());
@@ -205,7 +311,7 @@ pub struct Login {
     pub principal: Principal,
     pub user: User,
     /// The login before this one, if any.
-    pub previous_login: Option<jiff::Timestamp>,
+    pub previous_login: Option<Timestamp>,
 }
 
 /// An account as an admin left it, and the bookings that went with it, with their slots.
@@ -215,6 +321,41 @@ pub struct AccountUpdate {
     pub cancelled: Vec<(Booking, Slot)>,
 }
 
+/// An account's role: admin if the config lists it or it was made one on the host.
+fn role_of(config: &Config, user: &User) -> Role {
+    if user.admin || config.auth.admins.contains(&user.email) { Role::Admin } else { Role::User }
+}
+
 fn require_admin(who: &Principal) -> Result<(), AppError> {
     if who.role == Role::Admin { Ok(()) } else { Err(AppError::AdminOnly) }
+}
+
+/// How many stored hashes have each bcrypt cost, so that checking a password
+/// for an unknown address costs what checking one for a known address does
+/// (a lab that raised `auth.bcrypt_cost` keeps older hashes at the old cost).
+#[derive(Debug)]
+pub(super) struct HashCosts {
+    counts: std::sync::Mutex<std::collections::BTreeMap<u32, usize>>,
+    /// The configured cost, used while no account exists.
+    configured: u32,
+}
+
+impl HashCosts {
+    pub(super) fn new(users: &[User], configured: u32) -> HashCosts {
+        let costs = HashCosts { counts: Default::default(), configured };
+        users.iter().for_each(|u| costs.note(&u.password_hash));
+        costs
+    }
+
+    pub(super) fn note(&self, hash: &auth::PasswordHash) {
+        if let Some(cost) = hash.cost() {
+            *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(cost).or_default() += 1;
+        }
+    }
+
+    /// The most common cost of the stored hashes.
+    pub(super) fn typical(&self) -> u32 {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.iter().max_by_key(|(_, n)| **n).map_or(self.configured, |(cost, _)| *cost)
+    }
 }

@@ -207,7 +207,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::testing::{ONE_BOARD, lab_at};
+    use crate::app::testing::{LOCALHOST, ONE_BOARD, lab_at};
     use rerod_devices::PortState;
 
     fn user(email: &str) -> Principal {
@@ -220,7 +220,7 @@ mod tests {
         let (device, _board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         for email in ["a@x.org", "b@x.org"] {
-            app.register(email, "password1").await.unwrap();
+            app.register(email, "password1", LOCALHOST).await.unwrap();
         }
         let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
         assert!(matches!(&err, AppError::Forbidden { needed_slot: Some(10), .. }), "{err}");
@@ -289,7 +289,7 @@ mod tests {
         let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let mut state = board.port().state();
         let _ = state.wait_for(|s| matches!(s, PortState::Online { .. })).await;
-        app.register("a@x.org", "password1").await.unwrap();
+        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
         app.book(&user("a@x.org"), &device, jiff::civil::date(2026, 11, 24), 10).await.unwrap();
         let firmware = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
         let ada = user("a@x.org");

@@ -19,6 +19,10 @@ pub enum AppError {
     InvalidCredentials,
     #[error("Too many failed logins for this account; try again in {} s", retry_after.as_secs().max(1))]
     Throttled { retry_after: Duration },
+    #[error("Too many logins from this address; try again in {} s", retry_after.as_secs().max(1))]
+    AddressThrottled { retry_after: Duration },
+    #[error("The server is busy checking passwords; try again in a moment")]
+    Overloaded,
     #[error("Not authenticated: send Authorization: Bearer <token> (or email and password)")]
     NotAuthenticated,
     #[error("{0}")]
@@ -71,6 +75,7 @@ pub enum ErrorKind {
     AccountIsAdmin,
     EmailTaken,
     RegistrationRefused,
+    Overloaded,
     // What they sent.
     InvalidField,
     MissingField,
@@ -111,6 +116,7 @@ impl ErrorKind {
         match self {
             K::InvalidCredentials => "invalid_credentials",
             K::TooManyAttempts => "too_many_attempts",
+            K::Overloaded => "overloaded",
             K::NotAuthenticated => "not_authenticated",
             K::TokenExpired => "token_expired",
             K::InvalidToken => "invalid_token",
@@ -155,7 +161,8 @@ impl AppError {
         use ErrorKind as K;
         match self {
             AppError::InvalidCredentials => K::InvalidCredentials,
-            AppError::Throttled { .. } => K::TooManyAttempts,
+            AppError::Throttled { .. } | AppError::AddressThrottled { .. } => K::TooManyAttempts,
+            AppError::Overloaded => K::Overloaded,
             AppError::NotAuthenticated => K::NotAuthenticated,
             AppError::InvalidToken(TokenError::Expired) => K::TokenExpired,
             AppError::InvalidToken(TokenError::Invalid) => K::InvalidToken,
@@ -202,7 +209,9 @@ impl AppError {
     /// How long the caller should wait before trying again, when throttled.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            AppError::Throttled { retry_after } => Some(*retry_after),
+            AppError::Throttled { retry_after } | AppError::AddressThrottled { retry_after } => Some(*retry_after),
+            // Checks queued now are answered within a second or two.
+            AppError::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -210,6 +219,15 @@ impl AppError {
     /// A malformed field of a request.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> AppError {
         AppError::InvalidField { field, message: message.into() }
+    }
+}
+
+impl From<crate::auth::HashError> for AppError {
+    fn from(error: crate::auth::HashError) -> AppError {
+        match error {
+            crate::auth::HashError::Overloaded => AppError::Overloaded,
+            crate::auth::HashError::Failed(message) => AppError::Internal(message),
+        }
     }
 }
 

@@ -43,8 +43,12 @@ pub struct App {
     last_reload_error: Mutex<Option<String>>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// Wrong passwords per account.
     login_throttle: crate::throttle::Throttle,
+    /// Logins and registrations per client address.
+    address_throttle: crate::throttle::Throttle,
     hasher: Hasher,
+    hash_costs: accounts::HashCosts,
     tokens: TokenKeys,
     clock: Arc<dyn Clock>,
     started: Instant,
@@ -146,6 +150,14 @@ impl Drop for OpenSocket {
     }
 }
 
+/// bcrypt threads: half the cores, so logins never take them all.
+fn n_hash_threads_for_host() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The shortest JWT signing secret rerod starts with.
+const MIN_SECRET_BYTES: usize = 32;
+
 /// The id of the calendar used when no device is configured.
 pub const DEFAULT_DEVICE_ID: &str = "default";
 
@@ -180,10 +192,17 @@ impl App {
             }
             None => store.jwt_secret_or_insert(auth::random_secret)?,
         };
-        if secret.len() < 16 {
-            tracing::warn!("the configured JWT secret is shorter than 16 bytes; tokens are easy to forge");
+        // A short secret can be guessed offline from any token: refuse to start with one.
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(AppError::Internal(format!(
+                "the JWT secret (JWT_SECRET_KEY or auth.jwt_secret_file) is {} bytes; it must be at least \
+                 {MIN_SECRET_BYTES} (for example: head -c 48 /dev/urandom | base64), or leave both unset and \
+                 rerod generates one",
+                secret.len()
+            )));
         }
-        let n_hash_threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let hash_costs = accounts::HashCosts::new(&store.users()?, config.auth.bcrypt_cost);
+        let hasher = Hasher::start(n_hash_threads_for_host(), config.auth.max_queued_password_checks);
         let (changes, _) = broadcast::channel(1024);
         let metrics = Arc::new(metrics);
         let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
@@ -195,7 +214,9 @@ impl App {
             store,
             metrics,
             login_throttle: crate::throttle::Throttle::default(),
-            hasher: Hasher::start(n_hash_threads),
+            address_throttle: crate::throttle::Throttle::default(),
+            hasher,
+            hash_costs,
             clock,
             started: Instant::now(),
             bookings_generation: AtomicU64::new(0),
@@ -329,6 +350,9 @@ pub(crate) mod testing {
         let app = Arc::new(App::new(config, clock.clone(), Metrics::new()).unwrap());
         (dir, clock, app)
     }
+
+    /// Where test requests come from.
+    pub(crate) const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     pub(crate) const ONE_BOARD: &str =
         "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/rerod-test-board\"\n";

@@ -65,6 +65,12 @@ pub struct AuthConfig {
     /// Wrong passwords for one address within `failed_login_window` before logins are throttled.
     pub max_failed_logins: u32,
     pub failed_login_window: Duration,
+    /// Logins and registrations from one client address within `address_window`.
+    pub max_logins_per_address: u32,
+    pub address_window: Duration,
+    /// Password checks that may wait for a hashing thread; more are refused (503).
+    /// Read once at start.
+    pub max_queued_password_checks: usize,
     pub registration: Registration,
     /// Lower-cased e-mail addresses.
     pub admins: BTreeSet<String>,

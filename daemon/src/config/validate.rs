@@ -157,6 +157,11 @@ fn validate_auth(v: &mut Validator, raw: raw::Auth, env: &Env) -> AuthConfig {
     let max_failed_logins = v.int("auth.max_failed_logins", raw.max_failed_logins, 1..=1_000_000, 10);
     let failed_login_window =
         Duration::from_secs(v.int("auth.failed_login_window_secs", raw.failed_login_window_secs, 1..=86_400, 300));
+    let max_logins_per_address = v.int("auth.max_logins_per_address", raw.max_logins_per_address, 1..=1_000_000, 300);
+    let address_window =
+        Duration::from_secs(v.int("auth.address_window_secs", raw.address_window_secs, 1..=86_400, 60));
+    let max_queued_password_checks =
+        v.int("auth.max_queued_password_checks", raw.max_queued_password_checks, 1..=100_000, 64);
     let domains: Vec<String> = raw
         .allowed_domains
         .unwrap_or_default()
@@ -196,6 +201,9 @@ fn validate_auth(v: &mut Validator, raw: raw::Auth, env: &Env) -> AuthConfig {
         min_password_len,
         max_failed_logins,
         failed_login_window,
+        max_logins_per_address,
+        address_window,
+        max_queued_password_checks,
         registration,
         admins,
     }

@@ -94,9 +94,11 @@ impl Kind {
                 // The board or its tool answered wrongly: a bad gateway, not our bug.
                 K::UploadFailed => StatusCode::BAD_GATEWAY,
                 // The lab's setup (tool, options, toolchain) or the store is at fault.
-                K::DeviceOffline | K::DeviceMisconfigured | K::CompilerUnavailable | K::StoreUnavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                K::Overloaded
+                | K::DeviceOffline
+                | K::DeviceMisconfigured
+                | K::CompilerUnavailable
+                | K::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Kind::Http(kind) => match kind {

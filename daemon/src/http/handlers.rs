@@ -11,13 +11,13 @@ use hyper::{Request, Response, StatusCode};
 use super::error::ApiError;
 use super::request::Req;
 use super::{Server, json_response};
-use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef};
+use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal};
 use crate::json;
 use crate::wire::{
-    self, BookSlotResponse, CancelSlotResponse, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts,
-    DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoginResponse, MyBookingsRequest,
-    MyBookingsResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest, SlotStats, SlotsJson,
-    StatsResponse, Total, UserSlotResponse, WebSocketStats,
+    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ConfigStatus, DatabaseCounts, DatabaseFailure,
+    DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoggedOutResponse,
+    LoginResponse, MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser,
+    RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, Total, UserSlotResponse, WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -246,7 +246,7 @@ pub async fn slots_user(app: &Arc<App>, req: &Req) -> Reply {
 /// `POST /auth/register`.
 pub async fn register(app: &Arc<App>, req: &Req) -> Reply {
     let request: EmailPassword = req.parse()?;
-    let user = app.register(&request.email, &request.password).await?;
+    let user = app.register(&request.email, &request.password, req.peer.ip()).await?;
     let body = RegisterResponse {
         success: true,
         message: "User registered successfully".to_owned(),
@@ -259,7 +259,7 @@ pub async fn register(app: &Arc<App>, req: &Req) -> Reply {
 /// `POST /auth/login`.
 pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
     let request: EmailPassword = req.parse()?;
-    let login = app.login(&request.email, &request.password).await?;
+    let login = app.login(&request.email, &request.password, req.peer.ip()).await?;
     ok(&LoginResponse {
         success: true,
         message: "Login successful".to_owned(),
@@ -272,6 +272,29 @@ pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
             created_at: wire::utc(login.user.created_at),
             last_login: login.previous_login.map(wire::utc),
         },
+    })
+}
+
+/// `POST /auth/password`: `{old_password, new_password}`; every earlier
+/// token stops working, and the answer carries a new one.
+pub async fn change_password(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
+    let request: ChangePasswordRequest = req.parse()?;
+    let login = app.change_password(who, &request.old_password, &request.new_password).await?;
+    ok(&PasswordChangedResponse {
+        success: true,
+        message: "Password changed; sign in again on your other devices".to_owned(),
+        token: login.token,
+        token_type: "bearer".to_owned(),
+        expires_in: login.lifetime.as_secs(),
+    })
+}
+
+/// `POST /auth/logout-all`: every token issued to the caller stops working.
+pub async fn logout_all(app: &Arc<App>, who: &Principal) -> Reply {
+    app.logout_everywhere(who).await?;
+    ok(&LoggedOutResponse {
+        success: true,
+        message: "Signed out everywhere: every token of this account is revoked".to_owned(),
     })
 }
 

@@ -161,7 +161,7 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let (route, result) = routes::dispatch(&server, req).await;
+    let (route, result) = routes::dispatch(&server, req, peer).await;
     let mut response = result.unwrap_or_else(ApiError::into_response);
     add_cors_headers(&server.app, origin.as_ref(), response.headers_mut());
     let status = response.status().as_u16();

@@ -1,6 +1,7 @@
 //! A request once its body is read: limited in size and time, checked for
 //! content type, with helpers for the query string and credentials.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,11 +23,13 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Req {
     pub parts: Parts,
     pub body: Bytes,
+    /// The client's address, as the connection shows it.
+    pub peer: SocketAddr,
 }
 
 impl Req {
     /// Reads the body, refusing more than `limit` bytes with 413.
-    pub async fn read(req: Request<Incoming>, limit: usize) -> Result<Req, ApiError> {
+    pub async fn read(req: Request<Incoming>, limit: usize, peer: SocketAddr) -> Result<Req, ApiError> {
         let (parts, body) = req.into_parts();
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -37,7 +40,7 @@ impl Req {
             .await
             .map_err(|_| ApiError::http(HttpErrorKind::BodyTimeout, "The request body took too long to arrive"))?;
         match collected {
-            Ok(collected) => Ok(Req { parts, body: collected.to_bytes() }),
+            Ok(collected) => Ok(Req { parts, body: collected.to_bytes(), peer }),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
             Err(e) => Err(ApiError::http(HttpErrorKind::BadBody, format!("Could not read the request body: {e}"))),
         }

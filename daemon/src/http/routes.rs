@@ -4,6 +4,7 @@
 //! that the OpenAPI document describes exactly these routes; `dispatch` then
 //! calls the route's handler.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +32,8 @@ pub enum Route {
     SlotsUser,
     Register,
     Login,
+    ChangePassword,
+    LogoutAll,
     SlotBookingSocket,
     Metrics,
     OpenApi,
@@ -100,6 +103,8 @@ pub const ROUTES: &[RouteSpec] = &[
     row(Route::SlotsUser, "/slots/user", GET_POST, Auth::BearerOrBody),
     row(Route::Register, "/auth/register", POST, Auth::Public),
     row(Route::Login, "/auth/login", POST, Auth::Public),
+    row(Route::ChangePassword, "/auth/password", POST, Auth::Bearer),
+    row(Route::LogoutAll, "/auth/logout-all", POST, Auth::Bearer),
     RouteSpec { body: BodyLimit::Upgrade, ..row(Route::SlotBookingSocket, "/slot-booking", GET, Auth::InSocket) },
     row(Route::Metrics, "/metrics", GET, Auth::Public),
     row(Route::OpenApi, "/openapi.json", GET, Auth::Public),
@@ -150,7 +155,11 @@ impl RouteSpec {
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Routes and serves one request; also returns the route, for the log line.
-pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -> (Option<Route>, Reply) {
+pub(crate) async fn dispatch(
+    server: &Arc<Server>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Option<Route>, Reply) {
     let app = &server.app;
     let Some(spec) = Route::resolve(req.uri().path()) else {
         let detail = format!("No route {} {}", req.method(), req.uri().path());
@@ -185,7 +194,7 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
         },
         Auth::Public | Auth::BearerOrBody | Auth::InSocket => None,
     };
-    let req = match Req::read(req, limit).await {
+    let req = match Req::read(req, limit, peer).await {
         Ok(req) => req,
         Err(e) => return (Some(route), Err(e)),
     };
@@ -200,6 +209,8 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
         (Route::SlotsUser, _) => handlers::slots_user(app, &req).await,
         (Route::Register, _) => handlers::register(app, &req).await,
         (Route::Login, _) => handlers::login(app, &req).await,
+        (Route::ChangePassword, Some(who)) => handlers::change_password(app, &req, &who).await,
+        (Route::LogoutAll, Some(who)) => handlers::logout_all(app, &who).await,
         (Route::Metrics, _) => handlers::metrics(app),
         (Route::OpenApi, _) => Ok(super::json_response(StatusCode::OK, &super::openapi::document())),
         (Route::Devices, _) => devices::list(app),
@@ -210,6 +221,7 @@ pub(crate) async fn dispatch(server: &Arc<Server>, mut req: Request<Incoming>) -
         (Route::AdminEnableUser, Some(who)) => admin::set_disabled(app, &req, &who, false).await,
         (Route::SlotBookingSocket | Route::DevicesConsole, _)
         | (Route::DevicesCompile | Route::DevicesUpload | Route::AdminUsers, None)
+        | (Route::ChangePassword | Route::LogoutAll, None)
         | (Route::AdminDisableUser | Route::AdminEnableUser, None) => {
             unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")
         }

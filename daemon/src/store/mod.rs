@@ -83,6 +83,9 @@ pub struct User {
     pub credential_generation: u32,
     /// The latest successful login.
     pub last_login: Option<Timestamp>,
+    /// Made a lab admin on the host (`rerod user add --admin`); addresses in
+    /// `auth.admins` are admins whatever this says.
+    pub admin: bool,
 }
 
 /// One booked slot.
@@ -145,6 +148,9 @@ pub type Admit = Box<dyn FnOnce(&[(Date, u16)]) -> Result<(), BookingError> + Se
 /// Which of an account's bookings go when it is disabled (those not yet
 /// ended, say). The store knows no calendar; the caller decides.
 pub type Doomed = Box<dyn Fn(&SlotKey) -> bool + Send>;
+
+/// A change to one account, applied inside the write transaction.
+pub type UserUpdate = Box<dyn FnOnce(&mut User) + Send>;
 
 /// An account after an admin changed it, and the bookings that went with it.
 #[derive(Clone, Debug)]
@@ -274,10 +280,15 @@ impl Store {
         self.submit(|reply| Write::SetDisabled { email, disabled, doomed, reply }).await?
     }
 
-    /// Records a successful login of `email` at `at`; answers the one
-    /// before it (`None` on the first, or for an account that is gone).
-    pub async fn record_login(&self, email: String, at: Timestamp) -> Result<Option<Timestamp>, StoreError> {
-        self.submit(|reply| Write::RecordLogin { email, at, reply }).await?
+    /// Changes the account `email` in one transaction; answers it before
+    /// and after, or `None` if there is no such account.
+    pub async fn update_user(
+        &self,
+        email: String,
+        update: impl FnOnce(&mut User) + Send + 'static,
+    ) -> Result<Option<(User, User)>, StoreError> {
+        let update: UserUpdate = Box::new(update);
+        self.submit(|reply| Write::UpdateUser { email, update, reply }).await?
     }
 
     /// Every account, by e-mail.

@@ -19,6 +19,8 @@ struct UserRecord {
     /// Absent in records written before logins were recorded.
     #[serde(default)]
     last_login_us: Option<i64>,
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +55,7 @@ pub(super) fn decode_user(email: &str, bytes: &[u8]) -> Result<User, StoreError>
         disabled: r.disabled,
         credential_generation: r.credential_generation,
         last_login: r.last_login_us.map(timestamp_us).transpose()?,
+        admin: r.admin,
     })
 }
 
@@ -63,6 +66,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
         disabled: user.disabled,
         credential_generation: user.credential_generation,
         last_login_us: user.last_login.map(|t| t.as_microsecond()),
+        admin: user.admin,
     })
     .expect("a user record always serializes")
 }

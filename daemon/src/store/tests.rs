@@ -6,6 +6,7 @@ use jiff::civil::date;
 fn user(email: &str) -> User {
     User {
         last_login: None,
+        admin: false,
         email: email.into(),
         password_hash: PasswordHash::from_stored("$2b$04$x".into()),
         created_at: Timestamp::from_second(1_700_000_000).unwrap(),

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::records::{decode_user, encode_user, get_booking, insert_booking, remove_booking, user_keys};
 use super::{
     AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, SetDisabledError,
-    SlotKey, StoreError, USER_BOOKINGS, USERS, User, db_err,
+    SlotKey, StoreError, USER_BOOKINGS, USERS, User, UserUpdate, db_err,
 };
 use crate::booking::BookingError;
 
@@ -38,10 +38,10 @@ pub(super) enum Write {
         doomed: Doomed,
         reply: oneshot::Sender<Result<AccountChange, SetDisabledError>>,
     },
-    RecordLogin {
+    UpdateUser {
         email: String,
-        at: Timestamp,
-        reply: oneshot::Sender<Result<Option<Timestamp>, StoreError>>,
+        update: UserUpdate,
+        reply: oneshot::Sender<Result<Option<(User, User)>, StoreError>>,
     },
     /// Finish what is queued before this, then stop.
     Close,
@@ -75,7 +75,7 @@ enum Outcome {
     Book(oneshot::Sender<Result<Booking, BookError>>, Result<Booking, BookError>),
     Cancel(oneshot::Sender<Result<Booking, CancelError>>, Result<Booking, CancelError>),
     Account(oneshot::Sender<Result<AccountChange, SetDisabledError>>, Result<AccountChange, SetDisabledError>),
-    Login(oneshot::Sender<Result<Option<Timestamp>, StoreError>>, Option<Timestamp>),
+    Updated(oneshot::Sender<Result<Option<(User, User)>, StoreError>>, Option<(User, User)>),
 }
 
 impl Outcome {
@@ -86,7 +86,7 @@ impl Outcome {
             Outcome::Book(tx, r) => drop(tx.send(r)),
             Outcome::Cancel(tx, r) => drop(tx.send(r)),
             Outcome::Account(tx, r) => drop(tx.send(r)),
-            Outcome::Login(tx, previous) => drop(tx.send(Ok(previous))),
+            Outcome::Updated(tx, change) => drop(tx.send(Ok(change))),
         }
     }
 
@@ -98,7 +98,7 @@ impl Outcome {
             Outcome::Book(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Cancel(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Account(tx, _) => drop(tx.send(Err(e().into()))),
-            Outcome::Login(tx, _) => drop(tx.send(Err(e()))),
+            Outcome::Updated(tx, _) => drop(tx.send(Err(e()))),
         }
     }
 }
@@ -178,18 +178,21 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
                         };
                         Outcome::Account(reply, result)
                     }
-                    Write::RecordLogin { email, at, reply } => {
+                    Write::UpdateUser { email, update, reply } => {
                         let existing = users.get(email.as_str()).map_err(db_err)?.map(|v| v.value().to_vec());
-                        let previous = match existing {
+                        let change = match existing {
                             Some(bytes) => {
-                                let mut user = decode_user(&email, &bytes)?;
-                                let previous = user.last_login.replace(at);
-                                users.insert(email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
-                                previous
+                                let before = decode_user(&email, &bytes)?;
+                                let mut after = before.clone();
+                                update(&mut after);
+                                // The key is the address: an update cannot rename an account.
+                                after.email = email.clone();
+                                users.insert(email.as_str(), encode_user(&after).as_slice()).map_err(db_err)?;
+                                Some((before, after))
                             }
                             None => None,
                         };
-                        Outcome::Login(reply, previous)
+                        Outcome::Updated(reply, change)
                     }
                 });
             }

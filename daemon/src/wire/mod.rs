@@ -7,14 +7,16 @@
 //! `messages` what the sockets send; the shapes both share (a day's slots, a
 //! booking, an error) and the time formats are here.
 
+mod control;
 mod messages;
 mod requests;
 mod responses;
 
+pub use control::{ControlRequest, ControlResponse};
 pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription};
 pub use requests::{
-    BodyCredentials, BookingClientMessage, CompileRequest, ConsoleClientMessage, EmailPassword, EmailRequest, FromJson,
-    MessageError, MyBookingsRequest, SlotMessage, SlotRequest, UploadCodeRequest,
+    BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, EmailPassword,
+    EmailRequest, FromJson, MessageError, MyBookingsRequest, SlotMessage, SlotRequest, UploadCodeRequest,
 };
 pub use responses::*;
 

@@ -76,6 +76,22 @@ impl FromJson for EmailPassword {
     }
 }
 
+/// `POST /auth/password`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangePasswordRequest {
+    pub old_password: String,
+    pub new_password: String,
+}
+
+impl FromJson for ChangePasswordRequest {
+    fn from_json(body: &JsonObject) -> Result<ChangePasswordRequest, AppError> {
+        Ok(ChangePasswordRequest {
+            old_password: body.required_str("old_password")?.to_owned(),
+            new_password: body.required_str("new_password")?.to_owned(),
+        })
+    }
+}
+
 /// `POST /book-slot` and `POST /cancel-slot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SlotRequest {

@@ -207,6 +207,23 @@ pub struct LoginResponse {
     pub user: LoggedInUser,
 }
 
+/// `POST /auth/password`: a token under the new password (the old ones are revoked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChangedResponse {
+    pub success: bool,
+    pub message: String,
+    pub token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+/// `POST /auth/logout-all`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedOutResponse {
+    pub success: bool,
+    pub message: String,
+}
+
 /// One board of `GET /devices`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceJson {

@@ -103,7 +103,7 @@ fn paths() -> Value {
             "requestBody": body("EmailPassword"),
             "responses": responses(
                 json!({ "201": json_response("Account created", "RegisterResponse") }),
-                &[400, 403, 408, 413, 415, 422, 503],
+                &[400, 403, 408, 413, 415, 422, 429, 503],
             ),
         }},
         "/auth/login": { "post": {
@@ -113,8 +113,26 @@ fn paths() -> Value {
             "requestBody": body("EmailPassword"),
             "responses": responses(
                 ok("A token to send as Authorization: Bearer", "LoginResponse"),
-                &[401, 403, 408, 413, 415, 422, 503],
+                &[401, 403, 408, 413, 415, 422, 429, 503],
             ),
+        }},
+        "/auth/password": { "post": {
+            "tags": ["auth"],
+            "operationId": "changePassword",
+            "summary": "Change your password; every earlier token stops working, and the answer carries a new one",
+            "security": [{ "bearerAuth": [] }],
+            "requestBody": body("ChangePasswordRequest"),
+            "responses": responses(
+                ok("Changed: a token under the new password", "PasswordChangedResponse"),
+                &[401, 403, 408, 413, 415, 422, 429, 503],
+            ),
+        }},
+        "/auth/logout-all": { "post": {
+            "tags": ["auth"],
+            "operationId": "logoutAll",
+            "summary": "Revoke every token of your account, on every device (this one too)",
+            "security": [{ "bearerAuth": [] }],
+            "responses": responses(ok("Signed out everywhere", "LoggedOutResponse"), &[401, 403, 503]),
         }},
         "/": { "get": {
             "tags": ["service"],

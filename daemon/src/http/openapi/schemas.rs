@@ -108,9 +108,14 @@ pub(super) fn components() -> Value {
             "Error413": error_response("The request body is larger than the limit"),
             "Error415": error_response("The body is not JSON (Content-Type: application/json)"),
             "Error422": error_response("A field is missing or has the wrong type; field names it"),
+            "Error429": {
+                "description": "Too many attempts (wrong passwords for this account, or logins from this address); wait Retry-After seconds",
+                "headers": { "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait" } },
+                "content": error_content(),
+            },
             "Error409": error_response("The device is busy with another upload, or the upload was aborted because the session ended"),
             "Error502": error_response("The board (or its flashing tool) did not answer as expected: no sync, verify mismatch, tool failure"),
-            "Error503": error_response("The store is unavailable, too many connections are open, or the device is offline"),
+            "Error503": error_response("The store is unavailable, too many connections are open, too many password checks are waiting (overloaded), or the device is offline"),
         },
         "schemas": {
             "Error": {
@@ -121,6 +126,31 @@ pub(super) fn components() -> Value {
                     "code": { "type": "string", "description": "Stable, for programs, e.g. slot_unavailable" },
                     "field": { "type": "string", "description": "The request field at fault (422 only)" },
                 },
+            },
+            "ChangePasswordRequest": {
+                "type": "object",
+                "required": ["old_password", "new_password"],
+                "properties": {
+                    "old_password": { "type": "string", "format": "password" },
+                    "new_password": {
+                        "type": "string", "format": "password",
+                        "description": "At least auth.min_password_length characters, at most 72 bytes",
+                    },
+                },
+            },
+            "PasswordChangedResponse": {
+                "type": "object",
+                "required": ["success", "message", "token", "token_type", "expires_in"],
+                "properties": {
+                    "success": success, "message": string, "token": string,
+                    "token_type": { "type": "string", "enum": ["bearer"] },
+                    "expires_in": { "type": "integer", "description": "Seconds until the token expires" },
+                },
+            },
+            "LoggedOutResponse": {
+                "type": "object",
+                "required": ["success", "message"],
+                "properties": { "success": success, "message": string },
             },
             "EmailPassword": {
                 "type": "object",

@@ -71,6 +71,8 @@ fn it_lists_the_served_routes() {
     let expected = [
         ("/", "GET"),
         ("/auth/login", "POST"),
+        ("/auth/logout-all", "POST"),
+        ("/auth/password", "POST"),
         ("/auth/register", "POST"),
         ("/book-slot", "POST"),
         ("/cancel-slot", "POST"),
@@ -553,6 +555,21 @@ fn every_schema_matches_the_wire_type_it_documents() {
 
     // What clients send.
     contract.check("EmailPassword", &[to_value(EmailPassword { email: s("a@example.com"), password: s("p") })]);
+    contract.check(
+        "ChangePasswordRequest",
+        &[to_value(ChangePasswordRequest { old_password: s("old"), new_password: s("new") })],
+    );
+    contract.check(
+        "PasswordChangedResponse",
+        &[to_value(PasswordChangedResponse {
+            success: true,
+            message: s("changed"),
+            token: s("t"),
+            token_type: s("bearer"),
+            expires_in: 3600,
+        })],
+    );
+    contract.check("LoggedOutResponse", &[to_value(LoggedOutResponse { success: true, message: s("bye") })]);
     contract.check(
         "SlotRequest",
         &[

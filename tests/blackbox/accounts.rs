@@ -1,0 +1,222 @@
+//! Accounts in front of hostile clients: parallel password guessing, floods
+//! of logins, a full hashing queue, admin addresses, truncated passwords,
+//! short secrets, and taking tokens back (password change, logout everywhere).
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::util::{Daemon, Options, UTC_LAB};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_parallel_wrong_passwords_reach_bcrypt_at_most_max_failed_logins_times() {
+    let config = format!("{UTC_LAB}[auth]\nmax_failed_logins = 10\n");
+    // Hashes slow enough that all forty guesses are in flight together.
+    let daemon = Daemon::start_with(Options::config(&config).env("BCRYPT_ROUNDS", "10"));
+    let c = daemon.client();
+    c.register("victim@example.com", "password1").await.expect(201);
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let c = daemon.client();
+            tokio::spawn(async move {
+                let body = json!({"email": "victim@example.com", "password": format!("guess{i}")});
+                c.post("/auth/login", &body).await
+            })
+        })
+        .collect();
+    let (mut checked, mut throttled) = (0, 0);
+    for guess in guesses {
+        let r = guess.await.unwrap();
+        match r.status {
+            // A 401 means the guess was hashed and compared.
+            401 => checked += 1,
+            429 => {
+                assert_eq!(r.json()["code"], "too_many_attempts");
+                assert!(r.header("retry-after").is_some());
+                throttled += 1;
+            }
+            other => panic!("unexpected {other}: {:?}", r.json()),
+        }
+    }
+    assert_eq!((checked, throttled), (10, 30), "only max_failed_logins guesses may reach bcrypt");
+    // The right password is throttled too until the window passes: the answer tells nothing.
+    let r = c.post("/auth/login", &json!({"email": "victim@example.com", "password": "password1"})).await;
+    assert_eq!(r.status, 429);
+}
+
+#[tokio::test]
+async fn one_address_gets_max_logins_per_address_then_429() {
+    let config = format!("{UTC_LAB}[auth]\nmax_logins_per_address = 5\naddress_window_secs = 600\n");
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    c.register("ada@example.com", "password1").await.expect(201);
+    let token = c.login("ada@example.com", "password1").await;
+    for _ in 0..3 {
+        c.login("ada@example.com", "password1").await;
+    }
+    // Registrations and logins share the allowance: that was the fifth.
+    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert_eq!(r.json()["code"], "too_many_attempts");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=600).contains(&retry), "{retry}");
+    assert_eq!(c.register("bob@example.com", "password1").await.status, 429);
+    // Requests that carry a token are not logins: the signed-in account goes on working.
+    c.get_auth("/my-bookings", &token).await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_password_queue_answers_503_overloaded_at_once() {
+    // Costly hashes and room for one waiting check: a flood cannot queue.
+    let config = format!("{UTC_LAB}[auth]\nmax_queued_password_checks = 1\n");
+    let daemon = Daemon::start_with(Options::config(&config).env("BCRYPT_ROUNDS", "13"));
+    let floods: Vec<_> = (0..12)
+        .map(|i| {
+            let c = daemon.client();
+            tokio::spawn(async move {
+                let body = json!({"email": format!("nobody{i}@example.com"), "password": "password1"});
+                c.post("/auth/login", &body).await
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for flood in floods {
+        let r = flood.await.unwrap();
+        match r.status {
+            401 => {}
+            503 => {
+                assert_eq!(r.json()["code"], "overloaded");
+                assert!(r.header("retry-after").is_some());
+                overloaded += 1;
+            }
+            other => panic!("unexpected {other}: {:?}", r.json()),
+        }
+    }
+    assert!(overloaded >= 1, "a flood beyond the queue must be refused, not queued");
+}
+
+#[tokio::test]
+async fn an_admin_address_cannot_register_itself() {
+    let config = format!("{UTC_LAB}[auth]\nadmins = [\"boss@example.com\"]\n");
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    let r = c.register(" Boss@Example.com ", "password1").await;
+    assert_eq!(r.status, 403, "{:?}", r.json());
+    assert_eq!(r.json()["code"], "registration_refused");
+    assert!(r.json()["detail"].as_str().unwrap().contains("rerod user add"));
+    // Nothing was created.
+    let r = c.post("/auth/login", &json!({"email": "boss@example.com", "password": "password1"})).await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn a_password_is_never_checked_truncated() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let password = "p".repeat(72);
+    c.register("ada@example.com", &password).await.expect(201);
+    c.login("ada@example.com", &password).await;
+    for longer in [format!("{password}x"), format!("{password}{}", "anything".repeat(4))] {
+        let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": longer})).await;
+        assert_eq!(r.status, 401, "a password past 72 bytes must not match its first 72");
+    }
+}
+
+#[tokio::test]
+async fn changing_the_password_revokes_every_earlier_token() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let laptop = c.user("ada@example.com").await;
+    let phone = c.login("ada@example.com", "password1").await;
+    // The current password is required, and the new one must be acceptable.
+    let wrong = json!({"old_password": "nope", "new_password": "password2"});
+    assert_eq!(c.post_auth("/auth/password", &laptop, &wrong).await.status, 401);
+    let short = json!({"old_password": "password1", "new_password": "x"});
+    assert_eq!(c.post_auth("/auth/password", &laptop, &short).await.expect(422)["field"], "new_password");
+    assert_eq!(c.post("/auth/password", &json!({"old_password": "a", "new_password": "b"})).await.status, 401);
+
+    let change = json!({"old_password": "password1", "new_password": "password2"});
+    let changed = c.post_auth("/auth/password", &laptop, &change).await.expect(200);
+    let fresh = changed["token"].as_str().unwrap().to_owned();
+    for old in [&laptop, &phone] {
+        assert_eq!(c.get_auth("/my-bookings", old).await.status, 401, "tokens from before the change are revoked");
+    }
+    c.get_auth("/my-bookings", &fresh).await.expect(200);
+    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    assert_eq!(r.status, 401);
+    c.login("ada@example.com", "password2").await;
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_token_of_the_account_only() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let one = c.user("ada@example.com").await;
+    let two = c.login("ada@example.com", "password1").await;
+    let bob = c.user("bob@example.com").await;
+    c.post_auth("/auth/logout-all", &one, &json!({})).await.expect(200);
+    assert_eq!(c.get_auth("/my-bookings", &one).await.status, 401);
+    assert_eq!(c.get_auth("/my-bookings", &two).await.status, 401);
+    c.get_auth("/my-bookings", &bob).await.expect(200);
+    // Signing in again works.
+    let again = c.login("ada@example.com", "password1").await;
+    c.get_auth("/my-bookings", &again).await.expect(200);
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .env("JWT_SECRET_KEY", "only-twenty-six-bytes-long")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "rerod must not start with a guessable secret");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 32"), "{stderr}");
+    assert!(!stderr.contains("only-twenty-six-bytes-long"), "the secret itself is never printed");
+}
+
+#[tokio::test]
+async fn the_host_creates_the_first_admin_and_resets_passwords_while_rerod_runs() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    // No admin is configured: the lab creates one on the host.
+    let boss = daemon.host_account("boss@example.com", true).await;
+    let login = c.post("/auth/login", &json!({"email": "boss@example.com", "password": "password1"})).await;
+    assert_eq!(login.expect(200)["user"]["role"], "admin");
+    c.get_auth("/admin/users", &boss).await.expect(200);
+    // Without --admin it is an ordinary account.
+    let ada = daemon.host_account("ada@example.com", false).await;
+    assert_eq!(c.get_auth("/admin/users", &ada).await.expect(403)["code"], "admin_only");
+    // The same address twice is refused and changes nothing.
+    let again = daemon.host_command(&["user", "add", "ada@example.com"], "other-password");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    c.login("ada@example.com", "password1").await;
+    // A forgotten password is set on the host; every earlier token stops working.
+    let reset = daemon.host_command(&["user", "passwd", "ada@example.com"], "new-password");
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    assert_eq!(c.get_auth("/my-bookings", &ada).await.status, 401);
+    c.login("ada@example.com", "new-password").await;
+    // Bad input gets a clear error.
+    let short = daemon.host_command(&["user", "add", "bob@example.com"], "x");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least"));
+    let unknown = daemon.host_command(&["user", "passwd", "nobody@example.com"], "password1");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("No account"));
+}
+
+#[tokio::test]
+async fn rerod_user_needs_the_running_daemon() {
+    let mut daemon = Daemon::start();
+    daemon.terminate();
+    let output = daemon.host_command(&["user", "add", "boss@example.com", "--admin"], "password1");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rerod must be running"));
+}
