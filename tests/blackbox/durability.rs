@@ -128,3 +128,24 @@ async fn backup_under_load_restores_every_acknowledged_booking() {
     let export: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(export["users"][0]["password_hash"].as_str().unwrap().starts_with("$2"));
 }
+
+/// A backup holds the JWT secret and every password hash: only its owner may
+/// read it, whatever the umask of whoever ran `rerod backup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let daemon = Daemon::start();
+    daemon.client().user("ada@example.com").await;
+    let out = tempfile::tempdir().unwrap();
+    let backup = out.path().join("backup.redb");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .args(["backup", "--out"])
+        .arg(&backup)
+        .env("DATABASE_PATH", daemon.store_path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "backup mode is {mode:o}");
+}

@@ -53,6 +53,8 @@ const META_JWT_SECRET: &str = "jwt_secret";
 pub enum StoreError {
     #[error("cannot create the store's directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {path}: {source}")]
+    CreateFile { path: PathBuf, source: std::io::Error },
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: Box<redb::DatabaseError> },
     #[error(
