@@ -1,6 +1,7 @@
 //! Live configuration reload: on SIGHUP (systemd's `ExecReload`) and when the
-//! config file changes on disk. A file that does not load is refused whole;
-//! the running config stays and the error shows in `/health`.
+//! config file changes on disk. A file that does not load, or that changes
+//! the lab's calendar (which only a restart may), is refused whole; the
+//! running config stays and the error shows in `/health`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,11 +69,21 @@ impl Reloader {
             Some(path) => match Config::load(Some(path), &self.env) {
                 Ok(config) => {
                     let level = config.log.level.clone();
-                    let needs_restart = self.app.apply_config(config);
-                    self.log_level.set(&level);
-                    tracing::info!(reason, generation = self.app.config_generation(), "configuration reloaded");
-                    for key in needs_restart {
-                        tracing::warn!(key, "this setting changed in the file but takes effect only after a restart");
+                    match self.app.apply_config(config) {
+                        Ok(needs_restart) => {
+                            self.log_level.set(&level);
+                            tracing::info!(reason, generation = self.app.config_generation(), "configuration reloaded");
+                            for key in needs_restart {
+                                tracing::warn!(
+                                    key,
+                                    "this setting changed in the file but takes effect only after a restart"
+                                );
+                            }
+                        }
+                        // apply_config has recorded the refusal for /health.
+                        Err(error) => {
+                            tracing::error!(reason, %error, "configuration rejected; the running configuration stays");
+                        }
                     }
                 }
                 Err(error) => {

@@ -128,3 +128,129 @@ async fn backup_under_load_restores_every_acknowledged_booking() {
     let export: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(export["users"][0]["password_hash"].as_str().unwrap().starts_with("$2"));
 }
+
+/// A backup holds the JWT secret and every password hash: only its owner may
+/// read it, whatever the umask of whoever ran `rerod backup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let daemon = Daemon::start();
+    daemon.client().user("ada@example.com").await;
+    let out = tempfile::tempdir().unwrap();
+    let backup = out.path().join("backup.redb");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .args(["backup", "--out"])
+        .arg(&backup)
+        .env("DATABASE_PATH", daemon.store_path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "backup mode is {mode:o}");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            output.status.success(),
+            "this test mounts a small tmpfs to fill it up, which needs root (or CAP_SYS_ADMIN): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes `name` until the file system is full.
+    fn fill(&self, name: &str) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xa5u8; 4096];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// A full disk makes writes fail with 503 and /health say why, while reads
+/// go on; once there is room again, the next booking commits without a
+/// restart. (redb refuses all I/O on a handle after a failed write; the
+/// store opens the file again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_refuses_writes_serves_reads_and_recovers_without_restart() {
+    let disk = Tmpfs::mount("8m");
+    let store = disk.path().join("rerod.redb");
+    let daemon = Daemon::start_with(
+        crate::util::Options::config(crate::util::UTC_LAB).env("DATABASE_PATH", store.to_str().unwrap()),
+    );
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+    let book = |date: jiff::civil::Date, slot: u64| {
+        let token = token.clone();
+        async move { c.post_auth("/book-slot", &token, &json!({"slot_id": slot, "date": date.to_string()})).await }
+    };
+    book(utc_date(1), 0).await.expect(200);
+
+    let filler = disk.fill("filler");
+    // redb writes a commit into pages the file may already own, so a commit
+    // or two may still fit; book until one needs room the disk does not have.
+    let mut refused = None;
+    'days: for day in 2..8 {
+        for slot in 0..24 {
+            let r = book(utc_date(day), slot).await;
+            if r.status != 200 {
+                refused = Some((utc_date(day), slot, r));
+                break 'days;
+            }
+        }
+    }
+    let (date, slot, r) = refused.expect("every booking committed on a full disk");
+    assert_eq!(r.status, 503, "{:?}", r.json());
+    assert_eq!(r.json()["code"], "store_unavailable");
+
+    // Reads go on, and show that the refused booking was not applied.
+    let slots = c.get(&format!("/slots?date={date}")).await.expect(200);
+    assert_eq!(slots["slots"][slot as usize]["is_booked"], false);
+    assert_eq!(c.get(&format!("/slots?date={}", utc_date(1))).await.expect(200)["slots"][0]["is_booked"], true);
+    let health = c.get("/health").await.expect(200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    let error = health["store"]["last_write_error"].as_str().unwrap_or_else(|| panic!("no store error: {health}"));
+    assert!(error.contains("space"), "{error}");
+
+    // Room again: the same booking commits, with no restart.
+    std::fs::remove_file(filler).unwrap();
+    book(date, slot).await.expect(200);
+    let slots = c.get(&format!("/slots?date={date}")).await.expect(200);
+    assert_eq!(slots["slots"][slot as usize]["is_booked"], true);
+    let health = c.get("/health").await.expect(200);
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["store"]["last_write_error"], json!(null));
+    drop(daemon);
+}

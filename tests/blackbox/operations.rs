@@ -182,3 +182,34 @@ fn systemd_unit_passes_systemd_analyze_verify_and_security() {
     assert!(output.status.success(), "{shown}");
     assert!(shown.contains("== systemd-analyze security"), "{shown}");
 }
+
+/// A reload that changes the slot length would move every stored booking to
+/// other hours; it is refused whole until the file is put back.
+#[tokio::test]
+async fn reload_changing_the_calendar_is_refused_and_bookings_stay() {
+    let daemon = Daemon::start_with(Options::config(&format!("{UTC_LAB}slot_minutes = 60\n")));
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+    let date = utc_date(1).to_string();
+    c.post_auth("/book-slot", &token, &json!({"slot_id": 9, "date": date})).await.expect(200);
+    let path = daemon.config_path();
+
+    // Slots of 30 minutes would turn the 09:00 booking into one at 04:30.
+    std::fs::write(&path, format!("{UTC_LAB}slot_minutes = 30\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let health = wait_reload_error(&c).await;
+    assert_eq!(health["config"]["generation"], 1);
+    let error = health["config"]["last_reload_error"].as_str().unwrap();
+    assert!(error.contains("lab.slot_minutes") && error.contains("restart"), "{error}");
+    let slots = c.get(&format!("/slots?date={date}")).await.expect(200);
+    let slots = slots["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 24);
+    assert_eq!(slots[9]["start_time"], "09:00");
+    assert_eq!(slots[9]["is_booked"], true);
+
+    // The old value back: the next reload is taken and the error clears.
+    std::fs::write(&path, format!("{UTC_LAB}slot_minutes = 60\ndays_ahead = 5\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let health = wait_generation(&c, 2).await;
+    assert_eq!(health["config"]["last_reload_error"], json!(null));
+}

@@ -66,6 +66,20 @@ pub struct App {
     compiles: tokio::sync::Semaphore,
 }
 
+/// A reload refused because it changes the lab's calendar, which only a
+/// restart may change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} changed, which needs a restart: stored bookings are kept by date and slot number, so a \
+     reload must not change the calendar under them. The reload is refused whole and the running \
+     configuration stays; restore the old value, or restart rerod to change it",
+    keys.join(" and ")
+)]
+pub struct ReloadRefused {
+    /// The calendar settings that differ from the running config.
+    pub keys: Vec<&'static str>,
+}
+
 /// A rendered anonymous view of one device's day, and how long it stays true.
 #[derive(Debug)]
 struct CachedView {
@@ -244,8 +258,26 @@ impl App {
     /// Puts a new config in force, whole. Settings read once at start
     /// (listen address, store, JWT secret and algorithm) keep their old
     /// values; the returned list names those that differ, for the log.
-    pub fn apply_config(&self, new: Config) -> Vec<&'static str> {
+    ///
+    /// A config that changes the lab's calendar (its time zone or slot
+    /// length) is refused whole and recorded as the last reload error: the
+    /// store keeps bookings by date and slot number, so a new calendar would
+    /// silently move every one of them to other hours.
+    pub fn apply_config(&self, new: Config) -> Result<Vec<&'static str>, ReloadRefused> {
         let old = self.config();
+        let (old_calendar, new_calendar) = (&old.lab.calendar, &new.lab.calendar);
+        let mut calendar_keys = Vec::new();
+        if new_calendar.time_zone() != old_calendar.time_zone() {
+            calendar_keys.push("lab.timezone");
+        }
+        if new_calendar.slot_minutes() != old_calendar.slot_minutes() {
+            calendar_keys.push("lab.slot_minutes");
+        }
+        if !calendar_keys.is_empty() {
+            let refused = ReloadRefused { keys: calendar_keys };
+            self.reload_failed(refused.to_string());
+            return Err(refused);
+        }
         let mut needs_restart = Vec::new();
         if new.server.listen != old.server.listen {
             needs_restart.push("server.listen");
@@ -264,7 +296,7 @@ impl App {
         self.config_generation.fetch_add(1, Ordering::AcqRel);
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.metrics.record_config_reload(Outcome::Ok);
-        needs_restart
+        Ok(needs_restart)
     }
 
     /// Records a refused reload: the running config stays.

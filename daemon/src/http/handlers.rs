@@ -17,7 +17,8 @@ use crate::wire::{
     self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ConfigStatus, DatabaseCounts, DatabaseFailure,
     DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoggedOutResponse,
     LoginResponse, MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser,
-    RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, Total, UserSlotResponse, WebSocketStats,
+    RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, StoreStatus, Total, UserSlotResponse,
+    WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -50,7 +51,8 @@ fn today_counts(app: &App) -> Result<DatabaseCounts, AppError> {
     })
 }
 
-/// `GET /health`: 200 while the store answers, 503 when it does not.
+/// `GET /health`: 200 while the store answers reads ("degraded" while it
+/// cannot write), 503 when it cannot be read.
 pub fn health(app: &Arc<App>) -> Reply {
     let store_error = app.store.check().err();
     let counts = today_counts(app);
@@ -71,6 +73,7 @@ pub fn health(app: &Arc<App>) -> Reply {
         uptime_seconds: app.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         config: ConfigStatus { generation: app.config_generation(), last_reload_error: app.last_reload_error() },
+        store: StoreStatus { last_write_error: app.store.write_failure() },
         devices: DeviceCounts {
             configured: app.config().devices.len(),
             calendars: app.devices().len(),
@@ -84,6 +87,9 @@ pub fn health(app: &Arc<App>) -> Reply {
             body.booked_slots_count = Some(counts.booked_slots);
             body.available_slots_count = Some(counts.available_slots);
             body.database = HealthDatabase::Counts(counts);
+            if body.store.last_write_error.is_some() {
+                body.status = "degraded".to_owned();
+            }
             ok(&body)
         }
         (store_error, counts) => {

@@ -1,7 +1,9 @@
 //! Reading a store that another process (a running daemon) may have open: consistent backups and snapshots, for `rerod backup` and `rerod export`.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use redb::backends::FileBackend;
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::records::{decode_booking, parse_date, read_users};
@@ -24,6 +26,10 @@ fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, StoreError> {
 /// Copies one consistent snapshot of the store at `from` (a running daemon
 /// may have it open) into a new store file `to`, which must not exist yet.
 /// The copy is written beside `to` and renamed into place when complete.
+///
+/// The copy holds the JWT secret and every password hash, so it is created
+/// readable by its owner only (mode 0600). It is created with that mode
+/// rather than changed afterwards, so no other user can open it in between.
 pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
     if to.exists() {
         return Err(StoreError::Corrupt(format!("{} already exists; choose a new file", to.display())));
@@ -32,8 +38,15 @@ pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
     let snapshot = source.begin_read().map_err(db)?;
     let partial = to.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
-    let target = Database::create(&partial)
-        .map_err(|source| StoreError::Open { path: partial.clone(), source: Box::new(source) })?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|source| StoreError::CreateFile { path: partial.clone(), source })?;
+    let open = |source| StoreError::Open { path: partial.clone(), source: Box::new(source) };
+    let target = Database::builder().create_with_backend(FileBackend::new(file).map_err(open)?).map_err(open)?;
     let txn = target.begin_write().map_err(db)?;
     let counts = {
         fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(

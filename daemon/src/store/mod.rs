@@ -11,6 +11,7 @@
 //!
 //! Here: the domain types, the errors, the tables and the `Store` handle with
 //! its reads. `writer` holds the writer thread and its transaction,
+//! `handle` the open database and its recovery after a failed commit,
 //! `records` the encoding of rows, and `backup` what other processes read
 //! (`rerod backup`, `rerod export`).
 
@@ -20,18 +21,20 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::PasswordHash;
 use crate::booking::BookingError;
 
 mod backup;
+mod handle;
 mod records;
 mod writer;
 
 pub use backup::{Snapshot, backup, snapshot};
 
+use handle::{Handle, Opener};
 use records::{decode_booking, decode_user, get_booking, read_users, user_keys};
 use writer::{MAX_BATCH, Write, run_writer};
 
@@ -53,6 +56,8 @@ const META_JWT_SECRET: &str = "jwt_secret";
 pub enum StoreError {
     #[error("cannot create the store's directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {path}: {source}")]
+    CreateFile { path: PathBuf, source: std::io::Error },
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: Box<redb::DatabaseError> },
     #[error(
@@ -66,6 +71,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// A write failed (a full disk, say) and the store has not committed since.
+    #[error("the store cannot write: {0}")]
+    Unavailable(String),
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -162,7 +170,7 @@ pub struct AccountChange {
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    handle: Arc<Handle>,
     writes: mpsc::Sender<Write>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     path: PathBuf,
@@ -177,24 +185,30 @@ impl fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, Box::new(handle::open_file))
+    }
+
+    /// [`Store::open`], with the function that opens the file (at start and
+    /// again after a failed commit) given: tests pass one whose disk fills up.
+    fn open_with(path: &Path, opener: Opener) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
         }
-        // One writer (this daemon); other processes (`rerod backup`,
-        // `rerod export`) may open the file read-only meanwhile.
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .create(path)
-            .map_err(|source| StoreError::Open { path: path.to_owned(), source: Box::new(source) })?;
-        init_schema(&db, path)?;
-        let db = Arc::new(db);
+        let handle = Arc::new(Handle::open(path, opener)?);
+        init_schema(&*handle.get()?, path)?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let writer_db = Arc::clone(&db);
+        let writer_handle = Arc::clone(&handle);
         let writer = std::thread::Builder::new()
             .name("rerod-store-writer".into())
-            .spawn(move || run_writer(&writer_db, rx))
+            .spawn(move || run_writer(&writer_handle, rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store { db, writes: tx, writer: Arc::new(std::sync::Mutex::new(Some(writer))), path: path.to_owned() })
+        Ok(Store { handle, writes: tx, writer: Arc::new(std::sync::Mutex::new(Some(writer))), path: path.to_owned() })
+    }
+
+    /// Why the last write failed, while the store cannot commit (a full
+    /// disk, say); `None` once a write commits again. Reads go on meanwhile.
+    pub fn write_failure(&self) -> Option<String> {
+        self.handle.write_failure()
     }
 
     /// Lets the writer finish every queued write, then stops it. Every write
@@ -213,7 +227,7 @@ impl Store {
 
     /// Checks that the store can be read.
     pub fn check(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.handle.get()?.begin_read().map_err(db)?;
         txn.open_table(META).map_err(db)?;
         Ok(())
     }
@@ -223,7 +237,7 @@ impl Store {
         &self,
         generate: impl FnOnce() -> std::io::Result<Vec<u8>>,
     ) -> Result<Vec<u8>, StoreError> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.handle.get()?.begin_write().map_err(db)?;
         let secret = {
             let mut meta = txn.open_table(META).map_err(db)?;
             let existing = meta.get(META_JWT_SECRET).map_err(db)?.map(|v| v.value().to_vec());
@@ -293,12 +307,12 @@ impl Store {
 
     /// Every account, by e-mail.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.handle.get()?.begin_read().map_err(db)?;
         read_users(&txn.open_table(USERS).map_err(db)?)
     }
 
     pub fn user(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.handle.get()?.begin_read().map_err(db)?;
         let users = txn.open_table(USERS).map_err(db)?;
         let record = users.get(email).map_err(db)?;
         record.map(|r| decode_user(email, r.value())).transpose()
@@ -306,7 +320,7 @@ impl Store {
 
     /// Every booking of `device` on `date`, by slot.
     pub fn bookings_on(&self, device: &str, date: Date) -> Result<Vec<Booking>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.handle.get()?.begin_read().map_err(db)?;
         let bookings = txn.open_table(BOOKINGS).map_err(db)?;
         let day = date.to_string();
         let range = bookings.range((device, day.as_str(), 0u16)..=(device, day.as_str(), u16::MAX)).map_err(db)?;
@@ -321,7 +335,7 @@ impl Store {
 
     /// Every booking `email` holds, by date, device and slot.
     pub fn bookings_of(&self, email: &str) -> Result<Vec<Booking>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.handle.get()?.begin_read().map_err(db)?;
         let index = txn.open_table(USER_BOOKINGS).map_err(db)?;
         let bookings = txn.open_table(BOOKINGS).map_err(db)?;
         let mut out = Vec::new();
@@ -333,7 +347,7 @@ impl Store {
 
     /// Numbers for /health and /stats.
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.handle.get()?.begin_read().map_err(db)?;
         Ok(Counts {
             users: txn.open_table(USERS).map_err(db)?.len().map_err(db)?,
             bookings: txn.open_table(BOOKINGS).map_err(db)?.len().map_err(db)?,

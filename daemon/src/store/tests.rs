@@ -193,3 +193,95 @@ fn a_store_of_another_schema_version_is_refused() {
     }
     assert!(matches!(Store::open(&path), Err(StoreError::SchemaMismatch { found: 99, .. })));
 }
+
+/// A file on a disk that can fill up, the way tmpfs does: a full disk
+/// refuses writes to bytes the file has never held, while bytes it already
+/// holds may be written over.
+#[derive(Debug)]
+struct FillingDisk {
+    file: std::fs::File,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    /// The bytes the file holds: everything below is backed by the disk.
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl redb::StorageBackend for FillingDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, out, offset)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        // A longer file is sparse: growing it takes no room yet.
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let end = offset + data.len() as u64;
+        if self.full.load(SeqCst) && end > self.held.load(SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)?;
+        self.held.fetch_max(end, SeqCst);
+        Ok(())
+    }
+}
+
+/// A store whose disk fills up when the returned flag is set.
+fn store_on_filling_disk(path: &Path) -> (Store, Arc<std::sync::atomic::AtomicBool>) {
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let disk = Arc::clone(&full);
+    let opener: Opener = Box::new(move |path| {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let held = std::sync::atomic::AtomicU64::new(file.metadata()?.len());
+        // This backend takes no file locks, which only the exclusive mode does without.
+        Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::ExclusiveWriter)
+            .create_with_backend(FillingDisk { file, full: Arc::clone(&disk), held })
+    });
+    (Store::open_with(path, opener).unwrap(), full)
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_keeps_reads_and_recovers_when_room_returns() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, full) = store_on_filling_disk(&dir.path().join("rerod.redb"));
+    store.create_user(user("a@x.org")).await.unwrap();
+    store.book(key("d", 0), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+
+    full.store(true, SeqCst);
+    // A commit that fits in bytes the file already holds still succeeds;
+    // book until one needs more.
+    let mut refused = None;
+    for slot in 1..200 {
+        match store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await {
+            Ok(_) => {}
+            Err(error) => {
+                refused = Some((slot, error));
+                break;
+            }
+        }
+    }
+    let (slot, error) = refused.expect("every booking committed on a full disk");
+    assert!(matches!(error, BookError::Store(StoreError::Unavailable(_))), "{error}");
+    let failure = store.write_failure().expect("the failure is recorded");
+    assert!(failure.contains("No space left"), "{failure}");
+    // Reads go on: redb latched the failed handle, and the store opened the file again.
+    let booked = store.bookings_of("a@x.org").unwrap();
+    assert_eq!(booked.len(), usize::from(slot));
+    assert!(store.check().is_ok());
+
+    full.store(false, SeqCst);
+    store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    assert_eq!(store.write_failure(), None);
+    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), usize::from(slot) + 1);
+}

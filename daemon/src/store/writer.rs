@@ -1,10 +1,15 @@
 //! The store's writer thread: it batches queued writes into one redb transaction, commits, and only then answers each.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 use redb::{Database, ReadableTable};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::handle::Handle;
 use super::records::{decode_user, encode_user, get_booking, insert_booking, remove_booking, user_keys};
 use super::{
     AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, SetDisabledError,
@@ -47,12 +52,15 @@ pub(super) enum Write {
     Close,
 }
 
+/// How often the writer tries to open the file again while it cannot.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The writer thread: batches queued writes into one transaction each.
-pub(super) fn run_writer(db: &Database, mut rx: mpsc::Receiver<Write>) {
+pub(super) fn run_writer(handle: &Handle, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
     while !closing {
-        let Some(first) = rx.blocking_recv() else { break };
+        let Some(first) = next_write(handle, &mut rx) else { break };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -65,7 +73,56 @@ pub(super) fn run_writer(db: &Database, mut rx: mpsc::Receiver<Write>) {
             batch.truncate(at);
             closing = true;
         }
-        apply_batch(db, &mut batch);
+        // The file may be closed: opening it again after a failed write failed too.
+        let db = match handle.get().or_else(|_| {
+            handle.reopen();
+            handle.get()
+        }) {
+            Ok(db) => db,
+            Err(error) => {
+                fail_unapplied(&mut batch, &error);
+                continue;
+            }
+        };
+        apply_batch(handle, db, &mut batch);
+    }
+}
+
+/// The next queued write. While the file is not open (opening it again
+/// after a failed write failed too), tries again every [`REOPEN_INTERVAL`],
+/// so reads come back once the disk has room even with no write queued.
+fn next_write(handle: &Handle, rx: &mut mpsc::Receiver<Write>) -> Option<Write> {
+    loop {
+        if handle.get().is_ok() || handle.reopen() {
+            return rx.blocking_recv();
+        }
+        let deadline = std::time::Instant::now() + REOPEN_INTERVAL;
+        while std::time::Instant::now() < deadline {
+            match rx.try_recv() {
+                Ok(write) => return Some(write),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// Answers every write of a batch that was never applied with `error`.
+fn fail_unapplied(batch: &mut Vec<Write>, error: &StoreError) {
+    let reason = match error {
+        StoreError::Unavailable(reason) => reason.clone(),
+        other => other.to_string(),
+    };
+    let e = || StoreError::Unavailable(reason.clone());
+    for write in batch.drain(..) {
+        match write {
+            Write::CreateUser { reply, .. } => drop(reply.send(Err(e().into()))),
+            Write::Book { reply, .. } => drop(reply.send(Err(e().into()))),
+            Write::Cancel { reply, .. } => drop(reply.send(Err(e().into()))),
+            Write::SetDisabled { reply, .. } => drop(reply.send(Err(e().into()))),
+            Write::UpdateUser { reply, .. } => drop(reply.send(Err(e()))),
+            Write::Close => {}
+        }
     }
 }
 
@@ -92,7 +149,7 @@ impl Outcome {
 
     /// The same answer, turned into a storage failure (the batch did not commit).
     fn fail(self, error: &StoreError) {
-        let e = || StoreError::Corrupt(format!("transaction failed: {error}"));
+        let e = || StoreError::Unavailable(format!("transaction failed: {error}"));
         match self {
             Outcome::User(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Book(tx, _) => drop(tx.send(Err(e().into()))),
@@ -103,7 +160,11 @@ impl Outcome {
     }
 }
 
-fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
+/// Applies and commits `batch`, then answers each write. On a failure from
+/// redb the handle recovers first (see [`Handle::write_failed`]), so that a
+/// requester told of the failure finds reads working and the failure in
+/// `/health` when it looks.
+fn apply_batch(handle: &Handle, db: Arc<Database>, batch: &mut Vec<Write>) {
     let mut outcomes = Vec::with_capacity(batch.len());
     let result = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(db_err)?;
@@ -111,7 +172,10 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
             let mut users = txn.open_table(USERS).map_err(db_err)?;
             let mut bookings = txn.open_table(BOOKINGS).map_err(db_err)?;
             let mut index = txn.open_table(USER_BOOKINGS).map_err(db_err)?;
-            for write in batch.drain(..) {
+            // Taken from the back of the reversed batch, so that on a failure
+            // the writes not yet applied stay in it, to be answered.
+            batch.reverse();
+            while let Some(write) = batch.pop() {
                 outcomes.push(match write {
                     Write::CreateUser { user, reply } => {
                         let result = if users.get(user.email.as_str()).map_err(db_err)?.is_some() {
@@ -201,12 +265,23 @@ fn apply_batch(db: &Database, batch: &mut Vec<Write>) {
         Ok(())
     })();
     match result {
-        Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+        Ok(()) => {
+            handle.committed();
+            outcomes.into_iter().for_each(Outcome::send);
+        }
         Err(error) => {
             tracing::error!(%error, "store transaction failed; its writes were not applied");
-            // Writes not yet turned into outcomes have already been dropped,
-            // which their requesters see as WriterGone.
+            if let StoreError::Db(_) = error {
+                // A redb failure may have latched the handle (a failed write
+                // does), so it is closed and the file opened again. The
+                // writer's own reference must go first for it to close.
+                drop(db);
+                handle.write_failed(&error);
+            }
+            // A record that does not decode fails its batch, not the file.
             outcomes.into_iter().for_each(|o| o.fail(&error));
+            // Writes not yet turned into outcomes (the failure came first) get the same answer.
+            fail_unapplied(batch, &error);
         }
     }
 }

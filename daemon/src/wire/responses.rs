@@ -47,6 +47,14 @@ pub struct ConfigStatus {
     pub last_reload_error: Option<String>,
 }
 
+/// `/health`'s `store` block: whether the store can write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// Why the last write failed (a full disk, say), until one commits
+    /// again; writes answer 503 meanwhile, reads go on.
+    pub last_write_error: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceCounts {
     /// Boards in the config.
@@ -58,7 +66,9 @@ pub struct DeviceCounts {
 }
 
 /// `GET /health`: 200 with `status: "healthy"` while the store answers,
-/// 503 with `"unhealthy"` (and no slot counts) when it does not.
+/// 200 with `"degraded"` while it answers reads but cannot write (see
+/// `store.last_write_error`), 503 with `"unhealthy"` (and no slot counts)
+/// when it cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
     pub status: String,
@@ -75,6 +85,7 @@ pub struct HealthResponse {
     pub uptime_seconds: u64,
     pub version: String,
     pub config: ConfigStatus,
+    pub store: StoreStatus,
     pub devices: DeviceCounts,
 }
 

@@ -145,7 +145,10 @@ fn paths() -> Value {
             "operationId": "health",
             "summary": "Liveness and store health",
             "responses": {
-                "200": json_response("Healthy", "HealthResponse"),
+                "200": json_response(
+                    "The store answers; status is \"degraded\" while it cannot write",
+                    "HealthResponse",
+                ),
                 "503": json_response("The store cannot be read; status is \"unhealthy\"", "HealthResponse"),
             },
         }},

@@ -215,10 +215,10 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": [
                     "status", "timestamp", "active_connections", "console_connections", "uptime_seconds", "version",
-                    "config", "devices", "database",
+                    "config", "store", "devices", "database",
                 ],
                 "properties": {
-                    "status": { "type": "string", "enum": ["healthy", "unhealthy"] },
+                    "status": { "type": "string", "enum": ["healthy", "degraded", "unhealthy"] },
                     "timestamp": utc,
                     "active_connections": integer,
                     "console_connections": integer,
@@ -242,6 +242,13 @@ pub(super) fn components() -> Value {
                         "type": "object",
                         "required": ["generation", "last_reload_error"],
                         "properties": { "generation": integer, "last_reload_error": nullable_string },
+                    },
+                    "store": {
+                        "type": "object",
+                        "description": "While last_write_error is set (a full disk, say), writes answer 503 \
+                            store_unavailable, reads go on and status is \"degraded\"",
+                        "required": ["last_write_error"],
+                        "properties": { "last_write_error": nullable_string },
                     },
                     "devices": {
                         "type": "object",

@@ -351,6 +351,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         uptime_seconds: 5,
         version: s("0.1.0"),
         config: ConfigStatus { generation: 2, last_reload_error: (!healthy).then(|| s("bad toml")) },
+        store: StoreStatus { last_write_error: (!healthy).then(|| s("No space left on device")) },
         devices: DeviceCounts { configured: 2, calendars: 2, online: 1, offline: 1 },
     };
     contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
