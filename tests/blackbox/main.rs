@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod compile;
 mod concurrency;
 mod devices;
 mod durability;

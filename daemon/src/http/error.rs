@@ -94,9 +94,11 @@ impl Kind {
                 // The board or its tool answered wrongly: a bad gateway, not our bug.
                 K::UploadFailed => StatusCode::BAD_GATEWAY,
                 // The lab's setup (tool, options, toolchain) or the store is at fault.
-                K::DeviceOffline | K::DeviceMisconfigured | K::CompilerUnavailable | K::StoreUnavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                K::DeviceOffline
+                | K::DeviceMisconfigured
+                | K::CompilerUnavailable
+                | K::CompileSandboxUnavailable
+                | K::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Kind::Http(kind) => match kind {
@@ -171,7 +173,10 @@ impl From<AppError> for ApiError {
                 tracing::error!(error = %e, "internal error while serving a request");
                 "Internal error; the lab admin can find details in the log".to_owned()
             }
-            ErrorKind::Internal | ErrorKind::DeviceMisconfigured | ErrorKind::CompilerUnavailable => {
+            ErrorKind::Internal
+            | ErrorKind::DeviceMisconfigured
+            | ErrorKind::CompilerUnavailable
+            | ErrorKind::CompileSandboxUnavailable => {
                 tracing::error!(error = %e, code = kind.code(), "device or toolchain misconfigured");
                 e.to_string()
             }

@@ -14,10 +14,10 @@ use super::{Server, json_response};
 use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef};
 use crate::json;
 use crate::wire::{
-    self, BookSlotResponse, CancelSlotResponse, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts,
-    DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoginResponse, MyBookingsRequest,
-    MyBookingsResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest, SlotStats, SlotsJson,
-    StatsResponse, Total, UserSlotResponse, WebSocketStats,
+    self, BookSlotResponse, CancelSlotResponse, CompileHealth, ConfigStatus, DatabaseCounts, DatabaseFailure,
+    DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoginResponse,
+    MyBookingsRequest, MyBookingsResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest, SlotStats,
+    SlotsJson, StatsResponse, Total, UserSlotResponse, WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -77,6 +77,7 @@ pub fn health(app: &Arc<App>) -> Reply {
             online,
             offline: boards.len() - online,
         },
+        compile: CompileHealth { sandbox: app.compile_sandbox().as_str().to_owned() },
     };
     match (store_error, counts) {
         (None, Ok(counts)) => {

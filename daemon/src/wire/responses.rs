@@ -57,6 +57,14 @@ pub struct DeviceCounts {
     pub offline: usize,
 }
 
+/// How sketches are compiled on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileHealth {
+    /// `landlock` (toolchains are confined), `off` (the admin turned the
+    /// sandbox off) or `unavailable` (no Landlock in the kernel: compiling is refused).
+    pub sandbox: String,
+}
+
 /// `GET /health`: 200 with `status: "healthy"` while the store answers,
 /// 503 with `"unhealthy"` (and no slot counts) when it does not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +84,7 @@ pub struct HealthResponse {
     pub version: String,
     pub config: ConfigStatus,
     pub devices: DeviceCounts,
+    pub compile: CompileHealth,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
