@@ -26,6 +26,22 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// A failure to start, for the person who ran rerod.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Says at start how sketches will be compiled, loudly when they are not confined.
+fn log_compile_sandbox(app: &App) {
+    use crate::compile::SandboxStatus;
+    match app.compile_sandbox() {
+        SandboxStatus::Landlock => tracing::info!(sandbox = "landlock", "sketches compile in the Landlock sandbox"),
+        SandboxStatus::Off => tracing::warn!(
+            sandbox = "off",
+            "compile.sandbox is off: a sketch can make the compiler read any file the daemon can read"
+        ),
+        SandboxStatus::Unavailable => tracing::warn!(
+            sandbox = "unavailable",
+            "this kernel has no Landlock: compiling answers 503 compile_sandbox_unavailable until it has, or compile.sandbox is \"off\""
+        ),
+    }
+}
+
 /// Serves until SIGTERM or SIGINT, then shuts down cleanly.
 pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_level: LevelControl) -> Result<(), Error> {
     let notifier = Notifier::from_env();
@@ -47,6 +63,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_lev
     background.push(crate::session::start(Arc::clone(&app)));
     let booking = BookingHub::start(Arc::clone(&app), stop.clone());
     let address = listener.local_addr()?;
+    log_compile_sandbox(&app);
     tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");
     if notifier.is_enabled() {
         if let Err(error) = notifier.ready_with_status(&app.status_line()) {

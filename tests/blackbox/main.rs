@@ -6,6 +6,7 @@
 
 mod accounts;
 mod bad_input;
+mod compile;
 mod concurrency;
 mod devices;
 mod durability;

@@ -127,6 +127,11 @@ impl App {
         self.compile_for(&model, code).await.map_err(AppError::Compile)
     }
 
+    /// How compiling is confined under the running config and this kernel.
+    pub fn compile_sandbox(&self) -> compile::SandboxStatus {
+        compile::sandbox_status(&self.config().compile)
+    }
+
     /// Compiles `code` for `model`, one of a few at a time.
     async fn compile_for(&self, model: &str, code: &str) -> Result<Compiled, CompileError> {
         let toolchain = compile::toolchain_for(&self.config(), model)

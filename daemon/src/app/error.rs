@@ -104,6 +104,7 @@ pub enum ErrorKind {
     CompileFailed,
     CompileTimeout,
     CompilerUnavailable,
+    CompileSandboxUnavailable,
     // The service itself.
     StoreUnavailable,
     Internal,
@@ -150,6 +151,7 @@ impl ErrorKind {
             K::CompileFailed => "compile_failed",
             K::CompileTimeout => "compile_timeout",
             K::CompilerUnavailable => "compiler_unavailable",
+            K::CompileSandboxUnavailable => "compile_sandbox_unavailable",
             K::StoreUnavailable => "store_unavailable",
             K::Internal => "internal",
         }
@@ -275,6 +277,7 @@ fn compile_kind(error: &CompileError) -> ErrorKind {
         E::Failed { .. } => K::CompileFailed,
         E::Timeout { .. } => K::CompileTimeout,
         E::Spawn { .. } | E::NoOutput | E::BadOutput(_) => K::CompilerUnavailable,
+        E::SandboxUnavailable { .. } => K::CompileSandboxUnavailable,
         E::Io(_) => K::Internal,
     }
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// Sketch toolchains by board model (`[compilers.<model>]`).
     pub compilers: std::collections::BTreeMap<String, CompilerConfig>,
+    /// How every toolchain is confined (`[compile]`).
+    pub compile: CompileConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +172,52 @@ pub struct IdleFirmware {
 pub struct CompilerConfig {
     pub argv: Vec<String>,
     pub timeout: Duration,
+}
+
+/// How a toolchain is confined while it compiles a user's sketch (`[compile]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileConfig {
+    pub sandbox: SandboxMode,
+    /// Directories (or files) the toolchain may read besides the system's and
+    /// its own: an Arduino installation outside `/usr`, extra libraries.
+    pub read_paths: Vec<PathBuf>,
+    pub limits: ToolLimits,
+}
+
+impl Default for CompileConfig {
+    fn default() -> CompileConfig {
+        CompileConfig { sandbox: SandboxMode::Landlock, read_paths: Vec::new(), limits: ToolLimits::default() }
+    }
+}
+
+/// Whether compiling requires the Landlock filesystem sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// The toolchain sees only what it needs; without kernel support, compiling is refused.
+    Landlock,
+    /// The admin chose to compile without Landlock (rlimits and a cleared environment still apply).
+    Off,
+}
+
+/// Resource limits (rlimits) of every process a toolchain runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolLimits {
+    /// CPU time of each process (`RLIMIT_CPU`).
+    pub cpu_secs: u64,
+    /// Address space of each process (`RLIMIT_AS`), in MiB.
+    pub memory_mb: u64,
+    /// Largest file a process may write (`RLIMIT_FSIZE`), in MiB.
+    pub file_size_mb: u64,
+    /// Processes and threads of the service's user (`RLIMIT_NPROC`).
+    pub max_processes: u64,
+    /// Open file descriptors of each process (`RLIMIT_NOFILE`).
+    pub max_open_files: u64,
+}
+
+impl Default for ToolLimits {
+    fn default() -> ToolLimits {
+        ToolLimits { cpu_secs: 60, memory_mb: 1024, file_size_mb: 64, max_processes: 256, max_open_files: 256 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,6 +19,21 @@ pub(super) struct File {
     pub devices: Vec<Device>,
     #[serde(default)]
     pub compilers: std::collections::BTreeMap<String, Compiler>,
+    #[serde(default)]
+    pub compile: Compile,
+}
+
+/// `[compile]`: how every toolchain is confined (`[compilers.<model>]` says which one runs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Compile {
+    pub sandbox: Option<String>,
+    pub read_paths: Option<Vec<String>>,
+    pub cpu_secs: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub file_size_mb: Option<i64>,
+    pub max_processes: Option<i64>,
+    pub max_open_files: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

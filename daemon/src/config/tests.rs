@@ -192,6 +192,42 @@ fn device_reset_options_and_compilers() {
 }
 
 #[test]
+fn compile_sandbox_and_limits() {
+    let config = load("").unwrap();
+    assert_eq!(config.compile.sandbox, SandboxMode::Landlock);
+    assert_eq!(config.compile.limits, ToolLimits::default());
+    let config = load(
+        "[compile]\nsandbox = \"off\"\nread_paths = [\"/usr/share\"]\ncpu_secs = 5\nmemory_mb = 256\nfile_size_mb = 2\nmax_processes = 16\nmax_open_files = 64\n",
+    )
+    .unwrap();
+    assert_eq!(config.compile.sandbox, SandboxMode::Off);
+    assert_eq!(config.compile.read_paths, [std::path::PathBuf::from("/usr/share")]);
+    assert_eq!(
+        config.compile.limits,
+        ToolLimits { cpu_secs: 5, memory_mb: 256, file_size_mb: 2, max_processes: 16, max_open_files: 64 }
+    );
+
+    let problems = load(
+        "[compile]\nsandbox = \"none\"\nread_paths = [\"lib\", \"/nonexistent/arduino\"]\ncpu_secs = 0\nmemory_mb = 1\nfile_size_mb = -1\nmax_processes = 1\nmax_open_files = 3\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        [
+            "compile.sandbox",
+            "compile.read_paths[0]",
+            "compile.read_paths[1]",
+            "compile.cpu_secs",
+            "compile.memory_mb",
+            "compile.file_size_mb",
+            "compile.max_processes",
+            "compile.max_open_files",
+        ]
+    );
+    assert!(load("[compile]\nmemory = 5\n").is_err(), "unknown keys are errors");
+}
+
+#[test]
 fn registration_policies() {
     let config = load("[auth]\nregistration = \"closed\"\n").unwrap();
     assert_eq!(config.auth.registration, Registration::Closed);

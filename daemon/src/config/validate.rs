@@ -11,8 +11,8 @@ use jiff::tz::TimeZone;
 
 use super::raw;
 use super::{
-    AuthConfig, CompilerConfig, Config, DeviceConfig, Env, IdleFirmware, JwtSecret, LabConfig, LogConfig, LogFormat,
-    Privacy, Problem, Registration, ServerConfig, StoreConfig, UsbMatch,
+    AuthConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, IdleFirmware, JwtSecret, LabConfig,
+    LogConfig, LogFormat, Privacy, Problem, Registration, SandboxMode, ServerConfig, StoreConfig, ToolLimits, UsbMatch,
 };
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
@@ -76,8 +76,9 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let log = validate_log(&mut v, raw.log, env);
     let devices = validate_devices(&mut v, raw.devices);
     let compilers = validate_compilers(&mut v, raw.compilers);
+    let compile = validate_compile(&mut v, raw.compile);
     if v.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices, compilers })
+        Ok(Config { server, store, auth, lab, log, devices, compilers, compile })
     } else {
         Err(v.problems)
     }
@@ -476,6 +477,39 @@ fn validate_compilers(
         out.insert(model.to_ascii_lowercase(), CompilerConfig { argv, timeout });
     }
     out
+}
+
+/// `[compile]`: the sandbox every toolchain runs in.
+fn validate_compile(v: &mut Validator, raw: raw::Compile) -> CompileConfig {
+    let defaults = ToolLimits::default();
+    let sandbox = match raw.sandbox.as_deref() {
+        None | Some("landlock") => SandboxMode::Landlock,
+        Some("off") => SandboxMode::Off,
+        Some(other) => {
+            v.problem("compile.sandbox", format!("must be \"landlock\" or \"off\", got {other:?}"));
+            SandboxMode::Landlock
+        }
+    };
+    let mut read_paths = Vec::new();
+    for (i, text) in raw.read_paths.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("compile.read_paths[{i}]");
+        let path = PathBuf::from(&text);
+        if !path.is_absolute() {
+            v.problem(key, format!("must be an absolute path, got {text:?}"));
+        } else if !path.exists() {
+            v.problem(key, format!("{text} does not exist"));
+        } else {
+            read_paths.push(path);
+        }
+    }
+    let limits = ToolLimits {
+        cpu_secs: v.int("compile.cpu_secs", raw.cpu_secs, 1..=3600, defaults.cpu_secs),
+        memory_mb: v.int("compile.memory_mb", raw.memory_mb, 64..=65_536, defaults.memory_mb),
+        file_size_mb: v.int("compile.file_size_mb", raw.file_size_mb, 1..=4096, defaults.file_size_mb),
+        max_processes: v.int("compile.max_processes", raw.max_processes, 8..=65_536, defaults.max_processes),
+        max_open_files: v.int("compile.max_open_files", raw.max_open_files, 32..=65_536, defaults.max_open_files),
+    };
+    CompileConfig { sandbox, read_paths, limits }
 }
 
 fn validate_usb(v: &mut Validator, key: &str, raw: raw::Usb) -> Option<UsbMatch> {

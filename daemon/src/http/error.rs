@@ -98,6 +98,7 @@ impl Kind {
                 | K::DeviceOffline
                 | K::DeviceMisconfigured
                 | K::CompilerUnavailable
+                | K::CompileSandboxUnavailable
                 | K::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
                 K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -173,7 +174,10 @@ impl From<AppError> for ApiError {
                 tracing::error!(error = %e, "internal error while serving a request");
                 "Internal error; the lab admin can find details in the log".to_owned()
             }
-            ErrorKind::Internal | ErrorKind::DeviceMisconfigured | ErrorKind::CompilerUnavailable => {
+            ErrorKind::Internal
+            | ErrorKind::DeviceMisconfigured
+            | ErrorKind::CompilerUnavailable
+            | ErrorKind::CompileSandboxUnavailable => {
                 tracing::error!(error = %e, code = kind.code(), "device or toolchain misconfigured");
                 e.to_string()
             }

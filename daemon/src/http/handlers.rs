@@ -14,11 +14,11 @@ use super::{Server, json_response};
 use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal};
 use crate::json;
 use crate::wire::{
-    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ConfigStatus, DatabaseCounts, DatabaseFailure,
-    DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser, LoggedOutResponse,
-    LoginResponse, MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser,
-    RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, StoreStatus, Total, UserSlotResponse,
-    WebSocketStats,
+    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, CompileHealth, ConfigStatus, DatabaseCounts,
+    DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser,
+    LoggedOutResponse, LoginResponse, MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse,
+    RegisteredUser, RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, StoreStatus, Total,
+    UserSlotResponse, WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -80,6 +80,7 @@ pub fn health(app: &Arc<App>) -> Reply {
             online,
             offline: boards.len() - online,
         },
+        compile: CompileHealth { sandbox: app.compile_sandbox().as_str().to_owned() },
     };
     match (store_error, counts) {
         (None, Ok(counts)) => {

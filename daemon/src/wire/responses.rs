@@ -65,6 +65,14 @@ pub struct DeviceCounts {
     pub offline: usize,
 }
 
+/// How sketches are compiled on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileHealth {
+    /// `landlock` (toolchains are confined), `off` (the admin turned the
+    /// sandbox off) or `unavailable` (no Landlock in the kernel: compiling is refused).
+    pub sandbox: String,
+}
+
 /// `GET /health`: 200 with `status: "healthy"` while the store answers,
 /// 200 with `"degraded"` while it answers reads but cannot write (see
 /// `store.last_write_error`), 503 with `"unhealthy"` (and no slot counts)
@@ -87,6 +95,7 @@ pub struct HealthResponse {
     pub config: ConfigStatus,
     pub store: StoreStatus,
     pub devices: DeviceCounts,
+    pub compile: CompileHealth,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

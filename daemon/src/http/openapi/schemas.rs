@@ -215,7 +215,7 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": [
                     "status", "timestamp", "active_connections", "console_connections", "uptime_seconds", "version",
-                    "config", "store", "devices", "database",
+                    "config", "store", "devices", "database", "compile",
                 ],
                 "properties": {
                     "status": { "type": "string", "enum": ["healthy", "degraded", "unhealthy"] },
@@ -254,6 +254,12 @@ pub(super) fn components() -> Value {
                         "type": "object",
                         "required": ["configured", "calendars", "online", "offline"],
                         "properties": { "configured": integer, "calendars": integer, "online": integer, "offline": integer },
+                    },
+                    "compile": {
+                        "type": "object",
+                        "description": "How sketches are compiled: confined by Landlock, with the sandbox turned off by the admin, or refused (503 compile_sandbox_unavailable) because the kernel has no Landlock",
+                        "required": ["sandbox"],
+                        "properties": { "sandbox": { "type": "string", "enum": ["landlock", "off", "unavailable"] } },
                     },
                 },
             },

@@ -353,6 +353,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         config: ConfigStatus { generation: 2, last_reload_error: (!healthy).then(|| s("bad toml")) },
         store: StoreStatus { last_write_error: (!healthy).then(|| s("No space left on device")) },
         devices: DeviceCounts { configured: 2, calendars: 2, online: 1, offline: 1 },
+        compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
     };
     contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
     contract.check(

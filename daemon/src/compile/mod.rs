@@ -4,8 +4,11 @@
 //!
 //! The code only ever reaches a file (`Sketch/Sketch.ino` in a private temp
 //! directory); the argv comes from config or the built-in default. No shell;
-//! the tool runs in its own process group, killed on timeout or when the
-//! request is dropped.
+//! the tool runs in its own process group, killed at the deadline or when the
+//! request is dropped, confined by `sandbox.rs` (cleared environment,
+//! rlimits, Landlock), and its output is read only up to [`MAX_OUTPUT`].
+
+mod sandbox;
 
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -13,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rerod_devices::{Firmware, FirmwareError};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use crate::config::Config;
+use crate::config::{CompileConfig, Config};
+pub use sandbox::{SandboxStatus, status as sandbox_status};
 
-/// Compiler output kept for the client, at most (the tail is kept).
+/// Compiler output kept for the client, at most (the head is kept: GCC's
+/// first errors are the ones that matter). Reading stops there, so a tool
+/// that writes more gets a broken pipe rather than the daemon's memory.
 const MAX_OUTPUT: usize = 64 << 10;
 /// The built-in toolchain's time limit.
 const BUILTIN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -30,6 +36,8 @@ pub struct Toolchain {
     /// The argv template: `{sketch}`, `{sketch_dir}`, `{build}`.
     pub argv: Vec<String>,
     pub timeout: Duration,
+    /// The sandbox and limits it runs under (`[compile]`).
+    pub confinement: CompileConfig,
 }
 
 /// A compiled program and what the compiler said.
@@ -61,6 +69,10 @@ pub enum CompileError {
     NoOutput,
     #[error("the compiler's .hex output does not load: {0}")]
     BadOutput(FirmwareError),
+    #[error(
+        "compiling is disabled: {reason}; a lab admin can enable Landlock in the kernel (Linux 5.13 or later, with landlock in the lsm= boot parameter) or, accepting that sketches can read what the daemon can, set compile.sandbox = \"off\""
+    )]
+    SandboxUnavailable { reason: String },
     #[error("compiling: {0}")]
     Io(String),
 }
@@ -70,7 +82,7 @@ pub enum CompileError {
 pub fn toolchain_for(config: &Config, model: &str) -> Option<Toolchain> {
     let model = model.to_ascii_lowercase();
     if let Some(c) = config.compilers.get(&model) {
-        return Some(Toolchain { argv: c.argv.clone(), timeout: c.timeout });
+        return Some(Toolchain { argv: c.argv.clone(), timeout: c.timeout, confinement: config.compile.clone() });
     }
     let fqbn = builtin_fqbn(&model)?;
     find_in_path(ARDUINO_BUILDER)?;
@@ -91,7 +103,11 @@ pub fn toolchain_for(config: &Config, model: &str) -> Option<Toolchain> {
         "-prefs=compiler.cpp.extra_flags=-DDECIMAL_DIG=__DECIMAL_DIG__",
         "{sketch}",
     ];
-    Some(Toolchain { argv: argv.iter().map(|s| (*s).to_owned()).collect(), timeout: BUILTIN_TIMEOUT })
+    Some(Toolchain {
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        timeout: BUILTIN_TIMEOUT,
+        confinement: config.compile.clone(),
+    })
 }
 
 /// The Arduino board id (`-fqbn`) of the models the built-in toolchain knows.
@@ -120,7 +136,8 @@ pub async fn compile(toolchain: &Toolchain, code: &str) -> Result<Compiled, Comp
     let sketch_dir = dir.path.join("Sketch");
     let sketch = sketch_dir.join("Sketch.ino");
     let build = dir.path.join("build");
-    for d in [&sketch_dir, &build] {
+    let home = dir.path.join("home");
+    for d in [&sketch_dir, &build, &home] {
         std::fs::DirBuilder::new().mode(0o700).create(d).map_err(|e| CompileError::Io(e.to_string()))?;
     }
     std::fs::OpenOptions::new()
@@ -136,7 +153,8 @@ pub async fn compile(toolchain: &Toolchain, code: &str) -> Result<Compiled, Comp
             .replace("{build}", &build.to_string_lossy())
     };
     let argv: Vec<String> = toolchain.argv.iter().map(|a| expand(a)).collect();
-    let (success, output) = run(&argv, &dir.path, toolchain.timeout).await?;
+    let dirs = sandbox::Dirs { sketch: &sketch_dir, build: &build, home: &home };
+    let (success, output) = run(&argv, &dirs, &dir.path, toolchain).await?;
     if !success {
         return Err(CompileError::Failed { output });
     }
@@ -146,48 +164,83 @@ pub async fn compile(toolchain: &Toolchain, code: &str) -> Result<Compiled, Comp
     Ok(Compiled { firmware, output, duration: started.elapsed() })
 }
 
-/// Runs the tool in `cwd`; returns whether it succeeded and its output (stdout then stderr, tail-capped).
-async fn run(argv: &[String], cwd: &Path, timeout: Duration) -> Result<(bool, String), CompileError> {
-    let program = &argv[0];
-    let mut child = rerod_devices::tool::command(program, &argv[1..])
-        .current_dir(cwd)
-        .spawn()
-        .map_err(|e| CompileError::Spawn { program: program.clone(), message: e.to_string() })?;
+/// Runs the tool in `cwd`, confined; returns whether it succeeded and its
+/// output (stdout then stderr, capped at [`MAX_OUTPUT`]).
+async fn run(
+    argv: &[String],
+    dirs: &sandbox::Dirs<'_>,
+    cwd: &Path,
+    toolchain: &Toolchain,
+) -> Result<(bool, String), CompileError> {
+    let name = &argv[0];
+    let spawn_error = |message: String| CompileError::Spawn { program: name.clone(), message };
+    // Resolved with the daemon's PATH, so the admin's toolchain is found; the
+    // tool itself gets a minimal one.
+    let program = sandbox::resolve_program(name, std::env::var_os("PATH").as_deref())
+        .ok_or_else(|| spawn_error("not found, or not an executable file".to_owned()))?;
+    let ruleset = sandbox::prepare(&toolchain.confinement, &program, dirs).map_err(|e| match e {
+        sandbox::PrepareError::Unsupported => {
+            CompileError::SandboxUnavailable { reason: "this kernel does not support Landlock".to_owned() }
+        }
+        sandbox::PrepareError::Failed(reason) => {
+            CompileError::SandboxUnavailable { reason: format!("the Landlock sandbox cannot be set up: {reason}") }
+        }
+    })?;
+    let mut command = rerod_devices::tool::command(&program.to_string_lossy(), &argv[1..]);
+    command.current_dir(cwd).env_clear().envs(sandbox::environment(&program, dirs.home));
+    sandbox::confine(&mut command, &toolchain.confinement.limits, ruleset);
+    let mut child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
     let group = rerod_devices::tool::ProcessGroup::of(&child);
-    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let collect = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let read_out = async {
-            if let Some(p) = stdout.as_mut() {
-                let _ = p.read_to_end(&mut out).await;
-            }
-        };
-        let read_err = async {
-            if let Some(p) = stderr.as_mut() {
-                let _ = p.read_to_end(&mut err).await;
-            }
-        };
-        tokio::join!(read_out, read_err);
+        let (out, err) = tokio::join!(read_capped(stdout, MAX_OUTPUT), read_capped(stderr, MAX_OUTPUT));
         let status = child.wait().await;
         (status, out, err)
     };
-    let outcome = tokio::time::timeout(timeout, collect).await;
-    // Nothing the compiler started may outlive it (and on timeout, it is stopped).
+    let outcome = tokio::time::timeout(toolchain.timeout, collect).await;
+    // Nothing the compiler started may outlive it (and at the deadline, the whole group is stopped).
     drop(group);
-    let (status, out, err) = outcome.map_err(|_| CompileError::Timeout { after: timeout })?;
-    let status = status.map_err(|e| CompileError::Io(format!("waiting for `{program}`: {e}")))?;
-    let mut text = String::from_utf8_lossy(&out).into_owned();
-    text.push_str(&String::from_utf8_lossy(&err));
-    Ok((status.success(), tail(text)))
+    let (status, out, err) = outcome.map_err(|_| CompileError::Timeout { after: toolchain.timeout })?;
+    let status = status.map_err(|e| CompileError::Io(format!("waiting for `{name}`: {e}")))?;
+    let mut text = String::from_utf8_lossy(&out.0).into_owned();
+    text.push_str(&String::from_utf8_lossy(&err.0));
+    Ok((status.success(), head(text, out.1 || err.1)))
 }
 
-fn tail(mut text: String) -> String {
-    if text.len() > MAX_OUTPUT {
-        let mut cut = text.len() - MAX_OUTPUT;
-        while !text.is_char_boundary(cut) {
-            cut += 1;
+/// Reads `pipe` until its end or until `cap` bytes, whichever comes first;
+/// says whether there was more. The pipe is closed on return, so a tool
+/// still writing gets a broken pipe instead of filling memory.
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, bool) {
+    let Some(mut pipe) = pipe else { return (Vec::new(), false) };
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (kept, false),
+            Ok(n) => {
+                let room = cap - kept.len();
+                if n > room {
+                    kept.extend_from_slice(&chunk[..room]);
+                    return (kept, true);
+                }
+                kept.extend_from_slice(&chunk[..n]);
+            }
         }
-        text.replace_range(..cut, "[...]\n");
+    }
+}
+
+/// At most [`MAX_OUTPUT`] bytes of `text`, from its start, marked when cut.
+fn head(mut text: String, cut_already: bool) -> String {
+    let cut = text.len() > MAX_OUTPUT;
+    if cut {
+        let mut end = MAX_OUTPUT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    if cut || cut_already {
+        text.push_str("\n[output cut at 64 KiB]\n");
     }
     text
 }
@@ -239,9 +292,32 @@ impl Drop for WorkDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SandboxMode, ToolLimits};
+
+    /// The sandbox as a lab runs it: Landlock where the kernel has it.
+    fn confinement() -> CompileConfig {
+        let config = CompileConfig::default();
+        if sandbox_status(&config) == SandboxStatus::Landlock {
+            config
+        } else {
+            CompileConfig { sandbox: SandboxMode::Off, ..config }
+        }
+    }
 
     fn sh(script: &str) -> Toolchain {
-        Toolchain { argv: vec!["sh".into(), "-c".into(), script.into()], timeout: Duration::from_secs(10) }
+        Toolchain {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: Duration::from_secs(10),
+            confinement: confinement(),
+        }
+    }
+
+    /// What a failing tool printed.
+    async fn output_of(tool: &Toolchain) -> String {
+        match compile(tool, "x").await {
+            Err(CompileError::Failed { output }) => output,
+            other => panic!("expected a failure with output, got {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -255,7 +331,7 @@ mod tests {
                 "{sketch}".into(),
                 "{build}".into(),
             ],
-            timeout: Duration::from_secs(10),
+            ..sh("")
         };
         let compiled = compile(&tool, "void setup() {}\nvoid loop() {}\n").await.expect("compiles");
         assert_eq!(compiled.firmware.len(), 1);
@@ -270,7 +346,7 @@ mod tests {
         assert!(matches!(err, CompileError::NoOutput), "{err}");
         let err = compile(&sh("true"), "  \n").await.expect_err("empty");
         assert!(matches!(err, CompileError::EmptyCode), "{err}");
-        let missing = Toolchain { argv: vec!["/nonexistent/cc".into()], timeout: Duration::from_secs(1) };
+        let missing = Toolchain { argv: vec!["/nonexistent/cc".into()], ..sh("") };
         let err = compile(&missing, "x").await.expect_err("missing");
         assert!(matches!(err, CompileError::Spawn { .. }), "{err}");
         let slow = Toolchain { timeout: Duration::from_millis(200), ..sh("sleep 30") };
@@ -278,6 +354,65 @@ mod tests {
         let err = compile(&slow, "x").await.expect_err("times out");
         assert!(matches!(err, CompileError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn the_tool_gets_none_of_the_daemons_environment() {
+        // cargo runs tests with CARGO_* variables set: none may reach the tool.
+        let output = output_of(&sh("env; exit 1")).await;
+        assert!(!output.contains("CARGO"), "{output}");
+        assert!(output.contains("LANG=C") && output.contains("HOME=") && output.contains("PATH="), "{output}");
+    }
+
+    #[tokio::test]
+    async fn the_tool_runs_under_the_configured_limits() {
+        let limits = ToolLimits { cpu_secs: 7, memory_mb: 300, file_size_mb: 3, max_processes: 40, max_open_files: 50 };
+        let mut tool = sh("ulimit -t; ulimit -v; ulimit -f; ulimit -p; ulimit -n; exit 1");
+        tool.confinement.limits = limits;
+        let output = output_of(&tool).await;
+        // CPU seconds, then address space and file size in KiB (ulimit -f counts 1 KiB blocks in dash).
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines[..3], ["7", "307200", &(3 * 1024 * 1024 / 512).to_string()][..], "{output}");
+        assert!(lines[3] == "40" && lines[4] == "50", "{output}");
+    }
+
+    #[tokio::test]
+    async fn landlock_keeps_the_tool_out_of_the_hosts_files() {
+        if sandbox_status(&CompileConfig::default()) != SandboxStatus::Landlock {
+            return; // Covered by the_sandbox_status_follows_the_config_and_the_kernel.
+        }
+        let output = output_of(&sh("cat /etc/passwd; cat /proc/self/environ; ls /tmp; exit 1")).await;
+        assert!(!output.contains("root:"), "{output}");
+        assert_eq!(output.matches("Permission denied").count(), 3, "{output}");
+        // The same script without the sandbox reads /etc/passwd: the denial is Landlock's.
+        let mut open = sh("cat /etc/passwd; exit 1");
+        open.confinement.sandbox = SandboxMode::Off;
+        assert!(output_of(&open).await.contains("root:"));
+    }
+
+    #[tokio::test]
+    async fn output_is_read_only_up_to_the_cap() {
+        let output = output_of(&sh("yes 0123456789abcdef | head -c 10000000; exit 1")).await;
+        assert!(output.len() <= MAX_OUTPUT + 64, "{}", output.len());
+        assert!(output.starts_with("0123456789abcdef\n") && output.ends_with("[output cut at 64 KiB]\n"));
+    }
+
+    #[tokio::test]
+    async fn the_capped_reader_stops_at_the_cap() {
+        let data = vec![b'a'; 100_000];
+        assert_eq!(read_capped(Some(&data[..]), 65_536).await, (vec![b'a'; 65_536], true));
+        assert_eq!(read_capped(Some(&data[..]), 100_000).await, (data.clone(), false));
+        assert_eq!(read_capped(Some(&data[..10]), 100).await, (vec![b'a'; 10], false));
+        assert_eq!(read_capped(None::<&[u8]>, 100).await, (Vec::new(), false));
+    }
+
+    #[test]
+    fn the_head_is_cut_on_a_character_boundary() {
+        assert_eq!(head("short".into(), false), "short");
+        assert_eq!(head("short".into(), true), "short\n[output cut at 64 KiB]\n");
+        let long = format!("{}é tail", "x".repeat(MAX_OUTPUT - 1));
+        let cut = head(long, false);
+        assert_eq!(cut, format!("{}\n[output cut at 64 KiB]\n", "x".repeat(MAX_OUTPUT - 1)));
     }
 
     #[test]
