@@ -165,6 +165,8 @@ pub struct Metrics {
     routes: [OnceLock<Box<RouteMetrics>>; MAX_ROUTES],
     overflow: RouteMetrics,
     websocket_connections: AtomicI64,
+    /// Compiles running and waiting, set at scrape time.
+    compiles: [AtomicI64; 2],
     slow_clients: [AtomicU64; 2],
     bookings: [AtomicU64; 2],
     logins: [AtomicU64; 2],
@@ -185,6 +187,7 @@ impl Metrics {
             routes: std::array::from_fn(|_| OnceLock::new()),
             overflow: RouteMetrics::new(OVERFLOW_ROUTE),
             websocket_connections: AtomicI64::new(0),
+            compiles: Default::default(),
             slow_clients: Default::default(),
             bookings: Default::default(),
             logins: Default::default(),
@@ -218,6 +221,13 @@ impl Metrics {
     /// daemon's own counter at scrape time keeps one source of truth.
     pub fn set_websocket_connections(&self, open: usize) {
         self.websocket_connections.store(i64::try_from(open).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Sets the compiles running and waiting for a compiler, from the queue at scrape time.
+    pub fn set_compiles(&self, running: usize, waiting: usize) {
+        for (gauge, n) in self.compiles.iter().zip([running, waiting]) {
+            gauge.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+        }
     }
 
     /// One more open WebSocket connection (for callers not using [`Metrics::set_websocket_connections`]).
@@ -323,6 +333,11 @@ impl Metrics {
             "Open WebSocket connections (booking and serial console).",
         );
         sample(&mut out, "rerod_websocket_connections", &[], self.websocket_connections.load(Ordering::Relaxed));
+
+        family(&mut out, "rerod_compiles", "gauge", "Sketch compiles running, and waiting for a compiler.");
+        for (gauge, state) in self.compiles.iter().zip(["running", "waiting"]) {
+            sample(&mut out, "rerod_compiles", &[("state", state)], gauge.load(Ordering::Relaxed));
+        }
 
         family(
             &mut out,
@@ -603,6 +618,7 @@ mod tests {
             ("rerod_http_requests_total", "counter"),
             ("rerod_http_request_duration_seconds", "histogram"),
             ("rerod_websocket_connections", "gauge"),
+            ("rerod_compiles", "gauge"),
             ("rerod_bookings_total", "counter"),
             ("rerod_logins_total", "counter"),
             ("rerod_uploads_total", "counter"),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rerod_devices::{Firmware, UploadReport};
 
-use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
+use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role, compile_queue};
 use crate::booking::Slot;
 use crate::compile::{self, CompileError, Compiled};
 use crate::devices::{Board, BoardError, Owner, UploadRefused};
@@ -16,6 +16,23 @@ use crate::metrics::UploadResult;
 
 /// Sketch compilations at once; more wait their turn (they are CPU-heavy).
 pub(super) const MAX_COMPILES: usize = 2;
+
+/// Who asks for a compile: an account, or (without a token) a client address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Account(Principal),
+    Anonymous(std::net::IpAddr),
+}
+
+impl Caller {
+    /// Whose turn a compile is (one at a time each), and who it was in the log.
+    pub fn key(&self) -> String {
+        match self {
+            Caller::Account(who) => who.email.clone(),
+            Caller::Anonymous(address) => address.to_string(),
+        }
+    }
+}
 
 /// What an upload flashes: a program, or a sketch to compile first.
 #[derive(Debug)]
@@ -111,10 +128,13 @@ impl App {
         booked || board.is_uploading()
     }
 
-    /// Compiles `code` for a model: the one named, else the device's (the
-    /// first device's by default; `uno` when the lab has no boards).
+    /// Compiles `code` for `caller` and a model: the one named, else the
+    /// device's (the first device's by default; `uno` when the lab has no
+    /// boards). Anyone may compile, as with the old backend; fairly: one
+    /// compile at a time per caller, a bounded line, session holders first.
     pub async fn compile_sketch(
         &self,
+        caller: &Caller,
         model: Option<&str>,
         device: Option<&DeviceRef>,
         code: &str,
@@ -124,7 +144,16 @@ impl App {
             None if self.config().devices.is_empty() => "uno".to_owned(),
             None => self.device(device)?.model,
         };
-        self.compile_for(&model, code).await.map_err(AppError::Compile)
+        let urgent = match caller {
+            Caller::Account(who) => self.next_booking(&who.email)?.is_some_and(|next| next.is_current),
+            Caller::Anonymous(_) => false,
+        };
+        self.compile_for(&caller.key(), urgent, &model, code).await
+    }
+
+    /// Compiles running, and waiting for a turn.
+    pub fn compiles(&self) -> (usize, usize) {
+        self.compiles.counts()
     }
 
     /// How compiling is confined under the running config and this kernel.
@@ -132,12 +161,17 @@ impl App {
         compile::sandbox_status(&self.config().compile)
     }
 
-    /// Compiles `code` for `model`, one of a few at a time.
-    async fn compile_for(&self, model: &str, code: &str) -> Result<Compiled, CompileError> {
-        let toolchain = compile::toolchain_for(&self.config(), model)
-            .ok_or_else(|| CompileError::NoCompiler { model: model.to_owned() })?;
-        let _permit = self.compiles.acquire().await.map_err(|e| CompileError::Io(e.to_string()))?;
-        compile::compile(&toolchain, code).await
+    /// Compiles `code` for `model` when the queue gives `caller` a turn.
+    async fn compile_for(&self, caller: &str, urgent: bool, model: &str, code: &str) -> Result<Compiled, AppError> {
+        let config = self.config();
+        let toolchain = compile::toolchain_for(&config, model)
+            .ok_or_else(|| AppError::Compile(CompileError::NoCompiler { model: model.to_owned() }))?;
+        let _turn =
+            self.compiles.turn(caller, urgent, config.compile.max_queued).await.map_err(|refused| match refused {
+                compile_queue::Refused::AlreadyQueued => AppError::CompileAlreadyQueued,
+                compile_queue::Refused::Full => AppError::CompileQueueFull,
+            })?;
+        compile::compile(&toolchain, code).await.map_err(AppError::Compile)
     }
 
     /// Flashes a board for `who`: the board must be theirs now (the slot in
@@ -187,7 +221,8 @@ impl App {
     ) -> Result<Uploaded, AppError> {
         let (firmware, compile_output) = match source {
             UploadSource::Code(code) => {
-                let compiled = self.compile_for(&board.config().model, &code).await.map_err(AppError::Compile)?;
+                // Uploading: the caller holds the session (or is an admin), so it goes first.
+                let compiled = self.compile_for(&who.email, true, &board.config().model, &code).await?;
                 (compiled.firmware, Some(compiled.output))
             }
             UploadSource::Firmware(bytes) => {

@@ -58,6 +58,10 @@ pub enum AppError {
     Board(#[from] BoardError),
     #[error("{0}")]
     Compile(CompileError),
+    #[error("A compile of yours is already running or waiting; send the next when it has finished")]
+    CompileAlreadyQueued,
+    #[error("Too many compiles are waiting; try again shortly")]
+    CompileQueueFull,
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -103,6 +107,8 @@ pub enum ErrorKind {
     NoCompiler,
     CompileFailed,
     CompileTimeout,
+    CompileAlreadyQueued,
+    CompileQueueFull,
     CompilerUnavailable,
     CompileSandboxUnavailable,
     // The service itself.
@@ -150,6 +156,8 @@ impl ErrorKind {
             K::NoCompiler => "no_compiler",
             K::CompileFailed => "compile_failed",
             K::CompileTimeout => "compile_timeout",
+            K::CompileAlreadyQueued => "compile_already_queued",
+            K::CompileQueueFull => "compile_queue_full",
             K::CompilerUnavailable => "compiler_unavailable",
             K::CompileSandboxUnavailable => "compile_sandbox_unavailable",
             K::StoreUnavailable => "store_unavailable",
@@ -189,6 +197,8 @@ impl AppError {
             AppError::Board(BoardError::Aborted { .. }) => K::UploadAborted,
             AppError::Board(BoardError::Internal(_)) => K::Internal,
             AppError::Compile(e) => compile_kind(e),
+            AppError::CompileAlreadyQueued => K::CompileAlreadyQueued,
+            AppError::CompileQueueFull => K::CompileQueueFull,
         }
     }
 
@@ -214,6 +224,8 @@ impl AppError {
             AppError::Throttled { retry_after } | AppError::AddressThrottled { retry_after } => Some(*retry_after),
             // Checks queued now are answered within a second or two.
             AppError::Overloaded => Some(Duration::from_secs(1)),
+            // A compile takes seconds; by then a place has likely come free.
+            AppError::CompileAlreadyQueued | AppError::CompileQueueFull => Some(Duration::from_secs(5)),
             _ => None,
         }
     }

@@ -12,10 +12,11 @@
 mod accounts;
 mod boards;
 mod calendar;
+mod compile_queue;
 mod error;
 
 pub use accounts::{AccountUpdate, Login};
-pub use boards::{Access, UploadSource, Uploaded};
+pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
 pub use error::{AppError, ErrorKind};
 
@@ -62,8 +63,8 @@ pub struct App {
     changes: broadcast::Sender<SlotsChanged>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
-    /// Limits concurrent sketch compilations (they are CPU-heavy).
-    compiles: tokio::sync::Semaphore,
+    /// Turns at the sketch compilers (they are CPU-heavy).
+    compiles: compile_queue::CompileQueue,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -239,7 +240,7 @@ impl App {
             ws_connections: AtomicUsize::new(0),
             changes,
             devices,
-            compiles: tokio::sync::Semaphore::new(boards::MAX_COMPILES),
+            compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
         })
     }
 

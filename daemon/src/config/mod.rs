@@ -182,11 +182,18 @@ pub struct CompileConfig {
     /// its own: an Arduino installation outside `/usr`, extra libraries.
     pub read_paths: Vec<PathBuf>,
     pub limits: ToolLimits,
+    /// Compiles that may wait for a compiler; more are refused (429).
+    pub max_queued: usize,
 }
 
 impl Default for CompileConfig {
     fn default() -> CompileConfig {
-        CompileConfig { sandbox: SandboxMode::Landlock, read_paths: Vec::new(), limits: ToolLimits::default() }
+        CompileConfig {
+            sandbox: SandboxMode::Landlock,
+            read_paths: Vec::new(),
+            limits: ToolLimits::default(),
+            max_queued: 16,
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub(super) struct Compile {
     pub file_size_mb: Option<i64>,
     pub max_processes: Option<i64>,
     pub max_open_files: Option<i64>,
+    pub max_queued: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

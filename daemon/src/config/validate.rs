@@ -509,7 +509,8 @@ fn validate_compile(v: &mut Validator, raw: raw::Compile) -> CompileConfig {
         max_processes: v.int("compile.max_processes", raw.max_processes, 8..=65_536, defaults.max_processes),
         max_open_files: v.int("compile.max_open_files", raw.max_open_files, 32..=65_536, defaults.max_open_files),
     };
-    CompileConfig { sandbox, read_paths, limits }
+    let max_queued = v.int("compile.max_queued", raw.max_queued, 0..=10_000, CompileConfig::default().max_queued);
+    CompileConfig { sandbox, read_paths, limits, max_queued }
 }
 
 fn validate_usb(v: &mut Validator, key: &str, raw: raw::Usb) -> Option<UsbMatch> {

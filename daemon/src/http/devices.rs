@@ -15,7 +15,7 @@ use super::error::{ApiError, HttpErrorKind};
 use super::request::{Req, percent_decode};
 use super::routes::RouteSpec;
 use super::{Server, json_response};
-use crate::app::{App, AppError, DeviceRef, Principal, UploadSource};
+use crate::app::{App, AppError, Caller, DeviceRef, Principal, UploadSource};
 use crate::compile::CompileError;
 use crate::wire::{CompileRequest, CompileResponse, DeviceJson, DevicesResponse, UploadCodeRequest, UploadResponse};
 
@@ -65,12 +65,18 @@ pub fn list(app: &Arc<App>) -> Reply {
 /// `POST /devices/compile`: `{code, model?, device?}` compiled for the model
 /// (default: the device's; the first device's; `uno` when none is configured).
 /// Code that does not compile is a 200 with `success: false` and the output.
-pub async fn compile(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
+pub async fn compile(app: &Arc<App>, req: &Req) -> Reply {
     let request: CompileRequest = req.parse()?;
-    let compiled = app.compile_sketch(request.model.as_deref(), request.device.as_ref(), &request.code).await;
+    // Public, as the old backend's route was; a valid token makes the caller
+    // an account (and a session holder goes first), an invalid one is ignored.
+    let caller = match super::handlers::optional_viewer(app, req).await {
+        Some(who) => Caller::Account(who),
+        None => Caller::Anonymous(req.peer.ip()),
+    };
+    let compiled = app.compile_sketch(&caller, request.model.as_deref(), request.device.as_ref(), &request.code).await;
     let body = match compiled {
         Ok(compiled) => {
-            tracing::info!(email = %who.email, bytes = compiled.firmware.len(), "sketch compiled");
+            tracing::info!(caller = %caller.key(), bytes = compiled.firmware.len(), "sketch compiled");
             CompileResponse {
                 success: true,
                 message: "Compilation successful".to_owned(),

@@ -71,7 +71,7 @@ impl Kind {
                 K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken => {
                     StatusCode::UNAUTHORIZED
                 }
-                K::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+                K::TooManyAttempts | K::CompileAlreadyQueued | K::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
                 K::AccountDisabled | K::AdminOnly | K::RegistrationRefused | K::NotYourSlot => StatusCode::FORBIDDEN,
                 K::UserNotFound | K::DeviceNotFound => StatusCode::NOT_FOUND,
                 K::AccountIsAdmin

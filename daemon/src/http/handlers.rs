@@ -139,9 +139,9 @@ pub fn stats(app: &Arc<App>) -> Reply {
 
 /// The caller of a public route, if they sent a valid token. An invalid one
 /// is ignored here: the route answers anyone, and old clients may send stale tokens.
-async fn optional_viewer(app: &App, req: &Req) -> Option<String> {
+pub(super) async fn optional_viewer(app: &App, req: &Req) -> Option<Principal> {
     let token = req.bearer().ok().flatten()?;
-    app.authenticate(Credentials::Token(token)).await.ok().map(|p| p.email)
+    app.authenticate(Credentials::Token(token)).await.ok()
 }
 
 /// `GET /slots?date=&device=`.
@@ -154,7 +154,7 @@ pub async fn slots(app: &Arc<App>, req: &Req) -> Reply {
     let render = |day: &DaySlots, viewer: Option<&str>| {
         Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, viewer)).expect("slots serialize"))
     };
-    let body = match optional_viewer(app, req).await {
+    let body = match optional_viewer(app, req).await.map(|who| who.email) {
         Some(viewer) => render(&app.day_slots(device, date, Some(&viewer))?, Some(&viewer)),
         None => app.day_view_cached(device, date, |day| render(day, None))?,
     };
@@ -308,6 +308,8 @@ pub async fn logout_all(app: &Arc<App>, who: &Principal) -> Reply {
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics(app: &Arc<App>) -> Reply {
     app.metrics.set_websocket_connections(app.ws_connections() + app.console_connections());
+    let (running, waiting) = app.compiles();
+    app.metrics.set_compiles(running, waiting);
     let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
     response
         .headers_mut()

@@ -109,7 +109,7 @@ pub const ROUTES: &[RouteSpec] = &[
     row(Route::Metrics, "/metrics", GET, Auth::Public),
     row(Route::OpenApi, "/openapi.json", GET, Auth::Public),
     row(Route::Devices, "/devices", GET, Auth::Public),
-    row(Route::DevicesCompile, "/devices/compile", POST, Auth::Bearer),
+    row(Route::DevicesCompile, "/devices/compile", POST, Auth::Public),
     RouteSpec {
         body: BodyLimit::Firmware,
         ..row(Route::DevicesUpload, "/devices/upload/{device}", POST, Auth::Bearer)
@@ -214,13 +214,13 @@ pub(crate) async fn dispatch(
         (Route::Metrics, _) => handlers::metrics(app),
         (Route::OpenApi, _) => Ok(super::json_response(StatusCode::OK, &super::openapi::document())),
         (Route::Devices, _) => devices::list(app),
-        (Route::DevicesCompile, Some(who)) => devices::compile(app, &req, &who).await,
+        (Route::DevicesCompile, _) => devices::compile(app, &req).await,
         (Route::DevicesUpload, Some(who)) => devices::upload(app, spec, &req, &who).await,
         (Route::AdminUsers, Some(who)) => admin::users(app, &who),
         (Route::AdminDisableUser, Some(who)) => admin::set_disabled(app, &req, &who, true).await,
         (Route::AdminEnableUser, Some(who)) => admin::set_disabled(app, &req, &who, false).await,
         (Route::SlotBookingSocket | Route::DevicesConsole, _)
-        | (Route::DevicesCompile | Route::DevicesUpload | Route::AdminUsers, None)
+        | (Route::DevicesUpload | Route::AdminUsers, None)
         | (Route::ChangePassword | Route::LogoutAll, None)
         | (Route::AdminDisableUser | Route::AdminEnableUser, None) => {
             unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")

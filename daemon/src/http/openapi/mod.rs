@@ -194,12 +194,13 @@ fn paths() -> Value {
         "/devices/compile": { "post": {
             "tags": ["devices"],
             "operationId": "compile",
-            "summary": "Compile a sketch without uploading it",
-            "security": [{ "bearerAuth": [] }],
+            "summary": "Compile a sketch without uploading it: open to anyone, one compile at a time per account \
+                (per client address without a token); the holder of the session in progress goes first",
+            "security": [{ "bearerAuth": [] }, {}],
             "requestBody": body("CompileRequest"),
             "responses": responses(
                 ok("Compiled (or not: success false with the compiler's output)", "CompileResponse"),
-                &[400, 401, 408, 413, 415, 422, 503],
+                &[400, 408, 413, 415, 422, 429, 503],
             ),
         }},
         "/devices/upload/{device}": { "post": {

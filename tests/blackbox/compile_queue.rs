@@ -1,0 +1,182 @@
+//! Compiling is public, as the old backend's route was, and fair: one compile
+//! at a time per account (per client address without a token), a bounded
+//! line, and the holder of a session in progress first.
+//!
+//! The toolchain here is a script that blocks reading a FIFO named on the
+//! sketch's first line, so the test decides when each compile finishes and
+//! can see when one is running (its FIFO has a reader).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{Client, Daemon, Options, Resp};
+
+/// A compiler that waits for its FIFO to be written and closed, then fails.
+fn lab(fifos: &Path) -> String {
+    format!(
+        "[lab]\ntimezone = \"UTC\"\n\
+         [compilers.uno]\nargv = [\"sh\", \"-c\", \"cat \\\"$(head -n 1 \\\"$0\\\")\\\" > /dev/null; exit 1\", \"{{sketch}}\"]\n\
+         timeout_secs = 60\n\
+         [compile]\nread_paths = [\"{}\"]\nmax_queued = 1\n",
+        fifos.display()
+    )
+}
+
+/// A FIFO a compile waits on; while the test holds its write end open, the
+/// compile reading it cannot finish.
+struct Fifo {
+    path: PathBuf,
+    writer: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl Fifo {
+    fn new(dir: &Path, name: &str) -> Fifo {
+        let path = dir.join(name);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+        Fifo { path, writer: std::sync::Mutex::new(None) }
+    }
+
+    /// The sketch that makes a compile wait on this FIFO.
+    fn sketch(&self) -> String {
+        format!("{}\nint main() {{ return 0; }}\n", self.path.display())
+    }
+
+    /// Waits (bounded) until a compile opens it, i.e. is running, and holds
+    /// the write end so that compile goes on waiting.
+    async fn wait_running(&self) {
+        for _ in 0..500 {
+            if self.is_running() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no compile started reading {}", self.path.display());
+    }
+
+    /// Whether a compile has it open (and then it stays held).
+    fn is_running(&self) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut writer = self.writer.lock().unwrap();
+        if writer.is_none() {
+            // Opening a FIFO to write without blocking fails while nobody reads it.
+            let open = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&self.path);
+            *writer = open.ok();
+        }
+        writer.is_some()
+    }
+
+    /// Lets the compile reading it finish: its read ends when the write end closes.
+    async fn release(&self) {
+        self.wait_running().await;
+        self.writer.lock().unwrap().take();
+    }
+}
+
+fn compile(c: &Client, token: Option<&str>, code: String) -> tokio::task::JoinHandle<Resp> {
+    let (c, token) = (*c, token.map(str::to_owned));
+    tokio::spawn(async move {
+        let body = json!({ "code": code });
+        match token {
+            Some(token) => c.post_auth("/devices/compile", &token, &body).await,
+            None => c.post("/devices/compile", &body).await,
+        }
+    })
+}
+
+fn refused(r: &Resp, code: &str) -> Value {
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(r.header("retry-after").is_some());
+    let body = r.json();
+    assert_eq!(body["code"], code, "{body}");
+    body
+}
+
+/// Waits (bounded) until /metrics shows `waiting` compiles in line.
+async fn until_waiting(c: &Client, waiting: u64) {
+    let series = "rerod_compiles{state=\"waiting\"}";
+    for _ in 0..500 {
+        let r = c.get("/metrics").await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let now = text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<u64>().ok());
+        if now == Some(waiting) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never {waiting} compile(s) waiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anyone_may_compile_one_at_a_time_in_a_bounded_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(Options::config(&lab(dir.path())));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let carol = c.user("carol@example.com").await;
+    let [ada_fifo, bob_fifo, anon_fifo] = ["ada", "bob", "anon"].map(|name| Fifo::new(dir.path(), name));
+
+    // Two compiles run at once: Ada's and Bob's.
+    let ada_first = compile(&c, Some(&ada), ada_fifo.sketch());
+    ada_fifo.wait_running().await;
+    let bob_first = compile(&c, Some(&bob), bob_fifo.sketch());
+    bob_fifo.wait_running().await;
+    // Ada may not line up another while hers runs.
+    refused(&compile(&c, Some(&ada), ada_fifo.sketch()).await.unwrap(), "compile_already_queued");
+    // Without a token the caller is its address, and it takes the one waiting place.
+    let anonymous = compile(&c, None, anon_fifo.sketch());
+    until_waiting(&c, 1).await;
+    // The line is full: anyone else is told to come back.
+    let r = compile(&c, Some(&carol), "int main() { return 0; }\n".to_owned()).await.unwrap();
+    refused(&r, "compile_queue_full");
+
+    // As the running compiles finish, the waiting one gets its turn.
+    ada_fifo.release().await;
+    assert_eq!(ada_first.await.unwrap().expect(200)["success"], false);
+    anon_fifo.release().await;
+    assert_eq!(anonymous.await.unwrap().expect(200)["success"], false);
+    bob_fifo.release().await;
+    bob_first.await.unwrap().expect(200);
+    until_waiting(&c, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_of_the_session_in_progress_goes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(Options::config(&lab(dir.path())));
+    let c = daemon.client();
+    let [a, b, waiting, holder] = ["a", "b", "waiting", "holder"].map(|name| Fifo::new(dir.path(), name));
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let eve = c.user("eve@example.com").await;
+    let hana = c.user("hana@example.com").await;
+    // Hana holds the slot in progress.
+    let now = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let body = json!({"slot_id": now.hour(), "date": now.date().to_string()});
+    c.post_auth("/book-slot", &hana, &body).await.expect(200);
+
+    let first = compile(&c, Some(&ada), a.sketch());
+    a.wait_running().await;
+    let second = compile(&c, Some(&bob), b.sketch());
+    b.wait_running().await;
+    let eves = compile(&c, Some(&eve), waiting.sketch());
+    until_waiting(&c, 1).await;
+    // The line is full, but not for the holder of the session in progress.
+    let hanas = compile(&c, Some(&hana), holder.sketch());
+    until_waiting(&c, 2).await;
+    a.release().await;
+    // The freed turn goes to Hana, though Eve waited longer.
+    holder.wait_running().await;
+    assert!(!waiting.is_running(), "Eve's compile must still wait");
+    holder.release().await;
+    waiting.release().await;
+    b.release().await;
+    for task in [first, second, eves, hanas] {
+        task.await.unwrap().expect(200);
+    }
+}
