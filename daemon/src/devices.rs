@@ -102,6 +102,9 @@ pub struct Board {
     upload: Mutex<Option<Running>>,
     /// Who flashed the program now on the board, until the idle firmware replaces it.
     dirty: Mutex<Option<String>>,
+    /// Restores (idle firmware, or a reset) started by a session end and not yet done.
+    pending_restores: std::sync::atomic::AtomicUsize,
+    restored: tokio::sync::Notify,
 }
 
 /// The upload in progress on a board.
@@ -223,6 +226,8 @@ impl Board {
             events,
             upload: Mutex::new(None),
             dirty: Mutex::new(None),
+            pending_restores: Default::default(),
+            restored: tokio::sync::Notify::new(),
         }
     }
 
@@ -261,16 +266,18 @@ impl Board {
         authorize: impl FnOnce() -> Result<(), E>,
     ) -> Result<UploadReport, UploadRefused<E>> {
         let config = self.config();
-        match config.flash_limit {
-            Some(limit) => firmware.check_fits(limit).map_err(BoardError::Firmware)?,
-            None if firmware.is_empty() => Err(BoardError::Firmware(rerod_devices::FirmwareError::Empty))?,
-            None => {}
-        }
+        // Before the port is touched, and before any plugin lays the image out.
+        firmware.check_fits(config.flash_limit).map_err(BoardError::Firmware)?;
         if let PortState::Offline { reason } = self.port.current_state() {
             Err(BoardError::Offline { device: self.id.clone(), reason })?;
         }
         let plugin = crate::plugins::lookup(&config.plugin)
             .ok_or_else(|| BoardError::Internal(format!("plugin {:?} is not registered", config.plugin)))?;
+        if owner != Owner::Lab {
+            // The board is restored after a session before anyone's next
+            // upload: the next holder starts from the lab's idle firmware.
+            self.restores_done().await;
+        }
         let lab_flashing = matches!(lock(&self.upload).as_ref(), Some(r) if r.owner == Owner::Lab);
         let lease = if owner == Owner::Lab || lab_flashing {
             // The lab's own flash is short and the new session's first upload
@@ -299,7 +306,7 @@ impl Board {
             baud: config.upload_baud,
             reset: config.reset.clone(),
             model: config.model.clone(),
-            flash_limit: config.flash_limit,
+            flash_limit: Some(config.flash_limit),
             options: config.options.clone(),
         };
         let events = self.events.clone();
@@ -382,10 +389,35 @@ impl Board {
                 _ => false,
             }
         };
+        // What this session's program printed is not the next session's to see.
+        self.port.clear_scrollback();
         let dirty = lock(&self.dirty).is_some();
         if aborted || dirty {
+            // Counted before the task starts, so no upload can slip in first.
+            self.pending_restores.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             let board = Arc::clone(self);
-            tokio::spawn(async move { board.restore(aborted, dirty).await });
+            tokio::spawn(async move {
+                Arc::clone(&board).restore(aborted, dirty).await;
+                board.pending_restores.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                board.restored.notify_waiters();
+            });
+        }
+    }
+
+    /// Waits (at most the lab flash's allowance) until no restore is pending.
+    async fn restores_done(&self) {
+        let pending = || self.pending_restores.load(std::sync::atomic::Ordering::Acquire) > 0;
+        let wait = async {
+            while pending() {
+                let restored = self.restored.notified();
+                if !pending() {
+                    break;
+                }
+                restored.await;
+            }
+        };
+        if tokio::time::timeout(LAB_FLASH_WAIT, wait).await.is_err() {
+            tracing::warn!(device = %self.id, "the board's restore is taking long; the upload goes ahead");
         }
     }
 

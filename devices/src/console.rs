@@ -171,6 +171,12 @@ impl DevicePort {
         (Bytes::from([front, back].concat()), console.tx.subscribe())
     }
 
+    /// Forgets the recent output, so the next subscriber's scrollback starts
+    /// from now: what one session's program printed is not shown to the next.
+    pub fn clear_scrollback(&self) {
+        lock(&self.inner.io.console).bytes.clear();
+    }
+
     /// Sends input to the board. Fails while the port is offline or leased.
     pub async fn write(&self, data: Bytes) -> Result<(), PortError> {
         let io = self.inner.io.clone();
@@ -485,6 +491,8 @@ mod tests {
         recv_until(&mut rx, b"bytes\n").await;
         let (scrollback, _) = port.subscribe();
         assert_eq!(&scrollback[..], b"n sixteen bytes\n", "the last 16 bytes");
+        port.clear_scrollback();
+        assert!(port.subscribe().0.is_empty(), "a cleared scrollback shows nothing");
         port.write(Bytes::from_static(b"ping")).await.expect("write");
         board.expect(b"ping");
 

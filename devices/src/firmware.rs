@@ -30,6 +30,11 @@ pub enum FirmwareFormat {
     Binary,
 }
 
+/// The largest flash any supported board has, and so the largest image rerod
+/// ever lays out: an image reaching past it is refused before it is
+/// flattened (a HEX record at 0xFFFF0000 would otherwise ask for 4 GiB).
+pub const MAX_FLASH: u64 = 64 << 20;
+
 /// A flash image ready to be written to a board.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firmware {

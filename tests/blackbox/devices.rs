@@ -18,14 +18,14 @@ use crate::util::{Client, Daemon, Options, Resp, Ws, utc_date};
 
 /// A simulated board on a link we choose, so a "replugged" board (a new
 /// rig) comes back under the same path, like a /dev/serial/by-id link.
-struct Board {
+pub(crate) struct Board {
     child: Option<Child>,
     link: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Board {
-    fn start(app: Option<&str>) -> Board {
+    pub(crate) fn start(app: Option<&str>) -> Board {
         let dir = tempfile::tempdir().expect("temp dir");
         let link = dir.path().join("uno");
         let mut board = Board { child: None, link, _dir: dir };
@@ -83,7 +83,7 @@ const ADMIN: &str = "admin@example.com";
 
 /// A lab with one Uno on `board`, reset by the rig's signal (a pty has no
 /// DTR), sent to whichever rig is plugged in.
-fn lab_config(board: &Board, extra: &str) -> String {
+pub(crate) fn lab_config(board: &Board, extra: &str) -> String {
     format!(
         r#"
 [lab]
@@ -111,13 +111,13 @@ fn rig_bytes(name: &str) -> Vec<u8> {
 }
 
 impl Client {
-    async fn upload(&self, device: &str, token: &str, content_type: &str, body: Vec<u8>) -> Resp {
+    pub(crate) async fn upload(&self, device: &str, token: &str, content_type: &str, body: Vec<u8>) -> Resp {
         let auth = format!("Bearer {token}");
         let headers = [("authorization", auth.as_str()), ("content-type", content_type)];
         self.request(hyper::Method::POST, &format!("/devices/upload/{device}"), &headers, body).await
     }
 
-    async fn book_today(&self, token: &str) {
+    pub(crate) async fn book_today(&self, token: &str) {
         self.post_auth("/book-slot", token, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
     }
 
@@ -136,15 +136,15 @@ impl Client {
 }
 
 /// A console client that keeps what it has seen.
-struct Console {
+pub(crate) struct Console {
     ws: Ws,
-    output: Vec<u8>,
+    pub(crate) output: Vec<u8>,
     events: Vec<Value>,
 }
 
 impl Console {
     /// Connects and authenticates; panics unless admitted.
-    async fn open(daemon: &Daemon, device: &str, token: &str) -> Console {
+    pub(crate) async fn open(daemon: &Daemon, device: &str, token: &str) -> Console {
         let mut ws = daemon.ws(&format!("/devices/read/{device}")).await;
         ws.send(&json!({"token": token})).await;
         let hello = ws.recv().await;
@@ -170,7 +170,7 @@ impl Console {
     }
 
     /// Reads until the board's output contains `needle`; returns the output since the last call.
-    async fn until_output(&mut self, needle: &[u8]) -> Vec<u8> {
+    pub(crate) async fn until_output(&mut self, needle: &[u8]) -> Vec<u8> {
         while !self.output.windows(needle.len()).any(|w| w == needle) {
             self.next().await;
         }
@@ -201,7 +201,7 @@ impl Console {
     }
 
     /// Reads until `session_ended` (its message naming `why`), then expects close 1000.
-    async fn session_ends(&mut self, why: &str) {
+    pub(crate) async fn session_ends(&mut self, why: &str) {
         let ended = self.until_type("session_ended").await;
         assert!(ended["message"].as_str().unwrap().contains(why), "{ended}");
         match self.ws.next().await {
@@ -398,6 +398,7 @@ async fn every_firmware_error_is_refused_before_the_board_is_touched() {
 [[devices]]
 id = "custom-1"
 model = "custom-board"
+flash_limit = 65536
 plugin = "command"
 port = "/nonexistent/custom-board"
 options = { argv = ["true", "{firmware}"] }
@@ -431,6 +432,13 @@ options = { argv = ["true", "{firmware}"] }
         assert_eq!(body["code"], code, "{what}: {body}");
         assert!(body["detail"].as_str().unwrap().contains(needle), "{what}: {body}");
     }
+    // A board rerod knows nothing of has its flash_limit from the config: an
+    // image with data at 0 and at 0xFFFF0000 is refused, never laid out as 4 GiB.
+    let far = ":01000000AA55\n:02000004FFFFFC\n:01000000BB44\n:00000001FF\n";
+    let r = c.upload("custom-1", &ada, "application/octet-stream", far.as_bytes().to_vec()).await;
+    let body = r.expect(400);
+    assert_eq!(body["code"], "firmware_too_large", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("65536"), "{body}");
     let r = c.upload("uno-1", &ada, "image/png", rig_bytes("counter.hex")).await;
     assert_eq!(r.expect(415)["code"], "unsupported_media_type");
     let r = c.post_auth("/devices/upload/uno-1", &ada, &json!({"source": SKETCH})).await;
@@ -585,7 +593,7 @@ async fn refusal(ws: &mut Ws) -> Value {
 
 /// A lab with one Uno configured on a port where nothing is plugged in:
 /// enough for what a console decides before it touches the board.
-const UNPLUGGED_LAB: &str = "[lab]\ntimezone = \"UTC\"\nslot_minutes = 1440\n\
+pub(crate) const UNPLUGGED_LAB: &str = "[lab]\ntimezone = \"UTC\"\nslot_minutes = 1440\n\
     [[devices]]\nid = \"uno-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/uno-1\"\n";
 
 /// The old backend accepted the console's WebSocket for any device and only

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod bad_input;
+mod boards;
 mod compile;
 mod compile_queue;
 mod concurrency;

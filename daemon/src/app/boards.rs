@@ -322,7 +322,7 @@ mod tests {
     async fn an_upload_never_starts_after_its_session_ended() {
         let (_board_side, port) = pty();
         let devices = format!(
-            "[[devices]]\nid = \"arm-1\"\nmodel = \"custom\"\nplugin = \"command\"\nport = \"{port}\"\n\
+            "[[devices]]\nid = \"arm-1\"\nmodel = \"custom\"\nflash_limit = 32768\nplugin = \"command\"\nport = \"{port}\"\n\
              reset = \"none\"\noptions = {{ argv = [\"true\", \"{{firmware}}\"] }}\n"
         );
         let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", &devices);

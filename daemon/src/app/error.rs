@@ -21,8 +21,9 @@ pub enum AppError {
     Throttled { retry_after: Duration },
     #[error("Too many logins from this address; try again in {} s", retry_after.as_secs().max(1))]
     AddressThrottled { retry_after: Duration },
-    #[error("The server is busy checking passwords; try again in a moment")]
-    Overloaded,
+    /// Too much of something is in flight (`what`: "checking passwords", ...).
+    #[error("The server is busy {what}; try again in a moment")]
+    Overloaded { what: &'static str },
     #[error("Not authenticated: send Authorization: Bearer <token> (or email and password)")]
     NotAuthenticated,
     #[error("{0}")]
@@ -172,7 +173,7 @@ impl AppError {
         match self {
             AppError::InvalidCredentials => K::InvalidCredentials,
             AppError::Throttled { .. } | AppError::AddressThrottled { .. } => K::TooManyAttempts,
-            AppError::Overloaded => K::Overloaded,
+            AppError::Overloaded { .. } => K::Overloaded,
             AppError::NotAuthenticated => K::NotAuthenticated,
             AppError::InvalidToken(TokenError::Expired) => K::TokenExpired,
             AppError::InvalidToken(TokenError::Invalid) => K::InvalidToken,
@@ -223,7 +224,7 @@ impl AppError {
         match self {
             AppError::Throttled { retry_after } | AppError::AddressThrottled { retry_after } => Some(*retry_after),
             // Checks queued now are answered within a second or two.
-            AppError::Overloaded => Some(Duration::from_secs(1)),
+            AppError::Overloaded { .. } => Some(Duration::from_secs(1)),
             // A compile takes seconds; by then a place has likely come free.
             AppError::CompileAlreadyQueued | AppError::CompileQueueFull => Some(Duration::from_secs(5)),
             _ => None,
@@ -239,7 +240,7 @@ impl AppError {
 impl From<crate::auth::HashError> for AppError {
     fn from(error: crate::auth::HashError) -> AppError {
         match error {
-            crate::auth::HashError::Overloaded => AppError::Overloaded,
+            crate::auth::HashError::Overloaded => AppError::Overloaded { what: "checking passwords" },
             crate::auth::HashError::Failed(message) => AppError::Internal(message),
         }
     }

@@ -60,6 +60,8 @@ pub struct App {
     console_connections: AtomicUsize,
     /// Live `/slot-booking` sockets, for `active_connections`.
     ws_connections: AtomicUsize,
+    /// Both kinds together, against `server.max_websocket_connections`.
+    open_sockets: AtomicUsize,
     changes: broadcast::Sender<SlotsChanged>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
@@ -159,9 +161,16 @@ pub struct OpenSocket {
     kind: SocketKind,
 }
 
+impl OpenSocket {
+    pub fn kind(&self) -> SocketKind {
+        self.kind
+    }
+}
+
 impl Drop for OpenSocket {
     fn drop(&mut self) {
         self.app.socket_counter(self.kind).fetch_sub(1, Ordering::Relaxed);
+        self.app.open_sockets.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -238,6 +247,7 @@ impl App {
             views: Mutex::new(HashMap::new()),
             console_connections: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
+            open_sockets: AtomicUsize::new(0),
             changes,
             devices,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
@@ -314,10 +324,15 @@ impl App {
         self.clock.now()
     }
 
-    /// Counts a WebSocket of `kind` as open until the returned guard is dropped.
-    pub fn socket_opened(self: &Arc<Self>, kind: SocketKind) -> OpenSocket {
+    /// Counts a WebSocket of `kind` as open until the returned guard is
+    /// dropped, unless `max` of both kinds are open already: taken in one
+    /// atomic step, so upgrades racing each other cannot pass the cap.
+    pub fn try_open_socket(self: &Arc<Self>, kind: SocketKind, max: usize) -> Option<OpenSocket> {
+        self.open_sockets
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1))
+            .ok()?;
         self.socket_counter(kind).fetch_add(1, Ordering::Relaxed);
-        OpenSocket { app: Arc::clone(self), kind }
+        Some(OpenSocket { app: Arc::clone(self), kind })
     }
 
     fn socket_counter(&self, kind: SocketKind) -> &AtomicUsize {

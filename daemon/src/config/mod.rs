@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_json_bytes: usize,
     pub max_firmware_bytes: usize,
+    /// Upload bodies being received at once, in bytes, across all clients.
+    pub max_upload_bytes_in_flight: usize,
     pub header_read_timeout: Duration,
     pub max_websocket_connections: usize,
     pub max_websocket_message_bytes: usize,
@@ -152,8 +154,9 @@ pub struct DeviceConfig {
     pub options: toml::Table,
     /// The bootloader's baud rate (default: the model's, else 115200).
     pub upload_baud: u32,
-    /// Flash available to programs, in bytes (default: the model's).
-    pub flash_limit: Option<u64>,
+    /// Flash available to programs, in bytes (the model's unless set; required
+    /// for a model rerod does not know). No image reaching past it is flashed.
+    pub flash_limit: u64,
     /// Flashed when a session that uploaded something ends, so the next user starts clean.
     pub idle_firmware: Option<IdleFirmware>,
 }

@@ -52,6 +52,7 @@ pub(super) struct Server {
     pub max_connections: Option<i64>,
     pub max_json_bytes: Option<i64>,
     pub max_firmware_bytes: Option<i64>,
+    pub max_upload_bytes_in_flight: Option<i64>,
     pub header_read_timeout_secs: Option<i64>,
     pub max_websocket_connections: Option<i64>,
     pub max_websocket_message_bytes: Option<i64>,

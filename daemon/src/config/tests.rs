@@ -112,11 +112,25 @@ fn duplicate_device_ids_are_refused() {
 }
 
 #[test]
+fn a_model_rerod_does_not_know_needs_its_flash_limit() {
+    let board = "[[devices]]\nid = \"x\"\nmodel = \"esp-thing\"\nplugin = \"command\"\nport = \"/dev/ttyUSB0\"\n\
+                 options = { argv = [\"true\", \"{firmware}\"] }\n";
+    let problems = load(board).unwrap_err();
+    assert_eq!(keys(&problems), ["devices[0].flash_limit"]);
+    assert!(problems[0].to_string().contains("esp-thing"), "{}", problems[0]);
+    let config = load(&format!("{board}flash_limit = 4194304\n")).unwrap();
+    assert_eq!(config.devices[0].flash_limit, 4 << 20);
+    // No board rerod supports has more than MAX_FLASH: larger limits are refused too.
+    let problems = load(&format!("{board}flash_limit = 4294967296\n")).unwrap_err();
+    assert_eq!(keys(&problems), ["devices[0].flash_limit"]);
+}
+
+#[test]
 fn a_minimal_uno_entry_is_enough_and_takes_the_models_defaults() {
     let config = load("[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/ttyACM0\"\n").unwrap();
     let d = &config.devices[0];
     assert_eq!((d.name.as_str(), d.model.as_str(), d.baud, d.upload_baud), ("arm-1", "uno", 115_200, 115_200));
-    assert_eq!(d.flash_limit, Some(32_256));
+    assert_eq!(d.flash_limit, 32_256);
     assert_eq!(d.reset, ResetMethod::Dtr);
     assert!(d.options.is_empty() && d.idle_firmware.is_none());
 }
@@ -150,7 +164,7 @@ fn device_reset_options_and_compilers() {
     let config = load(&text).unwrap();
     let (a, b) = (&config.devices[0], &config.devices[1]);
     assert_eq!(a.reset, ResetMethod::Command(vec!["kill".into(), "-USR1".into(), "42".into()]));
-    assert_eq!((a.upload_baud, a.flash_limit), (57_600, Some(31_744)));
+    assert_eq!((a.upload_baud, a.flash_limit), (57_600, 31_744));
     assert_eq!(a.idle_firmware.as_ref().map(|f| f.firmware.len()), Some(4));
     assert_eq!(b.reset, ResetMethod::None);
     assert_eq!(config.compilers["uno"].argv[1], "{sketch}");

@@ -111,6 +111,12 @@ fn validate_server(v: &mut Validator, raw: raw::Server, env: &Env) -> ServerConf
         max_connections: v.int("server.max_connections", raw.max_connections, 1..=1_000_000, 10_000),
         max_json_bytes: v.int("server.max_json_bytes", raw.max_json_bytes, 1024..=16 << 20, 64 << 10),
         max_firmware_bytes: v.int("server.max_firmware_bytes", raw.max_firmware_bytes, 1024..=256 << 20, 4 << 20),
+        max_upload_bytes_in_flight: v.int(
+            "server.max_upload_bytes_in_flight",
+            raw.max_upload_bytes_in_flight,
+            1024..=4 << 30,
+            16 << 20,
+        ),
         header_read_timeout: Duration::from_secs(v.int(
             "server.header_read_timeout_secs",
             raw.header_read_timeout_secs,
@@ -391,18 +397,29 @@ fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfi
             }
         }
         let reset = validate_reset(v, &format!("{key}.reset"), d.reset);
-        let flash_limit = match d.flash_limit {
-            Some(n) => Some(v.int(&format!("{key}.flash_limit"), Some(n), 256..=1 << 30, 32_256)),
-            None => model.map(|m| m.flash_limit),
+        let flash_limit = match (d.flash_limit, model) {
+            (Some(n), _) => {
+                v.int(&format!("{key}.flash_limit"), Some(n), 256..=rerod_devices::firmware::MAX_FLASH as i64, 32_256)
+            }
+            (None, Some(model)) => model.flash_limit,
+            (None, None) => {
+                v.problem(
+                    format!("{key}.flash_limit"),
+                    format!(
+                        "is required for model {model_name:?}, which rerod does not know: the flash programs may \
+                         use, in bytes (known models: {})",
+                        rerod_devices::model::MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                32_256
+            }
         };
         let idle_firmware = d.idle_firmware.and_then(|path| {
             let path = PathBuf::from(path);
             let checked =
                 std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(|bytes| {
                     let firmware = Firmware::detect(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-                    if let Some(limit) = flash_limit {
-                        firmware.check_fits(limit).map_err(|e| format!("{}: {e}", path.display()))?;
-                    }
+                    firmware.check_fits(flash_limit).map_err(|e| format!("{}: {e}", path.display()))?;
                     Ok(firmware)
                 });
             match checked {

@@ -15,7 +15,7 @@ use super::error::{ApiError, HttpErrorKind};
 use super::request::{Req, percent_decode};
 use super::routes::RouteSpec;
 use super::{Server, json_response};
-use crate::app::{App, AppError, Caller, DeviceRef, Principal, UploadSource};
+use crate::app::{App, AppError, Caller, DeviceRef, Principal, SocketKind, UploadSource};
 use crate::compile::CompileError;
 use crate::wire::{CompileRequest, CompileResponse, DeviceJson, DevicesResponse, UploadCodeRequest, UploadResponse};
 
@@ -151,11 +151,31 @@ fn upload_source(app: &App, req: &Req) -> Result<UploadSource, ApiError> {
 }
 
 /// `POST /devices/upload/{device}`: firmware (or `{code}`, compiled first) to
-/// the board, by the holder of the slot in progress or an admin.
-pub async fn upload(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Reply {
-    let (text, reference) = device_param(spec, req.parts.uri.path());
+/// the board, by the holder of the slot in progress or an admin. The body is
+/// read only once the caller's right to the board is known, and only within
+/// the server's budget of upload bytes in flight.
+pub async fn upload(
+    server: &Arc<Server>,
+    spec: &RouteSpec,
+    req: Request<Incoming>,
+    who: &Principal,
+    peer: std::net::SocketAddr,
+) -> Reply {
+    let app = &server.app;
+    let (text, reference) = device_param(spec, req.uri().path());
     let reference = reference.unwrap_or(DeviceRef::Id(text));
-    let uploaded = app.upload(who, &reference, async { upload_source(app, req) }).await?;
+    let (parts, body) = req.into_parts();
+    let limit = app.config().server.max_firmware_bytes;
+    // Held until the upload is done: the body's bytes live that long.
+    let mut budget = None;
+    let source = async {
+        budget = Some(server.reserve_upload_bytes(Req::declared_length(&parts.headers), limit)?);
+        let req = Req::read_parts(parts, body, limit, peer).await?;
+        upload_source(app, &req)
+    };
+    let uploaded = app.upload(who, &reference, source).await;
+    drop(budget);
+    let uploaded = uploaded?;
     let body = UploadResponse {
         success: true,
         message: format!("Firmware uploaded to {}", uploaded.device.id),
@@ -180,8 +200,8 @@ pub(super) fn upgrade_console(server: &Arc<Server>, spec: &RouteSpec, req: &mut 
     let app = Arc::clone(&server.app);
     let stop = server.stop_signal();
     let wrap = |upgraded| Some(hyper_util::rt::TokioIo::new(upgraded));
-    let mut response = super::upgrade::upgrade(&server.app, req, wrap, move |socket| {
-        crate::ws::console::serve(app, socket, text, reference, stop)
+    let mut response = super::upgrade::upgrade(&server.app, SocketKind::Console, req, wrap, move |socket, open| {
+        crate::ws::console::serve(app, socket, open, text, reference, stop)
     })?;
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

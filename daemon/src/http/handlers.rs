@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use super::error::ApiError;
 use super::request::Req;
 use super::{Server, json_response};
-use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal};
+use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal, SocketKind};
 use crate::json;
 use crate::wire::{
     self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, CompileHealth, ConfigStatus, DatabaseCounts,
@@ -320,7 +320,8 @@ pub fn metrics(app: &Arc<App>) -> Reply {
 /// Answers a `/slot-booking` upgrade and serves the socket in its own task.
 pub(super) fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
     let served = Arc::clone(server);
-    super::upgrade::upgrade(&server.app, req, crate::ws::fanout::OutboxStream::new, |socket| async move {
-        served.booking.serve(Arc::clone(&served.app), socket).await;
+    let wrap = crate::ws::fanout::OutboxStream::new;
+    super::upgrade::upgrade(&server.app, SocketKind::Booking, req, wrap, |socket, open| async move {
+        served.booking.serve(Arc::clone(&served.app), socket, open).await;
     })
 }

@@ -45,7 +45,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, stop: watch::Receiver<bool>) {
     let open = Arc::new(AtomicUsize::new(0));
     let stop_rx = stop.clone();
-    let server = Arc::new(Server { booking, app, stop });
+    let server = Arc::new(Server { booking, app, stop, upload_bytes: Arc::new(AtomicUsize::new(0)) });
     let app = &server.app;
     // Every connection task holds a sender; when all are gone, all have finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -117,9 +117,40 @@ pub(crate) struct Server {
     pub(crate) booking: BookingHub,
     /// Turns true when the daemon stops.
     stop: watch::Receiver<bool>,
+    /// Upload body bytes being received or held, against `server.max_upload_bytes_in_flight`.
+    upload_bytes: Arc<AtomicUsize>,
+}
+
+/// A share of the upload budget, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct UploadBytes {
+    in_flight: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl Drop for UploadBytes {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(self.n, Ordering::AcqRel);
+    }
 }
 
 impl Server {
+    /// Reserves room for one upload body of `declared` bytes (the firmware
+    /// limit when it does not say), or refuses with 503 while too many
+    /// bytes are already in flight.
+    pub(crate) fn reserve_upload_bytes(&self, declared: Option<u64>, limit: usize) -> Result<UploadBytes, ApiError> {
+        let n = declared.map_or(limit, |d| usize::try_from(d).unwrap_or(usize::MAX).min(limit));
+        let budget = self.app.config().server.max_upload_bytes_in_flight;
+        let reserved = self.upload_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
+            // One upload alone always fits, whatever the budget.
+            (in_flight == 0 || in_flight + n <= budget).then_some(in_flight + n)
+        });
+        match reserved {
+            Ok(_) => Ok(UploadBytes { in_flight: Arc::clone(&self.upload_bytes), n }),
+            Err(_) => Err(ApiError::from(crate::app::AppError::Overloaded { what: "receiving uploads" })),
+        }
+    }
+
     /// Turns true when the daemon stops; sockets close on it.
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stop.clone()

@@ -31,9 +31,12 @@ impl Req {
     /// Reads the body, refusing more than `limit` bytes with 413.
     pub async fn read(req: Request<Incoming>, limit: usize, peer: SocketAddr) -> Result<Req, ApiError> {
         let (parts, body) = req.into_parts();
-        let declared =
-            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+        Req::read_parts(parts, body, limit, peer).await
+    }
+
+    /// [`Req::read`] for a request already taken apart (its headers looked at first).
+    pub async fn read_parts(parts: Parts, body: Incoming, limit: usize, peer: SocketAddr) -> Result<Req, ApiError> {
+        if Req::declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
         let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
@@ -44,6 +47,11 @@ impl Req {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
             Err(e) => Err(ApiError::http(HttpErrorKind::BadBody, format!("Could not read the request body: {e}"))),
         }
+    }
+
+    /// The body's declared length, if the client said.
+    pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
     }
 
     pub fn headers(&self) -> &HeaderMap {

@@ -194,6 +194,10 @@ pub(crate) async fn dispatch(
         },
         Auth::Public | Auth::BearerOrBody | Auth::InSocket => None,
     };
+    if let (Route::DevicesUpload, Some(who)) = (route, &who) {
+        // The caller's right to the board is checked before the body is read.
+        return (Some(route), devices::upload(server, spec, req, who, peer).await);
+    }
     let req = match Req::read(req, limit, peer).await {
         Ok(req) => req,
         Err(e) => return (Some(route), Err(e)),
@@ -215,12 +219,12 @@ pub(crate) async fn dispatch(
         (Route::OpenApi, _) => Ok(super::json_response(StatusCode::OK, &super::openapi::document())),
         (Route::Devices, _) => devices::list(app),
         (Route::DevicesCompile, _) => devices::compile(app, &req).await,
-        (Route::DevicesUpload, Some(who)) => devices::upload(app, spec, &req, &who).await,
         (Route::AdminUsers, Some(who)) => admin::users(app, &who),
         (Route::AdminDisableUser, Some(who)) => admin::set_disabled(app, &req, &who, true).await,
         (Route::AdminEnableUser, Some(who)) => admin::set_disabled(app, &req, &who, false).await,
         (Route::SlotBookingSocket | Route::DevicesConsole, _)
-        | (Route::DevicesUpload | Route::AdminUsers, None)
+        | (Route::DevicesUpload, _)
+        | (Route::AdminUsers, None)
         | (Route::ChangePassword | Route::LogoutAll, None)
         | (Route::AdminDisableUser | Route::AdminEnableUser, None) => {
             unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")

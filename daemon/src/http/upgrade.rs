@@ -1,6 +1,7 @@
 //! Answering a WebSocket upgrade: the capacity check, the handshake's
 //! headers, 101, and then the socket handed to its protocol in `ws`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,41 +13,41 @@ use hyper::{Request, Response, StatusCode};
 use tokio_tungstenite::WebSocketStream;
 
 use super::error::{ApiError, HttpErrorKind};
+use crate::app::{App, OpenSocket, SocketKind};
 
 /// Answers a WebSocket upgrade: 503 beyond the connection cap, a clear 4xx
 /// for a request that is not a WebSocket handshake, else 101; then, once
 /// hyper has switched protocols, runs `serve` on the socket (over the stream
 /// `wrap` makes of the connection) in a task of its own.
 pub(super) fn upgrade<S, F>(
-    app: &crate::app::App,
+    app: &Arc<App>,
+    kind: SocketKind,
     req: &mut Request<Incoming>,
     wrap: impl FnOnce(Upgraded) -> Option<S> + Send + 'static,
-    serve: impl FnOnce(WebSocketStream<S>) -> F + Send + 'static,
+    serve: impl FnOnce(WebSocketStream<S>, OpenSocket) -> F + Send + 'static,
 ) -> Result<Response<Full<Bytes>>, ApiError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    check_capacity(app)?;
+    let open = reserve(app, kind)?;
     let (response, on_upgrade) = accept(req)?;
     let max_message_bytes = app.config().server.max_websocket_message_bytes;
     tokio::spawn(async move {
         if let Some(socket) = crate::ws::open(on_upgrade, max_message_bytes, wrap).await {
-            serve(socket).await;
+            serve(socket, open).await;
         }
     });
     Ok(response)
 }
 
-/// Refuses a new WebSocket (booking or console) beyond
-/// `server.max_websocket_connections` with 503 and `Retry-After`.
-fn check_capacity(app: &crate::app::App) -> Result<(), ApiError> {
-    let open = app.ws_connections() + app.console_connections();
-    if open >= app.config().server.max_websocket_connections {
+/// Counts the new WebSocket (booking or console) as open, or refuses it
+/// beyond `server.max_websocket_connections` with 503 and `Retry-After`.
+fn reserve(app: &Arc<App>, kind: SocketKind) -> Result<OpenSocket, ApiError> {
+    app.try_open_socket(kind, app.config().server.max_websocket_connections).ok_or_else(|| {
         let detail = "Too many WebSocket connections; try again shortly";
-        return Err(ApiError::http(HttpErrorKind::TooManyWebSockets, detail).with_retry_after(Duration::from_secs(5)));
-    }
-    Ok(())
+        ApiError::http(HttpErrorKind::TooManyWebSockets, detail).with_retry_after(Duration::from_secs(5))
+    })
 }
 
 /// Checks an upgrade request and answers it with 101. The connection is

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::fanout::{FanOut, OutboxStream};
 use super::{Close, Conn, PING_INTERVAL};
-use crate::app::{App, AppError, DeviceInfo, DeviceRef, SocketKind};
+use crate::app::{App, AppError, DeviceInfo, DeviceRef, OpenSocket};
 use crate::metrics::SlowClient;
 use crate::wire::{
     self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage, SlotsJson,
@@ -80,11 +80,11 @@ impl BookingHub {
     }
 
     /// Serves one client until it leaves, stalls, goes silent, or the server stops.
-    pub async fn serve(&self, app: Arc<App>, socket: Socket) {
+    pub async fn serve(&self, app: Arc<App>, socket: Socket, open: OpenSocket) {
         let outbox = Arc::clone(socket.get_ref().outbox());
         // Joined before the greeting is rendered: no change can fall between the two.
         self.fan_out.join(socket.get_ref());
-        let mut client = Client { conn: Conn::new(&app, SocketKind::Booking, socket), app, view: (None, None) };
+        let mut client = Client { conn: Conn::new(&app, open, socket), app, view: (None, None) };
         let mut stop = self.stop.clone();
         if client.send_view().await.is_err() {
             return;

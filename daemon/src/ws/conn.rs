@@ -40,13 +40,14 @@ pub struct Conn<S> {
     kind: SocketKind,
     last_heard: Instant,
     app: Arc<App>,
+    /// Counts the connection as open until it is dropped.
     _open: OpenSocket,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Counts the connection as open until it is dropped.
-    pub fn new(app: &Arc<App>, kind: SocketKind, socket: WebSocketStream<S>) -> Conn<S> {
-        Conn { socket, kind, last_heard: Instant::now(), app: Arc::clone(app), _open: app.socket_opened(kind) }
+    /// A connection counted as `open` (taken when the upgrade was accepted).
+    pub fn new(app: &Arc<App>, open: OpenSocket, socket: WebSocketStream<S>) -> Conn<S> {
+        Conn { socket, kind: open.kind(), last_heard: Instant::now(), app: Arc::clone(app), _open: open }
     }
 
     /// Sends one message, or gives up on a client that has not taken it

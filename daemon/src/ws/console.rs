@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Close, Conn, PING_INTERVAL, Socket};
-use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, Principal, SocketKind};
+use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, OpenSocket, Principal};
 use crate::devices::{Board, ConsoleEvent};
 use crate::wire::{
     BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DeviceDescription, FromJson, MessageError,
@@ -46,11 +46,12 @@ type Console = Conn<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 pub async fn serve(
     app: Arc<App>,
     socket: Socket,
+    open: OpenSocket,
     named: String,
     reference: Option<DeviceRef>,
     stop: watch::Receiver<bool>,
 ) {
-    let mut conn = Conn::new(&app, SocketKind::Console, socket);
+    let mut conn = Conn::new(&app, open, socket);
     let Some((device, board)) = reference.and_then(|r| app.board(&r).ok()) else {
         // As the old backend did: the socket opens, says why, and closes.
         let error = error(ErrorKind::DeviceNotFound, format!("Device {named} not found or invalid"));
@@ -166,6 +167,7 @@ async fn run(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
+                    still_theirs(app, conn, device, who, access).await?;
                     let text = format!("{n} chunks of output were dropped: this connection fell behind the board");
                     conn.send_json(&ConsoleServerMessage::Error { code: "output_dropped".to_owned(), message: text }).await?;
                 }
@@ -199,7 +201,8 @@ async fn run(
                     conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
                     return Err(Close::with(CloseCode::Normal, "device removed"));
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // A console that fell behind may have missed the end of its session.
+                Err(broadcast::error::RecvError::Lagged(_)) => still_theirs(app, conn, device, who, access).await?,
                 Err(broadcast::error::RecvError::Closed) => return Err(Close::with(CloseCode::Away, "device closed")),
             },
             changed = state.changed() => {
@@ -226,7 +229,10 @@ async fn run(
                 Message::Binary(data) => write_input(app, conn, board, data).await?,
                 _ => {}
             },
-            _ = ticks.tick() => conn.keep_alive().await?,
+            _ = ticks.tick() => {
+                conn.keep_alive().await?;
+                still_theirs(app, conn, device, who, access).await?;
+            }
             () = stopped(&mut stop) => {
                 return Err(Close::with(CloseCode::Away, "server shutting down"));
             }
@@ -244,6 +250,24 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Ends a session holder's console once the board is no longer theirs: the
+/// end of a session is announced as an event, but a console that fell behind
+/// (or missed it for any reason) must not stay open into the next one.
+async fn still_theirs(
+    app: &App,
+    conn: &mut Console,
+    device: &DeviceInfo,
+    who: &Principal,
+    access: &Access,
+) -> Result<(), Close> {
+    if !matches!(access, Access::Session { .. }) || app.device_access(who, device, "console").is_ok() {
+        return Ok(());
+    }
+    let message = format!("Your session on {} ended: the slot you booked is over", device.id);
+    conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
+    Err(Close::with(CloseCode::Normal, "session ended"))
 }
 
 async fn on_text(app: &App, conn: &mut Console, board: &Board, text: &str) -> Result<(), Close> {
