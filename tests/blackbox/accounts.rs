@@ -220,3 +220,22 @@ async fn rerod_user_needs_the_running_daemon() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("rerod must be running"));
 }
+
+#[tokio::test]
+async fn no_password_hash_or_token_reaches_the_log() {
+    let daemon = Daemon::start_with(Options::config(UTC_LAB).env("LOG_LEVEL", "debug"));
+    let c = daemon.client();
+    let password = "correct-horse-battery";
+    c.register("ada@example.com", password).await.expect(201);
+    let token = c.login("ada@example.com", password).await;
+    c.post("/auth/login", &json!({"email": "ada@example.com", "password": "a-wrong-guess"})).await;
+    let change = json!({"old_password": password, "new_password": "staple-and-more"});
+    let fresh = c.post_auth("/auth/password", &token, &change).await.expect(200)["token"].as_str().unwrap().to_owned();
+    let booking = json!({"slot_id": 23, "email": "ada@example.com", "password": "staple-and-more"});
+    c.post("/book-slot", &booking).await.expect(200);
+    daemon.host_command(&["user", "passwd", "ada@example.com"], "reset-by-the-host");
+    let log = daemon.log_until(|log| log.contains("password set on the host"));
+    for secret in [password, "a-wrong-guess", "staple-and-more", "reset-by-the-host", &token, &fresh, "$2b$"] {
+        assert!(!log.contains(secret), "the log shows {secret:?}");
+    }
+}

@@ -359,3 +359,34 @@ impl HashCosts {
         counts.iter().max_by_key(|(_, n)| **n).map_or(self.configured, |(cost, _)| *cost)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PasswordHash;
+
+    fn user_with(hash: &str) -> User {
+        User {
+            email: "a@x.org".into(),
+            password_hash: PasswordHash::from_stored(hash.into()),
+            created_at: Timestamp::UNIX_EPOCH,
+            disabled: false,
+            credential_generation: 0,
+            last_login: None,
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_the_stored_hashes_cost() {
+        // No accounts yet: the configured cost.
+        assert_eq!(HashCosts::new(&[], 12).typical(), 12);
+        // A lab that raised the cost to 12 keeps older hashes at 10: the most common wins.
+        let users = [user_with("$2b$10$a"), user_with("$2b$10$b"), user_with("$2b$12$c")];
+        let costs = HashCosts::new(&users, 12);
+        assert_eq!(costs.typical(), 10);
+        costs.note(&PasswordHash::from_stored("$2b$12$d".into()));
+        costs.note(&PasswordHash::from_stored("$2b$12$e".into()));
+        assert_eq!(costs.typical(), 12);
+    }
+}

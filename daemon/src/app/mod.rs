@@ -405,3 +405,21 @@ pub(crate) mod testing {
     pub(crate) const ONE_BOARD: &str =
         "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/rerod-test-board\"\n";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SocketKind;
+    use super::testing::lab_at;
+
+    #[tokio::test]
+    async fn sockets_are_counted_against_the_cap_in_one_step() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "");
+        let open: Vec<_> = (0..3).filter_map(|_| app.try_open_socket(SocketKind::Booking, 4)).collect();
+        let console = app.try_open_socket(SocketKind::Console, 4).expect("the fourth fits");
+        assert!(app.try_open_socket(SocketKind::Booking, 4).is_none(), "both kinds count against one cap");
+        assert_eq!((open.len(), app.ws_connections(), app.console_connections()), (3, 3, 1));
+        drop(console);
+        assert!(app.try_open_socket(SocketKind::Booking, 4).is_some(), "a closed socket frees its place");
+        assert_eq!(app.console_connections(), 0);
+    }
+}
