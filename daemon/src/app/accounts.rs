@@ -19,9 +19,7 @@ impl App {
     pub async fn register(&self, email: &str, password: &str, client: IpAddr) -> Result<User, AppError> {
         let config = self.config();
         self.count_address_attempt(&config, client)?;
-        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
-        auth::check_new_password(password, config.auth.min_password_len)
-            .map_err(|e| AppError::invalid("password", e.to_string()))?;
+        let email = new_credentials(&config, email, "password", password)?;
         // Whoever registers a listed address first would become its admin:
         // admins are created on the host instead.
         if config.auth.admins.contains(&email) {
@@ -51,7 +49,14 @@ impl App {
         if self.store.user(&email)?.is_some() {
             return Err(AppError::EmailTaken);
         }
-        let password_hash = self.hasher.hash(password.to_owned(), config.auth.bcrypt_cost).await?;
+        let user = self.create_account(email, password, false).await?;
+        tracing::info!(email = %user.email, "user registered");
+        Ok(user)
+    }
+
+    /// Hashes `password` and stores a new account for the (normalized) `email`.
+    async fn create_account(&self, email: String, password: &str, admin: bool) -> Result<User, AppError> {
+        let password_hash = self.hasher.hash(password.to_owned(), self.config().auth.bcrypt_cost).await?;
         let user = User {
             email,
             password_hash,
@@ -59,17 +64,31 @@ impl App {
             disabled: false,
             credential_generation: 0,
             last_login: None,
-            admin: false,
+            admin,
         };
         match self.store.create_user(user).await {
             Ok(user) => {
-                tracing::info!(email = %user.email, "user registered");
                 self.hash_costs.note(&user.password_hash);
                 Ok(user)
             }
             Err(CreateUserError::Exists) => Err(AppError::EmailTaken),
             Err(CreateUserError::Store(e)) => Err(e.into()),
         }
+    }
+
+    /// Sets the password of the (normalized) `email`, revoking every token
+    /// issued before.
+    async fn set_password(&self, email: String, password: &str) -> Result<User, AppError> {
+        let hash = self.hasher.hash(password.to_owned(), self.config().auth.bcrypt_cost).await?;
+        self.hash_costs.note(&hash);
+        let change = self
+            .store
+            .update_user(email.clone(), move |u| {
+                u.password_hash = hash;
+                u.credential_generation = u.credential_generation.wrapping_add(1);
+            })
+            .await?;
+        change.map(|(_, user)| user).ok_or(AppError::UnknownUser(email))
     }
 
     /// Checks an e-mail and password; answers the same way, in about the same
@@ -140,20 +159,9 @@ impl App {
     /// Changes `who`'s password, given the current one. Every token issued
     /// before, on any device, stops working; the answer carries a new one.
     pub async fn change_password(&self, who: &Principal, current: &str, new: &str) -> Result<Login, AppError> {
-        let config = self.config();
-        auth::check_new_password(new, config.auth.min_password_len)
-            .map_err(|e| AppError::invalid("new_password", e.to_string()))?;
-        let (user, role) = self.check_password(&who.email, current).await?;
-        let hash = self.hasher.hash(new.to_owned(), config.auth.bcrypt_cost).await?;
-        self.hash_costs.note(&hash);
-        let change = self
-            .store
-            .update_user(user.email.clone(), move |u| {
-                u.password_hash = hash;
-                u.credential_generation = u.credential_generation.wrapping_add(1);
-            })
-            .await?;
-        let (_, user) = change.ok_or_else(|| AppError::UnknownUser(user.email.clone()))?;
+        let email = new_credentials(&self.config(), &who.email, "new_password", new)?;
+        let (_, role) = self.check_password(&email, current).await?;
+        let user = self.set_password(email, new).await?;
         tracing::info!(email = %user.email, "password changed; earlier tokens revoked");
         self.issue_token(user, role, None)
     }
@@ -161,48 +169,17 @@ impl App {
     /// Creates an account on the host's word (`rerod user add`): no
     /// registration policy applies, and it may be made a lab admin.
     pub async fn add_account(&self, email: &str, password: &str, admin: bool) -> Result<User, AppError> {
-        let config = self.config();
-        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
-        auth::check_new_password(password, config.auth.min_password_len)
-            .map_err(|e| AppError::invalid("password", e.to_string()))?;
-        let password_hash = self.hasher.hash(password.to_owned(), config.auth.bcrypt_cost).await?;
-        let user = User {
-            email,
-            password_hash,
-            created_at: self.now(),
-            disabled: false,
-            credential_generation: 0,
-            last_login: None,
-            admin,
-        };
-        match self.store.create_user(user).await {
-            Ok(user) => {
-                tracing::info!(email = %user.email, admin, "account added on the host");
-                self.hash_costs.note(&user.password_hash);
-                Ok(user)
-            }
-            Err(CreateUserError::Exists) => Err(AppError::EmailTaken),
-            Err(CreateUserError::Store(e)) => Err(e.into()),
-        }
+        let email = new_credentials(&self.config(), email, "password", password)?;
+        let user = self.create_account(email, password, admin).await?;
+        tracing::info!(email = %user.email, admin, "account added on the host");
+        Ok(user)
     }
 
     /// Sets an account's password on the host's word (`rerod user passwd`),
     /// revoking every token issued before.
     pub async fn reset_password(&self, email: &str, password: &str) -> Result<User, AppError> {
-        let config = self.config();
-        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
-        auth::check_new_password(password, config.auth.min_password_len)
-            .map_err(|e| AppError::invalid("password", e.to_string()))?;
-        let hash = self.hasher.hash(password.to_owned(), config.auth.bcrypt_cost).await?;
-        self.hash_costs.note(&hash);
-        let change = self
-            .store
-            .update_user(email.clone(), move |u| {
-                u.password_hash = hash;
-                u.credential_generation = u.credential_generation.wrapping_add(1);
-            })
-            .await?;
-        let (_, user) = change.ok_or(AppError::UnknownUser(email))?;
+        let email = new_credentials(&self.config(), email, "password", password)?;
+        let user = self.set_password(email, password).await?;
         tracing::info!(email = %user.email, "password set on the host; earlier tokens revoked");
         Ok(user)
     }
@@ -319,6 +296,15 @@ pub struct Login {
 pub struct AccountUpdate {
     pub user: User,
     pub cancelled: Vec<(Booking, Slot)>,
+}
+
+/// Checks an address and a new password (`field` names it in the error);
+/// the address, normalized.
+fn new_credentials(config: &Config, email: &str, field: &'static str, password: &str) -> Result<String, AppError> {
+    let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
+    auth::check_new_password(password, config.auth.min_password_len)
+        .map_err(|e| AppError::invalid(field, e.to_string()))?;
+    Ok(email)
 }
 
 /// An account's role: admin if the config lists it or it was made one on the host.
