@@ -151,9 +151,15 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     assert!(boards.contains("uno-1") && boards.contains("Simulated Uno"), "{boards}");
     c.device_until("online", |d| d["online"] == true).await;
 
-    // Book the slot in progress by saying `now`.
+    // `watch` shows the day, then each change to it; book the slot in progress by saying `now`.
+    let mut watch = rero.command(&["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let watched = Collected::from(watch.stdout.take().unwrap());
+    watched.wait_for("\"booked_slots\":[]", Duration::from_secs(10));
     let booked = rero.ok(&["book", "now", "--board", "uno-1"]);
     assert!(booked.contains("slot 0"), "{booked}");
+    watched.wait_for("\"booked_slots\":[0]", Duration::from_secs(10));
+    let _ = watch.kill();
+    let _ = watch.wait();
     let slots = rero.ok(&["slots", "--board", "0"]);
     assert!(slots.contains("mine") && slots.contains("ada@example.com"), "{slots}");
     assert!(!slots.contains('\u{1b}'), "piped output has no colour codes: {slots:?}");
@@ -170,6 +176,15 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
         assert!(stderr.contains(phase), "no {phase:?} in {stderr}");
     }
     assert!(String::from_utf8_lossy(&output.stdout).contains("Firmware uploaded to uno-1"));
+
+    // A sketch that does not compile: the compiler's output, then one error line.
+    let sketch = rero.config.path().join("broken.ino");
+    std::fs::write(&sketch, "void setup() { nonsense }\nvoid loop() {}\n").unwrap();
+    let output = rero.run(&["upload", sketch.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nonsense"), "no compiler output: {stderr}");
+    assert!(stderr.trim_end().lines().last().unwrap().starts_with("rero: compilation failed"), "{stderr}");
 
     // The console shows the board's output while stdin stays open, and ends when it closes.
     let mut console = rero

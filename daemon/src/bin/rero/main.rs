@@ -153,7 +153,7 @@ fn report(error: &Error) {
         && let Some((headline, output)) = body.detail.split_once('\n')
     {
         eprintln!("{}", output.trim_end());
-        eprintln!("rero: {headline}");
+        eprintln!("rero: {}", headline.trim_end_matches(':'));
         return;
     }
     eprintln!("rero: {error}");
