@@ -16,6 +16,12 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt-get install -y --no-install-recommends systemd
 fi
 
+# tmux, to drive `rero console` in a real terminal (tests/blackbox/rero.rs).
+if ! command -v tmux >/dev/null 2>&1; then
+    apt-get update
+    apt-get install -y --no-install-recommends tmux
+fi
+
 # Style and lints, where the toolchain has them (rustup's default profile does).
 if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --all --check

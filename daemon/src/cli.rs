@@ -222,8 +222,8 @@ fn read_password(prompt: &str) -> Result<String, Error> {
     Ok(first)
 }
 
-/// One line from the terminal with echo off.
-fn read_hidden(prompt: &str) -> Result<String, Error> {
+/// One line from the terminal with echo off (`rero login` asks with it too).
+pub fn read_hidden(prompt: &str) -> Result<String, Error> {
     let fd = libc::STDIN_FILENO;
     let mut saved = std::mem::MaybeUninit::<libc::termios>::uninit();
     // SAFETY: tcgetattr writes a termios for the valid fd 0 into `saved`.

@@ -122,7 +122,7 @@ impl Client {
     }
 
     /// GET /devices until device 0 satisfies `done`.
-    async fn device_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn device_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let body = self.get("/devices").await.expect(200);

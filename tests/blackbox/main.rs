@@ -14,5 +14,6 @@ mod devices;
 mod durability;
 mod http_api;
 mod operations;
+mod rero;
 mod util;
 mod ws_booking;

@@ -111,7 +111,7 @@ build_fw() {
         mv "$OUT/$name.bin.tmp" "$OUT/$name.bin"
     fi
 }
-UNO_FW=(counter echo big)
+UNO_FW=(counter echo big hello)
 MEGA_FW=(counter echo)
 for name in "${UNO_FW[@]}"; do
     build_fw atmega328p "$name" "$name"

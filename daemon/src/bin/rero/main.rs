@@ -1,0 +1,201 @@
+//! `rero`, the lab from a terminal: log in, book, upload firmware and use a
+//! board's serial console, speaking rerod's typed wire contract.
+//!
+//! `main` parses the command line, runs the command, and is the only place
+//! that turns an error into a message and an exit code.
+
+// Unit tests fail loudly: an unwrap that panics is the report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod api;
+mod calendar;
+mod console;
+mod credentials;
+mod table;
+mod upload;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use jiff::civil::Date;
+
+use crate::api::Error;
+
+/// The lab from a terminal: book a robot board, upload firmware, use its
+/// serial console.
+///
+/// rero speaks plain http:// to rerod. A lab that serves rerod over TLS does
+/// so through its own reverse proxy; from outside the lab's network, reach
+/// rerod through an SSH tunnel (ssh -L 8000:localhost:8000 LABHOST) and use
+/// --server http://localhost:8000.
+#[derive(Debug, Parser)]
+#[command(name = "rero", version, propagate_version = true)]
+struct Cli {
+    /// Print the server's answer as JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Log in and keep the token (XDG config dir, mode 0600).
+    ///
+    /// The password is read from the terminal without echo, or from the first
+    /// line of stdin when stdin is not a terminal; never from the command line.
+    Login {
+        /// The account's e-mail address.
+        email: String,
+        /// rerod's address, plain http:// (default: $RERO_SERVER, the stored
+        /// server, else http://localhost:8000).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Forget the stored server and token.
+    Logout,
+    /// List the lab's boards.
+    Boards,
+    /// Show a day's slots: time, state and holder.
+    Slots(DayArgs),
+    /// Book a slot: its number, its start time (HH:MM) or `now`.
+    Book(SlotArgs),
+    /// Cancel a booking: its slot number, start time (HH:MM) or `now`.
+    Cancel(SlotArgs),
+    /// List your bookings (upcoming and current).
+    Bookings {
+        /// Include bookings that have ended.
+        #[arg(long)]
+        history: bool,
+    },
+    /// Show a day's calendar live, as bookings change.
+    Watch(DayArgs),
+    /// Upload firmware (.hex, .bin) or a sketch (.ino, compiled by the lab).
+    Upload {
+        /// The file: Intel HEX (.hex), raw binary (.bin) or an Arduino sketch (.ino).
+        file: PathBuf,
+        #[command(flatten)]
+        board: BoardArg,
+    },
+    /// Open the board's serial console (type ~. at the start of a line to quit).
+    ///
+    /// On a terminal it is interactive (raw mode). When stdin is not a
+    /// terminal, stdin goes to the board and the board's output to stdout,
+    /// until stdin closes or the session ends.
+    Console {
+        #[command(flatten)]
+        board: BoardArg,
+        /// Only the board's bytes: no connection, progress or warning lines.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// Which board: its number or its id.
+#[derive(Debug, Args)]
+struct BoardArg {
+    /// The board, by number or id (default: the board of your booking in
+    /// progress, else the first).
+    #[arg(long, value_name = "BOARD")]
+    board: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DayArgs {
+    /// The day, YYYY-MM-DD (default: today in the lab's time zone).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: Option<Date>,
+    /// The board, by number or id (default: the first).
+    #[arg(long, value_name = "BOARD")]
+    board: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SlotArgs {
+    /// The slot: its number, its start time (HH:MM), or `now` for the slot in progress.
+    slot: String,
+    #[command(flatten)]
+    day: DayArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rero: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One clear line on stderr; a failed compile shows the compiler's output first.
+fn report(error: &Error) {
+    let _ = std::io::stdout().flush();
+    if let Error::Api { body, .. } = error
+        && body.code == "compile_failed"
+        && let Some((headline, output)) = body.detail.split_once('\n')
+    {
+        eprintln!("{}", output.trim_end());
+        eprintln!("rero: {}", headline.trim_end_matches(':'));
+        return;
+    }
+    eprintln!("rero: {error}");
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let json = cli.json;
+    match cli.command {
+        Command::Login { email, server } => credentials::login(&email, server.as_deref(), json).await,
+        Command::Logout => credentials::logout(),
+        Command::Boards => calendar::boards(&api::Client::from_env()?, json).await,
+        Command::Slots(day) => calendar::slots(&api::Client::from_env()?, &day.into(), json).await,
+        Command::Book(args) => calendar::book(&api::Client::from_env()?, &args.slot, &args.day.into(), json).await,
+        Command::Cancel(args) => calendar::cancel(&api::Client::from_env()?, &args.slot, &args.day.into(), json).await,
+        Command::Bookings { history } => calendar::bookings(&api::Client::from_env()?, history, json).await,
+        Command::Watch(day) => calendar::watch(&api::Client::from_env()?, &day.into(), json).await,
+        Command::Upload { file, board } => upload::upload(&api::Client::from_env()?, &file, board.board, json).await,
+        Command::Console { board, raw } => console::console(&api::Client::from_env()?, board.board, raw).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rero", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(|e| Error::message(e.to_string()))?;
+            std::io::stdout().write_all(&page).map_err(|e| Error::message(e.to_string()))
+        }
+    }
+}
+
+impl From<DayArgs> for calendar::Day {
+    fn from(args: DayArgs) -> calendar::Day {
+        calendar::Day { date: args.date, board: args.board }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,365 @@
+//! The `rero` command line against the real daemon and the simulated Uno:
+//! log in, book the slot in progress, upload with progress, the console
+//! piped and interactive (in tmux), cancel.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rerod::wire::{SlotsJson, UploadResponse};
+use rerod_devices::testkit;
+use serde_json::json;
+
+use crate::devices::{Board, lab_config};
+use crate::util::{Daemon, Options};
+
+/// `rero` with its own config folder (`XDG_CONFIG_HOME`), as one user on one machine.
+struct Rero {
+    config: tempfile::TempDir,
+}
+
+impl Rero {
+    fn new() -> Rero {
+        Rero { config: tempfile::tempdir().expect("temp dir") }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rero"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.config.path())
+            .env("XDG_CONFIG_HOME", self.config.path())
+            .args(args);
+        cmd
+    }
+
+    /// Runs `rero ARGS` with `stdin` as its input.
+    fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rero");
+        let mut input = child.stdin.take().expect("stdin is piped");
+        input.write_all(stdin).expect("writing stdin");
+        drop(input);
+        let output = child.wait_with_output().expect("rero finishes");
+        // A debug aid when an assertion below fails.
+        eprintln!(
+            "$ rero {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, b"")
+    }
+
+    /// Runs `rero ARGS`, expects success; its stdout.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(output.status.success(), "rero {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn credentials(&self) -> PathBuf {
+        self.config.path().join("rero/credentials.toml")
+    }
+}
+
+fn rig_path(name: &str) -> String {
+    testkit::rig_file(name).to_string_lossy().into_owned()
+}
+
+/// Output a child writes, collected by a thread as it comes.
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<u8>>>);
+
+impl Collected {
+    fn from(mut pipe: impl std::io::Read + Send + 'static) -> Collected {
+        let collected = Collected::default();
+        let sink = collected.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 1024];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.0.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        collected
+    }
+
+    fn contains(&self, needle: &[u8]) -> bool {
+        self.0.lock().unwrap().windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[track_caller]
+    fn wait_for(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.contains(needle.as_bytes()) {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?}; got {:?}",
+                String::from_utf8_lossy(&self.0.lock().unwrap())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
+    let board = Board::start(None);
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    c.register("ada@example.com", "password1").await.expect(201);
+    let rero = Rero::new();
+    let server = format!("http://{}", daemon.addr);
+
+    // Not logged in yet: one clear line and a failure.
+    let output = rero.run(&["bookings"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rero login"), "{output:?}");
+
+    // A wrong password: the server's detail, and nothing stored.
+    let output = rero.run_with(&["login", "ada@example.com", "--server", &server], b"wrong-password\n");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Invalid email or password") && stderr.lines().count() == 1, "{stderr}");
+    assert!(!rero.credentials().exists());
+
+    // The password from stdin; the token kept 0600 and never printed.
+    let output = rero.run_with(&["login", "ada@example.com", "--server", &server], b"password1\n");
+    assert!(output.status.success(), "{output:?}");
+    let mode = std::fs::metadata(rero.credentials()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials mode {mode:o}");
+    let stored: toml::Table = toml::from_str(&std::fs::read_to_string(rero.credentials()).unwrap()).unwrap();
+    let token = stored["token"].as_str().unwrap().to_owned();
+    assert!(!token.is_empty());
+    let printed = [output.stdout, output.stderr].concat();
+    assert!(!String::from_utf8_lossy(&printed).contains(&token), "the token was printed");
+
+    let boards = rero.ok(&["boards"]);
+    assert!(boards.contains("uno-1") && boards.contains("Simulated Uno"), "{boards}");
+    c.device_until("online", |d| d["online"] == true).await;
+
+    // `watch` shows the day, then each change to it; book the slot in progress by saying `now`.
+    let mut watch = rero.command(&["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let watched = Collected::from(watch.stdout.take().unwrap());
+    watched.wait_for("\"booked_slots\":[]", Duration::from_secs(10));
+    let booked = rero.ok(&["book", "now", "--board", "uno-1"]);
+    assert!(booked.contains("slot 0"), "{booked}");
+    watched.wait_for("\"booked_slots\":[0]", Duration::from_secs(10));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let slots = rero.ok(&["slots", "--board", "0"]);
+    assert!(slots.contains("mine") && slots.contains("ada@example.com"), "{slots}");
+    assert!(!slots.contains('\u{1b}'), "piped output has no colour codes: {slots:?}");
+    let listing: SlotsJson = serde_json::from_str(&rero.ok(&["slots", "--json"])).unwrap();
+    assert_eq!((listing.device.as_str(), listing.booked_slots.as_slice()), ("uno-1", &[0][..]));
+    let mine = rero.ok(&["bookings"]);
+    assert!(mine.contains("uno-1"), "{mine}");
+
+    // Upload: progress shown phase by phase (stderr is not a terminal here).
+    let output = rero.run(&["upload", &rig_path("hello.hex")]);
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for phase in ["upload: write", "upload: verify", "upload: done"] {
+        assert!(stderr.contains(phase), "no {phase:?} in {stderr}");
+    }
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Firmware uploaded to uno-1"));
+
+    // A sketch that does not compile: the compiler's output, then one error line.
+    let sketch = rero.config.path().join("broken.ino");
+    std::fs::write(&sketch, "void setup() { nonsense }\nvoid loop() {}\n").unwrap();
+    let output = rero.run(&["upload", sketch.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nonsense"), "no compiler output: {stderr}");
+    assert!(stderr.trim_end().lines().last().unwrap().starts_with("rero: compilation failed"), "{stderr}");
+
+    // The console shows the board's output while stdin stays open, and ends when it closes.
+    let mut console = rero
+        .command(&["console"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rero console");
+    let stdout = Collected::from(console.stdout.take().unwrap());
+    let stderr = Collected::from(console.stderr.take().unwrap());
+    stdout.wait_for("hello from the board", Duration::from_secs(20));
+    stderr.wait_for("Connected to uno-1", Duration::from_secs(1));
+    drop(console.stdin.take());
+    assert!(wait_exit(&mut console, Duration::from_secs(10)).success());
+
+    // Piped input goes to the echo program and comes back. Until the
+    // console holds the port again after the upload, typed bytes may be
+    // lost (see devices.rs), so a few tries are allowed.
+    let output = rero.run(&["upload", "--json", &rig_path("echo.hex")]);
+    let uploaded: UploadResponse = serde_json::from_slice(&output.stdout).expect("upload --json");
+    assert!(uploaded.success);
+    let echoed = (0..20).any(|i| {
+        let line = format!("ping {i}\n");
+        let output = rero.run_with(&["console", "--raw"], line.as_bytes());
+        assert!(output.status.success(), "{output:?}");
+        assert!(output.stderr.is_empty(), "--raw prints no status lines: {output:?}");
+        output.stdout.windows(line.len()).any(|w| w == line.as_bytes())
+    });
+    assert!(echoed, "the echo program never answered rero console");
+
+    // Cancel; a second cancel is refused with the server's detail.
+    let cancelled = rero.ok(&["cancel", "0", "--board", "uno-1"]);
+    assert!(cancelled.contains("slot 0"), "{cancelled}");
+    assert!(rero.ok(&["bookings"]).contains("No bookings"));
+    let output = rero.run(&["cancel", "0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("rero: Slot 0 was not booked by you") && stderr.lines().count() == 1, "{stderr}");
+
+    rero.ok(&["logout"]);
+    assert!(!rero.credentials().exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_prints_completions_and_a_man_page() {
+    let rero = Rero::new();
+    assert!(rero.ok(&["completions", "bash"]).contains("rero"));
+    assert!(rero.ok(&["completions", "zsh"]).contains("#compdef rero"));
+    assert!(rero.ok(&["completions", "fish"]).contains("complete -c rero"));
+    let man = rero.ok(&["man"]);
+    assert!(man.contains(".TH rero") && man.contains("console"), "{man}");
+    for command in ["login", "slots", "book", "upload", "console", "watch"] {
+        assert!(rero.ok(&[command, "--help"]).contains("Usage: rero"));
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rero did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tmux server of the test's own, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Tmux { socket: format!("rero-test-{}-{n}", std::process::id()) }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("running tmux");
+        assert!(output.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Starts `rero console` in a detached 120x40 window called `name`; the
+    /// pane stays after rero exits and shows its exit status.
+    fn console(&self, name: &str, env: &[(&str, &Path)], server: &str, token: &str) {
+        let rero = env!("CARGO_BIN_EXE_rero");
+        let mut args = vec!["new-session".to_owned(), "-d".into(), "-s".into(), name.into(), "-x".into(), "120".into()];
+        args.extend(["-y".into(), "40".into()]);
+        for (var, value) in env {
+            args.extend(["-e".into(), format!("{var}={}", value.display())]);
+        }
+        args.extend(["-e".into(), format!("RERO_SERVER={server}"), "-e".into(), format!("RERO_TOKEN={token}")]);
+        args.push(format!("'{rero}' console; echo \"rero exited $?\"; exec sleep 600"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args);
+    }
+
+    fn screen(&self, name: &str) -> String {
+        self.run(&["capture-pane", "-p", "-t", name])
+    }
+
+    /// Polls the pane until it shows `needle`.
+    #[track_caller]
+    fn wait_for(&self, name: &str, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.screen(name).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    #[track_caller]
+    fn expect(&self, name: &str, needle: &str) {
+        assert!(
+            self.wait_for(name, needle, Duration::from_secs(20)),
+            "the pane never showed {needle:?}:\n{}",
+            self.screen(name)
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_console_in_a_terminal_types_quits_with_tilde_dot_and_sees_the_session_end() {
+    let board = Board::start(Some("echo.hex"));
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    c.book_today(&ada).await;
+    c.device_until("online", |d| d["online"] == true).await;
+    let home = tempfile::tempdir().unwrap();
+    let env = [("HOME", home.path()), ("XDG_CONFIG_HOME", home.path())];
+    let server = format!("http://{}", daemon.addr);
+    let tmux = Tmux::new();
+
+    // Typing: the keys go to the echo program, whose answer is all that
+    // shows (raw mode does not echo locally). Typed bytes may be lost
+    // while the console takes the port, so a few lines are allowed.
+    tmux.console("typing", &env, &server, &ada);
+    tmux.expect("typing", "Connected to uno-1");
+    let echoed = (0..10).any(|i| {
+        let text = format!("hello tmux {i}");
+        tmux.run(&["send-keys", "-t", "typing", "-l", &text]);
+        tmux.run(&["send-keys", "-t", "typing", "Enter"]);
+        tmux.wait_for("typing", &text, Duration::from_secs(2))
+    });
+    assert!(echoed, "the board never echoed:\n{}", tmux.screen("typing"));
+
+    // Cancelling the booking over HTTP ends the session: rero says so and exits 0.
+    c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
+    tmux.expect("typing", "Session ended");
+    tmux.expect("typing", "rero exited 0");
+
+    // `~.` at the start of a line quits, and the terminal is usable again.
+    c.book_today(&ada).await;
+    tmux.console("quitting", &env, &server, &ada);
+    tmux.expect("quitting", "Connected to uno-1");
+    tmux.run(&["send-keys", "-t", "quitting", "Enter"]);
+    tmux.run(&["send-keys", "-t", "quitting", "-l", "~."]);
+    tmux.expect("quitting", "rero exited 0");
+    let screen = tmux.screen("quitting");
+    assert!(screen.contains("Disconnected") && !screen.contains("Session ended"), "{screen}");
+}
