@@ -239,6 +239,7 @@ pub fn read_hidden(prompt: &str) -> Result<String, Error> {
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
     let mut line = String::new();
     let read = std::io::stdin().lock().read_line(&mut line);
+    // SAFETY: restores the settings read above, on the same valid fd.
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     eprintln!();
     read?;
