@@ -28,3 +28,7 @@ else
     echo "tests/run.sh: clippy is not installed; skipping lints" >&2
 fi
 cargo test --workspace --locked "$@"
+
+# The running daemon against its own OpenAPI document: no 5xx, every
+# response as documented.
+tests/schemathesis.sh
