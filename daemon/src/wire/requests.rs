@@ -354,28 +354,38 @@ mod tests {
         let _ = UploadCodeRequest::from_json(object);
     }
 
+    /// A request type as the wrong-type property sees it.
+    struct RequestType {
+        name: &'static str,
+        read: fn(&JsonObject) -> Result<(), AppError>,
+        /// A body it accepts.
+        valid: Value,
+        /// The fields it reads, and what each must be.
+        fields: Vec<(&'static str, Kind)>,
+    }
+
     /// Each request type with a valid body and the fields it reads.
-    type Reader = fn(&JsonObject) -> Result<(), AppError>;
-    fn readers() -> Vec<(&'static str, Reader, Value, Vec<(&'static str, Kind)>)> {
+    fn readers() -> Vec<RequestType> {
         fn read<T: FromJson>(object: &JsonObject) -> Result<(), AppError> {
             T::from_json(object).map(drop)
         }
         let credentials = [("token", Kind::Str), ("email", Kind::Str), ("password", Kind::Str)];
+        let t = |name, read, valid, fields| RequestType { name, read, valid, fields };
         vec![
-            ("BodyCredentials", read::<BodyCredentials>, serde_json::json!({}), credentials.to_vec()),
-            (
+            t("BodyCredentials", read::<BodyCredentials>, serde_json::json!({}), credentials.to_vec()),
+            t(
                 "EmailPassword",
                 read::<EmailPassword>,
                 serde_json::json!({"email": "a@b.c", "password": "secret"}),
                 vec![("email", Kind::Str), ("password", Kind::Str)],
             ),
-            (
+            t(
                 "ChangePasswordRequest",
                 read::<ChangePasswordRequest>,
                 serde_json::json!({"old_password": "a", "new_password": "b"}),
                 vec![("old_password", Kind::Str), ("new_password", Kind::Str)],
             ),
-            (
+            t(
                 "SlotRequest",
                 read::<SlotRequest>,
                 serde_json::json!({"slot_id": 3}),
@@ -384,20 +394,20 @@ mod tests {
                     .chain(credentials)
                     .collect(),
             ),
-            (
+            t(
                 "MyBookingsRequest",
                 read::<MyBookingsRequest>,
                 serde_json::json!({}),
                 [("history", Kind::Bool)].into_iter().chain(credentials).collect(),
             ),
-            ("EmailRequest", read::<EmailRequest>, serde_json::json!({"email": "a@b.c"}), vec![("email", Kind::Str)]),
-            (
+            t("EmailRequest", read::<EmailRequest>, serde_json::json!({"email": "a@b.c"}), vec![("email", Kind::Str)]),
+            t(
                 "CompileRequest",
                 read::<CompileRequest>,
                 serde_json::json!({"code": "void setup() {}"}),
                 vec![("code", Kind::Str), ("model", Kind::Str), ("device", Kind::Device)],
             ),
-            (
+            t(
                 "UploadCodeRequest",
                 read::<UploadCodeRequest>,
                 serde_json::json!({"code": "x"}),
@@ -414,8 +424,8 @@ mod tests {
 
     #[test]
     fn the_valid_bodies_are_valid() {
-        for (name, read, valid, _) in readers() {
-            assert!(read(&with(&valid, "unrelated", Value::Null)).is_ok(), "{name}");
+        for request in readers() {
+            assert!((request.read)(&with(&request.valid, "unrelated", Value::Null)).is_ok(), "{}", request.name);
         }
     }
 
@@ -436,17 +446,17 @@ mod tests {
         fn a_wrong_type_is_refused_naming_the_field(
             (which, field_idx, value) in (0..readers().len(), any::<prop::sample::Index>())
                 .prop_flat_map(|(which, pick)| {
-                    let fields = readers().swap_remove(which).3;
+                    let fields = readers().swap_remove(which).fields;
                     let field_idx = pick.index(fields.len());
                     (Just(which), Just(field_idx), strategies::wrong_for(fields[field_idx].1))
                 }),
         ) {
-            let (name, read, valid, fields) = readers().swap_remove(which);
-            let field = fields[field_idx].0;
-            let error = read(&with(&valid, field, value.clone()))
+            let request = readers().swap_remove(which);
+            let field = request.fields[field_idx].0;
+            let error = (request.read)(&with(&request.valid, field, value.clone()))
                 .err()
-                .ok_or_else(|| TestCaseError::fail(format!("{name} accepted {field} = {value}")))?;
-            prop_assert_eq!(error.field(), Some(field), "{}: {}", name, error);
+                .ok_or_else(|| TestCaseError::fail(format!("{} accepted {field} = {value}", request.name)))?;
+            prop_assert_eq!(error.field(), Some(field), "{}: {}", request.name, error);
         }
 
         #[test]
