@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Holds the running daemon to its own OpenAPI document: schemathesis generates
-# requests for every operation in /openapi.json and fails on any 5xx answer or
-# any response that does not match the documented schema.
+# requests for every operation in /openapi.json and fails on any 5xx answer,
+# any response whose body, status code, content type or headers the document
+# does not describe.
 #
 # Installs schemathesis into a venv under target/ the first time (and Debian's
 # python3-venv if the venv module is missing), builds rerod, starts it on a free
@@ -82,8 +83,8 @@ done
 # answer only 401. An admin created as on a real host (with the CLI) lets it
 # past every check; /auth/logout-all is left out of that run because it ends
 # the admin's token and every later request would then stop at 401. The
-# second run has no token of ours: schemathesis signs a student up and logs
-# in by itself (its auto-signup), and covers logout-all and the refusals.
+# student runs have no token of ours: schemathesis signs a student up and
+# logs in by itself (its auto-signup); /auth/logout-all goes last, alone.
 echo "schemathesis-admin" | "$rerod" user add admin@lab.example --admin --config "$work/rerod.toml" >/dev/null
 token="$(python3 - "$port" <<'PY'
 import json, sys, urllib.request
@@ -98,7 +99,7 @@ PY
 
 schemathesis() {
     "$venv/bin/st" --config-file tests/schemathesis.toml run "http://127.0.0.1:$port/openapi.json" \
-        --checks not_a_server_error,response_schema_conformance \
+        --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance \
         --max-examples 50 \
         --workers 1 \
         --request-timeout 10 \
@@ -111,7 +112,10 @@ status=0
 echo "tests/schemathesis.sh: as a lab admin" >&2
 schemathesis --header "Authorization: Bearer $token" --exclude-path /auth/logout-all "$@" || status=$?
 echo "tests/schemathesis.sh: as a student" >&2
-schemathesis "$@" || status=$?
+schemathesis --exclude-path /auth/logout-all "$@" || status=$?
+# Last, since it ends the student's session.
+echo "tests/schemathesis.sh: as a student, logging out everywhere" >&2
+schemathesis --include-path /auth/logout-all "$@" || status=$?
 
 if [ "$status" -ne 0 ]; then
     echo "tests/schemathesis.sh: schemathesis failed; the daemon's log:" >&2

@@ -199,7 +199,7 @@ fn paths() -> Value {
             "requestBody": body("CompileRequest"),
             "responses": responses(
                 ok("Compiled (or not: success false with the compiler's output)", "CompileResponse"),
-                &[400, 401, 408, 413, 415, 422, 503],
+                &[400, 401, 404, 408, 413, 415, 422, 503],
             ),
         }},
         "/devices/upload/{device}": { "post": {
