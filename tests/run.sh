@@ -34,3 +34,16 @@ else
     echo "tests/run.sh: clippy is not installed; skipping lints" >&2
 fi
 cargo test --workspace --locked "$@"
+
+# The cargo-fuzz targets (fuzz/, outside the workspace) need nightly to run;
+# here they only have to build, so a change to the parsers' API cannot leave
+# them broken. Running them is fuzz/run.sh's job.
+if cargo +nightly --version >/dev/null 2>&1; then
+    cargo +nightly check --manifest-path fuzz/Cargo.toml --locked
+else
+    echo "tests/run.sh: no nightly toolchain; skipping the check of the fuzz targets" >&2
+fi
+
+# The running daemon against its own OpenAPI document: no 5xx, every
+# response as documented.
+tests/schemathesis.sh

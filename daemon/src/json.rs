@@ -111,6 +111,92 @@ fn truncate(s: &str) -> String {
     }
 }
 
+/// Generators of client JSON for the property tests here and in `wire`.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// The field names the request types read, so generated objects hit them.
+    pub const FIELDS: [&str; 16] = [
+        "type",
+        "slot_id",
+        "date",
+        "device",
+        "token",
+        "email",
+        "password",
+        "history",
+        "code",
+        "model",
+        "data",
+        "old_password",
+        "new_password",
+        "body",
+        "",
+        "\u{0}",
+    ];
+
+    /// Any JSON scalar, including numbers no field reader accepts (floats, huge integers).
+    pub fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}".prop_map(Value::String),
+            prop_oneof![Just("book_slot"), Just("cancel_slot"), Just("get_slots"), Just("input")]
+                .prop_map(|t| Value::String(t.to_owned())),
+        ]
+    }
+
+    /// Any JSON value, nested a few levels.
+    pub fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A known field name most of the time, any string otherwise.
+    pub fn key() -> impl Strategy<Value = String> {
+        prop_oneof![3 => prop::sample::select(&FIELDS[..]).prop_map(str::to_owned), 1 => ".{0,8}"]
+    }
+
+    /// A JSON object whose keys are mostly the ones requests read.
+    pub fn object() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::vec((key(), value()), 0..8).prop_map(|pairs| pairs.into_iter().collect())
+    }
+
+    /// What a field reader expects, to generate values it must refuse.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Kind {
+        Str,
+        Int,
+        Bool,
+        Date,
+        Device,
+    }
+
+    /// A non-null value of the wrong type for `kind` (null means absent).
+    pub fn wrong_for(kind: Kind) -> impl Strategy<Value = Value> {
+        value().prop_filter("a value of the right type", move |v| match (kind, v) {
+            (_, Value::Null) => false,
+            (Kind::Str | Kind::Date, Value::String(_)) => false,
+            (Kind::Int, Value::Number(n)) => !n.is_i64(),
+            (Kind::Bool, Value::Bool(_)) => false,
+            (Kind::Device, Value::String(_)) => false,
+            (Kind::Device, Value::Number(n)) => !n.is_i64(),
+            _ => true,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +247,91 @@ mod tests {
         assert_eq!(obj(r#"{"device": "1"}"#).device("device").unwrap(), Some(DeviceRef::Number(1)));
         assert_eq!(obj(r#"{"device": "arm-1"}"#).device("device").unwrap(), Some(DeviceRef::Id("arm-1".into())));
         assert!(obj(r#"{"device": 1.5}"#).device("device").is_err());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::strategies::{self, Kind};
+        use super::*;
+
+        /// Every reader on `field`: none may panic, and any error names `field`.
+        fn read_all(object: &JsonObject, field: &'static str) -> Result<(), TestCaseError> {
+            let results = [
+                object.str(field).err(),
+                object.required_str(field).err(),
+                object.int(field).err(),
+                object.required_int(field).err(),
+                object.bool(field).err(),
+                object.date(field).err(),
+                object.device(field).err(),
+            ];
+            for error in results.into_iter().flatten() {
+                prop_assert_eq!(error.field(), Some(field), "{}", error);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(e) = JsonObject::parse(&bytes) {
+                    prop_assert_eq!(e.field(), Some("body"));
+                }
+            }
+
+            #[test]
+            fn arbitrary_values_never_panic(value in strategies::value()) {
+                let text = value.to_string();
+                match JsonObject::parse(text.as_bytes()) {
+                    Ok(object) => {
+                        prop_assert!(value.is_object());
+                        for field in strategies::FIELDS {
+                            read_all(&object, field)?;
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert!(!value.is_object(), "an object was refused: {}", e);
+                        prop_assert_eq!(e.field(), Some("body"));
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_objects_only_fail_on_their_own_fields(map in strategies::object()) {
+                let object = JsonObject::parse(Value::Object(map).to_string().as_bytes()).expect("an object");
+                for field in strategies::FIELDS {
+                    read_all(&object, field)?;
+                }
+            }
+
+            #[test]
+            fn a_wrong_type_is_refused_naming_the_field(
+                (kind, value) in prop_oneof![
+                    Just(Kind::Str), Just(Kind::Int), Just(Kind::Bool), Just(Kind::Date), Just(Kind::Device)
+                ].prop_flat_map(|kind| (Just(kind), strategies::wrong_for(kind))),
+            ) {
+                let object = obj(&serde_json::json!({ "field": value, "other": 1 }).to_string());
+                let error = match kind {
+                    Kind::Str => object.str("field").err(),
+                    Kind::Int => object.int("field").err(),
+                    Kind::Bool => object.bool("field").err(),
+                    Kind::Date => object.date("field").err(),
+                    Kind::Device => object.device("field").err(),
+                };
+                let error = error.ok_or_else(|| TestCaseError::fail(format!("{kind:?} accepted {value}")))?;
+                prop_assert_eq!(error.field(), Some("field"));
+                prop_assert!(error.to_string().contains("field must be"), "{}", error);
+            }
+
+            #[test]
+            fn dates_in_the_wire_format_read_back(year in 0i16..=9999, month in 1i8..=12, day in 1i8..=31) {
+                if let Ok(date) = jiff::civil::Date::new(year, month, day) {
+                    let object = obj(&serde_json::json!({ "date": date }).to_string());
+                    prop_assert_eq!(object.date("date").expect("a valid date"), Some(date));
+                }
+            }
+        }
     }
 }

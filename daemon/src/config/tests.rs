@@ -293,3 +293,191 @@ fn the_example_config_in_the_repository_is_valid() {
     let config = Config::load(Some(&path), &Env::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!config.devices.is_empty());
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use toml::{Table, Value};
+
+    use super::*;
+
+    /// Every key of the file, by section. `devices.idle_firmware` is left
+    /// out: its value is a path the loader reads, and a generated one could
+    /// name a device file that never ends.
+    const SECTIONS: [(&str, &[&str]); 6] = [
+        (
+            "server",
+            &[
+                "listen",
+                "cors_origins",
+                "max_connections",
+                "max_json_bytes",
+                "max_firmware_bytes",
+                "header_read_timeout_secs",
+                "max_websocket_connections",
+                "max_websocket_message_bytes",
+            ],
+        ),
+        ("store", &["path"]),
+        (
+            "auth",
+            &[
+                "jwt_secret_file",
+                "jwt_algorithm",
+                "token_minutes",
+                "bcrypt_cost",
+                "min_password_length",
+                "max_failed_logins",
+                "failed_login_window_secs",
+                "max_logins_per_address",
+                "address_window_secs",
+                "max_queued_password_checks",
+                "registration",
+                "allowed_domains",
+                "admins",
+            ],
+        ),
+        ("lab", &["timezone", "slot_minutes", "days_ahead", "max_active_bookings", "max_bookings_per_day", "privacy"]),
+        ("log", &["level", "format"]),
+        (
+            "compile",
+            &["sandbox", "read_paths", "cpu_secs", "memory_mb", "file_size_mb", "max_processes", "max_open_files"],
+        ),
+    ];
+    const DEVICE_KEYS: [&str; 11] =
+        ["id", "name", "model", "plugin", "port", "usb", "baud", "reset", "options", "upload_baud", "flash_limit"];
+    const MAINTENANCE_KEYS: [&str; 7] = ["device", "reason", "start", "end", "weekdays", "from", "to"];
+
+    /// Values a lab admin might write, right or wrong for any key.
+    fn value() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            any::<i64>().prop_map(Value::Integer),
+            (-5i64..100_000).prop_map(Value::Integer),
+            any::<f64>().prop_map(Value::Float),
+            any::<bool>().prop_map(Value::Boolean),
+            ".{0,16}".prop_map(Value::String),
+            prop::sample::select(
+                &[
+                    "127.0.0.1:0",
+                    "uno",
+                    "mega2560",
+                    "stk500v1",
+                    "stk500v2",
+                    "command",
+                    "Europe/Berlin",
+                    "UTC",
+                    "dtr",
+                    "none",
+                    "open",
+                    "closed",
+                    "domains",
+                    "hide_others",
+                    "debug",
+                    "json",
+                    "off",
+                    "landlock",
+                    "2026-11-30T09:00",
+                    "monday",
+                    "09:00",
+                    "2341",
+                    "0043",
+                    "*",
+                    "a@b.c",
+                ][..]
+            )
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        scalar.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z_]{1,10}", inner), 0..4)
+                    .prop_map(|pairs| Value::Table(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn table_of(keys: &'static [&'static str]) -> impl Strategy<Value = Table> {
+        prop::collection::vec((prop::sample::select(keys), value()), 0..5)
+            .prop_map(|pairs| pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
+    /// A file of known sections and keys with generated values.
+    fn document() -> impl Strategy<Value = Table> {
+        let sections = prop::collection::vec(
+            prop::sample::select(&SECTIONS[..]).prop_flat_map(|(name, keys)| (Just(name), table_of(keys))),
+            0..4,
+        );
+        let devices = prop::collection::vec(table_of(&DEVICE_KEYS), 0..3);
+        let maintenance = prop::collection::vec(table_of(&MAINTENANCE_KEYS), 0..2);
+        (sections, devices, maintenance).prop_map(|(sections, devices, maintenance)| {
+            let mut file = Table::new();
+            for (name, table) in sections {
+                file.insert(name.to_owned(), Value::Table(table));
+            }
+            if !devices.is_empty() {
+                file.insert("devices".to_owned(), Value::Array(devices.into_iter().map(Value::Table).collect()));
+            }
+            if !maintenance.is_empty() {
+                let lab = file.entry("lab").or_insert_with(|| Value::Table(Table::new()));
+                if let Value::Table(lab) = lab {
+                    lab.insert(
+                        "maintenance".to_owned(),
+                        Value::Array(maintenance.into_iter().map(Value::Table).collect()),
+                    );
+                }
+            }
+            file
+        })
+    }
+
+    /// Every problem must say where it is: a key path, or a line and column.
+    fn check_located(text: &str) -> Result<(), TestCaseError> {
+        if let Err(problems) = load(text) {
+            prop_assert!(!problems.is_empty(), "refused without a reason:\n{}", text);
+            for problem in &problems {
+                prop_assert!(
+                    !problem.key.is_empty() || problem.location.is_some(),
+                    "{} has neither key nor location in:\n{}",
+                    problem,
+                    text
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            check_located(&text)?;
+        }
+
+        #[test]
+        fn toml_like_text_never_panics(
+            text in prop::collection::vec(
+                prop_oneof!["[\\[\\]a-z_.=\" \n0-9{},#'-]{1,12}", "\\[{1,2}(server|lab|auth|devices|lab.maintenance)\\]{1,2}\n"],
+                0..16,
+            ).prop_map(|pieces| pieces.concat()),
+        ) {
+            check_located(&text)?;
+        }
+
+        #[test]
+        fn arbitrary_values_for_known_keys_never_panic(file in document()) {
+            let text = toml::to_string(&file).expect("a table serializes");
+            check_located(&text)?;
+        }
+
+        #[test]
+        fn damaged_files_never_panic(file in document(), at in any::<prop::sample::Index>(), junk in ".{0,4}") {
+            let mut text = toml::to_string(&file).expect("a table serializes");
+            let mut cut = at.index(text.len() + 1);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.insert_str(cut, &junk);
+            check_located(&text)?;
+        }
+    }
+}

@@ -276,3 +276,247 @@ impl Serialize for DeviceRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::json::strategies::{self, Kind};
+
+    /// The wire format's dates: `YYYY-MM-DD`, so years 0000 to 9999.
+    fn date() -> impl Strategy<Value = Date> {
+        (0i16..=9999, 1i8..=12, 1i8..=28).prop_map(|(y, m, d)| jiff::civil::date(y, m, d))
+    }
+
+    /// A device by number, or by an id that does not read as a number (an id
+    /// of digits is the number, by design, see [`DeviceRef::parse`]).
+    fn device() -> impl Strategy<Value = DeviceRef> {
+        prop_oneof![
+            any::<i64>().prop_map(DeviceRef::Number),
+            ".{0,12}".prop_filter("reads as a number", |s| s.parse::<i64>().is_err()).prop_map(DeviceRef::Id),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        ".{0,24}"
+    }
+
+    fn credentials() -> impl Strategy<Value = BodyCredentials> {
+        (proptest::option::of(text()), proptest::option::of(text()), proptest::option::of(text()))
+            .prop_map(|(token, email, password)| BodyCredentials { token, email, password })
+    }
+
+    fn slot_request() -> impl Strategy<Value = SlotRequest> {
+        (any::<i64>(), proptest::option::of(date()), proptest::option::of(device()), credentials())
+            .prop_map(|(slot_id, date, device, credentials)| SlotRequest { slot_id, date, device, credentials })
+    }
+
+    fn slot_message() -> impl Strategy<Value = SlotMessage> {
+        (
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(date()),
+            proptest::option::of(device()),
+            credentials(),
+        )
+            .prop_map(|(slot_id, date, device, credentials)| SlotMessage {
+                slot_id,
+                date,
+                device,
+                credentials,
+            })
+    }
+
+    fn booking_message() -> impl Strategy<Value = BookingClientMessage> {
+        prop_oneof![
+            slot_message().prop_map(BookingClientMessage::BookSlot),
+            slot_message().prop_map(BookingClientMessage::CancelSlot),
+            (proptest::option::of(date()), proptest::option::of(device()))
+                .prop_map(|(date, device)| BookingClientMessage::GetSlots { date, device }),
+        ]
+    }
+
+    /// Serializes `request` as a client would and reads it back.
+    fn round_trip<T: Serialize + FromJson>(request: &T) -> Result<T, AppError> {
+        T::parse(&serde_json::to_vec(request).expect("serializable"))
+    }
+
+    /// Every request type read from `object`; none may panic.
+    fn read_every_type(object: &JsonObject) {
+        let _ = BodyCredentials::from_json(object);
+        let _ = EmailPassword::from_json(object);
+        let _ = ChangePasswordRequest::from_json(object);
+        let _ = SlotRequest::from_json(object);
+        let _ = MyBookingsRequest::from_json(object);
+        let _ = EmailRequest::from_json(object);
+        let _ = CompileRequest::from_json(object);
+        let _ = UploadCodeRequest::from_json(object);
+    }
+
+    /// A request type as the wrong-type property sees it.
+    struct RequestType {
+        name: &'static str,
+        read: fn(&JsonObject) -> Result<(), AppError>,
+        /// A body it accepts.
+        valid: Value,
+        /// The fields it reads, and what each must be.
+        fields: Vec<(&'static str, Kind)>,
+    }
+
+    /// Each request type with a valid body and the fields it reads.
+    fn readers() -> Vec<RequestType> {
+        fn read<T: FromJson>(object: &JsonObject) -> Result<(), AppError> {
+            T::from_json(object).map(drop)
+        }
+        let credentials = [("token", Kind::Str), ("email", Kind::Str), ("password", Kind::Str)];
+        let t = |name, read, valid, fields| RequestType { name, read, valid, fields };
+        vec![
+            t("BodyCredentials", read::<BodyCredentials>, serde_json::json!({}), credentials.to_vec()),
+            t(
+                "EmailPassword",
+                read::<EmailPassword>,
+                serde_json::json!({"email": "a@b.c", "password": "secret"}),
+                vec![("email", Kind::Str), ("password", Kind::Str)],
+            ),
+            t(
+                "ChangePasswordRequest",
+                read::<ChangePasswordRequest>,
+                serde_json::json!({"old_password": "a", "new_password": "b"}),
+                vec![("old_password", Kind::Str), ("new_password", Kind::Str)],
+            ),
+            t(
+                "SlotRequest",
+                read::<SlotRequest>,
+                serde_json::json!({"slot_id": 3}),
+                [("slot_id", Kind::Int), ("date", Kind::Date), ("device", Kind::Device)]
+                    .into_iter()
+                    .chain(credentials)
+                    .collect(),
+            ),
+            t(
+                "MyBookingsRequest",
+                read::<MyBookingsRequest>,
+                serde_json::json!({}),
+                [("history", Kind::Bool)].into_iter().chain(credentials).collect(),
+            ),
+            t("EmailRequest", read::<EmailRequest>, serde_json::json!({"email": "a@b.c"}), vec![("email", Kind::Str)]),
+            t(
+                "CompileRequest",
+                read::<CompileRequest>,
+                serde_json::json!({"code": "void setup() {}"}),
+                vec![("code", Kind::Str), ("model", Kind::Str), ("device", Kind::Device)],
+            ),
+            t(
+                "UploadCodeRequest",
+                read::<UploadCodeRequest>,
+                serde_json::json!({"code": "x"}),
+                vec![("code", Kind::Str)],
+            ),
+        ]
+    }
+
+    fn with(valid: &Value, field: &str, value: Value) -> JsonObject {
+        let mut map: Map<String, Value> = valid.as_object().cloned().unwrap_or_default();
+        map.insert(field.to_owned(), value);
+        JsonObject::parse(Value::Object(map).to_string().as_bytes()).expect("an object")
+    }
+
+    #[test]
+    fn the_valid_bodies_are_valid() {
+        for request in readers() {
+            assert!((request.read)(&with(&request.valid, "unrelated", Value::Null)).is_ok(), "{}", request.name);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_objects_never_panic(map in strategies::object()) {
+            read_every_type(&JsonObject::parse(Value::Object(map).to_string().as_bytes()).expect("an object"));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(object) = JsonObject::parse(&bytes) {
+                read_every_type(&object);
+            }
+        }
+
+        #[test]
+        fn a_wrong_type_is_refused_naming_the_field(
+            (which, field_idx, value) in (0..readers().len(), any::<prop::sample::Index>())
+                .prop_flat_map(|(which, pick)| {
+                    let fields = readers().swap_remove(which).fields;
+                    let field_idx = pick.index(fields.len());
+                    (Just(which), Just(field_idx), strategies::wrong_for(fields[field_idx].1))
+                }),
+        ) {
+            let request = readers().swap_remove(which);
+            let field = request.fields[field_idx].0;
+            let error = (request.read)(&with(&request.valid, field, value.clone()))
+                .err()
+                .ok_or_else(|| TestCaseError::fail(format!("{} accepted {field} = {value}", request.name)))?;
+            prop_assert_eq!(error.field(), Some(field), "{}: {}", request.name, error);
+        }
+
+        #[test]
+        fn slot_requests_round_trip(request in slot_request()) {
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+        }
+
+        #[test]
+        fn the_other_requests_round_trip(
+            (a, b, c) in (text(), text(), text()),
+            history in proptest::option::of(any::<bool>()),
+            credentials in credentials(),
+            device in proptest::option::of(device()),
+            model in proptest::option::of(text()),
+        ) {
+            prop_assert_eq!(round_trip(&credentials).expect("readable"), credentials.clone());
+            let request = EmailPassword { email: a.clone(), password: b.clone() };
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+            let request = ChangePasswordRequest { old_password: a.clone(), new_password: b.clone() };
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+            let request = MyBookingsRequest { history, credentials };
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+            let request = EmailRequest { email: c.clone() };
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+            let request = CompileRequest { code: c.clone(), model, device };
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+            let request = UploadCodeRequest { code: c };
+            prop_assert_eq!(round_trip(&request).expect("readable"), request);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_either_socket(text in ".{0,64}") {
+            let _ = BookingClientMessage::parse(&text);
+            let _ = ConsoleClientMessage::parse(&text);
+        }
+
+        #[test]
+        fn arbitrary_messages_never_panic_either_socket(map in strategies::object()) {
+            let text = Value::Object(map).to_string();
+            let _ = BookingClientMessage::parse(&text);
+            let _ = ConsoleClientMessage::parse(&text);
+        }
+
+        #[test]
+        fn booking_messages_round_trip(message in booking_message()) {
+            let text = serde_json::to_string(&message).expect("serializable");
+            match BookingClientMessage::parse(&text) {
+                Ok(parsed) => prop_assert_eq!(parsed, message),
+                Err(e) => prop_assert!(false, "{text} was refused: {e:?}"),
+            }
+        }
+
+        #[test]
+        fn console_messages_round_trip(data in ".{0,64}") {
+            let message = ConsoleClientMessage::Input { data };
+            let text = serde_json::to_string(&message).expect("serializable");
+            match ConsoleClientMessage::parse(&text) {
+                Ok(parsed) => prop_assert_eq!(parsed, message),
+                Err(e) => prop_assert!(false, "{text} was refused: {e:?}"),
+            }
+        }
+    }
+}

@@ -200,7 +200,7 @@ fn paths() -> Value {
             "requestBody": body("CompileRequest"),
             "responses": responses(
                 ok("Compiled (or not: success false with the compiler's output)", "CompileResponse"),
-                &[400, 408, 413, 415, 422, 429, 503],
+                &[400, 404, 408, 413, 415, 422, 429, 503],
             ),
         }},
         "/devices/upload/{device}": { "post": {
