@@ -39,7 +39,11 @@ cargo test --workspace --locked "$@"
 # here they only have to build, so a change to the parsers' API cannot leave
 # them broken. Running them is fuzz/run.sh's job.
 if cargo +nightly --version >/dev/null 2>&1; then
-    cargo +nightly check --manifest-path fuzz/Cargo.toml --locked
+    if ! cargo +nightly check --manifest-path fuzz/Cargo.toml --locked; then
+        echo "tests/run.sh: fuzz/Cargo.lock is behind the workspace's dependencies; refresh it with" >&2
+        echo "  cargo +nightly update --manifest-path fuzz/Cargo.toml --workspace --offline" >&2
+        exit 1
+    fi
 else
     echo "tests/run.sh: no nightly toolchain; skipping the check of the fuzz targets" >&2
 fi
