@@ -101,7 +101,7 @@ impl App {
     }
 
     /// Moves every booking of `device` that has not ended to a board of the
-    /// same model that takes bookings and is free in that slot; each move
+    /// same model that takes bookings, is online and is free in that slot; each move
     /// is one store transaction. Bookings with nowhere to go stay, flagged
     /// by their board's health.
     async fn move_bookings_off(&self, device: &str) {
@@ -116,7 +116,7 @@ impl App {
             .devices
             .boards()
             .into_iter()
-            .filter(|b| b.id != device && b.config().model == model && b.health().takes_bookings())
+            .filter(|b| b.id != device && b.config().model == model && b.health().takes_bookings() && b.is_online())
             .collect();
         // Boards known good first; unknown ones only when no good one is free.
         spares.sort_by_key(|b| b.health() != Health::Good);
