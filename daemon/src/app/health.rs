@@ -45,16 +45,6 @@ impl App {
     /// health changes, and checks every board that has a check configured.
     pub fn start_health(self: &Arc<Self>) {
         let mut events = self.devices.subscribe_health();
-        match self.store.maintenance() {
-            Ok(boards) => {
-                for (device, record) in boards {
-                    if let Some(board) = self.devices.board(&device) {
-                        board.set_maintenance(Some(record.reason));
-                    }
-                }
-            }
-            Err(error) => tracing::error!(%error, "cannot read which boards are in maintenance"),
-        }
         let app = Arc::clone(self);
         tokio::spawn(async move {
             loop {
@@ -67,7 +57,20 @@ impl App {
                 }
             }
         });
-        for board in self.devices.boards() {
+        self.adopt_boards(self.devices.boards());
+    }
+
+    /// Boards rerod starts running (at start, or added by a reload): the
+    /// maintenance the store keeps for them, then their first check.
+    pub(super) fn adopt_boards(&self, boards: Vec<Arc<Board>>) {
+        let maintenance = self.store.maintenance().unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot read which boards are in maintenance");
+            Vec::new()
+        });
+        for board in boards {
+            if let Some((_, record)) = maintenance.iter().find(|(device, _)| *device == board.id) {
+                board.set_maintenance(Some(record.reason.clone()));
+            }
             spawn_check(board, Trigger::Start);
         }
     }
@@ -250,9 +253,55 @@ impl App {
     }
 }
 
-/// Checks `board` in the background, if it has a check configured.
+/// Checks `board` in the background, if it has a check configured. A board
+/// in maintenance is left alone by the automatic checks (an admin may be
+/// working on it); an admin's own check, and the one when maintenance is
+/// cleared, run whatever its state.
 fn spawn_check(board: Arc<Board>, trigger: Trigger) {
-    if board.config().health.is_some() {
-        tokio::spawn(async move { board.check(trigger, None).await });
+    let automatic = matches!(trigger, Trigger::Start | Trigger::Online);
+    if board.config().health.is_none() || (automatic && matches!(board.health(), Health::Maintenance { .. })) {
+        return;
+    }
+    // Outside a runtime (unit tests of reloads) there is nothing to run it on.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { board.check(trigger, None).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{ONE_BOARD, lab_at};
+    use super::super::{DeviceRef, ErrorKind, Role};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_board_in_maintenance_takes_no_bookings_until_an_admin_clears_it() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let admin = Principal { email: "root@lab.example".into(), role: Role::Admin };
+        let ada = Principal { email: "ada@lab.example".into(), role: Role::User };
+        let device = DeviceRef::Id("arm-1".into());
+        let kind = |result: Result<(DeviceInfo, Health), AppError>| result.unwrap_err().kind();
+        assert_eq!(kind(app.set_maintenance(&ada, &device, Some("mine")).await), ErrorKind::AdminOnly);
+        assert_eq!(kind(app.set_maintenance(&admin, &device, Some("  ")).await), ErrorKind::InvalidField);
+        assert_eq!(kind(app.set_maintenance(&admin, &device, None).await), ErrorKind::NotInMaintenance);
+        assert!(app.store.audit_log(None, 10).unwrap().is_empty(), "refused requests change nothing");
+
+        let (_, health) = app.set_maintenance(&admin, &device, Some("motor")).await.unwrap();
+        assert_eq!(health, Health::Maintenance { reason: "motor".into() });
+        let info = app.device(Some(&device)).unwrap();
+        let date = "2026-11-25".parse().unwrap();
+        assert_eq!(app.book(&ada, &info, date, 9).await.unwrap_err().kind(), ErrorKind::DeviceUnavailable);
+        assert_eq!(app.store.maintenance().unwrap()[0].1.set_by, "root@lab.example");
+
+        app.set_maintenance(&admin, &device, None).await.unwrap();
+        assert_eq!(app.devices.board("arm-1").unwrap().health(), Health::Unknown);
+        app.book(&ada, &info, date, 9).await.unwrap();
+        let actions: Vec<_> = app.store.audit_log(Some("arm-1"), 10).unwrap().into_iter().map(|e| e.action).collect();
+        assert_eq!(actions, ["maintenance_cleared", "maintenance_set"]);
+        assert_eq!(
+            kind(app.set_maintenance(&admin, &DeviceRef::Id("nope".into()), None).await),
+            ErrorKind::DeviceNotFound
+        );
+        assert_eq!(app.check_board(&admin, &device).await.unwrap_err().kind(), ErrorKind::NoHealthCheck);
     }
 }

@@ -309,11 +309,12 @@ impl App {
         if format!("{:?}", new.auth.jwt_secret) != format!("{:?}", old.auth.jwt_secret) {
             needs_restart.push("auth.jwt_secret_file");
         }
-        self.devices.apply(&new);
+        let fresh = self.devices.apply(&new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.metrics.record_config_reload(Outcome::Ok);
+        self.adopt_boards(fresh);
         Ok(needs_restart)
     }
 

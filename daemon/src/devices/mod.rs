@@ -158,10 +158,13 @@ impl Devices {
 
     /// Follows a reloaded config: a board whose port and baud are unchanged
     /// keeps its port (and its consoles); others are started afresh, and
-    /// removed ones are closed (their consoles are told).
-    pub fn apply(&self, config: &Config) {
+    /// removed ones are closed (their consoles are told). Answers the boards
+    /// started afresh and those that just gained a health check: the app
+    /// checks them as it does every board at start.
+    pub fn apply(&self, config: &Config) -> Vec<Arc<Board>> {
         let mut boards = self.boards.write().unwrap_or_else(|p| p.into_inner());
         let mut next = Vec::with_capacity(config.devices.len());
+        let mut fresh = Vec::new();
         for d in &config.devices {
             let kept = boards.iter().find(|b| {
                 let old = b.config();
@@ -169,10 +172,18 @@ impl Devices {
             });
             match kept {
                 Some(board) => {
+                    let gained_check = board.config().health.is_none() && d.health.is_some();
                     *board.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d.clone());
                     next.push(Arc::clone(board));
+                    if gained_check {
+                        fresh.push(Arc::clone(board));
+                    }
                 }
-                None => next.push(Board::new(d.clone(), &self.metrics, &self.health_events)),
+                None => {
+                    let board = Board::new(d.clone(), &self.metrics, &self.health_events);
+                    fresh.push(Arc::clone(&board));
+                    next.push(board);
+                }
             }
         }
         for old in boards.iter() {
@@ -183,6 +194,7 @@ impl Devices {
             }
         }
         *boards = next;
+        fresh
     }
 
     pub fn board(&self, id: &str) -> Option<Arc<Board>> {
