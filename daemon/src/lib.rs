@@ -25,5 +25,6 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod throttle;
+pub mod webhook;
 pub mod wire;
 pub mod ws;

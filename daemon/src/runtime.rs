@@ -62,6 +62,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_lev
     // Slot boundaries end sessions on the boards.
     background.push(crate::session::start(Arc::clone(&app)));
     let booking = BookingHub::start(Arc::clone(&app), stop.clone());
+    // The webhook listens before the first checks start, so no alert is missed.
+    background.push(crate::webhook::start(Arc::clone(&app)));
+    app.start_health();
     let address = listener.local_addr()?;
     log_compile_sandbox(&app);
     tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");

@@ -21,23 +21,34 @@ use crate::util::{Client, Daemon, Options, Resp, Ws, utc_date};
 pub(crate) struct Board {
     child: Option<Child>,
     link: PathBuf,
+    bootloader: &'static str,
     _dir: tempfile::TempDir,
 }
 
 impl Board {
     pub(crate) fn start(app: Option<&str>) -> Board {
+        Board::start_with("optiboot_atmega328.hex", app)
+    }
+
+    /// A board with another bootloader in its boot section (e.g. `dead_bootloader.hex`).
+    pub(crate) fn start_with(bootloader: &'static str, app: Option<&str>) -> Board {
         let dir = tempfile::tempdir().expect("temp dir");
         let link = dir.path().join("uno");
-        let mut board = Board { child: None, link, _dir: dir };
+        let mut board = Board { child: None, link, bootloader, _dir: dir };
         board.plug(app);
         board
+    }
+
+    /// Sends `sig` to the rig (tests/rig/README.md: SIGUSR2 power cycle, SIGWINCH latch-up).
+    pub(crate) fn signal(&self, sig: libc::c_int) {
+        testkit::signal(self.child.as_ref().expect("a plugged board").id(), sig);
     }
 
     /// Starts a rig on the link (the board is plugged in); returns once it is ready.
     fn plug(&mut self, app: Option<&str>) {
         let out = testkit::rig_dir();
         let mut cmd = Command::new(out.join("rig"));
-        cmd.arg("--bootloader").arg(out.join("optiboot_atmega328.hex")).arg("--link").arg(&self.link);
+        cmd.arg("--bootloader").arg(out.join(self.bootloader)).arg("--link").arg(&self.link);
         if let Some(app) = app {
             cmd.arg("--app").arg(out.join(app));
         }
@@ -51,7 +62,7 @@ impl Board {
         self.child = Some(child);
     }
 
-    fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.link.with_extension("pid")
     }
 
@@ -63,7 +74,7 @@ impl Board {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.link
     }
 }
@@ -79,7 +90,7 @@ impl Drop for Board {
     }
 }
 
-const ADMIN: &str = "admin@example.com";
+pub(crate) const ADMIN: &str = "admin@example.com";
 
 /// A lab with one Uno on `board`, reset by the rig's signal (a pty has no
 /// DTR), sent to whichever rig is plugged in.

@@ -68,6 +68,9 @@ static const struct mcu_info g_mcus[] = {
 
 static volatile sig_atomic_t g_quit;
 static volatile sig_atomic_t g_reset_req;
+/* SIGUSR2: power off and on again; SIGWINCH: the board latches up */
+static volatile sig_atomic_t g_power_req;
+static volatile sig_atomic_t g_wedge_req;
 
 static int g_verbose;
 static avr_t *g_avr;
@@ -78,6 +81,10 @@ static void on_signal(int sig)
 {
 	if (sig == SIGUSR1)
 		g_reset_req = 1;
+	else if (sig == SIGUSR2)
+		g_power_req = 1;
+	else if (sig == SIGWINCH)
+		g_wedge_req = 1;
 	else
 		g_quit = 1;
 }
@@ -132,7 +139,9 @@ static void usage(FILE *f)
 		"                to opened (like the Uno's DTR auto-reset)\n"
 		"  --no-throttle run as fast as the host can (Optiboot timeouts shrink)\n"
 		"  -v            log resets/opens on stderr (-vv: simavr traces too)\n"
-		"signals: SIGUSR1 = external reset; SIGTERM/SIGINT/SIGHUP = exit\n");
+		"signals: SIGUSR1 = external reset; SIGUSR2 = power cycle;\n"
+		"         SIGWINCH = latch up (resets ignored until a power cycle);\n"
+		"         SIGTERM/SIGINT/SIGHUP = exit\n");
 }
 
 static int load_hex(const char *path, const char *what)
@@ -435,6 +444,8 @@ int main(int argc, char **argv)
 	sigset_t block, old;
 	sigemptyset(&block);
 	sigaddset(&block, SIGUSR1);
+	sigaddset(&block, SIGWINCH);
+	sigaddset(&block, SIGUSR2);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGHUP);
@@ -443,6 +454,8 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGWINCH, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -518,15 +531,32 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	int parked = 0;
+	/* latched up (SIGWINCH): the core stops and ignores every reset until
+	 * its power is cycled, like a board only a USB power cycle revives */
+	int wedged = 0;
 	int64_t base_t = now_ns();
 	avr_cycle_count_t base_cycle = g_avr->cycle;
 
 	while (!g_quit) {
-		int reset = 0;
+		int reset = 0, power_on = 0;
+		if (g_wedge_req) {
+			g_wedge_req = 0;
+			wedged = 1;
+			msg("SIGWINCH: latched up; only a power cycle (SIGUSR2) revives it");
+		}
+		if (g_power_req) {
+			g_power_req = 0;
+			/* off long enough for a host to see the board gone quiet */
+			struct timespec off = { 0, 300000000 };
+			nanosleep(&off, NULL);
+			wedged = 0;
+			power_on = 1;
+			msg("SIGUSR2: power cycled");
+		}
 		if (g_reset_req) {
 			g_reset_req = 0;
-			reset = 1;
-			VMSG("SIGUSR1: external reset");
+			reset = !wedged;
+			VMSG("SIGUSR1: external reset%s", wedged ? " ignored (latched up)" : "");
 		}
 		if (poll_openers()) {
 			/* drop anything the board said before this client came */
@@ -534,12 +564,12 @@ int main(int argc, char **argv)
 			if (!reset_on_open)
 				drop_host_to_board();
 			VMSG("pty opened%s", reset_on_open ? ": external reset" : "");
-			if (reset_on_open)
+			if (reset_on_open && !wedged)
 				reset = 1;
 		}
 		drain_if_unheard();
-		if (reset) {
-			mcu_reset(1);
+		if (reset || power_on) {
+			mcu_reset(reset ? 1 : 0);
 			if (parked)
 				msg("reset: running again");
 			parked = 0;
@@ -547,8 +577,8 @@ int main(int argc, char **argv)
 			base_cycle = g_avr->cycle;
 		}
 
-		if (parked) {
-			/* a crashed / halted core: stay alive, wait for a reset */
+		if (parked || wedged) {
+			/* a crashed / halted / latched-up core: stay alive, wait for a reset */
 			struct timespec ts = { 0, 2000000 };
 			nanosleep(&ts, NULL);
 			continue;

@@ -111,7 +111,7 @@ build_fw() {
         mv "$OUT/$name.bin.tmp" "$OUT/$name.bin"
     fi
 }
-UNO_FW=(counter echo big hello)
+UNO_FW=(counter echo big hello ready silent flood)
 MEGA_FW=(counter echo)
 for name in "${UNO_FW[@]}"; do
     build_fw atmega328p "$name" "$name"
@@ -121,6 +121,18 @@ done
 for name in "${MEGA_FW[@]}"; do
     build_fw atmega2560 "$name" "$name-mega"
 done
+# ---- (d) a dead board's bootloader ---------------------------------------
+# Placed where Optiboot would be, it spins forever: the board never answers
+# an uploader, and a power cycle does not help (health-check tests).
+DEAD_HEX="$OUT/dead_bootloader.hex"
+if stale "$DEAD_HEX" "$FW/dead.S"; then
+    log "building the dead bootloader"
+    avr-gcc -mmcu=atmega328p -nostartfiles -nostdlib \
+        -Wl,--section-start=.text=0x7c00 -o "$OUT/dead_bootloader.elf" "$FW/dead.S"
+    avr-objcopy -O ihex "$OUT/dead_bootloader.elf" "$DEAD_HEX.tmp"
+    mv "$DEAD_HEX.tmp" "$DEAD_HEX"
+fi
+
 # the application area ends where the bootloader starts
 size="$(stat -c %s "$OUT/big.bin")"
 [ "$size" -le $((0x7c00)) ] || { log "big.bin is $size bytes, over 0x7c00"; exit 1; }
@@ -128,6 +140,7 @@ size="$(stat -c %s "$OUT/big.bin")"
 echo "rig:        $RIG_BIN"
 echo "bootloader: $OB_HEX"
 echo "mega boot:  $MEGA_HEX"
+echo "dead boot:  $DEAD_HEX"
 for name in "${UNO_FW[@]}" "${MEGA_FW[@]/%/-mega}"; do
     echo "$name:$(printf '%*s' $((11 - ${#name})) '')$OUT/$name.hex $OUT/$name.bin"
 done

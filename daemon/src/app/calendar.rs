@@ -147,6 +147,7 @@ impl App {
         let calendar = config.lab.calendar.clone();
         let slot = booking::check_bookable(&calendar, &config.lab.policy, &device.id, now, date, slot_id)
             .map_err(AppError::Booking)?;
+        self.check_takes_bookings(&device.id)?;
         let key = SlotKey { device: device.id.clone(), date, slot: slot.id };
         // Admins are not held to the per-user caps.
         let policy = config.lab.policy.clone();

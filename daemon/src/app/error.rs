@@ -63,6 +63,15 @@ pub enum AppError {
     CompileAlreadyQueued,
     #[error("Too many compiles are waiting; try again shortly")]
     CompileQueueFull,
+    #[error(
+        "Device {device} takes no bookings: it is {health}{}; book another board",
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
+    DeviceUnavailable { device: String, health: &'static str, reason: Option<String> },
+    #[error("Device {0} is not in maintenance")]
+    NotInMaintenance(String),
+    #[error("Device {0} has no health check: add [devices.health] (and idle_firmware) to its config")]
+    NoHealthCheck(String),
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -94,6 +103,7 @@ pub enum ErrorKind {
     ActiveBookingLimit,
     DailyBookingLimit,
     NotBookedByYou,
+    DeviceUnavailable,
     // Boards.
     DeviceNotFound,
     NotYourSlot,
@@ -104,6 +114,8 @@ pub enum ErrorKind {
     InvalidFirmware,
     UploadFailed,
     UploadAborted,
+    NotInMaintenance,
+    NoHealthCheck,
     // Compiling sketches.
     NoCompiler,
     CompileFailed,
@@ -145,6 +157,9 @@ impl ErrorKind {
             K::ActiveBookingLimit => "active_booking_limit",
             K::DailyBookingLimit => "daily_booking_limit",
             K::NotBookedByYou => "not_booked_by_you",
+            K::DeviceUnavailable => "device_unavailable",
+            K::NotInMaintenance => "not_in_maintenance",
+            K::NoHealthCheck => "no_health_check",
             K::DeviceNotFound => "device_not_found",
             K::NotYourSlot => "not_your_slot",
             K::DeviceBusy => "device_busy",
@@ -200,6 +215,9 @@ impl AppError {
             AppError::Compile(e) => compile_kind(e),
             AppError::CompileAlreadyQueued => K::CompileAlreadyQueued,
             AppError::CompileQueueFull => K::CompileQueueFull,
+            AppError::DeviceUnavailable { .. } => K::DeviceUnavailable,
+            AppError::NotInMaintenance(_) => K::NotInMaintenance,
+            AppError::NoHealthCheck(_) => K::NoHealthCheck,
         }
     }
 

@@ -3,7 +3,8 @@
 //! and the types the operations speak. The operations themselves live by
 //! subject: `accounts` (register, log in, authenticate, admins' account
 //! changes), `calendar` (devices, slots, book, cancel), `boards` (who may use
-//! a board now, compile, upload), and `error` (how they fail).
+//! a board now, compile, upload), `health` (broken boards, maintenance,
+//! moving their bookings), and `error` (how they fail).
 //!
 //! Architecture invariant: nothing here knows HTTP or JSON. Operations take and
 //! return domain values and fail with [`AppError`], whose [`ErrorKind`] each
@@ -14,11 +15,13 @@ mod boards;
 mod calendar;
 mod compile_queue;
 mod error;
+mod health;
 
 pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
 pub use error::{AppError, ErrorKind};
+pub use health::{BoardHealthReport, BookingMoved};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +66,8 @@ pub struct App {
     /// Both kinds together, against `server.max_websocket_connections`.
     open_sockets: AtomicUsize,
     changes: broadcast::Sender<SlotsChanged>,
+    /// Bookings moved off broken boards.
+    moves: broadcast::Sender<BookingMoved>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
     /// Turns at the sketch compilers (they are CPU-heavy).
@@ -228,6 +233,7 @@ impl App {
         let hash_costs = accounts::HashCosts::new(&store.users()?, config.auth.bcrypt_cost);
         let hasher = Hasher::start(n_hash_threads_for_host(), config.auth.max_queued_password_checks);
         let (changes, _) = broadcast::channel(1024);
+        let (moves, _) = broadcast::channel(256);
         let metrics = Arc::new(metrics);
         let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
         Ok(App {
@@ -249,6 +255,7 @@ impl App {
             ws_connections: AtomicUsize::new(0),
             open_sockets: AtomicUsize::new(0),
             changes,
+            moves,
             devices,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
         })
@@ -302,11 +309,12 @@ impl App {
         if format!("{:?}", new.auth.jwt_secret) != format!("{:?}", old.auth.jwt_secret) {
             needs_restart.push("auth.jwt_secret_file");
         }
-        self.devices.apply(&new);
+        let fresh = self.devices.apply(&new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.metrics.record_config_reload(Outcome::Ok);
+        self.adopt_boards(fresh);
         Ok(needs_restart)
     }
 

@@ -159,6 +159,58 @@ pub struct DeviceConfig {
     pub flash_limit: u64,
     /// Flashed when a session that uploaded something ends, so the next user starts clean.
     pub idle_firmware: Option<IdleFirmware>,
+    /// How the board's power is cycled when a reset does not revive it.
+    pub power: Option<PowerMethod>,
+    /// The health check run between sessions (`[devices.health]`); none when unset.
+    pub health: Option<HealthCheckConfig>,
+}
+
+/// How a board's USB power is switched off and on again (`power`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PowerMethod {
+    /// Debian's `uhubctl`: cycle `port` of the hub at `location` (e.g. "1-1").
+    Uhubctl { location: String, port: u16 },
+    /// Any argv, run without a shell.
+    Command(Vec<String>),
+}
+
+impl PowerMethod {
+    /// The argv that cycles the board's power.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            PowerMethod::Uhubctl { location, port } => {
+                ["uhubctl", "-l", location, "-p", &port.to_string(), "-a", "cycle", "-d", "2"]
+                    .map(str::to_owned)
+                    .to_vec()
+            }
+            PowerMethod::Command(argv) => argv.clone(),
+        }
+    }
+}
+
+/// A board's health check: after its idle firmware is flashed, `expect`
+/// must appear on its console within `timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub expect: String,
+    pub timeout: Duration,
+    /// Told (POST, JSON) when the board becomes `failing`.
+    pub webhook: Option<WebhookUrl>,
+}
+
+/// A plain `http://` URL, split for a request without a client library.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookUrl {
+    pub host: String,
+    pub port: u16,
+    /// The path and query, starting with `/`.
+    pub path: String,
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
 }
 
 /// A device's idle firmware, read and checked when the config is loaded.

@@ -129,6 +129,17 @@ pub(super) struct Device {
     pub upload_baud: Option<i64>,
     pub flash_limit: Option<i64>,
     pub idle_firmware: Option<String>,
+    pub power: Option<toml::Value>,
+    pub health: Option<Health>,
+}
+
+/// `[devices.health]`: the check run on a board between sessions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Health {
+    pub expect: Option<String>,
+    pub timeout_secs: Option<i64>,
+    pub webhook: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

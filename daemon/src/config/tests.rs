@@ -312,6 +312,7 @@ mod properties {
                 "max_connections",
                 "max_json_bytes",
                 "max_firmware_bytes",
+                "max_upload_bytes_in_flight",
                 "header_read_timeout_secs",
                 "max_websocket_connections",
                 "max_websocket_message_bytes",
@@ -340,7 +341,16 @@ mod properties {
         ("log", &["level", "format"]),
         (
             "compile",
-            &["sandbox", "read_paths", "cpu_secs", "memory_mb", "file_size_mb", "max_processes", "max_open_files"],
+            &[
+                "sandbox",
+                "read_paths",
+                "cpu_secs",
+                "memory_mb",
+                "file_size_mb",
+                "max_processes",
+                "max_open_files",
+                "max_queued",
+            ],
         ),
     ];
     const DEVICE_KEYS: [&str; 11] =
@@ -480,4 +490,82 @@ mod properties {
             check_located(&text)?;
         }
     }
+}
+
+#[test]
+fn health_checks_power_and_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle.hex");
+    std::fs::write(&idle, ":0400000001020304F2\n:00000001FF\n").unwrap();
+    let text = format!(
+        r#"
+        [[devices]]
+        id = "a"
+        plugin = "stk500v1"
+        port = "/dev/ttyACM0"
+        idle_firmware = "{idle}"
+        power = {{ uhubctl = {{ location = "1-1.4", port = 2 }} }}
+        [devices.health]
+        webhook = "http://alerts.lab:8080/hooks/rerod?board=a"
+        [[devices]]
+        id = "b"
+        plugin = "stk500v1"
+        port = "/dev/ttyACM1"
+        idle_firmware = "{idle}"
+        power = ["kill", "-USR2", "42"]
+        [devices.health]
+        expect = "idle ok"
+        timeout_secs = 9
+        "#,
+        idle = idle.display()
+    );
+    let config = load(&text).unwrap();
+    let (a, b) = (&config.devices[0], &config.devices[1]);
+    let health = a.health.as_ref().unwrap();
+    assert_eq!((health.expect.as_str(), health.timeout), ("READY", std::time::Duration::from_secs(5)));
+    assert_eq!(health.webhook.as_ref().unwrap().to_string(), "http://alerts.lab:8080/hooks/rerod?board=a");
+    assert_eq!(a.power.as_ref().unwrap().argv(), ["uhubctl", "-l", "1-1.4", "-p", "2", "-a", "cycle", "-d", "2"]);
+    assert_eq!(b.health.as_ref().map(|h| (h.expect.as_str(), h.timeout.as_secs())), Some(("idle ok", 9)));
+    assert_eq!(b.power.as_ref().unwrap().argv(), ["kill", "-USR2", "42"]);
+    assert!(config.devices.iter().all(|d| d.health.is_some()));
+    assert!(
+        load("[[devices]]\nid = \"c\"\nplugin = \"stk500v1\"\nport = \"/dev/x\"\n").unwrap().devices[0]
+            .health
+            .is_none()
+    );
+
+    let problems = load(
+        r#"
+        [[devices]]
+        id = "a"
+        plugin = "stk500v1"
+        port = "/dev/x"
+        power = { uhubctl = { location = "1-1", port = 0 } }
+        [devices.health]
+        expect = ""
+        timeout_secs = 0
+        webhook = "https://alerts.lab/"
+        [[devices]]
+        id = "b"
+        plugin = "stk500v1"
+        port = "/dev/y"
+        power = "cycle"
+        [devices.health]
+        webhook = "http://user:pw@alerts.lab/"
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        [
+            "devices[0].power.uhubctl",
+            "devices[0].health.expect",
+            "devices[0].health.timeout_secs",
+            "devices[0].health.webhook",
+            "devices[0].idle_firmware",
+            "devices[1].power",
+            "devices[1].health.webhook",
+            "devices[1].idle_firmware",
+        ]
+    );
 }

@@ -11,8 +11,9 @@ use jiff::tz::TimeZone;
 
 use super::raw;
 use super::{
-    AuthConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, IdleFirmware, JwtSecret, LabConfig,
-    LogConfig, LogFormat, Privacy, Problem, Registration, SandboxMode, ServerConfig, StoreConfig, ToolLimits, UsbMatch,
+    AuthConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, HealthCheckConfig, IdleFirmware, JwtSecret,
+    LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem, Registration, SandboxMode, ServerConfig,
+    StoreConfig, ToolLimits, UsbMatch, WebhookUrl,
 };
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
@@ -414,6 +415,7 @@ fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfi
                 32_256
             }
         };
+        let idle_given = d.idle_firmware.is_some();
         let idle_firmware = d.idle_firmware.and_then(|path| {
             let path = PathBuf::from(path);
             let checked =
@@ -430,6 +432,14 @@ fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfi
                 }
             }
         });
+        let power = d.power.and_then(|raw| validate_power(v, &format!("{key}.power"), raw));
+        let health = d.health.map(|raw| validate_health(v, &format!("{key}.health"), raw));
+        if health.is_some() && !idle_given {
+            v.problem(
+                format!("{key}.idle_firmware"),
+                "is required with [devices.health]: the check flashes it and waits for its pattern",
+            );
+        }
         devices.push(DeviceConfig {
             name: d.name.unwrap_or_else(|| id.clone()),
             id,
@@ -447,10 +457,99 @@ fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfi
             ),
             flash_limit,
             idle_firmware,
+            power,
+            health,
             model: model_name,
         });
     }
     devices
+}
+
+/// `power = { uhubctl = { location = "1-1", port = 2 } }` or `power = ["program", "arg", ...]`.
+fn validate_power(v: &mut Validator, key: &str, raw: toml::Value) -> Option<PowerMethod> {
+    let wrong = "must be { uhubctl = { location = \"1-1\", port = 2 } } or a command as an array of strings";
+    match raw {
+        toml::Value::Array(items) if !items.is_empty() => {
+            let argv: Option<Vec<String>> = items.iter().map(|item| item.as_str().map(str::to_owned)).collect();
+            match argv {
+                Some(argv) if !argv[0].is_empty() => Some(PowerMethod::Command(argv)),
+                _ => {
+                    v.problem(key, wrong);
+                    None
+                }
+            }
+        }
+        toml::Value::Table(table) if table.len() == 1 && table.contains_key("uhubctl") => {
+            let hub = table["uhubctl"].as_table();
+            let location = hub.and_then(|h| h.get("location")).and_then(toml::Value::as_str);
+            let port = hub.and_then(|h| h.get("port")).and_then(toml::Value::as_integer);
+            let known = hub.is_some_and(|h| h.keys().all(|k| k == "location" || k == "port"));
+            match (location, port) {
+                (Some(location), Some(port))
+                    if known
+                        && (1..=255).contains(&port)
+                        && !location.is_empty()
+                        && location.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '.') =>
+                {
+                    Some(PowerMethod::Uhubctl { location: location.to_owned(), port: port as u16 })
+                }
+                _ => {
+                    v.problem(
+                        format!("{key}.uhubctl"),
+                        "needs location (the hub, as uhubctl -l takes it, e.g. \"1-1.4\") and port (1-255), nothing else",
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            v.problem(key, wrong);
+            None
+        }
+    }
+}
+
+/// `[devices.health]`: `expect` (default "READY"), `timeout_secs` (default 5), `webhook`.
+fn validate_health(v: &mut Validator, key: &str, raw: raw::Health) -> HealthCheckConfig {
+    let expect = raw.expect.unwrap_or_else(|| "READY".to_owned());
+    if expect.is_empty() || expect.len() > 256 {
+        v.problem(format!("{key}.expect"), "must be 1 to 256 bytes of text the idle firmware prints");
+    }
+    let timeout = Duration::from_secs(v.int(&format!("{key}.timeout_secs"), raw.timeout_secs, 1..=300, 5));
+    let webhook = raw.webhook.and_then(|text| match parse_webhook(&text) {
+        Ok(url) => Some(url),
+        Err(why) => {
+            v.problem(format!("{key}.webhook"), format!("{why}, got {text:?}"));
+            None
+        }
+    });
+    HealthCheckConfig { expect, timeout, webhook }
+}
+
+/// Reads `http://host[:port][/path]`. Only plain HTTP: rerod carries no TLS
+/// stack, and a lab's alert relay usually sits on its own network.
+fn parse_webhook(text: &str) -> Result<WebhookUrl, &'static str> {
+    let rest = text.strip_prefix("http://").ok_or("must be an http:// URL (https is not supported)")?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_owned()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, port.parse::<u16>().map_err(|_| "has a port that is not a number from 1 to 65535")?)
+        }
+        _ => (authority, 80),
+    };
+    let host_ok =
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if !host_ok || port == 0 || authority.contains('@') {
+        return Err("must name a host (and optionally a port), with no user or password");
+    }
+    if path.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err("must not contain spaces or control characters");
+    }
+    Ok(WebhookUrl { host: host.to_owned(), port, path })
 }
 
 /// `reset = "dtr" | "none" | ["program", "arg", ...]`; default DTR.

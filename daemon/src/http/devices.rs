@@ -23,7 +23,7 @@ type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// The device a templated route names, decoded; `None` if it is not valid
 /// percent-encoded UTF-8.
-fn device_param(spec: &RouteSpec, path: &str) -> (String, Option<DeviceRef>) {
+pub(super) fn device_param(spec: &RouteSpec, path: &str) -> (String, Option<DeviceRef>) {
     let raw = spec.path_param(path).unwrap_or_default();
     match percent_decode(raw) {
         Some(text) => {
@@ -43,6 +43,8 @@ pub fn list(app: &Arc<App>) -> Reply {
             .into_iter()
             .filter_map(|d| app.devices.board(&d.id).map(|board| (d, board)))
             .map(|(d, board)| DeviceJson {
+                health: board.health().as_str().to_owned(),
+                health_reason: board.health().reason().map(str::to_owned),
                 number: d.number,
                 port: d.port.unwrap_or_else(|| board.port().config().spec.to_string()),
                 online: board.is_online(),

@@ -85,12 +85,14 @@ impl Kind {
                 | K::ActiveBookingLimit
                 | K::DailyBookingLimit
                 | K::NotBookedByYou
+                | K::DeviceUnavailable
                 | K::FirmwareTooLarge
                 | K::NoCompiler
                 | K::CompileFailed
                 | K::CompileTimeout => StatusCode::BAD_REQUEST,
                 K::InvalidField | K::MissingField | K::InvalidFirmware => StatusCode::UNPROCESSABLE_ENTITY,
-                K::DeviceBusy | K::UploadAborted => StatusCode::CONFLICT,
+                // The board is not in the state the request needs.
+                K::DeviceBusy | K::UploadAborted | K::NotInMaintenance | K::NoHealthCheck => StatusCode::CONFLICT,
                 // The board or its tool answered wrongly: a bad gateway, not our bug.
                 K::UploadFailed => StatusCode::BAD_GATEWAY,
                 // The lab's setup (tool, options, toolchain) or the store is at fault.

@@ -80,6 +80,7 @@ pub fn health(app: &Arc<App>) -> Reply {
             online,
             offline: boards.len() - online,
         },
+        device_health: boards.iter().map(|b| wire::DeviceHealthJson::new(&b.id, &b.health())).collect(),
         compile: CompileHealth { sandbox: app.compile_sandbox().as_str().to_owned() },
     };
     match (store_error, counts) {
@@ -211,7 +212,10 @@ pub async fn my_bookings(app: &Arc<App>, req: &Req) -> Reply {
     let bookings: Vec<wire::BookingJson> = app
         .bookings_of(&who.email, history)?
         .iter()
-        .map(|(booking, slot)| wire::BookingJson::new(booking, slot, &tz))
+        .map(|(booking, slot)| wire::BookingJson {
+            board_health: app.board_health_flag(&booking.key.device).map(|h| h.as_str().to_owned()),
+            ..wire::BookingJson::new(booking, slot, &tz)
+        })
         .collect();
     ok(&MyBookingsResponse { success: true, total_bookings: bookings.len(), bookings })
 }
@@ -310,6 +314,7 @@ pub fn metrics(app: &Arc<App>) -> Reply {
     app.metrics.set_websocket_connections(app.ws_connections() + app.console_connections());
     let (running, waiting) = app.compiles();
     app.metrics.set_compiles(running, waiting);
+    app.metrics.set_device_health(app.devices.boards().iter().map(|b| (b.id.clone(), b.health().as_str())).collect());
     let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
     response
         .headers_mut()

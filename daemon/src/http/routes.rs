@@ -44,6 +44,9 @@ pub enum Route {
     AdminUsers,
     AdminDisableUser,
     AdminEnableUser,
+    AdminMaintenance,
+    AdminCheck,
+    AdminChecks,
 }
 
 /// How much of a body a route reads.
@@ -86,6 +89,7 @@ pub struct RouteSpec {
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
+const POST_DELETE: &[Method] = &[Method::POST, Method::DELETE];
 
 const fn row(route: Route, pattern: &'static str, methods: &'static [Method], auth: Auth) -> RouteSpec {
     RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth }
@@ -118,6 +122,9 @@ pub const ROUTES: &[RouteSpec] = &[
     row(Route::AdminUsers, "/admin/users", GET, Auth::Admin),
     row(Route::AdminDisableUser, "/admin/users/disable", POST, Auth::Admin),
     row(Route::AdminEnableUser, "/admin/users/enable", POST, Auth::Admin),
+    row(Route::AdminMaintenance, "/admin/devices/maintenance/{device}", POST_DELETE, Auth::Admin),
+    row(Route::AdminCheck, "/admin/devices/check/{device}", POST, Auth::Admin),
+    row(Route::AdminChecks, "/admin/devices/checks/{device}", GET, Auth::Admin),
 ];
 
 impl Route {
@@ -222,11 +229,15 @@ pub(crate) async fn dispatch(
         (Route::AdminUsers, Some(who)) => admin::users(app, &who),
         (Route::AdminDisableUser, Some(who)) => admin::set_disabled(app, &req, &who, true).await,
         (Route::AdminEnableUser, Some(who)) => admin::set_disabled(app, &req, &who, false).await,
+        (Route::AdminMaintenance, Some(who)) => admin::maintenance(app, spec, &req, &who).await,
+        (Route::AdminCheck, Some(who)) => admin::check(app, spec, &req, &who).await,
+        (Route::AdminChecks, Some(who)) => admin::checks(app, spec, &req, &who),
         (Route::SlotBookingSocket | Route::DevicesConsole, _)
         | (Route::DevicesUpload, _)
         | (Route::AdminUsers, None)
         | (Route::ChangePassword | Route::LogoutAll, None)
-        | (Route::AdminDisableUser | Route::AdminEnableUser, None) => {
+        | (Route::AdminDisableUser | Route::AdminEnableUser, None)
+        | (Route::AdminMaintenance | Route::AdminCheck | Route::AdminChecks, None) => {
             unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")
         }
     };

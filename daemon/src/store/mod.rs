@@ -29,10 +29,12 @@ use crate::booking::BookingError;
 
 mod backup;
 mod handle;
+mod health;
 mod records;
 mod writer;
 
 pub use backup::{Snapshot, backup, snapshot};
+pub use health::{AuditEntry, MaintenanceRecord, MoveError};
 
 use handle::{Handle, Opener};
 use records::{decode_booking, decode_user, get_booking, read_users, user_keys};
@@ -102,6 +104,8 @@ pub struct Booking {
     pub key: SlotKey,
     pub email: String,
     pub booked_at: Timestamp,
+    /// The device it was first booked on, when rerod moved it off a broken board.
+    pub moved_from: Option<String>,
 }
 
 /// A slot of a device's calendar.
@@ -380,6 +384,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(USERS).map_err(db_err)?;
         txn.open_table(BOOKINGS).map_err(db_err)?;
         txn.open_table(USER_BOOKINGS).map_err(db_err)?;
+        health::create_tables(&txn)?;
     }
     txn.commit().map_err(db_err)?;
     Ok(())

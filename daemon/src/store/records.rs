@@ -27,6 +27,9 @@ struct UserRecord {
 struct BookingRecord {
     email: String,
     booked_at_us: i64,
+    /// The device it was booked on, when rerod moved it off a broken board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    moved_from: Option<String>,
 }
 
 pub(super) fn read_users(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<User>, StoreError> {
@@ -74,13 +77,14 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
 pub(super) fn decode_booking(key: SlotKey, bytes: &[u8]) -> Result<Booking, StoreError> {
     let r: BookingRecord =
         serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("booking record: {e}")))?;
-    Ok(Booking { key, email: r.email, booked_at: timestamp_us(r.booked_at_us)? })
+    Ok(Booking { key, email: r.email, booked_at: timestamp_us(r.booked_at_us)?, moved_from: r.moved_from })
 }
 
 fn encode_booking(booking: &Booking) -> Vec<u8> {
     serde_json::to_vec(&BookingRecord {
         email: booking.email.clone(),
         booked_at_us: booking.booked_at.as_microsecond(),
+        moved_from: booking.moved_from.clone(),
     })
     .expect("a booking record always serializes")
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::Handle;
+use super::health::{AuditEntry, MaintenanceRecord, MoveError, append_audit, move_booking, set_maintenance};
 use super::records::{decode_user, encode_user, get_booking, insert_booking, remove_booking, user_keys};
 use super::{
     AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, SetDisabledError,
@@ -47,6 +48,24 @@ pub(super) enum Write {
         email: String,
         update: UserUpdate,
         reply: oneshot::Sender<Result<Option<(User, User)>, StoreError>>,
+    },
+    /// Moves a booking to another device's same slot (see `health.rs`).
+    MoveBooking {
+        key: SlotKey,
+        to_device: String,
+        reply: oneshot::Sender<Result<Booking, MoveError>>,
+    },
+    /// Sets or clears a device's maintenance, with its audit entry.
+    Maintenance {
+        device: String,
+        set: Option<MaintenanceRecord>,
+        audit: AuditEntry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Appends to the audit log.
+    Audit {
+        entry: AuditEntry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Finish what is queued before this, then stop.
     Close,
@@ -121,6 +140,8 @@ fn fail_unapplied(batch: &mut Vec<Write>, error: &StoreError) {
             Write::Cancel { reply, .. } => drop(reply.send(Err(e().into()))),
             Write::SetDisabled { reply, .. } => drop(reply.send(Err(e().into()))),
             Write::UpdateUser { reply, .. } => drop(reply.send(Err(e()))),
+            Write::MoveBooking { reply, .. } => drop(reply.send(Err(e().into()))),
+            Write::Maintenance { reply, .. } | Write::Audit { reply, .. } => drop(reply.send(Err(e()))),
             Write::Close => {}
         }
     }
@@ -133,6 +154,8 @@ enum Outcome {
     Cancel(oneshot::Sender<Result<Booking, CancelError>>, Result<Booking, CancelError>),
     Account(oneshot::Sender<Result<AccountChange, SetDisabledError>>, Result<AccountChange, SetDisabledError>),
     Updated(oneshot::Sender<Result<Option<(User, User)>, StoreError>>, Option<(User, User)>),
+    Moved(oneshot::Sender<Result<Booking, MoveError>>, Result<Booking, MoveError>),
+    Done(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Outcome {
@@ -144,6 +167,8 @@ impl Outcome {
             Outcome::Cancel(tx, r) => drop(tx.send(r)),
             Outcome::Account(tx, r) => drop(tx.send(r)),
             Outcome::Updated(tx, change) => drop(tx.send(Ok(change))),
+            Outcome::Moved(tx, r) => drop(tx.send(r)),
+            Outcome::Done(tx) => drop(tx.send(Ok(()))),
         }
     }
 
@@ -156,6 +181,8 @@ impl Outcome {
             Outcome::Cancel(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Account(tx, _) => drop(tx.send(Err(e().into()))),
             Outcome::Updated(tx, _) => drop(tx.send(Err(e()))),
+            Outcome::Moved(tx, _) => drop(tx.send(Err(e().into()))),
+            Outcome::Done(tx) => drop(tx.send(Err(e()))),
         }
     }
 }
@@ -198,7 +225,7 @@ fn apply_batch(handle: &Handle, db: Arc<Database>, batch: &mut Vec<Write>) {
                                 match admit(&existing) {
                                     Err(rule) => Err(BookError::Rule(rule)),
                                     Ok(()) => {
-                                        let booking = Booking { key, email, booked_at };
+                                        let booking = Booking { key, email, booked_at, moved_from: None };
                                         insert_booking(&mut bookings, &mut index, &booking)?;
                                         Ok(booking)
                                     }
@@ -257,6 +284,19 @@ fn apply_batch(handle: &Handle, db: Arc<Database>, batch: &mut Vec<Write>) {
                             None => None,
                         };
                         Outcome::Updated(reply, change)
+                    }
+                    Write::MoveBooking { key, to_device, reply } => {
+                        let result = move_booking(&mut bookings, &mut index, key, to_device)?;
+                        Outcome::Moved(reply, result)
+                    }
+                    Write::Maintenance { device, set, audit, reply } => {
+                        set_maintenance(&txn, &device, set.as_ref())?;
+                        append_audit(&txn, &audit)?;
+                        Outcome::Done(reply)
+                    }
+                    Write::Audit { entry, reply } => {
+                        append_audit(&txn, &entry)?;
+                        Outcome::Done(reply)
                     }
                 });
             }

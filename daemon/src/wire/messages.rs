@@ -17,6 +17,18 @@ pub enum BookingServerMessage {
     },
     BookingResponse(BookingReply),
     CancellationResponse(BookingReply),
+    /// A booking moved off a broken board to the same slot on a healthy
+    /// one; `booked_by` follows the same privacy rule as `slots_update`, so
+    /// the holder's client recognises its own booking.
+    BookingMoved {
+        date: String,
+        slot_id: u16,
+        from_device: String,
+        to_device: String,
+        booked_by: Option<String>,
+        message: String,
+        timestamp: String,
+    },
     Error {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]

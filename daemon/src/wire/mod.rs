@@ -4,15 +4,21 @@
 //! clients: they appear here verbatim, and rerod's additions sit alongside.
 //!
 //! `requests` holds what clients send, `responses` what HTTP answers,
-//! `messages` what the sockets send; the shapes both share (a day's slots, a
+//! `messages` what the sockets send, `health` board health (admin routes,
+//! check records, the webhook's alert); the shapes both share (a day's slots, a
 //! booking, an error) and the time formats are here.
 
 mod control;
+mod health;
 mod messages;
 mod requests;
 mod responses;
 
 pub use control::{ControlRequest, ControlResponse};
+pub use health::{
+    AuditJson, BoardHealthResponse, CheckJson, CheckResponse, CheckStepJson, DeviceHealthJson, HealthAlert,
+    MaintenanceRequest, MaintenanceResponse,
+};
 pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription};
 pub use requests::{
     BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, EmailPassword,
@@ -77,6 +83,9 @@ pub struct SlotsJson {
     pub booked_slots: Vec<u16>,
     pub date: String,
     pub device: String,
+    /// The board's health (`good`, `unknown`, `failing`, `maintenance`), so
+    /// clients can grey out a board that takes no bookings.
+    pub health: String,
 }
 
 impl SlotsJson {
@@ -103,6 +112,7 @@ impl SlotsJson {
             available_slots: day.available_ids(),
             booked_slots: day.booked_ids(),
             date: day.date.to_string(),
+            health: app.devices.board(&day.device.id).map_or("unknown", |b| b.health().as_str()).to_owned(),
             device: day.device.id.clone(),
         }
     }
@@ -119,6 +129,13 @@ pub struct BookingJson {
     pub start: String,
     pub end: String,
     pub booked_at: String,
+    /// The device it was booked on, when rerod moved it off a broken board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
+    /// Its board's health when that board takes no bookings (`failing`,
+    /// `maintenance`) and no healthy board was free to move it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board_health: Option<String>,
 }
 
 impl BookingJson {
@@ -132,6 +149,8 @@ impl BookingJson {
             start: lab_time(slot.start, tz),
             end: lab_time(slot.end, tz),
             booked_at: utc(booking.booked_at),
+            moved_from: booking.moved_from.clone(),
+            board_health: None,
         }
     }
 }

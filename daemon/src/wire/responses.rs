@@ -95,6 +95,8 @@ pub struct HealthResponse {
     pub config: ConfigStatus,
     pub store: StoreStatus,
     pub devices: DeviceCounts,
+    /// Each board's health.
+    pub device_health: Vec<super::DeviceHealthJson>,
     pub compile: CompileHealth,
 }
 
@@ -258,6 +260,10 @@ pub struct DeviceJson {
     pub baud: u32,
     /// The slot in progress is booked, or an upload runs.
     pub in_use: bool,
+    /// `good`, `unknown`, `failing` or `maintenance`.
+    pub health: String,
+    /// Why a board is failing or in maintenance.
+    pub health_reason: Option<String>,
 }
 
 /// `GET /devices`.

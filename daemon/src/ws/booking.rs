@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::fanout::{FanOut, OutboxStream};
 use super::{Close, Conn, PING_INTERVAL};
-use crate::app::{App, AppError, DeviceInfo, DeviceRef, OpenSocket};
+use crate::app::{App, AppError, BookingMoved, DeviceInfo, DeviceRef, OpenSocket};
 use crate::metrics::SlowClient;
 use crate::wire::{
     self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage, SlotsJson,
@@ -46,6 +46,7 @@ impl BookingHub {
 
     async fn fan_out(self, app: Arc<App>) {
         let mut changes = app.subscribe();
+        let mut moves = app.subscribe_moves();
         let mut stop = self.stop.clone();
         loop {
             let until_boundary = next_slot_end(&app);
@@ -56,6 +57,12 @@ impl BookingHub {
                         self.publish(&app, device, change.date);
                     },
                     Err(broadcast::error::RecvError::Lagged(_)) => self.publish_today(&app),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                moved = moves.recv() => match moved {
+                    Ok(moved) => self.publish_move(&app, &moved),
+                    // The slots_updates of both devices still go out; only the notice is lost.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 () = tokio::time::sleep(until_boundary) => self.publish_today(&app),
@@ -77,6 +84,29 @@ impl BookingHub {
             Ok(frame) => self.fan_out.broadcast(&encode_text_frame(frame.as_bytes())),
             Err(error) => tracing::warn!(%error, "could not render a slots_update"),
         }
+    }
+
+    /// Tells every client that a booking moved off a broken board; the
+    /// holder's client knows it by `booked_by`, as in `slots_update`.
+    fn publish_move(&self, app: &App, moved: &BookingMoved) {
+        let shown = match app.config().lab.privacy {
+            crate::config::Privacy::ShowEmails => Some(moved.email.clone()),
+            crate::config::Privacy::HideOthers => None,
+        };
+        let message = BookingServerMessage::BookingMoved {
+            date: moved.date.to_string(),
+            slot_id: moved.slot,
+            from_device: moved.from.clone(),
+            to_device: moved.to.clone(),
+            booked_by: shown,
+            message: format!(
+                "The booking of slot {} on {} moved from {} to {}: {} cannot be used",
+                moved.slot, moved.date, moved.from, moved.to, moved.from
+            ),
+            timestamp: wire::utc(app.now()),
+        };
+        let frame = serde_json::to_vec(&message).expect("messages serialize");
+        self.fan_out.broadcast(&encode_text_frame(&frame));
     }
 
     /// Serves one client until it leaves, stalls, goes silent, or the server stops.

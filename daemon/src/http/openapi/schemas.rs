@@ -67,6 +67,10 @@ pub(super) fn components() -> Value {
             "database_path": string,
         },
     });
+    let health = json!({
+        "type": "string", "enum": ["good", "unknown", "failing", "maintenance"],
+        "description": "unknown: not checked since start, or no check configured; failing and maintenance take no bookings",
+    });
     let total = json!({ "type": "object", "required": ["total"], "properties": { "total": integer } });
 
     json!({
@@ -215,7 +219,7 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": [
                     "status", "timestamp", "active_connections", "console_connections", "uptime_seconds", "version",
-                    "config", "store", "devices", "database", "compile",
+                    "config", "store", "devices", "device_health", "database", "compile",
                 ],
                 "properties": {
                     "status": { "type": "string", "enum": ["healthy", "degraded", "unhealthy"] },
@@ -255,6 +259,7 @@ pub(super) fn components() -> Value {
                         "required": ["configured", "calendars", "online", "offline"],
                         "properties": { "configured": integer, "calendars": integer, "online": integer, "offline": integer },
                     },
+                    "device_health": { "type": "array", "items": schema_ref("DeviceHealth") },
                     "compile": {
                         "type": "object",
                         "description": "How sketches are compiled: confined by Landlock, with the sandbox turned off by the admin, or refused (503 compile_sandbox_unavailable) because the kernel has no Landlock",
@@ -262,6 +267,11 @@ pub(super) fn components() -> Value {
                         "properties": { "sandbox": { "type": "string", "enum": ["landlock", "off", "unavailable"] } },
                     },
                 },
+            },
+            "DeviceHealth": {
+                "type": "object",
+                "required": ["id", "health", "reason"],
+                "properties": { "id": string, "health": health.clone(), "reason": nullable_string },
             },
             "StatsResponse": {
                 "type": "object",
@@ -311,13 +321,14 @@ pub(super) fn components() -> Value {
             },
             "SlotsResponse": {
                 "type": "object",
-                "required": ["slots", "available_slots", "booked_slots", "date", "device"],
+                "required": ["slots", "available_slots", "booked_slots", "date", "device", "health"],
                 "properties": {
                     "slots": { "type": "array", "items": schema_ref("Slot") },
                     "available_slots": { "type": "array", "items": integer, "description": "Bookable now" },
                     "booked_slots": { "type": "array", "items": integer },
                     "date": date,
                     "device": { "type": "string", "description": "Device id" },
+                    "health": health.clone(),
                 },
             },
             "SlotRequest": {
@@ -345,6 +356,14 @@ pub(super) fn components() -> Value {
                     "id": slot_id, "date": date, "device": string,
                     "start_time": hh_mm, "end_time": hh_mm,
                     "start": lab_time, "end": lab_time, "booked_at": utc,
+                    "moved_from": {
+                        "type": "string",
+                        "description": "The device it was booked on; only when rerod moved it off a broken board",
+                    },
+                    "board_health": {
+                        "type": "string", "enum": ["failing", "maintenance"],
+                        "description": "Only when its board takes no bookings and no healthy board was free for it",
+                    },
                 },
             },
             "MyBookingsResponse": {
@@ -374,10 +393,14 @@ pub(super) fn components() -> Value {
             },
             "Device": {
                 "type": "object",
-                "required": ["number", "id", "name", "model", "plugin", "port", "online", "baud", "in_use"],
+                "required": [
+                    "number", "id", "name", "model", "plugin", "port", "online", "baud", "in_use", "health",
+                    "health_reason",
+                ],
                 "properties": {
                     "number": integer, "id": string, "name": string, "model": string, "plugin": string,
                     "port": string, "online": boolean, "baud": integer, "in_use": boolean,
+                    "health": health.clone(), "health_reason": nullable_string,
                 },
             },
             "DevicesResponse": {
@@ -464,6 +487,79 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": ["type", "data", "timestamp"],
                 "properties": { "type": ws_type("slots_update"), "data": schema_ref("SlotsResponse"), "timestamp": utc },
+            },
+            "BookingMovedMessage": {
+                "type": "object",
+                "description": "A booking moved off a broken board to the same slot on a healthy one (slots_update                     for both devices follows); booked_by as in slots_update",
+                "required": ["type", "date", "slot_id", "from_device", "to_device", "booked_by", "message", "timestamp"],
+                "properties": {
+                    "type": ws_type("booking_moved"), "date": date, "slot_id": slot_id,
+                    "from_device": string, "to_device": string, "booked_by": nullable_string,
+                    "message": string, "timestamp": utc,
+                },
+            },
+            "MaintenanceRequest": {
+                "type": "object",
+                "required": ["reason"],
+                "properties": { "reason": { "type": "string", "description": "Why; 1 to 500 characters" } },
+            },
+            "MaintenanceResponse": {
+                "type": "object",
+                "required": ["success", "message", "device", "health", "reason"],
+                "properties": {
+                    "success": success, "message": string, "device": string, "health": health.clone(),
+                    "reason": nullable_string,
+                },
+            },
+            "CheckStep": {
+                "type": "object",
+                "required": ["step", "ok", "detail", "duration_ms"],
+                "properties": {
+                    "step": { "type": "string", "enum": ["reset", "flash", "expect", "power_cycle"] },
+                    "ok": boolean, "detail": string, "duration_ms": integer,
+                },
+            },
+            "Check": {
+                "type": "object",
+                "required": [
+                    "started", "trigger", "requested_by", "ok", "power_cycled", "duration_ms", "health", "steps",
+                ],
+                "properties": {
+                    "started": utc,
+                    "trigger": {
+                        "type": "string", "enum": ["start", "online", "session", "admin", "maintenance_cleared"],
+                    },
+                    "requested_by": nullable_string,
+                    "ok": boolean, "power_cycled": boolean, "duration_ms": integer,
+                    "health": health.clone(),
+                    "steps": { "type": "array", "items": schema_ref("CheckStep") },
+                },
+            },
+            "CheckResponse": {
+                "type": "object",
+                "required": ["success", "message", "device", "health", "check"],
+                "properties": {
+                    "success": { "type": "boolean", "description": "Whether the check passed" },
+                    "message": string, "device": string, "health": health.clone(), "check": schema_ref("Check"),
+                },
+            },
+            "AuditEntry": {
+                "type": "object",
+                "required": ["at", "actor", "action", "detail"],
+                "properties": {
+                    "at": utc, "actor": string,
+                    "action": { "type": "string", "enum": ["maintenance_set", "maintenance_cleared", "check_requested"] },
+                    "detail": string,
+                },
+            },
+            "BoardHealthResponse": {
+                "type": "object",
+                "required": ["success", "device", "health", "reason", "checks", "audit"],
+                "properties": {
+                    "success": success, "device": string, "health": health.clone(), "reason": nullable_string,
+                    "checks": { "type": "array", "items": schema_ref("Check") },
+                    "audit": { "type": "array", "items": schema_ref("AuditEntry") },
+                },
             },
             "BookSlotMessage": {
                 "type": "object",

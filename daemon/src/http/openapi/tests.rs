@@ -80,6 +80,10 @@ fn it_lists_the_served_routes() {
         ("/admin/users", "GET"),
         ("/admin/users/disable", "POST"),
         ("/admin/users/enable", "POST"),
+        ("/admin/devices/maintenance/{device}", "POST"),
+        ("/admin/devices/maintenance/{device}", "DELETE"),
+        ("/admin/devices/check/{device}", "POST"),
+        ("/admin/devices/checks/{device}", "GET"),
         ("/devices/compile", "POST"),
         ("/devices/read/{device}", "GET"),
         ("/devices/upload/{device}", "POST"),
@@ -303,6 +307,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         booked_slots: vec![9],
         date: s("2026-11-24"),
         device: s("arm-1"),
+        health: s("good"),
     };
     let booking = BookingJson {
         id: 9,
@@ -313,7 +318,11 @@ fn every_schema_matches_the_wire_type_it_documents() {
         start: s("2026-11-24T09:00:00+01:00"),
         end: s("2026-11-24T10:00:00+01:00"),
         booked_at: utc(),
+        moved_from: None,
+        board_health: None,
     };
+    let moved_booking =
+        BookingJson { moved_from: Some(s("arm-2")), board_health: Some(s("failing")), ..booking.clone() };
     let counts =
         DatabaseCounts { total_slots: 24, booked_slots: 1, available_slots: 20, database_path: s("/var/lib/rerod") };
     let credentials = BodyCredentials { token: Some(s("t")), email: Some(s("a@example.com")), password: Some(s("p")) };
@@ -353,6 +362,10 @@ fn every_schema_matches_the_wire_type_it_documents() {
         config: ConfigStatus { generation: 2, last_reload_error: (!healthy).then(|| s("bad toml")) },
         store: StoreStatus { last_write_error: (!healthy).then(|| s("No space left on device")) },
         devices: DeviceCounts { configured: 2, calendars: 2, online: 1, offline: 1 },
+        device_health: vec![
+            DeviceHealthJson { id: s("arm-1"), health: s("good"), reason: None },
+            DeviceHealthJson { id: s("arm-2"), health: s("failing"), reason: Some(s("no READY")) },
+        ],
         compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
     };
     contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
@@ -438,17 +451,34 @@ fn every_schema_matches_the_wire_type_it_documents() {
         &[to_value(DevicesResponse {
             success: true,
             count: 1,
-            devices: vec![DeviceJson {
-                number: 0,
-                id: s("arm-1"),
-                name: s("Arm"),
-                model: s("mega2560"),
-                plugin: s("stk500v2"),
-                port: s("/dev/ttyACM0"),
-                online: true,
-                baud: 115200,
-                in_use: false,
-            }],
+            devices: vec![
+                DeviceJson {
+                    number: 0,
+                    id: s("arm-1"),
+                    name: s("Arm"),
+                    model: s("mega2560"),
+                    plugin: s("stk500v2"),
+                    port: s("/dev/ttyACM0"),
+                    online: true,
+                    baud: 115200,
+                    in_use: false,
+                    health: s("good"),
+                    health_reason: None,
+                },
+                DeviceJson {
+                    number: 1,
+                    id: s("arm-2"),
+                    name: s("Arm 2"),
+                    model: s("mega2560"),
+                    plugin: s("stk500v2"),
+                    port: s("/dev/ttyACM1"),
+                    online: false,
+                    baud: 115200,
+                    in_use: false,
+                    health: s("maintenance"),
+                    health_reason: Some(s("motor")),
+                },
+            ],
             supported_models: vec![s("mega2560")],
         })],
     );
@@ -489,9 +519,75 @@ fn every_schema_matches_the_wire_type_it_documents() {
             success: true,
             message: s("disabled"),
             user: ChangedAccount { email: s("a@example.com"), created_at: utc(), disabled: true },
-            cancelled_bookings: vec![booking],
+            cancelled_bookings: vec![booking, moved_booking],
         })],
     );
+    contract.check(
+        "BookingMovedMessage",
+        &[
+            to_value(BookingServerMessage::BookingMoved {
+                date: s("2026-11-24"),
+                slot_id: 9,
+                from_device: s("arm-1"),
+                to_device: s("arm-2"),
+                booked_by: Some(s("a@example.com")),
+                message: s("moved"),
+                timestamp: utc(),
+            }),
+            to_value(BookingServerMessage::BookingMoved {
+                date: s("2026-11-24"),
+                slot_id: 9,
+                from_device: s("arm-1"),
+                to_device: s("arm-2"),
+                booked_by: None,
+                message: s("moved"),
+                timestamp: utc(),
+            }),
+        ],
+    );
+    contract.check("MaintenanceRequest", &[to_value(MaintenanceRequest { reason: s("motor") })]);
+    let maintenance = |reason: Option<String>| MaintenanceResponse {
+        success: true,
+        message: s("done"),
+        device: s("arm-1"),
+        health: s(if reason.is_some() { "maintenance" } else { "unknown" }),
+        reason,
+    };
+    contract.check("MaintenanceResponse", &[to_value(maintenance(Some(s("motor")))), to_value(maintenance(None))]);
+    let check = |requested_by: Option<String>| CheckJson {
+        started: utc(),
+        trigger: s(if requested_by.is_some() { "admin" } else { "session" }),
+        requested_by,
+        ok: true,
+        power_cycled: false,
+        duration_ms: 1500,
+        health: s("good"),
+        steps: vec![CheckStepJson { step: s("flash"), ok: true, detail: s("468 bytes"), duration_ms: 1200 }],
+    };
+    contract.check(
+        "CheckResponse",
+        &[to_value(CheckResponse {
+            success: true,
+            message: s("passed"),
+            device: s("arm-1"),
+            health: s("good"),
+            check: check(Some(s("admin@example.com"))),
+        })],
+    );
+    let report = |reason: Option<String>| BoardHealthResponse {
+        success: true,
+        device: s("arm-1"),
+        health: s(if reason.is_some() { "failing" } else { "good" }),
+        reason,
+        checks: vec![check(None), check(Some(s("admin@example.com")))],
+        audit: vec![AuditJson {
+            at: utc(),
+            actor: s("admin@example.com"),
+            action: s("check_requested"),
+            detail: s(""),
+        }],
+    };
+    contract.check("BoardHealthResponse", &[to_value(report(Some(s("no READY")))), to_value(report(None))]);
 
     // The slot-booking socket, server side.
     contract

@@ -10,6 +10,12 @@
 //!
 //! Architecture invariant: nothing here knows HTTP, WebSocket or JSON. Front
 //! ends subscribe to a board's [`ConsoleEvent`]s and its serial output.
+//!
+//! `health.rs` holds each board's health and the check that decides it.
+
+mod health;
+
+pub use health::{CheckRecord, CheckStep, HISTORY, Health, HealthEvent, StepKind, Trigger};
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -31,6 +37,7 @@ const LAB_FLASH_WAIT: Duration = Duration::from_secs(120);
 pub struct Devices {
     boards: RwLock<Vec<Arc<Board>>>,
     metrics: Arc<Metrics>,
+    health_events: broadcast::Sender<HealthEvent>,
 }
 
 /// What a board tells its console viewers besides serial output.
@@ -105,6 +112,9 @@ pub struct Board {
     /// Restores (idle firmware, or a reset) started by a session end and not yet done.
     pending_restores: std::sync::atomic::AtomicUsize,
     restored: tokio::sync::Notify,
+    health: health::HealthCell,
+    metrics: Arc<Metrics>,
+    health_events: broadcast::Sender<HealthEvent>,
 }
 
 /// The upload in progress on a board.
@@ -136,16 +146,25 @@ fn port_spec(d: &DeviceConfig) -> PortSpec {
 impl Devices {
     /// Starts one port thread per configured device.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Devices {
-        let boards = config.devices.iter().map(|d| Arc::new(Board::new(d.clone(), &metrics))).collect();
-        Devices { boards: RwLock::new(boards), metrics }
+        let (health_events, _) = broadcast::channel(256);
+        let boards = config.devices.iter().map(|d| Board::new(d.clone(), &metrics, &health_events)).collect();
+        Devices { boards: RwLock::new(boards), metrics, health_events }
+    }
+
+    /// Changes of every board's health, and boards back online.
+    pub fn subscribe_health(&self) -> broadcast::Receiver<HealthEvent> {
+        self.health_events.subscribe()
     }
 
     /// Follows a reloaded config: a board whose port and baud are unchanged
     /// keeps its port (and its consoles); others are started afresh, and
-    /// removed ones are closed (their consoles are told).
-    pub fn apply(&self, config: &Config) {
+    /// removed ones are closed (their consoles are told). Answers the boards
+    /// started afresh and those that just gained a health check: the app
+    /// checks them as it does every board at start.
+    pub fn apply(&self, config: &Config) -> Vec<Arc<Board>> {
         let mut boards = self.boards.write().unwrap_or_else(|p| p.into_inner());
         let mut next = Vec::with_capacity(config.devices.len());
+        let mut fresh = Vec::new();
         for d in &config.devices {
             let kept = boards.iter().find(|b| {
                 let old = b.config();
@@ -153,10 +172,18 @@ impl Devices {
             });
             match kept {
                 Some(board) => {
+                    let gained_check = board.config().health.is_none() && d.health.is_some();
                     *board.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d.clone());
                     next.push(Arc::clone(board));
+                    if gained_check {
+                        fresh.push(Arc::clone(board));
+                    }
                 }
-                None => next.push(Arc::new(Board::new(d.clone(), &self.metrics))),
+                None => {
+                    let board = Board::new(d.clone(), &self.metrics, &self.health_events);
+                    fresh.push(Arc::clone(&board));
+                    next.push(board);
+                }
             }
         }
         for old in boards.iter() {
@@ -167,6 +194,7 @@ impl Devices {
             }
         }
         *boards = next;
+        fresh
     }
 
     pub fn board(&self, id: &str) -> Option<Arc<Board>> {
@@ -215,11 +243,11 @@ fn meter_serial_input(port: &DevicePort, metrics: Arc<Metrics>) {
 }
 
 impl Board {
-    fn new(config: DeviceConfig, metrics: &Arc<Metrics>) -> Board {
+    fn new(config: DeviceConfig, metrics: &Arc<Metrics>, health_events: &broadcast::Sender<HealthEvent>) -> Arc<Board> {
         let port = DevicePort::spawn(ConsoleConfig::new(port_spec(&config), config.baud));
         meter_serial_input(&port, Arc::clone(metrics));
         let (events, _) = broadcast::channel(256);
-        Board {
+        let board = Arc::new(Board {
             id: config.id.clone(),
             config: RwLock::new(Arc::new(config)),
             port,
@@ -228,7 +256,12 @@ impl Board {
             dirty: Mutex::new(None),
             pending_restores: Default::default(),
             restored: tokio::sync::Notify::new(),
-        }
+            health: Default::default(),
+            metrics: Arc::clone(metrics),
+            health_events: health_events.clone(),
+        });
+        health::watch_port(&board);
+        board
     }
 
     pub fn config(&self) -> Arc<DeviceConfig> {
@@ -425,26 +458,39 @@ impl Board {
     /// program is on the board, else a reset if an upload was cut short.
     async fn restore(self: Arc<Self>, aborted: bool, dirty: bool) {
         let config = self.config();
+        if config.health.is_some() && (aborted || dirty) {
+            // The health check flashes the idle firmware itself, and says
+            // whether the board came back from what the session left on it.
+            self.check(Trigger::Session, None).await;
+            return;
+        }
         match &config.idle_firmware {
             Some(idle) if dirty || aborted => {
                 tracing::info!(device = %self.id, firmware = %idle.path.display(), "restoring the idle firmware");
                 let flashed = self.upload(Arc::clone(&idle.firmware), Owner::Lab, || Ok::<(), BoardError>(())).await;
                 if let Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) = flashed {
                     tracing::warn!(device = %self.id, %error, "could not restore the idle firmware; resetting the board");
-                    self.reset_board().await;
+                    let _ = self.reset_board().await;
                 }
             }
-            _ if aborted => self.reset_board().await,
+            _ if aborted => drop(self.reset_board().await),
             _ => {}
         }
     }
 
-    /// Resets the board with its configured method, holding the port meanwhile.
-    pub async fn reset_board(&self) {
+    /// Resets the board with its configured method, holding the port
+    /// meanwhile; the result (logged too) is a note, or why it failed.
+    pub async fn reset_board(&self) -> Result<Option<String>, String> {
         let lease = match tokio::time::timeout(LAB_FLASH_WAIT, self.port.lease()).await {
             Ok(Ok(lease)) => lease,
-            Ok(Err(error)) => return tracing::warn!(device = %self.id, %error, "board reset skipped: port unavailable"),
-            Err(_) => return tracing::warn!(device = %self.id, "board reset skipped: the port stayed busy"),
+            Ok(Err(error)) => {
+                tracing::warn!(device = %self.id, %error, "board reset skipped: port unavailable");
+                return Err(format!("the port is unavailable: {error}"));
+            }
+            Err(_) => {
+                tracing::warn!(device = %self.id, "board reset skipped: the port stayed busy");
+                return Err("the port stayed busy".to_owned());
+            }
         };
         let config = self.config();
         let path = lease.path().to_owned();
@@ -455,9 +501,18 @@ impl Board {
         .await;
         drop(lease);
         match result {
-            Ok(Ok(note)) => tracing::info!(device = %self.id, note = note.as_deref().unwrap_or(""), "board reset"),
-            Ok(Err(error)) => tracing::warn!(device = %self.id, %error, "board reset failed"),
-            Err(error) => tracing::warn!(device = %self.id, %error, "board reset task failed"),
+            Ok(Ok(note)) => {
+                tracing::info!(device = %self.id, note = note.as_deref().unwrap_or(""), "board reset");
+                Ok(note)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(device = %self.id, %error, "board reset failed");
+                Err(error)
+            }
+            Err(error) => {
+                tracing::warn!(device = %self.id, %error, "board reset task failed");
+                Err(error.to_string())
+            }
         }
     }
 }

@@ -1,0 +1,155 @@
+//! Board health on the wire: the admin routes' requests and answers, a
+//! check's record, and the webhook's alert body.
+
+use serde::{Deserialize, Serialize};
+
+use super::utc;
+use crate::devices::{CheckRecord, Health};
+use crate::store::AuditEntry;
+
+/// `POST /admin/devices/maintenance/{device}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MaintenanceRequest {
+    pub reason: String,
+}
+
+impl super::FromJson for MaintenanceRequest {
+    fn from_json(body: &crate::json::JsonObject) -> Result<MaintenanceRequest, crate::app::AppError> {
+        Ok(MaintenanceRequest { reason: body.required_str("reason")?.to_owned() })
+    }
+}
+
+/// `POST`/`DELETE /admin/devices/maintenance/{device}`: the board's health after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceResponse {
+    pub success: bool,
+    pub message: String,
+    pub device: String,
+    pub health: String,
+    pub reason: Option<String>,
+}
+
+/// One step of a check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStepJson {
+    /// `reset`, `flash`, `expect` or `power_cycle`.
+    pub step: String,
+    pub ok: bool,
+    pub detail: String,
+    pub duration_ms: u64,
+}
+
+/// One finished health check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckJson {
+    pub started: String,
+    /// `start`, `online`, `session`, `admin` or `maintenance_cleared`.
+    pub trigger: String,
+    pub requested_by: Option<String>,
+    pub ok: bool,
+    pub power_cycled: bool,
+    pub duration_ms: u64,
+    /// The board's health once the check was done.
+    pub health: String,
+    pub steps: Vec<CheckStepJson>,
+}
+
+impl CheckJson {
+    pub fn new(record: &CheckRecord) -> CheckJson {
+        CheckJson {
+            started: utc(record.started),
+            trigger: record.trigger.as_str().to_owned(),
+            requested_by: record.requested_by.clone(),
+            ok: record.ok,
+            power_cycled: record.power_cycled,
+            duration_ms: record.duration.as_millis() as u64,
+            health: record.health.as_str().to_owned(),
+            steps: record
+                .steps
+                .iter()
+                .map(|s| CheckStepJson {
+                    step: s.kind.as_str().to_owned(),
+                    ok: s.ok,
+                    detail: s.detail.clone(),
+                    duration_ms: s.duration.as_millis() as u64,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /admin/devices/check/{device}`: the check just run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResponse {
+    /// Whether the check passed.
+    pub success: bool,
+    pub message: String,
+    pub device: String,
+    pub health: String,
+    pub check: CheckJson,
+}
+
+/// One admin action on a board, from the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditJson {
+    pub at: String,
+    pub actor: String,
+    /// `maintenance_set`, `maintenance_cleared` or `check_requested`.
+    pub action: String,
+    pub detail: String,
+}
+
+impl AuditJson {
+    pub fn new(entry: &AuditEntry) -> AuditJson {
+        AuditJson {
+            at: utc(entry.at()),
+            actor: entry.actor.clone(),
+            action: entry.action.clone(),
+            detail: entry.detail.clone(),
+        }
+    }
+}
+
+/// `GET /admin/devices/checks/{device}`: health, checks (newest first) and audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardHealthResponse {
+    pub success: bool,
+    pub device: String,
+    pub health: String,
+    pub reason: Option<String>,
+    pub checks: Vec<CheckJson>,
+    pub audit: Vec<AuditJson>,
+}
+
+/// A board's health in `GET /health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceHealthJson {
+    pub id: String,
+    pub health: String,
+    pub reason: Option<String>,
+}
+
+impl DeviceHealthJson {
+    pub fn new(id: &str, health: &Health) -> DeviceHealthJson {
+        DeviceHealthJson {
+            id: id.to_owned(),
+            health: health.as_str().to_owned(),
+            reason: health.reason().map(str::to_owned),
+        }
+    }
+}
+
+/// What the webhook of `[devices.health]` is sent when its board turns `failing`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthAlert {
+    /// Always `board_failing`.
+    pub event: String,
+    pub device: String,
+    pub name: String,
+    pub model: String,
+    pub health: String,
+    pub reason: Option<String>,
+    pub timestamp: String,
+    /// The check that failed.
+    pub check: Option<CheckJson>,
+}
