@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 # target/rig/. Installs only what is missing.
 tests/rig/setup.sh
 
+# The browser test's tools (tests/web/): Debian's chromium and the
+# Playwright driver under target/web-tests/. Installs only what is missing.
+tests/web/setup.sh
+
 # systemd-analyze, to verify the unit in systemd/.
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt-get update

@@ -17,4 +17,5 @@ mod http_api;
 mod operations;
 mod rero;
 mod util;
+mod web;
 mod ws_booking;

@@ -15,7 +15,7 @@ use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal, Soc
 use crate::json;
 use crate::wire::{
     self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, CompileHealth, ConfigStatus, DatabaseCounts,
-    DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LoggedInUser,
+    DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LabInfo, LoggedInUser,
     LoggedOutResponse, LoginResponse, MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse,
     RegisteredUser, RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, StoreStatus, Total,
     UserSlotResponse, WebSocketStats,
@@ -58,6 +58,8 @@ pub fn health(app: &Arc<App>) -> Reply {
     let counts = today_counts(app);
     let boards = app.devices.boards();
     let online = boards.iter().filter(|b| b.is_online()).count();
+    let config = app.config();
+    let calendar = &config.lab.calendar;
     let mut body = HealthResponse {
         status: "healthy".to_owned(),
         total_slots: None,
@@ -82,6 +84,10 @@ pub fn health(app: &Arc<App>) -> Reply {
         },
         device_health: boards.iter().map(|b| wire::DeviceHealthJson::new(&b.id, &b.health())).collect(),
         compile: CompileHealth { sandbox: app.compile_sandbox().as_str().to_owned() },
+        lab: LabInfo {
+            timezone: calendar.time_zone().iana_name().map(str::to_owned),
+            slot_minutes: calendar.slot_minutes(),
+        },
     };
     match (store_error, counts) {
         (None, Ok(counts)) => {

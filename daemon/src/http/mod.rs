@@ -10,6 +10,7 @@ pub mod openapi;
 mod request;
 mod routes;
 mod upgrade;
+mod web;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ use crate::wire::ErrorBody;
 use crate::ws::booking::BookingHub;
 
 pub use error::{ApiError, HttpErrorKind, Kind};
-pub use routes::{Auth, BodyLimit, ROUTES, Route, RouteSpec};
+pub use routes::{Auth, BodyLimit, ROUTES, Route, RouteSpec, Serves};
 
 /// How long in-flight requests get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

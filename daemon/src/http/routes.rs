@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Server;
 use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
-use super::{admin, devices, handlers};
+use super::{admin, devices, handlers, web};
 use crate::app::{AppError, Credentials, Principal};
 
 /// Every route the server answers, named; [`ROUTES`] says what each one is.
@@ -47,6 +47,8 @@ pub enum Route {
     AdminMaintenance,
     AdminCheck,
     AdminChecks,
+    /// The browser app's files under `/app/{bundle}/`.
+    AppAsset,
 }
 
 /// How much of a body a route reads.
@@ -58,6 +60,18 @@ pub enum BodyLimit {
     Firmware,
     /// A WebSocket upgrade: no body; the socket speaks for itself.
     Upgrade,
+}
+
+/// What a route serves, which decides whether the OpenAPI document lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// The JSON (or WebSocket) API: documented in `/openapi.json`, and the
+    /// OpenAPI tests hold the document to this row.
+    Api,
+    /// The browser app's static files. They are no API (their names change
+    /// with every build), so the document leaves them out; their `{path}`
+    /// takes the rest of the URL (`{bundle}/{file}`).
+    AppFiles,
 }
 
 /// Who may call a route, and how they say who they are.
@@ -84,6 +98,7 @@ pub struct RouteSpec {
     pub methods: &'static [Method],
     pub body: BodyLimit,
     pub auth: Auth,
+    pub serves: Serves,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -92,7 +107,7 @@ const GET_POST: &[Method] = &[Method::GET, Method::POST];
 const POST_DELETE: &[Method] = &[Method::POST, Method::DELETE];
 
 const fn row(route: Route, pattern: &'static str, methods: &'static [Method], auth: Auth) -> RouteSpec {
-    RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth }
+    RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth, serves: Serves::Api }
 }
 
 /// The route table.
@@ -125,6 +140,8 @@ pub const ROUTES: &[RouteSpec] = &[
     row(Route::AdminMaintenance, "/admin/devices/maintenance/{device}", POST_DELETE, Auth::Admin),
     row(Route::AdminCheck, "/admin/devices/check/{device}", POST, Auth::Admin),
     row(Route::AdminChecks, "/admin/devices/checks/{device}", GET, Auth::Admin),
+    // Not in the OpenAPI document: static files, not API (see `Serves::AppFiles`).
+    RouteSpec { serves: Serves::AppFiles, ..row(Route::AppAsset, "/app/{path}", GET, Auth::Public) },
 ];
 
 impl Route {
@@ -146,10 +163,15 @@ impl Route {
 }
 
 impl RouteSpec {
-    /// The `{device}` segment of a templated route's path, still percent-encoded.
+    /// The templated last part of a route's path, still percent-encoded: one
+    /// segment (`{device}`), or the rest of the path for the app's files.
     pub fn path_param<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let prefix = self.pattern.strip_suffix("{device}")?;
-        path.strip_prefix(prefix).filter(|rest| !rest.is_empty() && !rest.contains('/'))
+        let (prefix, _) = self.pattern.rsplit_once('{')?;
+        let rest = path.strip_prefix(prefix).filter(|rest| !rest.is_empty())?;
+        match self.serves {
+            Serves::Api => (!rest.contains('/')).then_some(rest),
+            Serves::AppFiles => Some(rest),
+        }
     }
 
     fn allow_header(&self) -> HeaderValue {
@@ -210,7 +232,9 @@ pub(crate) async fn dispatch(
         Err(e) => return (Some(route), Err(e)),
     };
     let reply = match (route, who) {
+        (Route::Root, _) if web::wants_html(req.headers()) => Ok(web::index(req.headers())),
         (Route::Root, _) => handlers::root(app),
+        (Route::AppAsset, _) => web::asset(spec, &req),
         (Route::Health, _) => handlers::health(app),
         (Route::Stats, _) => handlers::stats(app),
         (Route::Slots, _) => handlers::slots(app, &req).await,

@@ -98,6 +98,16 @@ pub struct HealthResponse {
     /// Each board's health.
     pub device_health: Vec<super::DeviceHealthJson>,
     pub compile: CompileHealth,
+    pub lab: LabInfo,
+}
+
+/// The lab's calendar, so a client shows times in the lab's zone and by its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabInfo {
+    /// The IANA name of the lab's time zone (`Europe/Berlin`); null when the
+    /// host's zone has no name (slot times still carry their UTC offset).
+    pub timezone: Option<String>,
+    pub slot_minutes: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

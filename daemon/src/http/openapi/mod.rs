@@ -137,8 +137,20 @@ fn paths() -> Value {
         "/": { "get": {
             "tags": ["service"],
             "operationId": "root",
-            "summary": "Greeting, with today's booked slot ids on the default device",
-            "responses": responses(ok("The service is up", "RootResponse"), &[503]),
+            "summary": "Greeting, with today's booked slot ids on the default device; browsers get the web app",
+            "description": "A request whose `Accept` names `text/html` (a browser) gets the lab's web app \
+                instead; its files are served under `/app/{bundle}/`, whose name changes with every build, \
+                so they are not listed here.",
+            "responses": responses(
+                json!({ "200": {
+                    "description": "The service is up (JSON), or the web app (HTML) for a browser",
+                    "content": {
+                        "application/json": { "schema": schema_ref("RootResponse") },
+                        "text/html": { "schema": { "type": "string" } },
+                    },
+                }}),
+                &[503],
+            ),
         }},
         "/health": { "get": {
             "tags": ["service"],

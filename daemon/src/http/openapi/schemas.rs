@@ -219,7 +219,7 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": [
                     "status", "timestamp", "active_connections", "console_connections", "uptime_seconds", "version",
-                    "config", "store", "devices", "device_health", "database", "compile",
+                    "config", "store", "devices", "device_health", "database", "compile", "lab",
                 ],
                 "properties": {
                     "status": { "type": "string", "enum": ["healthy", "degraded", "unhealthy"] },
@@ -260,6 +260,13 @@ pub(super) fn components() -> Value {
                         "properties": { "configured": integer, "calendars": integer, "online": integer, "offline": integer },
                     },
                     "device_health": { "type": "array", "items": schema_ref("DeviceHealth") },
+                    "lab": {
+                        "type": "object",
+                        "description": "The lab's calendar: its time zone's IANA name (null when the host's zone \
+                            has none) and the slot length",
+                        "required": ["timezone", "slot_minutes"],
+                        "properties": { "timezone": nullable_string, "slot_minutes": integer },
+                    },
                     "compile": {
                         "type": "object",
                         "description": "How sketches are compiled: confined by Landlock, with the sandbox turned off by the admin, or refused (503 compile_sandbox_unavailable) because the kernel has no Landlock",

@@ -105,10 +105,11 @@ fn it_lists_the_served_routes() {
 
 #[test]
 fn the_document_lists_exactly_the_routes_the_router_serves() {
-    use crate::http::{Auth, ROUTES, Route};
+    use crate::http::{Auth, ROUTES, Route, Serves};
     let doc = document();
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
+        .filter(|spec| spec.serves == Serves::Api)
         .flat_map(|spec| spec.methods.iter().map(|m| (spec.pattern.to_owned(), m.as_str().to_owned())))
         .collect();
     assert_eq!(paths_and_methods(&doc), served);
@@ -131,6 +132,10 @@ fn the_document_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(resolve("/devices/read/"), None);
     assert_eq!(resolve("/devices/read/a/b"), None);
     assert_eq!(resolve("/devices/compile"), Some(Route::DevicesCompile));
+    // The app's files are the only routes left out, and only by their row's flag.
+    let left_out: Vec<Route> = ROUTES.iter().filter(|s| s.serves != Serves::Api).map(|s| s.route).collect();
+    assert_eq!(left_out, [Route::AppAsset]);
+    assert_eq!(resolve("/app/0123/main.js"), Some(Route::AppAsset));
 }
 
 #[test]
@@ -367,6 +372,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
             DeviceHealthJson { id: s("arm-2"), health: s("failing"), reason: Some(s("no READY")) },
         ],
         compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
+        lab: LabInfo { timezone: healthy.then(|| s("Europe/Berlin")), slot_minutes: 60 },
     };
     contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
     contract.check(

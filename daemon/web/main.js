@@ -1,0 +1,189 @@
+// The app's shell: signing in, the route in the address's hash, and the
+// student's pages that need no board (the overview and my bookings). The
+// calendar, the session and the admin pages live in their own modules.
+
+import { api, session, slotFeed } from './api.js';
+import { h, fill, toast, errorLine } from './ui.js';
+import { setZone, zoneName, clock, when, span } from './time.js';
+import { calendarView } from './calendar.js';
+import { sessionView } from './session.js';
+import { adminView } from './admin.js';
+
+const main = document.getElementById('main');
+const lab = { devices: [], health: {}, lab: { timezone: null, slot_minutes: 60 } };
+
+/** What the page currently shows stops its timers and sockets through this. */
+let leave = () => {};
+
+async function loadLab() {
+  const [health, devices] = await Promise.all([api('/health').catch(() => null), api('/devices')]);
+  if (health) {
+    lab.lab = health.lab || lab.lab;
+    lab.health = Object.fromEntries((health.device_health || []).map((d) => [d.id, d]));
+  }
+  lab.devices = devices.devices;
+  setZone(lab.lab.timezone);
+  document.getElementById('zone').textContent = `Times in ${zoneName()}`;
+}
+
+function showNav() {
+  const signedIn = Boolean(session.token);
+  document.getElementById('nav').hidden = !signedIn;
+  document.getElementById('nav-admin').hidden = !session.isAdmin;
+  document.getElementById('who').textContent = signedIn ? session.user.email : '';
+}
+
+async function route() {
+  leave();
+  leave = () => {};
+  showNav();
+  const hash = location.hash.replace(/^#/, '') || '/';
+  const [, page, arg] = hash.split('/');
+  if (!session.token) {
+    signIn();
+    return;
+  }
+  try {
+    if (!lab.devices.length) await loadLab();
+    if (page === 'board') leave = await calendarView(main, lab, decodeURIComponent(arg || ''));
+    else if (page === 'session') leave = await sessionView(main, lab, decodeURIComponent(arg || ''));
+    else if (page === 'bookings') leave = await myBookings();
+    else if (page === 'admin') leave = await adminView(main, lab);
+    else leave = await overview();
+  } catch (error) {
+    fill(main, h('h2', {}, 'Something went wrong'), h('p', { class: 'error', role: 'alert' }, error.message));
+  }
+  main.focus({ preventScroll: true });
+}
+
+function signIn() {
+  const error = errorLine();
+  const email = h('input', { id: 'email', type: 'email', name: 'email', autocomplete: 'username', required: true });
+  const password = h('input', {
+    id: 'password', type: 'password', name: 'password', autocomplete: 'current-password', required: true, minlength: 6,
+  });
+  const submit = async (event, mode) => {
+    event.preventDefault();
+    error.show('');
+    const body = { email: email.value, password: password.value };
+    try {
+      if (mode === 'register') {
+        await api('/auth/register', { method: 'POST', body });
+        toast('Account created; you are signed in.');
+      }
+      const answer = await api('/auth/login', { method: 'POST', body });
+      session.save(answer.token, answer.user);
+      await loadLab();
+      route();
+    } catch (e) {
+      error.show(e.message);
+    }
+  };
+  const form = h('form', { class: 'card narrow', onsubmit: (e) => submit(e, 'login') },
+    h('h2', {}, 'Sign in'),
+    h('label', { for: 'email' }, 'E-mail'), email,
+    h('label', { for: 'password' }, 'Password'), password,
+    error.el,
+    h('div', { class: 'row' },
+      h('button', { type: 'submit', id: 'login' }, 'Sign in'),
+      h('button', { type: 'button', id: 'register', class: 'secondary', onclick: (e) => submit(e, 'register') },
+        'Register')));
+  fill(main, form);
+  email.focus();
+}
+
+/** The current slot of a day's list, if any. */
+export function currentSlot(slots, now = Date.now()) {
+  return slots.find((s) => Date.parse(s.start) <= now && now < Date.parse(s.end));
+}
+
+async function overview() {
+  const days = await Promise.all(lab.devices.map((d) => api(`/slots?device=${encodeURIComponent(d.id)}`).catch(() => null)));
+  const cards = lab.devices.map((device, i) => {
+    const now = days[i] && currentSlot(days[i].slots);
+    const health = lab.health[device.id];
+    const free = now && now.status === 'available';
+    const mine = now && now.status === 'mine';
+    let holder = 'Nobody holds it now';
+    if (mine) holder = 'You hold it now';
+    else if (now && now.is_booked) holder = now.booked_by ? `Held by ${now.booked_by}` : 'Booked by someone else';
+    else if (now && now.status === 'blocked') holder = 'Blocked now';
+    return h('li', { class: 'card board' },
+      h('h3', {}, device.name || device.id),
+      h('p', { class: 'muted' }, `${device.model} · ${device.id}`),
+      h('p', {},
+        h('span', { class: `pill ${device.online ? 'ok' : 'bad'}` }, device.online ? 'online' : 'offline'), ' ',
+        health && h('span', { class: `pill health-${health.health}`, title: health.reason || '' }, `health: ${health.health}`), ' ',
+        h('span', { class: `pill ${free ? 'ok' : ''}` }, free ? 'free now' : 'not free now')),
+      h('p', {}, holder),
+      h('div', { class: 'row' },
+        h('a', { class: 'button', href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
+        (mine || session.isAdmin) && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` },
+          'Open session')));
+  });
+  fill(main, h('h2', {}, 'Boards'), h('ul', { class: 'cards' }, cards));
+  const off = slotFeed.subscribe((m) => {
+    if (m.type === 'slots_update') refreshSoon();
+  });
+  let timer = null;
+  const refreshSoon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { if (location.hash.replace(/^#/, '') in { '': 1, '/': 1 }) route(); }, 300);
+  };
+  return () => { off(); clearTimeout(timer); };
+}
+
+async function myBookings() {
+  const answer = await api('/my-bookings');
+  const next = answer.bookings.find((b) => Date.parse(b.end) > Date.now());
+  const countdown = h('p', { class: 'big', 'aria-live': 'off' });
+  const tick = () => {
+    if (!next) {
+      countdown.textContent = 'No booking ahead.';
+      return;
+    }
+    const start = Date.parse(next.start);
+    countdown.textContent = start > Date.now()
+      ? `Next session on ${next.device} in ${span(start - Date.now())}`
+      : `Your session on ${next.device} is running: ${span(Date.parse(next.end) - Date.now())} left`;
+  };
+  tick();
+  const timer = setInterval(tick, 1000);
+  const rows = answer.bookings.map((b) => {
+    const running = Date.parse(b.start) <= Date.now();
+    return h('tr', {},
+      h('td', {}, when(b.start)), h('td', {}, `${clock(b.start)}–${clock(b.end)}`), h('td', {}, b.device),
+      h('td', { class: 'row' },
+        running && h('a', { class: 'button', href: `#/session/${encodeURIComponent(b.device)}` }, 'Open session'),
+        h('button', {
+          type: 'button', class: 'secondary',
+          'aria-label': `Cancel the booking of ${when(b.start)} on ${b.device}`,
+          onclick: async () => {
+            try {
+              await api('/cancel-slot', { method: 'POST', body: { slot_id: b.id, date: b.date, device: b.device } });
+              toast('Booking cancelled.');
+              route();
+            } catch (e) {
+              toast(e.message, 'error');
+            }
+          },
+        }, 'Cancel')));
+  });
+  fill(main, h('h2', {}, 'My bookings'), countdown,
+    rows.length
+      ? h('table', {}, h('caption', { class: 'sr' }, 'Your bookings'),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Day'), h('th', { scope: 'col' }, 'Time'),
+          h('th', { scope: 'col' }, 'Board'), h('th', { scope: 'col' }, 'Actions'))),
+        h('tbody', {}, rows))
+      : h('p', {}, 'You have no bookings. Pick a board on the ', h('a', { href: '#/' }, 'overview'), '.'));
+  return () => clearInterval(timer);
+}
+
+document.getElementById('logout').addEventListener('click', () => {
+  session.clear();
+  location.hash = '#/';
+  route();
+});
+window.addEventListener('signed-out', () => route());
+window.addEventListener('hashchange', route);
+route();

@@ -1,0 +1,119 @@
+//! The web app the daemon serves: `GET /` for browsers and API clients, its
+//! files' caching and compression, and two students driving it in headless
+//! chromium against the simulated Uno (tests/web/flow.mjs).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rerod_devices::testkit;
+
+use crate::devices::{Board, lab_config};
+use crate::util::{Daemon, Options};
+
+#[tokio::test]
+async fn browsers_get_the_app_and_api_clients_keep_the_json() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+    let page = c.request(hyper::Method::GET, "/", &[("accept", browser)], Vec::new()).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let policy = page.header("content-security-policy").expect("the page has a policy");
+    assert!(policy.starts_with("default-src 'self';"), "{policy}");
+    assert!(!policy.contains("http"), "no origin but this one: {policy}");
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    let script = html.split("src=\"").nth(1).and_then(|s| s.split('"').next()).expect("the page loads a script");
+    assert!(script.starts_with("/app/") && script.ends_with("/main.js"), "{script}");
+
+    // curl and the old clients keep the seed's JSON.
+    for accept in ["*/*", "application/json"] {
+        let json = c.request(hyper::Method::GET, "/", &[("accept", accept)], Vec::new()).await.expect(200);
+        assert_eq!(json["websocket_endpoint"], "/slot-booking", "Accept: {accept}");
+    }
+    c.get("/").await.expect(200);
+
+    // The bundle's files: compressed when asked, cached for good, revalidated.
+    let gz = c.request(hyper::Method::GET, script, &[("accept-encoding", "gzip, br")], Vec::new()).await;
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(gz.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    let etag = gz.header("etag").expect("an ETag").to_owned();
+    let plain = c.get(script).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.body.len() > gz.body.len());
+    let again = c.request(hyper::Method::GET, script, &[("if-none-match", &etag)], Vec::new()).await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+
+    // Another build's files, or none at all, are not found.
+    let old = script.replacen("/app/", "/app/0", 1);
+    assert_eq!(c.get(&old).await.expect(404)["code"], "not_found");
+    c.get("/app/").await.expect(404);
+}
+
+/// Installs chromium and the Playwright driver once per run (tests/web/setup.sh).
+fn browser_tools() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let root = workspace_root();
+        let out = Command::new(root.join("tests/web/setup.sh")).output().expect("run tests/web/setup.sh");
+        assert!(out.status.success(), "tests/web/setup.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("daemon/ has a parent").to_path_buf()
+}
+
+#[test]
+fn two_students_book_flash_and_use_the_console_in_a_browser() {
+    browser_tools();
+    let board = Board::start(None);
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let root = workspace_root();
+    let shots = root.join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    // The flow's output goes to a file, so a chatty run never blocks on a pipe.
+    let log_path = shots.join("flow.log");
+    let log = std::fs::File::create(&log_path).expect("flow log");
+    let mut flow = Command::new("node")
+        .arg(root.join("tests/web/flow.mjs"))
+        .env("APP_URL", format!("http://{}", daemon.addr))
+        .env("HELLO_HEX", testkit::rig_file("hello.hex"))
+        .env("ECHO_HEX", testkit::rig_file("echo.hex"))
+        .env("SHOTS", &shots)
+        .stdout(log.try_clone().expect("flow log"))
+        .stderr(log)
+        .spawn()
+        .expect("node runs");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = flow.try_wait().expect("waiting for node") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = flow.kill();
+            let _ = flow.wait();
+            panic!("the browser flow did not finish within 4 minutes:\n{}", read(&log_path));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "the browser flow failed (screenshots in {}):\n{}\ndaemon log:\n{}",
+        shots.display(),
+        read(&log_path),
+        daemon.log()
+    );
+    println!("{}", read(&log_path));
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
