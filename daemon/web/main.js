@@ -21,7 +21,10 @@ async function loadLab() {
     lab.lab = health.lab || lab.lab;
     lab.health = Object.fromEntries((health.device_health || []).map((d) => [d.id, d]));
   }
-  lab.devices = devices.devices;
+  // A lab with no boards configured still has its one calendar, `default`.
+  lab.devices = devices.devices.length
+    ? devices.devices
+    : [{ number: 0, id: 'default', name: 'Lab calendar', model: 'no board configured', online: false, calendarOnly: true }];
   setZone(lab.lab.timezone);
   document.getElementById('zone').textContent = `Times in ${zoneName()}`;
 }
@@ -112,13 +115,14 @@ async function overview() {
       h('h3', {}, device.name || device.id),
       h('p', { class: 'muted' }, `${device.model} · ${device.id}`),
       h('p', {},
-        h('span', { class: `pill ${device.online ? 'ok' : 'bad'}` }, device.online ? 'online' : 'offline'), ' ',
+        !device.calendarOnly && h('span', { class: `pill ${device.online ? 'ok' : 'bad'}` }, device.online ? 'online' : 'offline'),
+        ' ',
         health && h('span', { class: `pill health-${health.health}`, title: health.reason || '' }, `health: ${health.health}`), ' ',
         h('span', { class: `pill ${free ? 'ok' : ''}` }, free ? 'free now' : 'not free now')),
       h('p', {}, holder),
       h('div', { class: 'row' },
         h('a', { class: 'button', href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
-        (mine || session.isAdmin) && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` },
+        (mine || session.isAdmin) && !device.calendarOnly && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` },
           'Open session')));
   });
   fill(main, h('h2', {}, 'Boards'), h('ul', { class: 'cards' }, cards));
