@@ -29,8 +29,8 @@ const browser = await chromium.launch({
 const problems = [];
 let step = 0;
 
-async function student(name) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+async function student(name, viewport) {
+  const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(10000);
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`${name} console: ${m.text()}`); });
@@ -73,8 +73,9 @@ async function flash(page, file, what) {
 }
 
 try {
-  const a = await student('A');
-  const b = await student('B');
+  const a = await student('A', { width: 1200, height: 900 });
+  // B uses a phone: the calendar and the session view must work at its width.
+  const b = await student('B', { width: 390, height: 844 });
 
   await register(a, 'a@example.com');
   await shot(a, 'a-overview');
@@ -120,6 +121,8 @@ try {
   const refusal = await b.textContent('#upload-status');
   check(/slot|book/i.test(refusal), `B's refusal does not say why: ${refusal}`);
   await shot(b, 'b-upload-refused');
+  const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `the session view is ${overflow} px wider than a phone`);
 
   await a.click('#end-session');
   await a.waitForSelector('#session-banner:has-text("Session ended")');
