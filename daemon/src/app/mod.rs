@@ -68,6 +68,8 @@ pub struct App {
     changes: broadcast::Sender<SlotsChanged>,
     /// Bookings moved off broken boards.
     moves: broadcast::Sender<BookingMoved>,
+    /// Sessions about to end, for their holders' booking sockets.
+    warnings: broadcast::Sender<SessionWarning>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
     /// Turns at the sketch compilers (they are CPU-heavy).
@@ -106,6 +108,15 @@ const MAX_CACHED_VIEWS: usize = 4096;
 pub struct SlotsChanged {
     pub device: String,
     pub date: Date,
+}
+
+/// A session that ends soon: `email`'s on `device`, at `end`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionWarning {
+    pub device: String,
+    pub email: String,
+    pub minutes_left: u16,
+    pub end: Timestamp,
 }
 
 /// Who is asking, once authenticated.
@@ -234,6 +245,7 @@ impl App {
         let hasher = Hasher::start(n_hash_threads_for_host(), config.auth.max_queued_password_checks);
         let (changes, _) = broadcast::channel(1024);
         let (moves, _) = broadcast::channel(256);
+        let (warnings, _) = broadcast::channel(256);
         let metrics = Arc::new(metrics);
         let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
         Ok(App {
@@ -256,6 +268,7 @@ impl App {
             open_sockets: AtomicUsize::new(0),
             changes,
             moves,
+            warnings,
             devices,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
         })
@@ -316,6 +329,21 @@ impl App {
         self.metrics.record_config_reload(Outcome::Ok);
         self.adopt_boards(fresh);
         Ok(needs_restart)
+    }
+
+    /// Warns `warning.email` that their session ends soon: on the board's
+    /// consoles and on the booking sockets they identified on.
+    pub fn warn_session(&self, warning: SessionWarning) {
+        if let Some(board) = self.devices.board(&warning.device) {
+            board.warn_session(&warning.email, warning.minutes_left, warning.end);
+        }
+        // No booking socket listening is fine.
+        let _ = self.warnings.send(warning);
+    }
+
+    /// Session warnings, as they are sent.
+    pub fn subscribe_warnings(&self) -> broadcast::Receiver<SessionWarning> {
+        self.warnings.subscribe()
     }
 
     /// Records a refused reload: the running config stays.

@@ -303,7 +303,7 @@ mod properties {
     /// Every key of the file, by section. `devices.idle_firmware` is left
     /// out: its value is a path the loader reads, and a generated one could
     /// name a device file that never ends.
-    const SECTIONS: [(&str, &[&str]); 6] = [
+    const SECTIONS: [(&str, &[&str]); 7] = [
         (
             "server",
             &[
@@ -337,7 +337,19 @@ mod properties {
                 "admins",
             ],
         ),
-        ("lab", &["timezone", "slot_minutes", "days_ahead", "max_active_bookings", "max_bookings_per_day", "privacy"]),
+        (
+            "lab",
+            &[
+                "timezone",
+                "slot_minutes",
+                "days_ahead",
+                "max_active_bookings",
+                "max_bookings_per_day",
+                "privacy",
+                "session_warnings_minutes",
+            ],
+        ),
+        ("records", &["path", "max_age_days", "max_total_mb", "max_transcript_kb"]),
         ("log", &["level", "format"]),
         (
             "compile",

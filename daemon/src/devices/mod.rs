@@ -49,6 +49,12 @@ pub enum ConsoleEvent {
         ok: bool,
         message: String,
     },
+    /// `email`'s session on this board ends at `end`, `minutes_left` from now.
+    SessionEnding {
+        email: String,
+        minutes_left: u16,
+        end: jiff::Timestamp,
+    },
     /// `email`'s session on this board is over (slot ended, booking cancelled).
     SessionEnded {
         email: String,
@@ -403,6 +409,13 @@ impl Board {
             }
             None => false,
         }
+    }
+
+    /// Tells the consoles that `email`'s session ends soon.
+    pub fn warn_session(&self, email: &str, minutes_left: u16, end: jiff::Timestamp) {
+        tracing::info!(device = %self.id, %email, minutes_left, "session ending soon");
+        // No console open is fine.
+        let _ = self.events.send(ConsoleEvent::SessionEnding { email: email.to_owned(), minutes_left, end });
     }
 
     /// Ends `email`'s session: consoles are told, that user's upload is

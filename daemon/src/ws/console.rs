@@ -189,6 +189,15 @@ async fn run(
                     let progress = ConsoleServerMessage::UploadProgress { phase, percent: 100, message: Some(message) };
                     conn.send_json(&progress).await?;
                 }
+                Ok(ConsoleEvent::SessionEnding { email, minutes_left, end }) => {
+                    if email == who.email && matches!(access, Access::Session { .. }) {
+                        let tz = app.config().lab.calendar.time_zone().clone();
+                        let end = crate::wire::lab_time(end, &tz);
+                        let plural = if minutes_left == 1 { "" } else { "s" };
+                        let message = format!("Your session on {} ends in {minutes_left} minute{plural} (at {end})", device.id);
+                        conn.send_json(&ConsoleServerMessage::SessionEnding { minutes_left, end, message }).await?;
+                    }
+                }
                 Ok(ConsoleEvent::SessionEnded { email, message }) => {
                     if email == who.email && matches!(access, Access::Session { .. }) {
                         let message = format!("Your session on {} ended: {message}", device.id);

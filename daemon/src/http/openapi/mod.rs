@@ -13,6 +13,7 @@
 //! the operation.
 
 mod schemas;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -231,10 +232,19 @@ fn paths() -> Value {
             "The first client message authenticates (`{token}` or `{email, password}`); only the session holder \
              and admins get in. Then `connection_established`, then `serial_output` messages carrying only new \
              output (the first carries the scrollback). Send `{\"type\":\"input\",\"data\":...}` to write to the \
-             board. When the slot ends: `session_ended` and close 1000.",
+             board. Before the session ends, `session_ending` (lab.session_warnings_minutes); when it ends: \
+             `session_ended` and close 1000.",
             &[param_ref("devicePath")],
             &["ConsoleAuthMessage", "ConsoleInputMessage"],
-            &["ConnectionEstablishedMessage", "SerialOutputMessage", "UploadProgressMessage", "SessionEndedMessage", "DeviceStatusMessage", "WsErrorMessage"],
+            &[
+                "ConnectionEstablishedMessage",
+                "SerialOutputMessage",
+                "UploadProgressMessage",
+                "SessionEndingMessage",
+                "SessionEndedMessage",
+                "DeviceStatusMessage",
+                "WsErrorMessage",
+            ],
         )},
         "/slot-booking": { "get": websocket_operation(
             "slotBookingSocket",
@@ -242,14 +252,17 @@ fn paths() -> Value {
             "Live slot updates and booking (WebSocket)",
             "On connect the server sends `slots_update`; `book_slot`, `cancel_slot` and `get_slots` are answered \
              with `booking_response`, `cancellation_response` and `slots_update`. Every committed change is \
-             broadcast to every client as `slots_update`.",
+             broadcast to every client as `slots_update`. A client that sends `identify` (a token, or e-mail and \
+             password) is answered `identified` and then gets its account's `session_ending` warnings.",
             &[],
-            &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage"],
+            &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage", "IdentifyMessage"],
             &[
                 "SlotsUpdateMessage",
                 "BookingResponseMessage",
                 "CancellationResponseMessage",
                 "BookingMovedMessage",
+                "BookingSessionEndingMessage",
+                "IdentifiedMessage",
                 "WsErrorMessage",
             ],
         )},

@@ -73,7 +73,7 @@ pub(super) fn components() -> Value {
     });
     let total = json!({ "type": "object", "required": ["total"], "properties": { "total": integer } });
 
-    json!({
+    let mut components = json!({
         "securitySchemes": {
             "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
         },
@@ -664,5 +664,9 @@ pub(super) fn components() -> Value {
                 "properties": { "type": ws_type("device_status"), "online": boolean, "message": string },
             },
         },
-    })
+    });
+    if let Some(schemas) = components["schemas"].as_object_mut() {
+        schemas.extend(super::sessions::schemas());
+    }
+    components
 }

@@ -160,7 +160,7 @@ struct Seen {
 /// Keys are gathered per schema (by JSON pointer) rather than per value, so
 /// that a schema shared by several types, or reached from several places, is
 /// held to all of them at once.
-struct Contract {
+pub(super) struct Contract {
     doc: Value,
     seen: std::collections::BTreeMap<String, Seen>,
 }
@@ -171,7 +171,7 @@ impl Contract {
     }
 
     /// `examples` are serialized values of the wire type documented as `schema`.
-    fn check(&mut self, schema: &str, examples: &[Value]) {
+    pub(super) fn check(&mut self, schema: &str, examples: &[Value]) {
         assert!(self.doc["components"]["schemas"].get(schema).is_some(), "no schema {schema}");
         for example in examples {
             assert!(example.is_object(), "{schema}: {example}");
@@ -275,7 +275,7 @@ impl Contract {
     }
 }
 
-fn to_value<T: serde::Serialize>(value: T) -> Value {
+pub(super) fn to_value<T: serde::Serialize>(value: T) -> Value {
     serde_json::to_value(value).unwrap()
 }
 
@@ -732,5 +732,6 @@ fn every_schema_matches_the_wire_type_it_documents() {
             to_value(BookingClientMessage::GetSlots { date: None, device: None }),
         ],
     );
+    super::sessions::check_examples(&mut contract);
     contract.finish();
 }
