@@ -72,6 +72,10 @@ pub enum AppError {
     NotInMaintenance(String),
     #[error("Device {0} has no health check: add [devices.health] (and idle_firmware) to its config")]
     NoHealthCheck(String),
+    #[error("No session record {0:?}; GET /records lists yours")]
+    RecordNotFound(String),
+    #[error("Session record {0} is someone else's: only its holder and lab admins may read it")]
+    NotYourRecord(String),
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -116,6 +120,9 @@ pub enum ErrorKind {
     UploadAborted,
     NotInMaintenance,
     NoHealthCheck,
+    // Session records.
+    RecordNotFound,
+    NotYourRecord,
     // Compiling sketches.
     NoCompiler,
     CompileFailed,
@@ -160,6 +167,8 @@ impl ErrorKind {
             K::DeviceUnavailable => "device_unavailable",
             K::NotInMaintenance => "not_in_maintenance",
             K::NoHealthCheck => "no_health_check",
+            K::RecordNotFound => "record_not_found",
+            K::NotYourRecord => "not_your_record",
             K::DeviceNotFound => "device_not_found",
             K::NotYourSlot => "not_your_slot",
             K::DeviceBusy => "device_busy",
@@ -218,6 +227,8 @@ impl AppError {
             AppError::DeviceUnavailable { .. } => K::DeviceUnavailable,
             AppError::NotInMaintenance(_) => K::NotInMaintenance,
             AppError::NoHealthCheck(_) => K::NoHealthCheck,
+            AppError::RecordNotFound(_) => K::RecordNotFound,
+            AppError::NotYourRecord(_) => K::NotYourRecord,
         }
     }
 

@@ -16,12 +16,14 @@ mod calendar;
 mod compile_queue;
 mod error;
 mod health;
+mod records;
 
 pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
+pub use records::RecordDetail;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -72,6 +74,8 @@ pub struct App {
     warnings: broadcast::Sender<SessionWarning>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
+    /// Session transcripts and upload logs on disk (`records.path`, read once).
+    pub records: crate::records::Records,
     /// Turns at the sketch compilers (they are CPU-heavy).
     compiles: compile_queue::CompileQueue,
 }
@@ -222,6 +226,13 @@ impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
         let store = Store::open(&config.store.path)?;
+        let records = crate::records::Records::open(&config.records.path).map_err(|e| {
+            AppError::Internal(format!(
+                "cannot open the session records directory records.path = {}: {e}; create it for rerod's user \
+                 or set records.path",
+                config.records.path.display()
+            ))
+        })?;
         let secret = match &config.auth.jwt_secret {
             Some(JwtSecret::Env(secret)) => secret.as_bytes().to_vec(),
             Some(JwtSecret::File(path)) => {
@@ -270,6 +281,7 @@ impl App {
             moves,
             warnings,
             devices,
+            records,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
         })
     }
@@ -315,6 +327,9 @@ impl App {
         }
         if new.store.path != old.store.path {
             needs_restart.push("store.path");
+        }
+        if new.records.path != old.records.path {
+            needs_restart.push("records.path");
         }
         if new.auth.jwt_algorithm != old.auth.jwt_algorithm {
             needs_restart.push("auth.jwt_algorithm");
@@ -430,6 +445,7 @@ pub(crate) mod testing {
         let env = Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
         let mut config = Config::from_toml(&format!("[lab]\ntimezone = \"UTC\"\n{devices}"), &env).unwrap();
         config.store.path = dir.path().join("rerod.redb");
+        config.records.path = dir.path().join("records");
         let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
         let app = Arc::new(App::new(config, clock.clone(), Metrics::new()).unwrap());
         (dir, clock, app)

@@ -112,6 +112,8 @@ pub struct Board {
     config: RwLock<Arc<DeviceConfig>>,
     port: DevicePort,
     events: broadcast::Sender<ConsoleEvent>,
+    /// What consoles wrote to the board, for whoever records sessions.
+    input: broadcast::Sender<bytes::Bytes>,
     upload: Mutex<Option<Running>>,
     /// Who flashed the program now on the board, until the idle firmware replaces it.
     dirty: Mutex<Option<String>>,
@@ -253,11 +255,13 @@ impl Board {
         let port = DevicePort::spawn(ConsoleConfig::new(port_spec(&config), config.baud));
         meter_serial_input(&port, Arc::clone(metrics));
         let (events, _) = broadcast::channel(256);
+        let (input, _) = broadcast::channel(256);
         let board = Arc::new(Board {
             id: config.id.clone(),
             config: RwLock::new(Arc::new(config)),
             port,
             events,
+            input,
             upload: Mutex::new(None),
             dirty: Mutex::new(None),
             pending_restores: Default::default(),
@@ -288,6 +292,19 @@ impl Board {
 
     pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
         self.events.subscribe()
+    }
+
+    /// Writes a console's input to the board; what was written is also
+    /// broadcast to [`Board::subscribe_input`] (never waiting for a listener).
+    pub async fn write_input(&self, data: bytes::Bytes) -> Result<(), PortError> {
+        self.port.write(data.clone()).await?;
+        let _ = self.input.send(data);
+        Ok(())
+    }
+
+    /// Console input as it is written to the board.
+    pub fn subscribe_input(&self) -> broadcast::Receiver<bytes::Bytes> {
+        self.input.subscribe()
     }
 
     /// Flashes `firmware`: size-checked first, then the port is leased from

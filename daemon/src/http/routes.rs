@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Server;
 use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
-use super::{admin, devices, handlers};
+use super::{admin, devices, handlers, records};
 use crate::app::{AppError, Credentials, Principal};
 
 /// Every route the server answers, named; [`ROUTES`] says what each one is.
@@ -47,6 +47,10 @@ pub enum Route {
     AdminMaintenance,
     AdminCheck,
     AdminChecks,
+    AdminAudit,
+    Records,
+    Record,
+    RecordTranscript,
 }
 
 /// How much of a body a route reads.
@@ -125,6 +129,10 @@ pub const ROUTES: &[RouteSpec] = &[
     row(Route::AdminMaintenance, "/admin/devices/maintenance/{device}", POST_DELETE, Auth::Admin),
     row(Route::AdminCheck, "/admin/devices/check/{device}", POST, Auth::Admin),
     row(Route::AdminChecks, "/admin/devices/checks/{device}", GET, Auth::Admin),
+    row(Route::AdminAudit, "/admin/audit", GET, Auth::Admin),
+    row(Route::Records, "/records", GET, Auth::Bearer),
+    row(Route::Record, "/records/{id}", GET, Auth::Bearer),
+    row(Route::RecordTranscript, "/records/{id}/transcript", GET, Auth::Bearer),
 ];
 
 impl Route {
@@ -146,10 +154,14 @@ impl Route {
 }
 
 impl RouteSpec {
-    /// The `{device}` segment of a templated route's path, still percent-encoded.
+    /// The one templated segment (`{device}`, `{id}`) of a route's path,
+    /// still percent-encoded: one non-empty segment between the pattern's
+    /// prefix and suffix.
     pub fn path_param<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let prefix = self.pattern.strip_suffix("{device}")?;
-        path.strip_prefix(prefix).filter(|rest| !rest.is_empty() && !rest.contains('/'))
+        let (prefix, rest) = self.pattern.split_once('{')?;
+        let (_, suffix) = rest.split_once('}')?;
+        let segment = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        (!segment.is_empty() && !segment.contains('/')).then_some(segment)
     }
 
     fn allow_header(&self) -> HeaderValue {
@@ -232,12 +244,17 @@ pub(crate) async fn dispatch(
         (Route::AdminMaintenance, Some(who)) => admin::maintenance(app, spec, &req, &who).await,
         (Route::AdminCheck, Some(who)) => admin::check(app, spec, &req, &who).await,
         (Route::AdminChecks, Some(who)) => admin::checks(app, spec, &req, &who),
+        (Route::AdminAudit, Some(who)) => records::audit(app, &req, &who),
+        (Route::Records, Some(who)) => records::list(app, &req, &who),
+        (Route::Record, Some(who)) => records::get(app, spec, &req, &who),
+        (Route::RecordTranscript, Some(who)) => records::transcript(app, spec, &req, &who),
         (Route::SlotBookingSocket | Route::DevicesConsole, _)
         | (Route::DevicesUpload, _)
         | (Route::AdminUsers, None)
         | (Route::ChangePassword | Route::LogoutAll, None)
         | (Route::AdminDisableUser | Route::AdminEnableUser, None)
-        | (Route::AdminMaintenance | Route::AdminCheck | Route::AdminChecks, None) => {
+        | (Route::AdminMaintenance | Route::AdminCheck | Route::AdminChecks | Route::AdminAudit, None)
+        | (Route::Records | Route::Record | Route::RecordTranscript, None) => {
             unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")
         }
     };

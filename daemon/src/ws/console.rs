@@ -310,7 +310,7 @@ fn error_message(code: &str, message: String) -> ConsoleServerMessage {
 
 async fn write_input(app: &App, conn: &mut Console, board: &Board, data: Bytes) -> Result<(), Close> {
     let n = data.len() as u64;
-    match board.port().write(data).await {
+    match board.write_input(data).await {
         Ok(()) => {
             app.metrics.record_serial_bytes(crate::metrics::Direction::Out, n);
             Ok(())
@@ -327,7 +327,7 @@ fn serial_output(app: &App, device: &DeviceInfo, text: Decoded) -> ConsoleServer
         device_number: device.number,
         output: text.text,
         timestamp: crate::wire::utc(app.now()),
-        output_base64: text.raw.map(|raw| base64(&raw)),
+        output_base64: text.raw.map(|raw| crate::records::base64(&raw)),
     }
 }
 
@@ -403,23 +403,6 @@ fn incomplete_tail(bytes: &[u8]) -> usize {
     0
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,13 +440,5 @@ mod tests {
         assert_eq!(incomplete_tail(&[0xF0, 0x9F, 0x98]), 3);
         assert_eq!(incomplete_tail(&[0x80, 0x80, 0x80]), 0);
         assert_eq!(incomplete_tail(&[]), 0);
-    }
-
-    #[test]
-    fn base64_matches_the_rfc_examples() {
-        for (input, expected) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
-            assert_eq!(base64(input.as_bytes()), expected);
-        }
-        assert_eq!(base64(&[0xFF, 0xFE]), "//4=");
     }
 }

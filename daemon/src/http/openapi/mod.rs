@@ -45,6 +45,7 @@ pub fn document() -> Value {
             { "name": "slots", "description": "The booking calendar of each device" },
             { "name": "devices", "description": "Boards: firmware upload and serial console" },
             { "name": "admin", "description": "Lab admins (auth.admins in the config) manage accounts" },
+            { "name": "records", "description": "Session records: console transcripts and upload logs" },
             { "name": "service", "description": "Health, statistics, metrics and this document" },
         ],
         "paths": paths(),
@@ -96,7 +97,7 @@ fn paths() -> Value {
             ),
         })
     };
-    json!({
+    let mut paths = json!({
         "/auth/register": { "post": {
             "tags": ["auth"],
             "operationId": "register",
@@ -346,7 +347,11 @@ fn paths() -> Value {
                 },
             },
         }},
-    })
+    });
+    if let Some(map) = paths.as_object_mut() {
+        map.extend(sessions::paths());
+    }
+    paths
 }
 
 /// `POST /admin/users/{disable,enable}`: `{email}` in, the account out.

@@ -93,6 +93,11 @@ pub(super) fn components() -> Value {
                 "description": "Device number or id",
                 "schema": string,
             },
+            "recordId": {
+                "name": "id", "in": "path", "required": true,
+                "description": "A record's id as GET /records lists it: <device>_<YYYY-MM-DD>_<first slot>",
+                "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]+_[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]+$" },
+            },
             "history": {
                 "name": "history", "in": "query", "required": false,
                 "description": "Also list past bookings",

@@ -97,6 +97,10 @@ fn it_lists_the_served_routes() {
         ("/slots/user", "GET"),
         ("/slots/user", "POST"),
         ("/stats", "GET"),
+        ("/admin/audit", "GET"),
+        ("/records", "GET"),
+        ("/records/{id}", "GET"),
+        ("/records/{id}/transcript", "GET"),
     ];
     let expected: BTreeSet<(String, String)> = expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
     assert_eq!(pairs, expected);
@@ -131,6 +135,12 @@ fn the_document_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(resolve("/devices/read/"), None);
     assert_eq!(resolve("/devices/read/a/b"), None);
     assert_eq!(resolve("/devices/compile"), Some(Route::DevicesCompile));
+    assert_eq!(resolve("/records"), Some(Route::Records));
+    assert_eq!(resolve("/records/arm-1_2026-11-24_9"), Some(Route::Record));
+    assert_eq!(resolve("/records/arm-1_2026-11-24_9/transcript"), Some(Route::RecordTranscript));
+    assert_eq!(resolve("/records/../transcript"), Some(Route::RecordTranscript), "the app refuses the id");
+    assert_eq!(resolve("/records/a/b/transcript"), None);
+    assert_eq!(resolve("/records//transcript"), None);
 }
 
 #[test]
