@@ -148,7 +148,7 @@ impl Client {
 
 /// A console client that keeps what it has seen.
 pub(crate) struct Console {
-    ws: Ws,
+    pub(crate) ws: Ws,
     pub(crate) output: Vec<u8>,
     events: Vec<Value>,
 }

@@ -1,6 +1,7 @@
-//! Session records and the audit log end to end: a session's transcript and
+//! Sessions beyond the seed's, end to end: a session's transcript and
 //! upload log, read by its holder and admins only, ids that cannot name
-//! another path, and admins' actions in `GET /admin/audit`.
+//! another path; admins watching a session read-only; admins' actions in
+//! `GET /admin/audit`.
 
 use std::time::{Duration, Instant};
 
@@ -150,4 +151,31 @@ async fn admins_cancels_and_account_changes_are_in_the_audit_log() {
     }
     let ada = c.login("ada@example.com", "password1").await;
     assert_eq!(c.get_auth("/admin/audit", &ada).await.json()["code"], "admin_only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_watches_a_session_read_only_and_the_holder_sees_who_watches() {
+    let board = Board::start(Some("echo.hex"));
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let admin = daemon.host_account(ADMIN, true).await;
+    c.book_today(&ada).await;
+    let mut holder = Console::open(&daemon, "uno-1", &ada).await;
+    let mut watcher = Console::open(&daemon, "uno-1", &admin).await;
+    let joined = holder.until_type("watchers").await;
+    assert_eq!(joined["watchers"], json!([ADMIN]), "{joined}");
+
+    // The admin reads the holder's session but cannot type into it.
+    watcher.ws.send(&json!({"type": "input", "data": "from the admin\n"})).await;
+    let refused = watcher.until_type("error").await;
+    assert_eq!(refused["code"], "console_read_only", "{refused}");
+    holder.echoes("from ada\n").await;
+    // Everything the board printed since the admin's console opened: no echo of the admin's line.
+    let seen = watcher.until_output(b"from ada").await;
+    assert!(!seen.windows(14).any(|w| w == b"from the admin"), "the admin's input reached the board: {seen:?}");
+
+    drop(watcher);
+    let left = holder.until_type("watchers").await;
+    assert_eq!(left["watchers"], json!([]), "{left}");
 }

@@ -123,6 +123,16 @@ impl App {
         Err(AppError::Forbidden { device: device.id.clone(), needed_slot: slot.map(|s| s.id), reason })
     }
 
+    /// Whether `who` may type into `device`'s console now: anyone admitted
+    /// may, except an admin while someone else's session is in progress
+    /// (they watch it read-only).
+    pub fn console_writable(&self, who: &Principal, device: &str) -> bool {
+        match self.session_at(device, self.now()) {
+            Some((session, _)) => session.holder == who.email,
+            None => true,
+        }
+    }
+
     /// Whether someone holds the slot in progress on `id`, or an upload runs.
     pub fn device_in_use(&self, board: &Board) -> bool {
         let slot = self.config().lab.calendar.slot_at(self.now());

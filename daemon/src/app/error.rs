@@ -120,6 +120,8 @@ pub enum ErrorKind {
     UploadAborted,
     NotInMaintenance,
     NoHealthCheck,
+    /// An admin watching someone else's session may read the console, not type into it.
+    ConsoleReadOnly,
     // Session records.
     RecordNotFound,
     NotYourRecord,
@@ -167,6 +169,7 @@ impl ErrorKind {
             K::DeviceUnavailable => "device_unavailable",
             K::NotInMaintenance => "not_in_maintenance",
             K::NoHealthCheck => "no_health_check",
+            K::ConsoleReadOnly => "console_read_only",
             K::RecordNotFound => "record_not_found",
             K::NotYourRecord => "not_your_record",
             K::DeviceNotFound => "device_not_found",

@@ -60,8 +60,28 @@ pub enum ConsoleEvent {
         email: String,
         message: String,
     },
+    /// Who watches the board's console besides its holder (admins), after
+    /// one joined or left.
+    Watchers(Vec<String>),
     /// The board left the config (or changed port); its consoles close.
     Removed,
+}
+
+/// A console watching a board; dropping it says the watcher left.
+#[derive(Debug)]
+pub struct Watching {
+    board: Arc<Board>,
+    who: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut watchers = lock(&self.board.watchers);
+        if let Some(at) = watchers.iter().position(|w| *w == self.who) {
+            watchers.remove(at);
+        }
+        let _ = self.board.events.send(ConsoleEvent::Watchers(watchers.clone()));
+    }
 }
 
 /// On whose behalf an upload runs.
@@ -114,6 +134,8 @@ pub struct Board {
     events: broadcast::Sender<ConsoleEvent>,
     /// What consoles wrote to the board, for whoever records sessions.
     input: broadcast::Sender<bytes::Bytes>,
+    /// Who watches the console besides the holder, one entry per console.
+    watchers: Mutex<Vec<String>>,
     upload: Mutex<Option<Running>>,
     /// Who flashed the program now on the board, until the idle firmware replaces it.
     dirty: Mutex<Option<String>>,
@@ -262,6 +284,7 @@ impl Board {
             port,
             events,
             input,
+            watchers: Mutex::new(Vec::new()),
             upload: Mutex::new(None),
             dirty: Mutex::new(None),
             pending_restores: Default::default(),
@@ -300,6 +323,20 @@ impl Board {
         self.port.write(data.clone()).await?;
         let _ = self.input.send(data);
         Ok(())
+    }
+
+    /// Registers `who` as watching the console until the guard is dropped;
+    /// consoles are told who watches now.
+    pub fn watch(self: &Arc<Self>, who: &str) -> Watching {
+        let mut watchers = lock(&self.watchers);
+        watchers.push(who.to_owned());
+        let _ = self.events.send(ConsoleEvent::Watchers(watchers.clone()));
+        Watching { board: Arc::clone(self), who: who.to_owned() }
+    }
+
+    /// Who watches the console now (one entry per console), in the order they came.
+    pub fn watchers(&self) -> Vec<String> {
+        lock(&self.watchers).clone()
     }
 
     /// Console input as it is written to the board.

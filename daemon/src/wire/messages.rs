@@ -107,6 +107,12 @@ pub enum ConsoleServerMessage {
         end: String,
         message: String,
     },
+    /// To the holder: who watches this console (admins, read-only), after
+    /// one joined or left; empty when no one does.
+    Watchers {
+        watchers: Vec<String>,
+        message: String,
+    },
     /// The holder's session ended (slot over, booking cancelled, device removed); the socket closes.
     SessionEnded {
         message: String,

@@ -233,7 +233,9 @@ fn paths() -> Value {
             "The first client message authenticates (`{token}` or `{email, password}`); only the session holder \
              and admins get in. Then `connection_established`, then `serial_output` messages carrying only new \
              output (the first carries the scrollback). Send `{\"type\":\"input\",\"data\":...}` to write to the \
-             board. Before the session ends, `session_ending` (lab.session_warnings_minutes); when it ends: \
+             board. Admins may open a console during someone else's session to watch it: their input is refused \
+             (`error`, code `console_read_only`), and the holder's console gets `watchers` when one joins or \
+             leaves. Before the session ends, `session_ending` (lab.session_warnings_minutes); when it ends: \
              `session_ended` and close 1000.",
             &[param_ref("devicePath")],
             &["ConsoleAuthMessage", "ConsoleInputMessage"],
@@ -242,6 +244,7 @@ fn paths() -> Value {
                 "SerialOutputMessage",
                 "UploadProgressMessage",
                 "SessionEndingMessage",
+                "WatchersMessage",
                 "SessionEndedMessage",
                 "DeviceStatusMessage",
                 "WsErrorMessage",

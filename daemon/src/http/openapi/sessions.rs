@@ -96,6 +96,16 @@ pub(super) fn schemas() -> Map<String, Value> {
             "required": ["type", "minutes_left", "end", "message"],
             "properties": { "type": ws_type("session_ending"), "minutes_left": minutes_left, "end": end, "message": string },
         },
+        "WatchersMessage": {
+            "type": "object",
+            "description": "To the holder's console: who watches it (admins, read-only), when one joins or leaves",
+            "required": ["type", "watchers", "message"],
+            "properties": {
+                "type": ws_type("watchers"),
+                "watchers": { "type": "array", "items": { "type": "string" }, "description": "E-mail addresses, one per console" },
+                "message": string,
+            },
+        },
         "BookingSessionEndingMessage": {
             "type": "object",
             "description": "To a /slot-booking socket identified as the holder: their session on device ends soon",
@@ -187,6 +197,10 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
     contract.check(
         "SessionEndingMessage",
         &[to_value(ConsoleServerMessage::SessionEnding { minutes_left: 5, end: end(), message: s("soon") })],
+    );
+    contract.check(
+        "WatchersMessage",
+        &[to_value(ConsoleServerMessage::Watchers { watchers: vec![s("admin@example.com")], message: s("watching") })],
     );
     contract.check(
         "BookingSessionEndingMessage",
