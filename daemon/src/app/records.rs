@@ -188,12 +188,26 @@ impl App {
     }
 }
 
-/// The transcript being written: whose session, until when it surely
-/// lasts (the end of the slot in progress), and the file.
+/// The transcript being written: whose session, and the file.
 struct Current {
     id: SessionId,
-    until: Timestamp,
     writer: TranscriptWriter,
+}
+
+/// Which session a board's traffic belongs to, looked up again only when a
+/// booking changed or the slot in progress ended: between sessions a board
+/// may print without pause, and its output must not cost a store read each.
+struct Lookup {
+    bookings_generation: u64,
+    until: Timestamp,
+    current: Option<Current>,
+}
+
+impl Lookup {
+    fn stale(&self, app: &App, now: Timestamp) -> bool {
+        now >= self.until
+            || app.bookings_generation.load(std::sync::atomic::Ordering::Acquire) != self.bookings_generation
+    }
 }
 
 /// Writes one board's console traffic into the record of the session in
@@ -202,7 +216,7 @@ async fn record_board(app: Weak<App>, board: Arc<Board>) {
     let (_, mut output) = board.port().subscribe();
     let mut input = board.subscribe_input();
     let mut events = board.subscribe();
-    let mut current: Option<Current> = None;
+    let mut lookup: Option<Lookup> = None;
     loop {
         let (dir, bytes) = tokio::select! {
             chunk = output.recv() => match chunk {
@@ -218,7 +232,7 @@ async fn record_board(app: Weak<App>, board: Arc<Board>) {
             event = events.recv() => {
                 match event {
                     // The next chunk looks the session up afresh (none, after a cancel).
-                    Ok(ConsoleEvent::SessionEnded { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => current = None,
+                    Ok(ConsoleEvent::SessionEnded { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => lookup = None,
                     Ok(ConsoleEvent::Removed) | Err(broadcast::error::RecvError::Closed) => return,
                     Ok(_) => {}
                 }
@@ -227,13 +241,10 @@ async fn record_board(app: Weak<App>, board: Arc<Board>) {
         };
         let Some(app) = app.upgrade() else { return };
         let now = app.now();
-        if current.as_ref().is_some_and(|c| now >= c.until) {
-            current = None;
+        if lookup.as_ref().is_none_or(|l| l.stale(&app, now)) {
+            lookup = Some(look_up(&app, &board.id, now));
         }
-        if current.is_none() {
-            current = open(&app, &board.id, now);
-        }
-        let Some(c) = current.as_mut() else { continue };
+        let Some(c) = lookup.as_mut().and_then(|l| l.current.as_mut()) else { continue };
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let base64 = std::str::from_utf8(&bytes).is_err().then(|| crate::records::base64(&bytes));
         let line = TranscriptLine { at: crate::records::utc(now), dir, text, base64, truncated: false };
@@ -243,18 +254,27 @@ async fn record_board(app: Weak<App>, board: Arc<Board>) {
     }
 }
 
-/// Opens the record of the session in progress on `device`, if there is one.
-fn open(app: &App, device: &str, now: Timestamp) -> Option<Current> {
-    let (meta, until) = app.session_at(device, now)?;
-    let limit = app.config().records.max_transcript_bytes;
-    let id = meta.id();
-    match app.records.begin(&meta).and_then(|()| app.records.transcript(&id, limit)) {
-        Ok(writer) => Some(Current { id, until, writer }),
-        Err(error) => {
-            tracing::warn!(%error, device, session = %id, "could not open the session record");
-            None
+/// The session in progress on `device`, its record opened for appending,
+/// and until when that answer holds.
+fn look_up(app: &App, device: &str, now: Timestamp) -> Lookup {
+    // Read first: a booking committed after this is seen by the next chunk.
+    let bookings_generation = app.bookings_generation.load(std::sync::atomic::Ordering::Acquire);
+    let config = app.config();
+    let slot_end = config.lab.calendar.slot_at(now).map(|slot| slot.end);
+    let until = slot_end.unwrap_or_else(|| now.saturating_add(jiff::SignedDuration::from_mins(1)).unwrap_or(now));
+    let current = app.session_at(device, now).and_then(|(meta, _)| {
+        let id = meta.id();
+        let opened =
+            app.records.begin(&meta).and_then(|()| app.records.transcript(&id, config.records.max_transcript_bytes));
+        match opened {
+            Ok(writer) => Some(Current { id, writer }),
+            Err(error) => {
+                tracing::warn!(%error, device, session = %id, "could not open the session record");
+                None
+            }
         }
-    }
+    });
+    Lookup { bookings_generation, until, current }
 }
 
 /// Joins the chunks already waiting to `first`, so a burst of output is

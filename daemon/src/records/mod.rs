@@ -219,9 +219,12 @@ impl Records {
 
     /// The transcript of a begun session, for appending; `limit` bounds its size.
     pub fn transcript(&self, id: &SessionId, limit: u64) -> io::Result<TranscriptWriter> {
-        let file = append(&self.dir(id).join(TRANSCRIPT_FILE))?;
+        let path = self.dir(id).join(TRANSCRIPT_FILE);
+        let file = append(&path)?;
         let written = file.metadata()?.len();
-        Ok(TranscriptWriter { file, written, limit, full: false })
+        // A transcript already cut stays cut when it is opened again.
+        let full = written > 0 && ends_truncated(&path)?;
+        Ok(TranscriptWriter { file, written, limit, full })
     }
 
     /// Appends to a begun session's upload log.
@@ -308,6 +311,20 @@ impl Records {
         }
         Ok(removed)
     }
+}
+
+/// Whether the last line of the transcript at `path` is the marker of a cut.
+fn ends_truncated(path: &Path) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    // The marker line is short; a line longer than this is not one.
+    let tail = length.min(1024);
+    file.seek(SeekFrom::Start(length - tail))?;
+    let mut bytes = Vec::with_capacity(tail as usize);
+    file.read_to_end(&mut bytes)?;
+    let last = bytes.strip_suffix(b"\n").unwrap_or(&bytes).rsplit(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(serde_json::from_slice::<TranscriptLine>(last).is_ok_and(|line| line.truncated))
 }
 
 /// Appends lines to one transcript, up to its size limit.

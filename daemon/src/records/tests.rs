@@ -100,6 +100,11 @@ fn a_transcript_stops_at_its_limit_with_a_marker() {
     assert!(lines[..lines.len() - 1].iter().all(|l| !l.truncated));
     // The marker may pass the limit by its own length, never more.
     assert!(bytes.len() < 300 + 200, "{}", bytes.len());
+    // Opened again (a new lookup of the same session), it stays cut.
+    let mut again = records.transcript(&m.id(), 300).unwrap();
+    assert!(again.is_full());
+    again.write(&out("x")).unwrap();
+    assert_eq!(records.read_transcript(&m.id()).unwrap(), bytes);
 }
 
 #[test]
