@@ -87,7 +87,9 @@ impl App {
                 }
                 if last_retention.is_none_or(|at| at.elapsed() >= RETENTION_EVERY) {
                     last_retention = Some(tokio::time::Instant::now());
-                    app.enforce_retention();
+                    // Walking and deleting directories is blocking work.
+                    let app = Arc::clone(&app);
+                    let _ = tokio::task::spawn_blocking(move || app.enforce_retention()).await;
                 }
                 drop(app);
                 tokio::time::sleep(SUPERVISE_EVERY).await;
@@ -172,7 +174,7 @@ impl App {
             return Err(AppError::NotYourRecord(id.to_string()));
         }
         let uploads = self.records.uploads(&id).map_err(internal)?;
-        let transcript_bytes = self.records.read_transcript(&id).map_err(internal)?.len() as u64;
+        let transcript_bytes = self.records.transcript_len(&id);
         let summary = RecordSummary { meta, transcript_bytes, n_uploads: uploads.len() };
         Ok((id, RecordDetail { summary, uploads }))
     }
@@ -293,4 +295,59 @@ fn batch(mut first: Vec<u8>, more: &mut broadcast::Receiver<bytes::Bytes>) -> Ve
 /// The transcript's note for chunks a recorder could not keep up with.
 fn lost(n: u64) -> Vec<u8> {
     format!("[{n} chunks were not recorded: the recorder fell behind]").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::testing::{LOCALHOST, ONE_BOARD, lab_at};
+    use crate::app::{DeviceRef, ErrorKind};
+
+    fn user(email: &str) -> Principal {
+        Principal { email: email.into(), role: Role::User }
+    }
+
+    #[tokio::test]
+    async fn back_to_back_slots_are_one_session_named_by_the_first() {
+        let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (device, _) = app.board(&DeviceRef::Number(0)).unwrap();
+        let date = jiff::civil::date(2026, 11, 24);
+        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
+        for slot in [10, 11] {
+            app.book(&user("a@x.org"), &device, date, slot).await.unwrap();
+        }
+        let (meta, until) = app.session_at("arm-1", app.now()).unwrap();
+        assert_eq!((meta.holder.as_str(), meta.first_slot), ("a@x.org", 10));
+        assert_eq!(until, "2026-11-24T11:00:00Z".parse().unwrap());
+        clock.set("2026-11-24T11:59:00Z".parse().unwrap());
+        assert_eq!(app.session_at("arm-1", app.now()).unwrap().0.id().to_string(), "arm-1_2026-11-24_10");
+        clock.set("2026-11-24T12:00:00Z".parse().unwrap());
+        assert!(app.session_at("arm-1", app.now()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_record_is_its_holders_and_the_admins_only() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let meta = SessionMeta {
+            device: "arm-1".into(),
+            date: jiff::civil::date(2026, 11, 24),
+            first_slot: 10,
+            holder: "a@x.org".into(),
+            started_at_us: 0,
+        };
+        app.records.begin(&meta).unwrap();
+        let id = meta.id().to_string();
+        let admin = Principal { email: "admin@x.org".into(), role: Role::Admin };
+        assert_eq!(app.record(&user("a@x.org"), &id).unwrap().1.summary.meta, meta);
+        assert!(app.record(&admin, &id).is_ok());
+        assert_eq!(app.record(&user("b@x.org"), &id).unwrap_err().kind(), ErrorKind::NotYourRecord);
+        assert_eq!(app.record_transcript(&user("b@x.org"), &id).unwrap_err().kind(), ErrorKind::NotYourRecord);
+        for unknown in ["arm-1_2026-11-24_11", "../../etc/passwd", "arm-1_2026-11-24_10/..", ""] {
+            assert_eq!(app.record(&admin, unknown).unwrap_err().kind(), ErrorKind::RecordNotFound, "{unknown:?}");
+        }
+        assert_eq!(app.records(&user("a@x.org"), None, None).unwrap().len(), 1);
+        assert!(app.records(&user("b@x.org"), None, None).unwrap().is_empty());
+        assert_eq!(app.records(&admin, Some("arm-1"), Some("A@x.org")).unwrap().len(), 1);
+        assert!(app.records(&admin, Some("arm-2"), None).unwrap().is_empty());
+    }
 }

@@ -281,7 +281,8 @@ fn validate_records(v: &mut Validator, raw: raw::Records, store: &StoreConfig) -
     };
     let days: u64 = v.int("records.max_age_days", raw.max_age_days, 1..=3650, 30);
     let total_mb: u64 = v.int("records.max_total_mb", raw.max_total_mb, 1..=1_048_576, 512);
-    let transcript_kb: u64 = v.int("records.max_transcript_kb", raw.max_transcript_kb, 1..=1_048_576, 1024);
+    // A transcript is served from memory when downloaded: 64 MiB at most.
+    let transcript_kb: u64 = v.int("records.max_transcript_kb", raw.max_transcript_kb, 1..=65_536, 1024);
     RecordsConfig {
         path,
         max_age: Duration::from_secs(days * 86_400),

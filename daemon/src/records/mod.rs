@@ -260,6 +260,11 @@ impl Records {
         }
     }
 
+    /// The size of a session's transcript (0 when it has none).
+    pub fn transcript_len(&self, id: &SessionId) -> u64 {
+        fs::metadata(self.dir(id).join(TRANSCRIPT_FILE)).map_or(0, |m| m.len())
+    }
+
     /// Every record, newest first.
     pub fn list(&self) -> io::Result<Vec<RecordSummary>> {
         let mut out = Vec::new();
@@ -267,7 +272,7 @@ impl Records {
             let entry = entry?;
             let Some(id) = entry.file_name().to_str().and_then(SessionId::parse) else { continue };
             let Ok(Some(meta)) = self.meta(&id) else { continue };
-            let transcript_bytes = fs::metadata(self.dir(&id).join(TRANSCRIPT_FILE)).map_or(0, |m| m.len());
+            let transcript_bytes = self.transcript_len(&id);
             let n_uploads = self.uploads(&id).map_or(0, |u| u.len());
             out.push(RecordSummary { meta, transcript_bytes, n_uploads });
         }
