@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plugins;
 pub mod priority;
+pub mod records;
 pub mod reload;
 pub mod runtime;
 pub mod session;

@@ -61,6 +61,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_lev
     }
     // Slot boundaries end sessions on the boards.
     background.push(crate::session::start(Arc::clone(&app)));
+    // Console transcripts into the session records, and their retention.
+    background.push(app.start_records());
     let booking = BookingHub::start(Arc::clone(&app), stop.clone());
     // The webhook listens before the first checks start, so no alert is missed.
     background.push(crate::webhook::start(Arc::clone(&app)));

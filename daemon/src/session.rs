@@ -7,11 +7,19 @@
 //! wall-clock jump or a changed `slot_minutes` is noticed), then compares the
 //! holders of the slot that ended and the one that began, per board.
 //! Cancelling the booking in progress ends its session at once (`App::cancel`).
+//!
+//! The same task warns holders before their session ends
+//! (`lab.session_warnings_minutes`, 5 and 1 by default): the end is that of
+//! the last of the holder's back-to-back slots, read from the calendar on the
+//! app's clock, so a warning is never sent for a session that goes on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
+use jiff::Timestamp;
+
+use crate::app::{App, SessionWarning};
 use crate::booking::Slot;
 
 /// The longest single sleep; the calendar is looked at again after it.
@@ -26,10 +34,14 @@ pub fn start(app: Arc<App>) -> tokio::task::JoinHandle<()> {
 
 async fn run(app: Arc<App>) {
     let mut current = app.config().lab.calendar.slot_at(app.now());
+    let mut warned = Warned::new();
     loop {
         let now = app.now();
-        let until_end = current.as_ref().and_then(|slot| Duration::try_from(slot.end.duration_since(now)).ok());
-        tokio::time::sleep(until_end.map_or(MAX_WAIT, |d| d.min(MAX_WAIT)) + SLACK).await;
+        let next_warning = warn(&app, &mut warned, now);
+        let until = |at: Timestamp| Duration::try_from(at.duration_since(now)).ok();
+        let until_end = current.as_ref().and_then(|slot| until(slot.end));
+        let wait = [until_end, next_warning.and_then(until)].into_iter().flatten().fold(MAX_WAIT, Duration::min);
+        tokio::time::sleep(wait + SLACK).await;
         let next = app.config().lab.calendar.slot_at(app.now());
         if next != current {
             if let Some(ended) = &current {
@@ -63,6 +75,64 @@ fn boundary(app: &App, ended: &Slot, next: Option<&Slot>) {
         );
         board.end_session(&before, message);
     }
+}
+
+/// The smallest warning threshold already sent per (device, holder, session end).
+type Warned = HashMap<(String, String, Timestamp), u16>;
+
+/// What the thresholds (minutes, largest first) say for a session ending at
+/// `end`: the tightest one reached by `now` (to send, unless it was), and
+/// when the next one not yet reached is.
+fn plan(now: Timestamp, end: Timestamp, thresholds: &[u16]) -> (Option<u16>, Option<Timestamp>) {
+    if now >= end {
+        return (None, None);
+    }
+    let at = |minutes: u16| end.saturating_sub(jiff::SignedDuration::from_mins(i64::from(minutes))).unwrap_or(end);
+    let due = thresholds.iter().copied().filter(|m| at(*m) <= now).min();
+    let next = thresholds.iter().copied().map(at).filter(|t| *t > now).min();
+    (due, next)
+}
+
+/// Sends the warnings due at `now` on every board, and answers when the next one is due.
+fn warn(app: &App, warned: &mut Warned, now: Timestamp) -> Option<Timestamp> {
+    let config = app.config();
+    let thresholds = &config.lab.session_warnings;
+    warned.retain(|(_, _, end), _| *end > now);
+    let slot = config.lab.calendar.slot_at(now)?;
+    let mut next_warning: Option<Timestamp> = None;
+    for board in app.devices.boards() {
+        let Ok(Some(holder)) = app.holder(&board.id, &slot) else { continue };
+        let end = session_end(app, &board.id, &holder, &slot);
+        let (due, next) = plan(now, end, thresholds);
+        next_warning = [next_warning, next].into_iter().flatten().min();
+        let Some(minutes) = due else { continue };
+        let key = (board.id.clone(), holder.clone(), end);
+        if warned.get(&key).is_some_and(|sent| *sent <= minutes) {
+            continue;
+        }
+        warned.insert(key, minutes);
+        // The time really left, which is less than the threshold after a late start or a clock jump.
+        let left = end.duration_since(now).as_secs().max(0).unsigned_abs().div_ceil(60);
+        let minutes_left = u16::try_from(left).unwrap_or(minutes).min(minutes);
+        app.warn_session(SessionWarning { device: board.id.clone(), email: holder, minutes_left, end });
+    }
+    next_warning
+}
+
+/// When `holder`'s session on `device`, which holds `slot`, ends: back-to-back
+/// slots of the same holder are one session.
+fn session_end(app: &App, device: &str, holder: &str, slot: &Slot) -> Timestamp {
+    let calendar = app.config().lab.calendar.clone();
+    let mut end = slot.end;
+    // A day's worth of slots at most: sessions are a few hours long.
+    for _ in 0..(24 * 60 / usize::from(calendar.slot_minutes().max(1))) {
+        let Some(next) = calendar.slot_at(end) else { break };
+        match app.holder(device, &next) {
+            Ok(Some(next_holder)) if next_holder == holder => end = next.end,
+            _ => break,
+        }
+    }
+    end
 }
 
 #[cfg(test)]
@@ -121,6 +191,65 @@ mod tests {
         assert_eq!(email, "b@x.org");
         assert!(message.contains("slot 14"), "{message}");
         assert!(events.try_recv().is_err(), "nothing else ended");
+    }
+
+    async fn next_warning(events: &mut tokio::sync::broadcast::Receiver<ConsoleEvent>) -> (String, u16, Timestamp) {
+        loop {
+            match events.recv().await.expect("board events") {
+                ConsoleEvent::SessionEnding { email, minutes_left, end } => return (email, minutes_left, end),
+                _ => continue,
+            }
+        }
+    }
+
+    #[test]
+    fn the_tightest_threshold_reached_is_due() {
+        let t = |at: &str| -> Timestamp { format!("2026-11-24T{at}Z").parse().unwrap() };
+        let end = t("11:00:00");
+        assert_eq!(plan(t("10:30:00"), end, &[5, 1]), (None, Some(t("10:55:00"))));
+        assert_eq!(plan(t("10:55:00"), end, &[5, 1]), (Some(5), Some(t("10:59:00"))));
+        // A host that slept past both thresholds sends the tighter one only.
+        assert_eq!(plan(t("10:59:30"), end, &[5, 1]), (Some(1), None));
+        assert_eq!(plan(t("11:00:00"), end, &[5, 1]), (None, None));
+        assert_eq!(plan(t("10:30:00"), end, &[]), (None, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holders_are_warned_five_minutes_and_one_minute_before_their_session_ends() {
+        let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let date = jiff::civil::date(2026, 11, 24);
+        for (email, slots) in [("a@x.org", [10, 11]), ("b@x.org", [12, 12])] {
+            app.register(email, "password1", LOCALHOST).await.unwrap();
+            let who = Principal { email: email.into(), role: Role::User };
+            app.book(&who, &device, date, slots[0]).await.unwrap();
+            if slots[1] != slots[0] {
+                app.book(&who, &device, date, slots[1]).await.unwrap();
+            }
+        }
+        let mut events = board.subscribe();
+        let mut sockets = app.subscribe_warnings();
+        let _scheduler = start(Arc::clone(&app));
+        tokio::task::yield_now().await;
+
+        // 10:55: a's session goes on in slot 11, so nothing is due.
+        jump(&clock, "2026-11-24T10:55:00.010Z").await;
+        assert!(events.try_recv().is_err(), "no warning before a session that goes on");
+        // 11:55: five minutes before the end of a's two slots.
+        jump(&clock, "2026-11-24T11:55:00.010Z").await;
+        let end: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        assert_eq!(next_warning(&mut events).await, ("a@x.org".to_owned(), 5, end));
+        let warning = sockets.recv().await.unwrap();
+        assert_eq!((warning.device.as_str(), warning.email.as_str(), warning.minutes_left), ("arm-1", "a@x.org", 5));
+        // Sent once, however often the scheduler looks.
+        jump(&clock, "2026-11-24T11:56:00Z").await;
+        assert!(sockets.try_recv().is_err());
+        jump(&clock, "2026-11-24T11:59:00.010Z").await;
+        assert_eq!(next_warning(&mut events).await, ("a@x.org".to_owned(), 1, end));
+        // b's single slot 12.
+        jump(&clock, "2026-11-24T12:55:00.010Z").await;
+        let (email, minutes, _) = next_warning(&mut events).await;
+        assert_eq!((email.as_str(), minutes), ("b@x.org", 5));
     }
 
     #[tokio::test]

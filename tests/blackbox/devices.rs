@@ -117,7 +117,7 @@ flash_limit = 31744
     )
 }
 
-fn rig_bytes(name: &str) -> Vec<u8> {
+pub(crate) fn rig_bytes(name: &str) -> Vec<u8> {
     std::fs::read(testkit::rig_file(name)).expect("rig firmware")
 }
 
@@ -148,7 +148,7 @@ impl Client {
 
 /// A console client that keeps what it has seen.
 pub(crate) struct Console {
-    ws: Ws,
+    pub(crate) ws: Ws,
     pub(crate) output: Vec<u8>,
     events: Vec<Value>,
 }
@@ -192,7 +192,7 @@ impl Console {
     /// banner may be printed before the console has the port again after an
     /// upload (the rig, like a USB adapter, drops output nobody reads), so
     /// its first line is no proof that it runs; an echo is.
-    async fn echoes(&mut self, text: &str) {
+    pub(crate) async fn echoes(&mut self, text: &str) {
         for _ in 0..20 {
             self.ws.send(&json!({"type": "input", "data": text})).await;
             if tokio::time::timeout(Duration::from_millis(500), self.until_output(text.as_bytes())).await.is_ok() {
@@ -202,7 +202,7 @@ impl Console {
         panic!("the board never echoed {text:?}; events {:?}", self.events);
     }
 
-    async fn until_type(&mut self, kind: &str) -> Value {
+    pub(crate) async fn until_type(&mut self, kind: &str) -> Value {
         loop {
             let message = self.next().await;
             if message["type"] == kind {

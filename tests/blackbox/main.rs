@@ -15,6 +15,7 @@ mod durability;
 mod health;
 mod http_api;
 mod operations;
+mod records;
 mod rero;
 mod util;
 mod web;

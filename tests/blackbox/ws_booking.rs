@@ -332,3 +332,27 @@ async fn websocket_upgrades_beyond_the_cap_get_503() {
     first.send(&json!({"type": "get_slots"})).await;
     assert_slots_update(&first.recv_type("slots_update").await);
 }
+
+#[tokio::test]
+async fn a_socket_identifies_with_a_token_and_stays_anonymous_otherwise() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let mut ws = daemon.ws("/slot-booking").await;
+    assert_slots_update(&ws.recv().await);
+    for (message, code) in [
+        (json!({"type": "identify"}), "not_authenticated"),
+        (json!({"type": "identify", "token": "not-a-token"}), "invalid_token"),
+        (json!({"type": "identify", "email": "ada@example.com", "password": "wrong-password"}), "invalid_credentials"),
+    ] {
+        ws.send(&message).await;
+        let refused = ws.recv_type("error").await;
+        assert_eq!(refused["code"], code, "{message}: {refused}");
+    }
+    ws.send(&json!({"type": "identify", "token": ada})).await;
+    let identified = ws.recv_type("identified").await;
+    assert_eq!(identified["email"], "ada@example.com", "{identified}");
+    // The socket goes on as before.
+    ws.send(&json!({"type": "get_slots"})).await;
+    assert_slots_update(&ws.recv_type("slots_update").await);
+}

@@ -264,6 +264,11 @@ impl App {
         };
         let action = if disabled { "account disabled" } else { "account enabled" };
         tracing::info!(admin = %who.email, email = %email, cancelled = change.cancelled.len(), "{action}");
+        let (name, detail) = match disabled {
+            true => ("account_disabled", format!("{} bookings cancelled", change.cancelled.len())),
+            false => ("account_enabled", String::new()),
+        };
+        self.audit(who, "", name, Some(&email), detail).await;
         let mut cancelled = Vec::with_capacity(change.cancelled.len());
         for booking in change.cancelled {
             self.metrics.record_booking(BookingAction::Cancel);

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use rerod_devices::{Firmware, UploadReport};
 
+use super::records::UploadNote;
 use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role, compile_queue};
 use crate::booking::Slot;
 use crate::compile::{self, CompileError, Compiled};
 use crate::devices::{Board, BoardError, Owner, UploadRefused};
 use crate::metrics::UploadResult;
+use crate::records::Sha256;
 
 /// Sketch compilations at once; more wait their turn (they are CPU-heavy).
 pub(super) const MAX_COMPILES: usize = 2;
@@ -121,6 +123,16 @@ impl App {
         Err(AppError::Forbidden { device: device.id.clone(), needed_slot: slot.map(|s| s.id), reason })
     }
 
+    /// Whether `who` may type into `device`'s console now: anyone admitted
+    /// may, except an admin while someone else's session is in progress
+    /// (they watch it read-only).
+    pub fn console_writable(&self, who: &Principal, device: &str) -> bool {
+        match self.session_at(device, self.now()) {
+            Some((session, _)) => session.holder == who.email,
+            None => true,
+        }
+    }
+
     /// Whether someone holds the slot in progress on `id`, or an upload runs.
     pub fn device_in_use(&self, board: &Board) -> bool {
         let slot = self.config().lab.calendar.slot_at(self.now());
@@ -200,13 +212,28 @@ impl App {
                 return Err(refused);
             }
         };
-        let result = self.flash(who, device, &board, source).await;
-        self.metrics.record_upload(match &result {
+        let started = std::time::Instant::now();
+        let device_id = device.id.clone();
+        let mut note = UploadNote::default();
+        let result = self.flash(who, device, &board, source, &mut note).await;
+        let outcome = match &result {
             Ok(_) => UploadResult::Ok,
             Err(AppError::Board(BoardError::Aborted { .. })) => UploadResult::Aborted,
             Err(AppError::Board(BoardError::Failed { .. })) => UploadResult::Failed,
             Err(_) => UploadResult::Refused,
-        });
+        };
+        self.metrics.record_upload(outcome);
+        let (name, detail) = match (&result, outcome) {
+            (Ok(uploaded), _) => ("ok", format!("{} bytes written", uploaded.report.bytes_written)),
+            (Err(error), UploadResult::Aborted) => ("aborted", error.to_string()),
+            (Err(error), UploadResult::Failed) => ("failed", error.to_string()),
+            (Err(error), _) => ("refused", error.to_string()),
+        };
+        let took = match &result {
+            Ok(uploaded) => uploaded.report.duration,
+            Err(_) => started.elapsed(),
+        };
+        self.log_upload(&device_id, who, &note, name, detail, took);
         result.map_err(E::from)
     }
 
@@ -218,14 +245,23 @@ impl App {
         device: DeviceInfo,
         board: &Arc<Board>,
         source: UploadSource,
+        note: &mut UploadNote,
     ) -> Result<Uploaded, AppError> {
         let (firmware, compile_output) = match source {
             UploadSource::Code(code) => {
+                note.method = "sketch";
                 // Uploading: the caller holds the session (or is an admin), so it goes first.
                 let compiled = self.compile_for(&who.email, true, &board.config().model, &code).await?;
+                // The program as flashed, in the form a student can rebuild and compare.
+                note.sha256 = Sha256::hex(compiled.firmware.to_ihex().as_bytes());
+                note.bytes = compiled.firmware.len() as u64;
                 (compiled.firmware, Some(compiled.output))
             }
             UploadSource::Firmware(bytes) => {
+                // The file as sent: `sha256sum blink.hex` gives the same.
+                note.method = "firmware";
+                note.sha256 = Sha256::hex(&bytes);
+                note.bytes = bytes.len() as u64;
                 (Firmware::detect(&bytes).map_err(|e| AppError::Board(BoardError::Firmware(e)))?, None)
             }
         };

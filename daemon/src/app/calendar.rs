@@ -191,6 +191,8 @@ impl App {
             Ok(booking) => {
                 if booking.email != who.email {
                     tracing::info!(admin = %who.email, owner = %booking.email, device = %device.id, %date, slot = slot.id, "booking cancelled by admin");
+                    let detail = format!("slot {} on {date}", slot.id);
+                    self.audit(who, &device.id, "booking_cancelled", Some(&booking.email), detail).await;
                 } else {
                     tracing::info!(email = %who.email, device = %device.id, %date, slot = slot.id, "booking cancelled");
                 }
@@ -281,6 +283,7 @@ mod tests {
         let env = Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
         let mut config = Config::from_toml("[lab]\ntimezone = \"UTC\"\n", &env).unwrap();
         config.store.path = dir.path().join("rerod.redb");
+        config.records.path = dir.path().join("records");
         let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
         let app = App::new(config, clock.clone(), Metrics::new()).unwrap();
         (dir, clock, app)

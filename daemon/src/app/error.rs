@@ -72,6 +72,10 @@ pub enum AppError {
     NotInMaintenance(String),
     #[error("Device {0} has no health check: add [devices.health] (and idle_firmware) to its config")]
     NoHealthCheck(String),
+    #[error("No session record {0:?}; GET /records lists yours")]
+    RecordNotFound(String),
+    #[error("Session record {0} is someone else's: only its holder and lab admins may read it")]
+    NotYourRecord(String),
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -116,6 +120,11 @@ pub enum ErrorKind {
     UploadAborted,
     NotInMaintenance,
     NoHealthCheck,
+    /// An admin watching someone else's session may read the console, not type into it.
+    ConsoleReadOnly,
+    // Session records.
+    RecordNotFound,
+    NotYourRecord,
     // Compiling sketches.
     NoCompiler,
     CompileFailed,
@@ -160,6 +169,9 @@ impl ErrorKind {
             K::DeviceUnavailable => "device_unavailable",
             K::NotInMaintenance => "not_in_maintenance",
             K::NoHealthCheck => "no_health_check",
+            K::ConsoleReadOnly => "console_read_only",
+            K::RecordNotFound => "record_not_found",
+            K::NotYourRecord => "not_your_record",
             K::DeviceNotFound => "device_not_found",
             K::NotYourSlot => "not_your_slot",
             K::DeviceBusy => "device_busy",
@@ -218,6 +230,8 @@ impl AppError {
             AppError::DeviceUnavailable { .. } => K::DeviceUnavailable,
             AppError::NotInMaintenance(_) => K::NotInMaintenance,
             AppError::NoHealthCheck(_) => K::NoHealthCheck,
+            AppError::RecordNotFound(_) => K::RecordNotFound,
+            AppError::NotYourRecord(_) => K::NotYourRecord,
         }
     }
 

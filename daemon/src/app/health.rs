@@ -214,6 +214,7 @@ impl App {
             device: info.id.clone(),
             action: action.to_owned(),
             detail: reason.clone().unwrap_or_default(),
+            user: None,
         };
         self.store.set_maintenance(info.id.clone(), record, audit).await?;
         tracing::info!(admin = %who.email, device = %info.id, action, reason = reason.as_deref().unwrap_or(""), "board maintenance");
@@ -223,6 +224,29 @@ impl App {
             spawn_check(Arc::clone(&board), Trigger::MaintenanceCleared);
         }
         Ok((info, board.health()))
+    }
+
+    /// Appends an admin's action that has already taken effect to the audit
+    /// log. The action stands whatever happens here, so a failed write is
+    /// logged rather than reported as the action's failure.
+    pub(super) async fn audit(&self, who: &Principal, device: &str, action: &str, user: Option<&str>, detail: String) {
+        let entry = AuditEntry {
+            at_us: self.now().as_microsecond(),
+            actor: who.email.clone(),
+            device: device.to_owned(),
+            action: action.to_owned(),
+            detail,
+            user: user.map(str::to_owned),
+        };
+        if let Err(error) = self.store.audit(entry).await {
+            tracing::error!(%error, admin = %who.email, action, "could not write the audit log");
+        }
+    }
+
+    /// The audit log of every admin action, newest first, at most `limit`.
+    pub fn audit_log(&self, who: &Principal, limit: usize) -> Result<Vec<AuditEntry>, AppError> {
+        self.require_admin(who)?;
+        Ok(self.store.audit_log(None, limit)?)
     }
 
     /// Runs a board's health check now, for an admin, and answers its record.
@@ -238,6 +262,7 @@ impl App {
             device: info.id.clone(),
             action: "check_requested".to_owned(),
             detail: String::new(),
+            user: None,
         };
         self.store.audit(audit).await?;
         tracing::info!(admin = %who.email, device = %info.id, "health check requested");

@@ -16,12 +16,14 @@ mod calendar;
 mod compile_queue;
 mod error;
 mod health;
+mod records;
 
 pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
+pub use records::RecordDetail;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,8 +70,12 @@ pub struct App {
     changes: broadcast::Sender<SlotsChanged>,
     /// Bookings moved off broken boards.
     moves: broadcast::Sender<BookingMoved>,
+    /// Sessions about to end, for their holders' booking sockets.
+    warnings: broadcast::Sender<SessionWarning>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
+    /// Session transcripts and upload logs on disk (`records.path`, read once).
+    pub records: crate::records::Records,
     /// Turns at the sketch compilers (they are CPU-heavy).
     compiles: compile_queue::CompileQueue,
 }
@@ -106,6 +112,15 @@ const MAX_CACHED_VIEWS: usize = 4096;
 pub struct SlotsChanged {
     pub device: String,
     pub date: Date,
+}
+
+/// A session that ends soon: `email`'s on `device`, at `end`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionWarning {
+    pub device: String,
+    pub email: String,
+    pub minutes_left: u16,
+    pub end: Timestamp,
 }
 
 /// Who is asking, once authenticated.
@@ -211,6 +226,13 @@ impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
         let store = Store::open(&config.store.path)?;
+        let records = crate::records::Records::open(&config.records.path).map_err(|e| {
+            AppError::Internal(format!(
+                "cannot open the session records directory records.path = {}: {e}; create it for rerod's user \
+                 or set records.path",
+                config.records.path.display()
+            ))
+        })?;
         let secret = match &config.auth.jwt_secret {
             Some(JwtSecret::Env(secret)) => secret.as_bytes().to_vec(),
             Some(JwtSecret::File(path)) => {
@@ -234,6 +256,7 @@ impl App {
         let hasher = Hasher::start(n_hash_threads_for_host(), config.auth.max_queued_password_checks);
         let (changes, _) = broadcast::channel(1024);
         let (moves, _) = broadcast::channel(256);
+        let (warnings, _) = broadcast::channel(256);
         let metrics = Arc::new(metrics);
         let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
         Ok(App {
@@ -256,7 +279,9 @@ impl App {
             open_sockets: AtomicUsize::new(0),
             changes,
             moves,
+            warnings,
             devices,
+            records,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
         })
     }
@@ -303,6 +328,9 @@ impl App {
         if new.store.path != old.store.path {
             needs_restart.push("store.path");
         }
+        if new.records.path != old.records.path {
+            needs_restart.push("records.path");
+        }
         if new.auth.jwt_algorithm != old.auth.jwt_algorithm {
             needs_restart.push("auth.jwt_algorithm");
         }
@@ -316,6 +344,21 @@ impl App {
         self.metrics.record_config_reload(Outcome::Ok);
         self.adopt_boards(fresh);
         Ok(needs_restart)
+    }
+
+    /// Warns `warning.email` that their session ends soon: on the board's
+    /// consoles and on the booking sockets they identified on.
+    pub fn warn_session(&self, warning: SessionWarning) {
+        if let Some(board) = self.devices.board(&warning.device) {
+            board.warn_session(&warning.email, warning.minutes_left, warning.end);
+        }
+        // No booking socket listening is fine.
+        let _ = self.warnings.send(warning);
+    }
+
+    /// Session warnings, as they are sent.
+    pub fn subscribe_warnings(&self) -> broadcast::Receiver<SessionWarning> {
+        self.warnings.subscribe()
     }
 
     /// Records a refused reload: the running config stays.
@@ -402,6 +445,7 @@ pub(crate) mod testing {
         let env = Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
         let mut config = Config::from_toml(&format!("[lab]\ntimezone = \"UTC\"\n{devices}"), &env).unwrap();
         config.store.path = dir.path().join("rerod.redb");
+        config.records.path = dir.path().join("records");
         let clock = Arc::new(ManualClock::new(now.parse().unwrap()));
         let app = Arc::new(App::new(config, clock.clone(), Metrics::new()).unwrap());
         (dir, clock, app)

@@ -37,6 +37,21 @@ pub struct Config {
     pub compilers: std::collections::BTreeMap<String, CompilerConfig>,
     /// How every toolchain is confined (`[compile]`).
     pub compile: CompileConfig,
+    /// Session transcripts and upload logs on disk (`[records]`).
+    pub records: RecordsConfig,
+}
+
+/// `[records]`: where session records are kept and what retention removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordsConfig {
+    /// Default: `records/` beside the store file. Read once at start.
+    pub path: PathBuf,
+    /// Records older than this are deleted.
+    pub max_age: Duration,
+    /// Beyond this, the oldest records are deleted first.
+    pub max_total_bytes: u64,
+    /// One session's transcript stops growing here (a marker line says so).
+    pub max_transcript_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +127,8 @@ pub struct LabConfig {
     pub calendar: Calendar,
     pub policy: Policy,
     pub privacy: Privacy,
+    /// Minutes before a session's end at which its holder is warned, largest first.
+    pub session_warnings: Vec<u16>,
 }
 
 /// What `booked_by` shows of other people's bookings.

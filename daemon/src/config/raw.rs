@@ -21,6 +21,18 @@ pub(super) struct File {
     pub compilers: std::collections::BTreeMap<String, Compiler>,
     #[serde(default)]
     pub compile: Compile,
+    #[serde(default)]
+    pub records: Records,
+}
+
+/// `[records]`: where session transcripts and upload logs are kept, and for how long.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Records {
+    pub path: Option<String>,
+    pub max_age_days: Option<i64>,
+    pub max_total_mb: Option<i64>,
+    pub max_transcript_kb: Option<i64>,
 }
 
 /// `[compile]`: how every toolchain is confined (`[compilers.<model>]` says which one runs).
@@ -91,6 +103,7 @@ pub(super) struct Lab {
     pub max_active_bookings: Option<i64>,
     pub max_bookings_per_day: Option<i64>,
     pub privacy: Option<String>,
+    pub session_warnings_minutes: Option<Vec<i64>>,
     #[serde(default)]
     pub maintenance: Vec<Maintenance>,
 }

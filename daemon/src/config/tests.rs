@@ -252,6 +252,39 @@ fn registration_policies() {
 }
 
 #[test]
+fn session_warnings_and_records() {
+    let config = load("").unwrap();
+    assert_eq!(config.lab.session_warnings, [5, 1]);
+    assert_eq!(config.records.path, PathBuf::from("data/records"), "beside the store by default");
+    assert_eq!(config.records.max_age, Duration::from_secs(30 * 86_400));
+    assert_eq!((config.records.max_total_bytes, config.records.max_transcript_bytes), (512 << 20, 1 << 20));
+    let env = Env::from_pairs([("DATABASE_PATH", "/var/lib/rerod/rerod.redb")]);
+    let config = Config::from_toml("", &env).unwrap();
+    assert_eq!(config.records.path, PathBuf::from("/var/lib/rerod/records"), "beside the store wherever it is");
+    let config =
+        load("[lab]\nsession_warnings_minutes = [1, 10]\n[records]\npath = \"/srv/r\"\nmax_transcript_kb = 4\n")
+            .unwrap();
+    assert_eq!(config.lab.session_warnings, [10, 1], "largest first");
+    assert_eq!((config.records.path.to_str(), config.records.max_transcript_bytes), (Some("/srv/r"), 4096));
+    let config = load("[lab]\nsession_warnings_minutes = []\n").unwrap();
+    assert!(config.lab.session_warnings.is_empty(), "no warnings at all");
+    let problems = load(
+        "[lab]\nsession_warnings_minutes = [5, 0, 5]\n[records]\npath = \"\"\nmax_age_days = 0\nmax_total_mb = -1\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        [
+            "lab.session_warnings_minutes[1]",
+            "lab.session_warnings_minutes[2]",
+            "records.path",
+            "records.max_age_days",
+            "records.max_total_mb"
+        ]
+    );
+}
+
+#[test]
 fn maintenance_windows_are_read_in_the_lab_zone() {
     let config = load(
         r#"
@@ -303,7 +336,7 @@ mod properties {
     /// Every key of the file, by section. `devices.idle_firmware` is left
     /// out: its value is a path the loader reads, and a generated one could
     /// name a device file that never ends.
-    const SECTIONS: [(&str, &[&str]); 6] = [
+    const SECTIONS: [(&str, &[&str]); 7] = [
         (
             "server",
             &[
@@ -337,7 +370,19 @@ mod properties {
                 "admins",
             ],
         ),
-        ("lab", &["timezone", "slot_minutes", "days_ahead", "max_active_bookings", "max_bookings_per_day", "privacy"]),
+        (
+            "lab",
+            &[
+                "timezone",
+                "slot_minutes",
+                "days_ahead",
+                "max_active_bookings",
+                "max_bookings_per_day",
+                "privacy",
+                "session_warnings_minutes",
+            ],
+        ),
+        ("records", &["path", "max_age_days", "max_total_mb", "max_transcript_kb"]),
         ("log", &["level", "format"]),
         (
             "compile",

@@ -12,8 +12,8 @@ use jiff::tz::TimeZone;
 use super::raw;
 use super::{
     AuthConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, HealthCheckConfig, IdleFirmware, JwtSecret,
-    LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem, Registration, SandboxMode, ServerConfig,
-    StoreConfig, ToolLimits, UsbMatch, WebhookUrl,
+    LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem, RecordsConfig, Registration, SandboxMode,
+    ServerConfig, StoreConfig, ToolLimits, UsbMatch, WebhookUrl,
 };
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
@@ -78,8 +78,9 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let devices = validate_devices(&mut v, raw.devices);
     let compilers = validate_compilers(&mut v, raw.compilers);
     let compile = validate_compile(&mut v, raw.compile);
+    let records = validate_records(&mut v, raw.records, &store);
     if v.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices, compilers, compile })
+        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records })
     } else {
         Err(v.problems)
     }
@@ -255,7 +256,39 @@ fn validate_lab(v: &mut Validator, raw: raw::Lab) -> LabConfig {
             Privacy::ShowEmails
         }
     };
-    LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy }
+    let mut session_warnings = Vec::new();
+    for (i, minutes) in raw.session_warnings_minutes.unwrap_or_else(|| vec![5, 1]).into_iter().enumerate() {
+        let key = format!("lab.session_warnings_minutes[{i}]");
+        let minutes: u16 = v.int(&key, Some(minutes), 1..=1440, 1);
+        if session_warnings.contains(&minutes) {
+            v.problem(key, format!("{minutes} is listed twice"));
+        }
+        session_warnings.push(minutes);
+    }
+    // Largest first: the order the warnings arrive in.
+    session_warnings.sort_unstable_by(|a, b| b.cmp(a));
+    LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy, session_warnings }
+}
+
+fn validate_records(v: &mut Validator, raw: raw::Records, store: &StoreConfig) -> RecordsConfig {
+    let path = match raw.path {
+        Some(path) if path.trim().is_empty() => {
+            v.problem("records.path", "must not be empty; leave it out for records/ beside the store");
+            PathBuf::new()
+        }
+        Some(path) => PathBuf::from(path),
+        None => store.path.parent().unwrap_or(std::path::Path::new(".")).join("records"),
+    };
+    let days: u64 = v.int("records.max_age_days", raw.max_age_days, 1..=3650, 30);
+    let total_mb: u64 = v.int("records.max_total_mb", raw.max_total_mb, 1..=1_048_576, 512);
+    // A transcript is served from memory when downloaded: 64 MiB at most.
+    let transcript_kb: u64 = v.int("records.max_transcript_kb", raw.max_transcript_kb, 1..=65_536, 1024);
+    RecordsConfig {
+        path,
+        max_age: Duration::from_secs(days * 86_400),
+        max_total_bytes: total_mb << 20,
+        max_transcript_bytes: transcript_kb << 10,
+    }
 }
 
 fn validate_maintenance(v: &mut Validator, key: &str, raw: raw::Maintenance, tz: &TimeZone) -> Option<Maintenance> {

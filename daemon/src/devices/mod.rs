@@ -49,13 +49,39 @@ pub enum ConsoleEvent {
         ok: bool,
         message: String,
     },
+    /// `email`'s session on this board ends at `end`, `minutes_left` from now.
+    SessionEnding {
+        email: String,
+        minutes_left: u16,
+        end: jiff::Timestamp,
+    },
     /// `email`'s session on this board is over (slot ended, booking cancelled).
     SessionEnded {
         email: String,
         message: String,
     },
+    /// Who watches the board's console besides its holder (admins), after
+    /// one joined or left.
+    Watchers(Vec<String>),
     /// The board left the config (or changed port); its consoles close.
     Removed,
+}
+
+/// A console watching a board; dropping it says the watcher left.
+#[derive(Debug)]
+pub struct Watching {
+    board: Arc<Board>,
+    who: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut watchers = lock(&self.board.watchers);
+        if let Some(at) = watchers.iter().position(|w| *w == self.who) {
+            watchers.remove(at);
+        }
+        let _ = self.board.events.send(ConsoleEvent::Watchers(watchers.clone()));
+    }
 }
 
 /// On whose behalf an upload runs.
@@ -106,6 +132,10 @@ pub struct Board {
     config: RwLock<Arc<DeviceConfig>>,
     port: DevicePort,
     events: broadcast::Sender<ConsoleEvent>,
+    /// What consoles wrote to the board, for whoever records sessions.
+    input: broadcast::Sender<bytes::Bytes>,
+    /// Who watches the console besides the holder, one entry per console.
+    watchers: Mutex<Vec<String>>,
     upload: Mutex<Option<Running>>,
     /// Who flashed the program now on the board, until the idle firmware replaces it.
     dirty: Mutex<Option<String>>,
@@ -247,11 +277,14 @@ impl Board {
         let port = DevicePort::spawn(ConsoleConfig::new(port_spec(&config), config.baud));
         meter_serial_input(&port, Arc::clone(metrics));
         let (events, _) = broadcast::channel(256);
+        let (input, _) = broadcast::channel(256);
         let board = Arc::new(Board {
             id: config.id.clone(),
             config: RwLock::new(Arc::new(config)),
             port,
             events,
+            input,
+            watchers: Mutex::new(Vec::new()),
             upload: Mutex::new(None),
             dirty: Mutex::new(None),
             pending_restores: Default::default(),
@@ -282,6 +315,33 @@ impl Board {
 
     pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
         self.events.subscribe()
+    }
+
+    /// Writes a console's input to the board; what was written is also
+    /// broadcast to [`Board::subscribe_input`] (never waiting for a listener).
+    pub async fn write_input(&self, data: bytes::Bytes) -> Result<(), PortError> {
+        self.port.write(data.clone()).await?;
+        let _ = self.input.send(data);
+        Ok(())
+    }
+
+    /// Registers `who` as watching the console until the guard is dropped;
+    /// consoles are told who watches now.
+    pub fn watch(self: &Arc<Self>, who: &str) -> Watching {
+        let mut watchers = lock(&self.watchers);
+        watchers.push(who.to_owned());
+        let _ = self.events.send(ConsoleEvent::Watchers(watchers.clone()));
+        Watching { board: Arc::clone(self), who: who.to_owned() }
+    }
+
+    /// Who watches the console now (one entry per console), in the order they came.
+    pub fn watchers(&self) -> Vec<String> {
+        lock(&self.watchers).clone()
+    }
+
+    /// Console input as it is written to the board.
+    pub fn subscribe_input(&self) -> broadcast::Receiver<bytes::Bytes> {
+        self.input.subscribe()
     }
 
     /// Flashes `firmware`: size-checked first, then the port is leased from
@@ -403,6 +463,13 @@ impl Board {
             }
             None => false,
         }
+    }
+
+    /// Tells the consoles that `email`'s session ends soon.
+    pub fn warn_session(&self, email: &str, minutes_left: u16, end: jiff::Timestamp) {
+        tracing::info!(device = %self.id, %email, minutes_left, "session ending soon");
+        // No console open is fine.
+        let _ = self.events.send(ConsoleEvent::SessionEnding { email: email.to_owned(), minutes_left, end });
     }
 
     /// Ends `email`'s session: consoles are told, that user's upload is

@@ -72,8 +72,13 @@ impl Kind {
                     StatusCode::UNAUTHORIZED
                 }
                 K::TooManyAttempts | K::CompileAlreadyQueued | K::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
-                K::AccountDisabled | K::AdminOnly | K::RegistrationRefused | K::NotYourSlot => StatusCode::FORBIDDEN,
-                K::UserNotFound | K::DeviceNotFound => StatusCode::NOT_FOUND,
+                K::AccountDisabled
+                | K::AdminOnly
+                | K::RegistrationRefused
+                | K::NotYourSlot
+                | K::NotYourRecord
+                | K::ConsoleReadOnly => StatusCode::FORBIDDEN,
+                K::UserNotFound | K::DeviceNotFound | K::RecordNotFound => StatusCode::NOT_FOUND,
                 K::AccountIsAdmin
                 | K::EmailTaken
                 | K::SlotNotFound

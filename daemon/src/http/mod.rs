@@ -7,6 +7,7 @@ mod devices;
 mod error;
 mod handlers;
 pub mod openapi;
+mod records;
 mod request;
 mod routes;
 mod upgrade;

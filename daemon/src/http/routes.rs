@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Server;
 use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
-use super::{admin, devices, handlers, web};
+use super::{admin, devices, handlers, records, web};
 use crate::app::{AppError, Credentials, Principal};
 
 /// Every route the server answers, named; [`ROUTES`] says what each one is.
@@ -49,6 +49,10 @@ pub enum Route {
     AdminChecks,
     /// The browser app's files under `/app/{bundle}/`.
     AppAsset,
+    AdminAudit,
+    Records,
+    Record,
+    RecordTranscript,
 }
 
 /// How much of a body a route reads.
@@ -142,6 +146,10 @@ pub const ROUTES: &[RouteSpec] = &[
     row(Route::AdminChecks, "/admin/devices/checks/{device}", GET, Auth::Admin),
     // Not in the OpenAPI document: static files, not API (see `Serves::AppFiles`).
     RouteSpec { serves: Serves::AppFiles, ..row(Route::AppAsset, "/app/{path}", GET, Auth::Public) },
+    row(Route::AdminAudit, "/admin/audit", GET, Auth::Admin),
+    row(Route::Records, "/records", GET, Auth::Bearer),
+    row(Route::Record, "/records/{id}", GET, Auth::Bearer),
+    row(Route::RecordTranscript, "/records/{id}/transcript", GET, Auth::Bearer),
 ];
 
 impl Route {
@@ -163,14 +171,16 @@ impl Route {
 }
 
 impl RouteSpec {
-    /// The templated last part of a route's path, still percent-encoded: one
-    /// segment (`{device}`), or the rest of the path for the app's files.
+    /// The templated part of a route's path, still percent-encoded: one
+    /// non-empty segment between the pattern's prefix and suffix (`{device}`,
+    /// `{id}`), or for the app's files the rest of the path.
     pub fn path_param<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let (prefix, _) = self.pattern.rsplit_once('{')?;
-        let rest = path.strip_prefix(prefix).filter(|rest| !rest.is_empty())?;
+        let (prefix, rest) = self.pattern.split_once('{')?;
+        let (_, suffix) = rest.split_once('}')?;
+        let segment = path.strip_prefix(prefix)?.strip_suffix(suffix).filter(|s| !s.is_empty())?;
         match self.serves {
-            Serves::Api => (!rest.contains('/')).then_some(rest),
-            Serves::AppFiles => Some(rest),
+            Serves::Api => (!segment.contains('/')).then_some(segment),
+            Serves::AppFiles => Some(segment),
         }
     }
 
@@ -256,12 +266,17 @@ pub(crate) async fn dispatch(
         (Route::AdminMaintenance, Some(who)) => admin::maintenance(app, spec, &req, &who).await,
         (Route::AdminCheck, Some(who)) => admin::check(app, spec, &req, &who).await,
         (Route::AdminChecks, Some(who)) => admin::checks(app, spec, &req, &who),
+        (Route::AdminAudit, Some(who)) => records::audit(app, &req, &who),
+        (Route::Records, Some(who)) => records::list(app, &req, &who),
+        (Route::Record, Some(who)) => records::get(app, spec, &req, &who),
+        (Route::RecordTranscript, Some(who)) => records::transcript(app, spec, &req, &who),
         (Route::SlotBookingSocket | Route::DevicesConsole, _)
         | (Route::DevicesUpload, _)
         | (Route::AdminUsers, None)
         | (Route::ChangePassword | Route::LogoutAll, None)
         | (Route::AdminDisableUser | Route::AdminEnableUser, None)
-        | (Route::AdminMaintenance | Route::AdminCheck | Route::AdminChecks, None) => {
+        | (Route::AdminMaintenance | Route::AdminCheck | Route::AdminChecks | Route::AdminAudit, None)
+        | (Route::Records | Route::Record | Route::RecordTranscript, None) => {
             unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")
         }
     };

@@ -1,5 +1,5 @@
 //! What the store keeps for board health: each device's maintenance (set by
-//! an admin, kept across restarts), the audit log of admins' health actions,
+//! an admin, kept across restarts), the audit log of admins' actions,
 //! and moving a booking off a broken board in one transaction.
 
 use jiff::Timestamp;
@@ -30,10 +30,15 @@ pub struct AuditEntry {
     pub at_us: i64,
     pub actor: String,
     pub device: String,
-    /// `maintenance_set`, `maintenance_cleared`, `check_requested`.
+    /// `maintenance_set`, `maintenance_cleared`, `check_requested`,
+    /// `booking_cancelled`, `account_disabled`, `account_enabled`.
     pub action: String,
     #[serde(default)]
     pub detail: String,
+    /// The account acted on (cancelled bookings, disabled accounts); entries
+    /// written before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl AuditEntry {
@@ -219,6 +224,7 @@ mod tests {
             device: "a".into(),
             action: action.into(),
             detail: String::new(),
+            user: None,
         };
         {
             let store = Store::open(&path).unwrap();

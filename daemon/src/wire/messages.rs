@@ -29,6 +29,19 @@ pub enum BookingServerMessage {
         message: String,
         timestamp: String,
     },
+    /// Sent only to a socket that identified as the holder: their session
+    /// on `device` ends at `end` (lab time), `minutes_left` from now.
+    SessionEnding {
+        device: String,
+        minutes_left: u16,
+        end: String,
+        message: String,
+    },
+    /// The answer to `identify`: this socket now gets its account's `session_ending`.
+    Identified {
+        email: String,
+        message: String,
+    },
     Error {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +100,18 @@ pub enum ConsoleServerMessage {
         /// The result, with the last message.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+    },
+    /// To the holder: the session ends at `end` (lab time), `minutes_left` from now.
+    SessionEnding {
+        minutes_left: u16,
+        end: String,
+        message: String,
+    },
+    /// To the holder: who watches this console (admins, read-only), after
+    /// one joined or left; empty when no one does.
+    Watchers {
+        watchers: Vec<String>,
+        message: String,
     },
     /// The holder's session ended (slot over, booking cancelled, device removed); the socket closes.
     SessionEnded {

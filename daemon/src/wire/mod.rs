@@ -5,12 +5,14 @@
 //!
 //! `requests` holds what clients send, `responses` what HTTP answers,
 //! `messages` what the sockets send, `health` board health (admin routes,
-//! check records, the webhook's alert); the shapes both share (a day's slots, a
+//! check records, the webhook's alert), `records` session records and the
+//! audit log; the shapes both share (a day's slots, a
 //! booking, an error) and the time formats are here.
 
 mod control;
 mod health;
 mod messages;
+mod records;
 mod requests;
 mod responses;
 
@@ -20,6 +22,7 @@ pub use health::{
     MaintenanceRequest, MaintenanceResponse,
 };
 pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription};
+pub use records::{AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, UploadLogJson};
 pub use requests::{
     BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, EmailPassword,
     EmailRequest, FromJson, MessageError, MyBookingsRequest, SlotMessage, SlotRequest, UploadCodeRequest,
@@ -37,7 +40,7 @@ use crate::store::Booking;
 
 /// A timestamp as the seed wrote them, in UTC with microseconds: `2026-11-24T10:30:00.123456Z`.
 pub fn utc(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    crate::records::utc(ts)
 }
 
 /// An instant in the lab's zone, RFC 3339: `2026-11-24T09:00:00+01:00`.

@@ -189,6 +189,9 @@ pub enum BookingClientMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         device: Option<DeviceRef>,
     },
+    /// Says whose socket this is (`token`, or `email`+`password`), so it
+    /// gets that account's `session_ending` warnings.
+    Identify(BodyCredentials),
 }
 
 /// `book_slot` and `cancel_slot` over `/slot-booking`: as [`SlotRequest`],
@@ -239,6 +242,9 @@ impl BookingClientMessage {
                     })
                 };
                 get().map_err(MessageError::Invalid)
+            }
+            Some("identify") => {
+                BodyCredentials::from_json(&message).map(BookingClientMessage::Identify).map_err(MessageError::Invalid)
             }
             Some(other) => Err(MessageError::UnknownType(other.to_owned())),
         }

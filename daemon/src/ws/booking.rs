@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::fanout::{FanOut, OutboxStream};
 use super::{Close, Conn, PING_INTERVAL};
-use crate::app::{App, AppError, BookingMoved, DeviceInfo, DeviceRef, OpenSocket};
+use crate::app::{App, AppError, BookingMoved, DeviceInfo, DeviceRef, OpenSocket, SessionWarning};
 use crate::metrics::SlowClient;
 use crate::wire::{
     self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage, SlotsJson,
@@ -114,7 +114,8 @@ impl BookingHub {
         let outbox = Arc::clone(socket.get_ref().outbox());
         // Joined before the greeting is rendered: no change can fall between the two.
         self.fan_out.join(socket.get_ref());
-        let mut client = Client { conn: Conn::new(&app, open, socket), app, view: (None, None) };
+        let mut warnings = app.subscribe_warnings();
+        let mut client = Client { conn: Conn::new(&app, open, socket), app, view: (None, None), identified: None };
         let mut stop = self.stop.clone();
         if client.send_view().await.is_err() {
             return;
@@ -128,6 +129,12 @@ impl BookingHub {
                 incoming = client.conn.socket.next() => match client.conn.heard(incoming) {
                     Ok(message) => client.on_message(message).await,
                     Err(close) => Err(close),
+                },
+                warning = warnings.recv() => match warning {
+                    Ok(warning) => client.on_warning(&warning).await,
+                    // A warning missed under a flood of them is not worth closing for.
+                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => Err(Close::with(CloseCode::Away, "server shutting down")),
                 },
                 _ = ticks.tick() => client.conn.keep_alive().await,
                 _ = stopped(&mut stop) => Err(Close::with(CloseCode::Away, "server shutting down")),
@@ -159,6 +166,8 @@ struct Client {
     app: Arc<App>,
     /// The device and date this client last asked for (default: first, today).
     view: (Option<DeviceRef>, Option<Date>),
+    /// The account this socket identified as (`identify`), for its session warnings.
+    identified: Option<String>,
 }
 
 impl Client {
@@ -190,6 +199,50 @@ impl Client {
         }
     }
 
+    /// Passes a session warning on, if it is this socket's account's.
+    async fn on_warning(&mut self, warning: &SessionWarning) -> Result<(), Close> {
+        if self.identified.as_deref() != Some(warning.email.as_str()) {
+            return Ok(());
+        }
+        let tz = self.app.config().lab.calendar.time_zone().clone();
+        let end = wire::lab_time(warning.end, &tz);
+        let message = BookingServerMessage::SessionEnding {
+            device: warning.device.clone(),
+            minutes_left: warning.minutes_left,
+            message: format!(
+                "Your session on {} ends in {} minute{} (at {})",
+                warning.device,
+                warning.minutes_left,
+                if warning.minutes_left == 1 { "" } else { "s" },
+                end
+            ),
+            end,
+        };
+        self.conn.send_json(&message).await
+    }
+
+    /// `identify`: from now on this socket gets the account's session warnings.
+    async fn identify(&mut self, credentials: wire::BodyCredentials) -> Result<(), Close> {
+        let who = match credentials.credentials() {
+            Some(credentials) => self.app.authenticate(credentials).await,
+            None => Err(AppError::NotAuthenticated),
+        };
+        let reply = match who {
+            Ok(who) => {
+                let message = format!("Identified as {}: this socket gets your session warnings", who.email);
+                self.identified = Some(who.email.clone());
+                BookingServerMessage::Identified { email: who.email, message }
+            }
+            Err(error) => {
+                // A failed identify leaves the socket anonymous, as it was.
+                self.identified = None;
+                let message = format!("Identification failed: {error}");
+                BookingServerMessage::Error { message, code: Some(error.code().to_owned()) }
+            }
+        };
+        self.conn.send_json(&reply).await
+    }
+
     async fn on_message(&mut self, message: Message) -> Result<(), Close> {
         match message {
             Message::Text(text) => self.on_text(&text).await,
@@ -202,6 +255,7 @@ impl Client {
         let reply = match BookingClientMessage::parse(text) {
             Ok(BookingClientMessage::BookSlot(request)) => book_or_cancel(&self.app, request, Action::Book).await,
             Ok(BookingClientMessage::CancelSlot(request)) => book_or_cancel(&self.app, request, Action::Cancel).await,
+            Ok(BookingClientMessage::Identify(credentials)) => return self.identify(credentials).await,
             Ok(BookingClientMessage::GetSlots { date, device }) => {
                 self.view = (device, date);
                 return self.send_view().await;

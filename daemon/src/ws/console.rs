@@ -5,8 +5,13 @@
 //! `connection_established`, then `serial_output` messages carrying only the
 //! bytes new since the previous one (the first carries the scrollback).
 //! `{"type":"input","data":"..."}` (or a binary frame, byte for byte) goes to
-//! the board. Upload progress arrives as `upload_progress`; when the holder's
-//! session ends, `session_ended` and close 1000.
+//! the board. Upload progress arrives as `upload_progress`; before the
+//! holder's session ends, `session_ending`; when it ends, `session_ended`
+//! and close 1000.
+//!
+//! Observers: an admin's console during someone else's session is
+//! read-only (input is answered with `console_read_only`), and the holder's
+//! console gets `watchers`, the admins watching, when one joins or leaves.
 //!
 //! Binary safety: output is UTF-8 text in `output`. A multi-byte character
 //! split across two reads is held back until it is whole; bytes that are not
@@ -114,11 +119,14 @@ async fn run(
     app: &App,
     conn: &mut Console,
     device: &DeviceInfo,
-    board: &Board,
+    board: &Arc<Board>,
     who: &Principal,
     access: &Access,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Close> {
+    // Admins' consoles are listed to the holder while they are open.
+    let _watching = matches!(access, Access::Admin).then(|| board.watch(&who.email));
+    let writer = Writer { app, board, device, who, access };
     // Taken before anything is sent, so no byte falls between scrollback and stream.
     let (scrollback, mut output) = board.port().subscribe();
     let mut events = board.subscribe();
@@ -145,6 +153,12 @@ async fn run(
     if let PortState::Offline { reason } = initial {
         let text = format!("Device {} is offline: {reason}; the console resumes when it is back", device.id);
         conn.send_json(&error(ErrorKind::DeviceOffline, text)).await?;
+    }
+    if matches!(access, Access::Session { .. }) {
+        let watchers = board.watchers();
+        if !watchers.is_empty() {
+            conn.send_json(&watchers_message(watchers)).await?;
+        }
     }
     let mut ticks = tokio::time::interval(PING_INTERVAL);
     ticks.tick().await;
@@ -189,11 +203,25 @@ async fn run(
                     let progress = ConsoleServerMessage::UploadProgress { phase, percent: 100, message: Some(message) };
                     conn.send_json(&progress).await?;
                 }
+                Ok(ConsoleEvent::SessionEnding { email, minutes_left, end }) => {
+                    if email == who.email && matches!(access, Access::Session { .. }) {
+                        let tz = app.config().lab.calendar.time_zone().clone();
+                        let end = crate::wire::lab_time(end, &tz);
+                        let plural = if minutes_left == 1 { "" } else { "s" };
+                        let message = format!("Your session on {} ends in {minutes_left} minute{plural} (at {end})", device.id);
+                        conn.send_json(&ConsoleServerMessage::SessionEnding { minutes_left, end, message }).await?;
+                    }
+                }
                 Ok(ConsoleEvent::SessionEnded { email, message }) => {
                     if email == who.email && matches!(access, Access::Session { .. }) {
                         let message = format!("Your session on {} ended: {message}", device.id);
                         conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
                         return Err(Close::with(CloseCode::Normal, "session ended"));
+                    }
+                }
+                Ok(ConsoleEvent::Watchers(watchers)) => {
+                    if matches!(access, Access::Session { .. }) {
+                        conn.send_json(&watchers_message(watchers)).await?;
                     }
                 }
                 Ok(ConsoleEvent::Removed) => {
@@ -225,8 +253,8 @@ async fn run(
                 }
             }
             incoming = conn.socket.next() => match conn.heard(incoming)? {
-                Message::Text(text) => on_text(app, conn, board, &text).await?,
-                Message::Binary(data) => write_input(app, conn, board, data).await?,
+                Message::Text(text) => on_text(&writer, conn, &text).await?,
+                Message::Binary(data) => writer.write(conn, data).await?,
                 _ => {}
             },
             _ = ticks.tick() => {
@@ -270,9 +298,9 @@ async fn still_theirs(
     Err(Close::with(CloseCode::Normal, "session ended"))
 }
 
-async fn on_text(app: &App, conn: &mut Console, board: &Board, text: &str) -> Result<(), Close> {
+async fn on_text(writer: &Writer<'_>, conn: &mut Console, text: &str) -> Result<(), Close> {
     let refusal = match ConsoleClientMessage::parse(text) {
-        Ok(ConsoleClientMessage::Input { data }) => return write_input(app, conn, board, Bytes::from(data)).await,
+        Ok(ConsoleClientMessage::Input { data }) => return writer.write(conn, Bytes::from(data)).await,
         // A repeated credentials message (some clients resend it) is harmless.
         Err(MessageError::MissingType)
             if BodyCredentials::parse(text.as_bytes()).is_ok_and(|c| c.credentials().is_some()) =>
@@ -299,17 +327,48 @@ fn error_message(code: &str, message: String) -> ConsoleServerMessage {
     ConsoleServerMessage::Error { code: code.to_owned(), message }
 }
 
-async fn write_input(app: &App, conn: &mut Console, board: &Board, data: Bytes) -> Result<(), Close> {
-    let n = data.len() as u64;
-    match board.port().write(data).await {
-        Ok(()) => {
-            app.metrics.record_serial_bytes(crate::metrics::Direction::Out, n);
-            Ok(())
+/// A `watchers` message for the holder.
+fn watchers_message(watchers: Vec<String>) -> ConsoleServerMessage {
+    let message = match watchers.as_slice() {
+        [] => "No one else is watching this console".to_owned(),
+        list => format!("Watching this console (read-only): {}", list.join(", ")),
+    };
+    ConsoleServerMessage::Watchers { watchers, message }
+}
+
+/// What a console's input goes through: who typed it, on which board.
+struct Writer<'a> {
+    app: &'a App,
+    board: &'a Arc<Board>,
+    device: &'a DeviceInfo,
+    who: &'a Principal,
+    access: &'a Access,
+}
+
+impl Writer<'_> {
+    /// Writes input to the board, unless the console is an admin's watching
+    /// someone else's session, which is read-only: the holder's session is
+    /// theirs to drive. Checked on every input, since a session may begin
+    /// or end while the console is open.
+    async fn write(&self, conn: &mut Console, data: Bytes) -> Result<(), Close> {
+        if matches!(self.access, Access::Admin) && !self.app.console_writable(self.who, &self.device.id) {
+            let text = format!(
+                "Input was not sent: {} is in someone else's session; admins watch it read-only",
+                self.device.id
+            );
+            return conn.send_json(&error(ErrorKind::ConsoleReadOnly, text)).await;
         }
-        Err(PortError::Leased) => {
-            conn.send_json(&error(ErrorKind::DeviceBusy, "An upload is running; input was not sent")).await
+        let n = data.len() as u64;
+        match self.board.write_input(data).await {
+            Ok(()) => {
+                self.app.metrics.record_serial_bytes(crate::metrics::Direction::Out, n);
+                Ok(())
+            }
+            Err(PortError::Leased) => {
+                conn.send_json(&error(ErrorKind::DeviceBusy, "An upload is running; input was not sent")).await
+            }
+            Err(e) => conn.send_json(&error(ErrorKind::DeviceOffline, format!("Input was not sent: {e}"))).await,
         }
-        Err(e) => conn.send_json(&error(ErrorKind::DeviceOffline, format!("Input was not sent: {e}"))).await,
     }
 }
 
@@ -318,7 +377,7 @@ fn serial_output(app: &App, device: &DeviceInfo, text: Decoded) -> ConsoleServer
         device_number: device.number,
         output: text.text,
         timestamp: crate::wire::utc(app.now()),
-        output_base64: text.raw.map(|raw| base64(&raw)),
+        output_base64: text.raw.map(|raw| crate::records::base64(&raw)),
     }
 }
 
@@ -394,23 +453,6 @@ fn incomplete_tail(bytes: &[u8]) -> usize {
     0
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,13 +490,5 @@ mod tests {
         assert_eq!(incomplete_tail(&[0xF0, 0x9F, 0x98]), 3);
         assert_eq!(incomplete_tail(&[0x80, 0x80, 0x80]), 0);
         assert_eq!(incomplete_tail(&[]), 0);
-    }
-
-    #[test]
-    fn base64_matches_the_rfc_examples() {
-        for (input, expected) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
-            assert_eq!(base64(input.as_bytes()), expected);
-        }
-        assert_eq!(base64(&[0xFF, 0xFE]), "//4=");
     }
 }

@@ -98,6 +98,9 @@ pub async fn console(client: &Client, board: Option<String>, raw: bool) -> Resul
                     ConsoleServerMessage::UploadProgress { phase, percent, .. } => {
                         status.line(&format!("[upload: {phase} {percent}%]"));
                     }
+                    ConsoleServerMessage::SessionEnding { message, .. } | ConsoleServerMessage::Watchers { message, .. } => {
+                        status.line(&format!("[{message}]"))
+                    }
                     ConsoleServerMessage::SessionEnded { message } => {
                         status.always(&format!("Session ended: {message}"));
                         return Ok(());

@@ -13,6 +13,7 @@
 //! the operation.
 
 mod schemas;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ pub fn document() -> Value {
             { "name": "slots", "description": "The booking calendar of each device" },
             { "name": "devices", "description": "Boards: firmware upload and serial console" },
             { "name": "admin", "description": "Lab admins (auth.admins in the config) manage accounts" },
+            { "name": "records", "description": "Session records: console transcripts and upload logs" },
             { "name": "service", "description": "Health, statistics, metrics and this document" },
         ],
         "paths": paths(),
@@ -95,7 +97,7 @@ fn paths() -> Value {
             ),
         })
     };
-    json!({
+    let mut paths = json!({
         "/auth/register": { "post": {
             "tags": ["auth"],
             "operationId": "register",
@@ -243,10 +245,22 @@ fn paths() -> Value {
             "The first client message authenticates (`{token}` or `{email, password}`); only the session holder \
              and admins get in. Then `connection_established`, then `serial_output` messages carrying only new \
              output (the first carries the scrollback). Send `{\"type\":\"input\",\"data\":...}` to write to the \
-             board. When the slot ends: `session_ended` and close 1000.",
+             board. Admins may open a console during someone else's session to watch it: their input is refused \
+             (`error`, code `console_read_only`), and the holder's console gets `watchers` when one joins or \
+             leaves. Before the session ends, `session_ending` (lab.session_warnings_minutes); when it ends: \
+             `session_ended` and close 1000.",
             &[param_ref("devicePath")],
             &["ConsoleAuthMessage", "ConsoleInputMessage"],
-            &["ConnectionEstablishedMessage", "SerialOutputMessage", "UploadProgressMessage", "SessionEndedMessage", "DeviceStatusMessage", "WsErrorMessage"],
+            &[
+                "ConnectionEstablishedMessage",
+                "SerialOutputMessage",
+                "UploadProgressMessage",
+                "SessionEndingMessage",
+                "WatchersMessage",
+                "SessionEndedMessage",
+                "DeviceStatusMessage",
+                "WsErrorMessage",
+            ],
         )},
         "/slot-booking": { "get": websocket_operation(
             "slotBookingSocket",
@@ -254,14 +268,17 @@ fn paths() -> Value {
             "Live slot updates and booking (WebSocket)",
             "On connect the server sends `slots_update`; `book_slot`, `cancel_slot` and `get_slots` are answered \
              with `booking_response`, `cancellation_response` and `slots_update`. Every committed change is \
-             broadcast to every client as `slots_update`.",
+             broadcast to every client as `slots_update`. A client that sends `identify` (a token, or e-mail and \
+             password) is answered `identified` and then gets its account's `session_ending` warnings.",
             &[],
-            &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage"],
+            &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage", "IdentifyMessage"],
             &[
                 "SlotsUpdateMessage",
                 "BookingResponseMessage",
                 "CancellationResponseMessage",
                 "BookingMovedMessage",
+                "BookingSessionEndingMessage",
+                "IdentifiedMessage",
                 "WsErrorMessage",
             ],
         )},
@@ -345,7 +362,11 @@ fn paths() -> Value {
                 },
             },
         }},
-    })
+    });
+    if let Some(map) = paths.as_object_mut() {
+        map.extend(sessions::paths());
+    }
+    paths
 }
 
 /// `POST /admin/users/{disable,enable}`: `{email}` in, the account out.

@@ -73,7 +73,7 @@ pub(super) fn components() -> Value {
     });
     let total = json!({ "type": "object", "required": ["total"], "properties": { "total": integer } });
 
-    json!({
+    let mut components = json!({
         "securitySchemes": {
             "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
         },
@@ -92,6 +92,11 @@ pub(super) fn components() -> Value {
                 "name": "device", "in": "path", "required": true,
                 "description": "Device number or id",
                 "schema": string,
+            },
+            "recordId": {
+                "name": "id", "in": "path", "required": true,
+                "description": "A record's id as GET /records lists it: <device>_<YYYY-MM-DD>_<first slot>",
+                "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]+_[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]+$" },
             },
             "history": {
                 "name": "history", "in": "query", "required": false,
@@ -671,5 +676,9 @@ pub(super) fn components() -> Value {
                 "properties": { "type": ws_type("device_status"), "online": boolean, "message": string },
             },
         },
-    })
+    });
+    if let Some(schemas) = components["schemas"].as_object_mut() {
+        schemas.extend(super::sessions::schemas());
+    }
+    components
 }

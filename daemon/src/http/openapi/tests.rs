@@ -97,6 +97,10 @@ fn it_lists_the_served_routes() {
         ("/slots/user", "GET"),
         ("/slots/user", "POST"),
         ("/stats", "GET"),
+        ("/admin/audit", "GET"),
+        ("/records", "GET"),
+        ("/records/{id}", "GET"),
+        ("/records/{id}/transcript", "GET"),
     ];
     let expected: BTreeSet<(String, String)> = expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
     assert_eq!(pairs, expected);
@@ -136,6 +140,12 @@ fn the_document_lists_exactly_the_routes_the_router_serves() {
     let left_out: Vec<Route> = ROUTES.iter().filter(|s| s.serves != Serves::Api).map(|s| s.route).collect();
     assert_eq!(left_out, [Route::AppAsset]);
     assert_eq!(resolve("/app/0123/main.js"), Some(Route::AppAsset));
+    assert_eq!(resolve("/records"), Some(Route::Records));
+    assert_eq!(resolve("/records/arm-1_2026-11-24_9"), Some(Route::Record));
+    assert_eq!(resolve("/records/arm-1_2026-11-24_9/transcript"), Some(Route::RecordTranscript));
+    assert_eq!(resolve("/records/../transcript"), Some(Route::RecordTranscript), "the app refuses the id");
+    assert_eq!(resolve("/records/a/b/transcript"), None);
+    assert_eq!(resolve("/records//transcript"), None);
 }
 
 #[test]
@@ -165,7 +175,7 @@ struct Seen {
 /// Keys are gathered per schema (by JSON pointer) rather than per value, so
 /// that a schema shared by several types, or reached from several places, is
 /// held to all of them at once.
-struct Contract {
+pub(super) struct Contract {
     doc: Value,
     seen: std::collections::BTreeMap<String, Seen>,
 }
@@ -176,7 +186,7 @@ impl Contract {
     }
 
     /// `examples` are serialized values of the wire type documented as `schema`.
-    fn check(&mut self, schema: &str, examples: &[Value]) {
+    pub(super) fn check(&mut self, schema: &str, examples: &[Value]) {
         assert!(self.doc["components"]["schemas"].get(schema).is_some(), "no schema {schema}");
         for example in examples {
             assert!(example.is_object(), "{schema}: {example}");
@@ -280,7 +290,7 @@ impl Contract {
     }
 }
 
-fn to_value<T: serde::Serialize>(value: T) -> Value {
+pub(super) fn to_value<T: serde::Serialize>(value: T) -> Value {
     serde_json::to_value(value).unwrap()
 }
 
@@ -738,5 +748,6 @@ fn every_schema_matches_the_wire_type_it_documents() {
             to_value(BookingClientMessage::GetSlots { date: None, device: None }),
         ],
     );
+    super::sessions::check_examples(&mut contract);
     contract.finish();
 }

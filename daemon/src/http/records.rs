@@ -1,0 +1,82 @@
+//! Session records and the admins' audit log: `GET /records` (yours; an
+//! admin's: all, by device and user), `GET /records/{id}` (a record and its
+//! upload log), `GET /records/{id}/transcript` (the JSON-lines file) and
+//! `GET /admin/audit`. Bearer only; who may read what is the app's to say.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::error::ApiError;
+use super::json_response;
+use super::request::{Req, percent_decode};
+use super::routes::RouteSpec;
+use crate::app::{App, AppError, Principal, Role};
+use crate::wire::{AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, UploadLogJson};
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Audit entries answered when no `limit` is given, and at most.
+const DEFAULT_AUDIT_LIMIT: usize = 100;
+const MAX_AUDIT_LIMIT: usize = 1000;
+
+/// The `{id}` segment, percent-decoded (the app refuses what is not an id).
+fn record_id(spec: &RouteSpec, req: &Req) -> String {
+    let raw = spec.path_param(req.parts.uri.path()).unwrap_or_default();
+    percent_decode(raw).unwrap_or_else(|| raw.to_owned())
+}
+
+/// `GET /records[?device=&user=]`.
+pub fn list(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
+    let device = req.query("device")?;
+    let user = req.query("user")?;
+    if who.role != Role::Admin && user.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(&who.email)) {
+        return Err(AppError::AdminOnly.into());
+    }
+    let records: Vec<RecordJson> =
+        app.records(who, device.as_deref(), user.as_deref())?.iter().map(RecordJson::new).collect();
+    Ok(json_response(StatusCode::OK, &RecordsResponse { success: true, count: records.len(), records }))
+}
+
+/// `GET /records/{id}`.
+pub fn get(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Reply {
+    let (_, detail) = app.record(who, &record_id(spec, req))?;
+    let body = RecordResponse {
+        success: true,
+        record: RecordJson::new(&detail.summary),
+        uploads: detail.uploads.iter().map(UploadLogJson::new).collect(),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /records/{id}/transcript`: the file as kept, one JSON object a line.
+pub fn transcript(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Reply {
+    let (id, bytes) = app.record_transcript(who, &record_id(spec, req))?;
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    // The id is letters, digits, `-` and `_` only: safe in a header as it is.
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{id}.jsonl\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /admin/audit[?limit=]`: admins' actions, newest first.
+pub fn audit(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
+    let limit = match req.query("limit")? {
+        None => DEFAULT_AUDIT_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => n,
+            _ => {
+                let message = format!("limit must be a whole number from 1 to {MAX_AUDIT_LIMIT}, got {text:?}");
+                return Err(AppError::invalid("limit", message).into());
+            }
+        },
+    };
+    let audit: Vec<AuditLogJson> = app.audit_log(who, limit)?.iter().map(AuditLogJson::new).collect();
+    Ok(json_response(StatusCode::OK, &AuditLogResponse { success: true, count: audit.len(), audit }))
+}

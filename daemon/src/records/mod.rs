@@ -1,0 +1,374 @@
+//! Session records on disk: each session's console transcript and upload
+//! log, kept in a directory beside the store (`records.path`), with
+//! retention by age and total size.
+//!
+//! Layout: one directory per session, named by its [`SessionId`] (device,
+//! date, first slot), holding `session.json` (whose session it is),
+//! `transcript.jsonl` (console traffic, both directions) and `uploads.jsonl`
+//! (one line per upload). Directories are 0700 and files 0600: a transcript
+//! is whatever a student typed and their program printed.
+//!
+//! The transcript and the upload log are JSON lines: each line is a whole,
+//! timestamped entry, so a file is appended to without reading it, a crash
+//! loses at most the last line, bytes that are not UTF-8 fit (as base64),
+//! and `jq`/`grep` read it as it is.
+//!
+//! Architecture invariant: this module knows files and its own line
+//! formats only; who may read a record, and when a session begins, is the
+//! app's to decide. An id from a request is only ever used after
+//! [`SessionId::parse`] accepted it, and its text is rebuilt from the parts,
+//! so no request can name a path outside the records directory.
+
+mod sha256;
+
+pub use sha256::Sha256;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+const SESSION_FILE: &str = "session.json";
+const TRANSCRIPT_FILE: &str = "transcript.jsonl";
+const UPLOADS_FILE: &str = "uploads.jsonl";
+
+/// One session on one device: its device, the date and its first slot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    pub device: String,
+    pub date: Date,
+    pub first_slot: u16,
+}
+
+impl SessionId {
+    /// Reads `<device>_<YYYY-MM-DD>_<slot>`; anything else (a `/`, `..`, a
+    /// character a device id cannot have) is refused.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        let mut parts = text.rsplitn(3, '_');
+        let slot = parts.next()?;
+        let date = parts.next()?;
+        let device = parts.next()?;
+        let device_ok = !device.is_empty()
+            && device.len() <= 64
+            && device.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let slot_ok = !slot.is_empty() && slot.len() <= 4 && slot.chars().all(|c| c.is_ascii_digit());
+        let date_ok = date.len() == 10 && date.chars().all(|c| c.is_ascii_digit() || c == '-');
+        if !(device_ok && slot_ok && date_ok) {
+            return None;
+        }
+        let id = SessionId { device: device.to_owned(), date: date.parse().ok()?, first_slot: slot.parse().ok()? };
+        // Only the canonical spelling names a record (no `0009` for `9`).
+        (id.to_string() == text).then_some(id)
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}_{}", self.device, self.date, self.first_slot)
+    }
+}
+
+/// A timestamp as every line writes it: UTC with microseconds, the API's own format.
+pub fn utc(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Standard base64 with padding (transcripts and the console's `output_base64`).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Whose session a record is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    pub device: String,
+    pub date: Date,
+    pub first_slot: u16,
+    pub holder: String,
+    pub started_at_us: i64,
+}
+
+impl SessionMeta {
+    pub fn id(&self) -> SessionId {
+        SessionId { device: self.device.clone(), date: self.date, first_slot: self.first_slot }
+    }
+
+    pub fn started_at(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.started_at_us).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// Which way console bytes went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the board.
+    Out,
+    /// To the board, from a console.
+    In,
+}
+
+/// One transcript line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    /// UTC, microseconds.
+    pub at: String,
+    pub dir: Direction,
+    /// The bytes as UTF-8 (U+FFFD where they were not) ...
+    pub text: String,
+    /// ... and then exactly, in base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// On the last line of a transcript that reached `records.max_transcript_kb`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One upload, as its log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadEntry {
+    /// UTC, microseconds.
+    pub at: String,
+    pub by: String,
+    /// Hex SHA-256 of the firmware as flashed (after compiling, for a sketch).
+    pub sha256: String,
+    pub bytes: u64,
+    /// `firmware` or `sketch`.
+    pub method: String,
+    /// `ok`, `failed`, `aborted`, `refused`.
+    pub result: String,
+    #[serde(default)]
+    pub detail: String,
+    pub duration_ms: u64,
+}
+
+/// A record as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub meta: SessionMeta,
+    pub transcript_bytes: u64,
+    pub n_uploads: usize,
+}
+
+/// The records directory.
+#[derive(Debug)]
+pub struct Records {
+    root: PathBuf,
+}
+
+fn create_dir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    // An existing directory keeps its mode otherwise.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+fn append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+fn line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("record lines always serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+impl Records {
+    /// Opens (creating, 0700) the records directory.
+    pub fn open(root: &Path) -> io::Result<Records> {
+        create_dir(root)?;
+        Ok(Records { root: root.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, id: &SessionId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    /// Starts the record of a session (nothing happens if it exists: a
+    /// restart in the middle of a session goes on with the same record).
+    pub fn begin(&self, meta: &SessionMeta) -> io::Result<()> {
+        let dir = self.dir(&meta.id());
+        create_dir(&dir)?;
+        let path = dir.join(SESSION_FILE);
+        if path.exists() {
+            return Ok(());
+        }
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        file.write_all(&serde_json::to_vec(meta).expect("session metadata always serializes"))
+    }
+
+    /// The transcript of a begun session, for appending; `limit` bounds its size.
+    pub fn transcript(&self, id: &SessionId, limit: u64) -> io::Result<TranscriptWriter> {
+        let path = self.dir(id).join(TRANSCRIPT_FILE);
+        let file = append(&path)?;
+        let written = file.metadata()?.len();
+        // A transcript already cut stays cut when it is opened again.
+        let full = written > 0 && ends_truncated(&path)?;
+        Ok(TranscriptWriter { file, written, limit, full })
+    }
+
+    /// Appends to a begun session's upload log.
+    pub fn log_upload(&self, id: &SessionId, entry: &UploadEntry) -> io::Result<()> {
+        append(&self.dir(id).join(UPLOADS_FILE))?.write_all(&line(entry))
+    }
+
+    /// A session's metadata, or `None` when there is no record of it.
+    pub fn meta(&self, id: &SessionId) -> io::Result<Option<SessionMeta>> {
+        match fs::read(self.dir(id).join(SESSION_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", id))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A session's upload log, oldest first (unreadable lines are skipped).
+    pub fn uploads(&self, id: &SessionId) -> io::Result<Vec<UploadEntry>> {
+        match fs::read(self.dir(id).join(UPLOADS_FILE)) {
+            Ok(bytes) => Ok(bytes.split(|b| *b == b'\n').filter_map(|l| serde_json::from_slice(l).ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A session's transcript file as it is (JSON lines).
+    pub fn read_transcript(&self, id: &SessionId) -> io::Result<Vec<u8>> {
+        match fs::read(self.dir(id).join(TRANSCRIPT_FILE)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    /// The size of a session's transcript (0 when it has none).
+    pub fn transcript_len(&self, id: &SessionId) -> u64 {
+        fs::metadata(self.dir(id).join(TRANSCRIPT_FILE)).map_or(0, |m| m.len())
+    }
+
+    /// Every record, newest first.
+    pub fn list(&self) -> io::Result<Vec<RecordSummary>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(SessionId::parse) else { continue };
+            let Ok(Some(meta)) = self.meta(&id) else { continue };
+            let transcript_bytes = self.transcript_len(&id);
+            let n_uploads = self.uploads(&id).map_or(0, |u| u.len());
+            out.push(RecordSummary { meta, transcript_bytes, n_uploads });
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.meta.started_at_us));
+        Ok(out)
+    }
+
+    /// Deletes records older than `max_age` (by their last change), then the
+    /// oldest while all together exceed `max_total_bytes`; `keep` (the
+    /// sessions in progress) are never deleted. Answers how many went.
+    pub fn enforce_retention(
+        &self,
+        now: SystemTime,
+        max_age: Duration,
+        max_total_bytes: u64,
+        keep: &[SessionId],
+    ) -> io::Result<usize> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(SessionId::parse) else { continue };
+            let (mut size, mut changed) = (0u64, SystemTime::UNIX_EPOCH);
+            for file in fs::read_dir(entry.path())? {
+                let meta = file?.metadata()?;
+                size += meta.len();
+                changed = changed.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            }
+            records.push((changed, size, id));
+        }
+        records.sort_by_key(|(changed, _, _)| *changed);
+        let mut total: u64 = records.iter().map(|(_, size, _)| size).sum();
+        let mut removed = 0;
+        for (changed, size, id) in records {
+            let too_old = now.duration_since(changed).is_ok_and(|age| age > max_age);
+            if keep.contains(&id) || !(too_old || total > max_total_bytes) {
+                continue;
+            }
+            fs::remove_dir_all(self.dir(&id))?;
+            total -= size;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether the last line of the transcript at `path` is the marker of a cut.
+fn ends_truncated(path: &Path) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    // The marker line is short; a line longer than this is not one.
+    let tail = length.min(1024);
+    file.seek(SeekFrom::Start(length - tail))?;
+    let mut bytes = Vec::with_capacity(tail as usize);
+    file.read_to_end(&mut bytes)?;
+    let last = bytes.strip_suffix(b"\n").unwrap_or(&bytes).rsplit(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(serde_json::from_slice::<TranscriptLine>(last).is_ok_and(|line| line.truncated))
+}
+
+/// Appends lines to one transcript, up to its size limit.
+#[derive(Debug)]
+pub struct TranscriptWriter {
+    file: File,
+    written: u64,
+    limit: u64,
+    full: bool,
+}
+
+impl TranscriptWriter {
+    /// Appends `line`, unless the transcript is full: the line that would
+    /// pass the limit is replaced by one saying the transcript was cut, and
+    /// nothing is written after it.
+    pub fn write(&mut self, entry: &TranscriptLine) -> io::Result<()> {
+        if self.full {
+            return Ok(());
+        }
+        let mut bytes = line(entry);
+        if self.written + bytes.len() as u64 > self.limit {
+            self.full = true;
+            let marker = TranscriptLine {
+                at: entry.at.clone(),
+                dir: entry.dir,
+                text: "[transcript cut: records.max_transcript_kb reached]".to_owned(),
+                base64: None,
+                truncated: true,
+            };
+            bytes = line(&marker);
+        }
+        self.written += bytes.len() as u64;
+        self.file.write_all(&bytes)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! The records directory: ids that cannot leave it, modes, the transcript
+//! limit and retention.
+
+use super::*;
+
+fn meta(device: &str, slot: u16, holder: &str) -> SessionMeta {
+    SessionMeta {
+        device: device.into(),
+        date: jiff::civil::date(2026, 11, 24),
+        first_slot: slot,
+        holder: holder.into(),
+        started_at_us: i64::from(slot) * 1_000_000,
+    }
+}
+
+fn out(text: &str) -> TranscriptLine {
+    TranscriptLine {
+        at: "2026-11-24T10:30:00.000000Z".into(),
+        dir: Direction::Out,
+        text: text.into(),
+        base64: None,
+        truncated: false,
+    }
+}
+
+#[test]
+fn ids_round_trip_and_nothing_else_parses() {
+    let id = SessionId { device: "arm_1".into(), date: jiff::civil::date(2026, 11, 24), first_slot: 9 };
+    assert_eq!(id.to_string(), "arm_1_2026-11-24_9");
+    assert_eq!(SessionId::parse("arm_1_2026-11-24_9"), Some(id));
+    for bad in [
+        "",
+        "..",
+        "../etc_2026-11-24_9",
+        "arm-1_2026-11-24_9/../../x",
+        "arm-1_2026-11-24_09",
+        "arm-1_2026-13-24_9",
+        "arm-1_2026-11-24_",
+        "_2026-11-24_9",
+        "arm-1_2026-11-24_9\0",
+        "arm%2F1_2026-11-24_9",
+        "arm.1_2026-11-24_9",
+        "/tmp_2026-11-24_9",
+    ] {
+        assert_eq!(SessionId::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn records_are_private_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(&dir.path().join("records")).unwrap();
+    let m = meta("arm-1", 10, "a@x.org");
+    records.begin(&m).unwrap();
+    records.begin(&meta("arm-1", 10, "someone@else.org")).unwrap();
+    assert_eq!(records.meta(&m.id()).unwrap(), Some(m.clone()), "a second begin keeps the first");
+    let mut transcript = records.transcript(&m.id(), 1 << 20).unwrap();
+    transcript.write(&out("hello\n")).unwrap();
+    let entry = UploadEntry {
+        at: "2026-11-24T10:31:00.000000Z".into(),
+        by: "a@x.org".into(),
+        sha256: Sha256::hex(b"x"),
+        bytes: 1,
+        method: "firmware".into(),
+        result: "ok".into(),
+        detail: String::new(),
+        duration_ms: 5,
+    };
+    records.log_upload(&m.id(), &entry).unwrap();
+    assert_eq!(records.uploads(&m.id()).unwrap(), vec![entry]);
+    let text = String::from_utf8(records.read_transcript(&m.id()).unwrap()).unwrap();
+    assert_eq!(serde_json::from_str::<TranscriptLine>(text.trim_end()).unwrap(), out("hello\n"));
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(records.path()), 0o700);
+    let session = records.path().join(m.id().to_string());
+    assert_eq!(mode(&session), 0o700);
+    for file in [SESSION_FILE, TRANSCRIPT_FILE, UPLOADS_FILE] {
+        assert_eq!(mode(&session.join(file)), 0o600, "{file}");
+    }
+    let listed = records.list().unwrap();
+    assert_eq!((listed.len(), listed[0].n_uploads), (1, 1));
+    assert_eq!(records.meta(&SessionId::parse("arm-1_2026-11-24_11").unwrap()).unwrap(), None);
+}
+
+#[test]
+fn a_transcript_stops_at_its_limit_with_a_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let m = meta("arm-1", 10, "a@x.org");
+    records.begin(&m).unwrap();
+    let mut transcript = records.transcript(&m.id(), 300).unwrap();
+    for _ in 0..20 {
+        transcript.write(&out("0123456789")).unwrap();
+    }
+    assert!(transcript.is_full());
+    let bytes = records.read_transcript(&m.id()).unwrap();
+    let lines: Vec<TranscriptLine> =
+        bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert!(lines.last().unwrap().truncated);
+    assert!(lines[..lines.len() - 1].iter().all(|l| !l.truncated));
+    // The marker may pass the limit by its own length, never more.
+    assert!(bytes.len() < 300 + 200, "{}", bytes.len());
+    // Opened again (a new lookup of the same session), it stays cut.
+    let mut again = records.transcript(&m.id(), 300).unwrap();
+    assert!(again.is_full());
+    again.write(&out("x")).unwrap();
+    assert_eq!(records.read_transcript(&m.id()).unwrap(), bytes);
+}
+
+#[test]
+fn retention_removes_the_oldest_and_keeps_sessions_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let now = SystemTime::now();
+    for slot in [8u16, 9, 10] {
+        let m = meta("arm-1", slot, "a@x.org");
+        records.begin(&m).unwrap();
+        let mut transcript = records.transcript(&m.id(), 1 << 20).unwrap();
+        transcript.write(&out(&"x".repeat(1000))).unwrap();
+        // Each record last changed a minute after the one before.
+        let changed = now - Duration::from_secs(60 * u64::from(11 - slot));
+        for file in fs::read_dir(records.path().join(m.id().to_string())).unwrap() {
+            File::options().append(true).open(file.unwrap().path()).unwrap().set_modified(changed).unwrap();
+        }
+    }
+    let id = |slot| meta("arm-1", slot, "").id();
+    // Nothing is too old or too big.
+    assert_eq!(records.enforce_retention(now, Duration::from_secs(3600), 1 << 20, &[]).unwrap(), 0);
+    // Over the size: the oldest go first, but not one still in progress.
+    assert_eq!(records.enforce_retention(now, Duration::from_secs(3600), 1500, &[id(8)]).unwrap(), 2);
+    let left: Vec<u16> = records.list().unwrap().iter().map(|r| r.meta.first_slot).collect();
+    assert_eq!(left, vec![8]);
+    // Too old.
+    let later = now + Duration::from_secs(7200);
+    assert_eq!(records.enforce_retention(later, Duration::from_secs(3600), 1 << 20, &[]).unwrap(), 1);
+    assert!(records.list().unwrap().is_empty());
+}
+
+#[test]
+fn base64_matches_the_rfc_examples() {
+    for (input, expected) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        assert_eq!(base64(input.as_bytes()), expected);
+    }
+    assert_eq!(base64(&[0xFF, 0xFE]), "//4=");
+}
