@@ -42,6 +42,13 @@ export function addDays(date, n) {
   return new Date(Date.UTC(y, m - 1, d + n)).toISOString().slice(0, 10);
 }
 
+/** The Monday on or before `date` (`YYYY-MM-DD`): where its week starts. */
+export function weekStart(date) {
+  const [y, m, d] = date.split('-').map(Number);
+  const weekday = new Date(Date.UTC(y, m - 1, d)).getUTCDay();
+  return addDays(date, -((weekday + 6) % 7));
+}
+
 /** "1 h 05 min", "4:59", "0:07" for a span in milliseconds. */
 export function span(ms) {
   const total = Math.max(0, Math.round(ms / 1000));
