@@ -5,7 +5,7 @@
 
 import { api, session, slotFeed } from './api.js';
 import { h, fill, toast } from './ui.js';
-import { clock, day, addDays, weekStart, zoneName } from './time.js';
+import { clock, until, day, addDays, weekStart, zoneName } from './time.js';
 
 const LABELS = { past: 'past', mine: 'yours', booked: 'booked', available: 'free', blocked: 'blocked' };
 const MODES = { day: { days: 1, step: 1, unit: 'day' }, week: { days: 7, step: 7, unit: 'week' } };
@@ -42,7 +42,7 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
 
   const slotItem = (data, s) => {
     const state = stateOf(data, s);
-    const time = `${clock(s.start)}–${clock(s.end)}`;
+    const time = `${clock(s.start)}–${until(s.end)}`;
     const who = state === 'booked' && s.booked_by ? ` by ${s.booked_by}` : '';
     const action = { available: 'Book', mine: 'Cancel' }[state];
     const now = Date.parse(s.start) <= Date.now() && Date.now() < Date.parse(s.end);

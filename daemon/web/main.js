@@ -4,7 +4,7 @@
 
 import { api, session, slotFeed } from './api.js';
 import { h, fill, toast, errorLine } from './ui.js';
-import { setZone, zoneName, clock, when, span } from './time.js';
+import { setZone, zoneName, clock, until, when, span } from './time.js';
 import { calendarView } from './calendar.js';
 import { sessionView } from './session.js';
 import { adminView } from './admin.js';
@@ -163,7 +163,7 @@ async function myBookings() {
   const rows = answer.bookings.map((b) => {
     const running = Date.parse(b.start) <= Date.now();
     return h('tr', {},
-      h('td', {}, when(b.start)), h('td', {}, `${clock(b.start)}–${clock(b.end)}`), h('td', {}, b.device),
+      h('td', {}, when(b.start)), h('td', {}, `${clock(b.start)}–${until(b.end)}`), h('td', {}, b.device),
       h('td', { class: 'row' },
         running && h('a', { class: 'button', href: `#/session/${encodeURIComponent(b.device)}` }, 'Open session'),
         h('button', {

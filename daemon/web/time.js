@@ -24,6 +24,15 @@ export function clock(iso) {
   return timeFormat.format(new Date(iso));
 }
 
+/**
+ * The end of a span of time: as `clock`, but "24:00" for a midnight end,
+ * so a slot that fills a day reads 00:00–24:00 rather than 00:00–00:00.
+ */
+export function until(iso) {
+  const time = clock(iso);
+  return time === '00:00' ? '24:00' : time;
+}
+
 /** "Mon 30 Nov" for a `YYYY-MM-DD` date (a calendar day, no zone). */
 export function day(date) {
   const [y, m, d] = date.split('-').map(Number);

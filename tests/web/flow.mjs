@@ -134,6 +134,9 @@ try {
   const todayInWeek = `.week li[data-date="${today}"][data-slot="0"]`;
   await admin.waitForSelector(`${todayInWeek}[data-state="available"]`);
   check(await admin.locator('.week-day').count() === 7, 'the week calendar does not show seven days');
+  // The lab's slots fill a day: one ends at midnight, shown as 24:00.
+  const span = await b.textContent('li[data-slot="0"] .time');
+  check(span === '00:00–24:00', `a day-long slot reads ${span}`);
   await shot(b, 'b-calendar-free');
   await shot(admin, 'admin-week-free');
 
