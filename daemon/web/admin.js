@@ -4,7 +4,7 @@
 
 import { api } from './api.js';
 import { h, fill, toast } from './ui.js';
-import { clock, day, zoneName } from './time.js';
+import { clock, until, day, zoneName } from './time.js';
 
 /** Renders the admin page into `main`; returns what stops it. */
 export async function adminView(main, lab) {
@@ -53,7 +53,7 @@ export async function adminView(main, lab) {
   });
 
   const bookingRows = days.flatMap((data) => data.slots.filter((s) => s.is_booked).map((s) => h('tr', {},
-    h('td', {}, data.device), h('td', {}, `${clock(s.start)}–${clock(s.end)}`), h('td', {}, s.booked_by || '—'),
+    h('td', {}, data.device), h('td', {}, `${clock(s.start)}–${until(s.end)}`), h('td', {}, s.booked_by || '—'),
     h('td', {}, s.status === 'past' ? 'past' : h('button', {
       type: 'button', class: 'danger', 'aria-label': `Cancel ${data.device} ${clock(s.start)}`,
       onclick: run(() => api('/cancel-slot', { method: 'POST', body: { slot_id: s.id, date: data.date, device: data.device } })),
@@ -68,7 +68,7 @@ export async function adminView(main, lab) {
     h('h2', {}, 'Admin'),
     h('section', { class: 'card' }, table(`Today's bookings (${days[0] ? day(days[0].date) : ''}, ${zoneName()})`,
       ['Board', 'Time', 'Booked by', ''], bookingRows, 'No bookings today.')),
-    h('section', { class: 'card' }, table('Boards', ['Board', 'Model', 'Port', 'Use', 'Health', ''], boardRows, 'No boards.')),
+    h('section', { class: 'card' }, table('Boards', ['Board', 'Model', 'Connection', 'Use', 'Health', ''], boardRows, 'No boards.')),
     h('section', { class: 'card' }, table('Accounts', ['E-mail', 'Role', 'State', ''], userRows, 'No accounts.')));
   return () => {};
 }

@@ -57,9 +57,11 @@ export async function api(path, { method = 'GET', body, raw } = {}) {
   }
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
-    if (response.status === 401 && session.token && !path.startsWith('/auth/')) {
+    // An expired token, or an account an admin has disabled since, ends the
+    // sign-in: the app says why on the sign-in page instead of failing page by page.
+    if ((response.status === 401 || data.code === 'account_disabled') && session.token && !path.startsWith('/auth/')) {
       session.clear();
-      window.dispatchEvent(new Event('signed-out'));
+      window.dispatchEvent(new CustomEvent('signed-out', { detail: data.detail || 'Your sign-in has expired.' }));
     }
     throw new ApiError(response.status, data.detail || `${response.status} ${response.statusText}`, data.code);
   }

@@ -1,35 +1,35 @@
-// One board's day: every slot with its state (past, mine, booked, available,
-// blocked), kept current by the /slot-booking socket, booked or cancelled
+// One board's calendar, a day or a week (Monday to Sunday) at a time: every
+// slot with its state (past, mine, booked, available, blocked), kept current
+// by the /slot-booking socket for every day on view, booked or cancelled
 // with one click, and every refusal shown in the server's words.
 
 import { api, session, slotFeed } from './api.js';
 import { h, fill, toast } from './ui.js';
-import { clock, day, addDays, zoneName } from './time.js';
+import { clock, until, day, addDays, weekStart, zoneName } from './time.js';
 
 const LABELS = { past: 'past', mine: 'yours', booked: 'booked', available: 'free', blocked: 'blocked' };
+const MODES = { day: { days: 1, step: 1, unit: 'day' }, week: { days: 7, step: 7, unit: 'week' } };
 
-/** Renders the calendar of `deviceId` into `main`; returns what stops it. */
-export async function calendarView(main, lab, deviceId) {
+/** Renders the calendar of `deviceId` into `main` (`mode`: 'day' or 'week'); returns what stops it. */
+export async function calendarView(main, lab, deviceId, mode = 'day') {
   const device = lab.devices.find((d) => d.id === deviceId || String(d.number) === deviceId) || lab.devices[0];
+  const { days: nDays, step, unit } = MODES[mode] || MODES.day;
   let first = await api(`/slots?device=${encodeURIComponent(device.id)}`);
   const today = first.date;
-  let date = today;
+  const home = () => (mode === 'week' ? weekStart(today) : today);
+  let start = home();
+  // The days on view, by date: the latest answer or broadcast for each.
+  const shown = new Map();
   // Our own bookings, so a broadcast that hides other people's e-mail
   // (`lab.privacy`) still shows ours as ours.
   const mine = new Set();
-  const grid = h('ol', { class: 'slots', id: 'slots', 'aria-label': `Slots of ${device.name || device.id}` });
+  const lists = new Map();
+  const name = device.name || device.id;
   const title = h('h2', { id: 'cal-title' });
   const status = h('p', { class: 'error', role: 'alert', id: 'cal-status' });
+  const body = h('div', { id: 'calendar', class: mode === 'week' ? 'week' : 'day-view' });
 
-  const render = (data) => {
-    for (const s of data.slots) {
-      if (s.status === 'mine') mine.add(`${data.date}/${s.id}`);
-      else if (s.booked_by && s.booked_by !== session.user.email) mine.delete(`${data.date}/${s.id}`);
-      else if (!s.is_booked) mine.delete(`${data.date}/${s.id}`);
-    }
-    title.textContent = `${device.name || device.id}: ${day(data.date)}${data.date === today ? ' (today)' : ''}`;
-    fill(grid, data.slots.map((s) => slotItem(data, s)));
-  };
+  const dates = () => Array.from({ length: nDays }, (_, i) => addDays(start, i));
 
   const stateOf = (data, s) => {
     if (s.status === 'past' || Date.parse(s.end) <= Date.now()) return 'past';
@@ -42,11 +42,15 @@ export async function calendarView(main, lab, deviceId) {
 
   const slotItem = (data, s) => {
     const state = stateOf(data, s);
-    const time = `${clock(s.start)}–${clock(s.end)}`;
+    const time = `${clock(s.start)}–${until(s.end)}`;
     const who = state === 'booked' && s.booked_by ? ` by ${s.booked_by}` : '';
     const action = { available: 'Book', mine: 'Cancel' }[state];
     const now = Date.parse(s.start) <= Date.now() && Date.now() < Date.parse(s.end);
-    return h('li', { class: `slot ${state}${now ? ' now' : ''}`, 'data-slot': s.id, 'data-state': state },
+    // Focusable from script only: a slot whose button a broadcast takes
+    // away keeps the focus, so the keyboard's place is not lost.
+    return h('li', {
+      class: `slot ${state}${now ? ' now' : ''}`, 'data-slot': s.id, 'data-date': data.date, 'data-state': state, tabindex: -1,
+    },
       h('span', { class: 'time' }, time),
       h('span', { class: 'state' }, `${LABELS[state]}${who}${now ? ' · now' : ''}`),
       action
@@ -60,6 +64,56 @@ export async function calendarView(main, lab, deviceId) {
       state === 'mine' && now && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` }, 'Open session'));
   };
 
+  /** Redraws one day's list, keeping the keyboard's place in it. */
+  const render = (data) => {
+    const list = lists.get(data.date);
+    if (!list) return;
+    for (const s of data.slots) {
+      const key = `${data.date}/${s.id}`;
+      if (s.status === 'mine') mine.add(key);
+      else if (!s.is_booked || (s.booked_by && s.booked_by !== session.user.email)) mine.delete(key);
+    }
+    shown.set(data.date, data);
+    const focused = list.contains(document.activeElement) ? document.activeElement.closest('li')?.dataset.slot : undefined;
+    fill(list, data.slots.map((s) => slotItem(data, s)));
+    if (data.slots.length === 0) list.append(h('li', { class: 'muted' }, 'No slots on this day.'));
+    if (focused !== undefined) {
+      const again = list.querySelector(`li[data-slot="${focused}"]`);
+      (again?.querySelector('button, a') || again)?.focus?.();
+    }
+  };
+
+  /** Builds the empty lists of the days on view: one, or seven side by side (stacked on a phone). */
+  const layout = () => {
+    lists.clear();
+    const days = dates();
+    title.textContent = mode === 'week'
+      ? `${name}: week of ${day(days[0])} – ${day(days[days.length - 1])}`
+      : `${name}: ${day(days[0])}${days[0] === today ? ' (today)' : ''}`;
+    fill(body, days.map((date) => {
+      const heading = `${day(date)}${date === today ? ' (today)' : ''}`;
+      const list = h('ol', { class: 'slots', id: mode === 'week' ? null : 'slots', 'aria-label': `Slots of ${name} on ${heading}` });
+      lists.set(date, list);
+      if (mode !== 'week') return list;
+      return h('section', { class: `week-day${date === today ? ' today' : ''}`, 'data-date': date },
+        h('h3', {}, heading), list);
+    }));
+  };
+
+  const load = async () => {
+    const days = dates();
+    const answers = await Promise.all(days.map((date) => (date === first?.date
+      ? first
+      : api(`/slots?device=${encodeURIComponent(device.id)}&date=${date}`))));
+    first = null;
+    // Asked again on every reconnect, so a day on view never misses a change.
+    for (const key of [...slotFeed.views.keys()]) if (key.startsWith('calendar')) slotFeed.views.delete(key);
+    days.forEach((date, i) => slotFeed.views.set(`calendar ${i}`, [device.id, date]));
+    layout();
+    shown.clear();
+    answers.forEach(render);
+  };
+
   const act = async (path, data, s) => {
     status.textContent = '';
     try {
@@ -68,22 +122,15 @@ export async function calendarView(main, lab, deviceId) {
       if (path === '/book-slot') mine.add(key);
       else mine.delete(key);
       toast(answer.message);
-      await load();
+      render(await api(`/slots?device=${encodeURIComponent(device.id)}&date=${data.date}`));
     } catch (e) {
       status.textContent = e.message;
       toast(e.message, 'error');
     }
   };
 
-  const load = async () => {
-    const data = date === first?.date ? first : await api(`/slots?device=${encodeURIComponent(device.id)}&date=${date}`);
-    first = null;
-    slotFeed.views.set('calendar', [device.id, date]);
-    render(data);
-  };
-
   const go = (n) => async () => {
-    date = n === 0 ? today : addDays(date, n);
+    start = n === 0 ? home() : addDays(start, n * step);
     status.textContent = '';
     try {
       await load();
@@ -93,24 +140,35 @@ export async function calendarView(main, lab, deviceId) {
   };
 
   const off = slotFeed.subscribe((m) => {
-    if (m.type === 'slots_update' && m.data.device === device.id && m.data.date === date) render(m.data);
+    if (m.type === 'slots_update' && m.data.device === device.id && lists.has(m.data.date)) render(m.data);
   });
-  const tick = setInterval(() => load().catch(() => {}), 60000);
+  // Slots turn past as time goes by; the states are worked out again each minute.
+  const tick = setInterval(() => { for (const data of shown.values()) render(data); }, 60000);
 
+  const base = `#/board/${encodeURIComponent(device.id)}`;
+  const toggle = (which, label) => h('a', {
+    class: `button${which === mode ? '' : ' secondary'}`,
+    href: which === 'week' ? `${base}/week` : base,
+    'aria-current': which === mode ? 'page' : null,
+    id: `view-${which}`,
+  }, label);
   fill(main,
     h('p', {}, h('a', { href: '#/' }, '← Boards')),
     title,
-    h('div', { class: 'row', role: 'group', 'aria-label': 'Day' },
-      h('button', { type: 'button', class: 'secondary', onclick: go(-1), 'aria-label': 'Previous day' }, '‹ Previous'),
-      h('button', { type: 'button', class: 'secondary', onclick: go(0) }, 'Today'),
-      h('button', { type: 'button', class: 'secondary', onclick: go(1), 'aria-label': 'Next day' }, 'Next ›')),
+    h('div', { class: 'row spread' },
+      h('div', { class: 'row', role: 'group', 'aria-label': `Move by ${unit}` },
+        h('button', { type: 'button', class: 'secondary', onclick: go(-1), id: 'cal-prev', 'aria-label': `Previous ${unit}` },
+          '‹ Previous'),
+        h('button', { type: 'button', class: 'secondary', onclick: go(0), id: 'cal-home' }, mode === 'week' ? 'This week' : 'Today'),
+        h('button', { type: 'button', class: 'secondary', onclick: go(1), id: 'cal-next', 'aria-label': `Next ${unit}` }, 'Next ›')),
+      h('nav', { class: 'row', 'aria-label': 'Calendar view' }, toggle('day', 'Day'), toggle('week', 'Week'))),
     h('p', { class: 'muted' }, `Times in ${zoneName()}. ${device.online ? 'The board is online.' : 'The board is offline.'}`),
     status,
-    grid);
+    body);
   await load();
   return () => {
     off();
     clearInterval(tick);
-    slotFeed.views.delete('calendar');
+    for (const key of [...slotFeed.views.keys()]) if (key.startsWith('calendar')) slotFeed.views.delete(key);
   };
 }

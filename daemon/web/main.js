@@ -4,13 +4,16 @@
 
 import { api, session, slotFeed } from './api.js';
 import { h, fill, toast, errorLine } from './ui.js';
-import { setZone, zoneName, clock, when, span } from './time.js';
+import { setZone, zoneName, clock, until, when, span } from './time.js';
 import { calendarView } from './calendar.js';
 import { sessionView } from './session.js';
 import { adminView } from './admin.js';
 
 const main = document.getElementById('main');
 const lab = { devices: [], health: {}, lab: { timezone: null, slot_minutes: 60 } };
+
+/** Why the server ended the sign-in, shown once on the sign-in page. */
+let signedOutBecause = '';
 
 /** What the page currently shows stops its timers and sockets through this. */
 let leave = () => {};
@@ -41,19 +44,21 @@ async function route() {
   leave = () => {};
   showNav();
   const hash = location.hash.replace(/^#/, '') || '/';
-  const [, page, arg] = hash.split('/');
+  const [, page, arg, view] = hash.split('/');
   if (!session.token) {
     signIn();
     return;
   }
   try {
     if (!lab.devices.length) await loadLab();
-    if (page === 'board') leave = await calendarView(main, lab, decodeURIComponent(arg || ''));
+    if (page === 'board') leave = await calendarView(main, lab, decodeURIComponent(arg || ''), view === 'week' ? 'week' : 'day');
     else if (page === 'session') leave = await sessionView(main, lab, decodeURIComponent(arg || ''));
     else if (page === 'bookings') leave = await myBookings();
     else if (page === 'admin') leave = await adminView(main, lab);
     else leave = await overview();
   } catch (error) {
+    // A refusal that ended the sign-in has already shown the sign-in page.
+    if (!session.token) return;
     fill(main, h('h2', {}, 'Something went wrong'), h('p', { class: 'error', role: 'alert' }, error.message));
   }
   main.focus({ preventScroll: true });
@@ -92,6 +97,8 @@ function signIn() {
       h('button', { type: 'button', id: 'register', class: 'secondary', onclick: (e) => submit(e, 'register') },
         'Register')));
   fill(main, form);
+  if (signedOutBecause) error.show(`You are signed out: ${signedOutBecause}`);
+  signedOutBecause = '';
   email.focus();
 }
 
@@ -156,7 +163,7 @@ async function myBookings() {
   const rows = answer.bookings.map((b) => {
     const running = Date.parse(b.start) <= Date.now();
     return h('tr', {},
-      h('td', {}, when(b.start)), h('td', {}, `${clock(b.start)}–${clock(b.end)}`), h('td', {}, b.device),
+      h('td', {}, when(b.start)), h('td', {}, `${clock(b.start)}–${until(b.end)}`), h('td', {}, b.device),
       h('td', { class: 'row' },
         running && h('a', { class: 'button', href: `#/session/${encodeURIComponent(b.device)}` }, 'Open session'),
         h('button', {
@@ -188,6 +195,9 @@ document.getElementById('logout').addEventListener('click', () => {
   location.hash = '#/';
   route();
 });
-window.addEventListener('signed-out', () => route());
+window.addEventListener('signed-out', (event) => {
+  signedOutBecause = event.detail;
+  route();
+});
 window.addEventListener('hashchange', route);
 route();

@@ -5,7 +5,7 @@
 
 import { api, session, socketUrl } from './api.js';
 import { h, fill, toast } from './ui.js';
-import { clock, span, zoneName } from './time.js';
+import { until, span, zoneName } from './time.js';
 import { Terminal } from './terminal.js';
 import { editor } from './editor.js';
 
@@ -164,7 +164,7 @@ export async function sessionView(main, lab, deviceId) {
         end('your slot is over.');
         return;
       }
-      state.textContent = `Your session ends at ${clock(booking.end)} (${zoneName()}): ${span(left)} left`;
+      state.textContent = `Your session ends at ${until(booking.end)} (${zoneName()}): ${span(left)} left`;
       for (const minutes of [5, 1]) {
         if (left <= minutes * 60000 && !warned.has(minutes)) {
           warned.add(minutes);

@@ -24,6 +24,15 @@ export function clock(iso) {
   return timeFormat.format(new Date(iso));
 }
 
+/**
+ * The end of a span of time: as `clock`, but "24:00" for a midnight end,
+ * so a slot that fills a day reads 00:00–24:00 rather than 00:00–00:00.
+ */
+export function until(iso) {
+  const time = clock(iso);
+  return time === '00:00' ? '24:00' : time;
+}
+
 /** "Mon 30 Nov" for a `YYYY-MM-DD` date (a calendar day, no zone). */
 export function day(date) {
   const [y, m, d] = date.split('-').map(Number);
@@ -40,6 +49,13 @@ export function when(iso) {
 export function addDays(date, n) {
   const [y, m, d] = date.split('-').map(Number);
   return new Date(Date.UTC(y, m - 1, d + n)).toISOString().slice(0, 10);
+}
+
+/** The Monday on or before `date` (`YYYY-MM-DD`): where its week starts. */
+export function weekStart(date) {
+  const [y, m, d] = date.split('-').map(Number);
+  const weekday = new Date(Date.UTC(y, m - 1, d)).getUTCDay();
+  return addDays(date, -((weekday + 6) % 7));
 }
 
 /** "1 h 05 min", "4:59", "0:07" for a span in milliseconds. */

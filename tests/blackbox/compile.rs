@@ -10,7 +10,7 @@ use crate::util::{Client, Daemon, Options};
 
 /// Debian's AVR toolchain (tests/rig/setup.sh installs it): compile, then
 /// turn the ELF into the `.hex` rerod looks for in `{build}`.
-const AVR_GCC: &str = r#"argv = ["sh", "-c", "avr-gcc -x c++ -mmcu=atmega328p -Os \"$0\" -o \"$1/sketch.elf\" && avr-objcopy -O ihex -R .eeprom \"$1/sketch.elf\" \"$1/sketch.hex\"", "{sketch}", "{build}"]"#;
+pub(crate) const AVR_GCC: &str = r#"argv = ["sh", "-c", "avr-gcc -x c++ -mmcu=atmega328p -Os \"$0\" -o \"$1/sketch.elf\" && avr-objcopy -O ihex -R .eeprom \"$1/sketch.elf\" \"$1/sketch.hex\"", "{sketch}", "{build}"]"#;
 
 const SKETCH: &str = "int main() { volatile int x = 0; for (;;) { x++; } }\n";
 

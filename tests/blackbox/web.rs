@@ -1,6 +1,6 @@
 //! The web app the daemon serves: `GET /` for browsers and API clients, its
-//! files' caching and compression, and two students driving it in headless
-//! chromium against the simulated Uno (tests/web/flow.mjs).
+//! files' caching and compression, and two students and an admin driving it
+//! in headless chromium against the simulated Uno (tests/web/flow.mjs).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rerod_devices::testkit;
 
+use crate::compile::AVR_GCC;
 use crate::devices::{Board, lab_config};
 use crate::util::{Daemon, Options};
 
@@ -71,13 +72,24 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("daemon/ has a parent").to_path_buf()
 }
 
+/// The admin the flow signs in as; `Daemon::host_account` gives it this password.
+const FLOW_ADMIN: &str = "head@example.com";
+
 #[test]
-fn two_students_book_flash_and_use_the_console_in_a_browser() {
+fn two_students_and_an_admin_use_the_lab_in_a_browser() {
     browser_tools();
     let board = Board::start(None);
-    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    // The rig has no Arduino core for every host, so sketches are compiled
+    // by avr-gcc alone, as in the compile tests.
+    let compiler = format!("[compilers.uno]\n{AVR_GCC}\ntimeout_secs = 30\n");
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, &compiler)));
+    // An admin made on the host, as a lab's first admin is.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(daemon.host_account(FLOW_ADMIN, true));
     let root = workspace_root();
     let shots = root.join("target/web-screenshots");
+    // Only this run's screenshots: an earlier run's would look like steps of this one.
+    let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).expect("screenshot folder");
     // The flow's output goes to a file, so a chatty run never blocks on a pipe.
     let log_path = shots.join("flow.log");
@@ -87,6 +99,8 @@ fn two_students_book_flash_and_use_the_console_in_a_browser() {
         .env("APP_URL", format!("http://{}", daemon.addr))
         .env("HELLO_HEX", testkit::rig_file("hello.hex"))
         .env("ECHO_HEX", testkit::rig_file("echo.hex"))
+        .env("ADMIN_EMAIL", FLOW_ADMIN)
+        .env("ADMIN_PASSWORD", "password1")
         .env("SHOTS", &shots)
         .stdout(log.try_clone().expect("flow log"))
         .stderr(log)

@@ -1,11 +1,17 @@
-// Two students in headless chromium against the real daemon and the
-// simulated Uno: A registers and books the slot in progress, B sees it
-// booked without reloading, A flashes hello.hex (watching the progress bar
-// and the board's greeting) and the echo firmware (typing a line and seeing
-// it back), B is told why an upload is refused, and A ends the session.
+// Two students and an admin in headless chromium against the real daemon
+// and the simulated Uno: A registers and books the slot in progress, B sees
+// it booked without reloading (and the admin, on the week calendar, too);
+// A flashes hello.hex (watching the progress bar and the board's greeting)
+// and the echo firmware (typing a line and seeing it back), then writes a
+// sketch with an error, follows the error to its line, fixes it, compiles
+// and uploads it; B is told why an upload is refused and books and cancels
+// on the week calendar by keyboard; A ends the session. The admin then
+// cancels B's booking, puts the board in maintenance and back, and disables
+// and re-enables B, whose page says it is signed out.
 //
-// Started by tests/blackbox/web.rs with APP_URL, HELLO_HEX, ECHO_HEX and
-// SHOTS (the screenshot folder) in its environment. Every wait is bounded.
+// Started by tests/blackbox/web.rs with APP_URL, HELLO_HEX, ECHO_HEX,
+// ADMIN_EMAIL, ADMIN_PASSWORD and SHOTS (the screenshot folder) in its
+// environment. Every wait is bounded.
 
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
@@ -51,6 +57,12 @@ async function register(page, email) {
   await page.waitForSelector('.cards .board');
 }
 
+async function signIn(page, email, password) {
+  await page.getByLabel('E-mail').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.click('#login');
+}
+
 function check(condition, message) {
   if (!condition) throw new Error(message);
 }
@@ -72,29 +84,74 @@ async function flash(page, file, what) {
     { timeout: 60000 });
 }
 
+/** A sketch for avr-gcc alone (the rig has no Arduino core): it greets on the UART at 115200. */
+function sketch(greeting) {
+  const notes = Array.from({ length: 30 }, (_, i) => `// Note ${i + 1}: long enough that the editor scrolls.`);
+  return [...notes,
+    '#include <avr/io.h>',
+    'static void put(const char *s) {',
+    '  while (*s) { while (!(UCSR0A & (1 << UDRE0))) {} UDR0 = *s++; }',
+    '}',
+    'int main() {',
+    '  UCSR0A = 1 << U2X0; UBRR0 = 16; UCSR0B = 1 << TXEN0;',
+    `  for (;;) { put(${greeting}); for (volatile long i = 0; i < 100000; i++) {} }`,
+    '}',
+    ''].join('\n');
+}
+const SKETCH_ERROR_LINE = 37;
+
+/** The line the editor's caret is on, and whether the editor has the focus and is scrolled. */
+function caret(page) {
+  return page.evaluate(() => {
+    const area = document.getElementById('code');
+    return {
+      line: area.value.slice(0, area.selectionStart).split('\n').length,
+      focused: document.activeElement === area,
+      scrolled: area.scrollTop > 0,
+    };
+  });
+}
+
 try {
   const a = await student('A', { width: 1200, height: 900 });
   // B uses a phone: the calendar and the session view must work at its width.
   const b = await student('B', { width: 390, height: 844 });
+  const admin = await student('admin', { width: 1200, height: 900 });
 
   await register(a, 'a@example.com');
   await shot(a, 'a-overview');
   await register(b, 'b@example.com');
+  await admin.goto(url);
+  await signIn(admin, process.env.ADMIN_EMAIL, process.env.ADMIN_PASSWORD);
+  await admin.waitForSelector('#nav-admin:visible');
 
   await a.goto(`${url}/#/board/${DEVICE}`);
   await b.goto(`${url}/#/board/${DEVICE}`);
+  await admin.goto(`${url}/#/board/${DEVICE}/week`);
   await a.waitForSelector('li[data-slot="0"][data-state="available"]');
   await b.waitForSelector('li[data-slot="0"][data-state="available"]');
+  const today = await a.getAttribute('li[data-slot="0"]', 'data-date');
+  const todayInWeek = `.week li[data-date="${today}"][data-slot="0"]`;
+  await admin.waitForSelector(`${todayInWeek}[data-state="available"]`);
+  check(await admin.locator('.week-day').count() === 7, 'the week calendar does not show seven days');
+  // The lab's slots fill a day: one ends at midnight, shown as 24:00.
+  const span = await b.textContent('li[data-slot="0"] .time');
+  check(span === '00:00–24:00', `a day-long slot reads ${span}`);
   await shot(b, 'b-calendar-free');
+  await shot(admin, 'admin-week-free');
 
   const booked = Date.now();
   await a.click('li[data-slot="0"] button');
   await a.waitForSelector('li[data-slot="0"][data-state="mine"]');
-  // B has not reloaded: the socket's slots_update redraws its calendar.
+  // Neither B nor the admin has reloaded: the socket's slots_update redraws
+  // B's day and the admin's week.
   await b.waitForSelector('li[data-slot="0"][data-state="booked"]', { timeout: 1000 });
   const seenAfter = Date.now() - booked;
+  await admin.waitForSelector(`${todayInWeek}[data-state="booked"]`, { timeout: 1000 });
+  const weekSeenAfter = Date.now() - booked;
   await shot(a, 'a-booked');
   await shot(b, 'b-sees-booked');
+  await shot(admin, 'admin-week-sees-booked');
 
   await a.click('li[data-slot="0"] a.button');
   await a.waitForSelector('#console-state:has-text("connected")');
@@ -114,6 +171,32 @@ try {
   check(echoed, 'the echo firmware never echoed a line');
   await shot(a, 'a-echo');
 
+  // The sketch editor: an error, linked to its line; then fixed and uploaded.
+  await a.click('summary:has-text("Write a sketch")');
+  await a.fill('#code', sketch('greeting'));
+  await a.click('#compile');
+  const diagnostic = a.locator('#compile-output a.diag.error').first();
+  await diagnostic.waitFor({ timeout: 60000 });
+  check((await diagnostic.textContent()).includes(`:${SKETCH_ERROR_LINE}:`),
+    `the error is not on line ${SKETCH_ERROR_LINE}: ${await diagnostic.textContent()}`);
+  await shot(a, 'a-sketch-error');
+  await diagnostic.click();
+  const at = await caret(a);
+  check(at.focused && at.line === SKETCH_ERROR_LINE && at.scrolled,
+    `clicking the error did not take the editor to line ${SKETCH_ERROR_LINE}: ${JSON.stringify(at)}`);
+  await shot(a, 'a-sketch-error-line');
+  await a.fill('#code', sketch('"sketch says hi\\r\\n"'));
+  await a.click('#compile');
+  await a.waitForFunction(() => !/^Compiling/.test(document.getElementById('compile-output').textContent), null,
+    { timeout: 60000 });
+  const compiled = await a.textContent('#compile-output');
+  check(await a.locator('#compile-output a.diag.error').count() === 0, `the fixed sketch did not compile: ${compiled}`);
+  await a.click('#upload-code');
+  await a.waitForFunction(() => /bytes in/.test(document.getElementById('upload-status').textContent), null,
+    { timeout: 90000 });
+  await terminalShows(a, 'sketch says hi', 20000);
+  await shot(a, 'a-sketch-runs');
+
   await b.goto(`${url}/#/session/${DEVICE}`);
   await b.waitForSelector('#firmware', { state: 'attached' });
   await b.setInputFiles('#firmware', process.env.HELLO_HEX);
@@ -124,17 +207,90 @@ try {
   const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 0, `the session view is ${overflow} px wider than a phone`);
 
+  // B's week, at phone width and by keyboard: Enter books tomorrow's slot,
+  // the focus stays on it, and Enter again cancels it.
+  await b.goto(`${url}/#/board/${DEVICE}`);
+  await b.click('#view-week');
+  await b.waitForSelector('.week .week-day');
+  const [y, m, d] = today.split('-').map(Number);
+  const tomorrow = `.week li[data-date="${new Date(Date.UTC(y, m - 1, d + 1)).toISOString().slice(0, 10)}"][data-slot="0"]`;
+  if (await b.locator(tomorrow).count() === 0) {
+    // Today is a Sunday: tomorrow is in the next week.
+    await b.click('#cal-next');
+    await b.waitForSelector(tomorrow);
+  }
+  await b.focus(`${tomorrow} button`);
+  await b.keyboard.press('Enter');
+  await b.waitForSelector(`${tomorrow}[data-state="mine"]`);
+  const keptFocus = await b.evaluate((sel) => document.activeElement === document.querySelector(`${sel} button`), tomorrow);
+  check(keptFocus, 'booking by keyboard lost the focus');
+  const weekOverflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(weekOverflow <= 0, `the week calendar is ${weekOverflow} px wider than a phone`);
+  await shot(b, 'b-week-booked-by-keyboard');
+  await b.keyboard.press('Enter');
+  await b.waitForSelector(`${tomorrow}[data-state="available"]`);
+
   await a.click('#end-session');
   await a.waitForSelector('#session-banner:has-text("Session ended")');
   await shot(a, 'a-session-ended');
 
+  // B takes the freed slot in progress; the admin cancels it.
+  await b.click('#cal-home');
+  await b.waitForSelector(`${todayInWeek}[data-state="available"]`);
+  await b.click(`${todayInWeek} button`);
+  await b.waitForSelector(`${todayInWeek}[data-state="mine"]`);
+
+  await admin.click('#nav-admin');
+  await admin.waitForSelector('caption:has-text("Accounts")');
+  for (const email of ['a@example.com', 'b@example.com', process.env.ADMIN_EMAIL]) {
+    check(await admin.locator(`td:text-is("${email}")`).count() > 0, `the accounts list lacks ${email}`);
+  }
+  await admin.waitForSelector('td:text-is("b@example.com") >> xpath=.. >> button:has-text("Cancel")');
+  await shot(admin, 'admin-page');
+  await admin.click('td:text-is("b@example.com") >> xpath=.. >> button:has-text("Cancel")');
+  await admin.waitForSelector('text=No bookings today.');
+  await b.waitForSelector(`${todayInWeek}[data-state="available"]`, { timeout: 1000 });
+  await shot(admin, 'admin-cancelled-b');
+  await shot(b, 'b-sees-cancelled');
+
+  // Maintenance on and off.
+  await admin.click(`button[aria-label="Put in maintenance ${DEVICE}"]`);
+  await admin.waitForSelector(`button[aria-label="End maintenance of ${DEVICE}"]`);
+  check(await admin.locator('td:text-matches("^maintenance")').count() > 0, 'the board\'s health does not say maintenance');
+  await shot(admin, 'admin-maintenance-on');
+  await admin.click(`button[aria-label="End maintenance of ${DEVICE}"]`);
+  await admin.waitForSelector(`button[aria-label="Put in maintenance ${DEVICE}"]`);
+  await shot(admin, 'admin-maintenance-off');
+
+  // Disabled, B is signed out at its next step and cannot sign in again.
+  await admin.click('button[aria-label="Disable b@example.com"]');
+  await admin.waitForSelector('button[aria-label="Enable b@example.com"]');
+  await shot(admin, 'admin-disabled-b');
+  await b.click('#nav a[href="#/bookings"]');
+  await b.waitForSelector('form #login');
+  await b.waitForSelector('p.error:has-text("disabled")');
+  check(await b.isHidden('#nav'), 'the disabled student still sees the signed-in menu');
+  await shot(b, 'b-signed-out-disabled');
+  await signIn(b, 'b@example.com', 'password123');
+  await b.waitForSelector('p.error:not(:has-text("signed out")):has-text("disabled")');
+  await shot(b, 'b-sign-in-refused');
+
+  await admin.click('button[aria-label="Enable b@example.com"]');
+  await admin.waitForSelector('button[aria-label="Disable b@example.com"]');
+  await signIn(b, 'b@example.com', 'password123');
+  // Signed in again, B lands on the page it was going to.
+  await b.waitForSelector('h2:text-is("My bookings")');
+  await shot(b, 'b-enabled-again');
+
   // Chromium logs every refused request as "Failed to load resource"; the
-  // one refusal this flow provokes (B's upload, 403) is expected and shown
-  // to B above. Anything else is a fault.
+  // refusals this flow provokes are B's (the upload without the slot, 403,
+  // and the requests of a disabled account, 403), each shown to B above.
+  // Anything else is a fault.
   const expected = 'B console: Failed to load resource: the server responded with a status of 403 (Forbidden)';
   const unexpected = problems.filter((p) => p !== expected);
   check(unexpected.length === 0, `the browser reported errors:\n${unexpected.join('\n')}`);
-  console.log(`web flow passed: B saw the booking after ${seenAfter} ms; refusal shown: ${refusal}`);
+  console.log(`web flow passed: B saw the booking after ${seenAfter} ms, the admin's week after ${weekSeenAfter} ms; `
+    + `refusal shown: ${refusal}`);
 } finally {
   await browser.close();
 }
