@@ -105,7 +105,12 @@ impl App {
                     "slot {} ({}–{} on {})",
                     slot.id,
                     slot.start_time.strftime("%H:%M"),
-                    slot.end_time.strftime("%H:%M"),
+                    // A slot that ends at midnight ends at 24:00 of its day, not 00:00.
+                    if slot.end_time == jiff::civil::Time::midnight() {
+                        "24:00".to_owned()
+                    } else {
+                        slot.end_time.strftime("%H:%M").to_string()
+                    },
                     slot.date
                 );
                 match holder {
@@ -301,6 +306,7 @@ mod tests {
         let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
         assert!(matches!(&err, AppError::Forbidden { needed_slot: Some(10), .. }), "{err}");
         assert!(err.to_string().contains("book it first"), "{err}");
+        assert!(err.to_string().contains("slot 10 (10:00–11:00 on 2026-11-24)"), "{err}");
 
         app.book(&user("a@x.org"), &device, date, 10).await.unwrap();
         app.book(&user("b@x.org"), &device, date, 11).await.unwrap();
@@ -309,6 +315,14 @@ mod tests {
         assert!(err.to_string().contains("someone else's session") && err.to_string().contains("slot 10"), "{err}");
         let admin = Principal { email: "root@x.org".into(), role: Role::Admin };
         assert_eq!(app.device_access(&admin, &device, "upload").unwrap(), Access::Admin);
+    }
+
+    #[tokio::test]
+    async fn a_slot_that_ends_at_midnight_is_named_as_ending_at_24_00() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", &format!("slot_minutes = 1440\n{ONE_BOARD}"));
+        let (device, _board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
+        assert!(err.to_string().contains("slot 0 (00:00–24:00 on 2026-11-24)"), "{err}");
     }
 
     #[tokio::test]
