@@ -86,13 +86,7 @@ async fn backup_under_load_restores_every_acknowledged_booking() {
     let before_backup = acknowledged.lock().unwrap().clone();
     let out = tempfile::tempdir().unwrap();
     let backup = out.path().join("backup.redb");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
-        .args(["backup", "--out"])
-        .arg(&backup)
-        .env("DATABASE_PATH", daemon.store_path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    backup_store(&daemon, &backup);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
@@ -139,13 +133,7 @@ async fn backup_file_is_readable_by_its_owner_only() {
     daemon.client().user("ada@example.com").await;
     let out = tempfile::tempdir().unwrap();
     let backup = out.path().join("backup.redb");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
-        .args(["backup", "--out"])
-        .arg(&backup)
-        .env("DATABASE_PATH", daemon.store_path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    backup_store(&daemon, &backup);
     let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "backup mode is {mode:o}");
 }
@@ -253,4 +241,15 @@ async fn full_disk_refuses_writes_serves_reads_and_recovers_without_restart() {
     assert_eq!(health["status"], "healthy", "{health}");
     assert_eq!(health["store"]["last_write_error"], json!(null));
     drop(daemon);
+}
+
+/// Runs `rerod backup --out to` on the daemon's store, as an admin would while it runs.
+fn backup_store(daemon: &Daemon, to: &std::path::Path) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .args(["backup", "--out"])
+        .arg(to)
+        .env("DATABASE_PATH", daemon.store_path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "rerod backup failed");
 }

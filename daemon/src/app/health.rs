@@ -164,13 +164,13 @@ impl App {
 
     /// Refuses a booking on a board that takes none (failing, maintenance).
     pub(super) fn check_takes_bookings(&self, device: &str) -> Result<(), AppError> {
-        match self.devices.board(device).map(|b| b.health()) {
-            Some(health) if !health.takes_bookings() => Err(AppError::DeviceUnavailable {
+        match self.board_health_flag(device) {
+            Some(health) => Err(AppError::DeviceUnavailable {
                 device: device.to_owned(),
                 health: health.as_str(),
                 reason: health.reason().map(str::to_owned),
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
