@@ -52,12 +52,16 @@ async fn upload_bodies_in_flight_share_one_bounded_budget() {
     let ada = c.user("ada@example.com").await;
     c.book_today(&ada).await;
     // One body of 1,500 bytes on its way (the client is slow to send it) ...
-    let mut slow = tokio::net::TcpStream::connect(c.addr).await.unwrap();
     let head = format!(
         "POST /devices/upload/uno-1 HTTP/1.1\r\nHost: rerod\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: 1500\r\nAuthorization: Bearer {ada}\r\n\r\n:"
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
+    let open_slow = || async {
+        let mut slow = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow
+    };
+    let mut slow = open_slow().await;
     // ... leaves no room for a second one: 503 at once, not more memory.
     let mut refused = None;
     for _ in 0..100 {
@@ -66,8 +70,13 @@ async fn upload_bodies_in_flight_share_one_bounded_budget() {
             refused = Some(r);
             break;
         }
-        // The slow body may not have reached the budget yet.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The slow body may not have reached the budget yet; or it reached it
+        // while this probe held it, and was the one refused (it then has an
+        // answer to read): send it again.
+        let mut answer = [0u8; 64];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), slow.read(&mut answer)).await {
+            slow = open_slow().await;
+        }
     }
     let r = refused.expect("a second body beyond the budget is refused");
     assert!(r.header("retry-after").is_some());

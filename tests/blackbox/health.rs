@@ -47,8 +47,10 @@ fn lab(specs: &[Spec<'_>]) -> String {
             POWER_RIG => format!("[\"sh\", \"-c\", \"kill -USR2 \\\"$(cat '{}')\\\"\"]", pid.display()),
             _ => "[\"true\"]".to_owned(),
         };
+        // READY comes every 500 ms; the allowance covers a simulated board
+        // slowed by the other tests sharing the machine's two cores.
         text.push_str(&format!(
-            "idle_firmware = \"{}\"\npower = {power}\n[devices.health]\nexpect = \"READY\"\ntimeout_secs = 3\n",
+            "idle_firmware = \"{}\"\npower = {power}\n[devices.health]\nexpect = \"READY\"\ntimeout_secs = 8\n",
             rig.join(idle).display()
         ));
         if let Some(port) = spec.webhook {

@@ -205,7 +205,8 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     // console holds the port again after the upload, typed bytes may be
     // lost (see devices.rs), so a few tries are allowed.
     let output = rero.run(&["upload", "--json", &rig_path("echo.hex")]);
-    let uploaded: UploadResponse = serde_json::from_slice(&output.stdout).expect("upload --json");
+    let uploaded: UploadResponse = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("upload --json: {e}; stderr: {}", String::from_utf8_lossy(&output.stderr)));
     assert!(uploaded.success);
     let echoed = (0..20).any(|i| {
         let line = format!("ping {i}\n");
