@@ -57,15 +57,15 @@ async fn a_transcript_is_downloaded_by_its_holder_and_refused_to_anyone_else() {
     assert_eq!(listed["count"], 1, "{listed}");
     let record = &listed["records"][0];
     let id = record["id"].as_str().unwrap().to_owned();
-    assert_eq!(id, format!("uno-1_{}_0", utc_date(0)));
+    // Named by the slot and a random tag: the calendar alone does not give it away.
+    let (slot, tag) = id.rsplit_once('_').unwrap();
+    assert_eq!(slot, format!("uno-1_{}_0", utc_date(0)));
+    assert!(tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     assert_eq!((record["holder"].as_str(), record["device"].as_str()), (Some("ada@example.com"), Some("uno-1")));
 
     // Both directions, timestamped; output arrives in the chunks the board sent it in.
     let lines = transcript_until(&c, &id, &ada, |lines| {
-        let text = |dir: &str| -> String {
-            lines.iter().filter(|l| l["dir"] == dir).map(|l| l["text"].as_str().unwrap()).collect()
-        };
-        text("in").contains("hello records\n") && text("out").contains("hello records\n")
+        text(lines, "in").contains("hello records\n") && text(lines, "out").contains("hello records\n")
     })
     .await;
     assert!(lines.iter().all(|l| l["at"].as_str().is_some_and(|at| at.ends_with('Z'))), "{lines:?}");
@@ -93,6 +93,7 @@ async fn a_transcript_is_downloaded_by_its_holder_and_refused_to_anyone_else() {
 
     // Ids name records and nothing else: no path leaves the records directory.
     for bad in [
+        format!("uno-1_{}_0", utc_date(0)).as_str(),
         "uno-1_2020-01-01_0",
         "..%2F..%2F..%2Fetc%2Fpasswd",
         "..%2Frerod.redb",
@@ -112,6 +113,75 @@ async fn a_transcript_is_downloaded_by_its_holder_and_refused_to_anyone_else() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join(&id).join("transcript.jsonl")), 0o600);
+}
+
+/// The text of a transcript's lines that went one way (`in` or `out`).
+fn text(lines: &[Value], dir: &str) -> String {
+    lines.iter().filter(|l| l["dir"] == dir).map(|l| l["text"].as_str().unwrap()).collect()
+}
+
+/// Regression: a record was named by its device, date and first slot, and
+/// belonged to whoever first held the slot. After a cancel and a rebook the
+/// next holder's console and uploads went into it, and the first holder read
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_booked_again_after_a_cancel_is_a_new_record_that_the_first_holder_cannot_read() {
+    let board = Board::start(Some("echo.hex"));
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let admin = daemon.host_account(ADMIN, true).await;
+    let echo = rig_bytes("echo.hex");
+
+    // Ada books the slot in progress, uses it, and cancels.
+    c.book_today(&ada).await;
+    let mut console = Console::open(&daemon, "uno-1", &ada).await;
+    c.upload("uno-1", &ada, "application/octet-stream", echo.clone()).await.expect(200);
+    console.echoes("typed by ada\n").await;
+    let listed = c.get_auth("/records", &ada).await.expect(200);
+    let ada_id = listed["records"][0]["id"].as_str().unwrap().to_owned();
+    transcript_until(&c, &ada_id, &ada, |l| text(l, "out").contains("typed by ada")).await;
+    c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
+    console.session_ends("cancelled").await;
+
+    // Bob books the same slot and uses it.
+    c.book_today(&bob).await;
+    let mut console = Console::open(&daemon, "uno-1", &bob).await;
+    c.upload("uno-1", &bob, "application/octet-stream", echo).await.expect(200);
+    console.echoes("typed by bob\n").await;
+    let listed = c.get_auth("/records", &bob).await.expect(200);
+    assert_eq!(listed["count"], 1, "bob's session is in his own records: {listed}");
+    let bob_id = listed["records"][0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(bob_id, ada_id);
+    assert_eq!(listed["records"][0]["holder"], "bob@example.com");
+    let bob_lines = transcript_until(&c, &bob_id, &bob, |l| text(l, "out").contains("typed by bob")).await;
+    assert!(!text(&bob_lines, "in").contains("typed by ada"), "{bob_lines:?}");
+
+    // Ada sees her own session and nothing of Bob's.
+    let listed = c.get_auth("/records", &ada).await.expect(200);
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["records"][0]["id"].as_str(), Some(ada_id.as_str()));
+    let ada_transcript = c.get_auth(&format!("/records/{ada_id}/transcript"), &ada).await;
+    let ada_lines = lines(&ada_transcript.body);
+    assert!(text(&ada_lines, "in").contains("typed by ada"), "{ada_lines:?}");
+    assert!(!text(&ada_lines, "in").contains("typed by bob"), "{ada_lines:?}");
+    for path in [format!("/records/{bob_id}"), format!("/records/{bob_id}/transcript")] {
+        assert_eq!(c.get_auth(&path, &ada).await.json()["code"], "not_your_record", "{path}");
+    }
+    // The id the calendar gives names no record, for anyone.
+    let guessed = format!("/records/uno-1_{}_0/transcript", utc_date(0));
+    for token in [&ada, &bob, &admin] {
+        assert_eq!(c.get_auth(&guessed, token).await.status, 404);
+    }
+
+    // Each record's upload log holds its own holder's upload only.
+    for (id, token, email) in [(&ada_id, &ada, "ada@example.com"), (&bob_id, &bob, "bob@example.com")] {
+        let detail = c.get_auth(&format!("/records/{id}"), token).await.expect(200);
+        let by: Vec<&str> = detail["uploads"].as_array().unwrap().iter().map(|u| u["by"].as_str().unwrap()).collect();
+        assert_eq!(by, [email], "{detail}");
+    }
+    assert_eq!(c.get_auth("/records?device=uno-1", &admin).await.expect(200)["count"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use crate::compile::{self, CompileError, Compiled};
 use crate::devices::{Board, BoardError, Owner, UploadRefused};
 use crate::metrics::UploadResult;
 use crate::records::Sha256;
+use crate::store::Booking;
 
 /// Sketch compilations at once; more wait their turn (they are CPU-heavy).
 pub(super) const MAX_COMPILES: usize = 2;
@@ -73,10 +74,15 @@ impl App {
         }
     }
 
+    /// The booking of `slot` on device `id`.
+    pub fn booking_of(&self, id: &str, slot: &Slot) -> Result<Option<Booking>, AppError> {
+        let bookings = self.store.bookings_on(id, slot.date)?;
+        Ok(bookings.into_iter().find(|b| b.key.slot == slot.id))
+    }
+
     /// Who holds the booking of `slot` on device `id`.
     pub fn holder(&self, id: &str, slot: &Slot) -> Result<Option<String>, AppError> {
-        let bookings = self.store.bookings_on(id, slot.date)?;
-        Ok(bookings.into_iter().find(|b| b.key.slot == slot.id).map(|b| b.email))
+        Ok(self.booking_of(id, slot)?.map(|b| b.email))
     }
 
     /// Whether `who` may upload to or open the console of `device` now: the

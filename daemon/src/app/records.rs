@@ -17,6 +17,7 @@ use super::{App, AppError, Principal, Role};
 use crate::booking::Slot;
 use crate::devices::{Board, ConsoleEvent};
 use crate::records::{Direction, RecordSummary, SessionId, SessionMeta, TranscriptLine, TranscriptWriter, UploadEntry};
+use crate::store::Booking;
 
 /// How often boards a reload added are looked for, and retention is checked.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(10);
@@ -40,31 +41,35 @@ pub(super) struct UploadNote {
 
 impl App {
     /// The session in progress on `device` at `now`: its holder, first slot
-    /// (back-to-back slots of one holder are one session) and the end of the
-    /// slot in progress.
+    /// (back-to-back slots of one holder are one session), the booking of
+    /// that first slot, and the end of the slot in progress.
     pub(crate) fn session_at(&self, device: &str, now: Timestamp) -> Option<(SessionMeta, Timestamp)> {
         let calendar = self.config().lab.calendar.clone();
         let slot = calendar.slot_at(now)?;
-        let holder = self.holder(device, &slot).ok()??;
-        let mut first: Slot = slot.clone();
+        let mut first: Booking = self.booking_of(device, &slot).ok()??;
+        let mut first_slot: Slot = slot.clone();
         // A day's worth of slots at most.
         for _ in 0..(24 * 60 / usize::from(calendar.slot_minutes().max(1))) {
-            let Some(before) =
-                first.start.checked_sub(jiff::SignedDuration::from_nanos(1)).ok().and_then(|t| calendar.slot_at(t))
+            let Some(before) = first_slot
+                .start
+                .checked_sub(jiff::SignedDuration::from_nanos(1))
+                .ok()
+                .and_then(|t| calendar.slot_at(t))
             else {
                 break;
             };
-            match self.holder(device, &before) {
-                Ok(Some(h)) if h == holder => first = before,
+            match self.booking_of(device, &before) {
+                Ok(Some(booking)) if booking.email == first.email => (first, first_slot) = (booking, before),
                 _ => break,
             }
         }
         let meta = SessionMeta {
             device: device.to_owned(),
-            date: first.date,
-            first_slot: first.id,
-            holder,
-            started_at_us: first.start.as_microsecond(),
+            date: first_slot.date,
+            first_slot: first_slot.id,
+            holder: first.email,
+            started_at_us: first_slot.start.as_microsecond(),
+            booked_at_us: Some(first.booked_at.as_microsecond()),
         };
         Some((meta, slot.end))
     }
@@ -102,8 +107,13 @@ impl App {
     pub fn enforce_retention(&self) {
         let config = self.config();
         let now = self.now();
-        let keep: Vec<SessionId> =
-            self.devices.boards().iter().filter_map(|b| self.session_at(&b.id, now)).map(|(m, _)| m.id()).collect();
+        let keep: Vec<SessionId> = self
+            .devices
+            .boards()
+            .iter()
+            .filter_map(|b| self.session_at(&b.id, now))
+            .filter_map(|(meta, _)| self.records.find(&meta).ok().flatten())
+            .collect();
         let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_micros(now.as_microsecond().max(0) as u64);
         match self.records.enforce_retention(now, config.records.max_age, config.records.max_total_bytes, &keep) {
             Ok(0) => {}
@@ -137,13 +147,15 @@ impl App {
             detail,
             duration_ms: took.as_millis() as u64,
         };
-        if let Err(error) = self.records.begin(&meta).and_then(|()| self.records.log_upload(&meta.id(), &entry)) {
+        if let Err(error) = self.records.begin(&meta).and_then(|id| self.records.log_upload(&id, &entry)) {
             tracing::warn!(%error, device, "could not log the upload in the session record");
         }
     }
 
     /// The records `who` may read: their own; an admin's, everyone's
-    /// (optionally only `device`'s or `user`'s).
+    /// (optionally only `device`'s or `user`'s). Untagged records, from
+    /// before a record was one booking's, may mix several holders'
+    /// sessions: only admins read those.
     pub fn records(
         &self,
         who: &Principal,
@@ -157,7 +169,7 @@ impl App {
             .into_iter()
             .filter(|r| match who.role {
                 Role::Admin => user.as_deref().is_none_or(|u| r.meta.holder == u),
-                Role::User => r.meta.holder == who.email,
+                Role::User => r.id.tag.is_some() && r.meta.holder == who.email,
             })
             .filter(|r| device.is_none_or(|d| r.meta.device == d))
             .collect())
@@ -170,12 +182,12 @@ impl App {
         let id = SessionId::parse(id).ok_or_else(unknown)?;
         let internal = |e: std::io::Error| AppError::Internal(format!("cannot read session record {id}: {e}"));
         let meta = self.records.meta(&id).map_err(internal)?.ok_or_else(unknown)?;
-        if who.role != Role::Admin && meta.holder != who.email {
+        if who.role != Role::Admin && (id.tag.is_none() || meta.holder != who.email) {
             return Err(AppError::NotYourRecord(id.to_string()));
         }
         let uploads = self.records.uploads(&id).map_err(internal)?;
         let transcript_bytes = self.records.transcript_len(&id);
-        let summary = RecordSummary { meta, transcript_bytes, n_uploads: uploads.len() };
+        let summary = RecordSummary { id: id.clone(), meta, transcript_bytes, n_uploads: uploads.len() };
         Ok((id, RecordDetail { summary, uploads }))
     }
 
@@ -265,13 +277,14 @@ fn look_up(app: &App, device: &str, now: Timestamp) -> Lookup {
     let slot_end = config.lab.calendar.slot_at(now).map(|slot| slot.end);
     let until = slot_end.unwrap_or_else(|| now.saturating_add(jiff::SignedDuration::from_mins(1)).unwrap_or(now));
     let current = app.session_at(device, now).and_then(|(meta, _)| {
-        let id = meta.id();
-        let opened =
-            app.records.begin(&meta).and_then(|()| app.records.transcript(&id, config.records.max_transcript_bytes));
+        let opened = app.records.begin(&meta).and_then(|id| {
+            let writer = app.records.transcript(&id, config.records.max_transcript_bytes)?;
+            Ok(Current { id, writer })
+        });
         match opened {
-            Ok(writer) => Some(Current { id, writer }),
+            Ok(current) => Some(current),
             Err(error) => {
-                tracing::warn!(%error, device, session = %id, "could not open the session record");
+                tracing::warn!(%error, device, holder = %meta.holder, "could not open the session record");
                 None
             }
         }
@@ -320,7 +333,7 @@ mod tests {
         assert_eq!((meta.holder.as_str(), meta.first_slot), ("a@x.org", 10));
         assert_eq!(until, "2026-11-24T11:00:00Z".parse().unwrap());
         clock.set("2026-11-24T11:59:00Z".parse().unwrap());
-        assert_eq!(app.session_at("arm-1", app.now()).unwrap().0.id().to_string(), "arm-1_2026-11-24_10");
+        assert_eq!(app.session_at("arm-1", app.now()).unwrap().0.first_slot, 10);
         clock.set("2026-11-24T12:00:00Z".parse().unwrap());
         assert!(app.session_at("arm-1", app.now()).is_none());
     }
@@ -334,20 +347,54 @@ mod tests {
             first_slot: 10,
             holder: "a@x.org".into(),
             started_at_us: 0,
+            booked_at_us: Some(0),
         };
-        app.records.begin(&meta).unwrap();
-        let id = meta.id().to_string();
+        let id = app.records.begin(&meta).unwrap().to_string();
         let admin = Principal { email: "admin@x.org".into(), role: Role::Admin };
         assert_eq!(app.record(&user("a@x.org"), &id).unwrap().1.summary.meta, meta);
         assert!(app.record(&admin, &id).is_ok());
         assert_eq!(app.record(&user("b@x.org"), &id).unwrap_err().kind(), ErrorKind::NotYourRecord);
         assert_eq!(app.record_transcript(&user("b@x.org"), &id).unwrap_err().kind(), ErrorKind::NotYourRecord);
-        for unknown in ["arm-1_2026-11-24_11", "../../etc/passwd", "arm-1_2026-11-24_10/..", ""] {
+        for unknown in ["arm-1_2026-11-24_10", "arm-1_2026-11-24_11", "../../etc/passwd", "arm-1_2026-11-24_10/..", ""]
+        {
             assert_eq!(app.record(&admin, unknown).unwrap_err().kind(), ErrorKind::RecordNotFound, "{unknown:?}");
         }
         assert_eq!(app.records(&user("a@x.org"), None, None).unwrap().len(), 1);
         assert!(app.records(&user("b@x.org"), None, None).unwrap().is_empty());
         assert_eq!(app.records(&admin, Some("arm-1"), Some("A@x.org")).unwrap().len(), 1);
         assert!(app.records(&admin, Some("arm-2"), None).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_from_before_tags_is_for_admins_only() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let legacy = app.records.path().join("arm-1_2026-11-24_10");
+        std::fs::create_dir(&legacy).unwrap();
+        let meta = r#"{"device":"arm-1","date":"2026-11-24","first_slot":10,"holder":"a@x.org","started_at_us":0}"#;
+        std::fs::write(legacy.join("session.json"), meta).unwrap();
+        let admin = Principal { email: "admin@x.org".into(), role: Role::Admin };
+        assert!(app.record(&admin, "arm-1_2026-11-24_10").is_ok());
+        assert_eq!(app.records(&admin, None, None).unwrap().len(), 1);
+        // It may hold later holders' sessions too: not even its first holder reads it.
+        let first = user("a@x.org");
+        assert_eq!(app.record(&first, "arm-1_2026-11-24_10").unwrap_err().kind(), ErrorKind::NotYourRecord);
+        assert!(app.records(&first, None, None).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_slot_booked_again_after_a_cancel_is_a_new_session() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
+        let (device, _) = app.board(&DeviceRef::Number(0)).unwrap();
+        let date = jiff::civil::date(2026, 11, 24);
+        for email in ["a@x.org", "b@x.org"] {
+            app.register(email, "password1", LOCALHOST).await.unwrap();
+        }
+        app.book(&user("a@x.org"), &device, date, 10).await.unwrap();
+        let (a, _) = app.session_at("arm-1", app.now()).unwrap();
+        app.cancel(&user("a@x.org"), &device, date, 10).await.unwrap();
+        app.book(&user("b@x.org"), &device, date, 10).await.unwrap();
+        let (b, _) = app.session_at("arm-1", app.now()).unwrap();
+        assert_eq!((a.holder.as_str(), b.holder.as_str()), ("a@x.org", "b@x.org"));
+        assert_ne!(app.records.begin(&a).unwrap(), app.records.begin(&b).unwrap());
     }
 }

@@ -3,7 +3,8 @@
 //! retention by age and total size.
 //!
 //! Layout: one directory per session, named by its [`SessionId`] (device,
-//! date, first slot), holding `session.json` (whose session it is),
+//! date, first slot and a random tag), holding `session.json` (whose session
+//! it is: the holder and the booking that made it theirs),
 //! `transcript.jsonl` (console traffic, both directions) and `uploads.jsonl`
 //! (one line per upload). Directories are 0700 and files 0600: a transcript
 //! is whatever a student typed and their program printed.
@@ -12,6 +13,13 @@
 //! timestamped entry, so a file is appended to without reading it, a crash
 //! loses at most the last line, bytes that are not UTF-8 fit (as base64),
 //! and `jq`/`grep` read it as it is.
+//!
+//! A record belongs to exactly one booking. A slot that is cancelled and
+//! booked again, by the same student or another, starts a new record with a
+//! new tag: the calendar names the slot, never the record, so no one finds
+//! another holder's session by guessing its id. Records written before tags
+//! existed (`<device>_<date>_<slot>`) may hold several holders' sessions;
+//! the app shows them to admins only.
 //!
 //! Architecture invariant: this module knows files and its own line
 //! formats only; who may read a record, and when a session begins, is the
@@ -37,19 +45,26 @@ const SESSION_FILE: &str = "session.json";
 const TRANSCRIPT_FILE: &str = "transcript.jsonl";
 const UPLOADS_FILE: &str = "uploads.jsonl";
 
-/// One session on one device: its device, the date and its first slot.
+/// One session on one device: its device, the date, its first slot and the
+/// record's random tag (`None` for a record from before tags existed).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId {
     pub device: String,
     pub date: Date,
     pub first_slot: u16,
+    pub tag: Option<u128>,
 }
 
 impl SessionId {
-    /// Reads `<device>_<YYYY-MM-DD>_<slot>`; anything else (a `/`, `..`, a
-    /// character a device id cannot have) is refused.
+    /// Reads `<device>_<YYYY-MM-DD>_<slot>_<32 hex digits>` (or the untagged
+    /// form of older records); anything else (a `/`, `..`, a character a
+    /// device id cannot have) is refused.
     pub fn parse(text: &str) -> Option<SessionId> {
-        let mut parts = text.rsplitn(3, '_');
+        let (rest, tag) = match text.rsplit_once('_') {
+            Some((rest, tag)) if tag.len() == 32 => (rest, Some(u128::from_str_radix(tag, 16).ok()?)),
+            _ => (text, None),
+        };
+        let mut parts = rest.rsplitn(3, '_');
         let slot = parts.next()?;
         let date = parts.next()?;
         let device = parts.next()?;
@@ -61,15 +76,25 @@ impl SessionId {
         if !(device_ok && slot_ok && date_ok) {
             return None;
         }
-        let id = SessionId { device: device.to_owned(), date: date.parse().ok()?, first_slot: slot.parse().ok()? };
-        // Only the canonical spelling names a record (no `0009` for `9`).
+        let id = SessionId { device: device.to_owned(), date: date.parse().ok()?, first_slot: slot.parse().ok()?, tag };
+        // Only the canonical spelling names a record (no `0009` for `9`, no upper-case tag).
         (id.to_string() == text).then_some(id)
+    }
+
+    /// The part of the id the calendar gives away: every record of this
+    /// device, date and first slot starts with it.
+    fn slot_prefix(device: &str, date: Date, first_slot: u16) -> String {
+        format!("{device}_{date}_{first_slot}")
     }
 }
 
 impl std::fmt::Display for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}_{}_{}", self.device, self.date, self.first_slot)
+        f.write_str(&SessionId::slot_prefix(&self.device, self.date, self.first_slot))?;
+        match self.tag {
+            Some(tag) => write!(f, "_{tag:032x}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -103,11 +128,18 @@ pub struct SessionMeta {
     pub first_slot: u16,
     pub holder: String,
     pub started_at_us: i64,
+    /// When the holder booked the first slot: with the holder, it tells one
+    /// booking of a slot from the next after a cancel. (Absent in records
+    /// from before tags existed.)
+    #[serde(default)]
+    pub booked_at_us: Option<i64>,
 }
 
 impl SessionMeta {
-    pub fn id(&self) -> SessionId {
-        SessionId { device: self.device.clone(), date: self.date, first_slot: self.first_slot }
+    /// Whether `other` is the same session: the same booking of the same slot.
+    fn same_session(&self, other: &SessionMeta) -> bool {
+        (&self.device, self.date, self.first_slot, &self.holder, self.booked_at_us)
+            == (&other.device, other.date, other.first_slot, &other.holder, other.booked_at_us)
     }
 
     pub fn started_at(&self) -> Timestamp {
@@ -162,6 +194,7 @@ pub struct UploadEntry {
 /// A record as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordSummary {
+    pub id: SessionId,
     pub meta: SessionMeta,
     pub transcript_bytes: u64,
     pub n_uploads: usize,
@@ -171,6 +204,9 @@ pub struct RecordSummary {
 #[derive(Debug)]
 pub struct Records {
     root: PathBuf,
+    /// Held while a record is looked for and begun, so two writers of one
+    /// session (its recorder and an upload) never begin two records.
+    beginning: std::sync::Mutex<()>,
 }
 
 fn create_dir(path: &Path) -> io::Result<()> {
@@ -193,7 +229,7 @@ impl Records {
     /// Opens (creating, 0700) the records directory.
     pub fn open(root: &Path) -> io::Result<Records> {
         create_dir(root)?;
-        Ok(Records { root: root.to_owned() })
+        Ok(Records { root: root.to_owned(), beginning: std::sync::Mutex::new(()) })
     }
 
     pub fn path(&self) -> &Path {
@@ -204,17 +240,43 @@ impl Records {
         self.root.join(id.to_string())
     }
 
-    /// Starts the record of a session (nothing happens if it exists: a
-    /// restart in the middle of a session goes on with the same record).
-    pub fn begin(&self, meta: &SessionMeta) -> io::Result<()> {
-        let dir = self.dir(&meta.id());
-        create_dir(&dir)?;
-        let path = dir.join(SESSION_FILE);
-        if path.exists() {
-            return Ok(());
+    /// The record of `meta`'s session: the one begun before (a restart in
+    /// the middle of a session goes on with it), or a new one under a fresh
+    /// random tag.
+    pub fn begin(&self, meta: &SessionMeta) -> io::Result<SessionId> {
+        let _beginning = self.beginning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = self.find(meta)? {
+            return Ok(id);
         }
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        file.write_all(&serde_json::to_vec(meta).expect("session metadata always serializes"))
+        let id = SessionId {
+            device: meta.device.clone(),
+            date: meta.date,
+            first_slot: meta.first_slot,
+            tag: Some(random_tag()?),
+        };
+        let dir = self.dir(&id);
+        // Not recursive: a tag already taken is an error, never a shared record.
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.join(SESSION_FILE))?;
+        file.write_all(&serde_json::to_vec(meta).expect("session metadata always serializes"))?;
+        Ok(id)
+    }
+
+    /// The record already begun for `meta`'s session, if any.
+    pub fn find(&self, meta: &SessionMeta) -> io::Result<Option<SessionId>> {
+        let prefix = format!("{}_", SessionId::slot_prefix(&meta.device, meta.date, meta.first_slot));
+        for entry in fs::read_dir(&self.root)? {
+            let name = entry?.file_name();
+            // Untagged records are not any one booking's: no session goes on in one.
+            let Some(id) = name.to_str().filter(|n| n.starts_with(&prefix)).and_then(SessionId::parse) else {
+                continue;
+            };
+            if id.tag.is_some() && self.meta(&id)?.is_some_and(|m| m.same_session(meta)) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// The transcript of a begun session, for appending; `limit` bounds its size.
@@ -274,7 +336,7 @@ impl Records {
             let Ok(Some(meta)) = self.meta(&id) else { continue };
             let transcript_bytes = self.transcript_len(&id);
             let n_uploads = self.uploads(&id).map_or(0, |u| u.len());
-            out.push(RecordSummary { meta, transcript_bytes, n_uploads });
+            out.push(RecordSummary { id, meta, transcript_bytes, n_uploads });
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.meta.started_at_us));
         Ok(out)
@@ -316,6 +378,14 @@ impl Records {
         }
         Ok(removed)
     }
+}
+
+/// A fresh random tag for a new record.
+fn random_tag() -> io::Result<u128> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(u128::from_le_bytes(bytes))
 }
 
 /// Whether the last line of the transcript at `path` is the marker of a cut.

@@ -10,6 +10,7 @@ fn meta(device: &str, slot: u16, holder: &str) -> SessionMeta {
         first_slot: slot,
         holder: holder.into(),
         started_at_us: i64::from(slot) * 1_000_000,
+        booked_at_us: Some(1_000),
     }
 }
 
@@ -25,9 +26,12 @@ fn out(text: &str) -> TranscriptLine {
 
 #[test]
 fn ids_round_trip_and_nothing_else_parses() {
-    let id = SessionId { device: "arm_1".into(), date: jiff::civil::date(2026, 11, 24), first_slot: 9 };
-    assert_eq!(id.to_string(), "arm_1_2026-11-24_9");
-    assert_eq!(SessionId::parse("arm_1_2026-11-24_9"), Some(id));
+    let date = jiff::civil::date(2026, 11, 24);
+    let id = SessionId { device: "arm_1".into(), date, first_slot: 9, tag: Some(0xabc) };
+    assert_eq!(id.to_string(), "arm_1_2026-11-24_9_00000000000000000000000000000abc");
+    assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+    let old = SessionId { device: "arm_1".into(), date, first_slot: 9, tag: None };
+    assert_eq!(SessionId::parse("arm_1_2026-11-24_9"), Some(old), "records from before tags");
     for bad in [
         "",
         "..",
@@ -41,9 +45,40 @@ fn ids_round_trip_and_nothing_else_parses() {
         "arm%2F1_2026-11-24_9",
         "arm.1_2026-11-24_9",
         "/tmp_2026-11-24_9",
+        "arm-1_2026-11-24_9_00000000000000000000000000000ABC",
+        "arm-1_2026-11-24_9_0000000000000000000000000000abc",
+        "arm-1_2026-11-24_9_0000000000000000000000000000zabc",
+        "arm-1_2026-11-24_9_+0000000000000000000000000000abc",
     ] {
         assert_eq!(SessionId::parse(bad), None, "{bad:?}");
     }
+}
+
+#[test]
+fn a_slot_booked_again_is_a_new_record_that_no_one_can_name_from_the_calendar() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let first = meta("arm-1", 10, "a@x.org");
+    let a = records.begin(&first).unwrap();
+    assert_eq!(records.begin(&first).unwrap(), a, "the same booking goes on in its record");
+    assert_eq!(records.find(&first).unwrap(), Some(a.clone()));
+    // Cancelled, then booked again: by someone else, or by the same holder.
+    let other = SessionMeta { holder: "b@x.org".into(), booked_at_us: Some(2_000), ..first.clone() };
+    let again = SessionMeta { booked_at_us: Some(3_000), ..first.clone() };
+    let b = records.begin(&other).unwrap();
+    let c = records.begin(&again).unwrap();
+    assert!(a != b && b != c && a != c, "{a} {b} {c}");
+    assert_eq!(records.meta(&b).unwrap().unwrap().holder, "b@x.org");
+    for id in [&a, &b, &c] {
+        assert!(id.to_string().starts_with("arm-1_2026-11-24_10_"), "{id}");
+        assert_ne!(id.tag, None);
+    }
+    assert_eq!(records.list().unwrap().len(), 3);
+    // A record from before tags is never taken up by a new session.
+    let legacy = SessionId { tag: None, ..a.clone() };
+    fs::create_dir(records.path().join(legacy.to_string())).unwrap();
+    fs::write(records.path().join(legacy.to_string()).join(SESSION_FILE), serde_json::to_vec(&other).unwrap()).unwrap();
+    assert_eq!(records.find(&other).unwrap(), Some(b));
 }
 
 #[test]
@@ -51,10 +86,9 @@ fn records_are_private_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let records = Records::open(&dir.path().join("records")).unwrap();
     let m = meta("arm-1", 10, "a@x.org");
-    records.begin(&m).unwrap();
-    records.begin(&meta("arm-1", 10, "someone@else.org")).unwrap();
-    assert_eq!(records.meta(&m.id()).unwrap(), Some(m.clone()), "a second begin keeps the first");
-    let mut transcript = records.transcript(&m.id(), 1 << 20).unwrap();
+    let id = records.begin(&m).unwrap();
+    assert_eq!(records.meta(&id).unwrap(), Some(m.clone()));
+    let mut transcript = records.transcript(&id, 1 << 20).unwrap();
     transcript.write(&out("hello\n")).unwrap();
     let entry = UploadEntry {
         at: "2026-11-24T10:31:00.000000Z".into(),
@@ -66,34 +100,33 @@ fn records_are_private_and_read_back() {
         detail: String::new(),
         duration_ms: 5,
     };
-    records.log_upload(&m.id(), &entry).unwrap();
-    assert_eq!(records.uploads(&m.id()).unwrap(), vec![entry]);
-    let text = String::from_utf8(records.read_transcript(&m.id()).unwrap()).unwrap();
+    records.log_upload(&id, &entry).unwrap();
+    assert_eq!(records.uploads(&id).unwrap(), vec![entry]);
+    let text = String::from_utf8(records.read_transcript(&id).unwrap()).unwrap();
     assert_eq!(serde_json::from_str::<TranscriptLine>(text.trim_end()).unwrap(), out("hello\n"));
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(records.path()), 0o700);
-    let session = records.path().join(m.id().to_string());
+    let session = records.path().join(id.to_string());
     assert_eq!(mode(&session), 0o700);
     for file in [SESSION_FILE, TRANSCRIPT_FILE, UPLOADS_FILE] {
         assert_eq!(mode(&session.join(file)), 0o600, "{file}");
     }
     let listed = records.list().unwrap();
     assert_eq!((listed.len(), listed[0].n_uploads), (1, 1));
-    assert_eq!(records.meta(&SessionId::parse("arm-1_2026-11-24_11").unwrap()).unwrap(), None);
+    assert_eq!(records.meta(&SessionId::parse("arm-1_2026-11-24_10").unwrap()).unwrap(), None);
 }
 
 #[test]
 fn a_transcript_stops_at_its_limit_with_a_marker() {
     let dir = tempfile::tempdir().unwrap();
     let records = Records::open(dir.path()).unwrap();
-    let m = meta("arm-1", 10, "a@x.org");
-    records.begin(&m).unwrap();
-    let mut transcript = records.transcript(&m.id(), 300).unwrap();
+    let id = records.begin(&meta("arm-1", 10, "a@x.org")).unwrap();
+    let mut transcript = records.transcript(&id, 300).unwrap();
     for _ in 0..20 {
         transcript.write(&out("0123456789")).unwrap();
     }
     assert!(transcript.is_full());
-    let bytes = records.read_transcript(&m.id()).unwrap();
+    let bytes = records.read_transcript(&id).unwrap();
     let lines: Vec<TranscriptLine> =
         bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
     assert!(lines.last().unwrap().truncated);
@@ -101,10 +134,10 @@ fn a_transcript_stops_at_its_limit_with_a_marker() {
     // The marker may pass the limit by its own length, never more.
     assert!(bytes.len() < 300 + 200, "{}", bytes.len());
     // Opened again (a new lookup of the same session), it stays cut.
-    let mut again = records.transcript(&m.id(), 300).unwrap();
+    let mut again = records.transcript(&id, 300).unwrap();
     assert!(again.is_full());
     again.write(&out("x")).unwrap();
-    assert_eq!(records.read_transcript(&m.id()).unwrap(), bytes);
+    assert_eq!(records.read_transcript(&id).unwrap(), bytes);
 }
 
 #[test]
@@ -112,22 +145,22 @@ fn retention_removes_the_oldest_and_keeps_sessions_in_progress() {
     let dir = tempfile::tempdir().unwrap();
     let records = Records::open(dir.path()).unwrap();
     let now = SystemTime::now();
+    let mut ids = Vec::new();
     for slot in [8u16, 9, 10] {
-        let m = meta("arm-1", slot, "a@x.org");
-        records.begin(&m).unwrap();
-        let mut transcript = records.transcript(&m.id(), 1 << 20).unwrap();
+        let id = records.begin(&meta("arm-1", slot, "a@x.org")).unwrap();
+        let mut transcript = records.transcript(&id, 1 << 20).unwrap();
         transcript.write(&out(&"x".repeat(1000))).unwrap();
         // Each record last changed a minute after the one before.
         let changed = now - Duration::from_secs(60 * u64::from(11 - slot));
-        for file in fs::read_dir(records.path().join(m.id().to_string())).unwrap() {
+        for file in fs::read_dir(records.path().join(id.to_string())).unwrap() {
             File::options().append(true).open(file.unwrap().path()).unwrap().set_modified(changed).unwrap();
         }
+        ids.push(id);
     }
-    let id = |slot| meta("arm-1", slot, "").id();
     // Nothing is too old or too big.
     assert_eq!(records.enforce_retention(now, Duration::from_secs(3600), 1 << 20, &[]).unwrap(), 0);
     // Over the size: the oldest go first, but not one still in progress.
-    assert_eq!(records.enforce_retention(now, Duration::from_secs(3600), 1500, &[id(8)]).unwrap(), 2);
+    assert_eq!(records.enforce_retention(now, Duration::from_secs(3600), 1500, &[ids[0].clone()]).unwrap(), 2);
     let left: Vec<u16> = records.list().unwrap().iter().map(|r| r.meta.first_slot).collect();
     assert_eq!(left, vec![8]);
     // Too old.

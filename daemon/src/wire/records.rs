@@ -11,7 +11,8 @@ use crate::store::AuditEntry;
 /// One session's record as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordJson {
-    /// `<device>_<date>_<first slot>`: the path segment of its routes.
+    /// `<device>_<date>_<first slot>_<random tag>`: the path segment of its
+    /// routes (untagged in records from before tags existed).
     pub id: String,
     pub device: String,
     pub date: String,
@@ -26,7 +27,7 @@ impl RecordJson {
     pub fn new(record: &RecordSummary) -> RecordJson {
         let meta = &record.meta;
         RecordJson {
-            id: meta.id().to_string(),
+            id: record.id.to_string(),
             device: meta.device.clone(),
             date: meta.date.to_string(),
             first_slot: meta.first_slot,

@@ -130,7 +130,12 @@ pub(super) fn schemas() -> Map<String, Value> {
             "type": "object",
             "required": ["id", "device", "date", "first_slot", "holder", "started_at", "transcript_bytes", "uploads"],
             "properties": {
-                "id": string, "device": string, "date": { "type": "string", "format": "date" },
+                "id": {
+                    "type": "string",
+                    "description": "<device>_<date>_<first slot>_<random tag>: one booking's session; \
+                        a slot booked again after a cancel is a new record with a new tag",
+                },
+                "device": string, "date": { "type": "string", "format": "date" },
                 "first_slot": integer, "holder": string, "started_at": utc,
                 "transcript_bytes": integer, "uploads": { "type": "integer", "description": "Uploads logged" },
             },
@@ -220,7 +225,7 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
         ],
     );
     let record = RecordJson {
-        id: s("arm-1_2026-11-24_9"),
+        id: s("arm-1_2026-11-24_9_5c1f0e2a9b7d4c3e8f6a1b2c3d4e5f60"),
         device: s("arm-1"),
         date: s("2026-11-24"),
         first_slot: 9,
