@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod booking;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod compile;
 pub mod config;

@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use crate::util::{Daemon, utc_date};
+use crate::util::{Daemon, Options, UNCAPPED_LAB, utc_date};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_bookings_and_tokens_survive_kill_9() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start_with(Options::config(UNCAPPED_LAB));
     let c = daemon.client();
     let token = c.user("ada@example.com").await;
     let bob = c.user("bob@example.com").await;

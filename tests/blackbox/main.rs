@@ -12,6 +12,7 @@ mod compile_queue;
 mod concurrency;
 mod devices;
 mod durability;
+mod fair_share;
 mod health;
 mod http_api;
 mod operations;

@@ -47,6 +47,10 @@ impl Options {
 /// A lab in UTC, so tests can reason about dates with the system clock.
 pub const UTC_LAB: &str = "[lab]\ntimezone = \"UTC\"\n";
 
+/// [`UTC_LAB`] without the per-student booking caps, for tests of other
+/// things that book many slots as one student.
+pub const UNCAPPED_LAB: &str = "[lab]\ntimezone = \"UTC\"\nmax_active_bookings = 0\nmax_bookings_per_day = 0\n";
+
 impl Daemon {
     /// Starts rerod with a UTC lab and otherwise default settings.
     pub fn start() -> Daemon {
@@ -128,7 +132,7 @@ impl Daemon {
     }
 
     pub fn client(&self) -> Client {
-        Client { addr: self.addr }
+        Client { addr: self.addr, from: None }
     }
 
     /// Runs `rerod user ARGS...` on the host, as the lab admin would, with the
@@ -262,26 +266,79 @@ impl Resp {
     }
 }
 
+/// How long a poll waits for what it expects before the test fails.
+const EVENTUALLY: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it gives `Some`, and answers that; fails the test,
+/// saying it waited for `what`, if that takes longer than [`EVENTUALLY`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited {EVENTUALLY:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A minimal HTTP/1.1 client: one connection per request.
 #[derive(Clone, Copy, Debug)]
 pub struct Client {
     pub addr: SocketAddr,
+    /// The loopback address to connect from (127.0.0.1 when unset).
+    pub from: Option<std::net::IpAddr>,
+}
+
+/// A TCP connection to `addr`, from the loopback address `from` when given
+/// (Linux answers on all of 127.0.0.0/8): a second client address.
+pub async fn connect_from(addr: SocketAddr, from: Option<std::net::IpAddr>) -> tokio::net::TcpStream {
+    let Some(from) = from else { return tokio::net::TcpStream::connect(addr).await.expect("connecting to rerod") };
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(from, 0)).expect("binding a loopback address");
+    socket.connect(addr).await.expect("connecting to rerod")
 }
 
 impl Client {
+    /// The same client, connecting from another loopback address.
+    pub fn from(self, ip: &str) -> Client {
+        Client { from: Some(ip.parse().expect("an IP address")), ..self }
+    }
+
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connecting to rerod");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        self.try_request(method, path, headers, body.into()).await.expect("sending the request")
+    }
+
+    /// [`Client::request`], for a server that may close the connection
+    /// before answering (a refused connection): `Err` then.
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Resp, hyper::Error> {
+        let stream = connect_from(self.addr, self.from).await;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = Request::builder().method(method).uri(path).header("host", self.addr.to_string());
         for (name, value) in headers {
             req = req.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
-        let req = req.body(Full::new(body.into())).expect("request");
-        let response = sender.send_request(req).await.expect("sending request");
+        let req = req.body(Full::new(body)).expect("request");
+        let response = sender.send_request(req).await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("reading body").to_bytes();
-        Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+        let body = body.collect().await?.to_bytes();
+        Ok(Resp { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
+    /// The status of `GET path`, or `None` when the connection closed first.
+    pub async fn get_if_served(&self, path: &str) -> Option<u16> {
+        self.try_request(Method::GET, path, &[], Bytes::new()).await.ok().map(|r| r.status)
     }
 
     pub async fn get(&self, path: &str) -> Resp {

@@ -309,7 +309,7 @@ async fn a_message_sent_together_with_the_handshake_is_answered() {
 }
 
 #[tokio::test]
-async fn websocket_upgrades_beyond_the_cap_get_503() {
+async fn feeds_beyond_their_cap_get_503_and_consoles_still_open() {
     let config = format!(
         "{}[server]\nmax_websocket_connections = 1\n[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/rerod-test-absent\"\n",
         crate::util::UTC_LAB
@@ -317,17 +317,19 @@ async fn websocket_upgrades_beyond_the_cap_get_503() {
     let daemon = Daemon::start_with(crate::util::Options::config(&config));
     let mut first = daemon.ws("/slot-booking").await;
     first.recv_type("slots_update").await;
-    for path in ["/slot-booking", "/devices/read/arm-1"] {
-        let stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
-        let refused = tokio_tungstenite::client_async(format!("ws://{}{path}", daemon.addr), stream).await;
-        match refused {
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 503, "{path}");
-                assert_eq!(response.headers()["retry-after"], "5");
-            }
-            other => panic!("{path}: expected a 503, got {other:?}"),
+    let stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let refused = tokio_tungstenite::client_async(format!("ws://{}/slot-booking", daemon.addr), stream).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()["retry-after"], "5");
         }
+        other => panic!("expected a 503, got {other:?}"),
     }
+    // Consoles are not the feeds' to take: this one opens, and is refused only for who it is.
+    let mut console = daemon.ws("/devices/read/arm-1").await;
+    console.send(&json!({"token": "not-a-token"})).await;
+    assert_eq!(console.recv_type("error").await["code"], "invalid_token");
     // The connected client is unaffected.
     first.send(&json!({"type": "get_slots"})).await;
     assert_slots_update(&first.recv_type("slots_update").await);

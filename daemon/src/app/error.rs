@@ -76,6 +76,9 @@ pub enum AppError {
     RecordNotFound(String),
     #[error("Session record {0} is someone else's: only its holder and lab admins may read it")]
     NotYourRecord(String),
+    /// The account holds `server.max_websockets_per_account` already.
+    #[error("Too many WebSockets: {0}")]
+    TooManySockets(String),
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -94,6 +97,7 @@ pub enum ErrorKind {
     EmailTaken,
     RegistrationRefused,
     Overloaded,
+    TooManySockets,
     // What they sent.
     InvalidField,
     MissingField,
@@ -146,6 +150,7 @@ impl ErrorKind {
             K::InvalidCredentials => "invalid_credentials",
             K::TooManyAttempts => "too_many_attempts",
             K::Overloaded => "overloaded",
+            K::TooManySockets => "too_many_account_sockets",
             K::NotAuthenticated => "not_authenticated",
             K::TokenExpired => "token_expired",
             K::InvalidToken => "invalid_token",
@@ -232,6 +237,7 @@ impl AppError {
             AppError::NoHealthCheck(_) => K::NoHealthCheck,
             AppError::RecordNotFound(_) => K::RecordNotFound,
             AppError::NotYourRecord(_) => K::NotYourRecord,
+            AppError::TooManySockets(_) => K::TooManySockets,
         }
     }
 

@@ -63,10 +63,13 @@ pub struct App {
     views: Mutex<HashMap<(String, Date), CachedView>>,
     /// Live serial-console sockets (counted apart from the seed's `active_connections`).
     console_connections: AtomicUsize,
-    /// Live `/slot-booking` sockets, for `active_connections`.
+    /// Live `/slot-booking` sockets, for `active_connections` and against
+    /// `server.max_websocket_connections`.
     ws_connections: AtomicUsize,
-    /// Both kinds together, against `server.max_websocket_connections`.
-    open_sockets: AtomicUsize,
+    /// WebSockets of both kinds per client address (its key).
+    sockets_per_address: Arc<crate::client::Shares<std::net::IpAddr>>,
+    /// WebSockets per signed-in account: consoles, identified feeds.
+    sockets_per_account: Arc<crate::client::Shares<String>>,
     changes: broadcast::Sender<SlotsChanged>,
     /// Bookings moved off broken boards.
     moves: broadcast::Sender<BookingMoved>,
@@ -174,24 +177,56 @@ pub enum SocketKind {
     Console,
 }
 
-/// Counts one open WebSocket until dropped.
+/// Counts one open WebSocket until dropped: in its kind's count, its
+/// client address's share and, once it says who it is, its account's.
 #[derive(Debug)]
 pub struct OpenSocket {
     app: Arc<App>,
     kind: SocketKind,
+    _address: crate::client::Share<std::net::IpAddr>,
+    account: Option<crate::client::Share<String>>,
 }
 
 impl OpenSocket {
     pub fn kind(&self) -> SocketKind {
         self.kind
     }
+
+    /// Counts the socket as `email`'s, unless that account already holds
+    /// `server.max_websockets_per_account`. Saying it again is free; saying
+    /// another account gives the first one's share back.
+    pub fn claim_account(&mut self, email: &str) -> Result<(), AppError> {
+        if self.account.as_ref().is_some_and(|share| share.key() == email) {
+            return Ok(());
+        }
+        self.account = None;
+        let max = self.app.config().server.max_websockets_per_account;
+        match self.app.sockets_per_account.try_take(email.to_owned(), max) {
+            Some(share) => {
+                self.account = Some(share);
+                Ok(())
+            }
+            None => Err(AppError::TooManySockets(format!(
+                "your account already has {max} WebSockets open (server.max_websockets_per_account); close a tab \
+                 or a console and try again"
+            ))),
+        }
+    }
 }
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
-        self.app.socket_counter(self.kind).fetch_sub(1, Ordering::Relaxed);
-        self.app.open_sockets.fetch_sub(1, Ordering::AcqRel);
+        self.app.socket_counter(self.kind).fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Why a WebSocket was not opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketRefused {
+    /// `server.max_websocket_connections` feeds are open.
+    Full,
+    /// The client's address holds `server.max_websockets_per_address`.
+    Address,
 }
 
 /// bcrypt threads: half the cores, so logins never take them all.
@@ -276,7 +311,8 @@ impl App {
             views: Mutex::new(HashMap::new()),
             console_connections: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
-            open_sockets: AtomicUsize::new(0),
+            sockets_per_address: Arc::default(),
+            sockets_per_account: Arc::default(),
             changes,
             moves,
             warnings,
@@ -375,15 +411,35 @@ impl App {
         self.clock.now()
     }
 
-    /// Counts a WebSocket of `kind` as open until the returned guard is
-    /// dropped, unless `max` of both kinds are open already: taken in one
-    /// atomic step, so upgrades racing each other cannot pass the cap.
-    pub fn try_open_socket(self: &Arc<Self>, kind: SocketKind, max: usize) -> Option<OpenSocket> {
-        self.open_sockets
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1))
-            .ok()?;
-        self.socket_counter(kind).fetch_add(1, Ordering::Relaxed);
-        Some(OpenSocket { app: Arc::clone(self), kind })
+    /// Counts a WebSocket of `kind` from `client` as open until the returned
+    /// guard is dropped. Every socket counts against its address's share.
+    /// `/slot-booking` feeds also count against `server.max_websocket_connections`,
+    /// taken in one atomic step so racing upgrades cannot pass it; consoles
+    /// do not, so feeds can never take the capacity a session holder's
+    /// console needs (a console that is not the holder's or an admin's is
+    /// closed as soon as it says who it is).
+    pub fn try_open_socket(
+        self: &Arc<Self>,
+        kind: SocketKind,
+        client: std::net::IpAddr,
+    ) -> Result<OpenSocket, SocketRefused> {
+        let server = &self.config().server;
+        let key = crate::client::address_key(client);
+        let address =
+            self.sockets_per_address.try_take(key, server.max_websockets_per_address).ok_or(SocketRefused::Address)?;
+        let counter = self.socket_counter(kind);
+        match kind {
+            SocketKind::Booking => {
+                let max = server.max_websocket_connections;
+                counter
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1))
+                    .map_err(|_| SocketRefused::Full)?;
+            }
+            SocketKind::Console => {
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        Ok(OpenSocket { app: Arc::clone(self), kind, _address: address, account: None })
     }
 
     fn socket_counter(&self, kind: SocketKind) -> &AtomicUsize {
@@ -460,18 +516,36 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::SocketKind;
-    use super::testing::lab_at;
+    use super::testing::{LOCALHOST, lab_at};
+    use super::{SocketKind, SocketRefused};
 
     #[tokio::test]
-    async fn sockets_are_counted_against_the_cap_in_one_step() {
-        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "");
-        let open: Vec<_> = (0..3).filter_map(|_| app.try_open_socket(SocketKind::Booking, 4)).collect();
-        let console = app.try_open_socket(SocketKind::Console, 4).expect("the fourth fits");
-        assert!(app.try_open_socket(SocketKind::Booking, 4).is_none(), "both kinds count against one cap");
-        assert_eq!((open.len(), app.ws_connections(), app.console_connections()), (3, 3, 1));
+    async fn feeds_are_capped_and_consoles_are_not_taken_by_them() {
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", "[server]\nmax_websocket_connections = 3\n");
+        let open: Vec<_> = (0..4).filter_map(|_| app.try_open_socket(SocketKind::Booking, LOCALHOST).ok()).collect();
+        assert_eq!(open.len(), 3, "feeds stop at the cap");
+        assert_eq!(app.try_open_socket(SocketKind::Booking, LOCALHOST).unwrap_err(), SocketRefused::Full);
+        let console = app.try_open_socket(SocketKind::Console, LOCALHOST).expect("a console is outside the feeds' cap");
+        assert_eq!((app.ws_connections(), app.console_connections()), (3, 1));
         drop(console);
-        assert!(app.try_open_socket(SocketKind::Booking, 4).is_some(), "a closed socket frees its place");
+        drop(open);
+        assert!(app.try_open_socket(SocketKind::Booking, LOCALHOST).is_ok(), "a closed socket frees its place");
         assert_eq!(app.console_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn sockets_are_capped_per_address_and_per_account() {
+        let config = "[server]\nmax_websockets_per_address = 2\nmax_websockets_per_account = 1\n";
+        let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", config);
+        let other: std::net::IpAddr = "192.0.2.9".parse().unwrap();
+        let mut a = app.try_open_socket(SocketKind::Console, LOCALHOST).unwrap();
+        let _b = app.try_open_socket(SocketKind::Booking, LOCALHOST).unwrap();
+        assert_eq!(app.try_open_socket(SocketKind::Booking, LOCALHOST).unwrap_err(), SocketRefused::Address);
+        let mut c = app.try_open_socket(SocketKind::Console, other).expect("another address has its own share");
+        a.claim_account("ada@x.org").unwrap();
+        a.claim_account("ada@x.org").expect("claiming again is free");
+        assert_eq!(c.claim_account("ada@x.org").unwrap_err().kind(), super::ErrorKind::TooManySockets);
+        drop(a);
+        c.claim_account("ada@x.org").expect("the account's socket was given back");
     }
 }

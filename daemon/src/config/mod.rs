@@ -65,8 +65,20 @@ pub struct ServerConfig {
     /// Upload bodies being received at once, in bytes, across all clients.
     pub max_upload_bytes_in_flight: usize,
     pub header_read_timeout: Duration,
+    /// `/slot-booking` sockets at most, together. Consoles are outside it,
+    /// so a feed flood never takes the session holder's console.
     pub max_websocket_connections: usize,
     pub max_websocket_message_bytes: usize,
+    /// The request line and headers together, in bytes; beyond it, 431.
+    pub max_header_bytes: usize,
+    /// Open connections (upgraded sockets included) from one client address.
+    pub max_connections_per_address: usize,
+    /// WebSockets of both kinds from one client address.
+    pub max_websockets_per_address: usize,
+    /// WebSockets one signed-in account holds (consoles, identified feeds).
+    pub max_websockets_per_account: usize,
+    /// Reverse proxies whose `Forwarded`/`X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<crate::client::Cidr>,
 }
 
 #[derive(Clone, Debug)]

@@ -68,6 +68,11 @@ pub(super) struct Server {
     pub header_read_timeout_secs: Option<i64>,
     pub max_websocket_connections: Option<i64>,
     pub max_websocket_message_bytes: Option<i64>,
+    pub max_header_bytes: Option<i64>,
+    pub max_connections_per_address: Option<i64>,
+    pub max_websockets_per_address: Option<i64>,
+    pub max_websockets_per_account: Option<i64>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,10 +23,29 @@ fn defaults_need_no_file() {
     assert_eq!(config.auth.min_password_len, 6);
     assert_eq!(config.auth.registration, Registration::Open);
     assert_eq!(config.lab.calendar.slot_minutes(), 60);
-    assert_eq!(config.lab.policy, Policy::default());
+    // A teaching lab's caps, on unless lifted.
+    let caps = Policy { max_active_bookings: Some(4), max_bookings_per_day: Some(2), ..Policy::default() };
+    assert_eq!(config.lab.policy, caps);
     assert_eq!(config.server.max_json_bytes, 65536);
+    assert_eq!(config.server.max_header_bytes, 16 << 10);
+    assert_eq!(config.server.max_connections_per_address, 256);
+    assert_eq!((config.server.max_websockets_per_address, config.server.max_websockets_per_account), (128, 16));
+    assert!(config.server.trusted_proxies.is_empty());
     assert!(config.devices.is_empty());
     assert!(config.auth.jwt_secret.is_none());
+}
+
+#[test]
+fn booking_caps_are_lifted_with_zero_and_proxies_must_be_addresses() {
+    let config = load("[lab]\nmax_active_bookings = 0\nmax_bookings_per_day = 0\n").unwrap();
+    assert_eq!((config.lab.policy.max_active_bookings, config.lab.policy.max_bookings_per_day), (None, None));
+    let config = load("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+    assert_eq!(config.server.trusted_proxies.len(), 2);
+    let error = format!("{:?}", load("[server]\ntrusted_proxies = [\"proxy.lab\", \"10.0.0.0/40\"]\n").unwrap_err());
+    assert!(
+        error.contains("server.trusted_proxies") && error.contains("proxy.lab") && error.contains("10.0.0.0/40"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -349,6 +368,11 @@ mod properties {
                 "header_read_timeout_secs",
                 "max_websocket_connections",
                 "max_websocket_message_bytes",
+                "max_header_bytes",
+                "max_connections_per_address",
+                "max_websockets_per_address",
+                "max_websockets_per_account",
+                "trusted_proxies",
             ],
         ),
         ("store", &["path"]),

@@ -137,6 +137,38 @@ fn validate_server(v: &mut Validator, raw: raw::Server, env: &Env) -> ServerConf
             1024..=16 << 20,
             64 << 10,
         ),
+        // hyper's smallest read buffer is 8 KiB.
+        max_header_bytes: v.int("server.max_header_bytes", raw.max_header_bytes, 8192..=1 << 20, 16 << 10),
+        max_connections_per_address: v.int(
+            "server.max_connections_per_address",
+            raw.max_connections_per_address,
+            1..=1_000_000,
+            256,
+        ),
+        max_websockets_per_address: v.int(
+            "server.max_websockets_per_address",
+            raw.max_websockets_per_address,
+            1..=1_000_000,
+            128,
+        ),
+        max_websockets_per_account: v.int(
+            "server.max_websockets_per_account",
+            raw.max_websockets_per_account,
+            1..=10_000,
+            16,
+        ),
+        trusted_proxies: raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|text| match text.parse() {
+                Ok(cidr) => Some(cidr),
+                Err(message) => {
+                    v.problem("server.trusted_proxies", message);
+                    None
+                }
+            })
+            .collect(),
     }
 }
 
@@ -244,8 +276,11 @@ fn validate_lab(v: &mut Validator, raw: raw::Lab) -> LabConfig {
     }
     let policy = Policy {
         days_ahead: v.int("lab.days_ahead", raw.days_ahead, 0..=366, 7),
-        max_active_bookings: raw.max_active_bookings.map(|n| v.int("lab.max_active_bookings", Some(n), 1..=10_000, 1)),
-        max_bookings_per_day: raw.max_bookings_per_day.map(|n| v.int("lab.max_bookings_per_day", Some(n), 1..=1440, 1)),
+        // On by default, so one student cannot book the whole lab; 0 lifts a cap.
+        max_active_bookings: Some(v.int("lab.max_active_bookings", raw.max_active_bookings, 0..=10_000, 4))
+            .filter(|&n| n > 0),
+        max_bookings_per_day: Some(v.int("lab.max_bookings_per_day", raw.max_bookings_per_day, 0..=1440, 2))
+            .filter(|&n| n > 0),
         maintenance,
     };
     let privacy = match raw.privacy.as_deref() {

@@ -193,7 +193,12 @@ pub async fn upload(
 /// Answers a `/devices/read/{device}` upgrade and serves the console in its
 /// own task. Authentication is the socket's first message; an unknown device
 /// is told over the socket, as the old backend did.
-pub(super) fn upgrade_console(server: &Arc<Server>, spec: &RouteSpec, req: &mut Request<Incoming>) -> Reply {
+pub(super) fn upgrade_console(
+    server: &Arc<Server>,
+    spec: &RouteSpec,
+    req: &mut Request<Incoming>,
+    client: std::net::IpAddr,
+) -> Reply {
     let (text, reference) = device_param(spec, req.uri().path());
     // A plain HTTP request learns of an unknown device by status; a socket, by message.
     if !super::upgrade::asks_for_websocket(req) && reference.as_ref().is_none_or(|r| server.app.board(r).is_err()) {
@@ -202,9 +207,10 @@ pub(super) fn upgrade_console(server: &Arc<Server>, spec: &RouteSpec, req: &mut 
     let app = Arc::clone(&server.app);
     let stop = server.stop_signal();
     let wrap = |upgraded| Some(hyper_util::rt::TokioIo::new(upgraded));
-    let mut response = super::upgrade::upgrade(&server.app, SocketKind::Console, req, wrap, move |socket, open| {
-        crate::ws::console::serve(app, socket, open, text, reference, stop)
-    })?;
+    let mut response =
+        super::upgrade::upgrade(&server.app, SocketKind::Console, client, req, wrap, move |socket, open| {
+            crate::ws::console::serve(app, socket, open, text, reference, stop)
+        })?;
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

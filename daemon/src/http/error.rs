@@ -24,6 +24,8 @@ pub enum HttpErrorKind {
     UnsupportedMediaType,
     TooManyConnections,
     TooManyWebSockets,
+    /// The client's address holds `server.max_websockets_per_address`.
+    AddressSocketLimit,
     WebSocketRequired,
     WebSocketVersion,
     WebSocketKey,
@@ -40,6 +42,7 @@ impl HttpErrorKind {
             HttpErrorKind::UnsupportedMediaType => "unsupported_media_type",
             HttpErrorKind::TooManyConnections => "too_many_connections",
             HttpErrorKind::TooManyWebSockets => "too_many_websockets",
+            HttpErrorKind::AddressSocketLimit => "too_many_address_sockets",
             HttpErrorKind::WebSocketRequired => "websocket_required",
             HttpErrorKind::WebSocketVersion => "websocket_version",
             HttpErrorKind::WebSocketKey => "websocket_key",
@@ -71,7 +74,9 @@ impl Kind {
                 K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken => {
                     StatusCode::UNAUTHORIZED
                 }
-                K::TooManyAttempts | K::CompileAlreadyQueued | K::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
+                K::TooManyAttempts | K::TooManySockets | K::CompileAlreadyQueued | K::CompileQueueFull => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 K::AccountDisabled
                 | K::AdminOnly
                 | K::RegistrationRefused
@@ -117,6 +122,7 @@ impl Kind {
                 H::BadBody | H::WebSocketVersion | H::WebSocketKey => StatusCode::BAD_REQUEST,
                 H::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 H::TooManyConnections | H::TooManyWebSockets => StatusCode::SERVICE_UNAVAILABLE,
+                H::AddressSocketLimit => StatusCode::TOO_MANY_REQUESTS,
                 H::WebSocketRequired => StatusCode::UPGRADE_REQUIRED,
             },
         }

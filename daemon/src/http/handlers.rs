@@ -1,6 +1,7 @@
 //! The seed's routes and the service's own: read the request into its wire
 //! type, call the app, answer with the response's wire type.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -329,10 +330,10 @@ pub fn metrics(app: &Arc<App>) -> Reply {
 }
 
 /// Answers a `/slot-booking` upgrade and serves the socket in its own task.
-pub(super) fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>) -> Reply {
+pub(super) fn upgrade_booking_socket(server: &Arc<Server>, req: &mut Request<Incoming>, client: IpAddr) -> Reply {
     let served = Arc::clone(server);
     let wrap = crate::ws::fanout::OutboxStream::new;
-    super::upgrade::upgrade(&server.app, SocketKind::Booking, req, wrap, |socket, open| async move {
+    super::upgrade::upgrade(&server.app, SocketKind::Booking, client, req, wrap, |socket, open| async move {
         served.booking.serve(Arc::clone(&served.app), socket, open).await;
     })
 }

@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
+use crate::client::{self, Share, Shares};
 use crate::wire::ErrorBody;
 use crate::ws::booking::BookingHub;
 
@@ -46,6 +47,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// on the same signal.
 pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, stop: watch::Receiver<bool>) {
     let open = Arc::new(AtomicUsize::new(0));
+    let per_address: Arc<Shares<std::net::IpAddr>> = Arc::default();
     let stop_rx = stop.clone();
     let server = Arc::new(Server { booking, app, stop, upload_bytes: Arc::new(AtomicUsize::new(0)) });
     let app = &server.app;
@@ -67,25 +69,43 @@ pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, st
         };
         let config = app.config();
         if open.load(Ordering::Relaxed) >= config.server.max_connections {
-            tokio::spawn(refuse_connection(stream));
+            tokio::spawn(refuse_connection(stream, "Too many open connections; try again shortly"));
             continue;
         }
+        // A trusted proxy carries many clients; theirs are told apart per request.
+        let from_proxy = config.server.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip()));
+        let address = match from_proxy {
+            true => None,
+            false => {
+                match per_address.try_take(client::address_key(peer.ip()), config.server.max_connections_per_address) {
+                    Some(share) => Some(share),
+                    None => {
+                        tokio::spawn(refuse_connection(stream, "Too many open connections from your address"));
+                        continue;
+                    }
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let guard = ConnectionGuard::new(&open);
+        let held = HeldConnection { _counted: Arc::new((ConnectionGuard::new(&open), address)) };
         let server = Arc::clone(&server);
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         let header_timeout = config.server.header_read_timeout;
+        let max_header_bytes = config.server.max_header_bytes;
         tokio::spawn(async move {
-            let _guard = guard;
             let _alive = alive;
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
                 let server = Arc::clone(&server);
+                // An upgraded socket takes it along: it stays counted until the socket closes.
+                req.extensions_mut().insert(held.clone());
                 async move { Ok::<_, Infallible>(handle(server, req, peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                // The request line and headers must fit the read buffer: beyond it, hyper answers 431.
+                .max_buf_size(max_header_bytes)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
@@ -159,7 +179,16 @@ impl Server {
     }
 }
 
+/// A connection counted against `server.max_connections` and its address's
+/// `server.max_connections_per_address`, until the connection, and any
+/// WebSocket upgraded from it, is gone.
+#[derive(Clone, Debug)]
+pub(crate) struct HeldConnection {
+    _counted: Arc<(ConnectionGuard, Option<Share<std::net::IpAddr>>)>,
+}
+
 /// Counts a connection for `server.max_connections` while it lives.
+#[derive(Debug)]
 struct ConnectionGuard(Arc<AtomicUsize>);
 
 impl ConnectionGuard {
@@ -175,9 +204,9 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Answers a connection over the cap with a 503 instead of leaving it hanging.
-async fn refuse_connection(mut stream: TcpStream) {
-    let error = ApiError::http(HttpErrorKind::TooManyConnections, "Too many open connections; try again shortly");
+/// Answers a connection over a cap with a 503 instead of leaving it hanging.
+async fn refuse_connection(mut stream: TcpStream, detail: &'static str) {
+    let error = ApiError::http(HttpErrorKind::TooManyConnections, detail);
     let body = ErrorBody { detail: error.detail, code: error.kind.code().to_owned(), field: None };
     let body = serde_json::to_string(&body).expect("error bodies serialize");
     let response = format!(
@@ -194,6 +223,8 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
+    // From here on, "the client's address" is the one behind trusted proxies.
+    let peer = SocketAddr::new(client_address(&server.app, &req, peer), peer.port());
     let (route, result) = routes::dispatch(&server, req, peer).await;
     let mut response = result.unwrap_or_else(ApiError::into_response);
     add_cors_headers(&server.app, origin.as_ref(), response.headers_mut());
@@ -203,6 +234,17 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -
     server.app.metrics.record_request(route, method.as_str(), status, started.elapsed());
     tracing::info!(target: "rerod::access", %method, route, status, latency_us, %peer, "request");
     response
+}
+
+/// The address of the client behind `server.trusted_proxies`.
+fn client_address(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> std::net::IpAddr {
+    let config = app.config();
+    if config.server.trusted_proxies.is_empty() {
+        return peer.ip();
+    }
+    let values = |name: &str| req.headers().get_all(name).into_iter().filter_map(|v| v.to_str().ok());
+    let (forwarded, x_forwarded_for) = (values("forwarded"), values("x-forwarded-for"));
+    client::client_address(peer.ip(), forwarded, x_forwarded_for, &config.server.trusted_proxies)
 }
 
 /// Adds CORS headers when the request's origin is allowed.

@@ -217,8 +217,8 @@ pub(crate) async fn dispatch(
     let limit = match spec.body {
         BodyLimit::Upgrade => {
             let reply = match route {
-                Route::DevicesConsole => devices::upgrade_console(server, spec, &mut req),
-                _ => handlers::upgrade_booking_socket(server, &mut req),
+                Route::DevicesConsole => devices::upgrade_console(server, spec, &mut req, peer.ip()),
+                _ => handlers::upgrade_booking_socket(server, &mut req, peer.ip()),
             };
             return (Some(route), reply);
         }

@@ -1,6 +1,7 @@
 //! Answering a WebSocket upgrade: the capacity check, the handshake's
 //! headers, 101, and then the socket handed to its protocol in `ws`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +13,18 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use tokio_tungstenite::WebSocketStream;
 
+use super::HeldConnection;
 use super::error::{ApiError, HttpErrorKind};
-use crate::app::{App, OpenSocket, SocketKind};
+use crate::app::{App, OpenSocket, SocketKind, SocketRefused};
 
-/// Answers a WebSocket upgrade: 503 beyond the connection cap, a clear 4xx
+/// Answers a WebSocket upgrade: 503 or 429 beyond a socket cap, a clear 4xx
 /// for a request that is not a WebSocket handshake, else 101; then, once
 /// hyper has switched protocols, runs `serve` on the socket (over the stream
 /// `wrap` makes of the connection) in a task of its own.
 pub(super) fn upgrade<S, F>(
     app: &Arc<App>,
     kind: SocketKind,
+    client: IpAddr,
     req: &mut Request<Incoming>,
     wrap: impl FnOnce(Upgraded) -> Option<S> + Send + 'static,
     serve: impl FnOnce(WebSocketStream<S>, OpenSocket) -> F + Send + 'static,
@@ -30,10 +33,13 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let open = reserve(app, kind)?;
+    let open = reserve(app, kind, client)?;
     let (response, on_upgrade) = accept(req)?;
     let max_message_bytes = app.config().server.max_websocket_message_bytes;
+    // The connection stays counted against the connection caps while its socket lives.
+    let held = req.extensions_mut().remove::<HeldConnection>();
     tokio::spawn(async move {
+        let _held = held;
         if let Some(socket) = crate::ws::open(on_upgrade, max_message_bytes, wrap).await {
             serve(socket, open).await;
         }
@@ -41,12 +47,21 @@ where
     Ok(response)
 }
 
-/// Counts the new WebSocket (booking or console) as open, or refuses it
-/// beyond `server.max_websocket_connections` with 503 and `Retry-After`.
-fn reserve(app: &Arc<App>, kind: SocketKind) -> Result<OpenSocket, ApiError> {
-    app.try_open_socket(kind, app.config().server.max_websocket_connections).ok_or_else(|| {
-        let detail = "Too many WebSocket connections; try again shortly";
-        ApiError::http(HttpErrorKind::TooManyWebSockets, detail).with_retry_after(Duration::from_secs(5))
+/// Counts the new WebSocket as open, or refuses it: 503 beyond
+/// `server.max_websocket_connections` feeds, 429 beyond the client address's
+/// `server.max_websockets_per_address`, each with `Retry-After`.
+fn reserve(app: &Arc<App>, kind: SocketKind, client: IpAddr) -> Result<OpenSocket, ApiError> {
+    app.try_open_socket(kind, client).map_err(|refused| {
+        let error = match refused {
+            SocketRefused::Full => {
+                ApiError::http(HttpErrorKind::TooManyWebSockets, "Too many WebSocket connections; try again shortly")
+            }
+            SocketRefused::Address => ApiError::http(
+                HttpErrorKind::AddressSocketLimit,
+                "Too many WebSockets from your address; close some and try again",
+            ),
+        };
+        error.with_retry_after(Duration::from_secs(5))
     })
 }
 

@@ -195,9 +195,7 @@ impl Store {
     /// [`Store::open`], with the function that opens the file (at start and
     /// again after a failed commit) given: tests pass one whose disk fills up.
     fn open_with(path: &Path, opener: Opener) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
-        }
+        create_private(path)?;
         let handle = Arc::new(Handle::open(path, opener)?);
         init_schema(&*handle.get()?, path)?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
@@ -363,6 +361,28 @@ impl Store {
 pub struct Counts {
     pub users: u64,
     pub bookings: u64,
+}
+
+/// Creates the store's file 0600 and the directories rerod makes for it
+/// 0700, whatever the umask: the file holds every password hash and the
+/// generated token secret. A file an older rerod created readable by others
+/// is tightened; a directory that already existed is the admin's and keeps
+/// its mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        let created = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+        // The umask may have taken bits off the mode asked for, never added any.
+        created.map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+    }
+    let open = |source| StoreError::CreateFile { path: path.to_owned(), source };
+    // redb takes an empty file as a new database.
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(open)?;
+    let mode = file.metadata().map_err(open)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700)).map_err(open)?;
+    }
+    Ok(())
 }
 
 fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {

@@ -227,6 +227,7 @@ impl Client {
             Some(credentials) => self.app.authenticate(credentials).await,
             None => Err(AppError::NotAuthenticated),
         };
+        let who = who.and_then(|who| self.conn.claim_account(&who).map(|()| who));
         let reply = match who {
             Ok(who) => {
                 let message = format!("Identified as {}: this socket gets your session warnings", who.email);

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{IDLE_TIMEOUT, PING_INTERVAL, SEND_TIMEOUT};
-use crate::app::{App, OpenSocket, SocketKind};
+use crate::app::{App, AppError, OpenSocket, Principal, Role, SocketKind};
 use crate::metrics::SlowClient;
 
 /// How a connection ends.
@@ -41,13 +41,23 @@ pub struct Conn<S> {
     last_heard: Instant,
     app: Arc<App>,
     /// Counts the connection as open until it is dropped.
-    _open: OpenSocket,
+    open: OpenSocket,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A connection counted as `open` (taken when the upgrade was accepted).
     pub fn new(app: &Arc<App>, open: OpenSocket, socket: WebSocketStream<S>) -> Conn<S> {
-        Conn { socket, kind: open.kind(), last_heard: Instant::now(), app: Arc::clone(app), _open: open }
+        Conn { socket, kind: open.kind(), last_heard: Instant::now(), app: Arc::clone(app), open }
+    }
+
+    /// Counts the socket as `who`'s (see [`OpenSocket::claim_account`]).
+    /// Admins are not held to the per-account cap: one may watch every
+    /// board of the lab at once.
+    pub fn claim_account(&mut self, who: &Principal) -> Result<(), AppError> {
+        match who.role {
+            Role::Admin => Ok(()),
+            Role::User => self.open.claim_account(&who.email),
+        }
     }
 
     /// Sends one message, or gives up on a client that has not taken it

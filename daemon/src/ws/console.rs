@@ -105,6 +105,7 @@ async fn admit(app: &App, conn: &mut Console, device: &DeviceInfo) -> Option<(Pr
         Err(e) => Err(e),
     };
     let admitted = who.and_then(|who| app.device_access(&who, device, "console").map(|access| (who, access)));
+    let admitted = admitted.and_then(|(who, access)| conn.claim_account(&who).map(|()| (who, access)));
     match admitted {
         Ok(admitted) => Some(admitted),
         Err(error) => {
