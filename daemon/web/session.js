@@ -184,7 +184,7 @@ export async function sessionView(main, lab, deviceId) {
   socket.addEventListener('open', () => socket.send(JSON.stringify({ token: session.token })));
   socket.addEventListener('message', (event) => {
     const m = JSON.parse(event.data);
-    if (m.type === 'connection_established') consoleState.textContent = `Console: connected (${m.device_info.port}).`;
+    if (m.type === 'connection_established') consoleState.textContent = 'Console: connected.';
     else if (m.type === 'serial_output') terminal.write(m.output);
     else if (m.type === 'upload_progress') {
       progress.value = m.percent;

@@ -397,6 +397,27 @@ impl App {
         self.warnings.subscribe()
     }
 
+    /// `text` as someone who is not an admin may see it: the host paths
+    /// rerod knows (each board's port, the store, the records directory)
+    /// replaced by names. Host paths are the admins' business; a student's
+    /// console status and the public `/health` show none.
+    pub fn without_host_paths(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for board in self.devices.boards() {
+            let port = board.port().config().spec.to_string();
+            if !port.is_empty() && text.contains(&port) {
+                text = text.replace(&port, &format!("{}'s port", board.id));
+            }
+        }
+        for (path, name) in [(self.store.path(), "the store"), (self.records.path(), "the records directory")] {
+            let path = path.display().to_string();
+            if !path.is_empty() && text.contains(&path) {
+                text = text.replace(&path, name);
+            }
+        }
+        text
+    }
+
     /// Records a refused reload: the running config stays.
     pub fn reload_failed(&self, error: String) {
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);

@@ -35,7 +35,7 @@ pub(super) fn device_param(spec: &RouteSpec, path: &str) -> (String, Option<Devi
 }
 
 /// `GET /devices`: the boards in config order, whether each is online and in use.
-pub fn list(app: &Arc<App>) -> Reply {
+pub fn list(app: &Arc<App>, admin: bool) -> Reply {
     let devices: Vec<DeviceJson> = if app.config().devices.is_empty() {
         Vec::new()
     } else {
@@ -46,7 +46,11 @@ pub fn list(app: &Arc<App>) -> Reply {
                 health: board.health().as_str().to_owned(),
                 health_reason: board.health().reason().map(str::to_owned),
                 number: d.number,
-                port: d.port.unwrap_or_else(|| board.port().config().spec.to_string()),
+                // The host's device path is the admins' business.
+                port: match admin {
+                    true => d.port.unwrap_or_else(|| board.port().config().spec.to_string()),
+                    false => d.id.clone(),
+                },
                 online: board.is_online(),
                 in_use: app.device_in_use(&board),
                 id: d.id,

@@ -41,22 +41,22 @@ pub fn root(app: &Arc<App>) -> Reply {
 }
 
 /// Today on the default device: the seed's `database` block.
-fn today_counts(app: &App) -> Result<DatabaseCounts, AppError> {
+fn today_counts(app: &App, admin: bool) -> Result<DatabaseCounts, AppError> {
     let device = app.device(None)?;
     let day = app.day_slots(device, app.today(), None)?;
     Ok(DatabaseCounts {
         total_slots: day.entries.len(),
         booked_slots: day.booked_ids().len(),
         available_slots: day.available_ids().len(),
-        database_path: app.store.path().display().to_string(),
+        database_path: shown_store_path(app, admin),
     })
 }
 
 /// `GET /health`: 200 while the store answers reads ("degraded" while it
 /// cannot write), 503 when it cannot be read.
-pub fn health(app: &Arc<App>) -> Reply {
+pub fn health(app: &Arc<App>, admin: bool) -> Reply {
     let store_error = app.store.check().err();
-    let counts = today_counts(app);
+    let counts = today_counts(app, admin);
     let boards = app.devices.boards();
     let online = boards.iter().filter(|b| b.is_online()).count();
     let config = app.config();
@@ -68,22 +68,36 @@ pub fn health(app: &Arc<App>) -> Reply {
         available_slots_count: None,
         database: HealthDatabase::Failure(DatabaseFailure {
             error: String::new(),
-            database_path: app.store.path().display().to_string(),
+            database_path: shown_store_path(app, admin),
         }),
         timestamp: wire::utc(app.now()),
         active_connections: app.ws_connections(),
         console_connections: app.console_connections(),
         uptime_seconds: app.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        config: ConfigStatus { generation: app.config_generation(), last_reload_error: app.last_reload_error() },
-        store: StoreStatus { last_write_error: app.store.write_failure() },
+        config: ConfigStatus {
+            generation: app.config_generation(),
+            // The error names the config file's path and may quote it.
+            last_reload_error: app.last_reload_error().map(|error| match admin {
+                true => error,
+                false => "the last edit of the config was refused; an admin sees why here or in the log".to_owned(),
+            }),
+        },
+        store: StoreStatus { last_write_error: app.store.write_failure().map(|e| shown(app, admin, &e)) },
         devices: DeviceCounts {
             configured: app.config().devices.len(),
             calendars: app.devices().len(),
             online,
             offline: boards.len() - online,
         },
-        device_health: boards.iter().map(|b| wire::DeviceHealthJson::new(&b.id, &b.health())).collect(),
+        device_health: boards
+            .iter()
+            .map(|b| {
+                let mut health = wire::DeviceHealthJson::new(&b.id, &b.health());
+                health.reason = health.reason.map(|reason| shown(app, admin, &reason));
+                health
+            })
+            .collect(),
         compile: CompileHealth { sandbox: app.compile_sandbox().as_str().to_owned() },
         lab: LabInfo {
             timezone: calendar.time_zone().iana_name().map(str::to_owned),
@@ -106,16 +120,30 @@ pub fn health(app: &Arc<App>) -> Reply {
             tracing::error!(error = %reason, "health check failed");
             body.status = "unhealthy".to_owned();
             if let HealthDatabase::Failure(failure) = &mut body.database {
-                failure.error = reason;
+                failure.error = shown(app, admin, &reason);
             }
             Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, &body))
         }
     }
 }
 
+/// Text as `/health` shows it: as it is to admins, without host paths to anyone else.
+fn shown(app: &App, admin: bool, text: &str) -> String {
+    if admin { text.to_owned() } else { app.without_host_paths(text) }
+}
+
+/// The seed's `database_path`: the store's path for admins, its file name for anyone else.
+fn shown_store_path(app: &App, admin: bool) -> String {
+    let path = app.store.path();
+    match admin {
+        true => path.display().to_string(),
+        false => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    }
+}
+
 /// `GET /stats`: the seed's blocks plus per-device numbers for today.
 pub fn stats(app: &Arc<App>) -> Reply {
-    let database = today_counts(app)?;
+    let database = today_counts(app, false)?;
     let today = app.today();
     let mut devices = Vec::new();
     for device in app.devices() {

@@ -17,7 +17,7 @@ use super::Server;
 use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
 use super::{admin, devices, handlers, records, web};
-use crate::app::{AppError, Credentials, Principal};
+use crate::app::{AppError, Credentials, Principal, Role};
 
 /// Every route the server answers, named; [`ROUTES`] says what each one is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,7 +245,7 @@ pub(crate) async fn dispatch(
         (Route::Root, _) if web::wants_html(req.headers()) => Ok(web::index(req.headers())),
         (Route::Root, _) => handlers::root(app),
         (Route::AppAsset, _) => web::asset(spec, &req),
-        (Route::Health, _) => handlers::health(app),
+        (Route::Health, _) => handlers::health(app, is_admin(server, &req).await),
         (Route::Stats, _) => handlers::stats(app),
         (Route::Slots, _) => handlers::slots(app, &req).await,
         (Route::BookSlot, _) => handlers::book_slot(app, &req).await,
@@ -258,7 +258,7 @@ pub(crate) async fn dispatch(
         (Route::LogoutAll, Some(who)) => handlers::logout_all(app, &who).await,
         (Route::Metrics, _) => handlers::metrics(app),
         (Route::OpenApi, _) => Ok(super::json_response(StatusCode::OK, &super::openapi::document())),
-        (Route::Devices, _) => devices::list(app),
+        (Route::Devices, _) => devices::list(app, is_admin(server, &req).await),
         (Route::DevicesCompile, _) => devices::compile(app, &req).await,
         (Route::AdminUsers, Some(who)) => admin::users(app, &who),
         (Route::AdminDisableUser, Some(who)) => admin::set_disabled(app, &req, &who, true).await,
@@ -292,6 +292,14 @@ async fn bearer_principal(server: &Server, req: &Request<Incoming>, auth: Auth) 
         server.app.require_admin(&who)?;
     }
     Ok(who)
+}
+
+/// Whether a public route's caller sent an admin's token: they see host
+/// details (paths) that everyone else does not. A bad token is no error
+/// here; the route answers as to anyone.
+async fn is_admin(server: &Server, req: &Req) -> bool {
+    let Ok(Some(token)) = super::request::bearer(req.headers()) else { return false };
+    server.app.authenticate(Credentials::Token(token)).await.is_ok_and(|who| who.role == Role::Admin)
 }
 
 /// Answers a CORS preflight.

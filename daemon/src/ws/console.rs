@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Close, Conn, PING_INTERVAL, Socket};
-use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, OpenSocket, Principal};
+use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, OpenSocket, Principal, Role};
 use crate::devices::{Board, ConsoleEvent};
 use crate::wire::{
     BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DeviceDescription, FromJson, MessageError,
@@ -133,12 +133,15 @@ async fn run(
     let mut events = board.subscribe();
     let mut state = board.port().state();
     let config = board.config();
+    // Host paths are the admins' business: a student's console names the board instead.
+    let admin = who.role == Role::Admin;
+    let shown = |text: String| if admin { text } else { app.without_host_paths(&text) };
     conn.send_json(&ConsoleServerMessage::ConnectionEstablished {
         device_number: device.number,
         device: device.id.clone(),
         device_info: DeviceDescription {
             model: config.model.clone(),
-            port: board.port().config().spec.to_string(),
+            port: if admin { board.port().config().spec.to_string() } else { device.id.clone() },
             description: config.name.clone(),
         },
         online: board.is_online(),
@@ -153,7 +156,7 @@ async fn run(
     let mut was_offline = matches!(initial, PortState::Offline { .. });
     if let PortState::Offline { reason } = initial {
         let text = format!("Device {} is offline: {reason}; the console resumes when it is back", device.id);
-        conn.send_json(&error(ErrorKind::DeviceOffline, text)).await?;
+        conn.send_json(&error(ErrorKind::DeviceOffline, shown(text))).await?;
     }
     if matches!(access, Access::Session { .. }) {
         let watchers = board.watchers();
@@ -243,7 +246,7 @@ async fn run(
                     PortState::Offline { reason } if !was_offline => {
                         was_offline = true;
                         let text = format!("Device {} went offline: {reason}; the console resumes when it is back", device.id);
-                        conn.send_json(&error(ErrorKind::DeviceOffline, text)).await?;
+                        conn.send_json(&error(ErrorKind::DeviceOffline, shown(text))).await?;
                     }
                     PortState::Online { .. } if was_offline => {
                         was_offline = false;
