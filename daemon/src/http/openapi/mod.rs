@@ -269,7 +269,10 @@ fn paths() -> Value {
             "On connect the server sends `slots_update`; `book_slot`, `cancel_slot` and `get_slots` are answered \
              with `booking_response`, `cancellation_response` and `slots_update`. Every committed change is \
              broadcast to every client as `slots_update`. A client that sends `identify` (a token, or e-mail and \
-             password) is answered `identified` and then gets its account's `session_ending` warnings.",
+             password) is answered `identified` and then gets its account's `session_ending` warnings (or an `error` \
+             with code `too_many_account_sockets` when the account holds server.max_websockets_per_account \
+             sockets already). 503 beyond server.max_websocket_connections feeds; 429 beyond \
+             server.max_websockets_per_address sockets from one client.",
             &[],
             &["BookSlotMessage", "CancelSlotMessage", "GetSlotsMessage", "IdentifyMessage"],
             &[
@@ -409,6 +412,7 @@ fn websocket_operation(
             "400": error_ref(400),
             "404": error_ref(404),
             "426": { "description": "Not a WebSocket upgrade request", "content": error_content() },
+            "429": error_ref(429),
             "503": error_ref(503),
         },
         "x-websocket-messages": { "client": refs(client_messages), "server": refs(server_messages) },
