@@ -88,7 +88,9 @@ impl Reloader {
                 }
                 Err(error) => {
                     tracing::error!(reason, %error, "configuration rejected; the running configuration stays");
-                    self.app.reload_failed(error.to_string());
+                    // /health is public: it names the file, not where it lives on the host.
+                    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    self.app.reload_failed(error.to_string().replace(&path.display().to_string(), &name));
                 }
             },
         }

@@ -77,11 +77,7 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         config: ConfigStatus {
             generation: app.config_generation(),
-            // The error names the config file's path and may quote it.
-            last_reload_error: app.last_reload_error().map(|error| match admin {
-                true => error,
-                false => "the last edit of the config was refused; an admin sees why here or in the log".to_owned(),
-            }),
+            last_reload_error: app.last_reload_error().map(|error| shown(app, admin, &error)),
         },
         store: StoreStatus { last_write_error: app.store.write_failure().map(|e| shown(app, admin, &e)) },
         devices: DeviceCounts {
