@@ -76,6 +76,15 @@ pub fn email_skeleton(normalized: &str) -> String {
     unicode_security::skeleton(normalized).collect::<String>().to_lowercase()
 }
 
+/// Names the rules and Unicode data behind [`normalize_email`] and
+/// [`email_skeleton`]: skeletons stored under another (after an upgrade of the
+/// Unicode crates, say) are computed afresh.
+pub fn skeleton_version() -> String {
+    let (a, b, c) = unicode_security::UNICODE_VERSION;
+    let (d, e, f) = unicode_normalization::UNICODE_VERSION;
+    format!("1;confusables {a}.{b}.{c};nfkc {d}.{e}.{f}")
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
     #[error("password must be at least {min} characters long")]

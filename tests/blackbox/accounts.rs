@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::util::{Daemon, Options, UTC_LAB};
+use crate::util::{Daemon, Options, PASSWORD, UTC_LAB};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forty_parallel_wrong_passwords_reach_bcrypt_at_most_max_failed_logins_times() {
@@ -14,7 +14,7 @@ async fn forty_parallel_wrong_passwords_reach_bcrypt_at_most_max_failed_logins_t
     // Hashes slow enough that all forty guesses are in flight together.
     let daemon = Daemon::start_with(Options::config(&config).env("BCRYPT_ROUNDS", "10"));
     let c = daemon.client();
-    c.register("victim@example.com", "password1").await.expect(201);
+    c.register("victim@example.com", PASSWORD).await.expect(201);
     let guesses: Vec<_> = (0..40)
         .map(|i| {
             let c = daemon.client();
@@ -40,7 +40,7 @@ async fn forty_parallel_wrong_passwords_reach_bcrypt_at_most_max_failed_logins_t
     }
     assert_eq!((checked, throttled), (10, 30), "only max_failed_logins guesses may reach bcrypt");
     // The right password is throttled too until the window passes: the answer tells nothing.
-    let r = c.post("/auth/login", &json!({"email": "victim@example.com", "password": "password1"})).await;
+    let r = c.post("/auth/login", &json!({"email": "victim@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status, 429);
 }
 
@@ -49,18 +49,18 @@ async fn one_address_gets_max_logins_per_address_then_429() {
     let config = format!("{UTC_LAB}[auth]\nmax_logins_per_address = 5\naddress_window_secs = 600\n");
     let daemon = Daemon::start_with(Options::config(&config));
     let c = daemon.client();
-    c.register("ada@example.com", "password1").await.expect(201);
-    let token = c.login("ada@example.com", "password1").await;
+    c.register("ada@example.com", PASSWORD).await.expect(201);
+    let token = c.login("ada@example.com", PASSWORD).await;
     for _ in 0..3 {
-        c.login("ada@example.com", "password1").await;
+        c.login("ada@example.com", PASSWORD).await;
     }
     // Registrations and logins share the allowance: that was the fifth.
-    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status, 429, "{:?}", r.json());
     assert_eq!(r.json()["code"], "too_many_attempts");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=600).contains(&retry), "{retry}");
-    assert_eq!(c.register("bob@example.com", "password1").await.status, 429);
+    assert_eq!(c.register("bob@example.com", PASSWORD).await.status, 429);
     // Requests that carry a token are not logins: the signed-in account goes on working.
     c.get_auth("/my-bookings", &token).await.expect(200);
 }
@@ -74,7 +74,7 @@ async fn a_full_password_queue_answers_503_overloaded_at_once() {
         .map(|i| {
             let c = daemon.client();
             tokio::spawn(async move {
-                let body = json!({"email": format!("nobody{i}@example.com"), "password": "password1"});
+                let body = json!({"email": format!("nobody{i}@example.com"), "password": PASSWORD});
                 c.post("/auth/login", &body).await
             })
         })
@@ -100,12 +100,12 @@ async fn an_admin_address_cannot_register_itself() {
     let config = format!("{UTC_LAB}[auth]\nadmins = [\"boss@example.com\"]\n");
     let daemon = Daemon::start_with(Options::config(&config));
     let c = daemon.client();
-    let r = c.register(" Boss@Example.com ", "password1").await;
+    let r = c.register(" Boss@Example.com ", PASSWORD).await;
     assert_eq!(r.status, 403, "{:?}", r.json());
     assert_eq!(r.json()["code"], "registration_refused");
     assert!(r.json()["detail"].as_str().unwrap().contains("rerod user add"));
     // Nothing was created.
-    let r = c.post("/auth/login", &json!({"email": "boss@example.com", "password": "password1"})).await;
+    let r = c.post("/auth/login", &json!({"email": "boss@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status, 401);
 }
 
@@ -113,7 +113,8 @@ async fn an_admin_address_cannot_register_itself() {
 async fn a_password_is_never_checked_truncated() {
     let daemon = Daemon::start();
     let c = daemon.client();
-    let password = "p".repeat(72);
+    // 72 bytes, and not one letter repeated: that would be refused as weak.
+    let password = PASSWORD.repeat(4)[..72].to_owned();
     c.register("ada@example.com", &password).await.expect(201);
     c.login("ada@example.com", &password).await;
     for longer in [format!("{password}x"), format!("{password}{}", "anything".repeat(4))] {
@@ -127,24 +128,26 @@ async fn changing_the_password_revokes_every_earlier_token() {
     let daemon = Daemon::start();
     let c = daemon.client();
     let laptop = c.user("ada@example.com").await;
-    let phone = c.login("ada@example.com", "password1").await;
+    let phone = c.login("ada@example.com", PASSWORD).await;
     // The current password is required, and the new one must be acceptable.
-    let wrong = json!({"old_password": "nope", "new_password": "password2"});
+    let wrong = json!({"old_password": "nope", "new_password": "harbor-lantern-violet-7"});
     assert_eq!(c.post_auth("/auth/password", &laptop, &wrong).await.status, 401);
-    let short = json!({"old_password": "password1", "new_password": "x"});
+    let short = json!({"old_password": PASSWORD, "new_password": "x"});
     assert_eq!(c.post_auth("/auth/password", &laptop, &short).await.expect(422)["field"], "new_password");
+    let weak = json!({"old_password": PASSWORD, "new_password": "password"});
+    assert_eq!(c.post_auth("/auth/password", &laptop, &weak).await.expect(422)["code"], "weak_password");
     assert_eq!(c.post("/auth/password", &json!({"old_password": "a", "new_password": "b"})).await.status, 401);
 
-    let change = json!({"old_password": "password1", "new_password": "password2"});
+    let change = json!({"old_password": PASSWORD, "new_password": "harbor-lantern-violet-7"});
     let changed = c.post_auth("/auth/password", &laptop, &change).await.expect(200);
     let fresh = changed["token"].as_str().unwrap().to_owned();
     for old in [&laptop, &phone] {
         assert_eq!(c.get_auth("/my-bookings", old).await.status, 401, "tokens from before the change are revoked");
     }
     c.get_auth("/my-bookings", &fresh).await.expect(200);
-    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status, 401);
-    c.login("ada@example.com", "password2").await;
+    c.login("ada@example.com", "harbor-lantern-violet-7").await;
 }
 
 #[tokio::test]
@@ -152,14 +155,14 @@ async fn logout_all_revokes_every_token_of_the_account_only() {
     let daemon = Daemon::start();
     let c = daemon.client();
     let one = c.user("ada@example.com").await;
-    let two = c.login("ada@example.com", "password1").await;
+    let two = c.login("ada@example.com", PASSWORD).await;
     let bob = c.user("bob@example.com").await;
     c.post_auth("/auth/logout-all", &one, &json!({})).await.expect(200);
     assert_eq!(c.get_auth("/my-bookings", &one).await.status, 401);
     assert_eq!(c.get_auth("/my-bookings", &two).await.status, 401);
     c.get_auth("/my-bookings", &bob).await.expect(200);
     // Signing in again works.
-    let again = c.login("ada@example.com", "password1").await;
+    let again = c.login("ada@example.com", PASSWORD).await;
     c.get_auth("/my-bookings", &again).await.expect(200);
 }
 
@@ -188,7 +191,7 @@ async fn the_host_creates_the_first_admin_and_resets_passwords_while_rerod_runs(
     let c = daemon.client();
     // No admin is configured: the lab creates one on the host.
     let boss = daemon.host_account("boss@example.com", true).await;
-    let login = c.post("/auth/login", &json!({"email": "boss@example.com", "password": "password1"})).await;
+    let login = c.post("/auth/login", &json!({"email": "boss@example.com", "password": PASSWORD})).await;
     assert_eq!(login.expect(200)["user"]["role"], "admin");
     c.get_auth("/admin/users", &boss).await.expect(200);
     // Without --admin it is an ordinary account.
@@ -198,7 +201,7 @@ async fn the_host_creates_the_first_admin_and_resets_passwords_while_rerod_runs(
     let again = daemon.host_command(&["user", "add", "ada@example.com"], "other-password");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    c.login("ada@example.com", "password1").await;
+    c.login("ada@example.com", PASSWORD).await;
     // A forgotten password is set on the host; every earlier token stops working.
     let reset = daemon.host_command(&["user", "passwd", "ada@example.com"], "new-password");
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
@@ -208,7 +211,7 @@ async fn the_host_creates_the_first_admin_and_resets_passwords_while_rerod_runs(
     let short = daemon.host_command(&["user", "add", "bob@example.com"], "x");
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least"));
-    let unknown = daemon.host_command(&["user", "passwd", "nobody@example.com"], "password1");
+    let unknown = daemon.host_command(&["user", "passwd", "nobody@example.com"], PASSWORD);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("No account"));
 }
 
@@ -216,7 +219,7 @@ async fn the_host_creates_the_first_admin_and_resets_passwords_while_rerod_runs(
 async fn rerod_user_needs_the_running_daemon() {
     let mut daemon = Daemon::start();
     daemon.terminate();
-    let output = daemon.host_command(&["user", "add", "boss@example.com", "--admin"], "password1");
+    let output = daemon.host_command(&["user", "add", "boss@example.com", "--admin"], PASSWORD);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("rerod must be running"));
 }

@@ -15,6 +15,11 @@ use hyper_util::rt::TokioIo;
 use jiff::civil::Date;
 use serde_json::{Value, json};
 
+/// The password the helpers give every account. The daemon refuses weak new
+/// passwords (`auth.min_password_score`), so it is one a person might choose
+/// that passes at any level.
+pub const PASSWORD: &str = "plum-orbit-cactus-41";
+
 /// A running daemon. Killed (hard) when dropped.
 pub struct Daemon {
     child: Child,
@@ -46,6 +51,11 @@ impl Options {
 
 /// A lab in UTC, so tests can reason about dates with the system clock.
 pub const UTC_LAB: &str = "[lab]\ntimezone = \"UTC\"\n";
+
+/// [`UTC_LAB`] for a test that registers more accounts from 127.0.0.1 than
+/// `auth.max_registrations_per_address_per_hour` allows by default.
+pub const UTC_LAB_MANY_ACCOUNTS: &str =
+    "[lab]\ntimezone = \"UTC\"\n[auth]\nmax_registrations_per_address_per_hour = 1000\n";
 
 impl Daemon {
     /// Starts rerod with a UTC lab and otherwise default settings.
@@ -164,9 +174,9 @@ impl Daemon {
         if admin {
             args.push("--admin");
         }
-        let output = self.host_command(&args, "password1");
+        let output = self.host_command(&args, PASSWORD);
         assert!(output.status.success(), "rerod user add: {}", String::from_utf8_lossy(&output.stderr));
-        self.client().login(email, "password1").await
+        self.client().login(email, PASSWORD).await
     }
 
     /// `kill -9`, then start again on the same store and config.
@@ -314,8 +324,8 @@ impl Client {
 
     /// Registers and logs in; returns the token.
     pub async fn user(&self, email: &str) -> String {
-        self.register(email, "password1").await.expect(201);
-        self.login(email, "password1").await
+        self.register(email, PASSWORD).await.expect(201);
+        self.login(email, PASSWORD).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
