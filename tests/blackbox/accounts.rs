@@ -1,6 +1,7 @@
 //! Accounts in front of hostile clients: parallel password guessing, floods
 //! of logins, a full hashing queue, admin addresses, truncated passwords,
-//! short secrets, and taking tokens back (password change, logout everywhere).
+//! short secrets, taking tokens back (password change, logout everywhere),
+//! look-alike addresses, weak passwords and floods of registrations.
 
 use std::process::{Command, Stdio};
 
@@ -241,4 +242,103 @@ async fn no_password_hash_or_token_reaches_the_log() {
     for secret in [password, "a-wrong-guess", "staple-and-more", "reset-by-the-host", &token, &fresh, "$2b$"] {
         assert!(!log.contains(secret), "the log shows {secret:?}");
     }
+}
+
+/// Copies of an admin's address that a reader cannot tell from it, as they
+/// would appear in `booked_by` and the admin list.
+#[tokio::test]
+async fn look_alike_copies_of_an_admins_address_are_refused_naming_the_reason() {
+    let config = format!("{UTC_LAB}[auth]\nadmins = [\"lab-admin@uni.example\"]\n");
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    // A zero-width space, a right-to-left override, a left-to-right one.
+    for copy in ["lab-admin\u{200B}@uni.example", "\u{202E}lab-admin@uni.example", "lab-ad\u{202D}min@uni.example"] {
+        let body = c.register(copy, PASSWORD).await.expect(422);
+        assert_eq!(body["field"], "email", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("invisible"), "{body}");
+    }
+    // Cyrillic letters, and a digit for a letter.
+    for copy in ["lab-\u{430}dmin@uni.example", "l\u{430}b-\u{430}dmin@uni.\u{435}xample", "1ab-admin@uni.example"] {
+        let body = c.register(copy, PASSWORD).await.expect(400);
+        assert_eq!(body["code"], "email_confusable", "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("looks the same as an existing account"), "{detail}");
+        assert!(!detail.contains("lab-admin@uni.example"), "the other address is not named: {detail}");
+    }
+    // Full-width letters are the admin's address itself once normalized.
+    let body = c.register("ｌａｂ-ａｄｍｉｎ@uni.example", PASSWORD).await.expect(403);
+    assert_eq!(body["code"], "registration_refused");
+    // None of them was created.
+    let admin = daemon.host_account("lab-admin@uni.example", true).await;
+    let users = c.get_auth("/admin/users", &admin).await.expect(200);
+    assert_eq!(users["count"], 1, "{users}");
+}
+
+#[tokio::test]
+async fn a_look_alike_of_a_students_address_is_refused() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    c.user("ada.king@example.com").await;
+    for copy in
+        ["\u{430}da.king@example.com", "ada.king@examp1e.com", "ada.k\u{456}ng@example.com", "ada.king@exarnple.com"]
+    {
+        let body = c.register(copy, PASSWORD).await.expect(400);
+        assert_eq!(body["code"], "email_confusable", "{copy}: {body}");
+        assert!(!body["detail"].as_str().unwrap().contains("ada.king@example.com"), "{body}");
+    }
+    // Full-width letters normalize to the same address.
+    assert_eq!(c.register("ＡＤＡ.ＫＩＮＧ@example.com", PASSWORD).await.expect(400)["code"], "email_taken");
+    // An address that only resembles it in spelling is someone else.
+    c.register("ada.kings@example.com", PASSWORD).await.expect(201);
+    // The host cannot create a look-alike either.
+    let output = daemon.host_command(&["user", "add", "\u{430}da.king@example.com"], PASSWORD);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("looks the same"), "{output:?}");
+}
+
+#[tokio::test]
+async fn the_address_and_common_passwords_are_refused() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    for password in ["adalovelace@example.com", "AdaLovelace", "password", "12345678", "qwertyuiop"] {
+        let body = c.register("adalovelace@example.com", password).await.expect(422);
+        assert_eq!((body["code"].as_str(), body["field"].as_str()), (Some("weak_password"), Some("password")));
+    }
+    // No composition rules: a few words are enough.
+    c.register("adalovelace@example.com", "orchid lantern tuesday").await.expect(201);
+}
+
+#[tokio::test]
+async fn new_accounts_from_one_address_are_limited_per_hour() {
+    let config = format!("{UTC_LAB}[auth]\nmax_registrations_per_address_per_hour = 3\n");
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    // Refused registrations make no account and count for nothing.
+    c.register("s0@example.com", "password").await.expect(422);
+    for i in 0..3 {
+        c.register(&format!("s{i}@example.com"), PASSWORD).await.expect(201);
+    }
+    let r = c.register("s3@example.com", PASSWORD).await;
+    let body = r.expect(429);
+    assert_eq!(body["code"], "too_many_registrations");
+    assert!(body["detail"].as_str().unwrap().contains("from this address"), "{body}");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((3000..=3600).contains(&retry), "{retry}");
+    // Accounts already made go on logging in.
+    c.login("s1@example.com", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn new_accounts_from_everywhere_are_limited_per_hour() {
+    let config = format!("{UTC_LAB}[auth]\nmax_registrations_per_hour = 2\n");
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    c.register("s0@example.com", PASSWORD).await.expect(201);
+    c.register("s1@example.com", PASSWORD).await.expect(201);
+    let r = c.register("s2@example.com", PASSWORD).await;
+    assert_eq!(r.expect(429)["code"], "too_many_registrations");
+    assert!(r.header("retry-after").is_some());
+    // The host still creates accounts: the limits are for self-registration.
+    let output = daemon.host_command(&["user", "add", "s2@example.com"], PASSWORD);
+    assert!(output.status.success(), "{output:?}");
 }
