@@ -342,3 +342,33 @@ async fn new_accounts_from_everywhere_are_limited_per_hour() {
     let output = daemon.host_command(&["user", "add", "s2@example.com"], PASSWORD);
     assert!(output.status.success(), "{output:?}");
 }
+
+#[tokio::test]
+async fn the_host_imports_a_class_from_csv_and_gets_its_passwords() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    c.user("taken@example.com").await;
+    let csv = "Name,Email,Password\n\
+               Ada,ADA@example.com,\n\
+               Bob,bob@example.com,orchid lantern tuesday\n\
+               Eve,taken@example.com,\n\
+               Mallory,t\u{430}ken@example.com,\n\
+               Walt,walt@example.com,password\n";
+    let output = daemon.host_command(&["user", "import", "-"], csv);
+    let (stdout, stderr) = (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap());
+    assert!(!output.status.success(), "three rows were refused: {stderr}");
+    // Lines 4 to 6: taken, a look-alike, a weak password.
+    for (line, reason) in [(4, "already exists"), (5, "looks the same"), (6, "too easy to guess")] {
+        assert!(stderr.lines().any(|l| l.starts_with(&format!("line {line}:")) && l.contains(reason)), "{stderr}");
+    }
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("email,password"));
+    let ada = lines.next().unwrap().strip_prefix("ada@example.com,").expect("ada's generated password").to_owned();
+    assert_eq!(ada.len(), 16);
+    assert_eq!(lines.next(), Some("bob@example.com,orchid lantern tuesday"));
+    assert_eq!(lines.next(), None);
+    c.login("ada@example.com", &ada).await;
+    c.login("bob@example.com", "orchid lantern tuesday").await;
+    // Passwords appear only where the admin asked for them: never in the daemon's log.
+    assert!(!daemon.log().contains(&ada));
+}

@@ -142,7 +142,8 @@ impl Daemon {
     }
 
     /// Runs `rerod user ARGS...` on the host, as the lab admin would, with the
-    /// daemon's store and config and `password` on stdin; its output.
+    /// daemon's store and config and `password` (or a CSV file for `-`) on
+    /// stdin; its output.
     pub fn host_command(&self, args: &[&str], password: &str) -> std::process::Output {
         use std::io::Write as _;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rerod"));
