@@ -261,6 +261,18 @@ impl Hasher {
         rx.await.map_err(|_| HashError::Failed("hashing thread stopped".into()))
     }
 
+    /// [`check_password_strength`] on the hashing threads: estimating a long
+    /// password can take tens of milliseconds, too long for an async worker,
+    /// and a flood of them waits in the same bounded queue as bcrypt.
+    pub async fn check_strength(
+        &self,
+        password: String,
+        email: String,
+        min_score: u8,
+    ) -> Result<Result<(), PasswordError>, HashError> {
+        self.run(move || check_password_strength(&password, &email, min_score)).await
+    }
+
     pub async fn hash(&self, password: String, cost: u32) -> Result<PasswordHash, HashError> {
         self.run(move || bcrypt::hash(password, cost))
             .await?

@@ -24,7 +24,7 @@ impl App {
     pub async fn register(&self, email: &str, password: &str, client: IpAddr) -> Result<User, AppError> {
         let config = self.config();
         self.count_address_attempt(&config, client)?;
-        let email = new_credentials(&config, email, "password", password)?;
+        let email = self.new_credentials(&config, email, "password", password).await?;
         // Whoever registers a listed address first would become its admin:
         // admins are created on the host instead.
         if config.auth.admins.contains(&email) {
@@ -165,6 +165,33 @@ impl App {
             .map_err(|retry_after| AppError::AddressThrottled { retry_after })
     }
 
+    /// Checks an address and a new password for it (`field` names the
+    /// password in the error): its form, then its strength; the address,
+    /// normalized.
+    async fn new_credentials(
+        &self,
+        config: &Config,
+        email: &str,
+        field: &'static str,
+        password: &str,
+    ) -> Result<String, AppError> {
+        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
+        let strength = match auth::check_new_password(password, config.auth.min_password_len) {
+            Ok(()) => {
+                let min_score = config.auth.min_password_score;
+                self.hasher.check_strength(password.to_owned(), email.clone(), min_score).await?
+            }
+            Err(e) => Err(e),
+        };
+        strength.map_err(|e| match e {
+            auth::PasswordError::IsTheAddress | auth::PasswordError::TooWeak { .. } => {
+                AppError::WeakPassword { field, message: e.to_string() }
+            }
+            _ => AppError::invalid(field, e.to_string()),
+        })?;
+        Ok(email)
+    }
+
     /// Counts one new account from `client` against the hourly limits, per
     /// address and overall. Only a registration that passed every other check
     /// counts; one refused here counts against nothing.
@@ -192,7 +219,7 @@ impl App {
     /// Changes `who`'s password, given the current one. Every token issued
     /// before, on any device, stops working; the answer carries a new one.
     pub async fn change_password(&self, who: &Principal, current: &str, new: &str) -> Result<Login, AppError> {
-        let email = new_credentials(&self.config(), &who.email, "new_password", new)?;
+        let email = self.new_credentials(&self.config(), &who.email, "new_password", new).await?;
         let (_, role) = self.check_password(&email, current).await?;
         let user = self.set_password(email, new).await?;
         tracing::info!(email = %user.email, "password changed; earlier tokens revoked");
@@ -203,7 +230,7 @@ impl App {
     /// registration policy applies, and it may be made a lab admin.
     pub async fn add_account(&self, email: &str, password: &str, admin: bool) -> Result<User, AppError> {
         let config = self.config();
-        let email = new_credentials(&config, email, "password", password)?;
+        let email = self.new_credentials(&config, email, "password", password).await?;
         refuse_look_alike_of_an_admin(&config, &email)?;
         let user = self.create_account(email, password, admin).await?;
         tracing::info!(email = %user.email, admin, "account added on the host");
@@ -213,7 +240,7 @@ impl App {
     /// Sets an account's password on the host's word (`rerod user passwd`),
     /// revoking every token issued before.
     pub async fn reset_password(&self, email: &str, password: &str) -> Result<User, AppError> {
-        let email = new_credentials(&self.config(), email, "password", password)?;
+        let email = self.new_credentials(&self.config(), email, "password", password).await?;
         let user = self.set_password(email, password).await?;
         tracing::info!(email = %user.email, "password set on the host; earlier tokens revoked");
         Ok(user)
@@ -336,21 +363,6 @@ pub struct Login {
 pub struct AccountUpdate {
     pub user: User,
     pub cancelled: Vec<(Booking, Slot)>,
-}
-
-/// Checks an address and a new password for it (`field` names the password
-/// in the error): its form, then its strength; the address, normalized.
-fn new_credentials(config: &Config, email: &str, field: &'static str, password: &str) -> Result<String, AppError> {
-    let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
-    auth::check_new_password(password, config.auth.min_password_len)
-        .and_then(|()| auth::check_password_strength(password, &email, config.auth.min_password_score))
-        .map_err(|e| match e {
-            auth::PasswordError::IsTheAddress | auth::PasswordError::TooWeak { .. } => {
-                AppError::WeakPassword { field, message: e.to_string() }
-            }
-            _ => AppError::invalid(field, e.to_string()),
-        })?;
-    Ok(email)
 }
 
 /// Refuses an address that looks like one in `auth.admins` without being
