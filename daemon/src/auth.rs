@@ -23,11 +23,29 @@ pub enum EmailError {
     Malformed,
     #[error("email is longer than 254 characters")]
     TooLong,
+    #[error(
+        "email contains an invisible formatting or text-direction character (U+{0:04X}); type the address \
+         without it"
+    )]
+    InvisibleCharacter(u32),
 }
 
-/// Trims and lower-cases an e-mail address and checks its shape.
+/// Normalizes an e-mail address and checks its shape: trimmed, Unicode NFKC
+/// (full-width and other compatibility forms become the plain letters), then
+/// lower case.
+///
+/// Format characters (Unicode category Cf: zero-width spaces and joiners, the
+/// bidi controls such as RIGHT-TO-LEFT OVERRIDE, soft hyphens) are refused,
+/// not removed: they make one address look like another, or like nothing at
+/// all, and nobody types them on purpose.
 pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
-    let email = raw.trim().to_lowercase();
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let trimmed = raw.trim();
+    if let Some(c) = trimmed.chars().find(|c| c.general_category() == GeneralCategory::Format) {
+        return Err(EmailError::InvisibleCharacter(u32::from(c)));
+    }
+    let email = trimmed.nfkc().collect::<String>().to_lowercase();
     if email.is_empty() {
         return Err(EmailError::Empty);
     }
@@ -47,6 +65,26 @@ pub fn normalize_email(raw: &str) -> Result<String, EmailError> {
     Ok(email)
 }
 
+/// The confusable skeleton of a normalized address (Unicode TS #39): two
+/// addresses with the same skeleton look alike to a reader ("paypal" with a
+/// Cyrillic "а", "rn" for "m", "1" for "l"), so only one of them may have an
+/// account.
+///
+/// The skeleton is lower-cased again at the end because addresses compare
+/// without case, while TS #39's mapping keeps it ("0" becomes "O").
+pub fn email_skeleton(normalized: &str) -> String {
+    unicode_security::skeleton(normalized).collect::<String>().to_lowercase()
+}
+
+/// Names the rules and Unicode data behind [`normalize_email`] and
+/// [`email_skeleton`]: skeletons stored under another (after an upgrade of the
+/// Unicode crates, say) are computed afresh.
+pub fn skeleton_version() -> String {
+    let (a, b, c) = unicode_security::UNICODE_VERSION;
+    let (d, e, f) = unicode_normalization::UNICODE_VERSION;
+    format!("1;confusables {a}.{b}.{c};nfkc {d}.{e}.{f}")
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
     #[error("password must be at least {min} characters long")]
@@ -55,9 +93,18 @@ pub enum PasswordError {
     TooLong,
     #[error("password must not contain NUL characters")]
     ContainsNul,
+    #[error("password must not be the e-mail address or its name part; choose a different password")]
+    IsTheAddress,
+    #[error(
+        "password is too easy to guess (strength {score} of 4, at least {min} needed){}; a few unrelated words \
+         make a strong password",
+        hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default()
+    )]
+    TooWeak { score: u8, min: u8, hint: Option<String> },
 }
 
-/// Checks a new password: at least `min_chars` characters, at most 72 bytes.
+/// Checks the form of a new password: at least `min_chars` characters, at
+/// most 72 bytes, no NUL. See [`check_password_strength`] for the rest.
 pub fn check_new_password(password: &str, min_chars: usize) -> Result<(), PasswordError> {
     if password.chars().count() < min_chars {
         return Err(PasswordError::TooShort { min: min_chars });
@@ -69,6 +116,52 @@ pub fn check_new_password(password: &str, min_chars: usize) -> Result<(), Passwo
         return Err(PasswordError::ContainsNul);
     }
     Ok(())
+}
+
+/// Refuses a new password for the (normalized) `email` that an attacker
+/// would try early: the address itself or its name part, or a password the
+/// zxcvbn estimator scores below `min_score` (0 to 4: common passwords,
+/// keyboard walks, dictionary words with digits, dates, the address's own
+/// parts). As NIST SP 800-63B advises, there are no composition rules
+/// ("a digit and a capital"): they make passwords harder to remember, not
+/// to guess.
+pub fn check_password_strength(password: &str, email: &str, min_score: u8) -> Result<(), PasswordError> {
+    let local = email.split_once('@').map_or(email, |(local, _)| local);
+    let typed = password.trim().to_lowercase();
+    if typed == email || typed == local {
+        return Err(PasswordError::IsTheAddress);
+    }
+    if min_score == 0 {
+        return Ok(());
+    }
+    let domain = email.rsplit_once('@').map_or("", |(_, domain)| domain);
+    let mut inputs = vec![email, local];
+    inputs.extend(domain.split('.').filter(|label| label.len() > 2));
+    let estimate = zxcvbn::zxcvbn(password, &inputs);
+    let score = u8::from(estimate.score());
+    if score >= min_score {
+        return Ok(());
+    }
+    let hint = estimate.feedback().and_then(|f| f.warning()).map(|w| w.to_string());
+    Err(PasswordError::TooWeak { score, min: min_score, hint })
+}
+
+/// A fresh random password for an account made in bulk (`rerod user
+/// import`): 16 characters from an alphabet without look-alikes (no 0/O,
+/// 1/l/I), about 92 bits.
+pub fn generate_password() -> std::io::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut password = String::with_capacity(16);
+    // Rejection sampling keeps every character equally likely.
+    while password.len() < 16 {
+        for byte in random_secret()? {
+            let limit = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
+            if byte < limit && password.len() < 16 {
+                password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(password)
 }
 
 /// A bcrypt hash. Opaque so it cannot end up in a log line by accident.
@@ -166,6 +259,18 @@ impl Hasher {
             mpsc::TrySendError::Disconnected(_) => HashError::Failed("hashing threads are gone".into()),
         })?;
         rx.await.map_err(|_| HashError::Failed("hashing thread stopped".into()))
+    }
+
+    /// [`check_password_strength`] on the hashing threads: estimating a long
+    /// password can take tens of milliseconds, too long for an async worker,
+    /// and a flood of them waits in the same bounded queue as bcrypt.
+    pub async fn check_strength(
+        &self,
+        password: String,
+        email: String,
+        min_score: u8,
+    ) -> Result<Result<(), PasswordError>, HashError> {
+        self.run(move || check_password_strength(&password, &email, min_score)).await
     }
 
     pub async fn hash(&self, password: String, cost: u32) -> Result<PasswordHash, HashError> {
@@ -309,6 +414,96 @@ mod tests {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(normalize_email(&format!("{}@x.org", "a".repeat(300))), Err(EmailError::TooLong));
+    }
+
+    #[test]
+    fn addresses_are_normalized_to_nfkc_before_lower_case() {
+        // Full-width letters, the ligature "ﬁ" and a superscript two are compatibility forms.
+        assert_eq!(normalize_email("ｌａｂ-ａｄｍｉｎ@uni.example").unwrap(), "lab-admin@uni.example");
+        assert_eq!(normalize_email("ﬁona@x.org").unwrap(), "fiona@x.org");
+        assert_eq!(normalize_email("ada²@x.org").unwrap(), "ada2@x.org");
+        // Non-Latin addresses stay what they are: only look-alikes are refused (by skeleton).
+        assert_eq!(normalize_email("Ärger@x.org").unwrap(), "ärger@x.org");
+        assert_eq!(normalize_email("ДМИТРИЙ@x.org").unwrap(), "дмитрий@x.org");
+    }
+
+    #[test]
+    fn format_and_direction_characters_are_refused_by_name() {
+        for (raw, code) in [
+            ("boss\u{200B}@x.org", 0x200B),
+            ("\u{200B}boss@x.org", 0x200B),
+            ("bo\u{200D}ss@x.org", 0x200D),
+            ("\u{202E}gro.x@ssob", 0x202E),
+            ("boss@x.org\u{202D}", 0x202D),
+            ("bo\u{2066}ss@x.org", 0x2066),
+            ("bo\u{00AD}ss@x.org", 0x00AD),
+            ("\u{FEFF}boss@x.org", 0xFEFF),
+            ("bo\u{E0041}ss@x.org", 0xE0041),
+        ] {
+            let error = normalize_email(raw).unwrap_err();
+            assert_eq!(error, EmailError::InvisibleCharacter(code), "{raw:?}");
+            assert!(error.to_string().contains("invisible"), "{error}");
+        }
+    }
+
+    #[test]
+    fn look_alike_addresses_share_a_skeleton() {
+        let skeleton = |raw: &str| email_skeleton(&normalize_email(raw).unwrap());
+        let admin = skeleton("lab-admin@uni.example");
+        // Cyrillic а and е, Greek ο, "rn" for "m", "1" for "l", full-width letters.
+        for copy in [
+            "lab-\u{430}dmin@uni.example",
+            "lab-admin@uni.\u{435}xample",
+            "lab-admin@uni.example".replace('o', "\u{3BF}").as_str(),
+            "lab-adrnin@uni.example",
+            "1ab-admin@uni.example",
+            "ＬＡＢ-admin@uni.example",
+        ] {
+            assert_eq!(skeleton(copy), admin, "{copy:?}");
+        }
+        // Case does not matter in addresses, so not in skeletons either.
+        assert_eq!(skeleton("0tto@x.org"), skeleton("otto@x.org"));
+        // Different addresses stay different.
+        for other in ["lab-admins@uni.example", "lab-admin@uni.example.org", "bob@uni.example"] {
+            assert_ne!(skeleton(other), admin, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_address_and_common_passwords_are_refused() {
+        let email = "ada.lovelace@uni.example";
+        for same in ["ada.lovelace@uni.example", "ADA.Lovelace@uni.example", "ada.lovelace", " Ada.Lovelace "] {
+            assert_eq!(check_password_strength(same, email, 0), Err(PasswordError::IsTheAddress), "{same:?}");
+        }
+        for common in ["password", "password1", "12345678", "qwertyuiop", "letmein1", "trustno1"] {
+            assert!(
+                matches!(check_password_strength(common, email, 1), Err(PasswordError::TooWeak { score: 0, .. })),
+                "{common:?} accepted"
+            );
+        }
+        // The address's own parts, with a digit, count as weak.
+        assert!(check_password_strength("lovelace1", email, 2).is_err());
+        // Lengthy, unrelated words pass at any level; no composition rules apply.
+        for strong in ["correct horse battery staple", "plum-orbit-cactus-41"] {
+            assert_eq!(check_password_strength(strong, email, 4), Ok(()), "{strong:?}");
+        }
+        // 0 turns the estimate off, but never the check against the address.
+        assert_eq!(check_password_strength("password", email, 0), Ok(()));
+    }
+
+    #[test]
+    fn the_old_backends_example_password_passes_the_default() {
+        // The seed README's curl examples register test@example.com with testpass123.
+        assert_eq!(check_password_strength("testpass123", "test@example.com", 1), Ok(()));
+        assert!(check_password_strength("testpass123", "test@example.com", 2).is_err());
+    }
+
+    #[test]
+    fn generated_passwords_are_strong_and_differ() {
+        let (a, b) = (generate_password().unwrap(), generate_password().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+        assert_eq!(check_password_strength(&a, "a@x.org", 4), Ok(()));
     }
 
     #[test]

@@ -27,6 +27,11 @@ Usage:
                                set an account's password
                                (both ask the running daemon; the password is
                                read from the terminal, or one line of stdin)
+  rerod user import FILE.csv [--config FILE]
+                               create an account for each row (email, and
+                               optionally password); prints email,password
+                               of each account made, passwords generated
+                               where the file has none
   rerod --help | --version
 
 Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH,
@@ -46,8 +51,17 @@ pub enum Command {
 /// What `rerod user` does.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UserAction {
-    Add { email: String, admin: bool },
-    Passwd { email: String },
+    Add {
+        email: String,
+        admin: bool,
+    },
+    Passwd {
+        email: String,
+    },
+    /// Accounts from a CSV file (`-`: stdin); see [`crate::roster`].
+    Import {
+        file: PathBuf,
+    },
 }
 
 /// A failure to report to the person who ran rerod.
@@ -75,11 +89,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             "--with-hashes" => with_hashes = true,
             "--admin" => admin = true,
             "user" => {
-                let action = args.next().ok_or("user needs add or passwd")?;
-                let email = args.next().ok_or_else(|| format!("user {action} needs an e-mail address"))?;
+                let action = args.next().ok_or("user needs add, passwd or import")?;
+                let what = if action == "import" { "a CSV file" } else { "an e-mail address" };
+                let email = args.next().ok_or_else(|| format!("user {action} needs {what}"))?;
                 match action.as_str() {
-                    "add" | "passwd" => user = Some((action, email)),
-                    other => return Err(format!("unknown user command {other:?}: add or passwd\n\n{USAGE}")),
+                    "add" | "passwd" | "import" => user = Some((action, email)),
+                    other => {
+                        return Err(format!("unknown user command {other:?}: add, passwd or import\n\n{USAGE}"));
+                    }
                 }
             }
             "check-config" => {
@@ -93,6 +110,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
         let action = match action.as_str() {
             "add" => UserAction::Add { email, admin },
             _ if admin => return Err("--admin goes with user add".to_owned()),
+            "import" => UserAction::Import { file: PathBuf::from(email) },
             _ => UserAction::Passwd { email },
         };
         return Ok(Command::User { config, action });
@@ -151,7 +169,9 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::User { config, action } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let socket = crate::control::socket_path(&config.store.path);
             let request = match action {
+                UserAction::Import { file } => return import_users(&socket, &file),
                 UserAction::Add { email, admin } => {
                     let password = read_password(&format!("Password for {email}: "))?;
                     ControlRequest::UserAdd { email, password, admin }
@@ -161,7 +181,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     ControlRequest::UserPasswd { email, password }
                 }
             };
-            let response = ask_daemon(&crate::control::socket_path(&config.store.path), &request)?;
+            let response = ask_daemon(&socket, &request)?;
             if response.success {
                 println!("{}", response.message);
                 Ok(())
@@ -185,6 +205,55 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
     runtime.block_on(crate::runtime::run(config, config_path, env, logs.level_control()))
+}
+
+/// `rerod user import`: asks the daemon for one account per row of the
+/// roster, as `rerod user add` would. What a lab admin needs next goes to
+/// stdout, ready to mail out: `email,password` for each account made.
+/// Refused rows (taken, look-alike, weak password) are reported on stderr by
+/// line and skipped; the command fails if any was, so a script notices, and
+/// it can be run again on the same file once the file is fixed.
+fn import_users(socket: &Path, file: &Path) -> Result<(), Error> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let rows = crate::roster::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "email,password")?;
+    let (mut n_created, mut n_refused) = (0, 0);
+    for row in rows {
+        let password = match row.password {
+            Some(password) => password,
+            None => crate::auth::generate_password()?,
+        };
+        let email = crate::auth::normalize_email(&row.email).unwrap_or_else(|_| row.email.clone());
+        let request = ControlRequest::UserAdd { email: row.email.clone(), password: password.clone(), admin: false };
+        let response = ask_daemon(socket, &request)?;
+        if response.success {
+            writeln!(out, "{},{}", csv_field(&email), csv_field(&password))?;
+            n_created += 1;
+        } else {
+            eprintln!("line {}: {}: {}", row.line, row.email, response.message);
+            n_refused += 1;
+        }
+    }
+    out.flush()?;
+    eprintln!("{n_created} accounts created, {n_refused} rows refused");
+    if n_refused > 0 {
+        return Err(format!("{n_refused} rows of {} were refused (see above)", file.display()).into());
+    }
+    Ok(())
+}
+
+/// A CSV field, quoted when it has to be.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
 }
 
 /// Sends one request over the control socket at `path` and reads the answer.
@@ -320,6 +389,11 @@ mod tests {
                 action: UserAction::Passwd { email: "ada@lab.example".into() }
             })
         );
+        assert_eq!(
+            parse(&["user", "import", "class.csv"]),
+            Ok(Command::User { config: None, action: UserAction::Import { file: "class.csv".into() } })
+        );
+        assert!(parse(&["user", "import", "class.csv", "--admin"]).is_err());
         assert!(parse(&["user", "add"]).is_err());
         assert!(parse(&["user", "remove", "a@b.c"]).is_err());
         assert!(parse(&["user", "passwd", "a@b.c", "--admin"]).is_err());

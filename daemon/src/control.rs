@@ -1,5 +1,6 @@
-//! The control socket: how `rerod user add` and `rerod user passwd`, run on
-//! the host, reach the running daemon (which alone may write its store).
+//! The control socket: how `rerod user add`, `rerod user passwd` and
+//! `rerod user import`, run on the host, reach the running daemon (which
+//! alone may write its store).
 //!
 //! It is a Unix socket beside the store file (`rerod.sock` next to
 //! `rerod.redb`), created mode 0600, and every connection's peer must be root

@@ -23,6 +23,7 @@ pub mod plugins;
 pub mod priority;
 pub mod records;
 pub mod reload;
+pub mod roster;
 pub mod runtime;
 pub mod session;
 pub mod store;

@@ -164,7 +164,7 @@ mod tests {
         let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         for (email, slots) in [("a@x.org", [10, 11]), ("b@x.org", [12, 14])] {
-            app.register(email, "password1", LOCALHOST).await.unwrap();
+            app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
             let who = Principal { email: email.into(), role: Role::User };
             for slot in slots {
                 app.book(&who, &device, date, slot).await.unwrap();
@@ -220,7 +220,7 @@ mod tests {
         let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         for (email, slots) in [("a@x.org", [10, 11]), ("b@x.org", [12, 12])] {
-            app.register(email, "password1", LOCALHOST).await.unwrap();
+            app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
             let who = Principal { email: email.into(), role: Role::User };
             app.book(&who, &device, date, slots[0]).await.unwrap();
             if slots[1] != slots[0] {
@@ -257,7 +257,7 @@ mod tests {
         let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
         let (device, board) = app.board(&DeviceRef::Number(0)).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
-        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
+        app.register("a@x.org", "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
         let who = Principal { email: "a@x.org".into(), role: Role::User };
         app.book(&who, &device, date, 10).await.unwrap();
         app.book(&who, &device, date, 12).await.unwrap();

@@ -9,6 +9,9 @@
 //!
 //! Per client address: every login or registration counts, so one client
 //! cannot fill the hashing queue with attempts for random accounts.
+//!
+//! New accounts: per client address and overall, per hour, counted by the
+//! same sliding window, so that nobody can make accounts by the hundred.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -99,6 +102,19 @@ impl Throttle {
         Ok(Attempt { throttle: self, key: key.to_owned(), window, settled: false })
     }
 
+    /// Whether [`Throttle::hit`] would count an event for `key` now, counting nothing.
+    pub fn check(&self, key: &str, now: Instant, max: u32, window: Duration) -> Result<(), Duration> {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(key) else { return Ok(()) };
+        expire(entry, now, window);
+        match entry.times.front() {
+            Some(oldest) if entry.times.len() >= max as usize => {
+                Err(window.saturating_sub(now.duration_since(*oldest)).max(Duration::from_secs(1)))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Counts one event for `key` unless `max` happened within `window`
     /// already; otherwise `Err(retry_after)` and nothing is counted.
     pub fn hit(&self, key: &str, now: Instant, max: u32, window: Duration) -> Result<(), Duration> {
@@ -175,5 +191,18 @@ mod tests {
         assert_eq!(throttle.hit("10.0.0.1", t0 + Duration::from_secs(10), 5, window), Err(Duration::from_secs(50)));
         assert!(throttle.hit("10.0.0.2", t0, 5, window).is_ok());
         assert!(throttle.hit("10.0.0.1", t0 + Duration::from_secs(60), 5, window).is_ok());
+    }
+
+    #[test]
+    fn a_check_counts_nothing() {
+        let throttle = Throttle::default();
+        let (t0, window) = (Instant::now(), Duration::from_secs(60));
+        for _ in 0..3 {
+            throttle.check("10.0.0.1", t0, 2, window).unwrap();
+        }
+        throttle.hit("10.0.0.1", t0, 2, window).unwrap();
+        throttle.hit("10.0.0.1", t0, 2, window).unwrap();
+        assert_eq!(throttle.check("10.0.0.1", t0 + Duration::from_secs(20), 2, window), Err(Duration::from_secs(40)));
+        assert!(throttle.check("10.0.0.1", t0 + Duration::from_secs(60), 2, window).is_ok());
     }
 }

@@ -357,7 +357,7 @@ fn read_loop(
 async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     let daemon = Daemon::start(4);
     let addr = daemon.addr;
-    let creds = json!({"email": "fan@example.com", "password": "password1"});
+    let creds = json!({"email": "fan@example.com", "password": "plum-orbit-cactus-41"});
     let mut http = Http::connect(addr);
     assert_eq!(http.post("/auth/register", None, &creds).0, 201);
     let (status, login) = http.post("/auth/login", None, &creds);

@@ -56,7 +56,7 @@ fn post(path: &str, token: Option<&str>, body: &Value) -> Request<Full<Bytes>> {
 /// Registers `email` and returns a token.
 async fn user(addr: SocketAddr, email: &str) -> String {
     let mut s = connect(addr).await;
-    let creds = json!({"email": email, "password": "password1"});
+    let creds = json!({"email": email, "password": "plum-orbit-cactus-41"});
     let (status, _) = send(&mut s, post("/auth/register", None, &creds)).await;
     assert_eq!(status, 201);
     let (status, body) = send(&mut s, post("/auth/login", None, &creds)).await;
@@ -180,7 +180,7 @@ async fn bench_slots_during_logins(secs: u64, n_conns: usize) {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 let mut s = connect(addr).await;
-                let creds = json!({"email": "login@example.com", "password": "password1"});
+                let creds = json!({"email": "login@example.com", "password": "plum-orbit-cactus-41"});
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let (status, _) = send(&mut s, post("/auth/login", None, &creds)).await;

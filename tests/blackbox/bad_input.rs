@@ -7,7 +7,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::util::{Client, Daemon, Options, UTC_LAB, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, utc_date};
 
 /// Users and bookings in the store, to show a refused request changed nothing.
 async fn totals(c: &Client) -> (Value, Value) {
@@ -93,16 +93,16 @@ async fn slot_ids_and_dates_outside_the_rules_get_400() {
 async fn passwords_and_emails_are_checked_at_registration() {
     let daemon = Daemon::start();
     let c = daemon.client();
-    c.register("ada@example.com", "password1").await.expect(201);
+    c.register("ada@example.com", PASSWORD).await.expect(201);
     let before = totals(&c).await;
     for (email, password, field) in [
         ("new@example.com", "", "password"),
         ("new@example.com", "12345", "password"),
         ("new@example.com", &"x".repeat(73) as &str, "password"),
         ("new@example.com", &"€".repeat(25) as &str, "password"),
-        ("not-an-email", "password1", "email"),
-        ("", "password1", "email"),
-        ("a b@example.com", "password1", "email"),
+        ("not-an-email", PASSWORD, "email"),
+        ("", PASSWORD, "email"),
+        ("a b@example.com", PASSWORD, "email"),
     ] {
         let r = c.register(email, password).await;
         let body = r.expect(422);
@@ -115,10 +115,10 @@ async fn passwords_and_emails_are_checked_at_registration() {
     assert_eq!(totals(&c).await, before);
 
     // 72 bytes is the most bcrypt reads: accepted, and only the exact password logs in.
-    let long = "y".repeat(72);
+    let long = PASSWORD.repeat(4)[..72].to_owned();
     c.register("long@example.com", &long).await.expect(201);
     c.login("long@example.com", &long).await;
-    let r = c.post("/auth/login", &json!({"email": "long@example.com", "password": "y".repeat(71)})).await;
+    let r = c.post("/auth/login", &json!({"email": "long@example.com", "password": &long[..71]})).await;
     r.expect(401);
     // Unicode passwords: counted in characters for the minimum, in bytes for the maximum.
     c.register("uni@example.com", "pässwörd€").await.expect(201);
@@ -198,7 +198,7 @@ async fn forged_expired_and_unsigned_tokens_get_401() {
     }
     // Bearer wins: a bad header is not rescued by good credentials in the body.
     let with_password =
-        json!({"slot_id": 5, "date": utc_date(1).to_string(), "email": "ada@example.com", "password": "password1"});
+        json!({"slot_id": 5, "date": utc_date(1).to_string(), "email": "ada@example.com", "password": PASSWORD});
     c.post_auth("/book-slot", &forged, &with_password).await.expect(401);
     assert_eq!(totals(&c).await, before);
     // The good token still works.
@@ -229,7 +229,7 @@ async fn repeated_wrong_passwords_are_throttled_with_429_and_retry_after() {
     }
     // Now even the right password waits: guessing is throttled, not answered.
     for body in [
-        json!({"email": "ada@example.com", "password": "password1"}),
+        json!({"email": "ada@example.com", "password": PASSWORD}),
         json!({"email": "ADA@example.com", "password": "guess-again"}),
     ] {
         let r = c.post("/auth/login", &body).await;
@@ -238,7 +238,7 @@ async fn repeated_wrong_passwords_are_throttled_with_429_and_retry_after() {
         assert!((1..=300).contains(&retry), "Retry-After {retry}");
     }
     // Body credentials on other routes count too; other accounts are unaffected.
-    let r = c.post("/my-bookings", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    let r = c.post("/my-bookings", &json!({"email": "ada@example.com", "password": PASSWORD})).await;
     r.expect(429);
-    c.login("bob@example.com", "password1").await;
+    c.login("bob@example.com", PASSWORD).await;
 }

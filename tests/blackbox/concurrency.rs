@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use crate::util::{Daemon, utc_date};
+use crate::util::{Daemon, Options, UTC_LAB_MANY_ACCOUNTS, utc_date};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_clients_racing_for_one_slot_yield_exactly_one_booking() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS));
     let c = daemon.client();
     let mut tokens = Vec::new();
     for i in 0..100 {
@@ -40,7 +40,7 @@ async fn hundred_clients_racing_for_one_slot_yield_exactly_one_booking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_users_booking_hundred_different_slots_all_succeed() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS));
     let c = daemon.client();
     let mut tokens = Vec::new();
     for i in 0..100 {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::util::{Daemon, Options, UNCAPPED_LAB, utc_date};
+use crate::util::{Daemon, Options, PASSWORD, UNCAPPED_LAB, utc_date};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_bookings_and_tokens_survive_kill_9() {
@@ -30,7 +30,7 @@ async fn acknowledged_bookings_and_tokens_survive_kill_9() {
     // The generated JWT secret was kept in the store: the old token still works.
     let mine = c.get_auth("/my-bookings", &token).await.expect(200);
     assert_eq!(mine["total_bookings"], 11);
-    c.login("bob@example.com", "password1").await;
+    c.login("bob@example.com", PASSWORD).await;
 }
 
 #[tokio::test]
@@ -101,7 +101,7 @@ async fn backup_under_load_restores_every_acknowledged_booking() {
         let slots = rc.get(&format!("/slots?date={date}")).await.expect(200);
         assert_eq!(slots["slots"][slot as usize]["is_booked"], true, "{date} slot {slot} lost");
     }
-    rc.login("u0@example.com", "password1").await;
+    rc.login("u0@example.com", PASSWORD).await;
 
     // export: users without hashes unless asked, and the bookings.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::devices::{Board, Console, lab_config};
-use crate::util::{Daemon, Options, UNCAPPED_LAB, UTC_LAB, Ws, connect_from, utc_date};
+use crate::util::{Daemon, Options, PASSWORD, UNCAPPED_LAB, UTC_LAB, Ws, connect_from, utc_date};
 
 /// Opens a `/slot-booking` socket from the loopback address `from`.
 async fn feed_from(daemon: &Daemon, from: &str) -> Result<Ws, u16> {
@@ -131,9 +131,9 @@ async fn students_behind_a_trusted_proxy_get_their_own_login_limits() {
     );
     let daemon = Daemon::start_with(Options::config(&config));
     let c = daemon.client();
-    c.register("ada@example.com", "password1").await.expect(201);
+    c.register("ada@example.com", PASSWORD).await.expect(201);
     let login = |client: crate::util::Client, forwarded: &'static str| async move {
-        let body = json!({"email": "ada@example.com", "password": "password1"}).to_string();
+        let body = json!({"email": "ada@example.com", "password": PASSWORD}).to_string();
         let headers = [("content-type", "application/json"), ("x-forwarded-for", forwarded)];
         client.request(Method::POST, "/auth/login", &headers, body).await.status
     };

@@ -4,7 +4,7 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::util::{Client, Daemon, Options, UTC_LAB, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, utc_date};
 
 /// The seed README's quick-test flow: register, log in, book and cancel with
 /// e-mail and password in the body, list, my-bookings, health, stats.
@@ -119,7 +119,7 @@ async fn bearer_tokens_work_on_every_protected_route_and_win_over_body_credentia
     let day = utc_date(1).to_string();
 
     // Bob's credentials in the body, Ada's token in the header: Ada books.
-    let body = json!({"slot_id": 10, "date": day, "email": "bob@example.com", "password": "password1"});
+    let body = json!({"slot_id": 10, "date": day, "email": "bob@example.com", "password": PASSWORD});
     c.post_auth("/book-slot", &ada, &body).await.expect(200);
     let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
     assert_eq!(slots["slots"][10]["booked_by"], "ada@example.com");
@@ -147,7 +147,7 @@ async fn bearer_tokens_work_on_every_protected_route_and_win_over_body_credentia
     assert_eq!(next["start"], format!("{day}T10:00:00+00:00"));
     assert_eq!(next["end"], format!("{day}T11:00:00+00:00"));
 
-    let bob = c.login("bob@example.com", "password1").await;
+    let bob = c.login("bob@example.com", PASSWORD).await;
     let none = c.post_auth("/slots/user", &bob, &json!({})).await.expect(200);
     assert_eq!(none["has_booking"], false);
     assert_eq!(none["slot"], json!(null));
@@ -198,7 +198,7 @@ async fn login_failures_look_the_same_for_unknown_users_and_wrong_passwords() {
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     }
     // E-mail is matched case-insensitively and trimmed.
-    c.login("  ADA@Example.com ", "password1").await;
+    c.login("  ADA@Example.com ", PASSWORD).await;
 }
 
 #[tokio::test]
@@ -292,13 +292,13 @@ async fn registration_policy_and_admins_from_config() {
     );
     let daemon = Daemon::start_with(Options::config(&config));
     let c = daemon.client();
-    let r = c.register("ada@elsewhere.example", "password1").await;
+    let r = c.register("ada@elsewhere.example", PASSWORD).await;
     assert_eq!(r.expect(403)["code"], "registration_refused");
     let ada = c.user("ada@uni.example").await;
     // An admin address cannot register itself; the lab creates it on the host.
-    assert_eq!(c.register("boss@uni.example", "password1").await.expect(403)["code"], "registration_refused");
+    assert_eq!(c.register("boss@uni.example", PASSWORD).await.expect(403)["code"], "registration_refused");
     let boss = daemon.host_account("boss@uni.example", false).await;
-    let body = c.post("/auth/login", &json!({"email": "boss@uni.example", "password": "password1"})).await.expect(200);
+    let body = c.post("/auth/login", &json!({"email": "boss@uni.example", "password": PASSWORD})).await.expect(200);
     assert_eq!(body["user"]["role"], "admin");
 
     let day = utc_date(1).to_string();
@@ -401,7 +401,7 @@ async fn an_admin_disables_and_enables_an_account() {
     assert_eq!(r.expect(403)["code"], "admin_only");
     let r = c.post_auth("/admin/users/disable", &bob, &json!({"email": "ada@example.com"})).await;
     assert_eq!(r.expect(403)["code"], "admin_only");
-    let r = c.post("/admin/users/disable", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    let r = c.post("/admin/users/disable", &json!({"email": "ada@example.com", "password": PASSWORD})).await;
     assert_eq!(r.expect(401)["code"], "not_authenticated");
     let users = c.get_auth("/admin/users", &boss).await.expect(200);
     assert_eq!(users["count"], 3);
@@ -443,9 +443,9 @@ async fn an_admin_disables_and_enables_an_account() {
     // Ada is out: her token, her password, and the seed's in-body credentials.
     let r = c.get_auth("/my-bookings", &ada).await;
     assert_eq!(r.expect(403)["code"], "account_disabled");
-    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": "password1"})).await;
+    let r = c.post("/auth/login", &json!({"email": "ada@example.com", "password": PASSWORD})).await;
     assert_eq!(r.expect(403)["code"], "account_disabled");
-    let in_body = json!({"slot_id": 5, "date": day, "email": "ada@example.com", "password": "password1"});
+    let in_body = json!({"slot_id": 5, "date": day, "email": "ada@example.com", "password": PASSWORD});
     assert_eq!(c.post("/book-slot", &in_body).await.expect(403)["code"], "account_disabled");
     let users = c.get_auth("/admin/users", &boss).await.expect(200);
     assert_eq!(users["users"][0]["disabled"], true);
@@ -456,7 +456,7 @@ async fn an_admin_disables_and_enables_an_account() {
     assert_eq!(body["cancelled_bookings"], json!([]));
     let r = c.get_auth("/my-bookings", &ada).await;
     assert_eq!(r.expect(401)["code"], "invalid_token");
-    let ada = c.login("ada@example.com", "password1").await;
+    let ada = c.login("ada@example.com", PASSWORD).await;
     c.post_auth("/book-slot", &ada, &json!({"slot_id": 5, "date": day})).await.expect(200);
 
     let log = daemon.log_until(|log| log.contains("account enabled"));
@@ -480,7 +480,7 @@ fn utc_micros(value: &Value) -> i64 {
 async fn register_and_login_answers_carry_the_old_account_fields() {
     let daemon = Daemon::start();
     let c = daemon.client();
-    let registered = c.register("ada@example.com", "password1").await.expect(201);
+    let registered = c.register("ada@example.com", PASSWORD).await.expect(201);
     assert_eq!(registered["email"], "ada@example.com", "{registered}");
     assert_eq!(registered["email"], registered["user"]["email"]);
     assert_eq!(registered["success"], true);
@@ -491,11 +491,11 @@ async fn register_and_login_answers_carry_the_old_account_fields() {
         c.post("/auth/login", &json!({"email": "ada@example.com", "password": password})).await
     };
     let before_first = jiff::Timestamp::now().as_microsecond();
-    let first = login("password1").await.expect(200);
+    let first = login(PASSWORD).await.expect(200);
     let after_first = jiff::Timestamp::now().as_microsecond();
     // A failed attempt is no login: it must not become the "last" one.
     login("wrong-one").await.expect(401);
-    let second = login("password1").await.expect(200);
+    let second = login(PASSWORD).await.expect(200);
 
     for body in [&first, &second] {
         assert_eq!(body["success"], true);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{Client, Daemon, Options, UTC_LAB, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, utc_date};
 
 /// Receives datagrams until one contains `wanted`; returns them all.
 fn until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
@@ -132,7 +132,7 @@ async fn sighup_reloads_the_file() {
     let generation = wait_generation(&c, 2).await["config"]["generation"].as_u64().unwrap();
     daemon.signal(libc::SIGHUP);
     wait_generation(&c, generation + 1).await;
-    assert_eq!(c.register("new@example.com", "password1").await.expect(403)["code"], "registration_refused");
+    assert_eq!(c.register("new@example.com", PASSWORD).await.expect(403)["code"], "registration_refused");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::devices::{ADMIN, Board, Console, lab_config, rig_bytes};
-use crate::util::{Client, Daemon, Options, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, utc_date};
 
 /// The transcript's lines, parsed.
 fn lines(body: &[u8]) -> Vec<Value> {
@@ -219,7 +219,7 @@ async fn admins_cancels_and_account_changes_are_in_the_audit_log() {
         let r = c.get_auth(&format!("/admin/audit?limit={bad}"), &admin).await;
         assert_eq!(r.status, 422, "limit={bad}");
     }
-    let ada = c.login("ada@example.com", "password1").await;
+    let ada = c.login("ada@example.com", PASSWORD).await;
     assert_eq!(c.get_auth("/admin/audit", &ada).await.json()["code"], "admin_only");
 }
 

@@ -14,7 +14,7 @@ use rerod_devices::testkit;
 use serde_json::json;
 
 use crate::devices::{Board, lab_config};
-use crate::util::{Daemon, Options};
+use crate::util::{Daemon, Options, PASSWORD};
 
 /// `rero` with its own config folder (`XDG_CONFIG_HOME`), as one user on one machine.
 struct Rero {
@@ -120,7 +120,7 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     let board = Board::start(None);
     let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
     let c = daemon.client();
-    c.register("ada@example.com", "password1").await.expect(201);
+    c.register("ada@example.com", PASSWORD).await.expect(201);
     let rero = Rero::new();
     let server = format!("http://{}", daemon.addr);
 
@@ -137,7 +137,7 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     assert!(!rero.credentials().exists());
 
     // The password from stdin; the token kept 0600 and never printed.
-    let output = rero.run_with(&["login", "ada@example.com", "--server", &server], b"password1\n");
+    let output = rero.run_with(&["login", "ada@example.com", "--server", &server], format!("{PASSWORD}\n").as_bytes());
     assert!(output.status.success(), "{output:?}");
     let mode = std::fs::metadata(rero.credentials()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "credentials mode {mode:o}");

@@ -15,6 +15,11 @@ use hyper_util::rt::TokioIo;
 use jiff::civil::Date;
 use serde_json::{Value, json};
 
+/// The password the helpers give every account. The daemon refuses weak new
+/// passwords (`auth.min_password_score`), so it is one a person might choose
+/// that passes at any level.
+pub const PASSWORD: &str = "plum-orbit-cactus-41";
+
 /// A running daemon. Killed (hard) when dropped.
 pub struct Daemon {
     child: Child,
@@ -50,6 +55,10 @@ pub const UTC_LAB: &str = "[lab]\ntimezone = \"UTC\"\n";
 /// [`UTC_LAB`] without the per-student booking caps, for tests of other
 /// things that book many slots as one student.
 pub const UNCAPPED_LAB: &str = "[lab]\ntimezone = \"UTC\"\nmax_active_bookings = 0\nmax_bookings_per_day = 0\n";
+/// [`UTC_LAB`] for a test that registers more accounts from 127.0.0.1 than
+/// `auth.max_registrations_per_address_per_hour` allows by default.
+pub const UTC_LAB_MANY_ACCOUNTS: &str =
+    "[lab]\ntimezone = \"UTC\"\n[auth]\nmax_registrations_per_address_per_hour = 1000\n";
 
 impl Daemon {
     /// Starts rerod with a UTC lab and otherwise default settings.
@@ -136,7 +145,8 @@ impl Daemon {
     }
 
     /// Runs `rerod user ARGS...` on the host, as the lab admin would, with the
-    /// daemon's store and config and `password` on stdin; its output.
+    /// daemon's store and config and `password` (or a CSV file for `-`) on
+    /// stdin; its output.
     pub fn host_command(&self, args: &[&str], password: &str) -> std::process::Output {
         use std::io::Write as _;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rerod"));
@@ -168,9 +178,9 @@ impl Daemon {
         if admin {
             args.push("--admin");
         }
-        let output = self.host_command(&args, "password1");
+        let output = self.host_command(&args, PASSWORD);
         assert!(output.status.success(), "rerod user add: {}", String::from_utf8_lossy(&output.stderr));
-        self.client().login(email, "password1").await
+        self.client().login(email, PASSWORD).await
     }
 
     /// `kill -9`, then start again on the same store and config.
@@ -371,8 +381,8 @@ impl Client {
 
     /// Registers and logs in; returns the token.
     pub async fn user(&self, email: &str) -> String {
-        self.register(email, "password1").await.expect(201);
-        self.login(email, "password1").await
+        self.register(email, PASSWORD).await.expect(201);
+        self.login(email, PASSWORD).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {

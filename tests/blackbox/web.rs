@@ -11,7 +11,7 @@ use rerod_devices::testkit;
 
 use crate::compile::AVR_GCC;
 use crate::devices::{Board, lab_config};
-use crate::util::{Daemon, Options};
+use crate::util::{Daemon, Options, PASSWORD};
 
 #[tokio::test]
 async fn browsers_get_the_app_and_api_clients_keep_the_json() {
@@ -100,7 +100,7 @@ fn two_students_and_an_admin_use_the_lab_in_a_browser() {
         .env("HELLO_HEX", testkit::rig_file("hello.hex"))
         .env("ECHO_HEX", testkit::rig_file("echo.hex"))
         .env("ADMIN_EMAIL", FLOW_ADMIN)
-        .env("ADMIN_PASSWORD", "password1")
+        .env("ADMIN_PASSWORD", PASSWORD)
         .env("SHOTS", &shots)
         .stdout(log.try_clone().expect("flow log"))
         .stderr(log)

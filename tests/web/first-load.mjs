@@ -40,7 +40,7 @@ const context = await browser.newContext();
 const page = await context.newPage();
 await page.goto(url);
 await page.getByLabel('E-mail').fill(`bench-${Date.now()}@example.com`);
-await page.getByLabel('Password').fill('password123');
+await page.getByLabel('Password').fill('plum-orbit-cactus-41');
 await page.click('#register');
 await page.waitForSelector('.cards .board');
 const storage = await context.storageState();

@@ -52,7 +52,7 @@ async function shot(page, what) {
 async function register(page, email) {
   await page.goto(url);
   await page.getByLabel('E-mail').fill(email);
-  await page.getByLabel('Password').fill('password123');
+  await page.getByLabel('Password').fill('plum-orbit-cactus-41');
   await page.click('#register');
   await page.waitForSelector('.cards .board');
 }
@@ -271,13 +271,13 @@ try {
   await b.waitForSelector('p.error:has-text("disabled")');
   check(await b.isHidden('#nav'), 'the disabled student still sees the signed-in menu');
   await shot(b, 'b-signed-out-disabled');
-  await signIn(b, 'b@example.com', 'password123');
+  await signIn(b, 'b@example.com', 'plum-orbit-cactus-41');
   await b.waitForSelector('p.error:not(:has-text("signed out")):has-text("disabled")');
   await shot(b, 'b-sign-in-refused');
 
   await admin.click('button[aria-label="Enable b@example.com"]');
   await admin.waitForSelector('button[aria-label="Disable b@example.com"]');
-  await signIn(b, 'b@example.com', 'password123');
+  await signIn(b, 'b@example.com', 'plum-orbit-cactus-41');
   // Signed in again, B lands on the page it was going to.
   await b.waitForSelector('h2:text-is("My bookings")');
   await shot(b, 'b-enabled-again');

@@ -25,7 +25,7 @@ await cdp.send('Network.clearBrowserCache');
 if (process.argv[2] === 'clear-cache') process.exit(0);
 await page.goto(url);
 await page.getByLabel('E-mail').fill(`bench-${Date.now()}@example.com`);
-await page.getByLabel('Password').fill('password123');
+await page.getByLabel('Password').fill('plum-orbit-cactus-41');
 await page.click('#register');
 await page.waitForSelector('.cards .board');
 await page.goto(`${url}#/board/${device}`);

@@ -2,7 +2,7 @@
 //! authenticating a request, and the lab admin's account changes.
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
@@ -14,12 +14,17 @@ use crate::store::{self, Booking, CreateUserError, SetDisabledError, SlotKey, Us
 
 use super::{App, AppError, Credentials, Principal, Role};
 
+/// The registration throttle's key for every new account, wherever from.
+pub(super) const EVERYONE: &str = "*";
+/// The window of the registration limits.
+const HOUR: Duration = Duration::from_secs(3600);
+
 impl App {
     /// Creates an account for someone registering themselves from `client`.
     pub async fn register(&self, email: &str, password: &str, client: IpAddr) -> Result<User, AppError> {
         let config = self.config();
         self.count_address_attempt(&config, client)?;
-        let email = new_credentials(&config, email, "password", password)?;
+        let email = self.new_credentials(&config, email, "password", password).await?;
         // Whoever registers a listed address first would become its admin:
         // admins are created on the host instead.
         if config.auth.admins.contains(&email) {
@@ -45,10 +50,12 @@ impl App {
                 }
             }
         }
+        refuse_look_alike_of_an_admin(&config, &email)?;
         // Cheap early answer for the common duplicate; the store re-checks atomically.
         if self.store.user(&email)?.is_some() {
             return Err(AppError::EmailTaken);
         }
+        self.count_registration(&config, client)?;
         let user = self.create_account(email, password, false).await?;
         tracing::info!(email = %user.email, "user registered");
         Ok(user)
@@ -57,6 +64,7 @@ impl App {
     /// Hashes `password` and stores a new account for the (normalized) `email`.
     async fn create_account(&self, email: String, password: &str, admin: bool) -> Result<User, AppError> {
         let password_hash = self.hasher.hash(password.to_owned(), self.config().auth.bcrypt_cost).await?;
+        let user_email = email.clone();
         let user = User {
             email,
             password_hash,
@@ -72,6 +80,7 @@ impl App {
                 Ok(user)
             }
             Err(CreateUserError::Exists) => Err(AppError::EmailTaken),
+            Err(CreateUserError::LooksLikeAnother) => Err(AppError::LooksLikeAnAccount(user_email)),
             Err(CreateUserError::Store(e)) => Err(e.into()),
         }
     }
@@ -156,10 +165,61 @@ impl App {
             .map_err(|retry_after| AppError::AddressThrottled { retry_after })
     }
 
+    /// Checks an address and a new password for it (`field` names the
+    /// password in the error): its form, then its strength; the address,
+    /// normalized.
+    async fn new_credentials(
+        &self,
+        config: &Config,
+        email: &str,
+        field: &'static str,
+        password: &str,
+    ) -> Result<String, AppError> {
+        let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
+        let strength = match auth::check_new_password(password, config.auth.min_password_len) {
+            Ok(()) => {
+                let min_score = config.auth.min_password_score;
+                self.hasher.check_strength(password.to_owned(), email.clone(), min_score).await?
+            }
+            Err(e) => Err(e),
+        };
+        strength.map_err(|e| match e {
+            auth::PasswordError::IsTheAddress | auth::PasswordError::TooWeak { .. } => {
+                AppError::WeakPassword { field, message: e.to_string() }
+            }
+            _ => AppError::invalid(field, e.to_string()),
+        })?;
+        Ok(email)
+    }
+
+    /// Counts one new account from `client` against the hourly limits, per
+    /// address and overall. Only a registration that passed every other check
+    /// counts; one refused here counts against nothing.
+    fn count_registration(&self, config: &Config, client: IpAddr) -> Result<(), AppError> {
+        let (per_address, overall) =
+            (config.auth.max_registrations_per_address_per_hour, config.auth.max_registrations_per_hour);
+        let now = Instant::now();
+        let address = client.to_string();
+        // Both are looked at before either counts, so a refusal leaves both as they were.
+        let refused = |key: &str, max: u32| self.registration_throttle.check(key, now, max, HOUR).err();
+        if let Some(retry_after) = refused(&address, per_address) {
+            return Err(AppError::RegistrationThrottled { retry_after, from_address: true });
+        }
+        if let Some(retry_after) = refused(EVERYONE, overall) {
+            return Err(AppError::RegistrationThrottled { retry_after, from_address: false });
+        }
+        self.registration_throttle
+            .hit(&address, now, per_address, HOUR)
+            .map_err(|retry_after| AppError::RegistrationThrottled { retry_after, from_address: true })?;
+        self.registration_throttle
+            .hit(EVERYONE, now, overall, HOUR)
+            .map_err(|retry_after| AppError::RegistrationThrottled { retry_after, from_address: false })
+    }
+
     /// Changes `who`'s password, given the current one. Every token issued
     /// before, on any device, stops working; the answer carries a new one.
     pub async fn change_password(&self, who: &Principal, current: &str, new: &str) -> Result<Login, AppError> {
-        let email = new_credentials(&self.config(), &who.email, "new_password", new)?;
+        let email = self.new_credentials(&self.config(), &who.email, "new_password", new).await?;
         let (_, role) = self.check_password(&email, current).await?;
         let user = self.set_password(email, new).await?;
         tracing::info!(email = %user.email, "password changed; earlier tokens revoked");
@@ -169,7 +229,9 @@ impl App {
     /// Creates an account on the host's word (`rerod user add`): no
     /// registration policy applies, and it may be made a lab admin.
     pub async fn add_account(&self, email: &str, password: &str, admin: bool) -> Result<User, AppError> {
-        let email = new_credentials(&self.config(), email, "password", password)?;
+        let config = self.config();
+        let email = self.new_credentials(&config, email, "password", password).await?;
+        refuse_look_alike_of_an_admin(&config, &email)?;
         let user = self.create_account(email, password, admin).await?;
         tracing::info!(email = %user.email, admin, "account added on the host");
         Ok(user)
@@ -178,7 +240,7 @@ impl App {
     /// Sets an account's password on the host's word (`rerod user passwd`),
     /// revoking every token issued before.
     pub async fn reset_password(&self, email: &str, password: &str) -> Result<User, AppError> {
-        let email = new_credentials(&self.config(), email, "password", password)?;
+        let email = self.new_credentials(&self.config(), email, "password", password).await?;
         let user = self.set_password(email, password).await?;
         tracing::info!(email = %user.email, "password set on the host; earlier tokens revoked");
         Ok(user)
@@ -303,13 +365,13 @@ pub struct AccountUpdate {
     pub cancelled: Vec<(Booking, Slot)>,
 }
 
-/// Checks an address and a new password (`field` names it in the error);
-/// the address, normalized.
-fn new_credentials(config: &Config, email: &str, field: &'static str, password: &str) -> Result<String, AppError> {
-    let email = auth::normalize_email(email).map_err(|e| AppError::invalid("email", e.to_string()))?;
-    auth::check_new_password(password, config.auth.min_password_len)
-        .map_err(|e| AppError::invalid(field, e.to_string()))?;
-    Ok(email)
+/// Refuses an address that looks like one in `auth.admins` without being
+/// it. Accounts in the store are checked by the store, in the transaction
+/// that creates the new one.
+fn refuse_look_alike_of_an_admin(config: &Config, email: &str) -> Result<(), AppError> {
+    let skeleton = auth::email_skeleton(email);
+    let look_alike = config.auth.admins.iter().any(|admin| admin != email && auth::email_skeleton(admin) == skeleton);
+    if look_alike { Err(AppError::LooksLikeAnAccount(email.to_owned())) } else { Ok(()) }
 }
 
 /// An account's role: admin if the config lists it or it was made one on the host.

@@ -307,7 +307,7 @@ mod tests {
         let (device, _board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         for email in ["a@x.org", "b@x.org"] {
-            app.register(email, "password1", LOCALHOST).await.unwrap();
+            app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
         }
         let err = app.device_access(&user("a@x.org"), &device, "upload").unwrap_err();
         assert!(matches!(&err, AppError::Forbidden { needed_slot: Some(10), .. }), "{err}");
@@ -385,7 +385,7 @@ mod tests {
         let (device, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         let mut state = board.port().state();
         let _ = state.wait_for(|s| matches!(s, PortState::Online { .. })).await;
-        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
+        app.register("a@x.org", "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
         app.book(&user("a@x.org"), &device, jiff::civil::date(2026, 11, 24), 10).await.unwrap();
         let firmware = Arc::new(Firmware::from_binary(vec![0; 100], 0).unwrap());
         let ada = user("a@x.org");

@@ -306,7 +306,7 @@ mod tests {
         assert!(statuses(&view).starts_with(&format!("{}available,available", "past,".repeat(10))));
 
         // A booking shows at once.
-        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
+        app.register("a@x.org", "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
         let who = Principal { email: "a@x.org".into(), role: Role::User };
         app.book(&who, &device, date, 11).await.unwrap();
         let view = app.day_view_cached(device.clone(), date, render).unwrap();

@@ -40,6 +40,24 @@ pub enum AppError {
     EmailTaken,
     #[error("{0}")]
     RegistrationRefused(String),
+    /// Too many accounts registered within the hour, from the caller's
+    /// address (`from_address`) or from everywhere.
+    #[error(
+        "Too many new accounts {} in the last hour; try again in {} s, or ask a lab admin for an account",
+        if *from_address { "from this address" } else { "were registered" },
+        retry_after.as_secs().max(1)
+    )]
+    RegistrationThrottled { retry_after: Duration, from_address: bool },
+    /// The address has the confusable skeleton of an account's or an admin's
+    /// (which one is not said: that would tell who has an account).
+    #[error(
+        "{0} looks the same as an existing account (look-alike letters, or letters from another script); \
+         register with a different address"
+    )]
+    LooksLikeAnAccount(String),
+    /// A new password an attacker would try early (the address, a common one).
+    #[error("{message}")]
+    WeakPassword { field: &'static str, message: String },
     #[error("{message}")]
     InvalidField { field: &'static str, message: String },
     #[error("{0} is required")]
@@ -95,12 +113,15 @@ pub enum ErrorKind {
     UserNotFound,
     AccountIsAdmin,
     EmailTaken,
+    EmailConfusable,
     RegistrationRefused,
+    TooManyRegistrations,
     Overloaded,
     TooManySockets,
     // What they sent.
     InvalidField,
     MissingField,
+    WeakPassword,
     // Booking rules.
     SlotNotFound,
     SlotSkipped,
@@ -159,7 +180,10 @@ impl ErrorKind {
             K::UserNotFound => "user_not_found",
             K::AccountIsAdmin => "account_is_admin",
             K::EmailTaken => "email_taken",
+            K::EmailConfusable => "email_confusable",
             K::RegistrationRefused => "registration_refused",
+            K::TooManyRegistrations => "too_many_registrations",
+            K::WeakPassword => "weak_password",
             K::InvalidField => "invalid_field",
             K::MissingField => "missing_field",
             K::SlotNotFound => "slot_not_found",
@@ -215,6 +239,9 @@ impl AppError {
             AppError::AccountIsAdmin(_) => K::AccountIsAdmin,
             AppError::EmailTaken => K::EmailTaken,
             AppError::RegistrationRefused(_) => K::RegistrationRefused,
+            AppError::RegistrationThrottled { .. } => K::TooManyRegistrations,
+            AppError::LooksLikeAnAccount(_) => K::EmailConfusable,
+            AppError::WeakPassword { .. } => K::WeakPassword,
             AppError::InvalidField { .. } => K::InvalidField,
             AppError::MissingField(_) => K::MissingField,
             AppError::Booking(rule) => booking_kind(rule),
@@ -249,7 +276,9 @@ impl AppError {
     /// The request field at fault, when the request itself was malformed.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            AppError::InvalidField { field, .. } | AppError::MissingField(field) => Some(field),
+            AppError::InvalidField { field, .. }
+            | AppError::MissingField(field)
+            | AppError::WeakPassword { field, .. } => Some(field),
             AppError::Board(BoardError::Firmware(_)) => Some("body"),
             AppError::Board(BoardError::Failed { error: rerod_devices::UploadError::Firmware(_), .. }) => Some("body"),
             AppError::Compile(CompileError::EmptyCode) => Some("code"),
@@ -260,7 +289,9 @@ impl AppError {
     /// How long the caller should wait before trying again, when throttled.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            AppError::Throttled { retry_after } | AppError::AddressThrottled { retry_after } => Some(*retry_after),
+            AppError::Throttled { retry_after }
+            | AppError::AddressThrottled { retry_after }
+            | AppError::RegistrationThrottled { retry_after, .. } => Some(*retry_after),
             // Checks queued now are answered within a second or two.
             AppError::Overloaded { .. } => Some(Duration::from_secs(1)),
             // A compile takes seconds; by then a place has likely come free.

@@ -53,6 +53,8 @@ pub struct App {
     login_throttle: crate::throttle::Throttle,
     /// Logins and registrations per client address.
     address_throttle: crate::throttle::Throttle,
+    /// New accounts per client address, and from everywhere (key [`accounts::EVERYONE`]), per hour.
+    registration_throttle: crate::throttle::Throttle,
     hasher: Hasher,
     hash_costs: accounts::HashCosts,
     tokens: TokenKeys,
@@ -303,6 +305,7 @@ impl App {
             metrics,
             login_throttle: crate::throttle::Throttle::default(),
             address_throttle: crate::throttle::Throttle::default(),
+            registration_throttle: crate::throttle::Throttle::default(),
             hasher,
             hash_costs,
             clock,

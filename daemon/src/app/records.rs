@@ -325,7 +325,7 @@ mod tests {
         let (_dir, clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
         let (device, _) = app.board(&DeviceRef::Number(0)).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
-        app.register("a@x.org", "password1", LOCALHOST).await.unwrap();
+        app.register("a@x.org", "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
         for slot in [10, 11] {
             app.book(&user("a@x.org"), &device, date, slot).await.unwrap();
         }
@@ -387,7 +387,7 @@ mod tests {
         let (device, _) = app.board(&DeviceRef::Number(0)).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         for email in ["a@x.org", "b@x.org"] {
-            app.register(email, "password1", LOCALHOST).await.unwrap();
+            app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
         }
         app.book(&user("a@x.org"), &device, date, 10).await.unwrap();
         let (a, _) = app.session_at("arm-1", app.now()).unwrap();

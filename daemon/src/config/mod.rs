@@ -102,6 +102,12 @@ pub struct AuthConfig {
     /// Password checks that may wait for a hashing thread; more are refused (503).
     /// Read once at start.
     pub max_queued_password_checks: usize,
+    /// The zxcvbn score (0 to 4) a new password needs; 0 checks only that it is not the address.
+    pub min_password_score: u8,
+    /// Accounts registered from one client address within an hour.
+    pub max_registrations_per_address_per_hour: u32,
+    /// Accounts registered from anywhere within an hour.
+    pub max_registrations_per_hour: u32,
     pub registration: Registration,
     /// Lower-cased e-mail addresses.
     pub admins: BTreeSet<String>,

@@ -22,6 +22,9 @@ fn defaults_need_no_file() {
     assert_eq!(config.auth.token_lifetime, Duration::from_secs(3600));
     assert_eq!(config.auth.min_password_len, 6);
     assert_eq!(config.auth.registration, Registration::Open);
+    assert_eq!(config.auth.min_password_score, 1);
+    assert_eq!(config.auth.max_registrations_per_address_per_hour, 20);
+    assert_eq!(config.auth.max_registrations_per_hour, 500);
     assert_eq!(config.lab.calendar.slot_minutes(), 60);
     // A teaching lab's caps, on unless lifted.
     let caps = Policy { max_active_bookings: Some(4), max_bookings_per_day: Some(2), ..Policy::default() };
@@ -268,6 +271,13 @@ fn registration_policies() {
     assert_eq!(config.auth.registration, Registration::Domains(vec!["uni.example".into()]));
     let problems = load("[auth]\nregistration = \"domains\"\n").unwrap_err();
     assert_eq!(keys(&problems), ["auth.allowed_domains"]);
+    let text = "[auth]\nmin_password_score = 5\nmax_registrations_per_hour = 0\n\
+                max_registrations_per_address_per_hour = -1\n";
+    let problems = load(text).unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        ["auth.min_password_score", "auth.max_registrations_per_address_per_hour", "auth.max_registrations_per_hour"]
+    );
 }
 
 #[test]
@@ -389,6 +399,9 @@ mod properties {
                 "max_logins_per_address",
                 "address_window_secs",
                 "max_queued_password_checks",
+                "min_password_score",
+                "max_registrations_per_address_per_hour",
+                "max_registrations_per_hour",
                 "registration",
                 "allowed_domains",
                 "admins",

@@ -203,6 +203,17 @@ fn validate_auth(v: &mut Validator, raw: raw::Auth, env: &Env) -> AuthConfig {
         Duration::from_secs(v.int("auth.address_window_secs", raw.address_window_secs, 1..=86_400, 60));
     let max_queued_password_checks =
         v.int("auth.max_queued_password_checks", raw.max_queued_password_checks, 1..=100_000, 64);
+    // 1 refuses the most common passwords and keeps the old backend's example
+    // password (testpass123) working; see README "Passwords".
+    let min_password_score = v.int("auth.min_password_score", raw.min_password_score, 0..=4, 1);
+    let max_registrations_per_address_per_hour = v.int(
+        "auth.max_registrations_per_address_per_hour",
+        raw.max_registrations_per_address_per_hour,
+        1..=1_000_000,
+        20,
+    );
+    let max_registrations_per_hour =
+        v.int("auth.max_registrations_per_hour", raw.max_registrations_per_hour, 1..=1_000_000, 500);
     let domains: Vec<String> = raw
         .allowed_domains
         .unwrap_or_default()
@@ -245,6 +256,9 @@ fn validate_auth(v: &mut Validator, raw: raw::Auth, env: &Env) -> AuthConfig {
         max_logins_per_address,
         address_window,
         max_queued_password_checks,
+        min_password_score,
+        max_registrations_per_address_per_hour,
+        max_registrations_per_hour,
         registration,
         admins,
     }

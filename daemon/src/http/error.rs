@@ -74,9 +74,11 @@ impl Kind {
                 K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken => {
                     StatusCode::UNAUTHORIZED
                 }
-                K::TooManyAttempts | K::TooManySockets | K::CompileAlreadyQueued | K::CompileQueueFull => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
+                K::TooManyAttempts
+                | K::TooManySockets
+                | K::TooManyRegistrations
+                | K::CompileAlreadyQueued
+                | K::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
                 K::AccountDisabled
                 | K::AdminOnly
                 | K::RegistrationRefused
@@ -86,6 +88,7 @@ impl Kind {
                 K::UserNotFound | K::DeviceNotFound | K::RecordNotFound => StatusCode::NOT_FOUND,
                 K::AccountIsAdmin
                 | K::EmailTaken
+                | K::EmailConfusable
                 | K::SlotNotFound
                 | K::SlotSkipped
                 | K::SlotInPast
@@ -100,7 +103,9 @@ impl Kind {
                 | K::NoCompiler
                 | K::CompileFailed
                 | K::CompileTimeout => StatusCode::BAD_REQUEST,
-                K::InvalidField | K::MissingField | K::InvalidFirmware => StatusCode::UNPROCESSABLE_ENTITY,
+                K::InvalidField | K::MissingField | K::WeakPassword | K::InvalidFirmware => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 // The board is not in the state the request needs.
                 K::DeviceBusy | K::UploadAborted | K::NotInMaintenance | K::NoHealthCheck => StatusCode::CONFLICT,
                 // The board or its tool answered wrongly: a bad gateway, not our bug.

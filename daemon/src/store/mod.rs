@@ -50,9 +50,15 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const BOOKINGS: TableDefinition<(&str, &str, u16), &[u8]> = TableDefinition::new("bookings");
 /// (e-mail, date, device, slot): the index behind "my bookings" and the per-user caps.
 const USER_BOOKINGS: TableDefinition<(&str, &str, &str, u16), ()> = TableDefinition::new("user_bookings");
+/// (confusable skeleton, e-mail) of every account: finds a look-alike of a
+/// new address without reading every account. More than one account may
+/// share a skeleton (those registered before the check existed).
+const EMAIL_SKELETONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("email_skeletons");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_JWT_SECRET: &str = "jwt_secret";
+/// The [`crate::auth::skeleton_version`] the stored skeletons were computed with.
+const META_SKELETON_VERSION: &str = "email_skeleton_version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -120,6 +126,9 @@ pub struct SlotKey {
 pub enum CreateUserError {
     #[error("User with this email already exists")]
     Exists,
+    /// Another account's address has the same confusable skeleton.
+    #[error("the address looks the same as an existing account's")]
+    LooksLikeAnother,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -406,7 +415,35 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(USER_BOOKINGS).map_err(db_err)?;
         health::create_tables(&txn)?;
     }
+    index_skeletons(&txn)?;
     txn.commit().map_err(db_err)?;
+    Ok(())
+}
+
+/// Builds the skeleton index afresh unless it covers every account under
+/// today's rules: a store from before the index existed, or one whose
+/// skeletons came from other Unicode data, or one an older rerod added
+/// accounts to without indexing them. One pass over the accounts, at open.
+fn index_skeletons(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let version = crate::auth::skeleton_version();
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let users = txn.open_table(USERS).map_err(db_err)?;
+    let stored = meta.get(META_SKELETON_VERSION).map_err(db_err)?.map(|v| v.value().to_vec());
+    let n_indexed = txn.open_table(EMAIL_SKELETONS).map_err(db_err)?.len().map_err(db_err)?;
+    if stored.as_deref() == Some(version.as_bytes()) && n_indexed == users.len().map_err(db_err)? {
+        return Ok(());
+    }
+    txn.delete_table(EMAIL_SKELETONS).map_err(db_err)?;
+    let mut index = txn.open_table(EMAIL_SKELETONS).map_err(db_err)?;
+    let mut n_users = 0;
+    for entry in users.iter().map_err(db_err)? {
+        let (email, _) = entry.map_err(db_err)?;
+        let email = email.value();
+        records::index_skeleton(&mut index, &crate::auth::email_skeleton(email), email)?;
+        n_users += 1;
+    }
+    meta.insert(META_SKELETON_VERSION, version.as_bytes()).map_err(db_err)?;
+    tracing::info!(accounts = n_users, "indexed the look-alike skeletons of the accounts' addresses");
     Ok(())
 }
 

@@ -141,3 +141,32 @@ pub(super) fn user_keys(
     }
     Ok(out)
 }
+
+/// Whether an account other than `email` has the confusable skeleton `skeleton`.
+pub(super) fn skeleton_taken(
+    index: &impl ReadableTable<(&'static str, &'static str), ()>,
+    skeleton: &str,
+    email: &str,
+) -> Result<bool, StoreError> {
+    for entry in index.range((skeleton, "")..).map_err(db)? {
+        let (key, _) = entry.map_err(db)?;
+        let (found, owner) = key.value();
+        if found != skeleton {
+            return Ok(false);
+        }
+        if owner != email {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Adds `email`, whose confusable skeleton is `skeleton`, to the skeleton index.
+pub(super) fn index_skeleton(
+    index: &mut redb::Table<'_, (&'static str, &'static str), ()>,
+    skeleton: &str,
+    email: &str,
+) -> Result<(), StoreError> {
+    index.insert((skeleton, email), ()).map_err(db_err)?;
+    Ok(())
+}

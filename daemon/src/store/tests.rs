@@ -285,3 +285,54 @@ async fn a_full_disk_fails_writes_keeps_reads_and_recovers_when_room_returns() {
     assert_eq!(store.write_failure(), None);
     assert_eq!(store.bookings_of("a@x.org").unwrap().len(), usize::from(slot) + 1);
 }
+
+#[tokio::test]
+async fn a_look_alike_of_an_account_is_refused_in_the_transaction() {
+    let (_dir, store) = temp_store();
+    store.create_user(user("lab-admin@x.org")).await.unwrap();
+    // A Cyrillic "а", and "rn" for "m".
+    for copy in ["lab-\u{430}dmin@x.org", "lab-adrnin@x.org"] {
+        assert!(matches!(store.create_user(user(copy)).await, Err(CreateUserError::LooksLikeAnother)), "{copy}");
+    }
+    // Of two look-alikes sent at once, one is created.
+    let (a, b) = tokio::join!(store.create_user(user("bob@x.org")), store.create_user(user("b\u{43E}b@x.org")));
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    store.create_user(user("carol@x.org")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_skeleton_index_gets_it_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rerod.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.create_user(user("lab-admin@x.org")).await.unwrap();
+        store.create_user(user("ada@x.org")).await.unwrap();
+        store.close().await;
+    }
+    // Make it what an older rerod left: accounts, no index, no version.
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(EMAIL_SKELETONS).unwrap());
+        txn.open_table(META).unwrap().remove(META_SKELETON_VERSION).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let copy = user("lab-\u{430}dmin@x.org");
+    assert!(matches!(store.create_user(copy).await, Err(CreateUserError::LooksLikeAnother)));
+    assert!(matches!(store.create_user(user("\u{430}da@x.org")).await, Err(CreateUserError::LooksLikeAnother)));
+    store.create_user(user("bob@x.org")).await.unwrap();
+    store.close().await;
+    drop(store);
+    // An account an older rerod added without indexing it is found too.
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let record = records::encode_user(&user("eve@x.org"));
+        txn.open_table(USERS).unwrap().insert("eve@x.org", record.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert!(matches!(store.create_user(user("\u{435}ve@x.org")).await, Err(CreateUserError::LooksLikeAnother)));
+}

@@ -11,10 +11,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::handle::Handle;
 use super::health::{AuditEntry, MaintenanceRecord, MoveError, append_audit, move_booking, set_maintenance};
-use super::records::{decode_user, encode_user, get_booking, insert_booking, remove_booking, user_keys};
+use super::records::{
+    decode_user, encode_user, get_booking, index_skeleton, insert_booking, remove_booking, skeleton_taken, user_keys,
+};
 use super::{
-    AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, SetDisabledError,
-    SlotKey, StoreError, USER_BOOKINGS, USERS, User, UserUpdate, db_err,
+    AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, EMAIL_SKELETONS,
+    SetDisabledError, SlotKey, StoreError, USER_BOOKINGS, USERS, User, UserUpdate, db_err,
 };
 use crate::booking::BookingError;
 
@@ -199,16 +201,23 @@ fn apply_batch(handle: &Handle, db: Arc<Database>, batch: &mut Vec<Write>) {
             let mut users = txn.open_table(USERS).map_err(db_err)?;
             let mut bookings = txn.open_table(BOOKINGS).map_err(db_err)?;
             let mut index = txn.open_table(USER_BOOKINGS).map_err(db_err)?;
+            let mut skeletons = txn.open_table(EMAIL_SKELETONS).map_err(db_err)?;
             // Taken from the back of the reversed batch, so that on a failure
             // the writes not yet applied stay in it, to be answered.
             batch.reverse();
             while let Some(write) = batch.pop() {
                 outcomes.push(match write {
                     Write::CreateUser { user, reply } => {
+                        // Checked here, in the transaction, so that two look-alikes
+                        // registering at once cannot both succeed.
+                        let skeleton = crate::auth::email_skeleton(&user.email);
                         let result = if users.get(user.email.as_str()).map_err(db_err)?.is_some() {
                             Err(CreateUserError::Exists)
+                        } else if skeleton_taken(&skeletons, &skeleton, &user.email)? {
+                            Err(CreateUserError::LooksLikeAnother)
                         } else {
                             users.insert(user.email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
+                            index_skeleton(&mut skeletons, &skeleton, &user.email)?;
                             Ok(user)
                         };
                         Outcome::User(reply, result)

@@ -105,7 +105,7 @@ pub(super) fn components() -> Value {
             },
         },
         "responses": {
-            "Error400": error_response("A booking rule was broken (code says which), or the request was malformed"),
+            "Error400": error_response("A booking rule was broken (code says which), the e-mail address is taken (email_taken) or looks the same as an existing account (email_confusable), or the request was malformed"),
             "Error401": {
                 "description": "No or invalid credentials",
                 "headers": { "WWW-Authenticate": { "schema": { "type": "string", "enum": ["Bearer"] } } },
@@ -116,9 +116,9 @@ pub(super) fn components() -> Value {
             "Error408": error_response("The request body did not arrive in time"),
             "Error413": error_response("The request body is larger than the limit"),
             "Error415": error_response("The body is not JSON (Content-Type: application/json)"),
-            "Error422": error_response("A field is missing or has the wrong type; field names it"),
+            "Error422": error_response("A field is missing, has the wrong type or an unacceptable value (an e-mail address with invisible characters, a password too easy to guess: weak_password); field names it"),
             "Error429": {
-                "description": "Too many attempts (wrong passwords for this account, or logins from this address); wait Retry-After seconds",
+                "description": "Too many attempts (wrong passwords for this account, or logins from this address: too_many_attempts) or new accounts within the hour (from this address or overall: too_many_registrations); wait Retry-After seconds",
                 "headers": { "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait" } },
                 "content": error_content(),
             },
