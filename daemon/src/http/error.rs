@@ -71,7 +71,9 @@ impl Kind {
                 K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken => {
                     StatusCode::UNAUTHORIZED
                 }
-                K::TooManyAttempts | K::CompileAlreadyQueued | K::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
+                K::TooManyAttempts | K::CompileAlreadyQueued | K::CompileQueueFull | K::CompileShareUsed => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 K::AccountDisabled
                 | K::AdminOnly
                 | K::RegistrationRefused

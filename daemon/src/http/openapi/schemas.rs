@@ -118,7 +118,7 @@ pub(super) fn components() -> Value {
             "Error415": error_response("The body is not JSON (Content-Type: application/json)"),
             "Error422": error_response("A field is missing or has the wrong type; field names it"),
             "Error429": {
-                "description": "Too many attempts (wrong passwords for this account, or logins from this address); wait Retry-After seconds",
+                "description": "Too many attempts (wrong passwords for this account, or logins from this address), or compiling refused for now (a compile already in line, a full line, or a share of compile time used); wait Retry-After seconds",
                 "headers": { "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait" } },
                 "content": error_content(),
             },
