@@ -128,7 +128,7 @@ impl Daemon {
     }
 
     pub fn client(&self) -> Client {
-        Client { addr: self.addr }
+        Client { addr: self.addr, from: None }
     }
 
     /// Runs `rerod user ARGS...` on the host, as the lab admin would, with the
@@ -266,11 +266,27 @@ impl Resp {
 #[derive(Clone, Copy, Debug)]
 pub struct Client {
     pub addr: SocketAddr,
+    /// The address to connect from; the kernel's choice when none.
+    pub from: Option<std::net::IpAddr>,
 }
 
 impl Client {
+    /// The same client on another machine, as rerod sees it: connecting from
+    /// `address` (Linux answers on all of 127.0.0.0/8 on the loopback).
+    pub fn connecting_from(self, address: std::net::IpAddr) -> Client {
+        Client { from: Some(address), ..self }
+    }
+
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connecting to rerod");
+        let stream = match self.from {
+            None => tokio::net::TcpStream::connect(self.addr).await,
+            Some(address) => {
+                let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+                socket.bind(SocketAddr::new(address, 0)).expect("binding the client's address");
+                socket.connect(self.addr).await
+            }
+        };
+        let stream = stream.expect("connecting to rerod");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
         tokio::spawn(conn);
         let mut req = Request::builder().method(method).uri(path).header("host", self.addr.to_string());

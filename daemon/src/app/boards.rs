@@ -204,9 +204,12 @@ impl App {
                 Refused::Full => AppError::CompileQueueFull,
                 Refused::OverShare { of, retry_after } => AppError::CompileShareUsed { of, retry_after },
             })?;
-        compile::compile(&toolchain, code, move |cpu| meter.charge(cpu, Instant::now()))
-            .await
-            .map_err(AppError::Compile)
+        let who = ask.account.map_or_else(|| ask.address.map(|a| a.to_string()).unwrap_or_default(), str::to_owned);
+        let charge = move |cpu: Duration| {
+            tracing::info!(caller = %who, cpu_ms = cpu.as_millis() as u64, "compile CPU time charged");
+            meter.charge(cpu, Instant::now());
+        };
+        compile::compile(&toolchain, code, charge).await.map_err(AppError::Compile)
     }
 
     /// Flashes a board for `who`: the board must be theirs now (the slot in
