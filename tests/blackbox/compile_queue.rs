@@ -1,10 +1,11 @@
 //! Compiling is public, as the old backend's route was, and fair: one compile
 //! at a time per account (per client address without a token), a bounded
-//! line, and the holder of a session in progress first.
+//! line, the holder of a session in progress first, and compile time shared
+//! by account and by client address.
 //!
-//! The toolchain here is a script that blocks reading a FIFO named on the
-//! sketch's first line, so the test decides when each compile finishes and
-//! can see when one is running (its FIFO has a reader).
+//! The toolchain here is mostly a script that blocks reading a FIFO named on
+//! the sketch's first line, so the test decides when each compile finishes
+//! and can see when one is running (its FIFO has a reader).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,11 +17,16 @@ use crate::util::{Client, Daemon, Options, Resp};
 
 /// A compiler that waits for its FIFO to be written and closed, then fails.
 fn lab(fifos: &Path) -> String {
+    lab_with(fifos, "max_queued = 1\n")
+}
+
+/// [`lab`] with more `[compile]` settings.
+fn lab_with(fifos: &Path, compile: &str) -> String {
     format!(
         "[lab]\ntimezone = \"UTC\"\n\
          [compilers.uno]\nargv = [\"sh\", \"-c\", \"cat \\\"$(head -n 1 \\\"$0\\\")\\\" > /dev/null; exit 1\", \"{{sketch}}\"]\n\
          timeout_secs = 60\n\
-         [compile]\nread_paths = [\"{}\"]\nmax_queued = 1\n",
+         [compile]\nread_paths = [\"{}\"]\n{compile}",
         fifos.display()
     )
 }
@@ -179,4 +185,83 @@ async fn the_holder_of_the_session_in_progress_goes_first() {
     for task in [first, second, eves, hanas] {
         task.await.unwrap().expect(200);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_flood_from_many_accounts_on_one_address_leaves_an_honest_students_compile_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A compile counts 5 s while it runs or waits, and an address has 10 s:
+    // two compiles from one address are within its share, a third is over.
+    let shares = "max_queued = 2\ncpu_secs = 5\ncpu_secs_per_account = 100\ncpu_secs_per_address = 10\n";
+    let daemon = Daemon::start_with(Options::config(&lab_with(dir.path(), shares)));
+    let c = daemon.client();
+    // The flood: fresh accounts, all on 127.0.0.1.
+    let mut flood = Vec::new();
+    for n in 1..=5 {
+        flood.push(c.user(&format!("flood{n}@example.com")).await);
+    }
+    // The honest student compiles from another machine.
+    let honest = c.from("127.0.0.2");
+    let ada = honest.user("ada@example.com").await;
+    let fifos = ["f1", "f2", "f3", "f4", "ada"].map(|name| Fifo::new(dir.path(), name));
+
+    // Both compilers are taken, and two more of the flood wait: the line is full.
+    let f1 = compile(&c, Some(&flood[0]), fifos[0].sketch());
+    fifos[0].wait_running().await;
+    let f2 = compile(&c, Some(&flood[1]), fifos[1].sketch());
+    fifos[1].wait_running().await;
+    let f3 = compile(&c, Some(&flood[2]), fifos[2].sketch());
+    until_waiting(&c, 1).await;
+    let f4 = compile(&c, Some(&flood[3]), fifos[3].sketch());
+    until_waiting(&c, 2).await;
+    // The flood's address is over its share: a fifth finds no place.
+    let r = compile(&c, Some(&flood[4]), "int main() { return 0; }\n".to_owned()).await.unwrap();
+    let body = refused(&r, "compile_share_used");
+    assert!(body["detail"].as_str().unwrap().contains("client address"), "{body}");
+
+    // The honest student's compile is admitted: the last of the flood's
+    // waiting compiles gives its place and is told when to come back.
+    let adas = compile(&honest, Some(&ada), fifos[4].sketch());
+    refused(&f4.await.unwrap(), "compile_share_used");
+    until_waiting(&c, 2).await;
+    // And it goes ahead of the flood's compile that waited longer.
+    fifos[0].release().await;
+    assert_eq!(f1.await.unwrap().expect(200)["success"], false);
+    fifos[4].wait_running().await;
+    assert!(!fifos[2].is_running(), "the flood's waiting compile must wait behind the honest one");
+    fifos[4].release().await;
+    assert_eq!(adas.await.unwrap().expect(200)["success"], false, "the stand-in compiler always fails");
+    fifos[2].release().await;
+    fifos[1].release().await;
+    for task in [f2, f3] {
+        task.await.unwrap().expect(200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_over_its_compile_time_share_is_refused_with_retry_after() {
+    // The uno's "compiler" burns the CPU until its 3 s limit stops it; the
+    // nano's fails at once. An account has 1 s of compile time in 10 minutes.
+    let config = "[lab]\ntimezone = \"UTC\"\n\
+        [compilers.uno]\nargv = [\"sh\", \"-c\", \"while :; do :; done\", \"{sketch}\"]\ntimeout_secs = 60\n\
+        [compilers.nano]\nargv = [\"sh\", \"-c\", \"exit 1\", \"{sketch}\"]\n\
+        [compile]\ncpu_secs = 3\ncpu_secs_per_account = 1\ncpu_secs_per_address = 100\ncpu_window_secs = 600\n";
+    let daemon = Daemon::start_with(Options::config(config));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let sketch = |model: &str| json!({ "code": "void setup() {}\nvoid loop() {}\n", "model": model });
+
+    // Ada's first compile is admitted, and burns about 3 s of CPU: over twice her share.
+    let body = c.post_auth("/devices/compile", &ada, &sketch("uno")).await.expect(200);
+    assert_eq!(body["success"], false, "{body}");
+    // Her next is refused, until that time has left the window.
+    let r = c.post_auth("/devices/compile", &ada, &sketch("nano")).await;
+    let body = refused(&r, "compile_share_used");
+    assert!(body["detail"].as_str().unwrap().contains("account"), "{body}");
+    let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((500..=600).contains(&retry_after), "{retry_after}");
+    // Bob, on the same address, still compiles: the address is within its share.
+    let body = c.post_auth("/devices/compile", &bob, &sketch("nano")).await.expect(200);
+    assert_eq!(body["success"], false, "{body}");
 }

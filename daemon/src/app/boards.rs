@@ -5,11 +5,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rerod_devices::{Firmware, UploadReport};
 
+use super::compile_queue::{Ask, Refused, Share};
 use super::records::UploadNote;
-use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role, compile_queue};
+use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
 use crate::booking::Slot;
 use crate::compile::{self, CompileError, Compiled};
 use crate::devices::{Board, BoardError, Owner, UploadRefused};
@@ -20,19 +22,21 @@ use crate::store::Booking;
 /// Sketch compilations at once; more wait their turn (they are CPU-heavy).
 pub(super) const MAX_COMPILES: usize = 2;
 
-/// Who asks for a compile: an account, or (without a token) a client address.
+/// Who asks for a compile: an account when a token came with it, and the
+/// client address it came from. Compile time counts against both.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    Account(Principal),
-    Anonymous(std::net::IpAddr),
+pub struct Caller {
+    pub account: Option<Principal>,
+    pub address: std::net::IpAddr,
 }
 
 impl Caller {
-    /// Whose turn a compile is (one at a time each), and who it was in the log.
+    /// Whose turn a compile is (one at a time each), and who it was in the
+    /// log: the account, else the address.
     pub fn key(&self) -> String {
-        match self {
-            Caller::Account(who) => who.email.clone(),
-            Caller::Anonymous(address) => address.to_string(),
+        match &self.account {
+            Some(who) => who.email.clone(),
+            None => self.address.to_string(),
         }
     }
 }
@@ -154,7 +158,8 @@ impl App {
     /// Compiles `code` for `caller` and a model: the one named, else the
     /// device's (the first device's by default; `uno` when the lab has no
     /// boards). Anyone may compile, as with the old backend; fairly: one
-    /// compile at a time per caller, a bounded line, session holders first.
+    /// compile at a time per caller, a bounded line, session holders first,
+    /// and compile time shared by account and by address (`compile_queue`).
     pub async fn compile_sketch(
         &self,
         caller: &Caller,
@@ -167,11 +172,12 @@ impl App {
             None if self.config().devices.is_empty() => "uno".to_owned(),
             None => self.device(device)?.model,
         };
-        let urgent = match caller {
-            Caller::Account(who) => self.next_booking(&who.email)?.is_some_and(|next| next.is_current),
-            Caller::Anonymous(_) => false,
+        let urgent = match &caller.account {
+            Some(who) => self.next_booking(&who.email)?.is_some_and(|next| next.is_current),
+            None => false,
         };
-        self.compile_for(&caller.key(), urgent, &model, code).await
+        let account = caller.account.as_ref().map(|who| who.email.as_str());
+        self.compile_for(Ask { account, address: Some(caller.address), urgent }, &model, code).await
     }
 
     /// Compiles running, and waiting for a turn.
@@ -184,17 +190,32 @@ impl App {
         compile::sandbox_status(&self.config().compile)
     }
 
-    /// Compiles `code` for `model` when the queue gives `caller` a turn.
-    async fn compile_for(&self, caller: &str, urgent: bool, model: &str, code: &str) -> Result<Compiled, AppError> {
+    /// Compiles `code` for `model` when the queue gives `ask` a turn, and
+    /// charges the CPU time the compile used to its account and address.
+    async fn compile_for(&self, ask: Ask<'_>, model: &str, code: &str) -> Result<Compiled, AppError> {
         let config = self.config();
         let toolchain = compile::toolchain_for(&config, model)
             .ok_or_else(|| AppError::Compile(CompileError::NoCompiler { model: model.to_owned() }))?;
-        let _turn =
-            self.compiles.turn(caller, urgent, config.compile.max_queued).await.map_err(|refused| match refused {
-                compile_queue::Refused::AlreadyQueued => AppError::CompileAlreadyQueued,
-                compile_queue::Refused::Full => AppError::CompileQueueFull,
+        let c = &config.compile;
+        let share = Share {
+            max_waiting: c.max_queued,
+            window: c.cpu_window,
+            per_account: c.cpu_per_account,
+            per_address: c.cpu_per_address,
+            reserve: Duration::from_secs(c.limits.cpu_secs),
+        };
+        let (_turn, meter) =
+            self.compiles.turn(ask, &share, Instant::now()).await.map_err(|refused| match refused {
+                Refused::AlreadyQueued => AppError::CompileAlreadyQueued,
+                Refused::Full => AppError::CompileQueueFull,
+                Refused::OverShare { of, retry_after } => AppError::CompileShareUsed { of, retry_after },
             })?;
-        compile::compile(&toolchain, code).await.map_err(AppError::Compile)
+        let who = ask.account.map_or_else(|| ask.address.map(|a| a.to_string()).unwrap_or_default(), str::to_owned);
+        let charge = move |cpu: Duration| {
+            tracing::info!(caller = %who, cpu_ms = cpu.as_millis() as u64, "compile CPU time charged");
+            meter.charge(cpu, Instant::now());
+        };
+        compile::compile(&toolchain, code, charge).await.map_err(AppError::Compile)
     }
 
     /// Flashes a board for `who`: the board must be theirs now (the slot in
@@ -261,8 +282,11 @@ impl App {
         let (firmware, compile_output) = match source {
             UploadSource::Code(code) => {
                 note.method = "sketch";
-                // Uploading: the caller holds the session (or is an admin), so it goes first.
-                let compiled = self.compile_for(&who.email, true, &board.config().model, &code).await?;
+                // Uploading: the caller holds the session (or is an admin), so
+                // it goes first. The upload route does not pass its client's
+                // address down, so the compile counts against the account alone.
+                let ask = Ask { account: Some(&who.email), address: None, urgent: true };
+                let compiled = self.compile_for(ask, &board.config().model, &code).await?;
                 // The program as flashed, in the form a student can rebuild and compare.
                 note.sha256 = Sha256::hex(compiled.firmware.to_ihex().as_bytes());
                 note.bytes = compiled.firmware.len() as u64;

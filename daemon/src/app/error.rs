@@ -13,6 +13,8 @@ use crate::compile::CompileError;
 use crate::devices::BoardError;
 use crate::store::StoreError;
 
+use super::ShareOf;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("Invalid email or password")]
@@ -81,6 +83,14 @@ pub enum AppError {
     CompileAlreadyQueued,
     #[error("Too many compiles are waiting; try again shortly")]
     CompileQueueFull,
+    /// The caller's account or address has used its share of compile time,
+    /// or is over it while the line is full: others' compiles go first.
+    #[error(
+        "This {} has used its share of compile time for now, and others' compiles go first; try again in {} s",
+        match of { ShareOf::Account => "account", ShareOf::Address => "client address" },
+        retry_after.as_secs().max(1)
+    )]
+    CompileShareUsed { of: ShareOf, retry_after: Duration },
     #[error(
         "Device {device} takes no bookings: it is {health}{}; book another board",
         reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
@@ -156,6 +166,7 @@ pub enum ErrorKind {
     CompileTimeout,
     CompileAlreadyQueued,
     CompileQueueFull,
+    CompileShareUsed,
     CompilerUnavailable,
     CompileSandboxUnavailable,
     // The service itself.
@@ -215,6 +226,7 @@ impl ErrorKind {
             K::CompileTimeout => "compile_timeout",
             K::CompileAlreadyQueued => "compile_already_queued",
             K::CompileQueueFull => "compile_queue_full",
+            K::CompileShareUsed => "compile_share_used",
             K::CompilerUnavailable => "compiler_unavailable",
             K::CompileSandboxUnavailable => "compile_sandbox_unavailable",
             K::StoreUnavailable => "store_unavailable",
@@ -259,6 +271,7 @@ impl AppError {
             AppError::Compile(e) => compile_kind(e),
             AppError::CompileAlreadyQueued => K::CompileAlreadyQueued,
             AppError::CompileQueueFull => K::CompileQueueFull,
+            AppError::CompileShareUsed { .. } => K::CompileShareUsed,
             AppError::DeviceUnavailable { .. } => K::DeviceUnavailable,
             AppError::NotInMaintenance(_) => K::NotInMaintenance,
             AppError::NoHealthCheck(_) => K::NoHealthCheck,
@@ -292,6 +305,7 @@ impl AppError {
             AppError::Throttled { retry_after }
             | AppError::AddressThrottled { retry_after }
             | AppError::RegistrationThrottled { retry_after, .. } => Some(*retry_after),
+            AppError::CompileShareUsed { retry_after, .. } => Some(*retry_after),
             // Checks queued now are answered within a second or two.
             AppError::Overloaded { .. } => Some(Duration::from_secs(1)),
             // A compile takes seconds; by then a place has likely come free.

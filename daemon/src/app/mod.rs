@@ -21,6 +21,7 @@ mod records;
 pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
+pub use compile_queue::ShareOf;
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
 pub use records::RecordDetail;

@@ -7,6 +7,8 @@
 //! the tool runs in its own process group, killed at the deadline or when the
 //! request is dropped, confined by `sandbox.rs` (cleared environment,
 //! rlimits, Landlock), and its output is read only up to [`MAX_OUTPUT`].
+//! The CPU time of its whole process tree is measured as it exits and handed
+//! to the caller's `charge`, so the lab can share compile time fairly.
 
 mod sandbox;
 
@@ -126,8 +128,15 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
-/// Compiles `code` with `toolchain`.
-pub async fn compile(toolchain: &Toolchain, code: &str) -> Result<Compiled, CompileError> {
+/// Compiles `code` with `toolchain`. Once the tool has run, `charge` gets
+/// the user and system CPU time it and its descendants used, even when this
+/// future is dropped before then (the tool is stopped, and still counted);
+/// when it never ran, `charge` is dropped uncalled.
+pub async fn compile(
+    toolchain: &Toolchain,
+    code: &str,
+    charge: impl FnOnce(Duration) + Send + 'static,
+) -> Result<Compiled, CompileError> {
     if code.trim().is_empty() {
         return Err(CompileError::EmptyCode);
     }
@@ -154,7 +163,7 @@ pub async fn compile(toolchain: &Toolchain, code: &str) -> Result<Compiled, Comp
     };
     let argv: Vec<String> = toolchain.argv.iter().map(|a| expand(a)).collect();
     let dirs = sandbox::Dirs { sketch: &sketch_dir, build: &build, home: &home };
-    let (success, output) = run(&argv, &dirs, &dir.path, toolchain).await?;
+    let (success, output) = run(&argv, &dirs, &dir.path, toolchain, charge).await?;
     if !success {
         return Err(CompileError::Failed { output });
     }
@@ -171,6 +180,7 @@ async fn run(
     dirs: &sandbox::Dirs<'_>,
     cwd: &Path,
     toolchain: &Toolchain,
+    charge: impl FnOnce(Duration) + Send + 'static,
 ) -> Result<(bool, String), CompileError> {
     let name = &argv[0];
     let spawn_error = |message: String| CompileError::Spawn { program: name.clone(), message };
@@ -192,9 +202,14 @@ async fn run(
     let mut child = command.spawn().map_err(|e| spawn_error(e.to_string()))?;
     let group = rerod_devices::tool::ProcessGroup::of(&child);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // The tool is waited for in a task of its own, so its CPU time is
+    // charged even when this request goes away first (the group is then
+    // killed below, and the task sees it exit).
+    let unmeasured = Duration::from_secs(toolchain.confinement.limits.cpu_secs);
+    let exited = tokio::spawn(reap(child, charge, unmeasured));
     let collect = async {
         let (out, err) = tokio::join!(read_capped(stdout, MAX_OUTPUT), read_capped(stderr, MAX_OUTPUT));
-        let status = child.wait().await;
+        let status = exited.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         (status, out, err)
     };
     let outcome = tokio::time::timeout(toolchain.timeout, collect).await;
@@ -205,6 +220,60 @@ async fn run(
     let mut text = String::from_utf8_lossy(&out.0).into_owned();
     text.push_str(&String::from_utf8_lossy(&err.0));
     Ok((status.success(), head(text, out.1 || err.1)))
+}
+
+/// Waits for the tool to exit, charges the CPU time of its process tree (or
+/// `unmeasured`, the most one process may use, should the kernel not say),
+/// then reaps it for its exit status.
+async fn reap(
+    mut child: tokio::process::Child,
+    charge: impl FnOnce(Duration),
+    unmeasured: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let measured = match child.id() {
+        Some(pid) => tokio::task::spawn_blocking(move || cpu_at_exit(pid)).await.ok().and_then(Result::ok),
+        None => None,
+    };
+    let status = child.wait().await;
+    charge(measured.unwrap_or(unmeasured));
+    status
+}
+
+/// Blocks until our child `pid` has exited, and returns the user and system
+/// CPU time of it and of every descendant it waited for (GCC's driver waits
+/// for cc1plus, as and ld; a shell or arduino-builder waits for the driver).
+/// The child is left unreaped (`WNOWAIT`) for tokio to collect its status.
+fn cpu_at_exit(pid: u32) -> std::io::Result<Duration> {
+    loop {
+        // SAFETY: both are plain C structs for which all-zero bytes are valid.
+        let (mut info, mut usage): (libc::siginfo_t, libc::rusage) = unsafe { std::mem::zeroed() };
+        // SAFETY: the raw waitid(2) system call, whose fifth argument (the
+        // rusage of the exited child and its waited-for descendants) glibc's
+        // wrapper does not expose; it writes only into the two structs above.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info as *mut libc::siginfo_t,
+                libc::WEXITED | libc::WNOWAIT,
+                &mut usage as *mut libc::rusage,
+            )
+        };
+        if done == 0 {
+            return Ok(cpu_time(&usage));
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// User plus system time of `usage`.
+fn cpu_time(usage: &libc::rusage) -> Duration {
+    let time = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, t.tv_usec.clamp(0, 999_999) as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Reads `pipe` until its end or until `cap` bytes, whichever comes first;
@@ -314,7 +383,7 @@ mod tests {
 
     /// What a failing tool printed.
     async fn output_of(tool: &Toolchain) -> String {
-        match compile(tool, "x").await {
+        match compile(tool, "x", |_| ()).await {
             Err(CompileError::Failed { output }) => output,
             other => panic!("expected a failure with output, got {other:?}"),
         }
@@ -333,27 +402,53 @@ mod tests {
             ],
             ..sh("")
         };
-        let compiled = compile(&tool, "void setup() {}\nvoid loop() {}\n").await.expect("compiles");
+        let compiled = compile(&tool, "void setup() {}\nvoid loop() {}\n", |_| ()).await.expect("compiles");
         assert_eq!(compiled.firmware.len(), 1);
         assert!(compiled.output.contains("compiled"));
     }
 
     #[tokio::test]
     async fn failures_say_what_went_wrong() {
-        let err = compile(&sh("echo 'error: expected ;' >&2; exit 1"), "x").await.expect_err("fails");
+        let err = compile(&sh("echo 'error: expected ;' >&2; exit 1"), "x", |_| ()).await.expect_err("fails");
         assert!(matches!(&err, CompileError::Failed { output } if output.contains("expected ;")), "{err}");
-        let err = compile(&sh("true"), "x").await.expect_err("no output");
+        let err = compile(&sh("true"), "x", |_| ()).await.expect_err("no output");
         assert!(matches!(err, CompileError::NoOutput), "{err}");
-        let err = compile(&sh("true"), "  \n").await.expect_err("empty");
+        let err = compile(&sh("true"), "  \n", |_| ()).await.expect_err("empty");
         assert!(matches!(err, CompileError::EmptyCode), "{err}");
         let missing = Toolchain { argv: vec!["/nonexistent/cc".into()], ..sh("") };
-        let err = compile(&missing, "x").await.expect_err("missing");
+        let err = compile(&missing, "x", |_| ()).await.expect_err("missing");
         assert!(matches!(err, CompileError::Spawn { .. }), "{err}");
         let slow = Toolchain { timeout: Duration::from_millis(200), ..sh("sleep 30") };
         let started = Instant::now();
-        let err = compile(&slow, "x").await.expect_err("times out");
+        let err = compile(&slow, "x", |_| ()).await.expect_err("times out");
         assert!(matches!(err, CompileError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn the_cpu_time_of_the_whole_tool_is_charged_even_when_it_is_stopped() {
+        /// Compiles with `tool`; the CPU time charged for it, if any.
+        async fn charged(tool: &Toolchain) -> (Result<Compiled, CompileError>, Option<Duration>) {
+            let (sent, mut charged) = tokio::sync::mpsc::unbounded_channel();
+            let result = compile(tool, "x", move |cpu| sent.send(cpu).unwrap()).await;
+            // A stopped tool is charged by its own task, a moment after the compile returns.
+            let cpu = tokio::time::timeout(Duration::from_secs(5), charged.recv()).await.expect("charged or dropped");
+            (result, cpu)
+        }
+        let plausible = |cpu: Option<Duration>| {
+            cpu.is_some_and(|cpu| cpu >= Duration::from_millis(50) && cpu < Duration::from_secs(5))
+        };
+        // A shell whose grandchild burns the CPU: its time reaches the shell
+        // through the waits in between.
+        let (result, cpu) = charged(&sh("timeout 0.4 sh -c 'while :; do :; done'; exit 1")).await;
+        assert!(matches!(result, Err(CompileError::Failed { .. })) && plausible(cpu), "{result:?} {cpu:?}");
+        // Stopped at its deadline, the tool is charged for what it burned.
+        let endless = Toolchain { timeout: Duration::from_millis(400), ..sh("while :; do :; done") };
+        let (result, cpu) = charged(&endless).await;
+        assert!(matches!(result, Err(CompileError::Timeout { .. })) && plausible(cpu), "{result:?} {cpu:?}");
+        // A tool that never ran costs nothing: its charge is dropped uncalled.
+        let (result, cpu) = charged(&Toolchain { argv: vec!["/nonexistent/cc".into()], ..sh("") }).await;
+        assert!(matches!(result, Err(CompileError::Spawn { .. })) && cpu.is_none(), "{result:?} {cpu:?}");
     }
 
     #[tokio::test]

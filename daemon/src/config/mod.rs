@@ -274,6 +274,12 @@ pub struct CompileConfig {
     pub limits: ToolLimits,
     /// Compiles that may wait for a compiler; more are refused (429).
     pub max_queued: usize,
+    /// How far back compile CPU time counts against a share.
+    pub cpu_window: Duration,
+    /// Compile CPU time each account may use within `cpu_window`.
+    pub cpu_per_account: Duration,
+    /// Compile CPU time each client address may use within `cpu_window`.
+    pub cpu_per_address: Duration,
 }
 
 impl Default for CompileConfig {
@@ -283,6 +289,9 @@ impl Default for CompileConfig {
             read_paths: Vec::new(),
             limits: ToolLimits::default(),
             max_queued: 16,
+            cpu_window: Duration::from_secs(600),
+            cpu_per_account: Duration::from_secs(40),
+            cpu_per_address: Duration::from_secs(60),
         }
     }
 }
@@ -313,7 +322,9 @@ pub struct ToolLimits {
 
 impl Default for ToolLimits {
     fn default() -> ToolLimits {
-        ToolLimits { cpu_secs: 60, memory_mb: 1024, file_size_mb: 64, max_processes: 256, max_open_files: 256 }
+        // 5 s: twice the whole process tree of a 14 KB sketch built with
+        // arduino-builder (2.3 s of CPU, measured; see README "Compiling").
+        ToolLimits { cpu_secs: 5, memory_mb: 1024, file_size_mb: 64, max_processes: 256, max_open_files: 256 }
     }
 }
 

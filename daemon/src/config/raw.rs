@@ -47,6 +47,9 @@ pub(super) struct Compile {
     pub max_processes: Option<i64>,
     pub max_open_files: Option<i64>,
     pub max_queued: Option<i64>,
+    pub cpu_window_secs: Option<i64>,
+    pub cpu_secs_per_account: Option<i64>,
+    pub cpu_secs_per_address: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -233,7 +233,7 @@ fn compile_sandbox_and_limits() {
     assert_eq!(config.compile.sandbox, SandboxMode::Landlock);
     assert_eq!(config.compile.limits, ToolLimits::default());
     let config = load(
-        "[compile]\nsandbox = \"off\"\nread_paths = [\"/usr/share\"]\ncpu_secs = 5\nmemory_mb = 256\nfile_size_mb = 2\nmax_processes = 16\nmax_open_files = 64\n",
+        "[compile]\nsandbox = \"off\"\nread_paths = [\"/usr/share\"]\ncpu_secs = 5\nmemory_mb = 256\nfile_size_mb = 2\nmax_processes = 16\nmax_open_files = 64\ncpu_window_secs = 300\ncpu_secs_per_account = 30\ncpu_secs_per_address = 90\n",
     )
     .unwrap();
     assert_eq!(config.compile.sandbox, SandboxMode::Off);
@@ -242,9 +242,11 @@ fn compile_sandbox_and_limits() {
         config.compile.limits,
         ToolLimits { cpu_secs: 5, memory_mb: 256, file_size_mb: 2, max_processes: 16, max_open_files: 64 }
     );
+    let shares = (config.compile.cpu_window, config.compile.cpu_per_account, config.compile.cpu_per_address);
+    assert_eq!(shares, (Duration::from_secs(300), Duration::from_secs(30), Duration::from_secs(90)));
 
     let problems = load(
-        "[compile]\nsandbox = \"none\"\nread_paths = [\"lib\", \"/nonexistent/arduino\"]\ncpu_secs = 0\nmemory_mb = 1\nfile_size_mb = -1\nmax_processes = 1\nmax_open_files = 3\n",
+        "[compile]\nsandbox = \"none\"\nread_paths = [\"lib\", \"/nonexistent/arduino\"]\ncpu_secs = 0\nmemory_mb = 1\nfile_size_mb = -1\nmax_processes = 1\nmax_open_files = 3\ncpu_window_secs = 0\ncpu_secs_per_account = -1\ncpu_secs_per_address = 0\n",
     )
     .unwrap_err();
     assert_eq!(
@@ -258,6 +260,9 @@ fn compile_sandbox_and_limits() {
             "compile.file_size_mb",
             "compile.max_processes",
             "compile.max_open_files",
+            "compile.cpu_window_secs",
+            "compile.cpu_secs_per_account",
+            "compile.cpu_secs_per_address",
         ]
     );
     assert!(load("[compile]\nmemory = 5\n").is_err(), "unknown keys are errors");
@@ -432,6 +437,9 @@ mod properties {
                 "max_processes",
                 "max_open_files",
                 "max_queued",
+                "cpu_window_secs",
+                "cpu_secs_per_account",
+                "cpu_secs_per_address",
             ],
         ),
     ];

@@ -707,8 +707,15 @@ fn validate_compile(v: &mut Validator, raw: raw::Compile) -> CompileConfig {
         max_processes: v.int("compile.max_processes", raw.max_processes, 8..=65_536, defaults.max_processes),
         max_open_files: v.int("compile.max_open_files", raw.max_open_files, 32..=65_536, defaults.max_open_files),
     };
-    let max_queued = v.int("compile.max_queued", raw.max_queued, 0..=10_000, CompileConfig::default().max_queued);
-    CompileConfig { sandbox, read_paths, limits, max_queued }
+    let d = CompileConfig::default();
+    let max_queued = v.int("compile.max_queued", raw.max_queued, 0..=10_000, d.max_queued);
+    let mut secs = |key: &str, value: Option<i64>, default: Duration| {
+        Duration::from_secs(v.int(key, value, 1..=1_000_000, default.as_secs()))
+    };
+    let cpu_window = secs("compile.cpu_window_secs", raw.cpu_window_secs, d.cpu_window);
+    let cpu_per_account = secs("compile.cpu_secs_per_account", raw.cpu_secs_per_account, d.cpu_per_account);
+    let cpu_per_address = secs("compile.cpu_secs_per_address", raw.cpu_secs_per_address, d.cpu_per_address);
+    CompileConfig { sandbox, read_paths, limits, max_queued, cpu_window, cpu_per_account, cpu_per_address }
 }
 
 fn validate_usb(v: &mut Validator, key: &str, raw: raw::Usb) -> Option<UsbMatch> {

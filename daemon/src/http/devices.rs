@@ -75,10 +75,7 @@ pub async fn compile(app: &Arc<App>, req: &Req) -> Reply {
     let request: CompileRequest = req.parse()?;
     // Public, as the old backend's route was; a valid token makes the caller
     // an account (and a session holder goes first), an invalid one is ignored.
-    let caller = match super::handlers::optional_viewer(app, req).await {
-        Some(who) => Caller::Account(who),
-        None => Caller::Anonymous(req.peer.ip()),
-    };
+    let caller = Caller { account: super::handlers::optional_viewer(app, req).await, address: req.peer.ip() };
     let compiled = app.compile_sketch(&caller, request.model.as_deref(), request.device.as_ref(), &request.code).await;
     let body = match compiled {
         Ok(compiled) => {

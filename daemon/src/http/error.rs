@@ -78,7 +78,8 @@ impl Kind {
                 | K::TooManySockets
                 | K::TooManyRegistrations
                 | K::CompileAlreadyQueued
-                | K::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
+                | K::CompileQueueFull
+                | K::CompileShareUsed => StatusCode::TOO_MANY_REQUESTS,
                 K::AccountDisabled
                 | K::AdminOnly
                 | K::RegistrationRefused

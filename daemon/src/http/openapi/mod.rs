@@ -209,7 +209,8 @@ fn paths() -> Value {
             "tags": ["devices"],
             "operationId": "compile",
             "summary": "Compile a sketch without uploading it: open to anyone, one compile at a time per account \
-                (per client address without a token); the holder of the session in progress goes first",
+                (per client address without a token); the holder of the session in progress goes first, and \
+                compile time is shared by account and by client address (429 compile_share_used beyond a share)",
             "security": [{ "bearerAuth": [] }, {}],
             "requestBody": body("CompileRequest"),
             "responses": responses(

@@ -118,7 +118,7 @@ pub(super) fn components() -> Value {
             "Error415": error_response("The body is not JSON (Content-Type: application/json)"),
             "Error422": error_response("A field is missing, has the wrong type or an unacceptable value (an e-mail address with invisible characters, a password too easy to guess: weak_password); field names it"),
             "Error429": {
-                "description": "Too many attempts (wrong passwords for this account, or logins from this address: too_many_attempts) or new accounts within the hour (from this address or overall: too_many_registrations); wait Retry-After seconds",
+                "description": "Too many attempts (wrong passwords for this account, or logins from this address: too_many_attempts), new accounts within the hour (from this address or overall: too_many_registrations), or compiling refused for now (a compile already in line, a full line, or a share of compile time used); wait Retry-After seconds",
                 "headers": { "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait" } },
                 "content": error_content(),
             },
