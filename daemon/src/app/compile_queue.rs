@@ -521,8 +521,8 @@ mod tests {
     }
 
     /// Starts a compile for `ask` under `share` and returns once it is
-    /// admitted (running, or in line); the task records `who` in `order` when
-    /// its turn comes, or ends with its refusal.
+    /// admitted (running, or in line) or refused; the task records `who` in
+    /// `order` when its turn comes, or ends with its refusal.
     async fn wait(
         queue: &Arc<CompileQueue>,
         order: &Arc<Mutex<Vec<String>>>,
@@ -539,9 +539,10 @@ mod tests {
             Ok(())
         });
         let caller = ask.caller().expect("a caller");
-        while !lock(&queue.state).callers.contains(&caller) {
+        while !task.is_finished() && !lock(&queue.state).callers.contains(&caller) {
             tokio::task::yield_now().await;
         }
+        assert!(!task.is_finished(), "{who} was refused");
         task
     }
 
