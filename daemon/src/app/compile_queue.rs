@@ -117,6 +117,15 @@ pub struct Ask<'a> {
 }
 
 impl Ask<'_> {
+    /// Who asks, in the log: the account, else the address.
+    pub fn name(&self) -> String {
+        match (self.account, self.address) {
+            (Some(email), _) => email.to_owned(),
+            (None, Some(address)) => address.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
     /// Who may have one compile running or waiting: the account, else the address.
     fn caller(&self) -> Option<Payer> {
         self.payers().into_iter().next()
@@ -296,7 +305,7 @@ fn make_room(state: &mut State, class: &Class, share: &Share, now: Instant) -> R
     }
     if let Class::OverShare(payer) = &evicted.class {
         let refused = come_back(&mut state.ledger, payer, share, now);
-        tracing::info!(over = ?refused, "a compile over its share gave its place to one within");
+        tracing::info!(caller = ?evicted.caller, over = ?refused, "a compile over its share gave its place to one within");
         let _ = evicted.grant.send(Err(refused));
     }
     Ok(())
