@@ -204,13 +204,16 @@ impl App {
             per_address: c.cpu_per_address,
             reserve: Duration::from_secs(c.limits.cpu_secs),
         };
+        let who = ask.name();
         let (_turn, meter) =
             self.compiles.turn(ask, &share, Instant::now()).await.map_err(|refused| match refused {
                 Refused::AlreadyQueued => AppError::CompileAlreadyQueued,
                 Refused::Full => AppError::CompileQueueFull,
-                Refused::OverShare { of, retry_after } => AppError::CompileShareUsed { of, retry_after },
+                Refused::OverShare { of, retry_after } => {
+                    tracing::info!(caller = %who, over = ?of, retry_after_s = retry_after.as_secs(), "compile refused: over its share of compile time");
+                    AppError::CompileShareUsed { of, retry_after }
+                }
             })?;
-        let who = ask.account.map_or_else(|| ask.address.map(|a| a.to_string()).unwrap_or_default(), str::to_owned);
         let charge = move |cpu: Duration| {
             tracing::info!(caller = %who, cpu_ms = cpu.as_millis() as u64, "compile CPU time charged");
             meter.charge(cpu, Instant::now());

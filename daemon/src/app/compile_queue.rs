@@ -117,6 +117,15 @@ pub struct Ask<'a> {
 }
 
 impl Ask<'_> {
+    /// Who asks, in the log: the account, else the address.
+    pub fn name(&self) -> String {
+        match (self.account, self.address) {
+            (Some(email), _) => email.to_owned(),
+            (None, Some(address)) => address.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
     /// Who may have one compile running or waiting: the account, else the address.
     fn caller(&self) -> Option<Payer> {
         self.payers().into_iter().next()
@@ -296,7 +305,7 @@ fn make_room(state: &mut State, class: &Class, share: &Share, now: Instant) -> R
     }
     if let Class::OverShare(payer) = &evicted.class {
         let refused = come_back(&mut state.ledger, payer, share, now);
-        tracing::info!(over = ?refused, "a compile over its share gave its place to one within");
+        tracing::info!(caller = ?evicted.caller, over = ?refused, "a compile over its share gave its place to one within");
         let _ = evicted.grant.send(Err(refused));
     }
     Ok(())
@@ -521,8 +530,8 @@ mod tests {
     }
 
     /// Starts a compile for `ask` under `share` and returns once it is
-    /// admitted (running, or in line); the task records `who` in `order` when
-    /// its turn comes, or ends with its refusal.
+    /// admitted (running, or in line) or refused; the task records `who` in
+    /// `order` when its turn comes, or ends with its refusal.
     async fn wait(
         queue: &Arc<CompileQueue>,
         order: &Arc<Mutex<Vec<String>>>,
@@ -539,9 +548,10 @@ mod tests {
             Ok(())
         });
         let caller = ask.caller().expect("a caller");
-        while !lock(&queue.state).callers.contains(&caller) {
+        while !task.is_finished() && !lock(&queue.state).callers.contains(&caller) {
             tokio::task::yield_now().await;
         }
+        assert!(!task.is_finished(), "{who} was refused");
         task
     }
 
