@@ -16,6 +16,7 @@ pub mod control;
 pub mod devices;
 pub mod http;
 pub mod json;
+pub mod linger;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -242,3 +242,29 @@ async fn repeated_wrong_passwords_are_throttled_with_429_and_retry_after() {
     r.expect(429);
     c.login("bob@example.com", PASSWORD).await;
 }
+
+/// Regression: a body over the limit was answered 413 and the connection
+/// closed with the body unread, so the kernel reset it and a client still
+/// sending saw "broken pipe" or "connection reset" instead of the 413.
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_reads_the_413() {
+    let daemon = Daemon::start();
+    let token = daemon.client().user("ada@example.com").await;
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        let body = vec![b'x'; 2 << 20];
+        let head = format!(
+            "POST /book-slot HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The answer comes while this is still being sent.
+        stream.write_all(&body).await.expect("the server reads what is sent after its answer, not resets");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("an orderly end, not a reset");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("body_too_large"), "{answer}");
+    }
+}

@@ -107,7 +107,7 @@ pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, st
                 // The request line and headers must fit the read buffer: beyond it, hyper answers 431.
                 .max_buf_size(max_header_bytes)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(crate::linger::Lingering::new(stream)), service)
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {

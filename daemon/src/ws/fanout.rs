@@ -209,8 +209,8 @@ pub struct OutboxStream {
 impl OutboxStream {
     /// Takes over an upgraded connection of rerod's own HTTP server.
     pub fn new(upgraded: hyper::upgrade::Upgraded) -> Option<OutboxStream> {
-        match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
-            Ok(parts) => Some(OutboxStream::over(parts.io.into_inner(), &parts.read_buf)),
+        match upgraded.downcast::<hyper_util::rt::TokioIo<crate::linger::Lingering>>() {
+            Ok(parts) => Some(OutboxStream::over(parts.io.into_inner().into_inner(), &parts.read_buf)),
             Err(_) => {
                 tracing::error!("an upgraded connection is not a TCP stream");
                 None
