@@ -97,7 +97,7 @@ async fn run(samples: usize, viewers: usize, interval: Duration) {
     );
     let daemon = Daemon::start_with(4, &config);
     let creds = json!({"email": "bench@example.com", "password": "plum-orbit-cactus-41"});
-    assert_eq!(post(daemon.addr, "/auth/register", &creds).await.0, 201);
+    assert_eq!(post(daemon.addr, "/auth/register", &creds).await.0, 200);
     let (_, login) = post(daemon.addr, "/auth/login", &creds).await;
     let token = login["token"].as_str().unwrap().to_owned();
 

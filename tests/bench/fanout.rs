@@ -359,7 +359,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
     let addr = daemon.addr;
     let creds = json!({"email": "fan@example.com", "password": "plum-orbit-cactus-41"});
     let mut http = Http::connect(addr);
-    assert_eq!(http.post("/auth/register", None, &creds).0, 201);
+    assert_eq!(http.post("/auth/register", None, &creds).0, 200);
     let (status, login) = http.post("/auth/login", None, &creds);
     assert_eq!(status, 200, "{login}");
     let token = serde_json::from_str::<Value>(&login).unwrap()["token"].as_str().unwrap().to_owned();

@@ -58,7 +58,7 @@ async fn user(addr: SocketAddr, email: &str) -> String {
     let mut s = connect(addr).await;
     let creds = json!({"email": email, "password": "plum-orbit-cactus-41"});
     let (status, _) = send(&mut s, post("/auth/register", None, &creds)).await;
-    assert_eq!(status, 201);
+    assert_eq!(status, 200);
     let (status, body) = send(&mut s, post("/auth/login", None, &creds)).await;
     assert_eq!(status, 200);
     serde_json::from_slice::<Value>(&body).unwrap()["token"].as_str().unwrap().to_owned()

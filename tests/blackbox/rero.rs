@@ -120,7 +120,7 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     let board = Board::start(None);
     let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
     let c = daemon.client();
-    c.register("ada@example.com", PASSWORD).await.expect(201);
+    c.register("ada@example.com", PASSWORD).await.expect(200);
     let rero = Rero::new();
     let server = format!("http://{}", daemon.addr);
 

@@ -381,7 +381,7 @@ impl Client {
 
     /// Registers and logs in; returns the token.
     pub async fn user(&self, email: &str) -> String {
-        self.register(email, PASSWORD).await.expect(201);
+        self.register(email, PASSWORD).await.expect(200);
         self.login(email, PASSWORD).await
     }
 

@@ -23,7 +23,7 @@ fn assert_slots_update(update: &serde_json::Value) {
 async fn seed_flow_books_cancels_and_broadcasts_to_every_client() {
     let daemon = Daemon::start();
     let c = daemon.client();
-    c.register("user@example.com", "securepassword123").await.expect(201);
+    c.register("user@example.com", "securepassword123").await.expect(200);
     let token = c.login("user@example.com", "securepassword123").await;
 
     let mut alice = daemon.ws("/slot-booking").await;

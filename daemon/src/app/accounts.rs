@@ -66,6 +66,8 @@ impl App {
         let password_hash = self.hasher.hash(password.to_owned(), self.config().auth.bcrypt_cost).await?;
         let user_email = email.clone();
         let user = User {
+            // The store numbers it.
+            id: 0,
             email,
             password_hash,
             created_at: self.now(),
@@ -420,6 +422,7 @@ mod tests {
 
     fn user_with(hash: &str) -> User {
         User {
+            id: 1,
             email: "a@x.org".into(),
             password_hash: PasswordHash::from_stored(hash.into()),
             created_at: Timestamp::UNIX_EPOCH,

@@ -293,9 +293,10 @@ pub async fn register(app: &Arc<App>, req: &Req) -> Reply {
         success: true,
         message: "User registered successfully".to_owned(),
         email: user.email.clone(),
-        user: RegisteredUser { email: user.email, created_at: wire::utc(user.created_at) },
+        user: RegisteredUser { id: user.id, email: user.email, created_at: wire::utc(user.created_at) },
     };
-    Ok(json_response(StatusCode::CREATED, &body))
+    // 200, as the old backend's code answers and its scripts check (its README said 201).
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `POST /auth/login`.
@@ -309,6 +310,7 @@ pub async fn login(app: &Arc<App>, req: &Req) -> Reply {
         token_type: "bearer".to_owned(),
         expires_in: login.lifetime.as_secs(),
         user: LoggedInUser {
+            id: login.user.id,
             email: login.principal.email,
             role: login.principal.role.as_str().to_owned(),
             created_at: wire::utc(login.user.created_at),

@@ -56,6 +56,8 @@ const USER_BOOKINGS: TableDefinition<(&str, &str, &str, u16), ()> = TableDefinit
 const EMAIL_SKELETONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("email_skeletons");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
+/// The id the next new account gets (u64, little-endian).
+const META_NEXT_USER_ID: &str = "next_user_id";
 const META_JWT_SECRET: &str = "jwt_secret";
 /// The [`crate::auth::skeleton_version`] the stored skeletons were computed with.
 const META_SKELETON_VERSION: &str = "email_skeleton_version";
@@ -91,6 +93,10 @@ fn db<E: Into<redb::Error>>(e: E) -> StoreError {
 /// A registered user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// A number that names the account for good (the old backend's
+    /// `user.id`), given by the store when the account is created: whatever
+    /// the caller sets is replaced.
+    pub id: u64,
     pub email: String,
     pub password_hash: PasswordHash,
     pub created_at: Timestamp,
@@ -416,8 +422,44 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
         health::create_tables(&txn)?;
     }
     index_skeletons(&txn)?;
+    number_accounts(&txn)?;
     txn.commit().map_err(db_err)?;
     Ok(())
+}
+
+/// Gives every account without an id one, oldest first, after the highest
+/// id given so far: a store from before accounts had ids. One pass over the
+/// accounts at open, and nothing to write once every account has one.
+fn number_accounts(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let mut users = txn.open_table(USERS).map_err(db_err)?;
+    let all = read_users(&users)?;
+    let mut next = next_user_id(&meta)?.max(all.iter().map(|u| u.id + 1).max().unwrap_or(1));
+    let mut unnumbered: Vec<User> = all.into_iter().filter(|u| u.id == 0).collect();
+    unnumbered.sort_by(|a, b| (a.created_at, &a.email).cmp(&(b.created_at, &b.email)));
+    let n = unnumbered.len();
+    for mut user in unnumbered {
+        user.id = next;
+        next += 1;
+        users.insert(user.email.as_str(), records::encode_user(&user).as_slice()).map_err(db_err)?;
+    }
+    meta.insert(META_NEXT_USER_ID, next.to_le_bytes().as_slice()).map_err(db_err)?;
+    if n > 0 {
+        tracing::info!(accounts = n, "numbered the accounts from before accounts had ids");
+    }
+    Ok(())
+}
+
+/// The id the next new account gets (1 in a new store).
+fn next_user_id(meta: &impl redb::ReadableTable<&'static str, &'static [u8]>) -> Result<u64, StoreError> {
+    match meta.get(META_NEXT_USER_ID).map_err(db_err)? {
+        None => Ok(1),
+        Some(bytes) => bytes
+            .value()
+            .try_into()
+            .map(u64::from_le_bytes)
+            .map_err(|_| StoreError::Corrupt("the next account id is not 8 bytes".into())),
+    }
 }
 
 /// Builds the skeleton index afresh unless it covers every account under

@@ -10,6 +10,10 @@ use crate::auth::PasswordHash;
 
 #[derive(Serialize, Deserialize)]
 struct UserRecord {
+    /// Absent (0) in records written before accounts had ids, until the
+    /// store numbers them at open.
+    #[serde(default)]
+    id: u64,
     password_hash: String,
     created_at_us: i64,
     #[serde(default)]
@@ -52,6 +56,7 @@ fn timestamp_us(us: i64) -> Result<Timestamp, StoreError> {
 pub(super) fn decode_user(email: &str, bytes: &[u8]) -> Result<User, StoreError> {
     let r: UserRecord = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("user record: {e}")))?;
     Ok(User {
+        id: r.id,
         email: email.to_owned(),
         password_hash: PasswordHash::from_stored(r.password_hash),
         created_at: timestamp_us(r.created_at_us)?,
@@ -64,6 +69,7 @@ pub(super) fn decode_user(email: &str, bytes: &[u8]) -> Result<User, StoreError>
 
 pub(super) fn encode_user(user: &User) -> Vec<u8> {
     serde_json::to_vec(&UserRecord {
+        id: user.id,
         password_hash: user.password_hash.as_stored().to_owned(),
         created_at_us: user.created_at.as_microsecond(),
         disabled: user.disabled,

@@ -5,6 +5,7 @@ use jiff::civil::date;
 
 fn user(email: &str) -> User {
     User {
+        id: 0,
         last_login: None,
         admin: false,
         email: email.into(),
@@ -34,7 +35,7 @@ async fn users_are_unique_by_email() {
     let (_dir, store) = temp_store();
     store.create_user(user("a@x.org")).await.unwrap();
     assert!(matches!(store.create_user(user("a@x.org")).await, Err(CreateUserError::Exists)));
-    assert_eq!(store.user("a@x.org").unwrap().unwrap(), user("a@x.org"));
+    assert_eq!(store.user("a@x.org").unwrap().unwrap(), User { id: 1, ..user("a@x.org") });
     assert_eq!(store.user("b@x.org").unwrap(), None);
 }
 
@@ -175,7 +176,7 @@ async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
     store.book(key("d", 2), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
     let restored = Store::open(&out).unwrap();
     assert_eq!(restored.bookings_of("a@x.org").unwrap().len(), 1);
-    assert_eq!(restored.user("a@x.org").unwrap(), Some(user("a@x.org")));
+    assert_eq!(restored.user("a@x.org").unwrap(), Some(User { id: 1, ..user("a@x.org") }));
     assert_eq!(restored.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
     let all = snapshot(store.path()).unwrap();
     assert_eq!((all.users.len(), all.bookings.len()), (1, 2));
@@ -335,4 +336,34 @@ async fn a_store_from_before_the_skeleton_index_gets_it_at_open() {
     }
     let store = Store::open(&path).unwrap();
     assert!(matches!(store.create_user(user("\u{435}ve@x.org")).await, Err(CreateUserError::LooksLikeAnother)));
+}
+
+#[tokio::test]
+async fn accounts_are_numbered_for_good_and_old_accounts_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path).unwrap();
+    let a = store.create_user(user("a@x.org")).await.unwrap();
+    let b = store.create_user(user("b@x.org")).await.unwrap();
+    assert_eq!((a.id, b.id), (1, 2));
+    assert_eq!(store.user("b@x.org").unwrap().unwrap().id, 2);
+    store.close().await;
+    drop(store);
+    // An account written by an older rerod has no id: it gets the next one at open, and keeps it.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let old = br#"{"password_hash":"$2b$04$x","created_at_us":1700000000000000}"#;
+        txn.open_table(USERS).unwrap().insert("old@x.org", old.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.user("old@x.org").unwrap().unwrap().id, 3);
+    assert_eq!(store.user("a@x.org").unwrap().unwrap().id, 1, "numbered accounts keep theirs");
+    let c = store.create_user(user("c@x.org")).await.unwrap();
+    assert_eq!(c.id, 4, "ids are never given twice");
+    store.close().await;
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.user("old@x.org").unwrap().unwrap().id, 3);
 }

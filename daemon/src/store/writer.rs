@@ -15,8 +15,9 @@ use super::records::{
     decode_user, encode_user, get_booking, index_skeleton, insert_booking, remove_booking, skeleton_taken, user_keys,
 };
 use super::{
-    AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, EMAIL_SKELETONS,
-    SetDisabledError, SlotKey, StoreError, USER_BOOKINGS, USERS, User, UserUpdate, db_err,
+    AccountChange, Admit, BOOKINGS, BookError, Booking, CancelError, CreateUserError, Doomed, EMAIL_SKELETONS, META,
+    META_NEXT_USER_ID, SetDisabledError, SlotKey, StoreError, USER_BOOKINGS, USERS, User, UserUpdate, db_err,
+    next_user_id,
 };
 use crate::booking::BookingError;
 
@@ -202,12 +203,13 @@ fn apply_batch(handle: &Handle, db: Arc<Database>, batch: &mut Vec<Write>) {
             let mut bookings = txn.open_table(BOOKINGS).map_err(db_err)?;
             let mut index = txn.open_table(USER_BOOKINGS).map_err(db_err)?;
             let mut skeletons = txn.open_table(EMAIL_SKELETONS).map_err(db_err)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
             // Taken from the back of the reversed batch, so that on a failure
             // the writes not yet applied stay in it, to be answered.
             batch.reverse();
             while let Some(write) = batch.pop() {
                 outcomes.push(match write {
-                    Write::CreateUser { user, reply } => {
+                    Write::CreateUser { mut user, reply } => {
                         // Checked here, in the transaction, so that two look-alikes
                         // registering at once cannot both succeed.
                         let skeleton = crate::auth::email_skeleton(&user.email);
@@ -216,6 +218,9 @@ fn apply_batch(handle: &Handle, db: Arc<Database>, batch: &mut Vec<Write>) {
                         } else if skeleton_taken(&skeletons, &skeleton, &user.email)? {
                             Err(CreateUserError::LooksLikeAnother)
                         } else {
+                            // Numbered in the transaction that creates it: ids are never reused.
+                            user.id = next_user_id(&meta)?;
+                            meta.insert(META_NEXT_USER_ID, (user.id + 1).to_le_bytes().as_slice()).map_err(db_err)?;
                             users.insert(user.email.as_str(), encode_user(&user).as_slice()).map_err(db_err)?;
                             index_skeleton(&mut skeletons, &skeleton, &user.email)?;
                             Ok(user)

@@ -202,11 +202,13 @@ pub struct UserSlotResponse {
 /// An account as its owner sees it after registering.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredUser {
+    /// The account's number, for good.
+    pub id: u64,
     pub email: String,
     pub created_at: String,
 }
 
-/// `POST /auth/register` (201).
+/// `POST /auth/register` (200, as the old backend's code answered).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterResponse {
     pub success: bool,
@@ -219,6 +221,8 @@ pub struct RegisterResponse {
 /// The account that logged in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedInUser {
+    /// The account's number, the same at every login (the old backend's `user.id`).
+    pub id: u64,
     pub email: String,
     /// `user` or `admin`.
     pub role: String,

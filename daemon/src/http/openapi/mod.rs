@@ -104,7 +104,7 @@ fn paths() -> Value {
             "summary": "Create an account",
             "requestBody": body("EmailPassword"),
             "responses": responses(
-                json!({ "201": json_response("Account created", "RegisterResponse") }),
+                json!({ "200": json_response("Account created", "RegisterResponse") }),
                 &[400, 403, 408, 413, 415, 422, 429, 503],
             ),
         }},

@@ -183,8 +183,12 @@ pub(super) fn components() -> Value {
                     "email": { "type": "string", "description": "The same as user.email, where the old client reads it" },
                     "user": {
                         "type": "object",
-                        "required": ["email", "created_at"],
-                        "properties": { "email": string, "created_at": utc },
+                        "required": ["id", "email", "created_at"],
+                        "properties": {
+                            "id": { "type": "integer", "description": "The account's number, for good" },
+                            "email": string,
+                            "created_at": utc,
+                        },
                     },
                 },
             },
@@ -197,8 +201,9 @@ pub(super) fn components() -> Value {
                     "expires_in": { "type": "integer", "description": "Seconds until the token expires" },
                     "user": {
                         "type": "object",
-                        "required": ["email", "role", "created_at", "last_login"],
+                        "required": ["id", "email", "role", "created_at", "last_login"],
                         "properties": {
+                            "id": { "type": "integer", "description": "The account's number, the same at every login" },
                             "email": string,
                             "role": { "type": "string", "enum": ["user", "admin"] },
                             "created_at": utc,

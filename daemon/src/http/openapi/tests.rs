@@ -450,7 +450,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
             success: true,
             message: s("registered"),
             email: s("a@example.com"),
-            user: RegisteredUser { email: s("a@example.com"), created_at: utc() },
+            user: RegisteredUser { id: 7, email: s("a@example.com"), created_at: utc() },
         })],
     );
     let login = |last_login: Option<String>| LoginResponse {
@@ -459,7 +459,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         token: s("t"),
         token_type: s("bearer"),
         expires_in: 3600,
-        user: LoggedInUser { email: s("a@example.com"), role: s("user"), created_at: utc(), last_login },
+        user: LoggedInUser { id: 7, email: s("a@example.com"), role: s("user"), created_at: utc(), last_login },
     };
     contract.check("LoginResponse", &[to_value(login(Some(utc()))), to_value(login(None))]);
     contract.check(
