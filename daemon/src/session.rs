@@ -165,7 +165,7 @@ mod tests {
         let date = jiff::civil::date(2026, 11, 24);
         for (email, slots) in [("a@x.org", [10, 11]), ("b@x.org", [12, 14])] {
             app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
-            let who = Principal { email: email.into(), role: Role::User };
+            let who = Principal { email: email.into(), role: Role::User, address: None };
             for slot in slots {
                 app.book(&who, &device, date, slot).await.unwrap();
             }
@@ -221,7 +221,7 @@ mod tests {
         let date = jiff::civil::date(2026, 11, 24);
         for (email, slots) in [("a@x.org", [10, 11]), ("b@x.org", [12, 12])] {
             app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
-            let who = Principal { email: email.into(), role: Role::User };
+            let who = Principal { email: email.into(), role: Role::User, address: None };
             app.book(&who, &device, date, slots[0]).await.unwrap();
             if slots[1] != slots[0] {
                 app.book(&who, &device, date, slots[1]).await.unwrap();
@@ -258,7 +258,7 @@ mod tests {
         let (device, board) = app.board(&DeviceRef::Number(0)).unwrap();
         let date = jiff::civil::date(2026, 11, 24);
         app.register("a@x.org", "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
-        let who = Principal { email: "a@x.org".into(), role: Role::User };
+        let who = Principal { email: "a@x.org".into(), role: Role::User, address: None };
         app.book(&who, &device, date, 10).await.unwrap();
         app.book(&who, &device, date, 12).await.unwrap();
         let mut events = board.subscribe();

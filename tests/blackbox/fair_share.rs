@@ -251,3 +251,28 @@ async fn host_paths_are_shown_to_admins_only() {
     let hello = ws.recv_type("connection_established").await;
     assert_eq!(hello["device_info"]["port"].as_str(), Some(port.as_str()));
 }
+
+#[tokio::test]
+async fn the_audit_log_records_the_address_behind_the_proxy() {
+    let config = format!(
+        "{UTC_LAB}[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[auth]\nadmins = [\"{}\"]\n",
+        crate::devices::ADMIN
+    );
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let admin = daemon.host_account(crate::devices::ADMIN, true).await;
+    let tomorrow = utc_date(1).to_string();
+    c.post_auth("/book-slot", &ada, &json!({"slot_id": 9, "date": tomorrow})).await.expect(200);
+    let auth = format!("Bearer {admin}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+    ];
+    let body = json!({"slot_id": 9, "date": tomorrow}).to_string();
+    c.request(Method::POST, "/cancel-slot", &headers, body).await.expect(200);
+    let log = c.get_auth("/admin/audit", &admin).await.expect(200);
+    assert_eq!(log["audit"][0]["action"], "booking_cancelled", "{log}");
+    assert_eq!(log["audit"][0]["address"], "198.51.100.7", "{log}");
+}

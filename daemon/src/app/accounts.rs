@@ -155,7 +155,13 @@ impl App {
         let lifetime = self.config().auth.token_lifetime;
         let token = self.tokens.issue(&user.email, user.credential_generation, self.now(), lifetime);
         tracing::info!(email = %user.email, "login");
-        Ok(Login { token, lifetime, principal: Principal { email: user.email.clone(), role }, user, previous_login })
+        Ok(Login {
+            token,
+            lifetime,
+            principal: Principal { email: user.email.clone(), role, address: None },
+            user,
+            previous_login,
+        })
     }
 
     /// Counts one login or registration from `client` against
@@ -267,7 +273,7 @@ impl App {
         match credentials {
             Credentials::Password { email, password } => {
                 let (user, role) = self.check_password(&email, &password).await?;
-                Ok(Principal { email: user.email, role })
+                Ok(Principal { email: user.email, role, address: None })
             }
             Credentials::Token(token) => {
                 let claims = self.tokens.verify(&token, self.now()).map_err(AppError::InvalidToken)?;
@@ -276,7 +282,7 @@ impl App {
                     Some(user) if user.disabled => Err(AppError::AccountDisabled),
                     Some(user) if user.credential_generation == claims.generation => {
                         let role = role_of(&self.config(), &user);
-                        Ok(Principal { email: user.email, role })
+                        Ok(Principal { email: user.email, role, address: None })
                     }
                     // Deleted, or the password changed since the token was issued.
                     _ => Err(AppError::InvalidToken(TokenError::Invalid)),

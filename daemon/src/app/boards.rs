@@ -325,7 +325,7 @@ mod tests {
     use rerod_devices::PortState;
 
     fn user(email: &str) -> Principal {
-        Principal { email: email.into(), role: Role::User }
+        Principal { email: email.into(), role: Role::User, address: None }
     }
 
     #[tokio::test]
@@ -346,7 +346,7 @@ mod tests {
         assert!(matches!(app.device_access(&user("a@x.org"), &device, "upload"), Ok(Access::Session { .. })));
         let err = app.device_access(&user("b@x.org"), &device, "console").unwrap_err();
         assert!(err.to_string().contains("someone else's session") && err.to_string().contains("slot 10"), "{err}");
-        let admin = Principal { email: "root@x.org".into(), role: Role::Admin };
+        let admin = Principal { email: "root@x.org".into(), role: Role::Admin, address: None };
         assert_eq!(app.device_access(&admin, &device, "upload").unwrap(), Access::Admin);
     }
 

@@ -307,7 +307,7 @@ mod tests {
 
         // A booking shows at once.
         app.register("a@x.org", "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
-        let who = Principal { email: "a@x.org".into(), role: Role::User };
+        let who = Principal { email: "a@x.org".into(), role: Role::User, address: None };
         app.book(&who, &device, date, 11).await.unwrap();
         let view = app.day_view_cached(device.clone(), date, render).unwrap();
         assert!(statuses(&view).starts_with(&format!("{}available,booked", "past,".repeat(10))));

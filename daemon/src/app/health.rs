@@ -215,6 +215,7 @@ impl App {
             action: action.to_owned(),
             detail: reason.clone().unwrap_or_default(),
             user: None,
+            address: who.address.map(|a| a.to_string()),
         };
         self.store.set_maintenance(info.id.clone(), record, audit).await?;
         tracing::info!(admin = %who.email, device = %info.id, action, reason = reason.as_deref().unwrap_or(""), "board maintenance");
@@ -237,6 +238,7 @@ impl App {
             action: action.to_owned(),
             detail,
             user: user.map(str::to_owned),
+            address: who.address.map(|a| a.to_string()),
         };
         if let Err(error) = self.store.audit(entry).await {
             tracing::error!(%error, admin = %who.email, action, "could not write the audit log");
@@ -263,6 +265,7 @@ impl App {
             action: "check_requested".to_owned(),
             detail: String::new(),
             user: None,
+            address: who.address.map(|a| a.to_string()),
         };
         self.store.audit(audit).await?;
         tracing::info!(admin = %who.email, device = %info.id, "health check requested");
@@ -302,8 +305,8 @@ mod tests {
     #[tokio::test]
     async fn a_board_in_maintenance_takes_no_bookings_until_an_admin_clears_it() {
         let (_dir, _clock, app) = lab_at("2026-11-24T10:30:00Z", ONE_BOARD);
-        let admin = Principal { email: "root@lab.example".into(), role: Role::Admin };
-        let ada = Principal { email: "ada@lab.example".into(), role: Role::User };
+        let admin = Principal { email: "root@lab.example".into(), role: Role::Admin, address: None };
+        let ada = Principal { email: "ada@lab.example".into(), role: Role::User, address: None };
         let device = DeviceRef::Id("arm-1".into());
         let kind = |result: Result<(DeviceInfo, Health), AppError>| result.unwrap_err().kind();
         assert_eq!(kind(app.set_maintenance(&ada, &device, Some("mine")).await), ErrorKind::AdminOnly);

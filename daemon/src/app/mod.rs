@@ -134,6 +134,9 @@ pub struct SessionWarning {
 pub struct Principal {
     pub email: String,
     pub role: Role,
+    /// Where the request came from (behind trusted proxies), when a front
+    /// end knows it: the audit log records it beside an admin's action.
+    pub address: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -317,7 +317,7 @@ mod tests {
     use crate::app::{DeviceRef, ErrorKind};
 
     fn user(email: &str) -> Principal {
-        Principal { email: email.into(), role: Role::User }
+        Principal { email: email.into(), role: Role::User, address: None }
     }
 
     #[tokio::test]
@@ -350,7 +350,7 @@ mod tests {
             booked_at_us: Some(0),
         };
         let id = app.records.begin(&meta).unwrap().to_string();
-        let admin = Principal { email: "admin@x.org".into(), role: Role::Admin };
+        let admin = Principal { email: "admin@x.org".into(), role: Role::Admin, address: None };
         assert_eq!(app.record(&user("a@x.org"), &id).unwrap().1.summary.meta, meta);
         assert!(app.record(&admin, &id).is_ok());
         assert_eq!(app.record(&user("b@x.org"), &id).unwrap_err().kind(), ErrorKind::NotYourRecord);
@@ -372,7 +372,7 @@ mod tests {
         std::fs::create_dir(&legacy).unwrap();
         let meta = r#"{"device":"arm-1","date":"2026-11-24","first_slot":10,"holder":"a@x.org","started_at_us":0}"#;
         std::fs::write(legacy.join("session.json"), meta).unwrap();
-        let admin = Principal { email: "admin@x.org".into(), role: Role::Admin };
+        let admin = Principal { email: "admin@x.org".into(), role: Role::Admin, address: None };
         assert!(app.record(&admin, "arm-1_2026-11-24_10").is_ok());
         assert_eq!(app.records(&admin, None, None).unwrap().len(), 1);
         // It may hold later holders' sessions too: not even its first holder reads it.

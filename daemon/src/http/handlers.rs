@@ -198,7 +198,7 @@ pub async fn book_slot(app: &Arc<App>, req: &Req) -> Reply {
     let request: SlotRequest = req.parse()?;
     let date = request.date.unwrap_or_else(|| app.today());
     let device = app.device(request.device.as_ref())?;
-    let who = app.authenticate(req.credentials(&request.credentials)?).await?;
+    let who = req.authenticate(app, &request.credentials).await?;
     let (booking, slot) = app.book(&who, &device, date, request.slot_id).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
     ok(&BookSlotResponse {
@@ -217,7 +217,7 @@ pub async fn cancel_slot(app: &Arc<App>, req: &Req) -> Reply {
     let request: SlotRequest = req.parse()?;
     let date = request.date.unwrap_or_else(|| app.today());
     let device = app.device(request.device.as_ref())?;
-    let who = app.authenticate(req.credentials(&request.credentials)?).await?;
+    let who = req.authenticate(app, &request.credentials).await?;
     let booking = app.cancel(&who, &device, date, request.slot_id).await?;
     ok(&CancelSlotResponse {
         success: true,
@@ -238,7 +238,7 @@ pub async fn my_bookings(app: &Arc<App>, req: &Req) -> Reply {
             return Err(AppError::invalid("history", format!("history must be true or false, got {other:?}")).into());
         }
     };
-    let who = app.authenticate(req.credentials(&request.credentials)?).await?;
+    let who = req.authenticate(app, &request.credentials).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
     let bookings: Vec<wire::BookingJson> = app
         .bookings_of(&who.email, history)?
@@ -254,7 +254,7 @@ pub async fn my_bookings(app: &Arc<App>, req: &Req) -> Reply {
 /// `GET`/`POST /slots/user`: the booking in progress, or else the next one.
 pub async fn slots_user(app: &Arc<App>, req: &Req) -> Reply {
     let credentials: wire::BodyCredentials = req.parse()?;
-    let who = app.authenticate(req.credentials(&credentials)?).await?;
+    let who = req.authenticate(app, &credentials).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
     let body = match app.next_booking(&who.email)? {
         Some(next) => UserSlotResponse {

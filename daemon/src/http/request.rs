@@ -12,7 +12,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
 
 use super::error::{ApiError, HttpErrorKind};
-use crate::app::{AppError, Credentials};
+use crate::app::{App, AppError, Credentials, Principal};
 use crate::wire::{BodyCredentials, FromJson};
 
 /// How long a client has to send its body once the headers are in.
@@ -89,6 +89,14 @@ impl Req {
     /// The token from `Authorization: Bearer`, if the header is present.
     pub fn bearer(&self) -> Result<Option<String>, ApiError> {
         bearer(self.headers())
+    }
+
+    /// Who is calling, by [`Req::credentials`], with the client's address
+    /// (for the audit log).
+    pub async fn authenticate(&self, app: &App, body: &BodyCredentials) -> Result<Principal, ApiError> {
+        let mut who = app.authenticate(self.credentials(body)?).await?;
+        who.address = Some(self.peer.ip());
+        Ok(who)
     }
 
     /// Credentials for a route that also takes the seed's in-body ones.

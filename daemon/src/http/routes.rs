@@ -227,7 +227,7 @@ pub(crate) async fn dispatch(
     };
     // Bearer-only routes know who is calling before a byte of the body is read.
     let who = match spec.auth {
-        Auth::Bearer | Auth::Admin => match bearer_principal(server, &req, spec.auth).await {
+        Auth::Bearer | Auth::Admin => match bearer_principal(server, &req, peer, spec.auth).await {
             Ok(who) => Some(who),
             Err(error) => return (Some(route), Err(error)),
         },
@@ -285,9 +285,15 @@ pub(crate) async fn dispatch(
 
 /// Who is calling, by `Authorization: Bearer` alone (routes beyond the
 /// seed's do not take in-body credentials).
-async fn bearer_principal(server: &Server, req: &Request<Incoming>, auth: Auth) -> Result<Principal, ApiError> {
+async fn bearer_principal(
+    server: &Server,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    auth: Auth,
+) -> Result<Principal, ApiError> {
     let token = super::request::bearer(req.headers())?.ok_or(AppError::NotAuthenticated)?;
-    let who = server.app.authenticate(Credentials::Token(token)).await?;
+    let mut who = server.app.authenticate(Credentials::Token(token)).await?;
+    who.address = Some(peer.ip());
     if auth == Auth::Admin {
         server.app.require_admin(&who)?;
     }

@@ -39,6 +39,9 @@ pub struct AuditEntry {
     /// written before this field existed have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The client address the admin acted from (behind trusted proxies), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl AuditEntry {
@@ -225,6 +228,7 @@ mod tests {
             action: action.into(),
             detail: String::new(),
             user: None,
+            address: None,
         };
         {
             let store = Store::open(&path).unwrap();

@@ -96,6 +96,8 @@ pub struct AuditLogJson {
     /// The account acted on, if any.
     pub user: Option<String>,
     pub detail: String,
+    /// The client address the admin acted from (behind trusted proxies), when known.
+    pub address: Option<String>,
 }
 
 impl AuditLogJson {
@@ -107,6 +109,7 @@ impl AuditLogJson {
             device: (!entry.device.is_empty()).then(|| entry.device.clone()),
             user: entry.user.clone(),
             detail: entry.detail.clone(),
+            address: entry.address.clone(),
         }
     }
 }

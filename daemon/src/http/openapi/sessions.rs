@@ -170,7 +170,7 @@ pub(super) fn schemas() -> Map<String, Value> {
         },
         "AuditLogJson": {
             "type": "object",
-            "required": ["at", "actor", "action", "device", "user", "detail"],
+            "required": ["at", "actor", "action", "device", "user", "detail", "address"],
             "properties": {
                 "at": utc, "actor": string,
                 "action": {
@@ -178,6 +178,10 @@ pub(super) fn schemas() -> Map<String, Value> {
                     "description": "maintenance_set, maintenance_cleared, check_requested, booking_cancelled, account_disabled, account_enabled",
                 },
                 "device": nullable_string, "user": nullable_string, "detail": string,
+                "address": {
+                    "type": "string", "nullable": true,
+                    "description": "The client address the admin acted from, behind server.trusted_proxies; null where rerod did not know it",
+                },
             },
         },
         "AuditLogResponse": {
@@ -256,6 +260,7 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
         device: full.then(|| s("arm-1")),
         user: full.then(|| s("a@example.com")),
         detail: s("slot 9 on 2026-11-24"),
+        address: full.then(|| s("192.0.2.7")),
     };
     contract.check(
         "AuditLogResponse",
