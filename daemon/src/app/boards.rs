@@ -286,9 +286,8 @@ impl App {
             UploadSource::Code(code) => {
                 note.method = "sketch";
                 // Uploading: the caller holds the session (or is an admin), so
-                // it goes first. The upload route does not pass its client's
-                // address down, so the compile counts against the account alone.
-                let ask = Ask { account: Some(&who.email), address: None, urgent: true };
+                // it goes first; the time counts against its account and address.
+                let ask = Ask { account: Some(&who.email), address: who.address, urgent: true };
                 let compiled = self.compile_for(ask, &board.config().model, &code).await?;
                 // The program as flashed, in the form a student can rebuild and compare.
                 note.sha256 = Sha256::hex(compiled.firmware.to_ihex().as_bytes());
