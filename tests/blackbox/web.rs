@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rerod_devices::testkit;
 
 use crate::compile::AVR_GCC;
 use crate::devices::{Board, lab_config};
-use crate::util::{Daemon, Options, PASSWORD};
+use crate::util::{Daemon, Options, PASSWORD, scaled, within};
 
 #[tokio::test]
 async fn browsers_get_the_app_and_api_clients_keep_the_json() {
@@ -106,17 +106,14 @@ fn two_students_and_an_admin_use_the_lab_in_a_browser() {
         .stderr(log)
         .spawn()
         .expect("node runs");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = flow.try_wait().expect("waiting for node") {
-            break status;
-        }
-        if Instant::now() > deadline {
+    let limit = Duration::from_secs(240);
+    let status = match runtime.block_on(within(limit, async || flow.try_wait().expect("waiting for node"))) {
+        Ok(status) => status,
+        Err(_) => {
             let _ = flow.kill();
             let _ = flow.wait();
-            panic!("the browser flow did not finish within 4 minutes:\n{}", read(&log_path));
+            panic!("the browser flow did not finish within {:?}:\n{}", scaled(limit), read(&log_path));
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
         status.success(),
