@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use rerod_devices::testkit;
@@ -58,14 +57,28 @@ async fn browsers_get_the_app_and_api_clients_keep_the_json() {
     c.get("/app/").await.expect(404);
 }
 
-/// Installs chromium and the Playwright driver once per run (tests/web/setup.sh).
+/// Checks that tests/web/setup.sh has installed chromium, node and the
+/// Playwright driver: installing them (apt, npm) is its job before `cargo
+/// test` (tests/run.sh runs it first), never a test's.
 fn browser_tools() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let root = workspace_root();
-        let out = Command::new(root.join("tests/web/setup.sh")).output().expect("run tests/web/setup.sh");
-        assert!(out.status.success(), "tests/web/setup.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    });
+    let root = workspace_root();
+    let driver = root.join("target/web-tests/node_modules/playwright-core/package.json");
+    for (what, present) in [
+        ("chromium", on_path("chromium")),
+        ("node", on_path("node")),
+        ("the Playwright driver (target/web-tests/)", driver.exists()),
+    ] {
+        assert!(present, "{what} is not installed: run tests/web/setup.sh first (tests/run.sh does)");
+    }
+}
+
+/// Whether `program` is an executable file in one of `PATH`'s folders.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter_map(|dir| std::fs::metadata(dir.join(program)).ok())
+        .any(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 fn workspace_root() -> PathBuf {
