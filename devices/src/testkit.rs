@@ -47,24 +47,27 @@ pub fn rig_dir() -> PathBuf {
     .clone()
 }
 
+/// What setup.sh builds the rig from, under tests/rig/ (a folder counts
+/// with everything in it); its documentation and checks are not among them.
+const RIG_SOURCES: [&str; 3] = ["setup.sh", "harness.c", "firmware"];
+
 /// Whether setup.sh finished in `out` (it writes `ready` last) after the
-/// last change to the rig's sources in `sources`; if not, what is wrong.
-fn rig_prepared(sources: &Path, out: &Path) -> Result<(), String> {
+/// last change to the rig's sources in `rig`; if not, what is wrong.
+fn rig_prepared(rig: &Path, out: &Path) -> Result<(), String> {
     let stamp = out.join("ready");
     let built = std::fs::metadata(&stamp)
         .and_then(|m| m.modified())
         .map_err(|_| format!("the simulated board rig is not built ({} is missing)", stamp.display()))?;
-    let mut pending = vec![sources.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-            let meta = entry.metadata().map_err(|e| format!("{}: {e}", entry.path().display()))?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.modified().is_ok_and(|changed| changed > built) {
-                return Err(format!("{} changed since the rig was built", entry.path().display()));
+    let mut pending: Vec<PathBuf> = RIG_SOURCES.iter().map(|name| rig.join(name)).collect();
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            for entry in entries {
+                pending.push(entry.map_err(|e| format!("reading {}: {e}", path.display()))?.path());
             }
+        } else if meta.modified().is_ok_and(|changed| changed > built) {
+            return Err(format!("{} changed since the rig was built", path.display()));
         }
     }
     Ok(())
@@ -523,15 +526,19 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         std::fs::create_dir(sources.path().join("firmware")).unwrap();
         let source = sources.path().join("firmware/echo.c");
-        std::fs::write(&source, "int main() {}\n").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for name in ["setup.sh", "harness.c", "firmware/echo.c"] {
+            let path = sources.path().join(name);
+            std::fs::write(&path, "").unwrap();
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(an_hour_ago).unwrap();
+        }
         let problem = rig_prepared(sources.path(), out.path()).unwrap_err();
         assert!(problem.contains("not built") && problem.contains("ready"), "{problem}");
 
-        // setup.sh ran after the last change: prepared.
-        let stamp = out.path().join("ready");
-        std::fs::write(&stamp, "").unwrap();
-        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options().write(true).open(&source).unwrap().set_modified(an_hour_ago).unwrap();
+        // setup.sh ran after the last change: prepared, whatever the
+        // documentation says since.
+        std::fs::write(out.path().join("ready"), "").unwrap();
+        std::fs::write(sources.path().join("README.md"), "edited after the build").unwrap();
         assert_eq!(rig_prepared(sources.path(), out.path()), Ok(()));
 
         // A source edited since (in a subfolder too): outdated, and which file says why.
