@@ -10,7 +10,7 @@ use rerod_devices::testkit;
 
 use crate::compile::AVR_GCC;
 use crate::devices::{Board, lab_config};
-use crate::util::{Daemon, Options, PASSWORD, scaled, within};
+use crate::util::{Daemon, Options, PASSWORD, TIME_SCALE_VAR, scaled, time_scale, within};
 
 #[tokio::test]
 async fn browsers_get_the_app_and_api_clients_keep_the_json() {
@@ -115,6 +115,8 @@ fn two_students_and_an_admin_use_the_lab_in_a_browser() {
         .env("ADMIN_EMAIL", FLOW_ADMIN)
         .env("ADMIN_PASSWORD", PASSWORD)
         .env("SHOTS", &shots)
+        // The flow's own waits scale as the suite's do.
+        .env(TIME_SCALE_VAR, time_scale().to_string())
         .stdout(log.try_clone().expect("flow log"))
         .stderr(log)
         .spawn()
