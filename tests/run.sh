@@ -37,6 +37,10 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "tests/run.sh: clippy is not installed; skipping lints" >&2
 fi
+# The web app's pure modules under node's own test runner (node comes with
+# tests/web/setup.sh above). Seconds, so before the long Rust suites.
+node --test tests/web/unit/
+
 cargo test --workspace --locked "$@"
 
 # The cargo-fuzz targets (fuzz/, outside the workspace) need nightly to run;

@@ -6,8 +6,8 @@
 import { api, session, slotFeed } from './api.js';
 import { h, fill, toast } from './ui.js';
 import { clock, until, day, addDays, weekStart, zoneName } from './time.js';
+import { describe, rememberMine } from './slots.js';
 
-const LABELS = { past: 'past', mine: 'yours', booked: 'booked', available: 'free', blocked: 'blocked' };
 const MODES = { day: { days: 1, step: 1, unit: 'day' }, week: { days: 7, step: 7, unit: 'week' } };
 
 /** Renders the calendar of `deviceId` into `main` (`mode`: 'day' or 'week'); returns what stops it. */
@@ -31,28 +31,18 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
 
   const dates = () => Array.from({ length: nDays }, (_, i) => addDays(start, i));
 
-  const stateOf = (data, s) => {
-    if (s.status === 'past' || Date.parse(s.end) <= Date.now()) return 'past';
-    if (s.status === 'blocked') return 'blocked';
-    if (s.status === 'mine' || (s.is_booked && (s.booked_by === session.user.email || mine.has(`${data.date}/${s.id}`)))) {
-      return 'mine';
-    }
-    return s.is_booked ? 'booked' : 'available';
-  };
+  const viewer = () => ({ email: session.user.email, mine, now: Date.now() });
 
   const slotItem = (data, s) => {
-    const state = stateOf(data, s);
+    const { state, now, label, action } = describe(data.date, s, viewer());
     const time = `${clock(s.start)}–${until(s.end)}`;
-    const who = state === 'booked' && s.booked_by ? ` by ${s.booked_by}` : '';
-    const action = { available: 'Book', mine: 'Cancel' }[state];
-    const now = Date.parse(s.start) <= Date.now() && Date.now() < Date.parse(s.end);
     // Focusable from script only: a slot whose button a broadcast takes
     // away keeps the focus, so the keyboard's place is not lost.
     return h('li', {
       class: `slot ${state}${now ? ' now' : ''}`, 'data-slot': s.id, 'data-date': data.date, 'data-state': state, tabindex: -1,
     },
       h('span', { class: 'time' }, time),
-      h('span', { class: 'state' }, `${LABELS[state]}${who}${now ? ' · now' : ''}`),
+      h('span', { class: 'state' }, label),
       action
         ? h('button', {
           type: 'button',
@@ -68,11 +58,7 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
   const render = (data) => {
     const list = lists.get(data.date);
     if (!list) return;
-    for (const s of data.slots) {
-      const key = `${data.date}/${s.id}`;
-      if (s.status === 'mine') mine.add(key);
-      else if (!s.is_booked || (s.booked_by && s.booked_by !== session.user.email)) mine.delete(key);
-    }
+    rememberMine(mine, data, session.user.email);
     shown.set(data.date, data);
     const focused = list.contains(document.activeElement) ? document.activeElement.closest('li')?.dataset.slot : undefined;
     fill(list, data.slots.map((s) => slotItem(data, s)));

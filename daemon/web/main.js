@@ -6,6 +6,7 @@ import { api, session, slotFeed } from './api.js';
 import { h, fill, toast, errorLine } from './ui.js';
 import { setZone, zoneName, clock, until, when, span } from './time.js';
 import { calendarView } from './calendar.js';
+import { boardNow, nextFree } from './slots.js';
 import { sessionView } from './session.js';
 import { adminView } from './admin.js';
 
@@ -102,22 +103,13 @@ function signIn() {
   email.focus();
 }
 
-/** The current slot of a day's list, if any. */
-export function currentSlot(slots, now = Date.now()) {
-  return slots.find((s) => Date.parse(s.start) <= now && now < Date.parse(s.end));
-}
-
 async function overview() {
   const days = await Promise.all(lab.devices.map((d) => api(`/slots?device=${encodeURIComponent(d.id)}`).catch(() => null)));
   const cards = lab.devices.map((device, i) => {
-    const now = days[i] && currentSlot(days[i].slots);
+    const viewer = { email: session.user?.email, now: Date.now() };
+    const { free, mine, holder } = boardNow(days[i], viewer);
+    const next = !free && nextFree(days[i], viewer);
     const health = lab.health[device.id];
-    const free = now && now.status === 'available';
-    const mine = now && now.status === 'mine';
-    let holder = 'Nobody holds it now';
-    if (mine) holder = 'You hold it now';
-    else if (now && now.is_booked) holder = now.booked_by ? `Held by ${now.booked_by}` : 'Booked by someone else';
-    else if (now && now.status === 'blocked') holder = 'Blocked now';
     return h('li', { class: 'card board' },
       h('h3', {}, device.name || device.id),
       h('p', { class: 'muted' }, `${device.model} · ${device.id}`),
@@ -127,6 +119,7 @@ async function overview() {
         health && h('span', { class: `pill health-${health.health}`, title: health.reason || '' }, `health: ${health.health}`), ' ',
         h('span', { class: `pill ${free ? 'ok' : ''}` }, free ? 'free now' : 'not free now')),
       h('p', {}, holder),
+      next && h('p', { class: 'muted' }, `Next free today: ${clock(next.start)}–${until(next.end)}`),
       h('div', { class: 'row' },
         h('a', { class: 'button', href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
         (mine || session.isAdmin) && !device.calendarOnly && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` },

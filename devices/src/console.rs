@@ -171,6 +171,13 @@ impl DevicePort {
         (Bytes::from([front, back].concat()), console.tx.subscribe())
     }
 
+    /// Passes `data` on as if the board had printed it: for tests of what
+    /// reads the console's output (a reader that falls behind, say).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn inject_output(&self, data: &[u8]) {
+        self.inner.io.publish(data);
+    }
+
     /// Forgets the recent output, so the next subscriber's scrollback starts
     /// from now: what one session's program printed is not shown to the next.
     pub fn clear_scrollback(&self) {

@@ -28,29 +28,56 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("devices/ has a parent").to_path_buf()
 }
 
-/// Builds the rig once per test process (tests/rig/setup.sh: idempotent,
-/// ~0.1 s when up to date, installs Debian packages when missing) and
-/// returns its output directory.
+/// The rig's output directory, as tests/rig/setup.sh left it.
+///
+/// Tests never build the rig themselves: setting it up may install Debian
+/// packages as root and compile for seconds, which belongs before `cargo
+/// test` (tests/run.sh runs setup.sh first), not inside a test racing others
+/// on a loaded machine. A missing or outdated rig fails the test, saying so.
 pub fn rig_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = workspace_root();
         let out = root.join("target/rig");
-        let result = Command::new(root.join("tests/rig/setup.sh")).arg(&out).output().expect("run tests/rig/setup.sh");
-        assert!(
-            result.status.success(),
-            "tests/rig/setup.sh failed ({}):\n{}",
-            result.status,
-            String::from_utf8_lossy(&result.stderr)
-        );
+        if let Err(problem) = rig_prepared(&root.join("tests/rig"), &out) {
+            panic!("{problem}: run tests/rig/setup.sh first (tests/run.sh does)");
+        }
         out
     })
     .clone()
 }
 
+/// What setup.sh builds the rig from, under tests/rig/ (a folder counts
+/// with everything in it); its documentation and checks are not among them.
+const RIG_SOURCES: [&str; 3] = ["setup.sh", "harness.c", "firmware"];
+
+/// Whether setup.sh finished in `out` (it writes `ready` last) after the
+/// last change to the rig's sources in `rig`; if not, what is wrong.
+fn rig_prepared(rig: &Path, out: &Path) -> Result<(), String> {
+    let stamp = out.join("ready");
+    let built = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .map_err(|_| format!("the simulated board rig is not built ({} is missing)", stamp.display()))?;
+    let mut pending: Vec<PathBuf> = RIG_SOURCES.iter().map(|name| rig.join(name)).collect();
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            for entry in entries {
+                pending.push(entry.map_err(|e| format!("reading {}: {e}", path.display()))?.path());
+            }
+        } else if meta.modified().is_ok_and(|changed| changed > built) {
+            return Err(format!("{} changed since the rig was built", path.display()));
+        }
+    }
+    Ok(())
+}
+
 /// A file the rig setup built (`counter.hex`, `big.hex`, `counter-mega.hex`, ...).
 pub fn rig_file(name: &str) -> PathBuf {
-    rig_dir().join(name)
+    let path = rig_dir().join(name);
+    assert!(path.exists(), "{} is missing: run tests/rig/setup.sh first (tests/run.sh does)", path.display());
+    path
 }
 
 pub fn load_firmware(name: &str) -> Arc<Firmware> {
@@ -491,5 +518,33 @@ mod tests {
         let bin = std::fs::read(rig_file("counter.bin")).expect("counter.bin");
         let fw = Firmware::detect(&hex).expect("counter.hex parses");
         assert_eq!(fw.flatten().bytes, bin);
+    }
+
+    #[test]
+    fn a_rig_missing_or_older_than_its_sources_is_refused_by_name() {
+        let sources = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir(sources.path().join("firmware")).unwrap();
+        let source = sources.path().join("firmware/echo.c");
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for name in ["setup.sh", "harness.c", "firmware/echo.c"] {
+            let path = sources.path().join(name);
+            std::fs::write(&path, "").unwrap();
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(an_hour_ago).unwrap();
+        }
+        let problem = rig_prepared(sources.path(), out.path()).unwrap_err();
+        assert!(problem.contains("not built") && problem.contains("ready"), "{problem}");
+
+        // setup.sh ran after the last change: prepared, whatever the
+        // documentation says since.
+        std::fs::write(out.path().join("ready"), "").unwrap();
+        std::fs::write(sources.path().join("README.md"), "edited after the build").unwrap();
+        assert_eq!(rig_prepared(sources.path(), out.path()), Ok(()));
+
+        // A source edited since (in a subfolder too): outdated, and which file says why.
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&source).unwrap().set_modified(later).unwrap();
+        let problem = rig_prepared(sources.path(), out.path()).unwrap_err();
+        assert!(problem.contains("echo.c") && problem.contains("changed"), "{problem}");
     }
 }

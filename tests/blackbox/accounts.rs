@@ -219,7 +219,7 @@ async fn the_host_creates_the_first_admin_and_resets_passwords_while_rerod_runs(
 #[tokio::test]
 async fn rerod_user_needs_the_running_daemon() {
     let mut daemon = Daemon::start();
-    daemon.terminate();
+    daemon.terminate().await;
     let output = daemon.host_command(&["user", "add", "boss@example.com", "--admin"], PASSWORD);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("rerod must be running"));
@@ -238,7 +238,7 @@ async fn no_password_hash_or_token_reaches_the_log() {
     let booking = json!({"slot_id": 23, "email": "ada@example.com", "password": "staple-and-more"});
     c.post("/book-slot", &booking).await.expect(200);
     daemon.host_command(&["user", "passwd", "ada@example.com"], "reset-by-the-host");
-    let log = daemon.log_until(|log| log.contains("password set on the host"));
+    let log = daemon.log_until(|log| log.contains("password set on the host")).await;
     for secret in [password, "a-wrong-guess", "staple-and-more", "reset-by-the-host", &token, &fresh, "$2b$"] {
         assert!(!log.contains(secret), "the log shows {secret:?}");
     }

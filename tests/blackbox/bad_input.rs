@@ -7,7 +7,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, scaled, utc_date};
 
 /// Users and bookings in the store, to show a refused request changed nothing.
 async fn totals(c: &Client) -> (Value, Value) {
@@ -151,7 +151,7 @@ async fn oversized_unsupported_and_slow_requests_are_refused() {
     let mut stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
     stream.write_all(b"GET /slots HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let read = tokio::time::timeout(scaled(Duration::from_secs(10)), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "a client that never finishes its headers must be disconnected");
     assert_eq!(totals(&c).await, before);
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::devices::{Board, Console, UNPLUGGED_LAB, lab_config};
-use crate::util::{Daemon, Options};
+use crate::util::{Daemon, Options, eventually, scaled};
 
 /// Sends only the head of an upload (the body is promised, never sent) and
 /// returns the status line of the answer, which must come without the body.
@@ -22,7 +22,7 @@ async fn headers_only(daemon: &Daemon, token: Option<&str>, length: usize) -> (S
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0u8; 4096];
     // Far below the 30 s a body may take: the answer must not wait for it.
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+    let n = tokio::time::timeout(scaled(Duration::from_secs(5)), stream.read(&mut answer))
         .await
         .expect("answered before the body was sent")
         .unwrap();
@@ -63,12 +63,10 @@ async fn upload_bodies_in_flight_share_one_bounded_budget() {
     };
     let mut slow = open_slow().await;
     // ... leaves no room for a second one: 503 at once, not more memory.
-    let mut refused = None;
-    for _ in 0..100 {
+    let r = eventually("a second body beyond the budget to be refused", async || {
         let r = c.upload("uno-1", &ada, "application/octet-stream", vec![b':'; 1500]).await;
         if r.status == 503 && r.json()["code"] == "overloaded" {
-            refused = Some(r);
-            break;
+            return Ok(r);
         }
         // The slow body may not have reached the budget yet; or it reached it
         // while this probe held it, and was the one refused (it then has an
@@ -77,22 +75,18 @@ async fn upload_bodies_in_flight_share_one_bounded_budget() {
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), slow.read(&mut answer)).await {
             slow = open_slow().await;
         }
-    }
-    let r = refused.expect("a second body beyond the budget is refused");
+        Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+    })
+    .await;
     assert!(r.header("retry-after").is_some());
     // When the slow client gives up, the budget is free again.
     drop(slow);
-    let mut freed = false;
-    for _ in 0..100 {
+    eventually("the budget to be given back", async || {
         let r = c.upload("uno-1", &ada, "application/octet-stream", vec![b':'; 1500]).await;
         // Invalid HEX, so it is refused as such: past the budget.
-        if r.status == 422 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(freed, "the budget was never given back");
+        if r.status == 422 { Ok(()) } else { Err(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

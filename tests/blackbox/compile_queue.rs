@@ -9,11 +9,10 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Client, Daemon, Options, Resp};
+use crate::util::{Client, Daemon, Options, Resp, eventually};
 
 /// A compiler that waits for its FIFO to be written and closed, then fails.
 fn lab(fifos: &Path) -> String {
@@ -55,13 +54,10 @@ impl Fifo {
     /// Waits (bounded) until a compile opens it, i.e. is running, and holds
     /// the write end so that compile goes on waiting.
     async fn wait_running(&self) {
-        for _ in 0..500 {
-            if self.is_running() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no compile started reading {}", self.path.display());
+        eventually(&format!("a compile to start reading {}", self.path.display()), async || {
+            self.is_running().then_some(())
+        })
+        .await
     }
 
     /// Whether a compile has it open (and then it stays held).
@@ -105,16 +101,13 @@ fn refused(r: &Resp, code: &str) -> Value {
 /// Waits (bounded) until /metrics shows `waiting` compiles in line.
 async fn until_waiting(c: &Client, waiting: u64) {
     let series = "rerod_compiles{state=\"waiting\"}";
-    for _ in 0..500 {
+    eventually(&format!("{waiting} compile(s) waiting"), async || {
         let r = c.get("/metrics").await;
         let text = String::from_utf8_lossy(&r.body).into_owned();
         let now = text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<u64>().ok());
-        if now == Some(waiting) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never {waiting} compile(s) waiting");
+        if now == Some(waiting) { Ok(()) } else { Err(format!("{now:?} waiting")) }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

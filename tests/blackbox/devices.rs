@@ -7,14 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rerod_devices::testkit;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::util::{Client, Daemon, Options, Resp, Ws, utc_date};
+use crate::util::{Client, Daemon, Options, Resp, Ws, eventually, scaled, utc_date};
 
 /// A simulated board on a link we choose, so a "replugged" board (a new
 /// rig) comes back under the same path, like a /dev/serial/by-id link.
@@ -134,15 +134,11 @@ impl Client {
 
     /// GET /devices until device 0 satisfies `done`.
     pub(crate) async fn device_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(&format!("the device to become {what}"), async || {
             let body = self.get("/devices").await.expect(200);
-            if done(&body["devices"][0]) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "device never became {what}: {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if done(&body["devices"][0]) { Ok(body) } else { Err(body) }
+        })
+        .await
     }
 }
 
@@ -193,13 +189,15 @@ impl Console {
     /// upload (the rig, like a USB adapter, drops output nobody reads), so
     /// its first line is no proof that it runs; an echo is.
     pub(crate) async fn echoes(&mut self, text: &str) {
-        for _ in 0..20 {
+        eventually(&format!("the board to echo {text:?}"), async || {
             self.ws.send(&json!({"type": "input", "data": text})).await;
-            if tokio::time::timeout(Duration::from_millis(500), self.until_output(text.as_bytes())).await.is_ok() {
-                return;
+            let echo = tokio::time::timeout(scaled(Duration::from_millis(500)), self.until_output(text.as_bytes()));
+            match echo.await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(format!("events {:?}", self.events)),
             }
-        }
-        panic!("the board never echoed {text:?}; events {:?}", self.events);
+        })
+        .await
     }
 
     pub(crate) async fn until_type(&mut self, kind: &str) -> Value {
@@ -223,13 +221,17 @@ impl Console {
 
     /// Reads until `done` holds for a non-output message.
     async fn until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(Instant::now() < deadline, "console never saw {what}; events {:?}", self.events);
-            let message = self.next().await;
-            if message["type"] != "serial_output" && done(&message) {
-                return message;
+        let wanted = async {
+            loop {
+                let message = self.next().await;
+                if message["type"] != "serial_output" && done(&message) {
+                    return message;
+                }
             }
+        };
+        match tokio::time::timeout(scaled(Duration::from_secs(30)), wanted).await {
+            Ok(message) => message,
+            Err(_) => panic!("console never saw {what}; events {:?}", self.events),
         }
     }
 }
@@ -396,7 +398,7 @@ async fn only_the_slot_holder_and_admins_may_upload_or_read() {
     let mut admin_console = Console::open(&daemon, "uno-1", &admin).await;
     admin_console.until_output(b"count ").await;
     c.upload("uno-1", &admin, "application/octet-stream", hex.clone()).await.expect(200);
-    daemon.log_until(|log| log.contains("admin using a device"));
+    daemon.log_until(|log| log.contains("admin using a device")).await;
     // Several viewers see the same new output.
     console.until_output(b"count ").await;
     admin_console.until_output(b"count ").await;
@@ -564,7 +566,7 @@ async fn ending_the_session_closes_the_console_aborts_the_upload_and_restores_th
     watcher.output.clear();
     watcher.until("the idle firmware", |e| e["type"] == "upload_progress" && e["phase"] == "done").await;
     watcher.until_output(b"count ").await;
-    daemon.log_until(|log| log.contains("restoring the idle firmware"));
+    daemon.log_until(|log| log.contains("restoring the idle firmware")).await;
     // Ada no longer holds the device.
     let r = c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await;
     assert_eq!(r.expect(403)["code"], "not_your_slot");

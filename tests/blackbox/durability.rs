@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::util::{Daemon, Options, PASSWORD, UNCAPPED_LAB, utc_date};
+use crate::util::{Daemon, Options, PASSWORD, UNCAPPED_LAB, eventually, utc_date};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_bookings_and_tokens_survive_kill_9() {
@@ -40,9 +40,9 @@ async fn graceful_shutdown_on_sigterm_exits_zero_and_keeps_data() {
     let token = c.user("ada@example.com").await;
     c.post_auth("/book-slot", &token, &json!({"slot_id": 7, "date": utc_date(1).to_string()})).await.expect(200);
     let mut daemon = daemon;
-    let status = daemon.terminate();
+    let status = daemon.terminate().await;
     assert!(status.success(), "exit status {status:?}");
-    daemon.log_until(|log| log.contains("\"stopped\""));
+    daemon.log_until(|log| log.contains("\"stopped\"")).await;
     let daemon = daemon.restart();
     assert_eq!(daemon.client().booked(utc_date(1)).await, [7]);
 }
@@ -80,9 +80,11 @@ async fn backup_under_load_restores_every_acknowledged_booking() {
         })
         .collect();
     // Let some bookings land, then back up while the load goes on.
-    while acknowledged.lock().unwrap().len() < 20 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("20 bookings acknowledged under load", async || {
+        let n_acknowledged = acknowledged.lock().unwrap().len();
+        if n_acknowledged >= 20 { Ok(()) } else { Err(format!("{n_acknowledged} so far")) }
+    })
+    .await;
     let before_backup = acknowledged.lock().unwrap().clone();
     let out = tempfile::tempdir().unwrap();
     let backup = out.path().join("backup.redb");

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::devices::{Board, Console, lab_config};
-use crate::util::{Daemon, Options, PASSWORD, UNCAPPED_LAB, UTC_LAB, Ws, connect_from, utc_date};
+use crate::util::{Daemon, Options, PASSWORD, UNCAPPED_LAB, UTC_LAB, Ws, connect_from, eventually, scaled, utc_date};
 
 /// Opens a `/slot-booking` socket from the loopback address `from`.
 async fn feed_from(daemon: &Daemon, from: &str) -> Result<Ws, u16> {
@@ -29,7 +29,7 @@ async fn feed_from(daemon: &Daemon, from: &str) -> Result<Ws, u16> {
 async fn greeting(daemon: &Daemon, from: &str) -> String {
     let mut stream = connect_from(daemon.addr, Some(from.parse().unwrap())).await;
     let mut text = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(300), stream.read_to_end(&mut text)).await;
+    let _ = tokio::time::timeout(scaled(Duration::from_millis(300)), stream.read_to_end(&mut text)).await;
     String::from_utf8_lossy(&text).into_owned()
 }
 
@@ -51,7 +51,7 @@ async fn idle_connections_from_one_address_leave_other_addresses_served() {
     c.from("127.0.0.3").get("/health").await.expect(200);
     // A closed connection gives its place back.
     drop(idle.pop());
-    let served = crate::util::eventually("the freed place to be taken", || async {
+    let served = eventually("the freed place to be taken", || async {
         let r = daemon.client().from("127.0.0.2").get_if_served("/health").await;
         r.filter(|status| *status == 200)
     })
@@ -73,7 +73,7 @@ async fn websockets_keep_their_connection_counted() {
     let refused = greeting(&daemon, "127.0.0.6").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     drop(feeds);
-    crate::util::eventually("closed feeds to give their connections back", || async {
+    eventually("closed feeds to give their connections back", || async {
         daemon.client().get_if_served("/health").await.filter(|status| *status == 200)
     })
     .await;

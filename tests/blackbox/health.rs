@@ -6,14 +6,14 @@
 //! The rig honours a power cycle on SIGUSR2 and latches up on SIGWINCH
 //! (tests/rig/README.md), so a device's `power` command here signals its rig.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::devices::{ADMIN, Board, Console};
-use crate::util::{Client, Daemon, Options, utc_date};
+use crate::util::{Client, Daemon, Options, eventually_within, scaled, utc_date};
 
 /// Cycles the rig's power, as uhubctl would a real board's.
 const POWER_RIG: &str = "rig";
@@ -66,16 +66,13 @@ fn spec<'a>(id: &'a str, board: &'a Board, idle: Option<&'a str>, power: &'a str
 
 /// GET /devices until device `number`'s health is `health`; answers that device.
 async fn health_until(c: &Client, number: usize, health: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    // A check with its power cycles takes far longer than a request.
+    eventually_within(Duration::from_secs(90), &format!("device {number} to become {health}"), async || {
         let body = c.get("/devices").await.expect(200);
         let device = &body["devices"][number];
-        if device["health"] == health {
-            return device.clone();
-        }
-        assert!(Instant::now() < deadline, "device {number} never became {health}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if device["health"] == health { Ok(device.clone()) } else { Err(body) }
+    })
+    .await
 }
 
 async fn check_now(c: &Client, admin: &str, device: &str) -> Value {
@@ -180,13 +177,14 @@ async fn a_board_that_stays_broken_is_failing_then_maintenance_then_cleared() {
     let device = health_until(&c, 0, "failing").await;
     assert!(device["health_reason"].as_str().unwrap().contains("did not flash"), "{device}");
     // Admins are told: the webhook, the metric, the log.
-    let alert = tokio::time::timeout(Duration::from_secs(10), alert).await.expect("the webhook is called").unwrap();
+    let alert =
+        tokio::time::timeout(scaled(Duration::from_secs(10)), alert).await.expect("the webhook is called").unwrap();
     assert_eq!((alert["event"].as_str(), alert["device"].as_str()), (Some("board_failing"), Some("uno-1")), "{alert}");
     assert_eq!(alert["check"]["ok"], false);
     let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
     assert!(metrics.contains("rerod_board_failures_total 1"), "{metrics}");
     assert!(metrics.contains("rerod_device_health{device=\"uno-1\",state=\"failing\"} 1"), "{metrics}");
-    daemon.log_until(|log| log.contains("board failing its health check"));
+    daemon.log_until(|log| log.contains("board failing its health check")).await;
     let health = c.get("/health").await.expect(200);
     assert_eq!(health["device_health"][0]["health"], "failing", "{health}");
     // It takes no bookings, and says why.
@@ -276,15 +274,11 @@ async fn a_flooding_program_is_replaced_by_the_check_after_its_session() {
     // The session ends (cancelled); the check after it flashes the idle firmware through the flood.
     c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
     let admin = daemon.host_account(ADMIN, false).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let check = loop {
+    let check = eventually_within(Duration::from_secs(60), "a check after the session", async || {
         let report = history(&c, &admin, "uno-1").await;
-        if report["checks"][0]["trigger"] == "session" {
-            break report["checks"][0].clone();
-        }
-        assert!(Instant::now() < deadline, "no check after the session: {report}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        if report["checks"][0]["trigger"] == "session" { Ok(report["checks"][0].clone()) } else { Err(report) }
+    })
+    .await;
     assert_eq!((check["ok"].as_bool(), check["health"].as_str()), (Some(true), Some("good")), "{check}");
     assert_eq!(check["power_cycled"], false);
 }

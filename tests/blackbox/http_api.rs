@@ -311,7 +311,7 @@ async fn registration_policy_and_admins_from_config() {
     // An admin may cancel anyone's booking.
     c.post_auth("/cancel-slot", &boss, &json!({"slot_id": 3, "date": day})).await.expect(200);
     assert_eq!(c.booked(utc_date(1)).await, Vec::<u64>::new());
-    daemon.log_until(|log| log.contains("booking cancelled by admin"));
+    daemon.log_until(|log| log.contains("booking cancelled by admin")).await;
 }
 
 #[tokio::test]
@@ -356,7 +356,7 @@ async fn secrets_never_reach_the_log() {
         .await
         .expect(200);
     c.post("/auth/login", &json!({"email": "ada@example.com", "password": "wrong-secret"})).await.expect(401);
-    let log = daemon.log_until(|log| log.matches("rerod::access").count() >= 4);
+    let log = daemon.log_until(|log| log.matches("rerod::access").count() >= 4).await;
     for secret in ["hunter2-secret", "wrong-secret", token.as_str(), "$2b$"] {
         assert!(!log.contains(secret), "log contains {secret:?}");
     }
@@ -371,6 +371,7 @@ async fn one_access_log_line_per_request() {
     c.get("/nope").await;
     let lines: Vec<serde_json::Value> = daemon
         .log_until(|log| log.matches("rerod::access").count() >= 2)
+        .await
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|e: &serde_json::Value| e["target"] == "rerod::access")
@@ -464,7 +465,7 @@ async fn an_admin_disables_and_enables_an_account() {
     let ada = c.login("ada@example.com", PASSWORD).await;
     c.post_auth("/book-slot", &ada, &json!({"slot_id": 5, "date": day})).await.expect(200);
 
-    let log = daemon.log_until(|log| log.contains("account enabled"));
+    let log = daemon.log_until(|log| log.contains("account enabled")).await;
     assert!(log.contains("account disabled"), "{log}");
     assert!(!log.contains(&ada) && !log.contains(&boss), "tokens never reach the log");
 }

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, UTC_LAB, eventually, scaled, utc_date};
 
 /// Receives datagrams until one contains `wanted`; returns them all.
 fn until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -44,42 +44,34 @@ async fn systemd_notify_ready_reload_watchdog_and_stopping() {
     let started = Instant::now();
     until(&socket, "WATCHDOG=1");
     until(&socket, "WATCHDOG=1");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < scaled(Duration::from_secs(2)));
 
     daemon.signal(libc::SIGHUP);
     let reload = until(&socket, "RELOADING=1");
     assert!(reload.last().unwrap().lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reload:?}");
     until(&socket, "READY=1");
 
-    let status = daemon.terminate();
+    let status = daemon.terminate().await;
     until(&socket, "STOPPING=1");
     assert!(status.success(), "{status:?}");
 }
 
 /// Polls /health until the config generation reaches `generation`.
 async fn wait_generation(c: &Client, generation: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(&format!("config generation {generation}"), async || {
         let health = c.get("/health").await.expect(200);
-        if health["config"]["generation"].as_u64() >= Some(generation) {
-            return health;
-        }
-        assert!(Instant::now() < deadline, "config generation never reached {generation}: {health}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if health["config"]["generation"].as_u64() >= Some(generation) { Ok(health) } else { Err(health) }
+    })
+    .await
 }
 
 /// Polls /health until a reload error shows.
 async fn wait_reload_error(c: &Client) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("a reload error on /health", async || {
         let health = c.get("/health").await.expect(200);
-        if health["config"]["last_reload_error"].is_string() {
-            return health;
-        }
-        assert!(Instant::now() < deadline, "no reload error shown: {health}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if health["config"]["last_reload_error"].is_string() { Ok(health) } else { Err(health) }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -118,7 +110,7 @@ async fn config_edits_take_effect_live_and_broken_ones_are_refused() {
     std::fs::write(&path, "[lab\n").unwrap();
     let health = wait_reload_error(&c).await;
     assert!(health["config"]["last_reload_error"].as_str().unwrap().contains("line 1"), "{health}");
-    daemon.log_until(|log| log.contains("configuration rejected"));
+    daemon.log_until(|log| log.contains("configuration rejected")).await;
 }
 
 #[tokio::test]

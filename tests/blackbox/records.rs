@@ -3,12 +3,10 @@
 //! another path; admins watching a session read-only; admins' actions in
 //! `GET /admin/audit`.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use crate::devices::{ADMIN, Board, Console, lab_config, rig_bytes};
-use crate::util::{Client, Daemon, Options, PASSWORD, utc_date};
+use crate::util::{Client, Daemon, Options, PASSWORD, eventually, utc_date};
 
 /// The transcript's lines, parsed.
 fn lines(body: &[u8]) -> Vec<Value> {
@@ -17,18 +15,14 @@ fn lines(body: &[u8]) -> Vec<Value> {
 
 /// Reads the transcript of `id` as `token` until `done` holds for its lines.
 async fn transcript_until(c: &Client, id: &str, token: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the transcript to get there", async || {
         let r = c.get_auth(&format!("/records/{id}/transcript"), token).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
         let lines = lines(&r.body);
-        if done(&lines) {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "the transcript never got there: {lines:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if done(&lines) { Ok(lines) } else { Err(format!("{lines:?}")) }
+    })
+    .await
 }
 
 fn sha256sum(bytes: &[u8]) -> String {

@@ -7,14 +7,14 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rerod::wire::{SlotsJson, UploadResponse};
 use rerod_devices::testkit;
 use serde_json::json;
 
 use crate::devices::{Board, lab_config};
-use crate::util::{Daemon, Options, PASSWORD};
+use crate::util::{Daemon, Options, PASSWORD, eventually, eventually_within, scaled, within};
 
 /// `rero` with its own config folder (`XDG_CONFIG_HOME`), as one user on one machine.
 struct Rero {
@@ -101,17 +101,15 @@ impl Collected {
         self.0.lock().unwrap().windows(needle.len()).any(|w| w == needle)
     }
 
-    #[track_caller]
-    fn wait_for(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.contains(needle.as_bytes()) {
-            assert!(
-                Instant::now() < deadline,
-                "never saw {needle:?}; got {:?}",
-                String::from_utf8_lossy(&self.0.lock().unwrap())
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    async fn wait_for(&self, needle: &str, limit: Duration) {
+        eventually_within(limit, &format!("{needle:?}"), async || {
+            if self.contains(needle.as_bytes()) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", String::from_utf8_lossy(&self.0.lock().unwrap())))
+            }
+        })
+        .await
     }
 }
 
@@ -154,10 +152,10 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     // `watch` shows the day, then each change to it; book the slot in progress by saying `now`.
     let mut watch = rero.command(&["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let watched = Collected::from(watch.stdout.take().unwrap());
-    watched.wait_for("\"booked_slots\":[]", Duration::from_secs(10));
+    watched.wait_for("\"booked_slots\":[]", Duration::from_secs(10)).await;
     let booked = rero.ok(&["book", "now", "--board", "uno-1"]);
     assert!(booked.contains("slot 0"), "{booked}");
-    watched.wait_for("\"booked_slots\":[0]", Duration::from_secs(10));
+    watched.wait_for("\"booked_slots\":[0]", Duration::from_secs(10)).await;
     let _ = watch.kill();
     let _ = watch.wait();
     let slots = rero.ok(&["slots", "--board", "0"]);
@@ -196,10 +194,10 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
         .expect("rero console");
     let stdout = Collected::from(console.stdout.take().unwrap());
     let stderr = Collected::from(console.stderr.take().unwrap());
-    stdout.wait_for("hello from the board", Duration::from_secs(20));
-    stderr.wait_for("Connected to uno-1", Duration::from_secs(1));
+    stdout.wait_for("hello from the board", Duration::from_secs(20)).await;
+    stderr.wait_for("Connected to uno-1", Duration::from_secs(1)).await;
     drop(console.stdin.take());
-    assert!(wait_exit(&mut console, Duration::from_secs(10)).success());
+    assert!(wait_exit(&mut console, Duration::from_secs(10)).await.success());
 
     // Piped input goes to the echo program and comes back. Until the
     // console holds the port again after the upload, typed bytes may be
@@ -243,17 +241,13 @@ async fn rero_prints_completions_and_a_man_page() {
     }
 }
 
-fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
+async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    match within(limit, async || child.try_wait().unwrap()).await {
+        Ok(status) => status,
+        Err(_) => {
             let _ = child.kill();
-            panic!("rero did not exit within {within:?}");
+            panic!("rero did not exit within {:?}", scaled(limit));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -294,26 +288,17 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", name])
     }
 
-    /// Polls the pane until it shows `needle`.
-    #[track_caller]
-    fn wait_for(&self, name: &str, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.screen(name).contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+    /// Polls the pane for `limit` (scaled); whether it showed `needle`.
+    async fn shows_within(&self, name: &str, needle: &str, limit: Duration) -> bool {
+        within(limit, async || self.screen(name).contains(needle).then_some(())).await.is_ok()
     }
 
-    #[track_caller]
-    fn expect(&self, name: &str, needle: &str) {
-        assert!(
-            self.wait_for(name, needle, Duration::from_secs(20)),
-            "the pane never showed {needle:?}:\n{}",
-            self.screen(name)
-        );
+    async fn expect(&self, name: &str, needle: &str) {
+        eventually(&format!("the pane to show {needle:?}"), async || {
+            let screen = self.screen(name);
+            if screen.contains(needle) { Ok(()) } else { Err(format!("\n{screen}")) }
+        })
+        .await
     }
 }
 
@@ -340,27 +325,31 @@ async fn rero_console_in_a_terminal_types_quits_with_tilde_dot_and_sees_the_sess
     // shows (raw mode does not echo locally). Typed bytes may be lost
     // while the console takes the port, so a few lines are allowed.
     tmux.console("typing", &env, &server, &ada);
-    tmux.expect("typing", "Connected to uno-1");
-    let echoed = (0..10).any(|i| {
+    tmux.expect("typing", "Connected to uno-1").await;
+    let mut echoed = false;
+    for i in 0..10 {
         let text = format!("hello tmux {i}");
         tmux.run(&["send-keys", "-t", "typing", "-l", &text]);
         tmux.run(&["send-keys", "-t", "typing", "Enter"]);
-        tmux.wait_for("typing", &text, Duration::from_secs(2))
-    });
+        if tmux.shows_within("typing", &text, Duration::from_secs(2)).await {
+            echoed = true;
+            break;
+        }
+    }
     assert!(echoed, "the board never echoed:\n{}", tmux.screen("typing"));
 
     // Cancelling the booking over HTTP ends the session: rero says so and exits 0.
     c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
-    tmux.expect("typing", "Session ended");
-    tmux.expect("typing", "rero exited 0");
+    tmux.expect("typing", "Session ended").await;
+    tmux.expect("typing", "rero exited 0").await;
 
     // `~.` at the start of a line quits, and the terminal is usable again.
     c.book_today(&ada).await;
     tmux.console("quitting", &env, &server, &ada);
-    tmux.expect("quitting", "Connected to uno-1");
+    tmux.expect("quitting", "Connected to uno-1").await;
     tmux.run(&["send-keys", "-t", "quitting", "Enter"]);
     tmux.run(&["send-keys", "-t", "quitting", "-l", "~."]);
-    tmux.expect("quitting", "rero exited 0");
+    tmux.expect("quitting", "rero exited 0").await;
     let screen = tmux.screen("quitting");
     assert!(screen.contains("Disconnected") && !screen.contains("Session ended"), "{screen}");
 }

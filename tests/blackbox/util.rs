@@ -111,7 +111,7 @@ impl Daemon {
                 log.push('\n');
             }
         });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+        let addr = match addr_rx.recv_timeout(scaled(Duration::from_secs(20))) {
             Ok(addr) => addr.parse().expect("listening address"),
             Err(_) => {
                 let _ = child.kill();
@@ -127,17 +127,12 @@ impl Daemon {
     }
 
     /// The log once it satisfies `done` (the daemon writes its log in batches).
-    #[track_caller]
-    pub fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+    pub async fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        eventually("the expected log lines", async || {
             let log = self.log();
-            if done(&log) {
-                return log;
-            }
-            assert!(std::time::Instant::now() < deadline, "expected log lines never came; log:\n{log}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            if done(&log) { Ok(log) } else { Err(format!("log:\n{log}")) }
+        })
+        .await
     }
 
     pub fn client(&self) -> Client {
@@ -216,25 +211,12 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
-        wait_timeout(&mut self.child, Duration::from_secs(20)).expect("rerod did not exit after SIGTERM")
-    }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().ok().flatten() {
-            return Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        eventually("rerod to exit after SIGTERM", async || self.child.try_wait().ok().flatten()).await
     }
 }
 
@@ -276,22 +258,85 @@ impl Resp {
     }
 }
 
-/// How long a poll waits for what it expects before the test fails.
-const EVENTUALLY: Duration = Duration::from_secs(20);
+/// How long a poll waits for what it expects, unscaled, before the test fails.
+pub const EVENTUALLY: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it gives `Some`, and answers that; fails the test,
-/// saying it waited for `what`, if that takes longer than [`EVENTUALLY`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+/// The environment variable that multiplies every wait in the suite.
+pub const TIME_SCALE_VAR: &str = "RERO_TEST_TIME_SCALE";
+
+/// The factor every time limit in the suite is multiplied by: the number in
+/// `RERO_TEST_TIME_SCALE` (default 1). A loaded machine (a build running
+/// beside the suite, a slow CI runner) sets it above 1 instead of each test
+/// tuning its own limits; the limits stay what a test means when it is 1.
+pub fn time_scale() -> f64 {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| match std::env::var(TIME_SCALE_VAR) {
+        Err(_) => 1.0,
+        Ok(text) => match text.trim().parse::<f64>() {
+            Ok(scale) if scale.is_finite() && scale > 0.0 => scale,
+            _ => panic!("{TIME_SCALE_VAR}={text:?}: expected a positive number, such as 1 or 2.5"),
+        },
+    })
+}
+
+/// `limit` multiplied by [`time_scale`]: every time limit in the suite goes through here.
+pub fn scaled(limit: Duration) -> Duration {
+    limit.mul_f64(time_scale())
+}
+
+/// What a poll's check answers: done (with a value), or not yet. `Option`
+/// says only that; `Result` also says what it saw instead (its `Err`), which
+/// the failure shows, so a test that times out tells what it last found.
+pub trait Outcome {
+    type Done;
+    fn done(self) -> Result<Self::Done, Option<String>>;
+}
+
+impl<T> Outcome for Option<T> {
+    type Done = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Done = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(|seen| Some(seen.to_string()))
+    }
+}
+
+/// Polls `check` every 50 ms until it is done, and answers its value; fails
+/// the test, saying it waited for `what` (and what the check last saw), if
+/// that takes longer than [`EVENTUALLY`] (scaled).
+pub async fn eventually<R: Outcome>(what: &str, check: impl AsyncFnMut() -> R) -> R::Done {
+    eventually_within(EVENTUALLY, what, check).await
+}
+
+/// [`eventually`] for what takes longer by nature (a board's health check
+/// with its power cycles, a browser session): `limit` instead of
+/// [`EVENTUALLY`], scaled all the same.
+pub async fn eventually_within<R: Outcome>(limit: Duration, what: &str, check: impl AsyncFnMut() -> R) -> R::Done {
+    match within(limit, check).await {
+        Ok(done) => done,
+        Err(Some(seen)) => panic!("waited {:?} for {what}; last saw: {seen}", scaled(limit)),
+        Err(None) => panic!("waited {:?} for {what}", scaled(limit)),
+    }
+}
+
+/// Polls `check` every 50 ms for at most `limit` (scaled); `Err` with what
+/// it last saw when it was never done. For a try that the caller repeats or
+/// reports itself.
+pub async fn within<R: Outcome>(limit: Duration, mut check: impl AsyncFnMut() -> R) -> Result<R::Done, Option<String>> {
+    let deadline = tokio::time::Instant::now() + scaled(limit);
     loop {
-        if let Some(done) = check().await {
-            return done;
+        let seen = match check().await.done() {
+            Ok(done) => return Ok(done),
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(seen);
         }
-        assert!(tokio::time::Instant::now() < deadline, "waited {EVENTUALLY:?} for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -434,14 +479,14 @@ impl Ws {
         self.socket.send(message).await.expect("sending");
     }
 
-    /// The next message, whatever it is (pings skipped), within 10 s.
+    /// The next message, whatever it is (pings skipped), within 10 s (scaled).
     pub async fn next(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+            let next = tokio::time::timeout(scaled(Duration::from_secs(10)), self.socket.next())
                 .await
-                .expect("no message within 10 s");
+                .expect("no message within 10 s (scaled)");
             match next {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(message)) => return Some(message),

@@ -4,14 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rerod_devices::testkit;
 
 use crate::compile::AVR_GCC;
 use crate::devices::{Board, lab_config};
-use crate::util::{Daemon, Options, PASSWORD};
+use crate::util::{Daemon, Options, PASSWORD, TIME_SCALE_VAR, scaled, time_scale, within};
 
 #[tokio::test]
 async fn browsers_get_the_app_and_api_clients_keep_the_json() {
@@ -58,14 +57,28 @@ async fn browsers_get_the_app_and_api_clients_keep_the_json() {
     c.get("/app/").await.expect(404);
 }
 
-/// Installs chromium and the Playwright driver once per run (tests/web/setup.sh).
+/// Checks that tests/web/setup.sh has installed chromium, node and the
+/// Playwright driver: installing them (apt, npm) is its job before `cargo
+/// test` (tests/run.sh runs it first), never a test's.
 fn browser_tools() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let root = workspace_root();
-        let out = Command::new(root.join("tests/web/setup.sh")).output().expect("run tests/web/setup.sh");
-        assert!(out.status.success(), "tests/web/setup.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    });
+    let root = workspace_root();
+    let driver = root.join("target/web-tests/node_modules/playwright-core/package.json");
+    for (what, present) in [
+        ("chromium", on_path("chromium")),
+        ("node", on_path("node")),
+        ("the Playwright driver (target/web-tests/)", driver.exists()),
+    ] {
+        assert!(present, "{what} is not installed: run tests/web/setup.sh first (tests/run.sh does)");
+    }
+}
+
+/// Whether `program` is an executable file in one of `PATH`'s folders.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter_map(|dir| std::fs::metadata(dir.join(program)).ok())
+        .any(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 fn workspace_root() -> PathBuf {
@@ -102,21 +115,20 @@ fn two_students_and_an_admin_use_the_lab_in_a_browser() {
         .env("ADMIN_EMAIL", FLOW_ADMIN)
         .env("ADMIN_PASSWORD", PASSWORD)
         .env("SHOTS", &shots)
+        // The flow's own waits scale as the suite's do.
+        .env(TIME_SCALE_VAR, time_scale().to_string())
         .stdout(log.try_clone().expect("flow log"))
         .stderr(log)
         .spawn()
         .expect("node runs");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = flow.try_wait().expect("waiting for node") {
-            break status;
-        }
-        if Instant::now() > deadline {
+    let limit = Duration::from_secs(240);
+    let status = match runtime.block_on(within(limit, async || flow.try_wait().expect("waiting for node"))) {
+        Ok(status) => status,
+        Err(_) => {
             let _ = flow.kill();
             let _ = flow.wait();
-            panic!("the browser flow did not finish within 4 minutes:\n{}", read(&log_path));
+            panic!("the browser flow did not finish within {:?}:\n{}", scaled(limit), read(&log_path));
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
         status.success(),

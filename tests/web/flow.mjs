@@ -10,8 +10,9 @@
 // and re-enables B, whose page says it is signed out.
 //
 // Started by tests/blackbox/web.rs with APP_URL, HELLO_HEX, ECHO_HEX,
-// ADMIN_EMAIL, ADMIN_PASSWORD and SHOTS (the screenshot folder) in its
-// environment. Every wait is bounded.
+// ADMIN_EMAIL, ADMIN_PASSWORD, SHOTS (the screenshot folder) and
+// RERO_TEST_TIME_SCALE (the black-box suite's multiplier of every wait) in
+// its environment. Every wait is bounded, by a limit times that scale.
 
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
@@ -23,6 +24,10 @@ const require = createRequire(join(root, 'target/web-tests/package.json'));
 const { chromium } = require('playwright-core');
 
 const url = process.env.APP_URL;
+const scale = Number(process.env.RERO_TEST_TIME_SCALE || 1);
+if (!(scale > 0 && Number.isFinite(scale))) throw new Error(`RERO_TEST_TIME_SCALE=${process.env.RERO_TEST_TIME_SCALE}: not a positive number`);
+/** A time limit in milliseconds, scaled as every wait of the test suites is. */
+const limit = (ms) => ms * scale;
 const shots = process.env.SHOTS;
 mkdirSync(shots, { recursive: true });
 const DEVICE = 'uno-1';
@@ -38,7 +43,7 @@ let step = 0;
 async function student(name, viewport) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(limit(10000));
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`${name} console: ${m.text()}`); });
   page.on('pageerror', (e) => problems.push(`${name} page error: ${e.message}`));
   return page;
@@ -69,7 +74,8 @@ function check(condition, message) {
 
 /** Waits until the terminal's text contains `needle`. */
 async function terminalShows(page, needle, timeout) {
-  await page.waitForFunction((n) => document.getElementById('terminal').textContent.includes(n), needle, { timeout });
+  await page.waitForFunction((n) => document.getElementById('terminal').textContent.includes(n), needle,
+    { timeout: limit(timeout) });
 }
 
 async function flash(page, file, what) {
@@ -78,10 +84,10 @@ async function flash(page, file, what) {
   await page.waitForFunction(() => {
     const bar = document.getElementById('progress');
     return bar.value > 0 && bar.value < 100 && bar.getBoundingClientRect().width > 0;
-  }, null, { timeout: 20000 });
+  }, null, { timeout: limit(20000) });
   await shot(page, `a-${what}-progress`);
   await page.waitForFunction(() => /bytes in/.test(document.getElementById('upload-status').textContent), null,
-    { timeout: 60000 });
+    { timeout: limit(60000) });
 }
 
 /** A sketch for avr-gcc alone (the rig has no Arduino core): it greets on the UART at 115200. */
@@ -145,9 +151,9 @@ try {
   await a.waitForSelector('li[data-slot="0"][data-state="mine"]');
   // Neither B nor the admin has reloaded: the socket's slots_update redraws
   // B's day and the admin's week.
-  await b.waitForSelector('li[data-slot="0"][data-state="booked"]', { timeout: 1000 });
+  await b.waitForSelector('li[data-slot="0"][data-state="booked"]', { timeout: limit(1000) });
   const seenAfter = Date.now() - booked;
-  await admin.waitForSelector(`${todayInWeek}[data-state="booked"]`, { timeout: 1000 });
+  await admin.waitForSelector(`${todayInWeek}[data-state="booked"]`, { timeout: limit(1000) });
   const weekSeenAfter = Date.now() - booked;
   await shot(a, 'a-booked');
   await shot(b, 'b-sees-booked');
@@ -176,7 +182,7 @@ try {
   await a.fill('#code', sketch('greeting'));
   await a.click('#compile');
   const diagnostic = a.locator('#compile-output a.diag.error').first();
-  await diagnostic.waitFor({ timeout: 60000 });
+  await diagnostic.waitFor({ timeout: limit(60000) });
   check((await diagnostic.textContent()).includes(`:${SKETCH_ERROR_LINE}:`),
     `the error is not on line ${SKETCH_ERROR_LINE}: ${await diagnostic.textContent()}`);
   await shot(a, 'a-sketch-error');
@@ -188,12 +194,12 @@ try {
   await a.fill('#code', sketch('"sketch says hi\\r\\n"'));
   await a.click('#compile');
   await a.waitForFunction(() => !/^Compiling/.test(document.getElementById('compile-output').textContent), null,
-    { timeout: 60000 });
+    { timeout: limit(60000) });
   const compiled = await a.textContent('#compile-output');
   check(await a.locator('#compile-output a.diag.error').count() === 0, `the fixed sketch did not compile: ${compiled}`);
   await a.click('#upload-code');
   await a.waitForFunction(() => /bytes in/.test(document.getElementById('upload-status').textContent), null,
-    { timeout: 90000 });
+    { timeout: limit(90000) });
   await terminalShows(a, 'sketch says hi', 20000);
   await shot(a, 'a-sketch-runs');
 
@@ -249,7 +255,7 @@ try {
   await shot(admin, 'admin-page');
   await admin.click('td:text-is("b@example.com") >> xpath=.. >> button:has-text("Cancel")');
   await admin.waitForSelector('text=No bookings today.');
-  await b.waitForSelector(`${todayInWeek}[data-state="available"]`, { timeout: 1000 });
+  await b.waitForSelector(`${todayInWeek}[data-state="available"]`, { timeout: limit(1000) });
   await shot(admin, 'admin-cancelled-b');
   await shot(b, 'b-sees-cancelled');
 

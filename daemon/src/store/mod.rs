@@ -495,4 +495,6 @@ fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
 }
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;

@@ -24,12 +24,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rerod_devices::{PortError, PortState};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{Close, Conn, PING_INTERVAL, Socket};
+use super::{Close, Conn, PING_INTERVAL};
 use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, OpenSocket, Principal, Role};
 use crate::devices::{Board, ConsoleEvent};
 use crate::wire::{
@@ -43,14 +45,13 @@ const MAX_BATCH: usize = 64 << 10;
 /// How long an incomplete UTF-8 sequence waits for its last bytes.
 const UTF8_HOLD: Duration = Duration::from_millis(50);
 
-type Console = Conn<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
-
 /// Serves one console client until it leaves, its session ends, or the
 /// server stops. `named` is the device as the path named it; `reference`
-/// is `None` when that was not valid percent-encoded UTF-8.
-pub async fn serve(
+/// is `None` when that was not valid percent-encoded UTF-8. Generic over
+/// the connection, so tests drive a console over an in-memory one.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     app: Arc<App>,
-    socket: Socket,
+    socket: WebSocketStream<S>,
     open: OpenSocket,
     named: String,
     reference: Option<DeviceRef>,
@@ -79,7 +80,7 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> ConsoleServerMessage {
 /// Refuses the connection: an `error` message, then close 1008. The old
 /// clients' scripts match on the start of the message, so it keeps their
 /// wording before rerod's own detail.
-async fn refuse(conn: &mut Console, refusal: &AppError) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, refusal: &AppError) {
     let message = match refusal.kind() {
         ErrorKind::NotYourSlot => format!("You must have booked the current time slot to use this device: {refusal}"),
         _ => format!("Authentication failed: {refusal}"),
@@ -89,7 +90,11 @@ async fn refuse(conn: &mut Console, refusal: &AppError) {
 }
 
 /// Reads the credentials message and checks the caller may use the device now.
-async fn admit(app: &App, conn: &mut Console, device: &DeviceInfo) -> Option<(Principal, Access)> {
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+    app: &App,
+    conn: &mut Conn<S>,
+    device: &DeviceInfo,
+) -> Option<(Principal, Access)> {
     let first = match tokio::time::timeout(AUTH_TIMEOUT, conn.next()).await {
         Ok(Ok(Message::Text(text))) => text,
         Ok(Ok(_)) | Err(_) => {
@@ -116,9 +121,9 @@ async fn admit(app: &App, conn: &mut Console, device: &DeviceInfo) -> Option<(Pr
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run(
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     app: &App,
-    conn: &mut Console,
+    conn: &mut Conn<S>,
     device: &DeviceInfo,
     board: &Arc<Board>,
     who: &Principal,
@@ -287,9 +292,9 @@ async fn sleep_until(at: Option<Instant>) {
 /// Ends a session holder's console once the board is no longer theirs: the
 /// end of a session is announced as an event, but a console that fell behind
 /// (or missed it for any reason) must not stay open into the next one.
-async fn still_theirs(
+async fn still_theirs<S: AsyncRead + AsyncWrite + Unpin>(
     app: &App,
-    conn: &mut Console,
+    conn: &mut Conn<S>,
     device: &DeviceInfo,
     who: &Principal,
     access: &Access,
@@ -302,7 +307,11 @@ async fn still_theirs(
     Err(Close::with(CloseCode::Normal, "session ended"))
 }
 
-async fn on_text(writer: &Writer<'_>, conn: &mut Console, text: &str) -> Result<(), Close> {
+async fn on_text<S: AsyncRead + AsyncWrite + Unpin>(
+    writer: &Writer<'_>,
+    conn: &mut Conn<S>,
+    text: &str,
+) -> Result<(), Close> {
     let refusal = match ConsoleClientMessage::parse(text) {
         Ok(ConsoleClientMessage::Input { data }) => return writer.write(conn, Bytes::from(data)).await,
         // A repeated credentials message (some clients resend it) is harmless.
@@ -354,7 +363,7 @@ impl Writer<'_> {
     /// someone else's session, which is read-only: the holder's session is
     /// theirs to drive. Checked on every input, since a session may begin
     /// or end while the console is open.
-    async fn write(&self, conn: &mut Console, data: Bytes) -> Result<(), Close> {
+    async fn write<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Conn<S>, data: Bytes) -> Result<(), Close> {
         if matches!(self.access, Access::Admin) && !self.app.console_writable(self.who, &self.device.id) {
             let text = format!(
                 "Input was not sent: {} is in someone else's session; admins watch it read-only",
@@ -460,6 +469,137 @@ fn incomplete_tail(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::SocketKind;
+    use crate::app::testing::{LOCALHOST, ONE_BOARD, lab_at};
+    use futures_util::SinkExt as _;
+    use serde_json::{Value, json};
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+
+    const NOW: &str = "2026-11-24T10:30:00Z";
+    /// The slot in progress at [`NOW`].
+    const SLOT: u16 = 10;
+
+    fn slot_key() -> crate::store::SlotKey {
+        crate::store::SlotKey { device: "arm-1".into(), date: jiff::civil::date(2026, 11, 24), slot: SLOT }
+    }
+
+    /// Cancels the booking of the slot in progress in the store alone, with
+    /// tokio's paused clock standing still: awaited on the test's runtime,
+    /// the wait for the writer thread's commit would let the clock jump
+    /// through the console's timers (keep-alive, idle timeout) meanwhile.
+    fn cancel_quietly(app: &App) {
+        let store = app.store.clone();
+        let cancel = move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(store.cancel(slot_key(), None)).unwrap();
+        };
+        std::thread::spawn(cancel).join().unwrap();
+    }
+
+    /// Registers `email`, books the slot in progress for it, and answers its token.
+    async fn holder(app: &App, email: &str) -> String {
+        let (device, _) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
+        let who = Principal { email: email.into(), role: Role::User };
+        app.book(&who, &device, jiff::civil::date(2026, 11, 24), SLOT.into()).await.unwrap();
+        app.login(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap().token
+    }
+
+    /// A console for `token` served over an in-memory connection, admitted;
+    /// answers the client's end and the server's stop signal (kept, for
+    /// the console closes when it is dropped).
+    async fn open_console(app: &Arc<App>, token: &str) -> (WebSocketStream<DuplexStream>, watch::Sender<bool>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let open = app.try_open_socket(SocketKind::Console, LOCALHOST).unwrap();
+        let server = WebSocketStream::from_raw_socket(server, WsRole::Server, None).await;
+        let (stop_tx, stop) = watch::channel(false);
+        let reference = Some(DeviceRef::Id("arm-1".into()));
+        tokio::spawn(serve(Arc::clone(app), server, open, "arm-1".into(), reference, stop));
+        let mut client = WebSocketStream::from_raw_socket(client, WsRole::Client, None).await;
+        client.send(Message::Text(json!({ "token": token }).to_string().into())).await.unwrap();
+        assert_eq!(next(&mut client).await["type"], "connection_established");
+        assert_eq!(next(&mut client).await["type"], "serial_output", "the scrollback");
+        (client, stop_tx)
+    }
+
+    /// The next message the console sends, leaving out pings and the news
+    /// that the test's board (a port that does not exist) is offline; on a
+    /// close, `{"close": code}`.
+    async fn next(client: &mut WebSocketStream<DuplexStream>) -> Value {
+        loop {
+            match client.next().await.expect("the console is open").expect("a frame") {
+                Message::Text(text) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if message["code"] != "device_offline" {
+                        return message;
+                    }
+                }
+                Message::Close(frame) => return json!({ "close": frame.map(|f| u16::from(f.code)) }),
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes more chunks of output than a console's receiver holds,
+    /// all before the console task runs again: it falls behind.
+    fn flood(board: &Board, what: &str) {
+        for n in 0..300 {
+            board.port().inject_output(format!("{what} {n}\n").as_bytes());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_console_whose_booking_went_without_word_closes_at_the_next_tick() {
+        let (_dir, _clock, app) = lab_at(NOW, ONE_BOARD);
+        let token = holder(&app, "a@x.org").await;
+        let (mut client, _stop) = open_console(&app, &token).await;
+        // A second later the client is heard from, so the tick finds it
+        // alive and pings nobody: what ends the console is the re-check.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        client.send(Message::Pong(Bytes::new())).await.unwrap();
+        // The booking goes without the session-end event a cancel sends,
+        // as for a console that missed it: only the re-check can see it.
+        cancel_quietly(&app);
+        let cancelled = Instant::now();
+        let ended = tokio::time::timeout(3 * PING_INTERVAL, next(&mut client)).await.expect("the console closes");
+        assert_eq!(ended["type"], "session_ended", "{ended}");
+        assert!(ended["message"].as_str().unwrap().contains("slot you booked is over"), "{ended}");
+        assert!(cancelled.elapsed() <= PING_INTERVAL, "closed after {:?}, not at the next tick", cancelled.elapsed());
+        assert_eq!(next(&mut client).await, json!({ "close": 1000 }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_console_that_fell_behind_checks_the_board_is_still_theirs_before_sending_more() {
+        let (_dir, clock, app) = lab_at(NOW, ONE_BOARD);
+        let (_, board) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
+        let token = holder(&app, "a@x.org").await;
+        let (mut client, _stop) = open_console(&app, &token).await;
+        let opened = Instant::now();
+
+        // Still the holder's: falling behind costs output, the console says
+        // so and goes on with what the board printed since.
+        flood(&board, "before");
+        let dropped = next(&mut client).await;
+        assert_eq!(dropped["code"], "output_dropped", "{dropped}");
+        let mut output = String::new();
+        while !output.contains("before 299\n") {
+            let message = next(&mut client).await;
+            assert_eq!(message["type"], "serial_output", "{message}");
+            output.push_str(message["output"].as_str().unwrap());
+        }
+
+        // No longer theirs (the slot is over, and the event saying so was
+        // missed): the next time it falls behind, it checks first and sends
+        // nothing more. The lab's clock moves, not tokio's, so the
+        // keep-alive tick cannot be what notices.
+        clock.set("2026-11-24T11:00:00.010Z".parse().unwrap());
+        flood(&board, "after");
+        let ended = next(&mut client).await;
+        assert_eq!(ended["type"], "session_ended", "{ended}");
+        assert_eq!(next(&mut client).await, json!({ "close": 1000 }));
+        assert!(opened.elapsed() < PING_INTERVAL, "closed by the lag, not by the keep-alive tick");
+    }
 
     #[test]
     fn characters_split_across_reads_are_joined() {
