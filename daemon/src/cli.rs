@@ -1,6 +1,9 @@
-//! The command line: `rerod [--config FILE]` serves; `rerod check-config FILE`
-//! validates; `rerod user ...` manages accounts through the running daemon's
-//! control socket. Only `main` turns an error into an exit code and a message.
+//! The command line, parsed with clap: `rerod [--config FILE]` serves;
+//! `rerod check-config FILE` validates; `rerod backup` and `rerod export`
+//! read the store; `rerod user ...` manages accounts through the running
+//! daemon's control socket; `rerod completions` and `rerod man` describe the
+//! command line itself. Only `main` turns an error into an exit code and a
+//! message.
 
 use std::path::PathBuf;
 
@@ -8,58 +11,97 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use clap::{CommandFactory, Parser, Subcommand};
+
 use crate::config::{Config, Env};
 use crate::wire::{ControlRequest, ControlResponse, Export, ExportedBooking, ExportedUser};
 
-const USAGE: &str = "\
-rerod — remote-lab hardware booking daemon
+/// rerod, the remote-lab hardware booking daemon: students book an hour on a
+/// robot board, then flash it and use its serial console.
+///
+/// With no command, rerod serves (with the built-in defaults when no config
+/// file is given).
+#[derive(Debug, Parser)]
+#[command(
+    name = "rerod",
+    version,
+    propagate_version = true,
+    after_help = "Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH, JWT_SECRET_KEY, \
+                  JWT_ALGORITHM, JWT_EXPIRE_MINUTES, BCRYPT_ROUNDS"
+)]
+pub struct Cli {
+    /// The config file (TOML); every key is optional.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
-Usage:
-  rerod [--config FILE]        serve (built-in defaults when no file is given)
-  rerod check-config FILE      validate a config file and exit
-  rerod backup --out FILE [--config FILE]
-                               copy the store, consistently, while rerod runs
-  rerod export [--with-hashes] [--config FILE]
-                               print users and bookings as JSON
-  rerod user add EMAIL [--admin] [--config FILE]
-                               create an account (a lab admin with --admin)
-  rerod user passwd EMAIL [--config FILE]
-                               set an account's password
-                               (both ask the running daemon; the password is
-                               read from the terminal, or one line of stdin)
-  rerod user import FILE.csv [--config FILE]
-                               create an account for each row (email, and
-                               optionally password); prints email,password
-                               of each account made, passwords generated
-                               where the file has none
-  rerod --help | --version
-
-Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH,
-JWT_SECRET_KEY, JWT_ALGORITHM, JWT_EXPIRE_MINUTES, BCRYPT_ROUNDS";
-
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    Serve { config: Option<PathBuf> },
-    CheckConfig { file: PathBuf },
-    Backup { config: Option<PathBuf>, out: PathBuf },
-    Export { config: Option<PathBuf>, with_hashes: bool },
-    User { config: Option<PathBuf>, action: UserAction },
-    Help,
-    Version,
+    /// Serve the lab (what rerod does with no command).
+    Serve,
+    /// Validate a config file and exit.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+    /// Copy the store, consistently, while rerod runs.
+    Backup {
+        /// Where to write the copy.
+        #[arg(short, long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print users and bookings as JSON.
+    Export {
+        /// Include the password hashes.
+        #[arg(long)]
+        with_hashes: bool,
+    },
+    /// Manage accounts through the running daemon.
+    ///
+    /// `add` and `passwd` read the password from the terminal (not echoed,
+    /// asked twice), or from the first line of stdin when stdin is not a
+    /// terminal; never from the command line. Run as root or as rerod's user,
+    /// with the same --config or DATABASE_PATH as the running daemon.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 /// What `rerod user` does.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum UserAction {
+    /// Create an account.
     Add {
+        /// The account's e-mail address.
         email: String,
+        /// Make it a lab admin.
+        #[arg(long)]
         admin: bool,
     },
+    /// Set an account's password.
     Passwd {
+        /// The account's e-mail address.
         email: String,
     },
-    /// Accounts from a CSV file (`-`: stdin); see [`crate::roster`].
+    /// Create an account for each row of a CSV class list.
+    ///
+    /// Each row has an e-mail address and optionally a password. Prints
+    /// `email,password` of each account made, with passwords generated where
+    /// the file has none; refused rows are reported on stderr and make the
+    /// command fail.
     Import {
+        /// The CSV file (`-`: stdin).
+        #[arg(value_name = "FILE.csv")]
         file: PathBuf,
     },
 }
@@ -67,95 +109,23 @@ pub enum UserAction {
 /// A failure to report to the person who ran rerod.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = args.into_iter();
-    let mut config = None;
-    let mut command = None;
-    let mut out = None;
-    let mut with_hashes = false;
-    let mut admin = false;
-    let mut verb = None;
-    let mut user = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "-c" | "--config" => {
-                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?));
-            }
-            s if s.starts_with("--config=") => config = Some(PathBuf::from(&s["--config=".len()..])),
-            "backup" | "export" => verb = Some(arg.clone()),
-            "--out" | "-o" => out = Some(PathBuf::from(args.next().ok_or("--out needs a file")?)),
-            "--with-hashes" => with_hashes = true,
-            "--admin" => admin = true,
-            "user" => {
-                let action = args.next().ok_or("user needs add, passwd or import")?;
-                let what = if action == "import" { "a CSV file" } else { "an e-mail address" };
-                let email = args.next().ok_or_else(|| format!("user {action} needs {what}"))?;
-                match action.as_str() {
-                    "add" | "passwd" | "import" => user = Some((action, email)),
-                    other => {
-                        return Err(format!("unknown user command {other:?}: add, passwd or import\n\n{USAGE}"));
-                    }
-                }
-            }
-            "check-config" => {
-                let file = args.next().ok_or("check-config needs a file")?;
-                command = Some(Command::CheckConfig { file: PathBuf::from(file) });
-            }
-            other => return Err(format!("unexpected argument {other:?}\n\n{USAGE}")),
-        }
-    }
-    if let Some((action, email)) = user {
-        let action = match action.as_str() {
-            "add" => UserAction::Add { email, admin },
-            _ if admin => return Err("--admin goes with user add".to_owned()),
-            "import" => UserAction::Import { file: PathBuf::from(email) },
-            _ => UserAction::Passwd { email },
-        };
-        return Ok(Command::User { config, action });
-    }
-    if admin {
-        return Err(format!("--admin goes with user add\n\n{USAGE}"));
-    }
-    match verb.as_deref() {
-        Some("backup") => {
-            let out = out.ok_or("backup needs --out FILE")?;
-            return Ok(Command::Backup { config, out });
-        }
-        Some(_) => return Ok(Command::Export { config, with_hashes }),
-        None if out.is_some() || with_hashes => {
-            return Err(format!("--out and --with-hashes go with backup or export\n\n{USAGE}"));
-        }
-        None => {}
-    }
-    Ok(command.unwrap_or(Command::Serve { config }))
-}
-
 /// Runs a command to completion.
-pub fn run(command: Command) -> Result<(), Error> {
-    match command {
-        Command::Help => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Command::Version => {
-            println!("rerod {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
         Command::CheckConfig { file } => {
             let config = Config::load(Some(&file), &Env::from_process())?;
-            println!(
-                "{}: ok ({} devices, listen {}, store {})",
+            let line = format!(
+                "{}: ok ({} devices, listen {}, store {})\n",
                 file.display(),
                 config.devices.len(),
                 config.server.listen,
                 config.store.path.display()
             );
-            Ok(())
+            print_stdout(line.as_bytes())
         }
-        Command::Serve { config } => serve(config),
-        Command::Backup { config, out } => {
+        Command::Backup { out } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
             let counts = crate::store::backup(&config.store.path, &out)?;
             eprintln!(
@@ -167,7 +137,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             );
             Ok(())
         }
-        Command::User { config, action } => {
+        Command::User { action } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
             let socket = crate::control::socket_path(&config.store.path);
             let request = match action {
@@ -189,12 +159,35 @@ pub fn run(command: Command) -> Result<(), Error> {
                 Err(response.message.into())
             }
         }
-        Command::Export { config, with_hashes } => {
+        Command::Export { with_hashes } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
             let snapshot = crate::store::snapshot(&config.store.path)?;
-            println!("{}", serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?);
-            Ok(())
+            let mut json = serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?;
+            json.push('\n');
+            print_stdout(json.as_bytes())
         }
+        Command::Completions { shell } => {
+            // Generated whole first: clap_complete panics on a failed write,
+            // and a reader such as `head` may go away before the end.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rerod", &mut script);
+            print_stdout(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            print_stdout(&page)
+        }
+    }
+}
+
+/// Writes `bytes` to stdout. A reader that stopped reading (`rerod man |
+/// head`) has what it wanted: that is not a failure.
+fn print_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
     }
 }
 
@@ -361,46 +354,74 @@ fn raise_open_file_limit() {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rerod").chain(args.iter().copied()))
+    }
+
+    /// (config, command) of a command line that parses.
+    fn parsed(args: &[&str]) -> (Option<PathBuf>, Option<Command>) {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        (cli.config, cli.command)
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn arguments() {
-        assert_eq!(parse(&[]), Ok(Command::Serve { config: None }));
-        assert_eq!(parse(&["--config", "a.toml"]), Ok(Command::Serve { config: Some("a.toml".into()) }));
-        assert_eq!(parse(&["--config=a.toml"]), Ok(Command::Serve { config: Some("a.toml".into()) }));
-        assert_eq!(parse(&["check-config", "a.toml"]), Ok(Command::CheckConfig { file: "a.toml".into() }));
+        assert_eq!(parsed(&[]), (None, None));
+        assert_eq!(parsed(&["--config", "a.toml"]), (Some("a.toml".into()), None));
+        assert_eq!(parsed(&["--config=a.toml"]), (Some("a.toml".into()), None));
+        assert_eq!(parsed(&["-c", "a.toml", "serve"]), (Some("a.toml".into()), Some(Command::Serve)));
+        assert_eq!(parsed(&["check-config", "a.toml"]), (None, Some(Command::CheckConfig { file: "a.toml".into() })));
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
-        assert_eq!(parse(&["backup", "--out", "b.redb"]), Ok(Command::Backup { config: None, out: "b.redb".into() }));
+        assert_eq!(parsed(&["backup", "--out", "b.redb"]), (None, Some(Command::Backup { out: "b.redb".into() })));
+        assert_eq!(parsed(&["backup", "-o", "b.redb"]), (None, Some(Command::Backup { out: "b.redb".into() })));
         assert!(parse(&["backup"]).is_err());
         assert_eq!(
-            parse(&["user", "add", "boss@lab.example", "--admin"]),
-            Ok(Command::User {
-                config: None,
-                action: UserAction::Add { email: "boss@lab.example".into(), admin: true }
-            })
+            parsed(&["user", "add", "boss@lab.example", "--admin"]),
+            (None, Some(Command::User { action: UserAction::Add { email: "boss@lab.example".into(), admin: true } }))
+        );
+        // The daemon's own flags go anywhere, as the black-box tests and
+        // systemd units pass them.
+        assert_eq!(
+            parsed(&["user", "passwd", "ada@lab.example", "--config", "c.toml"]),
+            (
+                Some("c.toml".into()),
+                Some(Command::User { action: UserAction::Passwd { email: "ada@lab.example".into() } })
+            )
         );
         assert_eq!(
-            parse(&["--config", "c.toml", "user", "passwd", "ada@lab.example"]),
-            Ok(Command::User {
-                config: Some("c.toml".into()),
-                action: UserAction::Passwd { email: "ada@lab.example".into() }
-            })
+            parsed(&["--config", "c.toml", "user", "passwd", "ada@lab.example"]).0,
+            Some(PathBuf::from("c.toml"))
         );
         assert_eq!(
-            parse(&["user", "import", "class.csv"]),
-            Ok(Command::User { config: None, action: UserAction::Import { file: "class.csv".into() } })
+            parsed(&["user", "import", "class.csv"]),
+            (None, Some(Command::User { action: UserAction::Import { file: "class.csv".into() } }))
         );
         assert!(parse(&["user", "import", "class.csv", "--admin"]).is_err());
         assert!(parse(&["user", "add"]).is_err());
         assert!(parse(&["user", "remove", "a@b.c"]).is_err());
         assert!(parse(&["user", "passwd", "a@b.c", "--admin"]).is_err());
         assert!(parse(&["--admin"]).is_err());
+        assert!(parse(&["--with-hashes"]).is_err());
         assert_eq!(
-            parse(&["export", "--with-hashes", "--config", "c.toml"]),
-            Ok(Command::Export { config: Some("c.toml".into()), with_hashes: true })
+            parsed(&["export", "--with-hashes", "--config", "c.toml"]),
+            (Some("c.toml".into()), Some(Command::Export { with_hashes: true }))
         );
+    }
+
+    /// `--help` after a command asks for that command's help; it is never
+    /// taken for an e-mail address or a file.
+    #[test]
+    fn help_is_help_wherever_it_is() {
+        for args in [&["user", "add", "--help"][..], &["user", "--help"], &["--help"], &["check-config", "--help"]] {
+            let error = parse(args).expect_err("help stops parsing");
+            assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+        }
+        assert_eq!(parse(&["--version"]).map(|_| ()).unwrap_err().kind(), clap::error::ErrorKind::DisplayVersion);
     }
 }

@@ -1,5 +1,5 @@
 //! Running rerod like a lab host does: systemd notifications, live config
-//! reload, metrics and the OpenAPI document.
+//! reload, metrics, the OpenAPI document and rerod's own command line.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -206,4 +206,65 @@ async fn reload_changing_the_calendar_is_refused_and_bookings_stay() {
     daemon.signal(libc::SIGHUP);
     let health = wait_generation(&c, 2).await;
     assert_eq!(health["config"]["last_reload_error"], json!(null));
+}
+
+/// Runs the rerod binary with `args` on an empty state directory, stdout
+/// going to `stdout`.
+fn rerod_command(args: &[&str], stdout: impl Into<std::process::Stdio>) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .args(args)
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// `--help` after a command is that command's help: `rerod user add --help`
+/// prints it and exits 0, instead of asking the daemon to create an account
+/// called "--help".
+#[test]
+fn rerod_user_add_help_prints_help() {
+    let output = rerod_command(&["user", "add", "--help"], std::process::Stdio::piped());
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("Usage: rerod user add [OPTIONS] <EMAIL>"), "{stdout}");
+    assert!(stdout.contains("--admin"), "{stdout}");
+    assert!(!stderr.contains("daemon"), "{stderr}");
+
+    let output = rerod_command(&["user", "add"], std::process::Stdio::piped());
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("<EMAIL>"));
+}
+
+#[test]
+fn rerod_prints_completions_and_a_man_page() {
+    let text = |args: &[&str]| {
+        let output = rerod_command(args, std::process::Stdio::piped());
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(text(&["completions", "bash"]).contains("check-config"));
+    assert!(text(&["completions", "zsh"]).contains("#compdef rerod"));
+    assert!(text(&["completions", "fish"]).contains("complete -c rerod"));
+    let man = text(&["man"]);
+    assert!(man.contains(".TH rerod"), "{man}");
+    assert!(man.contains("check\\-config"), "{man}");
+}
+
+/// `rerod completions bash | head -1`: the reader goes away before rerod has
+/// written everything. That is what the reader wanted, so rerod exits 0,
+/// quietly, without a panic.
+#[test]
+fn printing_into_a_closed_pipe_exits_0() {
+    for args in [&["completions", "bash"][..], &["man"], &["--help"], &["user", "add", "--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = rerod_command(args, writer);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {:?} {stderr}", output.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

@@ -16,7 +16,7 @@ use crate::booking::Slot;
 use crate::compile::{self, CompileError, Compiled};
 use crate::devices::{Board, BoardError, Owner, UploadRefused};
 use crate::metrics::UploadResult;
-use crate::records::Sha256;
+use crate::records::sha256_hex;
 use crate::store::Booking;
 
 /// Sketch compilations at once; more wait their turn (they are CPU-heavy).
@@ -290,14 +290,14 @@ impl App {
                 let ask = Ask { account: Some(&who.email), address: who.address, urgent: true };
                 let compiled = self.compile_for(ask, &board.config().model, &code).await?;
                 // The program as flashed, in the form a student can rebuild and compare.
-                note.sha256 = Sha256::hex(compiled.firmware.to_ihex().as_bytes());
+                note.sha256 = sha256_hex(compiled.firmware.to_ihex().as_bytes());
                 note.bytes = compiled.firmware.len() as u64;
                 (compiled.firmware, Some(compiled.output))
             }
             UploadSource::Firmware(bytes) => {
                 // The file as sent: `sha256sum blink.hex` gives the same.
                 note.method = "firmware";
-                note.sha256 = Sha256::hex(&bytes);
+                note.sha256 = sha256_hex(&bytes);
                 note.bytes = bytes.len() as u64;
                 (Firmware::detect(&bytes).map_err(|e| AppError::Board(BoardError::Firmware(e)))?, None)
             }

@@ -9,6 +9,10 @@
 //! route patterns, so a raw path or any other client-controlled text cannot
 //! become a label and grow the registry without bound.
 //!
+//! It is kept rather than the Prometheus project's `prometheus-client`
+//! because that costs about three times as much per recorded request
+//! (`cargo bench -p rerod --bench metrics`, tests/bench/RESULTS.md).
+//!
 //! Architecture invariant: this module knows no HTTP types and no `App`; front
 //! ends call its `record_*` methods with what they already have.
 

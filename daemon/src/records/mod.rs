@@ -27,10 +27,6 @@
 //! [`SessionId::parse`] accepted it, and its text is rebuilt from the parts,
 //! so no request can name a path outside the records directory.
 
-mod sha256;
-
-pub use sha256::Sha256;
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -438,6 +434,17 @@ impl TranscriptWriter {
     pub fn is_full(&self) -> bool {
         self.full
     }
+}
+
+/// The lower-case hex SHA-256 of `data`, as `sha256sum` prints it: the
+/// upload log's digest of the firmware, which a student can recompute.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(data).iter().fold(String::with_capacity(64), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ fn records_are_private_and_read_back() {
     let entry = UploadEntry {
         at: "2026-11-24T10:31:00.000000Z".into(),
         by: "a@x.org".into(),
-        sha256: Sha256::hex(b"x"),
+        sha256: sha256_hex(b"x"),
         bytes: 1,
         method: "firmware".into(),
         result: "ok".into(),
@@ -175,4 +175,10 @@ fn base64_matches_the_rfc_examples() {
         assert_eq!(base64(input.as_bytes()), expected);
     }
     assert_eq!(base64(&[0xFF, 0xFE]), "//4=");
+}
+
+/// The digest is written as `sha256sum` prints it: 64 lower-case hex digits.
+#[test]
+fn digests_read_like_sha256sum() {
+    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
