@@ -151,6 +151,9 @@ struct ModelBooking {
 struct Model {
     /// E-mail → (disabled, credential generation).
     users: BTreeMap<String, (bool, u32)>,
+    /// E-mail → the account's number: 1, 2, ... in the order accounts were
+    /// created (no account is ever deleted), kept across reopens.
+    ids: BTreeMap<String, u64>,
     bookings: BTreeMap<SlotKey, ModelBooking>,
     /// Device → reason.
     maintenance: BTreeMap<String, String>,
@@ -170,6 +173,7 @@ impl Model {
                 if self.users.contains_key(&email) {
                     return Answer::Exists;
                 }
+                self.ids.insert(email.clone(), self.ids.len() as u64 + 1);
                 self.users.insert(email, (false, 0));
                 Answer::Registered
             }
@@ -258,6 +262,7 @@ impl Model {
 
 fn user(email: &str, at: Timestamp) -> User {
     User {
+        id: 0,
         email: email.to_owned(),
         password_hash: PasswordHash::from_stored("$2b$04$x".into()),
         created_at: at,
@@ -324,6 +329,7 @@ fn submit(store: &Store, op: &Op, at: Timestamp) -> BoxFuture<'static, Answer> {
                     action: action.into(),
                     detail: String::new(),
                     user: None,
+                    address: None,
                 };
                 store.set_maintenance(device, record, audit).await.expect("maintenance");
                 Answer::Done
@@ -382,6 +388,8 @@ fn assert_agrees(store: &Store, model: &Model, after: &str) {
         assert_eq!(stored, expected, "{email}'s bookings after {after}");
         let account = store.user(email).unwrap().map(|u| (u.disabled, u.credential_generation));
         assert_eq!(account, model.users.get(email).copied(), "{email}'s account after {after}");
+        let id = store.user(email).unwrap().map(|u| u.id);
+        assert_eq!(id, model.ids.get(email).copied(), "{email}'s id after {after}");
     }
     let counts = store.counts().unwrap();
     assert_eq!(

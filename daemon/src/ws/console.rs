@@ -501,7 +501,7 @@ mod tests {
     async fn holder(app: &App, email: &str) -> String {
         let (device, _) = app.board(&DeviceRef::Id("arm-1".into())).unwrap();
         app.register(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap();
-        let who = Principal { email: email.into(), role: Role::User };
+        let who = Principal { email: email.into(), role: Role::User, address: None };
         app.book(&who, &device, jiff::civil::date(2026, 11, 24), SLOT.into()).await.unwrap();
         app.login(email, "plum-orbit-cactus-41", LOCALHOST).await.unwrap().token
     }
