@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # package.sh: builds the Debian packages `rerod` (the daemon, its hardened
 # unit, user, directories and config) and `rero` (the command line alone) with
-# cargo-deb, into target/debian/ (target/<triple>/debian/ for other targets).
+# cargo-deb, into target/debian/.
 #
 #   systemd/package.sh                      # host architecture, plus aarch64 where its std is installed
 #   DEB_VERSION=0.1.0-2 systemd/package.sh  # another Debian version (the upgrade test uses this)
 #   TARGETS="aarch64-unknown-linux-gnu" systemd/package.sh   # only these targets
+#   OUT=/tmp/debs systemd/package.sh        # another output folder
 #
 # Installs what it needs when missing (cargo-deb from crates.io, help2man from
 # Debian; the latter needs root). The packages' paths are printed last, one a
-# line, and written to target/debian/built.txt.
+# line, and written to built.txt in the output folder.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -106,6 +107,9 @@ rerod ($deb_version) unstable; urgency=medium
  -- $maintainer  $date
 CHANGELOG
 
+out=${OUT:-target/debian}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
 built=()
 for target in "${targets[@]}"; do
     if [ "$target" != "$host" ]; then
@@ -116,12 +120,11 @@ for target in "${targets[@]}"; do
         # --strip: the release profile keeps line tables for backtraces;
         # Debian's binaries carry none (policy 10.1).
         target_args "$target"
-        args=(-p rerod --no-build --strip --locked "${target_args[@]}")
+        args=(-p rerod --no-build --strip --locked --output "$out" "${target_args[@]}")
         [ "$variant" = rero ] && args+=(--variant rero)
         [ -n "${DEB_VERSION:-}" ] && args+=(--deb-version "$DEB_VERSION")
         say "packaging $variant for $target"
         built+=("$(cargo deb "${args[@]}")")
     done
 done
-mkdir -p target/debian
-printf '%s\n' "${built[@]}" | tee target/debian/built.txt
+printf '%s\n' "${built[@]}" | tee "$out/built.txt"
