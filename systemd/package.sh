@@ -72,7 +72,7 @@ gen=target/release/deb
 bin=target/release
 mkdir -p "$gen"
 version=$("$bin/rerod" --version | awk '{print $2}')
-help2man --no-info --section=8 --version-string="$version" \
+help2man --locale=C.UTF-8 --no-info --section=8 --version-string="$version" \
     --name="remote robotics lab daemon: book a robot board, flash it, use its console" \
     "$bin/rerod" | gzip -9n >"$gen/rerod.8.gz"
 "$bin/rero" man | gzip -9n >"$gen/rero.1.gz"

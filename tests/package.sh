@@ -100,12 +100,13 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 # The roots are made fresh each run from this tarball; one less than a day
 # old is reused (each root runs apt-get update anyway), saving a minute.
-if [ -n "$(find "$work/bookworm.tar" -mmin -1440 2>/dev/null)" ]; then
+if [ -f "$work/bookworm.tar" ] && [ -n "$(find "$work/bookworm.tar" -mmin -1440)" ]; then
     say "a Debian 12 root: reusing $work/bookworm.tar (less than a day old)"
 else
     say "a Debian 12 root (mmdebstrap, minbase, from $mirror)"
-    mmdebstrap --variant=minbase --mode=root bookworm "$work/bookworm.tar.new" "deb $mirror bookworm main"
-    mv "$work/bookworm.tar.new" "$work/bookworm.tar"
+    rm -f "$work/bookworm.tar.part"
+    mmdebstrap --variant=minbase --mode=root --format=tar bookworm "$work/bookworm.tar.part" "deb $mirror bookworm main"
+    mv "$work/bookworm.tar.part" "$work/bookworm.tar"
 fi
 
 # Makes a root from the tarball, with what apt and dpkg need of the host.
