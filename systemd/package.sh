@@ -8,8 +8,8 @@
 #   TARGETS="aarch64-unknown-linux-gnu" systemd/package.sh   # only these targets
 #   OUT=/tmp/debs systemd/package.sh        # another output folder
 #
-# Installs what it needs when missing (cargo-deb from crates.io, help2man from
-# Debian; the latter needs root). The packages' paths are printed last, one a
+# Installs what it needs when missing (cargo-deb from crates.io, help2man and
+# dpkg-dev from Debian; the latter need root). The packages' paths are printed last, one a
 # line, and written to built.txt in the output folder.
 set -euo pipefail
 
@@ -25,11 +25,15 @@ if [ "$(cargo deb --version 2>/dev/null || true)" != "cargo-deb $CARGO_DEB_VERSI
     say "installing cargo-deb $CARGO_DEB_VERSION from crates.io (a few minutes, once)"
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
-# help2man writes rerod's man page from `rerod --help` and `--version`.
-if ! command -v help2man >/dev/null 2>&1; then
-    [ "$(id -u)" -eq 0 ] || die "help2man is missing: sudo apt-get install help2man"
+# help2man writes rerod's man page from `rerod --help` and `--version`;
+# cargo-deb finds the packages' libc dependency with dpkg-shlibdeps.
+missing=()
+command -v help2man >/dev/null 2>&1 || missing+=(help2man)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing: sudo apt-get install ${missing[*]}"
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends help2man
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')

@@ -33,6 +33,7 @@ missing=()
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd) # for systemd/check.sh
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
