@@ -59,6 +59,7 @@ cleanup() {
     unmount_root "$cli_root"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP # through the EXIT trap above
 
 # A previous run that was killed may have left mounts: never delete through them.
 cleanup
