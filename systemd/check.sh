@@ -4,6 +4,8 @@
 #
 #   systemd/check.sh            # uses target/release/rerod, else target/debug/rerod
 #   BINARY=/path/to/rerod systemd/check.sh
+#   UNIT=/root/usr/lib/systemd/system/rerod.service BINARY=... systemd/check.sh
+#                               # an installed copy of the unit (tests/package.sh)
 #
 # `systemd-analyze verify` insists that ExecStart= names an existing
 # executable, and /usr/bin/rerod exists only once installed, so both checks
@@ -29,11 +31,14 @@ command -v systemd-analyze >/dev/null 2>&1 || {
     exit 1
 }
 
+UNIT=${UNIT:-$here/rerod.service}
+[ -f "$UNIT" ] || { echo "check.sh: no unit file at $UNIT" >&2; exit 1; }
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sed "s|^ExecStart=/usr/bin/rerod |ExecStart=$BINARY |" "$here/rerod.service" >"$work/rerod.service"
+sed "s|^ExecStart=/usr/bin/rerod |ExecStart=$BINARY |" "$UNIT" >"$work/rerod.service"
 
-echo "== systemd-analyze verify (ExecStart=$BINARY)"
+echo "== systemd-analyze verify $UNIT (ExecStart=$BINARY)"
 systemd-analyze verify "$work/rerod.service"
 echo "ok"
 echo "== systemd-analyze security --offline=yes"

@@ -58,16 +58,21 @@ sed "s|^ExecStart=/usr/bin/rerod |ExecStart=$PREFIX/bin/rerod |; s|/usr/share/do
 # package manager's).
 put "$unit" /etc/systemd/system/rerod.service 0644
 put "$here/rerod.sysusers" /etc/sysusers.d/rerod.conf 0644
+put "$here/rerod.tmpfile" /etc/tmpfiles.d/rerod.conf 0644
 put "$here/rerod-modules.conf" /etc/modules-load.d/rerod.conf 0644
 put_once "$here/99-rerod-boards.rules" /etc/udev/rules.d/99-rerod-boards.rules 0644
 put "$repo/README.md" "$PREFIX/share/doc/rerod/README.md" 0644
 put "$here/README.md" "$PREFIX/share/doc/rerod/systemd.md" 0644
 # The config may hold secrets (e.g. a JWT secret): readable by root and, once
-# the user exists, the rerod group only.
-put_once "$repo/config/rerod.toml" /etc/rerod/rerod.toml 0640
+# the user exists, the rerod group only. The example config with the store
+# and records under /var/lib/rerod (host-config.sh), as the package installs it.
+config=$(mktemp)
+trap 'rm -f "$unit" "$config"' EXIT
+"$here/host-config.sh" >"$config"
+put_once "$config" /etc/rerod/rerod.toml 0640
 
 if [ -n "$DESTDIR" ]; then
-    say "staged under $DESTDIR; on the target run: systemd-sysusers, systemctl daemon-reload, udevadm control --reload"
+    say "staged under $DESTDIR; on the target run: systemd-sysusers, systemd-tmpfiles --create rerod.conf, systemctl daemon-reload, udevadm control --reload"
     exit 0
 fi
 
@@ -81,6 +86,12 @@ else
 fi
 if getent group rerod >/dev/null 2>&1; then
     chgrp rerod /etc/rerod/rerod.toml
+fi
+# /var/lib/rerod, its records and /var/cache/rerod, owned by rerod, before
+# the first start (the unit's StateDirectory= would make them then too).
+if command -v systemd-tmpfiles >/dev/null 2>&1 && getent passwd rerod >/dev/null 2>&1; then
+    systemd-tmpfiles --create /etc/tmpfiles.d/rerod.conf
+    say "directories /var/lib/rerod and /var/cache/rerod present"
 fi
 if command -v modprobe >/dev/null 2>&1; then
     modprobe -a cdc_acm usbserial 2>/dev/null || say "could not load cdc_acm/usbserial now; they load at next boot"
@@ -100,3 +111,4 @@ else
     say "systemd is not running here; the unit takes effect on the next boot"
 fi
 say "edit /etc/rerod/rerod.toml (check it with: $PREFIX/bin/rerod check-config /etc/rerod/rerod.toml)"
+say "once rerod runs, make the first admin: $PREFIX/bin/rerod user add you@lab.example --admin --config /etc/rerod/rerod.toml"

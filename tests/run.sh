@@ -59,3 +59,8 @@ fi
 # The running daemon against its own OpenAPI document: no 5xx, every
 # response as documented.
 tests/schemathesis.sh
+
+# The Debian packages: built with cargo-deb, checked by lintian, installed,
+# upgraded and purged in throwaway Debian 12 roots (a few minutes; README
+# "Debian packages").
+tests/package.sh
