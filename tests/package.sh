@@ -151,7 +151,8 @@ check "the installed unit is systemd/rerod.service" cmp -s "$daemon_root$unit" s
 check "sysusers.d, tmpfiles.d and modules-load.d entries" test -f "$daemon_root/usr/lib/sysusers.d/rerod.conf" \
     -a -f "$daemon_root/usr/lib/tmpfiles.d/rerod.conf" -a -f "$daemon_root/usr/lib/modules-load.d/rerod.conf"
 check "man page and completions" test -f "$daemon_root/usr/share/man/man8/rerod.8.gz" \
-    -a -f "$daemon_root/usr/share/bash-completion/completions/rerod"
+    -a -f "$daemon_root/usr/share/bash-completion/completions/rerod" \
+    -a -f "$daemon_root/usr/share/zsh/vendor-completions/_rerod"
 check "the udev rule example is in the docs" test -f "$daemon_root/usr/share/doc/rerod/examples/99-rerod-boards.rules"
 check "the config the package installed validates" in_root rerod check-config /etc/rerod/rerod.toml
 

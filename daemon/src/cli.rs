@@ -175,7 +175,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Man => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            // Section 8: a system daemon and its administration commands.
+            clap_mangen::Man::new(Cli::command()).section("8").render(&mut page)?;
             print_stdout(&page)
         }
     }
