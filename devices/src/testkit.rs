@@ -403,6 +403,10 @@ pub trait FakeBootloader: Send {
     /// DTR was asserted again: the board resets into its bootloader.
     fn reset(&mut self);
 
+    /// Called before every read: a fake that delays a reply moves it onto
+    /// the wire here once its time has come.
+    fn poll(&mut self) {}
+
     /// The port is gone: reads hang up, writes fail with EIO.
     fn vanished(&self) -> bool {
         false
@@ -419,10 +423,15 @@ impl<B: FakeBootloader> SerialLink for B {
         if self.vanished() {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "hang-up"));
         }
+        self.poll();
+        if self.wire().output.is_empty() {
+            // A silent board: the time passes as it would on the wire, and
+            // a reply delayed into that time arrives at its end.
+            std::thread::sleep(timeout);
+            self.poll();
+        }
         let output = &mut self.wire().output;
         if output.is_empty() {
-            // A silent board: the time passes as it would on the wire.
-            std::thread::sleep(timeout);
             return Ok(0);
         }
         let n = buf.len().min(output.len());
