@@ -270,6 +270,36 @@ pub fn recording_context(cancel: CancelToken) -> (UploadContext, Arc<Mutex<Vec<U
     (UploadContext::new(cancel, move |e| sink.lock().unwrap().push(e)), events)
 }
 
+/// A [`recording_context`] that, once `phase` progress reaches `percent`,
+/// stops process `pid` (a rig) for `stall` and then lets it go on: a host
+/// too busy to run the board's side in time, so a reply misses its deadline.
+pub fn stalling_context(
+    pid: u32,
+    phase: Phase,
+    percent: u8,
+    stall: Duration,
+) -> (UploadContext, Arc<Mutex<Vec<UploadEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let stalled = std::sync::atomic::AtomicBool::new(false);
+    let ctx = UploadContext::new(CancelToken::new(), move |e| {
+        if let UploadEvent::Progress(p) = e
+            && p.phase == phase
+            && p.percent >= percent
+            && !stalled.swap(true, Ordering::SeqCst)
+        {
+            // Stopped before this call returns, so the next request is sent to a stopped board.
+            signal(pid, libc::SIGSTOP);
+            std::thread::spawn(move || {
+                std::thread::sleep(stall);
+                signal(pid, libc::SIGCONT);
+            });
+        }
+        sink.lock().unwrap().push(e);
+    });
+    (ctx, events)
+}
+
 /// A job for the rig's Uno, whose bootloader takes 1 KB (31,744 bytes for programs).
 pub fn rig_job(firmware: Arc<Firmware>, port: &Path, reset: ResetMethod, options: toml::Table) -> UploadJob {
     board_job(Board::Uno, firmware, port, reset, options)
