@@ -319,7 +319,8 @@ pub fn check_cancellable(calendar: &Calendar, now: Timestamp, date: Date, id: i6
     Ok(slot)
 }
 
-/// How a slot looks to one viewer.
+/// How a slot looks to one viewer. Its words on the wire are
+/// `wire::SlotStatus`'s: the domain knows no wire format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlotStatus {
     Available,
@@ -327,18 +328,6 @@ pub enum SlotStatus {
     Mine,
     Past,
     Blocked,
-}
-
-impl SlotStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlotStatus::Available => "available",
-            SlotStatus::Booked => "booked",
-            SlotStatus::Mine => "mine",
-            SlotStatus::Past => "past",
-            SlotStatus::Blocked => "blocked",
-        }
-    }
 }
 
 /// The status of `slot`, given who (if anyone) booked it and who is looking.

@@ -73,7 +73,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The lower-case name used on the wire (`upload_progress.phase`).
+    /// The lower-case name, for messages and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Reset => "reset",

@@ -16,7 +16,7 @@ use crate::booking::Slot;
 use crate::compile::{self, CompileError, Compiled};
 use crate::devices::{Board, BoardError, Owner, UploadRefused};
 use crate::metrics::UploadResult;
-use crate::records::sha256_hex;
+use crate::records::{UploadMethod, sha256_hex};
 use crate::store::Booking;
 
 /// Sketch compilations at once; more wait their turn (they are CPU-heavy).
@@ -249,7 +249,11 @@ impl App {
         };
         let started = std::time::Instant::now();
         let device_id = device.id.clone();
-        let mut note = UploadNote::default();
+        let method = match &source {
+            UploadSource::Code(_) => UploadMethod::Sketch,
+            UploadSource::Firmware(_) => UploadMethod::Firmware,
+        };
+        let mut note = UploadNote { sha256: String::new(), bytes: 0, method };
         let result = self.flash(who, device, &board, source, &mut note).await;
         let outcome = match &result {
             Ok(_) => UploadResult::Ok,
@@ -258,17 +262,15 @@ impl App {
             Err(_) => UploadResult::Refused,
         };
         self.metrics.record_upload(outcome);
-        let (name, detail) = match (&result, outcome) {
-            (Ok(uploaded), _) => ("ok", format!("{} bytes written", uploaded.report.bytes_written)),
-            (Err(error), UploadResult::Aborted) => ("aborted", error.to_string()),
-            (Err(error), UploadResult::Failed) => ("failed", error.to_string()),
-            (Err(error), _) => ("refused", error.to_string()),
+        let detail = match &result {
+            Ok(uploaded) => format!("{} bytes written", uploaded.report.bytes_written),
+            Err(error) => error.to_string(),
         };
         let took = match &result {
             Ok(uploaded) => uploaded.report.duration,
             Err(_) => started.elapsed(),
         };
-        self.log_upload(&device_id, who, &note, name, detail, took);
+        self.log_upload(&device_id, who, &note, outcome, detail, took);
         result.map_err(E::from)
     }
 
@@ -284,7 +286,6 @@ impl App {
     ) -> Result<Uploaded, AppError> {
         let (firmware, compile_output) = match source {
             UploadSource::Code(code) => {
-                note.method = "sketch";
                 // Uploading: the caller holds the session (or is an admin), so
                 // it goes first; the time counts against its account and address.
                 let ask = Ask { account: Some(&who.email), address: who.address, urgent: true };
@@ -296,7 +297,6 @@ impl App {
             }
             UploadSource::Firmware(bytes) => {
                 // The file as sent: `sha256sum blink.hex` gives the same.
-                note.method = "firmware";
                 note.sha256 = sha256_hex(&bytes);
                 note.bytes = bytes.len() as u64;
                 (Firmware::detect(&bytes).map_err(|e| AppError::Board(BoardError::Firmware(e)))?, None)

@@ -297,7 +297,8 @@ mod tests {
     async fn cached_views_follow_bookings_and_the_clock() {
         let (_dir, clock, app) = app_at("2026-11-24T10:30:00Z");
         let render = |day: &DaySlots| {
-            let s: Vec<&str> = day.entries.iter().map(|e| e.status.as_str()).collect();
+            // The variants' names; the wire's words are `wire::SlotStatus`'s business.
+            let s: Vec<String> = day.entries.iter().map(|e| format!("{:?}", e.status).to_lowercase()).collect();
             bytes::Bytes::from(s.join(","))
         };
         let date = jiff::civil::date(2026, 11, 24);

@@ -16,7 +16,10 @@ use tokio::sync::broadcast;
 use super::{App, AppError, Principal, Role};
 use crate::booking::Slot;
 use crate::devices::{Board, ConsoleEvent};
-use crate::records::{Direction, RecordSummary, SessionId, SessionMeta, TranscriptLine, TranscriptWriter, UploadEntry};
+use crate::records::{
+    Direction, RecordSummary, SessionId, SessionMeta, TranscriptLine, TranscriptWriter, UploadEntry, UploadMethod,
+    UploadResult,
+};
 use crate::store::Booking;
 
 /// How often boards a reload added are looked for, and retention is checked.
@@ -32,11 +35,11 @@ pub struct RecordDetail {
 }
 
 /// What an upload flashed, for its log line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct UploadNote {
     pub sha256: String,
     pub bytes: u64,
-    pub method: &'static str,
+    pub method: UploadMethod,
 }
 
 impl App {
@@ -131,7 +134,7 @@ impl App {
         device: &str,
         who: &Principal,
         note: &UploadNote,
-        result: &str,
+        result: UploadResult,
         detail: String,
         took: Duration,
     ) {
@@ -142,8 +145,8 @@ impl App {
             by: who.email.clone(),
             sha256: note.sha256.clone(),
             bytes: note.bytes,
-            method: note.method.to_owned(),
-            result: result.to_owned(),
+            method: note.method,
+            result,
             detail,
             duration_ms: took.as_millis() as u64,
         };

@@ -1,10 +1,12 @@
 //! The route table: one row per route with its path pattern, methods, body
-//! limit and authentication. It drives resolution, 405 with `Allow`, CORS
-//! preflights, who is authenticated before the body is read, and the check
-//! that the OpenAPI document describes exactly these routes; `dispatch` then
-//! calls the route's handler.
+//! limit, authentication and handler. It drives resolution, 405 with
+//! `Allow`, CORS preflights, who is authenticated before the body is read,
+//! the metrics' route labels and the check that the OpenAPI document
+//! describes exactly these routes; `dispatch` calls the row's handler, so a
+//! new route is one row, its handler and its wire types.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,7 +19,9 @@ use super::Server;
 use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
 use super::{admin, devices, handlers, records, web};
-use crate::app::{AppError, Credentials, Principal, Role};
+use crate::app::{App, AppError, Credentials, Principal, Role};
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Every route the server answers, named; [`ROUTES`] says what each one is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +97,44 @@ pub enum Auth {
     InSocket,
 }
 
+/// What a route's handler is handed, by shape. Each shape is one way of
+/// being called; `dispatch` does what the shape needs first (the bearer
+/// check, reading the body) and calls the row's function.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Handler {
+    /// Answers at once from the read request.
+    Now(fn(&Call<'_>) -> Reply),
+    /// Answers at once, differently to a caller with an admin's token
+    /// (host details such as paths); any other token is no error.
+    ForViewer(fn(&Arc<App>, bool) -> Reply),
+    /// Waits on the app (the store, bcrypt, a compile). Each handler's future
+    /// is its own type, so the row holds it boxed: one allocation per
+    /// request, the price of not matching on the route a second time.
+    Wait(for<'a> fn(&'a Call<'a>) -> Pending<'a>),
+    /// Answers at once, for the caller the bearer token names (checked, with
+    /// the route's [`Auth`], before the body is read).
+    NowAs(fn(&Call<'_>, &Principal) -> Reply),
+    /// Waits on the app, for the caller the bearer token names.
+    WaitAs(for<'a> fn(&'a Call<'a>, &'a Principal) -> Pending<'a>),
+    /// Gets the request with its body unread, once the bearer's caller is
+    /// known: an upload checks the caller's right to the board first.
+    Unread(
+        for<'a> fn(&'a Arc<Server>, &'static RouteSpec, Request<Incoming>, &'a Principal, SocketAddr) -> Pending<'a>,
+    ),
+    /// A WebSocket handshake: no body is read; the socket authenticates itself.
+    Upgrade(fn(&Arc<Server>, &RouteSpec, &mut Request<Incoming>, IpAddr) -> Reply),
+}
+
+/// A request whose body has been read, as a handler sees it.
+pub(crate) struct Call<'a> {
+    pub(crate) app: &'a Arc<App>,
+    pub(crate) spec: &'static RouteSpec,
+    pub(crate) req: &'a Req,
+}
+
+/// A waiting handler's answer.
+pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteSpec {
@@ -103,6 +145,7 @@ pub struct RouteSpec {
     pub body: BodyLimit,
     pub auth: Auth,
     pub serves: Serves,
+    pub(crate) handler: Handler,
 }
 
 const GET: &[Method] = &[Method::GET];
@@ -110,46 +153,163 @@ const POST: &[Method] = &[Method::POST];
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
 const POST_DELETE: &[Method] = &[Method::POST, Method::DELETE];
 
-const fn row(route: Route, pattern: &'static str, methods: &'static [Method], auth: Auth) -> RouteSpec {
-    RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth, serves: Serves::Api }
+const fn row(
+    route: Route,
+    pattern: &'static str,
+    methods: &'static [Method],
+    auth: Auth,
+    handler: Handler,
+) -> RouteSpec {
+    RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth, serves: Serves::Api, handler }
 }
+
+use Handler::{ForViewer, Now, NowAs, Unread, Upgrade, Wait, WaitAs};
 
 /// The route table.
 pub const ROUTES: &[RouteSpec] = &[
-    row(Route::Root, "/", GET, Auth::Public),
-    row(Route::Health, "/health", GET, Auth::Public),
-    row(Route::Stats, "/stats", GET, Auth::Public),
-    row(Route::Slots, "/slots", GET, Auth::Public),
-    row(Route::BookSlot, "/book-slot", POST, Auth::BearerOrBody),
-    row(Route::CancelSlot, "/cancel-slot", POST, Auth::BearerOrBody),
-    row(Route::MyBookings, "/my-bookings", GET_POST, Auth::BearerOrBody),
-    row(Route::SlotsUser, "/slots/user", GET_POST, Auth::BearerOrBody),
-    row(Route::Register, "/auth/register", POST, Auth::Public),
-    row(Route::Login, "/auth/login", POST, Auth::Public),
-    row(Route::ChangePassword, "/auth/password", POST, Auth::Bearer),
-    row(Route::LogoutAll, "/auth/logout-all", POST, Auth::Bearer),
-    RouteSpec { body: BodyLimit::Upgrade, ..row(Route::SlotBookingSocket, "/slot-booking", GET, Auth::InSocket) },
-    row(Route::Metrics, "/metrics", GET, Auth::Public),
-    row(Route::OpenApi, "/openapi.json", GET, Auth::Public),
-    row(Route::Devices, "/devices", GET, Auth::Public),
-    row(Route::DevicesCompile, "/devices/compile", POST, Auth::Public),
+    row(
+        Route::Root,
+        "/",
+        GET,
+        Auth::Public,
+        // A browser gets the web app; anything else the seed's JSON greeting.
+        Now(|c| match web::wants_html(c.req.headers()) {
+            true => Ok(web::index(c.req.headers())),
+            false => handlers::root(c.app),
+        }),
+    ),
+    row(Route::Health, "/health", GET, Auth::Public, ForViewer(handlers::health)),
+    row(Route::Stats, "/stats", GET, Auth::Public, Now(|c| handlers::stats(c.app))),
+    row(Route::Slots, "/slots", GET, Auth::Public, Wait(|c| Box::pin(handlers::slots(c.app, c.req)))),
+    row(Route::BookSlot, "/book-slot", POST, Auth::BearerOrBody, Wait(|c| Box::pin(handlers::book_slot(c.app, c.req)))),
+    row(
+        Route::CancelSlot,
+        "/cancel-slot",
+        POST,
+        Auth::BearerOrBody,
+        Wait(|c| Box::pin(handlers::cancel_slot(c.app, c.req))),
+    ),
+    row(
+        Route::MyBookings,
+        "/my-bookings",
+        GET_POST,
+        Auth::BearerOrBody,
+        Wait(|c| Box::pin(handlers::my_bookings(c.app, c.req))),
+    ),
+    row(
+        Route::SlotsUser,
+        "/slots/user",
+        GET_POST,
+        Auth::BearerOrBody,
+        Wait(|c| Box::pin(handlers::slots_user(c.app, c.req))),
+    ),
+    row(Route::Register, "/auth/register", POST, Auth::Public, Wait(|c| Box::pin(handlers::register(c.app, c.req)))),
+    row(Route::Login, "/auth/login", POST, Auth::Public, Wait(|c| Box::pin(handlers::login(c.app, c.req)))),
+    row(
+        Route::ChangePassword,
+        "/auth/password",
+        POST,
+        Auth::Bearer,
+        WaitAs(|c, who| Box::pin(handlers::change_password(c.app, c.req, who))),
+    ),
+    row(
+        Route::LogoutAll,
+        "/auth/logout-all",
+        POST,
+        Auth::Bearer,
+        WaitAs(|c, who| Box::pin(handlers::logout_all(c.app, who))),
+    ),
+    RouteSpec {
+        body: BodyLimit::Upgrade,
+        ..row(
+            Route::SlotBookingSocket,
+            "/slot-booking",
+            GET,
+            Auth::InSocket,
+            Upgrade(|server, _, req, client| handlers::upgrade_booking_socket(server, req, client)),
+        )
+    },
+    row(Route::Metrics, "/metrics", GET, Auth::Public, Now(|c| handlers::metrics(c.app))),
+    row(
+        Route::OpenApi,
+        "/openapi.json",
+        GET,
+        Auth::Public,
+        Now(|_| Ok(super::json_response(StatusCode::OK, &super::openapi::document()))),
+    ),
+    row(Route::Devices, "/devices", GET, Auth::Public, ForViewer(devices::list)),
+    row(
+        Route::DevicesCompile,
+        "/devices/compile",
+        POST,
+        Auth::Public,
+        Wait(|c| Box::pin(devices::compile(c.app, c.req))),
+    ),
     RouteSpec {
         body: BodyLimit::Firmware,
-        ..row(Route::DevicesUpload, "/devices/upload/{device}", POST, Auth::Bearer)
+        ..row(
+            Route::DevicesUpload,
+            "/devices/upload/{device}",
+            POST,
+            Auth::Bearer,
+            Unread(|server, spec, req, who, peer| Box::pin(devices::upload(server, spec, req, who, peer))),
+        )
     },
-    RouteSpec { body: BodyLimit::Upgrade, ..row(Route::DevicesConsole, "/devices/read/{device}", GET, Auth::InSocket) },
-    row(Route::AdminUsers, "/admin/users", GET, Auth::Admin),
-    row(Route::AdminDisableUser, "/admin/users/disable", POST, Auth::Admin),
-    row(Route::AdminEnableUser, "/admin/users/enable", POST, Auth::Admin),
-    row(Route::AdminMaintenance, "/admin/devices/maintenance/{device}", POST_DELETE, Auth::Admin),
-    row(Route::AdminCheck, "/admin/devices/check/{device}", POST, Auth::Admin),
-    row(Route::AdminChecks, "/admin/devices/checks/{device}", GET, Auth::Admin),
+    RouteSpec {
+        body: BodyLimit::Upgrade,
+        ..row(Route::DevicesConsole, "/devices/read/{device}", GET, Auth::InSocket, Upgrade(devices::upgrade_console))
+    },
+    row(Route::AdminUsers, "/admin/users", GET, Auth::Admin, NowAs(|c, who| admin::users(c.app, who))),
+    row(
+        Route::AdminDisableUser,
+        "/admin/users/disable",
+        POST,
+        Auth::Admin,
+        WaitAs(|c, who| Box::pin(admin::set_disabled(c.app, c.req, who, true))),
+    ),
+    row(
+        Route::AdminEnableUser,
+        "/admin/users/enable",
+        POST,
+        Auth::Admin,
+        WaitAs(|c, who| Box::pin(admin::set_disabled(c.app, c.req, who, false))),
+    ),
+    row(
+        Route::AdminMaintenance,
+        "/admin/devices/maintenance/{device}",
+        POST_DELETE,
+        Auth::Admin,
+        WaitAs(|c, who| Box::pin(admin::maintenance(c.app, c.spec, c.req, who))),
+    ),
+    row(
+        Route::AdminCheck,
+        "/admin/devices/check/{device}",
+        POST,
+        Auth::Admin,
+        WaitAs(|c, who| Box::pin(admin::check(c.app, c.spec, c.req, who))),
+    ),
+    row(
+        Route::AdminChecks,
+        "/admin/devices/checks/{device}",
+        GET,
+        Auth::Admin,
+        NowAs(|c, who| admin::checks(c.app, c.spec, c.req, who)),
+    ),
     // Not in the OpenAPI document: static files, not API (see `Serves::AppFiles`).
-    RouteSpec { serves: Serves::AppFiles, ..row(Route::AppAsset, "/app/{path}", GET, Auth::Public) },
-    row(Route::AdminAudit, "/admin/audit", GET, Auth::Admin),
-    row(Route::Records, "/records", GET, Auth::Bearer),
-    row(Route::Record, "/records/{id}", GET, Auth::Bearer),
-    row(Route::RecordTranscript, "/records/{id}/transcript", GET, Auth::Bearer),
+    RouteSpec {
+        serves: Serves::AppFiles,
+        ..row(Route::AppAsset, "/app/{path}", GET, Auth::Public, Now(|c| web::asset(c.spec, c.req)))
+    },
+    row(Route::AdminAudit, "/admin/audit", GET, Auth::Admin, NowAs(|c, who| records::audit(c.app, c.req, who))),
+    row(Route::Records, "/records", GET, Auth::Bearer, NowAs(|c, who| records::list(c.app, c.req, who))),
+    row(Route::Record, "/records/{id}", GET, Auth::Bearer, NowAs(|c, who| records::get(c.app, c.spec, c.req, who))),
+    row(
+        Route::RecordTranscript,
+        "/records/{id}/transcript",
+        GET,
+        Auth::Bearer,
+        NowAs(|c, who| records::transcript(c.app, c.spec, c.req, who)),
+    ),
 ];
 
 impl Route {
@@ -191,15 +351,8 @@ impl RouteSpec {
     }
 }
 
-type Reply = Result<Response<Full<Bytes>>, ApiError>;
-
 /// Routes and serves one request; also returns the route, for the log line.
-pub(crate) async fn dispatch(
-    server: &Arc<Server>,
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-) -> (Option<Route>, Reply) {
-    let app = &server.app;
+pub(crate) async fn dispatch(server: &Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -> (Option<Route>, Reply) {
     let Some(spec) = Route::resolve(req.uri().path()) else {
         let detail = format!("No route {} {}", req.method(), req.uri().path());
         return (None, Err(ApiError::http(HttpErrorKind::RouteNotFound, detail)));
@@ -214,73 +367,47 @@ pub(crate) async fn dispatch(
             ApiError::http(HttpErrorKind::MethodNotAllowed, detail).with_header(header::ALLOW, spec.allow_header());
         return (Some(route), Err(error));
     }
+    (Some(route), serve(server, spec, req, peer).await)
+}
+
+/// Does what the row's handler shape needs first (the bearer check before a
+/// byte of the body is read, then the body), and calls the row's handler.
+async fn serve(server: &Arc<Server>, spec: &'static RouteSpec, mut req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let app = &server.app;
     let limit = match spec.body {
-        BodyLimit::Upgrade => {
-            let reply = match route {
-                Route::DevicesConsole => devices::upgrade_console(server, spec, &mut req, peer.ip()),
-                _ => handlers::upgrade_booking_socket(server, &mut req, peer.ip()),
-            };
-            return (Some(route), reply);
-        }
-        BodyLimit::Json => app.config().server.max_json_bytes,
+        BodyLimit::Json | BodyLimit::Upgrade => app.config().server.max_json_bytes,
         BodyLimit::Firmware => app.config().server.max_firmware_bytes,
     };
-    // Bearer-only routes know who is calling before a byte of the body is read.
-    let who = match spec.auth {
-        Auth::Bearer | Auth::Admin => match bearer_principal(server, &req, peer, spec.auth).await {
-            Ok(who) => Some(who),
-            Err(error) => return (Some(route), Err(error)),
-        },
-        Auth::Public | Auth::BearerOrBody | Auth::InSocket => None,
-    };
-    if let (Route::DevicesUpload, Some(who)) = (route, &who) {
-        // The caller's right to the board is checked before the body is read.
-        return (Some(route), devices::upload(server, spec, req, who, peer).await);
-    }
-    let req = match Req::read(req, limit, peer).await {
-        Ok(req) => req,
-        Err(e) => return (Some(route), Err(e)),
-    };
-    let reply = match (route, who) {
-        (Route::Root, _) if web::wants_html(req.headers()) => Ok(web::index(req.headers())),
-        (Route::Root, _) => handlers::root(app),
-        (Route::AppAsset, _) => web::asset(spec, &req),
-        (Route::Health, _) => handlers::health(app, is_admin(server, &req).await),
-        (Route::Stats, _) => handlers::stats(app),
-        (Route::Slots, _) => handlers::slots(app, &req).await,
-        (Route::BookSlot, _) => handlers::book_slot(app, &req).await,
-        (Route::CancelSlot, _) => handlers::cancel_slot(app, &req).await,
-        (Route::MyBookings, _) => handlers::my_bookings(app, &req).await,
-        (Route::SlotsUser, _) => handlers::slots_user(app, &req).await,
-        (Route::Register, _) => handlers::register(app, &req).await,
-        (Route::Login, _) => handlers::login(app, &req).await,
-        (Route::ChangePassword, Some(who)) => handlers::change_password(app, &req, &who).await,
-        (Route::LogoutAll, Some(who)) => handlers::logout_all(app, &who).await,
-        (Route::Metrics, _) => handlers::metrics(app),
-        (Route::OpenApi, _) => Ok(super::json_response(StatusCode::OK, &super::openapi::document())),
-        (Route::Devices, _) => devices::list(app, is_admin(server, &req).await),
-        (Route::DevicesCompile, _) => devices::compile(app, &req).await,
-        (Route::AdminUsers, Some(who)) => admin::users(app, &who),
-        (Route::AdminDisableUser, Some(who)) => admin::set_disabled(app, &req, &who, true).await,
-        (Route::AdminEnableUser, Some(who)) => admin::set_disabled(app, &req, &who, false).await,
-        (Route::AdminMaintenance, Some(who)) => admin::maintenance(app, spec, &req, &who).await,
-        (Route::AdminCheck, Some(who)) => admin::check(app, spec, &req, &who).await,
-        (Route::AdminChecks, Some(who)) => admin::checks(app, spec, &req, &who),
-        (Route::AdminAudit, Some(who)) => records::audit(app, &req, &who),
-        (Route::Records, Some(who)) => records::list(app, &req, &who),
-        (Route::Record, Some(who)) => records::get(app, spec, &req, &who),
-        (Route::RecordTranscript, Some(who)) => records::transcript(app, spec, &req, &who),
-        (Route::SlotBookingSocket | Route::DevicesConsole, _)
-        | (Route::DevicesUpload, _)
-        | (Route::AdminUsers, None)
-        | (Route::ChangePassword | Route::LogoutAll, None)
-        | (Route::AdminDisableUser | Route::AdminEnableUser, None)
-        | (Route::AdminMaintenance | Route::AdminCheck | Route::AdminChecks | Route::AdminAudit, None)
-        | (Route::Records | Route::Record | Route::RecordTranscript, None) => {
-            unreachable!("upgrades are answered before the body is read, and bearer routes have a caller")
+    let read = |req| Req::read(req, limit, peer);
+    match spec.handler {
+        Upgrade(handler) => handler(server, spec, &mut req, peer.ip()),
+        Unread(handler) => {
+            let who = bearer_principal(server, &req, peer, spec.auth).await?;
+            handler(server, spec, req, &who, peer).await
         }
-    };
-    (Some(route), reply)
+        Now(handler) => {
+            let req = read(req).await?;
+            handler(&Call { app, spec, req: &req })
+        }
+        ForViewer(handler) => {
+            let req = read(req).await?;
+            handler(app, is_admin(server, &req).await)
+        }
+        Wait(handler) => {
+            let req = read(req).await?;
+            handler(&Call { app, spec, req: &req }).await
+        }
+        NowAs(handler) => {
+            let who = bearer_principal(server, &req, peer, spec.auth).await?;
+            let req = read(req).await?;
+            handler(&Call { app, spec, req: &req }, &who)
+        }
+        WaitAs(handler) => {
+            let who = bearer_principal(server, &req, peer, spec.auth).await?;
+            let req = read(req).await?;
+            handler(&Call { app, spec, req: &req }, &who).await
+        }
+    }
 }
 
 /// Who is calling, by `Authorization: Bearer` alone (routes beyond the
@@ -318,4 +445,31 @@ fn preflight(spec: &RouteSpec) -> Response<Full<Bytes>> {
     headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dispatch` asks for a bearer token by the handler's shape and the
+    /// OpenAPI document by the row's `auth`: the two must say the same.
+    #[test]
+    fn each_rows_handler_shape_agrees_with_its_auth_and_body() {
+        for spec in ROUTES {
+            let takes_caller = matches!(spec.handler, NowAs(_) | WaitAs(_) | Unread(_));
+            let by_bearer = matches!(spec.auth, Auth::Bearer | Auth::Admin);
+            assert_eq!(takes_caller, by_bearer, "{}", spec.pattern);
+            let upgrade = matches!(spec.handler, Upgrade(_));
+            assert_eq!(upgrade, spec.body == BodyLimit::Upgrade, "{}", spec.pattern);
+            assert_eq!(upgrade, spec.auth == Auth::InSocket, "{}", spec.pattern);
+        }
+    }
+
+    #[test]
+    fn every_route_has_one_row() {
+        for spec in ROUTES {
+            assert_eq!(ROUTES.iter().filter(|other| other.route == spec.route).count(), 1, "{:?}", spec.route);
+            assert_eq!(ROUTES.iter().filter(|other| other.pattern == spec.pattern).count(), 1, "{}", spec.pattern);
+        }
+    }
 }

@@ -118,8 +118,11 @@ impl SlowClient {
     }
 }
 
-/// How a firmware upload ended, for `rerod_uploads_total{result}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a firmware upload ended: the `result` label of
+/// `rerod_uploads_total`, and the same word in a session's upload log and on
+/// the wire, so the three can never name an outcome differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UploadResult {
     /// Flashed and verified.
     Ok,
@@ -132,10 +135,11 @@ pub enum UploadResult {
 }
 
 impl UploadResult {
-    const ALL: [UploadResult; 4] =
+    pub const ALL: [UploadResult; 4] =
         [UploadResult::Ok, UploadResult::Failed, UploadResult::Refused, UploadResult::Aborted];
 
-    fn label(self) -> &'static str {
+    /// The label, spelt as serde spells the variant (a test holds them together).
+    pub fn label(self) -> &'static str {
         match self {
             UploadResult::Ok => "ok",
             UploadResult::Failed => "failed",

@@ -199,3 +199,10 @@ fn label_values_are_escaped() {
     family(&mut out, "x", "counter", "back\\slash\nnewline \"quotes\"");
     assert_eq!(out, "# HELP x back\\\\slash\\nnewline \"quotes\"\n# TYPE x counter\n");
 }
+
+#[test]
+fn upload_result_labels_are_the_words_of_the_upload_log() {
+    for result in UploadResult::ALL {
+        assert_eq!(serde_json::to_value(result).unwrap(), result.label(), "{result:?}");
+    }
+}

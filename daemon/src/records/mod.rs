@@ -37,6 +37,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+pub use crate::metrics::UploadResult;
+
 const SESSION_FILE: &str = "session.json";
 const TRANSCRIPT_FILE: &str = "transcript.jsonl";
 const UPLOADS_FILE: &str = "uploads.jsonl";
@@ -169,6 +171,20 @@ pub struct TranscriptLine {
     pub truncated: bool,
 }
 
+/// What an upload was sent as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadMethod {
+    /// A compiled image (Intel HEX or binary), flashed as sent.
+    Firmware,
+    /// Source code, compiled by the daemon before flashing.
+    Sketch,
+}
+
+impl UploadMethod {
+    pub const ALL: [UploadMethod; 2] = [UploadMethod::Firmware, UploadMethod::Sketch];
+}
+
 /// One upload, as its log keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadEntry {
@@ -178,10 +194,8 @@ pub struct UploadEntry {
     /// Hex SHA-256 of the firmware as flashed (after compiling, for a sketch).
     pub sha256: String,
     pub bytes: u64,
-    /// `firmware` or `sketch`.
-    pub method: String,
-    /// `ok`, `failed`, `aborted`, `refused`.
-    pub result: String,
+    pub method: UploadMethod,
+    pub result: UploadResult,
     #[serde(default)]
     pub detail: String,
     pub duration_ms: u64,

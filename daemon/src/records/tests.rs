@@ -95,13 +95,16 @@ fn records_are_private_and_read_back() {
         by: "a@x.org".into(),
         sha256: sha256_hex(b"x"),
         bytes: 1,
-        method: "firmware".into(),
-        result: "ok".into(),
+        method: UploadMethod::Firmware,
+        result: UploadResult::Ok,
         detail: String::new(),
         duration_ms: 5,
     };
     records.log_upload(&id, &entry).unwrap();
     assert_eq!(records.uploads(&id).unwrap(), vec![entry]);
+    // Logs written before these were enums read back the same words.
+    let line = fs::read_to_string(records.path().join(id.to_string()).join(UPLOADS_FILE)).unwrap();
+    assert!(line.contains(r#""method":"firmware","result":"ok""#), "{line}");
     let text = String::from_utf8(records.read_transcript(&id).unwrap()).unwrap();
     assert_eq!(serde_json::from_str::<TranscriptLine>(text.trim_end()).unwrap(), out("hello\n"));
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -1,6 +1,9 @@
 //! What the server sends over its two WebSocket protocols, one enum per
 //! protocol, tagged by the seed's `type` field.
 
+use std::fmt;
+
+use rerod_devices::Phase;
 use serde::{Deserialize, Serialize};
 
 use super::SlotsJson;
@@ -55,13 +58,68 @@ pub enum BookingServerMessage {
 pub struct BookingReply {
     pub success: bool,
     pub message: String,
-    pub slot_id: i64,
+    pub slot_id: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+}
+
+/// The step an upload is at (`upload_progress.phase`): the board's
+/// [`Phase`] while it runs, then `done` or `failed` with the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadPhase {
+    Reset,
+    Sync,
+    Write,
+    Verify,
+    Done,
+    Failed,
+}
+
+impl UploadPhase {
+    pub const ALL: [UploadPhase; 6] = [
+        UploadPhase::Reset,
+        UploadPhase::Sync,
+        UploadPhase::Write,
+        UploadPhase::Verify,
+        UploadPhase::Done,
+        UploadPhase::Failed,
+    ];
+
+    /// Whether the upload is over (the message carries its result).
+    pub fn is_last(self) -> bool {
+        matches!(self, UploadPhase::Done | UploadPhase::Failed)
+    }
+}
+
+impl From<Phase> for UploadPhase {
+    fn from(phase: Phase) -> UploadPhase {
+        match phase {
+            Phase::Reset => UploadPhase::Reset,
+            Phase::Sync => UploadPhase::Sync,
+            Phase::Write => UploadPhase::Write,
+            Phase::Verify => UploadPhase::Verify,
+            Phase::Done => UploadPhase::Done,
+        }
+    }
+}
+
+impl fmt::Display for UploadPhase {
+    /// The wire word, for people reading progress in a terminal.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UploadPhase::Reset => f.write_str("reset"),
+            UploadPhase::Sync => f.write_str("sync"),
+            UploadPhase::Write => f.write_str("write"),
+            UploadPhase::Verify => f.write_str("verify"),
+            UploadPhase::Done => f.write_str("done"),
+            UploadPhase::Failed => f.write_str("failed"),
+        }
+    }
 }
 
 /// What the console says about its board.
@@ -94,8 +152,7 @@ pub enum ConsoleServerMessage {
         output_base64: Option<String>,
     },
     UploadProgress {
-        /// `erase`, `write`, `verify`, ...; `done` or `failed` at the end.
-        phase: String,
+        phase: UploadPhase,
         percent: u8,
         /// The result, with the last message.
         #[serde(default, skip_serializing_if = "Option::is_none")]

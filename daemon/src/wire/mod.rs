@@ -21,8 +21,11 @@ pub use health::{
     AuditJson, BoardHealthResponse, CheckJson, CheckResponse, CheckStepJson, DeviceHealthJson, HealthAlert,
     MaintenanceRequest, MaintenanceResponse,
 };
-pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription};
-pub use records::{AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, UploadLogJson};
+pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription, UploadPhase};
+pub use records::{
+    AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, UploadLogJson, UploadMethod,
+    UploadResult,
+};
 pub use requests::{
     BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, EmailPassword,
     EmailRequest, FromJson, MessageError, MyBookingsRequest, SlotMessage, SlotRequest, UploadCodeRequest,
@@ -35,7 +38,7 @@ use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use crate::app::{App, DaySlots};
-use crate::booking::Slot;
+use crate::booking::{self, Slot};
 use crate::store::Booking;
 
 /// A timestamp as the seed wrote them, in UTC with microseconds: `2026-11-24T10:30:00.123456Z`.
@@ -74,8 +77,37 @@ pub struct SlotJson {
     pub booked_at: Option<String>,
     pub start: String,
     pub end: String,
-    /// `available`, `booked`, `mine`, `past` or `blocked`.
-    pub status: String,
+    pub status: SlotStatus,
+}
+
+/// How a slot looks to the one who asked: [`booking::SlotStatus`] on the
+/// wire. The domain type stays free of serde; this is the one place the two
+/// meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotStatus {
+    Available,
+    Booked,
+    Mine,
+    Past,
+    Blocked,
+}
+
+impl SlotStatus {
+    pub const ALL: [SlotStatus; 5] =
+        [SlotStatus::Available, SlotStatus::Booked, SlotStatus::Mine, SlotStatus::Past, SlotStatus::Blocked];
+}
+
+impl From<booking::SlotStatus> for SlotStatus {
+    fn from(status: booking::SlotStatus) -> SlotStatus {
+        match status {
+            booking::SlotStatus::Available => SlotStatus::Available,
+            booking::SlotStatus::Booked => SlotStatus::Booked,
+            booking::SlotStatus::Mine => SlotStatus::Mine,
+            booking::SlotStatus::Past => SlotStatus::Past,
+            booking::SlotStatus::Blocked => SlotStatus::Blocked,
+        }
+    }
 }
 
 /// The seed's slot listing (`GET /slots`, `slots_update.data`).
@@ -107,7 +139,7 @@ impl SlotsJson {
                 booked_at: e.booking.as_ref().map(|b| utc(b.booked_at)),
                 start: lab_time(e.slot.start, tz),
                 end: lab_time(e.slot.end, tz),
-                status: e.status.as_str().to_owned(),
+                status: e.status.into(),
             })
             .collect();
         SlotsJson {

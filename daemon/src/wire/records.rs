@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::utc;
 use crate::records::{RecordSummary, UploadEntry};
+pub use crate::records::{UploadMethod, UploadResult};
 use crate::store::AuditEntry;
 
 /// One session's record as listed.
@@ -54,10 +55,8 @@ pub struct UploadLogJson {
     pub by: String,
     pub sha256: String,
     pub bytes: u64,
-    /// `firmware` or `sketch`.
-    pub method: String,
-    /// `ok`, `failed`, `aborted` or `refused`.
-    pub result: String,
+    pub method: UploadMethod,
+    pub result: UploadResult,
     pub detail: String,
     pub duration_ms: u64,
 }
@@ -69,8 +68,8 @@ impl UploadLogJson {
             by: entry.by.clone(),
             sha256: entry.sha256.clone(),
             bytes: entry.bytes,
-            method: entry.method.clone(),
-            result: entry.result.clone(),
+            method: entry.method,
+            result: entry.result,
             detail: entry.detail.clone(),
             duration_ms: entry.duration_ms,
         }

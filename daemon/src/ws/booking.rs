@@ -291,7 +291,11 @@ async fn book_or_cancel(app: &App, request: SlotMessage, action: Action) -> Book
         return BookingServerMessage::Error { message, code: None };
     };
     let reply = |success: bool, message: String, code: Option<&str>| {
-        let reply = BookingReply { success, message, slot_id, code: code.map(str::to_owned), date: None, device: None };
+        let code = code.map(str::to_owned);
+        // A reply names a slot that can exist; an id no slot can have (the
+        // app refuses it as `slot_not_found`) gets the same words as an error.
+        let Ok(slot_id) = u16::try_from(slot_id) else { return BookingServerMessage::Error { message, code } };
+        let reply = BookingReply { success, message, slot_id, code, date: None, device: None };
         match action {
             Action::Book => BookingServerMessage::BookingResponse(reply),
             Action::Cancel => BookingServerMessage::CancellationResponse(reply),

@@ -35,7 +35,7 @@ use super::{Close, Conn, PING_INTERVAL};
 use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, OpenSocket, Principal, Role};
 use crate::devices::{Board, ConsoleEvent};
 use crate::wire::{
-    BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DeviceDescription, FromJson, MessageError,
+    BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DeviceDescription, FromJson, MessageError, UploadPhase,
 };
 
 /// How long a client has to send its credentials.
@@ -204,11 +204,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             event = events.recv() => match event {
                 Ok(ConsoleEvent::Progress(p)) => {
-                    let phase = p.phase.as_str().to_owned();
+                    let phase = p.phase.into();
                     conn.send_json(&ConsoleServerMessage::UploadProgress { phase, percent: p.percent, message: None }).await?;
                 }
                 Ok(ConsoleEvent::UploadDone { ok, message }) => {
-                    let phase = if ok { "done" } else { "failed" }.to_owned();
+                    let phase = if ok { UploadPhase::Done } else { UploadPhase::Failed };
                     let progress = ConsoleServerMessage::UploadProgress { phase, percent: 100, message: Some(message) };
                     conn.send_json(&progress).await?;
                 }

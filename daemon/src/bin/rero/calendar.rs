@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use rerod::app::DeviceRef;
 use rerod::wire::{
     BodyCredentials, BookSlotResponse, BookingClientMessage, BookingServerMessage, CancelSlotResponse, DevicesResponse,
-    MyBookingsResponse, SlotJson, SlotRequest, SlotsJson, UserSlotResponse,
+    MyBookingsResponse, SlotJson, SlotRequest, SlotStatus, SlotsJson, UserSlotResponse,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -81,13 +81,12 @@ fn slots_table(listing: &SlotsJson, color: bool) -> String {
         .slots
         .iter()
         .map(|s| {
-            let state = match s.status.as_str() {
-                "available" => Cell::colored("available", Color::Green),
-                "mine" => Cell::colored("mine", Color::Cyan).bold(),
-                "booked" => Cell::colored("booked", Color::Yellow),
-                "past" => Cell::colored("past", Color::DarkGrey),
-                "blocked" => Cell::colored("blocked", Color::Magenta),
-                other => Cell::plain(other),
+            let state = match s.status {
+                SlotStatus::Available => Cell::colored("available", Color::Green),
+                SlotStatus::Mine => Cell::colored("mine", Color::Cyan).bold(),
+                SlotStatus::Booked => Cell::colored("booked", Color::Yellow),
+                SlotStatus::Past => Cell::colored("past", Color::DarkGrey),
+                SlotStatus::Blocked => Cell::colored("blocked", Color::Magenta),
             };
             vec![
                 Cell::plain(s.id.to_string()),

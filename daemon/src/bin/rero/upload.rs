@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
-use rerod::wire::{BodyCredentials, ConsoleServerMessage, UploadCodeRequest, UploadResponse};
+use rerod::wire::{BodyCredentials, ConsoleServerMessage, UploadCodeRequest, UploadPhase, UploadResponse};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,7 +22,7 @@ const PROGRESS_TAIL: Duration = Duration::from_millis(500);
 /// One `upload_progress` message.
 #[derive(Debug)]
 struct Progress {
-    phase: String,
+    phase: UploadPhase,
     percent: u8,
 }
 
@@ -114,7 +114,7 @@ async fn follow_progress(
         while let Some(Ok(message)) = socket.next().await {
             let Message::Text(text) = message else { continue };
             if let Ok(ConsoleServerMessage::UploadProgress { phase, percent, .. }) = serde_json::from_str(&text) {
-                let last = phase == "done" || phase == "failed";
+                let last = phase.is_last();
                 let _ = tx.send(Progress { phase, percent });
                 if last {
                     break;
@@ -138,17 +138,17 @@ async fn show_progress(mut rx: mpsc::UnboundedReceiver<Progress>, json: bool) {
         }
         bar
     });
-    let mut phase = String::new();
+    let mut phase = None;
     while let Some(progress) = rx.recv().await {
         match &bar {
             Some(bar) => {
-                bar.set_message(progress.phase.clone());
+                bar.set_message(progress.phase.to_string());
                 bar.set_position(u64::from(progress.percent));
             }
-            None if progress.phase != phase => eprintln!("upload: {} {}%", progress.phase, progress.percent),
+            None if phase != Some(progress.phase) => eprintln!("upload: {} {}%", progress.phase, progress.percent),
             None => {}
         }
-        phase = progress.phase;
+        phase = Some(progress.phase);
     }
     if let Some(bar) = bar {
         bar.finish();

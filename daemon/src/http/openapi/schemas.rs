@@ -665,7 +665,11 @@ pub(super) fn components() -> Value {
                 "required": ["type", "phase", "percent"],
                 "properties": {
                     "type": ws_type("upload_progress"),
-                    "phase": { "type": "string", "description": "erase, write, verify, ...; done or failed at the end" },
+                    "phase": {
+                        "type": "string",
+                        "enum": ["reset", "sync", "write", "verify", "done", "failed"],
+                        "description": "The step in progress; done or failed at the end",
+                    },
                     "percent": { "type": "integer", "minimum": 0, "maximum": 100 },
                     "message": { "type": "string", "description": "The result, with the last message" },
                 },

@@ -247,8 +247,8 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
         by: s("a@example.com"),
         sha256: s("ab"),
         bytes: 10,
-        method: s("firmware"),
-        result: s("ok"),
+        method: UploadMethod::Firmware,
+        result: UploadResult::Ok,
         detail: s("10 bytes written"),
         duration_ms: 900,
     };

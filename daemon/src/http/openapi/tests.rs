@@ -314,7 +314,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         booked_at: booked.then(utc),
         start: s("2026-11-24T09:00:00+01:00"),
         end: s("2026-11-24T10:00:00+01:00"),
-        status: s(if booked { "booked" } else { "available" }),
+        status: if booked { SlotStatus::Booked } else { SlotStatus::Available },
     };
     let slots = SlotsJson {
         slots: vec![slot(true), slot(false)],
@@ -658,8 +658,11 @@ fn every_schema_matches_the_wire_type_it_documents() {
         output_base64: base64,
     };
     contract.check("SerialOutputMessage", &[to_value(output(Some(s("aGVsbG8=")))), to_value(output(None))]);
-    let progress =
-        |message: Option<String>| ConsoleServerMessage::UploadProgress { phase: s("write"), percent: 50, message };
+    let progress = |message: Option<String>| ConsoleServerMessage::UploadProgress {
+        phase: UploadPhase::Write,
+        percent: 50,
+        message,
+    };
     contract.check("UploadProgressMessage", &[to_value(progress(Some(s("done")))), to_value(progress(None))]);
     contract.check("SessionEndedMessage", &[to_value(ConsoleServerMessage::SessionEnded { message: s("over") })]);
     contract.check(
@@ -750,4 +753,31 @@ fn every_schema_matches_the_wire_type_it_documents() {
     );
     super::sessions::check_examples(&mut contract);
     contract.finish();
+}
+
+/// The document's `enum` lists of closed sets name exactly the Rust enum's
+/// variants, as serde spells them: a variant added in Rust shows up here.
+#[test]
+fn enum_lists_are_the_rust_enums() {
+    use crate::wire::{SlotStatus, UploadMethod, UploadPhase, UploadResult};
+
+    fn words<T: serde::Serialize>(all: &[T]) -> Vec<Value> {
+        all.iter().map(|v| serde_json::to_value(v).unwrap()).collect()
+    }
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let listed = |schema: &str, property: &str| {
+        let mut list = schemas[schema]["properties"][property]["enum"].as_array().cloned().unwrap_or_default();
+        list.sort_by_key(Value::to_string);
+        list
+    };
+    for (schema, property, mut want) in [
+        ("Slot", "status", words(&SlotStatus::ALL)),
+        ("UploadProgressMessage", "phase", words(&UploadPhase::ALL)),
+        ("UploadLogJson", "method", words(&UploadMethod::ALL)),
+        ("UploadLogJson", "result", words(&UploadResult::ALL)),
+    ] {
+        want.sort_by_key(Value::to_string);
+        assert_eq!(listed(schema, property), want, "{schema}.{property}");
+    }
 }
