@@ -241,6 +241,20 @@ async fn rero_prints_completions_and_a_man_page() {
     }
 }
 
+/// Regression: `rero completions bash | head` panicked on the closed pipe.
+#[test]
+fn rero_printing_into_a_closed_pipe_exits_0() {
+    let rero = Rero::new();
+    for args in [&["completions", "bash"][..], &["completions", "zsh"], &["man"], &["--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = rero.command(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {:?} {stderr}", output.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     match within(limit, async || child.try_wait().unwrap()).await {
         Ok(status) => status,

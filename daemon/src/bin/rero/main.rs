@@ -173,14 +173,26 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Upload { file, board } => upload::upload(&api::Client::from_env()?, &file, board.board, json).await,
         Command::Console { board, raw } => console::console(&api::Client::from_env()?, board.board, raw).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "rero", &mut std::io::stdout());
-            Ok(())
+            // Made whole first: clap_complete panics when a write to stdout fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rero", &mut script);
+            print_stdout(&script)
         }
         Command::Man => {
             let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(|e| Error::message(e.to_string()))?;
-            std::io::stdout().write_all(&page).map_err(|e| Error::message(e.to_string()))
+            print_stdout(&page)
         }
+    }
+}
+
+/// Writes `bytes` to stdout. A reader that went away (`rero completions bash
+/// | head -1`) has all it wanted: that is no error.
+fn print_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(|e| Error::message(e.to_string())),
     }
 }
 
