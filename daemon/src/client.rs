@@ -175,12 +175,14 @@ impl<K: Clone + Eq + Hash> Shares<K> {
     }
 
     /// How many shares `key` holds.
-    pub fn held(&self, key: &K) -> usize {
+    #[cfg(test)]
+    fn held(&self, key: &K) -> usize {
         self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied().unwrap_or(0)
     }
 
     /// Keys holding at least one share (the map never keeps an idle key).
-    pub fn n_keys(&self) -> usize {
+    #[cfg(test)]
+    fn n_keys(&self) -> usize {
         self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 }

@@ -392,10 +392,8 @@ impl Records {
 
 /// A fresh random tag for a new record.
 fn random_tag() -> io::Result<u128> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(u128::from_le_bytes(bytes))
+    let random = crate::auth::random_secret()?;
+    Ok(u128::from_le_bytes(random[..16].try_into().expect("a generated secret has 32 bytes")))
 }
 
 /// Whether the last line of the transcript at `path` is the marker of a cut.
