@@ -196,25 +196,14 @@ pub trait BootloaderSession<'a> {
                 return Err(err);
             }
             self.io().note(format!("{what}: attempt {attempt} of {STEP_ATTEMPTS} failed ({err}); re-syncing"));
-            // A starved board may still be sending the late reply while the
-            // first re-sync runs, and garble it: a failed re-sync uses up an
-            // attempt and is tried again, while attempts and time remain.
-            loop {
-                self.io().ctx.check_cancelled()?;
-                let dropped = self.io().drain_stale()?;
-                if dropped > 0 {
-                    self.io().note(format!("dropped {dropped} stale byte(s) before re-syncing"));
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if self.resync(left.min(RESYNC_WINDOW))? {
-                    break;
-                }
-                attempt += 1;
-                if attempt >= STEP_ATTEMPTS || deadline <= Instant::now() {
-                    self.io().note(format!("{what}: the bootloader did not answer the re-sync; giving up"));
-                    return Err(err);
-                }
-                self.io().note(format!("{what}: the bootloader did not answer the re-sync; trying again"));
+            self.io().ctx.check_cancelled()?;
+            let dropped = self.io().drain_stale()?;
+            if dropped > 0 {
+                self.io().note(format!("dropped {dropped} stale byte(s) before re-syncing"));
+            }
+            if !self.resync(left.min(RESYNC_WINDOW))? {
+                self.io().note(format!("{what}: the bootloader did not answer the re-sync; giving up"));
+                return Err(err);
             }
             self.io().note(format!("back in sync with the bootloader; retrying {what}"));
             attempt += 1;
