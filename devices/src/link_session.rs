@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootloader::Settings;
 use crate::error::{ResetError, UploadError};
-use crate::link::{READ_SLICE, ReadError, SerialLink, TtyLink, classify_io, drain, read_exact};
+use crate::link::{READ_SLICE, ReadError, SerialLink, TtyLink, classify_io, read_exact};
 use crate::upload::{Phase, UploadContext, UploadFuture, UploadJob, UploadReport, spawn_blocking_upload};
 
 /// How long to wait for an answer to one sync or sign-on request before
@@ -23,23 +23,6 @@ use crate::upload::{Phase, UploadContext, UploadFuture, UploadJob, UploadReport,
 pub const SYNC_RETRY: Duration = Duration::from_millis(50);
 /// Fixed slack on top of the wire time of a reply (latency, flash write time).
 const REPLY_SLACK: Duration = Duration::from_millis(500);
-/// How many times one step (a page write, a parameter read) is tried before
-/// the upload fails. A busy host can miss one reply deadline or read a
-/// stale byte; three tries ride that out, as avrdude does, while a board
-/// that really stopped answering still fails within seconds.
-pub const STEP_ATTEMPTS: u32 = 3;
-/// No retry of a step starts later than this after the step first began, so
-/// a failing board ends the upload in bounded time whatever its timeouts.
-pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
-/// How long one re-sync may try before the step is given up.
-const RESYNC_WINDOW: Duration = Duration::from_secs(1);
-/// Stale input is dropped until the line is quiet this long (or for at most
-/// `DRAIN_MAX`): a late reply must be gone before the re-sync, or STK500v1,
-/// which has no sequence numbers, would take it for the answer to the next
-/// request. The quiet time lets a reply that is a little later than its
-/// deadline (a host stalled for 600 ms) still land in the drain.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
-const DRAIN_MAX: Duration = Duration::from_millis(500);
 
 /// One upload in progress over a link: sends, receives, and keeps the log.
 pub struct LinkSession<'a> {
@@ -110,14 +93,6 @@ impl<'a> LinkSession<'a> {
         }
     }
 
-    /// Drops whatever the board sent that nobody read yet (a reply that came
-    /// after its deadline, the rest of one that was out of sync); returns
-    /// how many bytes were dropped.
-    pub fn drain_stale(&mut self) -> Result<usize, UploadError> {
-        self.link.discard_input().map_err(|e| classify_io(self.port, "flushing", e))?;
-        drain(self.link, DRAIN_QUIET, DRAIN_MAX).map_err(|e| classify_io(self.port, "reading", e))
-    }
-
     /// Reads whatever arrives before `until`, waiting at most [`READ_SLICE`]
     /// so the caller's loop checks the clock (and cancellation) often.
     pub fn read_some(&mut self, buf: &mut [u8], until: Instant) -> Result<usize, UploadError> {
@@ -155,60 +130,6 @@ impl<'a> LinkSession<'a> {
 pub trait BootloaderSession<'a> {
     /// The shared half of the session.
     fn io(&mut self) -> &mut LinkSession<'a>;
-
-    /// Gets back in step with a bootloader that is still in programming
-    /// mode, after stale input was drained: the protocol's sync handshake
-    /// (GET_SYNC, SIGN_ON), tried for at most `window`. `false` when the
-    /// bootloader did not answer.
-    fn resync(&mut self, window: Duration) -> Result<bool, UploadError>;
-
-    /// Runs `step`, named `what` in the log; a missed reply or a lost sync
-    /// drains stale input, re-syncs and runs it again, up to
-    /// [`STEP_ATTEMPTS`] times and never starting after [`STEP_DEADLINE`].
-    /// Every step a plugin retries this way must be safe to repeat: each
-    /// sets its own address and rewrites or rereads the same bytes.
-    fn retrying<T>(
-        &mut self,
-        what: &str,
-        mut step: impl FnMut(&mut Self) -> Result<T, UploadError>,
-    ) -> Result<T, UploadError>
-    where
-        Self: Sized,
-    {
-        let deadline = Instant::now() + STEP_DEADLINE;
-        let mut attempt = 1;
-        loop {
-            let err = match step(self) {
-                Ok(value) => {
-                    if attempt > 1 {
-                        self.io().note(format!("{what}: succeeded on attempt {attempt}"));
-                    }
-                    return Ok(value);
-                }
-                // Only these mean the conversation slipped; anything else
-                // (a cancel, a vanished port, a verify mismatch) would fail again.
-                Err(e @ (UploadError::Timeout { .. } | UploadError::Protocol { .. })) => e,
-                Err(e) => return Err(e),
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if attempt >= STEP_ATTEMPTS || left.is_zero() {
-                self.io().note(format!("{what}: giving up after {attempt} attempt(s): {err}"));
-                return Err(err);
-            }
-            self.io().note(format!("{what}: attempt {attempt} of {STEP_ATTEMPTS} failed ({err}); re-syncing"));
-            self.io().ctx.check_cancelled()?;
-            let dropped = self.io().drain_stale()?;
-            if dropped > 0 {
-                self.io().note(format!("dropped {dropped} stale byte(s) before re-syncing"));
-            }
-            if !self.resync(left.min(RESYNC_WINDOW))? {
-                self.io().note(format!("{what}: the bootloader did not answer the re-sync; giving up"));
-                return Err(err);
-            }
-            self.io().note(format!("back in sync with the bootloader; retrying {what}"));
-            attempt += 1;
-        }
-    }
 
     /// Resets the board into its bootloader and reaches it with `connect`,
     /// up to `settings.reset_attempts` times. `connect` tries for the sync
@@ -259,7 +180,7 @@ pub trait BootloaderSession<'a> {
         Self: Sized,
     {
         let started = Instant::now();
-        self.each_page(pages, Phase::Write, "writing", write_page)?;
+        self.each_page(pages, Phase::Write, write_page)?;
         let bytes: usize = pages.iter().map(|(_, d)| d.len()).sum();
         self.io().note(format!("wrote {} pages ({bytes} bytes) in {} ms", pages.len(), started.elapsed().as_millis()));
         Ok(())
@@ -277,7 +198,7 @@ pub trait BootloaderSession<'a> {
         Self: Sized,
     {
         let started = Instant::now();
-        self.each_page(pages, Phase::Verify, "reading back", |session, address, data| {
+        self.each_page(pages, Phase::Verify, |session, address, data| {
             let read = read_page(session, address, data.len())?;
             match data.iter().zip(&read).position(|(a, b)| a != b) {
                 Some(at) => {
@@ -291,14 +212,11 @@ pub trait BootloaderSession<'a> {
     }
 
     /// Runs `step` on every page in order, checking for cancellation before
-    /// each (a page is never left half sent), retrying a page that slipped
-    /// (see [`retrying`](Self::retrying); `doing` names it in the log), and
-    /// reporting `phase` progress after each.
+    /// each (a page is never left half sent) and reporting `phase` progress after each.
     fn each_page(
         &mut self,
         pages: &[(u32, Vec<u8>)],
         phase: Phase,
-        doing: &str,
         mut step: impl FnMut(&mut Self, u32, &[u8]) -> Result<(), UploadError>,
     ) -> Result<(), UploadError>
     where
@@ -306,7 +224,7 @@ pub trait BootloaderSession<'a> {
     {
         for (i, (address, data)) in pages.iter().enumerate() {
             self.io().ctx.check_cancelled()?;
-            self.retrying(&format!("{doing} the page at {address:#06x}"), |session| step(session, *address, data))?;
+            step(self, *address, data)?;
             self.io().ctx.progress(phase, ((i + 1) * 100 / pages.len()) as u8);
         }
         Ok(())
