@@ -144,7 +144,14 @@ pub fn read_exact(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(ReadError::Timeout { got });
+            // The deadline may have passed while this thread was not running
+            // (a busy host) with the reply already waiting in the kernel: what
+            // has arrived is taken before the board is called silent.
+            got += link.read_timeout(&mut buf[got..], Duration::ZERO).map_err(ReadError::Io)?;
+            if got < buf.len() {
+                return Err(ReadError::Timeout { got });
+            }
+            break;
         }
         let slice = (deadline - now).min(READ_SLICE);
         got += link.read_timeout(&mut buf[got..], slice).map_err(ReadError::Io)?;
@@ -165,4 +172,56 @@ pub fn drain(link: &mut dyn SerialLink, quiet: Duration, max: Duration) -> io::R
         dropped += n;
     }
     Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply that is already in the kernel's buffer, read by a thread that
+    /// was not scheduled until after the deadline: every blocking read comes
+    /// back empty, only a read made at or after the deadline sees the bytes.
+    struct LateThread {
+        reply: Vec<u8>,
+        deadline: Instant,
+    }
+
+    impl SerialLink for LateThread {
+        fn read_timeout(&mut self, buf: &mut [u8], _: Duration) -> io::Result<usize> {
+            if Instant::now() < self.deadline {
+                return Ok(0);
+            }
+            let n = buf.len().min(self.reply.len());
+            buf[..n].copy_from_slice(&self.reply[..n]);
+            self.reply.drain(..n);
+            Ok(n)
+        }
+        fn write_all(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn discard_input(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_dtr_rts(&mut self, _: bool) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reply_waiting_when_the_deadline_passes_is_read_not_a_timeout() {
+        let deadline = Instant::now();
+        let mut link = LateThread { reply: vec![0x14, 0x10], deadline };
+        let mut buf = [0u8; 2];
+        read_exact(&mut link, &mut buf, deadline, &CancelToken::new()).expect("the reply was there");
+        assert_eq!(buf, [0x14, 0x10]);
+    }
+
+    #[test]
+    fn a_reply_still_short_at_the_deadline_is_a_timeout_that_counts_what_came() {
+        let deadline = Instant::now();
+        let mut link = LateThread { reply: vec![0x14], deadline };
+        let mut buf = [0u8; 2];
+        let err = read_exact(&mut link, &mut buf, deadline, &CancelToken::new()).expect_err("one byte short");
+        assert!(matches!(err, ReadError::Timeout { got: 1 }), "{err:?}");
+    }
 }

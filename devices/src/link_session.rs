@@ -21,8 +21,12 @@ use crate::upload::{Phase, UploadContext, UploadFuture, UploadJob, UploadReport,
 /// How long to wait for an answer to one sync or sign-on request before
 /// sending another.
 pub const SYNC_RETRY: Duration = Duration::from_millis(50);
-/// Fixed slack on top of the wire time of a reply (latency, flash write time).
-const REPLY_SLACK: Duration = Duration::from_millis(500);
+/// Fixed slack on top of the wire time of a reply (latency, flash write time,
+/// and a busy host: a lab host compiling sketches may not run the upload
+/// thread, or a USB adapter's driver, for a good fraction of a second).
+/// avrdude waits 5 s; a board that really stopped answering is reported
+/// within this.
+const REPLY_SLACK: Duration = Duration::from_secs(2);
 
 /// One upload in progress over a link: sends, receives, and keeps the log.
 pub struct LinkSession<'a> {
