@@ -79,15 +79,24 @@ async function terminalShows(page, needle, timeout) {
 }
 
 async function flash(page, file, what) {
-  await page.setInputFiles('#firmware', file);
-  // The bar moves while the board is written, fed by upload_progress.
-  await page.waitForFunction(() => {
+  // The bar moves while the board is written, fed by upload_progress. A short
+  // upload on a busy host may be over before a poll of the page sees the bar
+  // half-way, so the page itself records every value the bar shows.
+  await page.evaluate(() => {
     const bar = document.getElementById('progress');
-    return bar.value > 0 && bar.value < 100 && bar.getBoundingClientRect().width > 0;
-  }, null, { timeout: limit(20000) });
-  await shot(page, `a-${what}-progress`);
+    window.progressSeen = [];
+    window.progressWatch?.disconnect();
+    window.progressWatch = new MutationObserver(() => {
+      if (bar.getBoundingClientRect().width > 0) window.progressSeen.push(bar.value);
+    });
+    window.progressWatch.observe(bar, { attributes: true, attributeFilter: ['value'] });
+  });
+  await page.setInputFiles('#firmware', file);
   await page.waitForFunction(() => /bytes in/.test(document.getElementById('upload-status').textContent), null,
     { timeout: limit(60000) });
+  await shot(page, `a-${what}-done`);
+  const seen = await page.evaluate(() => window.progressSeen);
+  check(seen.some((v) => v > 0 && v < 100), `the progress bar never showed the upload under way: ${JSON.stringify(seen)}`);
 }
 
 /** A sketch for avr-gcc alone (the rig has no Arduino core): it greets on the UART at 115200. */
