@@ -29,7 +29,8 @@ impl Daemon {
         Daemon::start_with(bcrypt_cost, config)
     }
 
-    /// Starts rerod with this bcrypt cost and config file text.
+    /// Starts rerod with this bcrypt cost and config file text. `BENCH_REROD`
+    /// names another rerod binary to run (an older build, to compare).
     pub fn start_with(bcrypt_cost: u32, config_text: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
@@ -40,7 +41,8 @@ impl Daemon {
         std::fs::create_dir(&state_dir).unwrap();
         let config = config_dir.join("rerod.toml");
         std::fs::write(&config, config_text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        let binary = std::env::var_os("BENCH_REROD").unwrap_or_else(|| env!("CARGO_BIN_EXE_rerod").into());
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .current_dir(&state_dir)

@@ -2,7 +2,10 @@
 //! bookings, the time from sending the booking to the LAST client receiving
 //! its `slots_update`, and the daemon's memory per connected client.
 //!
-//!     cargo bench -p rerod --bench fanout -- [--clients N] [--rounds R] [--reader-threads T] [--floor]
+//!     cargo bench -p rerod --bench fanout -- [--clients N] [--rounds R] [--reader-threads T] [--floor] [--leave SECS]
+//!
+//! `--leave SECS`: after the rounds, every client disconnects; the daemon's
+//! RSS is sampled for SECS seconds after, to see the memory come back.
 //!
 //! `--floor` measures the machine instead of rerod: the same clients and
 //! readers, fed the same frame by a bare loop (one thread per core, as many
@@ -354,7 +357,7 @@ fn read_loop(
     unsafe { libc::close(epoll) };
 }
 
-async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
+async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs: u64) {
     let daemon = Daemon::start(4);
     let addr = daemon.addr;
     let creds = json!({"email": "fan@example.com", "password": "plum-orbit-cactus-41"});
@@ -443,6 +446,20 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize) {
         ms(client_cpu_per_round),
         "",
     );
+    if leave_secs > 0 {
+        // The readers owned the client sockets: they are closed now.
+        let left = Instant::now();
+        let mut samples = Vec::new();
+        for at in [1, 5, 10, 30, 60, 120, 300].into_iter().filter(|&s| s <= leave_secs) {
+            tokio::time::sleep(Duration::from_secs(at).saturating_sub(left.elapsed())).await;
+            samples.push(format!("{at} s: {} KiB", daemon.rss_kib()));
+        }
+        println!(
+            "{:10}after all {n_clients} clients left: RSS {} (idle was {rss_idle} KiB)",
+            "",
+            samples.join(", ")
+        );
+    }
 }
 
 /// A `slots_update` exactly as rerod broadcasts it: the greeting of a fresh
@@ -535,6 +552,7 @@ fn main() {
     let mut rounds = 50;
     let mut reader_threads = 2;
     let mut floor = false;
+    let mut leave_secs = 0;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -542,6 +560,7 @@ fn main() {
             "--rounds" => rounds = it.next().and_then(|s| s.parse().ok()).expect("--rounds R"),
             "--reader-threads" => reader_threads = it.next().and_then(|s| s.parse().ok()).expect("--reader-threads T"),
             "--floor" => floor = true,
+            "--leave" => leave_secs = it.next().and_then(|s| s.parse().ok()).expect("--leave SECS"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -553,7 +572,7 @@ fn main() {
             assert!(needed <= fd_limit, "--floor with {n} clients needs {needed} open files; the limit is {fd_limit}");
             runtime.block_on(run_floor(n, rounds, reader_threads));
         } else {
-            runtime.block_on(run(n, rounds, reader_threads));
+            runtime.block_on(run(n, rounds, reader_threads, leave_secs));
         }
     }
 }

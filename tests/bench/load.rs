@@ -3,6 +3,14 @@
 //! process over keep-alive HTTP/1.1 connections.
 //!
 //!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
+//!     cargo bench -p rerod --bench load -- slots --ceiling [--runs N] [--secs N]
+//!
+//! `--ceiling` measures the limit beside rerod in the same run: a bare hyper
+//! server in this process (its own runtime, one worker per core, as rerod
+//! has) answers every request with the very bytes rerod's `GET /slots` gave,
+//! with the same `content-type`. The two sides take turns, `--runs` times
+//! each (default 2), against the same connections count, and each pair's
+//! ratio is printed.
 //!
 //! Results and the machine they were taken on are in tests/bench/RESULTS.md.
 
@@ -73,12 +81,15 @@ struct Report {
 }
 
 impl Report {
+    /// The `p` quantile of the latencies, in ms; they must be sorted.
+    fn percentile(&self, p: f64) -> f64 {
+        let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        f64::from(self.latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
+    }
+
     fn print(mut self) {
         self.latencies_us.sort_unstable();
-        let pct = |p: f64| {
-            let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).saturating_sub(1);
-            f64::from(self.latencies_us.get(i).copied().unwrap_or(0)) / 1000.0
-        };
+        let pct = |p: f64| self.percentile(p);
         println!(
             "{:<28} {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  ({} ops, {} errors, {:.1} s)",
             self.name,
@@ -137,17 +148,97 @@ where
     report
 }
 
-async fn bench_slots(secs: u64, n_conns: usize) {
+/// A daemon with a few booked slots, so the listing has both kinds.
+async fn slots_daemon() -> Daemon {
     let daemon = Daemon::start(4);
     let token = user(daemon.addr, "seed@example.com").await;
-    // A few booked slots so the listing has both kinds.
     let mut s = connect(daemon.addr).await;
     for slot in [20, 21, 23] {
         send(&mut s, post("/book-slot", Some(&token), &json!({"slot_id": slot}))).await;
     }
+    daemon
+}
+
+async fn bench_slots(secs: u64, n_conns: usize) {
+    let daemon = slots_daemon().await;
     drive(&format!("GET /slots ({n_conns} conns)"), daemon.addr, n_conns, secs, 200, |_, _| get("/slots"))
         .await
         .print();
+}
+
+/// A bare hyper HTTP/1.1 server answering every request with `body` as
+/// `application/json`: the ceiling for serving cached bytes on this
+/// machine. Runs on its own runtime with one worker per core, in threads
+/// of its own, so it shares nothing with the load generator but the CPUs.
+fn start_bare_hyper(body: Bytes) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bare-hyper").build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let mut response = hyper::Response::new(Full::new(body.clone()));
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// `GET /slots` beside the bare-hyper ceiling serving the same bytes,
+/// alternating, `runs` times each; prints each pair's ratio.
+async fn bench_slots_ceiling(secs: u64, n_conns: usize, runs: usize) {
+    let daemon = slots_daemon().await;
+    let (status, body) = send(&mut connect(daemon.addr).await, get("/slots")).await;
+    assert_eq!(status, 200);
+    println!("GET /slots body: {} bytes; the ceiling serves the same bytes", body.len());
+    let bare = start_bare_hyper(body);
+    let rate = |r: &Report| r.ops as f64 / r.elapsed.as_secs_f64();
+    for run in 1..=runs {
+        // Alternate which side goes first, so neither always gets the warmer or quieter turn.
+        let (first_is_rerod, mut rerod, mut ceiling) = (run % 2 == 1, None, None);
+        for turn in 0..2 {
+            let on_rerod = (turn == 0) == first_is_rerod;
+            let (name, addr) = match on_rerod {
+                true => (format!("run {run}: rerod GET /slots"), daemon.addr),
+                false => (format!("run {run}: bare hyper, same bytes"), bare),
+            };
+            let mut report = drive(&name, addr, n_conns, secs, 200, |_, _| get("/slots")).await;
+            report.latencies_us.sort_unstable();
+            match on_rerod {
+                true => rerod = Some(report),
+                false => ceiling = Some(report),
+            }
+        }
+        let (rerod, ceiling) = (rerod.unwrap(), ceiling.unwrap());
+        let ratio = rate(&rerod) / rate(&ceiling);
+        let p99 = |r: &Report| r.percentile(0.99);
+        println!(
+            "run {run}: rerod / ceiling = {:.1}% of throughput; p99 {:.2} ms against {:.2} ms",
+            ratio * 100.0,
+            p99(&rerod),
+            p99(&ceiling)
+        );
+        rerod.print();
+        ceiling.print();
+    }
 }
 
 async fn bench_book_cancel(secs: u64, n_conns: usize) {
@@ -208,16 +299,25 @@ fn main() {
     let mut scenario = "all".to_owned();
     let mut secs = 10;
     let mut n_conns = 64;
+    let mut ceiling = false;
+    let mut runs = 2;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--secs" => secs = it.next().and_then(|s| s.parse().ok()).expect("--secs N"),
             "--conns" => n_conns = it.next().and_then(|s| s.parse().ok()).expect("--conns N"),
+            "--runs" => runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
+            "--ceiling" => ceiling = true,
             other => scenario = other.to_owned(),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
+        if ceiling {
+            assert_eq!(scenario, "slots", "--ceiling goes with the slots scenario");
+            bench_slots_ceiling(secs, n_conns, runs).await;
+            return;
+        }
         if matches!(scenario.as_str(), "all" | "slots") {
             bench_slots(secs, n_conns).await;
         }

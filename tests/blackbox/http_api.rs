@@ -385,6 +385,27 @@ async fn one_access_log_line_per_request() {
     assert_eq!(lines[1]["status"], 404);
 }
 
+/// Access lines are written in batches by the log's own thread; a clean stop
+/// (SIGTERM) writes out what is buffered, so the last request before it is in
+/// the log, ahead of the daemon's last line.
+#[tokio::test]
+async fn the_last_request_before_a_clean_stop_is_in_the_access_log() {
+    let mut daemon = Daemon::start();
+    let c: Client = daemon.client();
+    for _ in 0..20 {
+        c.get("/slots").await.expect(200);
+    }
+    c.get("/the-last-request").await.expect(404);
+    assert!(daemon.terminate().await.success());
+    let log = daemon.log_until(|log| log.contains("\"message\":\"stopped\"")).await;
+    let events: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let access: Vec<_> = events.iter().filter(|e| e["target"] == "rerod::access").collect();
+    assert_eq!(access.len(), 21, "one line per request: {log}");
+    assert_eq!((access[20]["route"].as_str(), access[20]["status"].as_u64()), (Some("(unknown)"), Some(404)));
+    let last = events.last().unwrap();
+    assert_eq!(last["message"], "stopped", "the access lines come before the daemon's last line");
+}
+
 /// A lab admin lists the accounts and disables one: it can no longer log in
 /// or use its tokens, and its bookings that have not ended are freed for
 /// everyone to see. Enabling it again means logging in afresh.

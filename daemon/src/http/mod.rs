@@ -229,10 +229,19 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -
     let mut response = result.unwrap_or_else(ApiError::into_response);
     add_cors_headers(&server.app, origin.as_ref(), response.headers_mut());
     let status = response.status().as_u16();
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let route = route.map_or("(unknown)", Route::pattern);
-    server.app.metrics.record_request(route, method.as_str(), status, started.elapsed());
-    tracing::info!(target: "rerod::access", %method, route, status, latency_us, %peer, "request");
+    server.app.metrics.record_request(route, method.as_str(), status, elapsed);
+    // Recorded here, formatted and written by the log's own thread.
+    crate::logging::access(|| crate::logging::AccessLine {
+        at: std::time::SystemTime::now(),
+        method,
+        route,
+        status,
+        latency_us,
+        peer,
+    });
     response
 }
 
