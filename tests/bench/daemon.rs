@@ -21,11 +21,15 @@ impl Drop for Daemon {
 
 impl Daemon {
     /// Starts rerod with this bcrypt cost; `BENCH_LOG_LEVEL` (default `info`) sets its log level.
-    /// Every benchmark client registers from 127.0.0.1, so the hourly
-    /// registration limit per address is lifted.
+    /// Every benchmark client connects, registers and logs in from
+    /// 127.0.0.1, so the limits per address are lifted, and the connection
+    /// caps are raised above the largest client count (10,000 sockets).
     #[allow(dead_code)]
     pub fn start(bcrypt_cost: u32) -> Daemon {
-        let config = "[lab]\ntimezone = \"UTC\"\n[auth]\nmax_registrations_per_address_per_hour = 1000000\n";
+        let config = "[lab]\ntimezone = \"UTC\"\n\
+                      [auth]\nmax_registrations_per_address_per_hour = 1000000\nmax_logins_per_address = 1000000\n\
+                      [server]\nmax_connections = 30000\nmax_websocket_connections = 30000\n\
+                      max_connections_per_address = 30000\nmax_websockets_per_address = 30000\n";
         Daemon::start_with(bcrypt_cost, config)
     }
 

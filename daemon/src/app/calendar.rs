@@ -53,13 +53,18 @@ impl App {
         devices_of(&self.config())
     }
 
-    /// Resolves a device reference; `None` means the first device.
+    /// Resolves a device reference; `None` means the first device. Only the
+    /// device found is copied out of the config (this runs on every `GET /slots`).
     pub fn device(&self, reference: Option<&DeviceRef>) -> Result<DeviceInfo, AppError> {
-        let devices = self.devices();
-        let found = match reference {
-            None => devices.into_iter().next(),
-            Some(DeviceRef::Number(n)) => usize::try_from(*n).ok().and_then(|n| devices.into_iter().nth(n)),
-            Some(DeviceRef::Id(id)) => devices.into_iter().find(|d| &d.id == id),
+        let config = self.config();
+        let wanted = |number: usize, id: &str| match reference {
+            None => number == 0,
+            Some(DeviceRef::Number(n)) => usize::try_from(*n).is_ok_and(|n| n == number),
+            Some(DeviceRef::Id(want)) => want == id,
+        };
+        let found = match config.devices.is_empty() {
+            true => wanted(0, DEFAULT_DEVICE_ID).then(default_device),
+            false => config.devices.iter().enumerate().find(|(n, d)| wanted(*n, &d.id)).map(|(n, d)| device_info(n, d)),
         };
         found.ok_or_else(|| {
             AppError::UnknownDevice(match reference {
@@ -242,30 +247,35 @@ impl App {
 /// The devices a config declares, or the one default calendar.
 fn devices_of(config: &Config) -> Vec<DeviceInfo> {
     if config.devices.is_empty() {
-        return vec![DeviceInfo {
-            number: 0,
-            id: DEFAULT_DEVICE_ID.to_owned(),
-            name: "Default calendar".to_owned(),
-            model: String::new(),
-            plugin: String::new(),
-            port: None,
-            baud: 0,
-        }];
+        return vec![default_device()];
     }
-    config
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(number, d)| DeviceInfo {
-            number,
-            id: d.id.clone(),
-            name: d.name.clone(),
-            model: d.model.clone(),
-            plugin: d.plugin.clone(),
-            port: d.port.as_ref().map(|p| p.display().to_string()),
-            baud: d.baud,
-        })
-        .collect()
+    config.devices.iter().enumerate().map(|(number, d)| device_info(number, d)).collect()
+}
+
+/// The calendar of a lab that declares no devices.
+fn default_device() -> DeviceInfo {
+    DeviceInfo {
+        number: 0,
+        id: DEFAULT_DEVICE_ID.to_owned(),
+        name: "Default calendar".to_owned(),
+        model: String::new(),
+        plugin: String::new(),
+        port: None,
+        baud: 0,
+    }
+}
+
+/// The config's `number`th device.
+fn device_info(number: usize, d: &crate::config::DeviceConfig) -> DeviceInfo {
+    DeviceInfo {
+        number,
+        id: d.id.clone(),
+        name: d.name.clone(),
+        model: d.model.clone(),
+        plugin: d.plugin.clone(),
+        port: d.port.as_ref().map(|p| p.display().to_string()),
+        baud: d.baud,
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
 
@@ -38,6 +38,10 @@ impl Req {
     pub async fn read_parts(parts: Parts, body: Incoming, limit: usize, peer: SocketAddr) -> Result<Req, ApiError> {
         if Req::declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
+        }
+        // Most requests (every GET) have no body: no timer, no buffer.
+        if body.is_end_stream() {
+            return Ok(Req { parts, body: Bytes::new(), peer });
         }
         let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
             .await
