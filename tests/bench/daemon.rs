@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
+    /// From starting the process to its port accepting a connection.
+    #[allow(dead_code)]
+    pub ready_after: Duration,
     _dir: tempfile::TempDir,
 }
 
@@ -46,6 +49,7 @@ impl Daemon {
         let config = config_dir.join("rerod.toml");
         std::fs::write(&config, config_text).unwrap();
         let binary = std::env::var_os("BENCH_REROD").unwrap_or_else(|| env!("CARGO_BIN_EXE_rerod").into());
+        let started = Instant::now();
         let child = Command::new(binary)
             .arg("--config")
             .arg(&config)
@@ -63,9 +67,9 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "rerod did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(1));
         }
-        Daemon { child, addr, _dir: dir }
+        Daemon { child, addr, ready_after: started.elapsed(), _dir: dir }
     }
 
     /// CPU time (user + system) the daemon has used so far.

@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
 //!     cargo bench -p rerod --bench load -- slots --ceiling [--runs N] [--secs N]
+//!     cargo bench -p rerod --bench load -- idle [--runs N]
 //!
 //! `--ceiling` measures the limit beside rerod in the same run: a bare hyper
 //! server in this process (its own runtime, one worker per core, as rerod
@@ -299,6 +300,21 @@ async fn bench_slots_during_logins(secs: u64, n_conns: usize) {
     login_report.print();
 }
 
+/// Start to ready (the port accepts) and resident memory of a fresh daemon
+/// left idle for a second, `runs` times.
+fn bench_idle(runs: usize) {
+    for run in 1..=runs {
+        let daemon = Daemon::start(12);
+        let ready = daemon.ready_after;
+        std::thread::sleep(Duration::from_secs(1));
+        println!(
+            "idle run {run}: start to ready {:.1} ms, RSS after 1 s idle {} KiB",
+            ready.as_secs_f64() * 1e3,
+            daemon.rss_kib()
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut scenario = "all".to_owned();
@@ -315,6 +331,9 @@ fn main() {
             "--ceiling" => ceiling = true,
             other => scenario = other.to_owned(),
         }
+    }
+    if scenario == "idle" {
+        return bench_idle(runs);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
