@@ -107,6 +107,17 @@ pub enum AppError {
     /// The account holds `server.max_websockets_per_account` already.
     #[error("Too many WebSockets: {0}")]
     TooManySockets(String),
+    #[error("Device {0} has no camera")]
+    NoCamera(String),
+    /// The camera's visibility does not admit the caller now.
+    #[error("{0}")]
+    CameraNotVisible(String),
+    #[error("The camera of device {device} is offline: {reason}; rerod keeps trying")]
+    CameraOffline { device: String, reason: String },
+    #[error(
+        "This camera ticket is unknown, used or expired: ask for a new one (POST /devices/camera/{{device}}/ticket)"
+    )]
+    InvalidTicket,
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -157,6 +168,11 @@ pub enum ErrorKind {
     NoHealthCheck,
     /// An admin watching someone else's session may read the console, not type into it.
     ConsoleReadOnly,
+    // Cameras.
+    NoCamera,
+    CameraNotVisible,
+    CameraOffline,
+    InvalidTicket,
     // Session records.
     RecordNotFound,
     NotYourRecord,
@@ -210,6 +226,10 @@ impl ErrorKind {
             K::NotInMaintenance => "not_in_maintenance",
             K::NoHealthCheck => "no_health_check",
             K::ConsoleReadOnly => "console_read_only",
+            K::NoCamera => "no_camera",
+            K::CameraNotVisible => "camera_not_visible",
+            K::CameraOffline => "camera_offline",
+            K::InvalidTicket => "invalid_ticket",
             K::RecordNotFound => "record_not_found",
             K::NotYourRecord => "not_your_record",
             K::DeviceNotFound => "device_not_found",
@@ -278,6 +298,10 @@ impl AppError {
             AppError::RecordNotFound(_) => K::RecordNotFound,
             AppError::NotYourRecord(_) => K::NotYourRecord,
             AppError::TooManySockets(_) => K::TooManySockets,
+            AppError::NoCamera(_) => K::NoCamera,
+            AppError::CameraNotVisible(_) => K::CameraNotVisible,
+            AppError::CameraOffline { .. } => K::CameraOffline,
+            AppError::InvalidTicket => K::InvalidTicket,
         }
     }
 
