@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{CameraConfig, CameraSource, Config};
+use crate::metrics::CameraSample;
 
 /// The first wait before reconnecting to a failed source; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -75,24 +76,6 @@ pub struct Frame {
     pub jpeg: Option<Bytes>,
     /// When rerod received it.
     pub received: Option<Instant>,
-}
-
-/// A camera's counters, as `/metrics` and `/health` show them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CameraStats {
-    pub device: String,
-    pub state: &'static str,
-    pub viewers: usize,
-    pub frames_in: u64,
-    pub frames_out: u64,
-    /// Frames viewers skipped because they were behind.
-    pub frames_dropped: u64,
-    /// Frames over `max_frame_kb`, dropped.
-    pub frames_oversized: u64,
-    /// Connections to the source opened, the first included.
-    pub upstream_connections: u64,
-    /// Times the source failed or ended and was tried again.
-    pub upstream_reconnects: u64,
 }
 
 #[derive(Debug, Default)]
@@ -146,13 +129,13 @@ impl Camera {
         *self.viewers.borrow()
     }
 
-    pub fn stats(&self) -> CameraStats {
+    pub fn stats(&self) -> CameraSample {
         let c = &self.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        CameraStats {
+        CameraSample {
             device: self.id.clone(),
             state: self.state.borrow().as_str(),
-            viewers: self.viewers(),
+            viewers: self.viewers() as u64,
             frames_in: load(&c.frames_in),
             frames_out: load(&c.frames_out),
             frames_dropped: load(&c.frames_dropped),
