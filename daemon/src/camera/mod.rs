@@ -242,13 +242,28 @@ async fn connect_while_wanted(camera: &Camera) {
             camera.set_state(CameraState::Connecting);
         }
         let frames_before = camera.counters.frames_in.load(Ordering::Relaxed);
-        let result = tokio::select! {
-            result = from_source(camera, &config) => result,
-            changed = configs.changed() => match changed {
-                Ok(()) => continue, // the new source is tried at once
-                Err(_) => return,
-            },
+        let source = from_source(camera, &config);
+        tokio::pin!(source);
+        let result = loop {
+            tokio::select! {
+                result = &mut source => break Some(result),
+                changed = configs.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A new source is tried at once; a new visibility or linger needs no new connection.
+                    let new = configs.borrow().clone();
+                    match new {
+                        None => return,
+                        Some(new) if new.source != config.source || new.max_frame_bytes != config.max_frame_bytes => {
+                            break None;
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
         };
+        let Some(result) = result else { continue };
         first = false;
         if camera.counters.frames_in.load(Ordering::Relaxed) > frames_before {
             backoff = MIN_BACKOFF;
@@ -385,6 +400,12 @@ impl Viewer {
 
 impl Drop for Viewer {
     fn drop(&mut self) {
+        // Frames that came after the last one this viewer took, and that it
+        // will never take (a viewer stalled until it was dropped skipped them all).
+        let latest = self.frames.borrow().seq;
+        if self.last_seq > 0 && latest > self.last_seq {
+            self.camera.counters.frames_dropped.fetch_add(latest - self.last_seq, Ordering::Relaxed);
+        }
         self.camera.viewers.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
