@@ -515,3 +515,35 @@ async fn public_and_signed_in_between_sessions_and_the_old_clients_socket_only_w
     // Whatever the old client sends changes nothing.
     let _ = refused.socket.next().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_camera_saves_the_holders_picture_and_shows_the_state() {
+    use crate::rero::Rero;
+    let source = Source::start(0).await;
+    let daemon = Daemon::start_with(Options::config(&lab(&source, "", "")));
+    let c = daemon.client();
+    c.register("ada@example.com", crate::util::PASSWORD).await.expect(200);
+    let rero = Rero::new();
+    let server = format!("http://{}", daemon.addr);
+    let login = rero.run_with(
+        &["login", "ada@example.com", "--server", &server],
+        format!("{}\n", crate::util::PASSWORD).as_bytes(),
+    );
+    assert!(login.status.success(), "{login:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("now.jpg");
+    let file_arg = file.to_str().unwrap();
+
+    // Not her session yet: the server's refusal, and no file.
+    let refused = rero.run(&["camera", "--board", "uno-1", "--snapshot", file_arg]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only to the holder"), "{refused:?}");
+    assert!(!file.exists());
+
+    rero.ok(&["book", "now", "--board", "uno-1"]);
+    let saved = rero.ok(&["camera", "--snapshot", file_arg]);
+    assert!(saved.contains("Saved") && saved.contains("uno-1"), "{saved}");
+    assert!(frame_number(&std::fs::read(&file).unwrap()) > 0);
+    let state = rero.ok(&["camera"]);
+    assert!(state.starts_with("uno-1: camera "), "{state}");
+}
