@@ -547,3 +547,50 @@ async fn rero_camera_saves_the_holders_picture_and_shows_the_state() {
     let state = rero.ok(&["camera"]);
     assert!(state.starts_with("uno-1: camera "), "{state}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_at_each_upload_and_at_the_sessions_end_are_kept_with_the_record() {
+    use crate::devices::{ADMIN, Board, lab_config, rig_bytes};
+    let source = Source::start(0).await;
+    let board = Board::start(None);
+    let camera = format!("camera = {{ mjpeg = \"{}\" }}\n", source.url());
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, &camera)));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let admin = daemon.host_account(ADMIN, false).await;
+    c.book_today(&ada).await;
+    c.device_until("online", |d| d["online"] == true).await;
+    c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await.expect(200);
+    let records = c.get_auth("/records", &ada).await.expect(200);
+    let id = records["records"][0]["id"].as_str().unwrap().to_owned();
+    let snapshots = async |what: &str| {
+        let what = what.to_owned();
+        eventually(&format!("a {what} picture in the record"), async || {
+            let record = c.get_auth(&format!("/records/{id}"), &ada).await.expect(200);
+            let snapshots = record["snapshots"].as_array().unwrap().clone();
+            match snapshots.iter().any(|s| s["name"].as_str().unwrap().starts_with(&what)) {
+                true => Ok(snapshots),
+                false => Err(record),
+            }
+        })
+        .await
+    };
+    snapshots("upload-").await;
+    c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
+    let kept = snapshots("session-end").await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for snapshot in &kept {
+        let url = snapshot["url"].as_str().unwrap();
+        let r = c.get_auth(url, &ada).await;
+        assert_eq!((r.status, r.header("content-type")), (200, Some("image/jpeg")), "{url}");
+        assert_eq!(r.body.len() as u64, snapshot["bytes"].as_u64().unwrap());
+        assert!(frame_number(&r.body) > 0);
+        assert_eq!(c.get_auth(url, &admin).await.status, 200, "admins read every record");
+        assert_eq!(c.get_auth(url, &bob).await.expect(403)["code"], "not_your_record", "{url}");
+    }
+    let missing = c.get_auth(&format!("/records/{id}/snapshot?name=nothing"), &ada).await.expect(404);
+    assert_eq!(missing["code"], "record_not_found");
+    let path = c.get_auth(&format!("/records/{id}/snapshot?name=..%2Fsession"), &ada).await.expect(404);
+    assert_eq!(path["code"], "record_not_found");
+}

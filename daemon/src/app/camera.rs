@@ -14,6 +14,9 @@ use super::{App, AppError, DeviceInfo, DeviceRef, Principal, Role};
 use crate::camera::Camera;
 use crate::config::Visibility;
 
+/// How long a picture for a session record waits for the camera's next frame.
+const RECORD_PICTURE_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a ticket opens a stream; it is used once.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(30);
 /// Tickets not yet used, at most; beyond it minting waits for some to expire.
@@ -118,6 +121,30 @@ impl App {
             Some(p) if p.device == device.id && p.expires > Instant::now() => Ok(p.who),
             _ => Err(AppError::InvalidTicket),
         }
+    }
+
+    /// Keeps the camera's next frame of `device` (if it has a camera) in the
+    /// session record `id` as the picture `name`, in the background: an
+    /// idle camera is woken for it, one that gives no frame is logged.
+    pub(super) fn picture_into_record(&self, device: &str, id: &crate::records::SessionId, name: String) {
+        let Some(camera) = self.cameras.get(device) else { return };
+        let sink = self.records.snapshot_sink(id);
+        let (device, session) = (device.to_owned(), id.to_string());
+        tokio::spawn(async move {
+            let mut viewer = camera.watch().from_next_frame();
+            let jpeg = match viewer.first_frame(RECORD_PICTURE_WAIT).await {
+                Ok(jpeg) => jpeg,
+                Err(state) => {
+                    tracing::info!(%device, %session, state = state.as_str(), "no camera picture for the session record");
+                    return;
+                }
+            };
+            drop(viewer);
+            let saved = tokio::task::spawn_blocking(move || sink.save(&name, &jpeg)).await;
+            if let Ok(Err(error)) = saved {
+                tracing::warn!(%device, %session, %error, "could not keep the camera picture in the session record");
+            }
+        });
     }
 
     /// The camera the old client's `/websocket/{quality}` shows:

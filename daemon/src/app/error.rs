@@ -102,6 +102,8 @@ pub enum AppError {
     NoHealthCheck(String),
     #[error("No session record {0:?}; GET /records lists yours")]
     RecordNotFound(String),
+    #[error("Session record {record} has no camera picture {name:?}; GET /records/{record} lists them")]
+    NoSnapshot { record: String, name: String },
     #[error("Session record {0} is someone else's: only its holder and lab admins may read it")]
     NotYourRecord(String),
     /// The account holds `server.max_websockets_per_account` already.
@@ -295,7 +297,7 @@ impl AppError {
             AppError::DeviceUnavailable { .. } => K::DeviceUnavailable,
             AppError::NotInMaintenance(_) => K::NotInMaintenance,
             AppError::NoHealthCheck(_) => K::NoHealthCheck,
-            AppError::RecordNotFound(_) => K::RecordNotFound,
+            AppError::RecordNotFound(_) | AppError::NoSnapshot { .. } => K::RecordNotFound,
             AppError::NotYourRecord(_) => K::NotYourRecord,
             AppError::TooManySockets(_) => K::TooManySockets,
             AppError::NoCamera(_) => K::NoCamera,

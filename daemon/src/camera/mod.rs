@@ -331,6 +331,12 @@ impl Viewer {
         self
     }
 
+    /// This viewer from the next frame on: the one on hand now is taken as seen.
+    pub fn from_next_frame(mut self) -> Viewer {
+        self.last_seq = self.frames.borrow_and_update().seq;
+        self
+    }
+
     pub fn camera(&self) -> &Arc<Camera> {
         &self.camera
     }

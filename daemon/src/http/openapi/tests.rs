@@ -101,6 +101,7 @@ fn it_lists_the_served_routes() {
         ("/records", "GET"),
         ("/records/{id}", "GET"),
         ("/records/{id}/transcript", "GET"),
+        ("/records/{id}/snapshot", "GET"),
         ("/devices/camera/{device}", "GET"),
         ("/devices/camera/{device}/ticket", "POST"),
         ("/devices/camera/{device}/stream", "GET"),
