@@ -21,7 +21,7 @@
 mod mjpeg;
 mod upstream;
 
-pub use mjpeg::{ParseError, Parser, Part, boundary};
+pub use mjpeg::Part;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -289,7 +289,7 @@ async fn from_source(camera: &Camera, config: &CameraConfig) -> Result<(), upstr
     camera.counters.upstream_connections.fetch_add(1, Ordering::Relaxed);
     match &config.source {
         CameraSource::Mjpeg(url) => {
-            upstream::stream(url, config.max_frame_bytes, || {}, |part| camera.publish(part)).await
+            upstream::stream(url, config.max_frame_bytes, |part| camera.publish(part)).await
         }
         CameraSource::Snapshot { url, interval } => {
             let mut ticks = tokio::time::interval(*interval);
@@ -353,6 +353,9 @@ impl Viewer {
             tokio::time::sleep_until(last + interval).await;
         }
         loop {
+            if *self.state.borrow() == CameraState::Removed {
+                return ViewerEvent::State(CameraState::Removed);
+            }
             {
                 let frame = self.frames.borrow_and_update();
                 if frame.seq > self.last_seq
@@ -468,5 +471,61 @@ impl Cameras {
 
     pub fn all(&self) -> Vec<Arc<Camera>> {
         self.cameras.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn lab(camera: &str) -> Config {
+        let board = "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/x\"\n";
+        Config::from_toml(&format!("{board}{camera}"), &Env::default()).unwrap()
+    }
+
+    /// The next frame a viewer gets (state changes skipped: the source here never answers).
+    async fn frame(viewer: &mut Viewer) -> u8 {
+        loop {
+            if let ViewerEvent::Frame(jpeg) = viewer.next().await {
+                return jpeg[0];
+            }
+        }
+    }
+
+    fn publish(camera: &Camera, n: u8) {
+        camera.publish(Part::Frame(Bytes::from(vec![n])));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_viewer_skips_to_the_newest_frame_and_a_limited_one_waits_its_turn() {
+        let cameras = Cameras::new(&lab("camera = { mjpeg = \"http://127.0.0.1:1/s\" }\n"));
+        let camera = cameras.get("arm-1").unwrap();
+        let (mut fast, mut slow) = (camera.watch(), camera.watch());
+        for n in 1..=5 {
+            publish(&camera, n);
+            assert_eq!(frame(&mut fast).await, n);
+        }
+        assert_eq!(frame(&mut slow).await, 5, "a viewer that was busy gets the newest frame, not the backlog");
+        for n in 6..=8 {
+            publish(&camera, n);
+        }
+        assert_eq!(frame(&mut slow).await, 8);
+        assert_eq!(camera.stats().frames_dropped, 2, "6 and 7 were skipped");
+        assert_eq!(camera.stats().viewers, 2);
+
+        let mut limited = camera.watch().with_max_fps(Some(2));
+        assert_eq!(frame(&mut limited).await, 8, "a new viewer starts with the frame on hand");
+        let shown = Instant::now();
+        publish(&camera, 9);
+        assert_eq!(frame(&mut limited).await, 9);
+        assert_eq!(shown.elapsed(), Duration::from_millis(500), "two frames a second at most");
+
+        drop((fast, slow, limited));
+        assert_eq!(camera.viewers(), 0);
+        let mut last = camera.watch();
+        cameras.apply(&lab(""));
+        assert!(matches!(last.next().await, ViewerEvent::State(CameraState::Removed)));
+        assert!(cameras.get("arm-1").is_none());
     }
 }

@@ -79,14 +79,8 @@ async fn get(url: &WebhookUrl) -> Result<(Response<Incoming>, Connection), Sourc
 }
 
 /// Reads the MJPEG stream at `url`, handing each part to `on_part`, until
-/// the source fails or ends it. `on_connected` is called once the response
-/// head says it is a stream.
-pub async fn stream(
-    url: &WebhookUrl,
-    max_frame: usize,
-    on_connected: impl FnOnce(),
-    mut on_part: impl FnMut(Part),
-) -> Result<(), SourceError> {
+/// the source fails or ends it.
+pub async fn stream(url: &WebhookUrl, max_frame: usize, mut on_part: impl FnMut(Part)) -> Result<(), SourceError> {
     let name = url.to_string();
     let (response, _connection) = get(url).await?;
     let content_type =
@@ -94,7 +88,6 @@ pub async fn stream(
     let Some(boundary) = mjpeg::boundary(&content_type) else {
         return Err(SourceError::NotMjpeg { url: name, content_type });
     };
-    on_connected();
     let mut parser = mjpeg::Parser::new(&boundary, max_frame);
     let mut body = response.into_body();
     let mut parts = Vec::new();

@@ -489,11 +489,11 @@ impl Metrics {
         for camera in &cameras {
             sample(&mut out, "rerod_camera_viewers", &[("device", &camera.device)], camera.viewers);
         }
-        family(&mut out, "rerod_camera_up", "gauge", "1 for each camera's state (idle, connecting, live, offline).");
+        family(&mut out, "rerod_camera_state", "gauge", "1 for each camera's state (idle, connecting, live, offline).");
         for camera in &cameras {
             for name in ["idle", "connecting", "live", "offline"] {
                 let labels = [("device", camera.device.as_str()), ("state", name)];
-                sample(&mut out, "rerod_camera_up", &labels, u8::from(camera.state == name));
+                sample(&mut out, "rerod_camera_state", &labels, u8::from(camera.state == name));
             }
         }
         family(
