@@ -67,8 +67,9 @@ async fn source(fps: u32, kb: usize, sent: Sent) -> u16 {
                     ticks.tick().await;
                     n += 1;
                     let frame = jpeg(n, kb << 10);
-                    let mut part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", frame.len())
-                        .into_bytes();
+                    let mut part =
+                        format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", frame.len())
+                            .into_bytes();
                     part.extend_from_slice(&frame);
                     part.extend_from_slice(b"\r\n");
                     {

@@ -288,9 +288,7 @@ async fn connect_while_wanted(camera: &Camera) {
 async fn from_source(camera: &Camera, config: &CameraConfig) -> Result<(), upstream::SourceError> {
     camera.counters.upstream_connections.fetch_add(1, Ordering::Relaxed);
     match &config.source {
-        CameraSource::Mjpeg(url) => {
-            upstream::stream(url, config.max_frame_bytes, |part| camera.publish(part)).await
-        }
+        CameraSource::Mjpeg(url) => upstream::stream(url, config.max_frame_bytes, |part| camera.publish(part)).await,
         CameraSource::Snapshot { url, interval } => {
             let mut ticks = tokio::time::interval(*interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
