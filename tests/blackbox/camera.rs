@@ -594,3 +594,43 @@ async fn pictures_at_each_upload_and_at_the_sessions_end_are_kept_with_the_recor
     let path = c.get_auth(&format!("/records/{id}/snapshot?name=..%2Fsession"), &ada).await.expect(404);
     assert_eq!(path["code"], "record_not_found");
 }
+
+/// The browser check, in headless chromium (tests/web/camera.mjs):
+/// the holder's page shows advancing frames, another student's says no, and
+/// the holder's says why the picture stopped when the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holders_browser_shows_advancing_frames_and_why_they_stopped() {
+    use crate::util::{PASSWORD, TIME_SCALE_VAR, time_scale, within};
+    crate::web::browser_tools();
+    let source = Source::start(0).await;
+    let daemon = Daemon::start_with(Options::config(&lab(&source, "", "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    c.user("bob@example.com").await;
+    c.post_auth("/book-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
+    let root = crate::web::workspace_root();
+    let shots = root.join("target/web-screenshots/camera");
+    std::fs::create_dir_all(&shots).unwrap();
+    let log_path = shots.join("camera.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut browser = std::process::Command::new("node")
+        .arg(root.join("tests/web/camera.mjs"))
+        .env("APP_URL", format!("http://{}", daemon.addr))
+        .env("HOLDER", "ada@example.com")
+        .env("OTHER", "bob@example.com")
+        .env("PASSWORD", PASSWORD)
+        .env("SHOTS", &shots)
+        .env(TIME_SCALE_VAR, time_scale().to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("node runs");
+    let finished = within(Duration::from_secs(120), async || browser.try_wait().unwrap()).await;
+    let Ok(status) = finished else {
+        let _ = browser.kill();
+        panic!("the browser check did not finish:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    };
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "the browser check failed (screenshots in {}):\n{output}", shots.display());
+    assert!(output.contains("Camera stopped: Your session on uno-1 ended"), "{output}");
+}
