@@ -634,3 +634,58 @@ async fn the_holders_browser_shows_advancing_frames_and_why_they_stopped() {
     assert!(status.success(), "the browser check failed (screenshots in {}):\n{output}", shots.display());
     assert!(output.contains("Camera stopped: Your session on uno-1 ended"), "{output}");
 }
+
+/// A camera that answers one JPEG per GET (`snapshot = ...`), numbered by request.
+async fn snapshot_source(padding: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let n = counted.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+            tokio::spawn(async move {
+                let mut head = [0u8; 2048];
+                let _ = socket.read(&mut head).await;
+                let frame = jpeg(n, padding);
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", frame.len());
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.write_all(&frame).await;
+            });
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_source_is_fetched_at_its_rate_and_frames_over_the_bound_are_dropped() {
+    let (port, requests) = snapshot_source(0).await;
+    let (big_port, _) = snapshot_source(64 << 10).await;
+    let config = format!(
+        "[lab]\ntimezone = \"UTC\"\n[[devices]]\nid = \"uno-1\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/uno-1\"\n\
+         camera = {{ snapshot = \"http://127.0.0.1:{port}/jpg\", snapshot_interval_ms = 50, visibility = \"public\" }}\n\
+         [[devices]]\nid = \"uno-2\"\nplugin = \"stk500v1\"\nport = \"/nonexistent/uno-2\"\n\
+         camera = {{ snapshot = \"http://127.0.0.1:{big_port}/jpg\", snapshot_interval_ms = 50, visibility = \"public\", \
+         max_frame_kb = 16 }}\n"
+    );
+    let daemon = Daemon::start_with(Options::config(&config));
+    let c = daemon.client();
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "no one watches: the source is not asked");
+    let mut stream =
+        Stream::open(daemon.addr, "/devices/camera/uno-1/stream", None).await.unwrap_or_else(|e| panic!("{e:?}"));
+    advancing(&mut stream).await;
+
+    // 64 KB pictures from a camera bound to 16 KB: none is relayed, each is counted.
+    let r = c.get("/devices/camera/uno-2/snapshot").await;
+    assert_eq!(r.expect(503)["code"], "camera_offline");
+    let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    let oversized = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rerod_camera_frames_total{device=\"uno-2\",kind=\"oversized\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap();
+    assert!(oversized > 0, "{metrics}");
+    assert!(metrics.contains("rerod_camera_frames_total{device=\"uno-2\",kind=\"in\"} 0"), "{metrics}");
+}
