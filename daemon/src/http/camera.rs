@@ -172,10 +172,7 @@ pub async fn snapshot(call: &Call<'_>) -> Reply {
 pub async fn stream(server: &Arc<Server>, call: &Call<'_>) -> Result<Response<Body>, ApiError> {
     let (app, req) = (call.app, call.req);
     let (device, camera) = camera(app, call.spec, req)?;
-    let who = match req.query("ticket")? {
-        Some(ticket) => Some(app.redeem_camera_ticket(&ticket, &device)?),
-        None => bearer(app, req).await?,
-    };
+    // Checked before a ticket is used up.
     let fps = match req.query("fps")? {
         None => None,
         Some(text) => match text.parse::<u32>() {
@@ -185,6 +182,10 @@ pub async fn stream(server: &Arc<Server>, call: &Call<'_>) -> Result<Response<Bo
                 return Err(AppError::invalid("fps", message).into());
             }
         },
+    };
+    let who = match req.query("ticket")? {
+        Some(ticket) => Some(app.redeem_camera_ticket(&ticket, &device)?),
+        None => bearer(app, req).await?,
     };
     app.camera_access(who.as_ref(), &device)?;
     let viewer = camera.watch().with_max_fps(fps);
