@@ -222,7 +222,8 @@ impl Parser {
                         break;
                     }
                 }
-                out.push(Part::Frame(frame));
+                // Found at once in a large read: still over the bound.
+                out.push(if frame.len() > self.max_frame { Part::Oversized } else { Part::Frame(frame) });
                 self.state = State::Delimiter;
                 true
             }
@@ -362,6 +363,16 @@ mod tests {
     }
 
     #[test]
+    fn a_part_without_length_over_the_bound_is_dropped_even_when_it_arrives_at_once() {
+        let just_over = vec![0xAB; 1001];
+        let bytes = stream(&[&just_over, b"next"], false);
+        let mut parser = Parser::new("frame", 1000);
+        let mut out = Vec::new();
+        parser.push(&bytes, &mut out).unwrap();
+        assert_eq!(out, [Part::Oversized]);
+    }
+
+    #[test]
     fn the_closing_boundary_and_broken_headers_end_the_stream() {
         let mut parser = Parser::new("--frame", 100);
         let mut out = Vec::new();
@@ -375,5 +386,51 @@ mod tests {
         let mut parser = Parser::new("frame", 100);
         let endless = [b"--frame\r\nX: ".as_slice(), &[b'y'; MAX_HEADERS + 1]].concat();
         assert_eq!(parser.push(&endless, &mut out), Err(ParseError::HeadersTooLong));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces a stream is made of, right and wrong, so that every state is reached.
+        fn piece() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"--frame".to_vec()),
+                Just(b"--frame--".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"Content-Length: 5\r\n".to_vec()),
+                Just(b"Content-Length: 100000\r\n".to_vec()),
+                Just(b"Content-Length: x\r\n".to_vec()),
+                prop::collection::vec(any::<u8>(), 0..300),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever a source sends, cut however the network cuts it, the
+            /// parser neither panics nor holds much more than one frame.
+            #[test]
+            fn any_stream_in_any_chunks_stays_within_the_bound(
+                pieces in prop::collection::vec(piece(), 0..40),
+                chunk in prop_oneof![1usize..97, 900usize..3000],
+            ) {
+                let bytes = pieces.concat();
+                let mut parser = Parser::new("frame", 1000);
+                let mut out = Vec::new();
+                for piece in bytes.chunks(chunk) {
+                    if parser.push(piece, &mut out).is_err() {
+                        break;
+                    }
+                    prop_assert!(parser.buffered() <= 1000 + MAX_HEADERS + 2 * chunk, "held {}", parser.buffered());
+                }
+                for part in &out {
+                    if let Part::Frame(frame) = part {
+                        prop_assert!(frame.len() <= 1000, "a frame of {} bytes passed a 1000-byte bound", frame.len());
+                    }
+                }
+            }
+        }
     }
 }
