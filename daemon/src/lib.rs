@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod booking;
+pub mod camera;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -7,6 +7,7 @@ import { api, session, slotFeed } from './api.js';
 import { h, fill, toast } from './ui.js';
 import { clock, until, day, addDays, weekStart, zoneName } from './time.js';
 import { describe, rememberMine } from './slots.js';
+import { cameraPanel } from './camera.js';
 
 const MODES = { day: { days: 1, step: 1, unit: 'day' }, week: { days: 7, step: 7, unit: 'week' } };
 
@@ -131,6 +132,8 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
   // Slots turn past as time goes by; the states are worked out again each minute.
   const tick = setInterval(() => { for (const data of shown.values()) render(data); }, 60000);
 
+  // A public camera shows the board to anyone looking at its calendar.
+  const camera = device.camera?.visibility === 'public' ? cameraPanel(device) : null;
   const base = `#/board/${encodeURIComponent(device.id)}`;
   const toggle = (which, label) => h('a', {
     class: `button${which === mode ? '' : ' secondary'}`,
@@ -150,9 +153,11 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
       h('nav', { class: 'row', 'aria-label': 'Calendar view' }, toggle('day', 'Day'), toggle('week', 'Week'))),
     h('p', { class: 'muted' }, `Times in ${zoneName()}. ${device.online ? 'The board is online.' : 'The board is offline.'}`),
     status,
-    body);
+    body,
+    camera?.el);
   await load();
   return () => {
+    camera?.stop();
     off();
     clearInterval(tick);
     for (const key of [...slotFeed.views.keys()]) if (key.startsWith('calendar')) slotFeed.views.delete(key);

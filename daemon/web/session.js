@@ -8,6 +8,7 @@ import { h, fill, toast } from './ui.js';
 import { until, span, zoneName } from './time.js';
 import { Terminal } from './terminal.js';
 import { editor } from './editor.js';
+import { cameraPanel } from './camera.js';
 
 const ENDINGS = { lf: '\n', crlf: '\r\n', cr: '\r', none: '' };
 
@@ -30,6 +31,7 @@ export async function sessionView(main, lab, deviceId) {
   const terminal = new Terminal(screen);
   const file = h('input', { id: 'firmware', type: 'file', accept: '.hex,.bin,.ihx', class: 'sr-file' });
   const code = editor();
+  const camera = cameraPanel(device);
 
   const end = (message) => {
     if (ended) return;
@@ -151,7 +153,8 @@ export async function sessionView(main, lab, deviceId) {
           h('button', { type: 'submit', id: 'send' }, 'Send')),
         h('div', { class: 'row' },
           h('button', { type: 'button', class: 'secondary', id: 'clear', onclick: () => terminal.clear() }, 'Clear'),
-          h('button', { type: 'button', class: 'secondary', id: 'copy', onclick: copy }, 'Copy all')))),
+          h('button', { type: 'button', class: 'secondary', id: 'copy', onclick: copy }, 'Copy all'))),
+      camera?.el),
     holding && h('p', {}, h('button', { type: 'button', id: 'end-session', class: 'danger', onclick: cancel },
       'End session and cancel the booking')));
 
@@ -201,5 +204,6 @@ export async function sessionView(main, lab, deviceId) {
   return () => {
     clearInterval(timer);
     socket?.close();
+    camera?.stop();
   };
 }

@@ -17,12 +17,12 @@ use crate::devices::{Board, lab_config};
 use crate::util::{Daemon, Options, PASSWORD, eventually, eventually_within, scaled, within};
 
 /// `rero` with its own config folder (`XDG_CONFIG_HOME`), as one user on one machine.
-struct Rero {
+pub(crate) struct Rero {
     config: tempfile::TempDir,
 }
 
 impl Rero {
-    fn new() -> Rero {
+    pub(crate) fn new() -> Rero {
         Rero { config: tempfile::tempdir().expect("temp dir") }
     }
 
@@ -37,7 +37,7 @@ impl Rero {
     }
 
     /// Runs `rero ARGS` with `stdin` as its input.
-    fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
+    pub(crate) fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut child = self
             .command(args)
             .stdin(Stdio::piped())
@@ -59,13 +59,13 @@ impl Rero {
         output
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.run_with(args, b"")
     }
 
     /// Runs `rero ARGS`, expects success; its stdout.
     #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
         assert!(output.status.success(), "rero {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).into_owned()

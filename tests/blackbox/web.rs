@@ -60,7 +60,7 @@ async fn browsers_get_the_app_and_api_clients_keep_the_json() {
 /// Checks that tests/web/setup.sh has installed chromium, node and the
 /// Playwright driver: installing them (apt, npm) is its job before `cargo
 /// test` (tests/run.sh runs it first), never a test's.
-fn browser_tools() {
+pub(crate) fn browser_tools() {
     let root = workspace_root();
     let driver = root.join("target/web-tests/node_modules/playwright-core/package.json");
     for (what, present) in [
@@ -81,7 +81,7 @@ fn on_path(program: &str) -> bool {
         .any(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("daemon/ has a parent").to_path_buf()
 }
 

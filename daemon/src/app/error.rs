@@ -102,11 +102,24 @@ pub enum AppError {
     NoHealthCheck(String),
     #[error("No session record {0:?}; GET /records lists yours")]
     RecordNotFound(String),
+    #[error("Session record {record} has no camera picture {name:?}; GET /records/{record} lists them")]
+    NoSnapshot { record: String, name: String },
     #[error("Session record {0} is someone else's: only its holder and lab admins may read it")]
     NotYourRecord(String),
     /// The account holds `server.max_websockets_per_account` already.
     #[error("Too many WebSockets: {0}")]
     TooManySockets(String),
+    #[error("Device {0} has no camera")]
+    NoCamera(String),
+    /// The camera's visibility does not admit the caller now.
+    #[error("{0}")]
+    CameraNotVisible(String),
+    #[error("The camera of device {device} is offline: {reason}; rerod keeps trying")]
+    CameraOffline { device: String, reason: String },
+    #[error(
+        "This camera ticket is unknown, used or expired: ask for a new one (POST /devices/camera/{{device}}/ticket)"
+    )]
+    InvalidTicket,
 }
 
 /// What went wrong, as clients see it: one variant per stable `code`.
@@ -157,6 +170,11 @@ pub enum ErrorKind {
     NoHealthCheck,
     /// An admin watching someone else's session may read the console, not type into it.
     ConsoleReadOnly,
+    // Cameras.
+    NoCamera,
+    CameraNotVisible,
+    CameraOffline,
+    InvalidTicket,
     // Session records.
     RecordNotFound,
     NotYourRecord,
@@ -210,6 +228,10 @@ impl ErrorKind {
             K::NotInMaintenance => "not_in_maintenance",
             K::NoHealthCheck => "no_health_check",
             K::ConsoleReadOnly => "console_read_only",
+            K::NoCamera => "no_camera",
+            K::CameraNotVisible => "camera_not_visible",
+            K::CameraOffline => "camera_offline",
+            K::InvalidTicket => "invalid_ticket",
             K::RecordNotFound => "record_not_found",
             K::NotYourRecord => "not_your_record",
             K::DeviceNotFound => "device_not_found",
@@ -275,9 +297,13 @@ impl AppError {
             AppError::DeviceUnavailable { .. } => K::DeviceUnavailable,
             AppError::NotInMaintenance(_) => K::NotInMaintenance,
             AppError::NoHealthCheck(_) => K::NoHealthCheck,
-            AppError::RecordNotFound(_) => K::RecordNotFound,
+            AppError::RecordNotFound(_) | AppError::NoSnapshot { .. } => K::RecordNotFound,
             AppError::NotYourRecord(_) => K::NotYourRecord,
             AppError::TooManySockets(_) => K::TooManySockets,
+            AppError::NoCamera(_) => K::NoCamera,
+            AppError::CameraNotVisible(_) => K::CameraNotVisible,
+            AppError::CameraOffline { .. } => K::CameraOffline,
+            AppError::InvalidTicket => K::InvalidTicket,
         }
     }
 

@@ -13,6 +13,7 @@
 mod accounts;
 mod boards;
 mod calendar;
+mod camera;
 mod compile_queue;
 mod error;
 mod health;
@@ -21,6 +22,7 @@ mod records;
 pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
+pub use camera::{CameraAccess, CameraTicket};
 pub use compile_queue::ShareOf;
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
@@ -66,6 +68,8 @@ pub struct App {
     views: Mutex<HashMap<(String, Date), CachedView>>,
     /// Live serial-console sockets (counted apart from the seed's `active_connections`).
     console_connections: AtomicUsize,
+    /// Live `/websocket/{quality}` camera sockets.
+    camera_connections: AtomicUsize,
     /// Live `/slot-booking` sockets, for `active_connections` and against
     /// `server.max_websocket_connections`.
     ws_connections: AtomicUsize,
@@ -84,6 +88,10 @@ pub struct App {
     pub records: crate::records::Records,
     /// Turns at the sketch compilers (they are CPU-heavy).
     compiles: compile_queue::CompileQueue,
+    /// The boards' cameras (see `camera/`).
+    pub cameras: crate::camera::Cameras,
+    /// Short-lived tickets that open a camera stream without a token in its URL.
+    camera_tickets: camera::Tickets,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -181,6 +189,8 @@ pub enum SocketKind {
     Booking,
     /// `/devices/read/{device}`.
     Console,
+    /// `/websocket/{quality}`: the old client's camera feed.
+    Camera,
 }
 
 /// Counts one open WebSocket until dropped: in its kind's count, its
@@ -300,6 +310,7 @@ impl App {
         let (warnings, _) = broadcast::channel(256);
         let metrics = Arc::new(metrics);
         let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
+        let cameras = crate::camera::Cameras::new(&config);
         Ok(App {
             tokens: TokenKeys::new(&secret, config.auth.jwt_algorithm),
             config: RwLock::new(Arc::new(config)),
@@ -317,6 +328,7 @@ impl App {
             bookings_generation: AtomicU64::new(0),
             views: Mutex::new(HashMap::new()),
             console_connections: AtomicUsize::new(0),
+            camera_connections: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
             sockets_per_address: Arc::default(),
             sockets_per_account: Arc::default(),
@@ -326,6 +338,8 @@ impl App {
             devices,
             records,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
+            cameras,
+            camera_tickets: camera::Tickets::default(),
         })
     }
 
@@ -381,6 +395,7 @@ impl App {
             needs_restart.push("auth.jwt_secret_file");
         }
         let fresh = self.devices.apply(&new);
+        self.cameras.apply(&new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         self.config_generation.fetch_add(1, Ordering::AcqRel);
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -463,7 +478,7 @@ impl App {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1))
                     .map_err(|_| SocketRefused::Full)?;
             }
-            SocketKind::Console => {
+            SocketKind::Console | SocketKind::Camera => {
                 counter.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -474,6 +489,7 @@ impl App {
         match kind {
             SocketKind::Booking => &self.ws_connections,
             SocketKind::Console => &self.console_connections,
+            SocketKind::Camera => &self.camera_connections,
         }
     }
 
@@ -484,6 +500,10 @@ impl App {
 
     pub fn console_connections(&self) -> usize {
         self.console_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn camera_connections(&self) -> usize {
+        self.camera_connections.load(Ordering::Relaxed)
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -32,6 +32,8 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 pub struct RecordDetail {
     pub summary: RecordSummary,
     pub uploads: Vec<UploadEntry>,
+    /// The camera's pictures (at each upload, at the end): name and size.
+    pub snapshots: Vec<(String, u64)>,
 }
 
 /// What an upload flashed, for its log line.
@@ -150,8 +152,10 @@ impl App {
             detail,
             duration_ms: took.as_millis() as u64,
         };
-        if let Err(error) = self.records.begin(&meta).and_then(|id| self.records.log_upload(&id, &entry)) {
-            tracing::warn!(%error, device, "could not log the upload in the session record");
+        match self.records.begin(&meta).and_then(|id| self.records.log_upload(&id, &entry).map(|()| id)) {
+            // What the board did with the new program, as the camera saw it.
+            Ok(id) => self.picture_into_record(device, &id, format!("upload-{}", compact_utc(now))),
+            Err(error) => tracing::warn!(%error, device, "could not log the upload in the session record"),
         }
     }
 
@@ -189,9 +193,20 @@ impl App {
             return Err(AppError::NotYourRecord(id.to_string()));
         }
         let uploads = self.records.uploads(&id).map_err(internal)?;
+        let snapshots = self.records.snapshots(&id).map_err(internal)?;
         let transcript_bytes = self.records.transcript_len(&id);
         let summary = RecordSummary { id: id.clone(), meta, transcript_bytes, n_uploads: uploads.len() };
-        Ok((id, RecordDetail { summary, uploads }))
+        Ok((id, RecordDetail { summary, uploads, snapshots }))
+    }
+
+    /// One camera picture of a record, for its holder or an admin.
+    pub fn record_snapshot(&self, who: &Principal, id: &str, name: &str) -> Result<(SessionId, Vec<u8>), AppError> {
+        let (id, _) = self.record(who, id)?;
+        match self.records.read_snapshot(&id, name) {
+            Ok(Some(jpeg)) => Ok((id, jpeg)),
+            Ok(None) => Err(AppError::NoSnapshot { record: id.to_string(), name: name.chars().take(100).collect() }),
+            Err(e) => Err(AppError::Internal(format!("cannot read session record {id}: {e}"))),
+        }
     }
 
     /// A record's transcript (JSON lines), for its holder or an admin.
@@ -203,6 +218,30 @@ impl App {
             .map_err(|e| AppError::Internal(format!("cannot read session record {id}: {e}")))?;
         Ok((id, bytes))
     }
+}
+
+/// `20261124T093000123Z`: a moment as a snapshot's name takes it.
+fn compact_utc(at: Timestamp) -> String {
+    format!("{}{:03}Z", at.strftime("%Y%m%dT%H%M%S"), at.subsec_millisecond())
+}
+
+/// The record of `email`'s session on `device` that just ended: the one the
+/// recorder was writing; else, for a slot that just ended, that session's
+/// (begun now if nothing was recorded yet); else their newest on that board.
+fn ended_record(app: &App, device: &str, email: &str, writing: Option<&SessionId>) -> Option<SessionId> {
+    if let Some(id) = writing
+        && app.records.meta(id).ok().flatten().is_some_and(|m| m.holder == email)
+    {
+        return Some(id.clone());
+    }
+    let just_before = app.now().checked_sub(jiff::SignedDuration::from_secs(1)).ok()?;
+    if let Some((meta, _)) = app.session_at(device, just_before)
+        && meta.holder == email
+    {
+        return app.records.begin(&meta).ok();
+    }
+    let all = app.records.list().ok()?;
+    all.into_iter().find(|r| r.meta.device == device && r.meta.holder == email && r.id.tag.is_some()).map(|r| r.id)
 }
 
 /// The transcript being written: whose session, and the file.
@@ -248,8 +287,18 @@ async fn record_board(app: Weak<App>, board: Arc<Board>) {
             },
             event = events.recv() => {
                 match event {
-                    // The next chunk looks the session up afresh (none, after a cancel).
-                    Ok(ConsoleEvent::SessionEnded { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => lookup = None,
+                    Ok(ConsoleEvent::SessionEnded { email, .. }) => {
+                        // The board as the session left it, kept with the record.
+                        if let Some(app) = app.upgrade() {
+                            let writing = lookup.as_ref().and_then(|l| l.current.as_ref()).map(|c| &c.id);
+                            if let Some(id) = ended_record(&app, &board.id, &email, writing) {
+                                app.picture_into_record(&board.id, &id, "session-end".to_owned());
+                            }
+                        }
+                        // The next chunk looks the session up afresh (none, after a cancel).
+                        lookup = None;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => lookup = None,
                     Ok(ConsoleEvent::Removed) | Err(broadcast::error::RecvError::Closed) => return,
                     Ok(_) => {}
                 }

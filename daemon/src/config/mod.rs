@@ -147,6 +147,9 @@ pub struct LabConfig {
     pub privacy: Privacy,
     /// Minutes before a session's end at which its holder is warned, largest first.
     pub session_warnings: Vec<u16>,
+    /// The board whose camera the old client's `/websocket/{quality}` shows
+    /// (only while that camera is `public`).
+    pub legacy_camera_device: Option<String>,
 }
 
 /// What `booked_by` shows of other people's bookings.
@@ -198,6 +201,59 @@ pub struct DeviceConfig {
     pub power: Option<PowerMethod>,
     /// The health check run between sessions (`[devices.health]`); none when unset.
     pub health: Option<HealthCheckConfig>,
+    /// The board's camera (`camera = { mjpeg = "..." }`); none when unset.
+    pub camera: Option<CameraConfig>,
+}
+
+/// A board's camera: where its pictures come from and who may watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CameraConfig {
+    pub source: CameraSource,
+    pub visibility: Visibility,
+    /// A frame larger than this is dropped (and counted), never buffered.
+    pub max_frame_bytes: usize,
+    /// How long the upstream connection stays open after the last viewer leaves.
+    pub linger: Duration,
+}
+
+/// Where a camera's JPEG frames come from. rerod never decodes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CameraSource {
+    /// An HTTP MJPEG stream (`multipart/x-mixed-replace`): ustreamer,
+    /// mjpg-streamer, an IP camera.
+    Mjpeg(WebhookUrl),
+    /// A URL answering one JPEG per GET, fetched every `interval`.
+    Snapshot { url: WebhookUrl, interval: Duration },
+}
+
+impl CameraSource {
+    pub fn url(&self) -> &WebhookUrl {
+        match self {
+            CameraSource::Mjpeg(url) | CameraSource::Snapshot { url, .. } => url,
+        }
+    }
+}
+
+/// Who may watch a camera besides the holder of the session in progress
+/// and admins, who always may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// No one else (the default).
+    Holder,
+    /// Anyone signed in.
+    SignedIn,
+    /// Anyone, signed in or not.
+    Public,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Holder => "holder",
+            Visibility::SignedIn => "signed_in",
+            Visibility::Public => "public",
+        }
+    }
 }
 
 /// How a board's USB power is switched off and on again (`power`).
@@ -233,7 +289,8 @@ pub struct HealthCheckConfig {
     pub webhook: Option<WebhookUrl>,
 }
 
-/// A plain `http://` URL, split for a request without a client library.
+/// A plain `http://` URL, split for a request without a client library
+/// (a health webhook, a camera source).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookUrl {
     pub host: String,

@@ -115,6 +115,7 @@ pub(super) struct Lab {
     pub max_bookings_per_day: Option<i64>,
     pub privacy: Option<String>,
     pub session_warnings_minutes: Option<Vec<i64>>,
+    pub legacy_camera_device: Option<String>,
     #[serde(default)]
     pub maintenance: Vec<Maintenance>,
 }
@@ -155,6 +156,19 @@ pub(super) struct Device {
     pub idle_firmware: Option<String>,
     pub power: Option<toml::Value>,
     pub health: Option<Health>,
+    pub camera: Option<Camera>,
+}
+
+/// `camera = { mjpeg = "http://...", visibility = "holder" }`: the board's camera.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Camera {
+    pub mjpeg: Option<String>,
+    pub snapshot: Option<String>,
+    pub snapshot_interval_ms: Option<i64>,
+    pub visibility: Option<String>,
+    pub max_frame_kb: Option<i64>,
+    pub linger_ms: Option<i64>,
 }
 
 /// `[devices.health]`: the check run on a board between sessions.

@@ -443,8 +443,20 @@ mod properties {
             ],
         ),
     ];
-    const DEVICE_KEYS: [&str; 11] =
-        ["id", "name", "model", "plugin", "port", "usb", "baud", "reset", "options", "upload_baud", "flash_limit"];
+    const DEVICE_KEYS: [&str; 12] = [
+        "id",
+        "name",
+        "model",
+        "plugin",
+        "port",
+        "usb",
+        "baud",
+        "reset",
+        "options",
+        "upload_baud",
+        "flash_limit",
+        "camera",
+    ];
     const MAINTENANCE_KEYS: [&str; 7] = ["device", "reason", "start", "end", "weekdays", "from", "to"];
 
     /// Values a lab admin might write, right or wrong for any key.
@@ -658,4 +670,55 @@ fn health_checks_power_and_webhooks() {
             "devices[1].idle_firmware",
         ]
     );
+}
+
+#[test]
+fn cameras_take_a_stream_or_a_snapshot_url_and_a_visibility() {
+    let board = "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/null\"\n";
+    let config = load(&format!(
+        "[lab]\nlegacy_camera_device = \"arm-1\"\n{board}camera = {{ mjpeg = \"http://127.0.0.1:8081/stream\" }}\n"
+    ))
+    .unwrap();
+    let camera = config.devices[0].camera.clone().unwrap();
+    assert_eq!(camera.source.url().to_string(), "http://127.0.0.1:8081/stream");
+    assert!(matches!(camera.source, CameraSource::Mjpeg(_)));
+    assert_eq!(camera.visibility, Visibility::Holder, "no one else by default");
+    assert_eq!((camera.max_frame_bytes, camera.linger), (2 << 20, Duration::from_secs(10)));
+    assert_eq!(config.lab.legacy_camera_device.as_deref(), Some("arm-1"));
+
+    let config = load(&format!(
+        "{board}camera = {{ snapshot = \"http://cam.lab/jpg\", snapshot_interval_ms = 200, visibility = \"public\", \
+         max_frame_kb = 64, linger_ms = 50 }}\n"
+    ))
+    .unwrap();
+    let camera = config.devices[0].camera.clone().unwrap();
+    assert_eq!(
+        camera.source,
+        CameraSource::Snapshot {
+            url: WebhookUrl { host: "cam.lab".into(), port: 80, path: "/jpg".into() },
+            interval: Duration::from_millis(200)
+        }
+    );
+    assert_eq!(
+        (camera.visibility, camera.max_frame_bytes, camera.linger),
+        (Visibility::Public, 64 << 10, Duration::from_millis(50))
+    );
+
+    let bad = [
+        ("camera = { mjpeg = \"https://cam/stream\" }", "devices[0].camera.mjpeg"),
+        ("camera = { mjpeg = \"http://a/s\", snapshot = \"http://a/j\" }", "devices[0].camera"),
+        ("camera = { visibility = \"public\" }", "devices[0].camera"),
+        ("camera = { mjpeg = \"http://a/s\", visibility = \"everyone\" }", "devices[0].camera.visibility"),
+        ("camera = { mjpeg = \"http://a/s\", max_frame_kb = 1 }", "devices[0].camera.max_frame_kb"),
+    ];
+    for (line, key) in bad {
+        let problems = load(&format!("{board}{line}\n")).unwrap_err();
+        assert_eq!(keys(&problems), [key], "{line}: {problems:?}");
+    }
+    let problems = load(&format!("[lab]\nlegacy_camera_device = \"arm-1\"\n{board}")).unwrap_err();
+    assert_eq!(keys(&problems), ["lab.legacy_camera_device"], "{problems:?}");
+    assert!(problems[0].message.contains("has no camera"), "{problems:?}");
+    // An unknown key inside the camera table is located by line.
+    let problems = load(&format!("{board}camera = {{ mjpeg = \"http://a/s\", fps = 5 }}\n")).unwrap_err();
+    assert_eq!(problems[0].location.map(|(line, _)| line), Some(5), "{problems:?}");
 }

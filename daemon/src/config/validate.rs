@@ -11,9 +11,9 @@ use jiff::tz::TimeZone;
 
 use super::raw;
 use super::{
-    AuthConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, HealthCheckConfig, IdleFirmware, JwtSecret,
-    LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem, RecordsConfig, Registration, SandboxMode,
-    ServerConfig, StoreConfig, ToolLimits, UsbMatch, WebhookUrl,
+    AuthConfig, CameraConfig, CameraSource, CompileConfig, CompilerConfig, Config, DeviceConfig, Env,
+    HealthCheckConfig, IdleFirmware, JwtSecret, LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem,
+    RecordsConfig, Registration, SandboxMode, ServerConfig, StoreConfig, ToolLimits, UsbMatch, Visibility, WebhookUrl,
 };
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
@@ -79,6 +79,7 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let compilers = validate_compilers(&mut v, raw.compilers);
     let compile = validate_compile(&mut v, raw.compile);
     let records = validate_records(&mut v, raw.records, &store);
+    check_legacy_camera(&mut v, &lab, &devices);
     if v.problems.is_empty() {
         Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records })
     } else {
@@ -316,7 +317,8 @@ fn validate_lab(v: &mut Validator, raw: raw::Lab) -> LabConfig {
     }
     // Largest first: the order the warnings arrive in.
     session_warnings.sort_unstable_by(|a, b| b.cmp(a));
-    LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy, session_warnings }
+    let legacy_camera_device = raw.legacy_camera_device.map(|id| id.trim().to_owned());
+    LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy, session_warnings, legacy_camera_device }
 }
 
 fn validate_records(v: &mut Validator, raw: raw::Records, store: &StoreConfig) -> RecordsConfig {
@@ -516,6 +518,7 @@ fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfi
         });
         let power = d.power.and_then(|raw| validate_power(v, &format!("{key}.power"), raw));
         let health = d.health.map(|raw| validate_health(v, &format!("{key}.health"), raw));
+        let camera = d.camera.and_then(|raw| validate_camera(v, &format!("{key}.camera"), raw));
         if health.is_some() && !idle_given {
             v.problem(
                 format!("{key}.idle_firmware"),
@@ -541,6 +544,7 @@ fn validate_devices(v: &mut Validator, raw: Vec<raw::Device>) -> Vec<DeviceConfi
             idle_firmware,
             power,
             health,
+            camera,
             model: model_name,
         });
     }
@@ -606,6 +610,69 @@ fn validate_health(v: &mut Validator, key: &str, raw: raw::Health) -> HealthChec
         }
     });
     HealthCheckConfig { expect, timeout, webhook }
+}
+
+/// `camera = { mjpeg = "http://..." }` or `{ snapshot = "http://...", snapshot_interval_ms = 1000 }`,
+/// with `visibility`, `max_frame_kb` and `linger_ms`.
+fn validate_camera(v: &mut Validator, key: &str, raw: raw::Camera) -> Option<CameraConfig> {
+    let interval_ms: u64 = v.int(&format!("{key}.snapshot_interval_ms"), raw.snapshot_interval_ms, 20..=60_000, 1000);
+    let mut url = |name: &str, text: String| match parse_webhook(&text) {
+        Ok(url) => Some(url),
+        Err(why) => {
+            v.problem(format!("{key}.{name}"), format!("{why}, got {text:?}"));
+            None
+        }
+    };
+    let source = match (raw.mjpeg, raw.snapshot) {
+        (Some(_), Some(_)) => {
+            v.problem(key, "give either mjpeg (a stream) or snapshot (a picture fetched at a rate), not both");
+            None
+        }
+        (None, None) => {
+            v.problem(
+                key,
+                "needs mjpeg = \"http://host:port/stream\" (an MJPEG stream such as ustreamer's) or snapshot = \
+                 \"http://host:port/snapshot\"",
+            );
+            None
+        }
+        (Some(mjpeg), None) => url("mjpeg", mjpeg).map(CameraSource::Mjpeg),
+        (None, Some(snapshot)) => url("snapshot", snapshot)
+            .map(|url| CameraSource::Snapshot { url, interval: Duration::from_millis(interval_ms) }),
+    };
+    let visibility = match raw.visibility.as_deref() {
+        None | Some("holder") => Visibility::Holder,
+        Some("signed_in") => Visibility::SignedIn,
+        Some("public") => Visibility::Public,
+        Some(other) => {
+            v.problem(
+                format!("{key}.visibility"),
+                format!("must be \"holder\", \"signed_in\" or \"public\", got {other:?}"),
+            );
+            Visibility::Holder
+        }
+    };
+    let max_frame_kb: usize = v.int(&format!("{key}.max_frame_kb"), raw.max_frame_kb, 16..=65_536, 2048);
+    let linger_ms: u64 = v.int(&format!("{key}.linger_ms"), raw.linger_ms, 0..=3_600_000, 10_000);
+    Some(CameraConfig {
+        source: source?,
+        visibility,
+        max_frame_bytes: max_frame_kb << 10,
+        linger: Duration::from_millis(linger_ms),
+    })
+}
+
+/// `lab.legacy_camera_device` must name a board that has a camera.
+fn check_legacy_camera(v: &mut Validator, lab: &LabConfig, devices: &[DeviceConfig]) {
+    let Some(id) = &lab.legacy_camera_device else { return };
+    match devices.iter().find(|d| d.id == *id) {
+        None => v.problem("lab.legacy_camera_device", format!("names no configured device, got {id:?}")),
+        Some(device) if device.camera.is_none() => v.problem(
+            "lab.legacy_camera_device",
+            format!("device {id:?} has no camera: give it camera = {{ mjpeg = \"http://...\" }}"),
+        ),
+        Some(_) => {}
+    }
 }
 
 /// Reads `http://host[:port][/path]`. Only plain HTTP: rerod carries no TLS

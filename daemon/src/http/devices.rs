@@ -58,6 +58,7 @@ pub fn list(app: &Arc<App>, admin: bool) -> Reply {
                 model: d.model,
                 plugin: d.plugin,
                 baud: d.baud,
+                camera: super::camera::device_camera(app, &board.id, admin),
             })
             .collect()
     };

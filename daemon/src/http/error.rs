@@ -71,7 +71,7 @@ impl Kind {
         use HttpErrorKind as H;
         match self {
             Kind::App(kind) => match kind {
-                K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken => {
+                K::InvalidCredentials | K::NotAuthenticated | K::TokenExpired | K::InvalidToken | K::InvalidTicket => {
                     StatusCode::UNAUTHORIZED
                 }
                 K::TooManyAttempts
@@ -85,8 +85,9 @@ impl Kind {
                 | K::RegistrationRefused
                 | K::NotYourSlot
                 | K::NotYourRecord
-                | K::ConsoleReadOnly => StatusCode::FORBIDDEN,
-                K::UserNotFound | K::DeviceNotFound | K::RecordNotFound => StatusCode::NOT_FOUND,
+                | K::ConsoleReadOnly
+                | K::CameraNotVisible => StatusCode::FORBIDDEN,
+                K::UserNotFound | K::DeviceNotFound | K::RecordNotFound | K::NoCamera => StatusCode::NOT_FOUND,
                 K::AccountIsAdmin
                 | K::EmailTaken
                 | K::EmailConfusable
@@ -114,6 +115,7 @@ impl Kind {
                 // The lab's setup (tool, options, toolchain) or the store is at fault.
                 K::Overloaded
                 | K::DeviceOffline
+                | K::CameraOffline
                 | K::DeviceMisconfigured
                 | K::CompilerUnavailable
                 | K::CompileSandboxUnavailable

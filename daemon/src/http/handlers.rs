@@ -94,6 +94,7 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
                 health
             })
             .collect(),
+        cameras: super::camera::health(app, admin),
         compile: CompileHealth { sandbox: app.compile_sandbox().as_str().to_owned() },
         lab: LabInfo {
             timezone: calendar.time_zone().iana_name().map(str::to_owned),
@@ -348,6 +349,7 @@ pub fn metrics(app: &Arc<App>) -> Reply {
     let (running, waiting) = app.compiles();
     app.metrics.set_compiles(running, waiting);
     app.metrics.set_device_health(app.devices.boards().iter().map(|b| (b.id.clone(), b.health().as_str())).collect());
+    app.metrics.set_cameras(app.cameras.all().iter().map(|camera| camera.stats()).collect());
     let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
     response
         .headers_mut()

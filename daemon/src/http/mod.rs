@@ -3,6 +3,7 @@
 //! and log line).
 
 mod admin;
+mod camera;
 mod devices;
 mod error;
 mod handlers;
@@ -38,6 +39,9 @@ use crate::ws::booking::BookingHub;
 
 pub use error::{ApiError, HttpErrorKind, Kind};
 pub use routes::{Auth, BodyLimit, ROUTES, Route, RouteSpec, Serves};
+
+/// A response body: whole (every route but one), or a camera's live stream.
+pub(crate) type Body = http_body_util::Either<Full<Bytes>, camera::StreamBody>;
 
 /// How long in-flight requests get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -219,14 +223,14 @@ async fn refuse_connection(mut stream: TcpStream, detail: &'static str) {
 }
 
 /// One request through the pipeline. Never fails: errors become responses.
-async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
     // From here on, "the client's address" is the one behind trusted proxies.
     let peer = SocketAddr::new(client_address(&server.app, &req, peer), peer.port());
     let (route, result) = routes::dispatch(&server, req, peer).await;
-    let mut response = result.unwrap_or_else(ApiError::into_response);
+    let mut response = result.unwrap_or_else(|error| error.into_response().map(Body::Left));
     add_cors_headers(&server.app, origin.as_ref(), response.headers_mut());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

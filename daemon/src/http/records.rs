@@ -15,7 +15,9 @@ use super::json_response;
 use super::request::{Req, percent_decode};
 use super::routes::RouteSpec;
 use crate::app::{App, AppError, Principal, Role};
-use crate::wire::{AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, UploadLogJson};
+use crate::wire::{
+    AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, SnapshotJson, UploadLogJson,
+};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -48,6 +50,15 @@ pub fn get(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Repl
         success: true,
         record: RecordJson::new(&detail.summary),
         uploads: detail.uploads.iter().map(UploadLogJson::new).collect(),
+        snapshots: detail
+            .snapshots
+            .iter()
+            .map(|(name, bytes)| SnapshotJson {
+                url: format!("/records/{}/snapshot?name={name}", detail.summary.id),
+                name: name.clone(),
+                bytes: *bytes,
+            })
+            .collect(),
     };
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -60,6 +71,20 @@ pub fn transcript(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) 
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     // The id is letters, digits, `-` and `_` only: safe in a header as it is.
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{id}.jsonl\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /records/{id}/snapshot?name=`: one camera picture of the record.
+pub fn snapshot(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Reply {
+    let name = req.query("name")?.ok_or(AppError::MissingField("name"))?;
+    let (id, jpeg) = app.record_snapshot(who, &record_id(spec, req), &name)?;
+    let mut response = Response::new(Full::new(Bytes::from(jpeg)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    // The id and a valid name are letters, digits, `-` and `_` only.
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{id}_{name}.jpg\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)

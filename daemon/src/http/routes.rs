@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::Server;
 use super::error::{ApiError, HttpErrorKind};
 use super::request::Req;
-use super::{admin, devices, handlers, records, web};
+use super::{Body, admin, camera, devices, handlers, records, web};
 use crate::app::{App, AppError, Credentials, Principal, Role};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -57,6 +57,13 @@ pub enum Route {
     Records,
     Record,
     RecordTranscript,
+    RecordSnapshot,
+    Camera,
+    CameraTicket,
+    CameraStream,
+    CameraSnapshot,
+    /// The old web client's camera feed.
+    LegacyCameraSocket,
 }
 
 /// How much of a body a route reads.
@@ -123,6 +130,8 @@ pub(crate) enum Handler {
     ),
     /// A WebSocket handshake: no body is read; the socket authenticates itself.
     Upgrade(fn(&Arc<Server>, &RouteSpec, &mut Request<Incoming>, IpAddr) -> Reply),
+    /// Answers with a body that goes on (a camera's live stream).
+    Stream(for<'a> fn(&'a Arc<Server>, &'a Call<'a>) -> PendingStream<'a>),
 }
 
 /// A request whose body has been read, as a handler sees it.
@@ -134,6 +143,9 @@ pub(crate) struct Call<'a> {
 
 /// A waiting handler's answer.
 pub(crate) type Pending<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// A streaming handler's answer.
+pub(crate) type PendingStream<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
 
 /// One row of the route table.
 #[derive(Clone, Copy, Debug)]
@@ -163,7 +175,7 @@ const fn row(
     RouteSpec { route, pattern, methods, body: BodyLimit::Json, auth, serves: Serves::Api, handler }
 }
 
-use Handler::{ForViewer, Now, NowAs, Unread, Upgrade, Wait, WaitAs};
+use Handler::{ForViewer, Now, NowAs, Stream, Unread, Upgrade, Wait, WaitAs};
 
 /// The route table.
 pub const ROUTES: &[RouteSpec] = &[
@@ -310,6 +322,33 @@ pub const ROUTES: &[RouteSpec] = &[
         Auth::Bearer,
         NowAs(|c, who| records::transcript(c.app, c.spec, c.req, who)),
     ),
+    row(
+        Route::RecordSnapshot,
+        "/records/{id}/snapshot",
+        GET,
+        Auth::Bearer,
+        NowAs(|c, who| records::snapshot(c.app, c.spec, c.req, who)),
+    ),
+    row(Route::Camera, "/devices/camera/{device}", GET, Auth::Public, Wait(|c| Box::pin(camera::status(c)))),
+    row(Route::CameraTicket, "/devices/camera/{device}/ticket", POST, Auth::Bearer, NowAs(camera::ticket)),
+    row(
+        Route::CameraStream,
+        "/devices/camera/{device}/stream",
+        GET,
+        Auth::Public,
+        Stream(|server, c| Box::pin(camera::stream(server, c))),
+    ),
+    row(
+        Route::CameraSnapshot,
+        "/devices/camera/{device}/snapshot",
+        GET,
+        Auth::Public,
+        Wait(|c| Box::pin(camera::snapshot(c))),
+    ),
+    RouteSpec {
+        body: BodyLimit::Upgrade,
+        ..row(Route::LegacyCameraSocket, "/websocket/{quality}", GET, Auth::InSocket, Upgrade(camera::upgrade_legacy))
+    },
 ];
 
 impl Route {
@@ -352,14 +391,18 @@ impl RouteSpec {
 }
 
 /// Routes and serves one request; also returns the route, for the log line.
-pub(crate) async fn dispatch(server: &Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -> (Option<Route>, Reply) {
+pub(crate) async fn dispatch(
+    server: &Arc<Server>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Option<Route>, Result<Response<Body>, ApiError>) {
     let Some(spec) = Route::resolve(req.uri().path()) else {
         let detail = format!("No route {} {}", req.method(), req.uri().path());
         return (None, Err(ApiError::http(HttpErrorKind::RouteNotFound, detail)));
     };
     let route = spec.route;
     if req.method() == Method::OPTIONS {
-        return (Some(route), Ok(preflight(spec)));
+        return (Some(route), Ok(preflight(spec).map(Body::Left)));
     }
     if !spec.methods.contains(req.method()) {
         let detail = format!("Method {} is not allowed on {}", req.method(), spec.pattern);
@@ -372,14 +415,23 @@ pub(crate) async fn dispatch(server: &Arc<Server>, req: Request<Incoming>, peer:
 
 /// Does what the row's handler shape needs first (the bearer check before a
 /// byte of the body is read, then the body), and calls the row's handler.
-async fn serve(server: &Arc<Server>, spec: &'static RouteSpec, mut req: Request<Incoming>, peer: SocketAddr) -> Reply {
+async fn serve(
+    server: &Arc<Server>,
+    spec: &'static RouteSpec,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
     let app = &server.app;
     let limit = match spec.body {
         BodyLimit::Json | BodyLimit::Upgrade => app.config().server.max_json_bytes,
         BodyLimit::Firmware => app.config().server.max_firmware_bytes,
     };
     let read = |req| Req::read(req, limit, peer);
-    match spec.handler {
+    let reply = match spec.handler {
+        Stream(handler) => {
+            let req = read(req).await?;
+            return handler(server, &Call { app, spec, req: &req }).await;
+        }
         Upgrade(handler) => handler(server, spec, &mut req, peer.ip()),
         Unread(handler) => {
             let who = bearer_principal(server, &req, peer, spec.auth).await?;
@@ -407,7 +459,8 @@ async fn serve(server: &Arc<Server>, spec: &'static RouteSpec, mut req: Request<
             let req = read(req).await?;
             handler(&Call { app, spec, req: &req }, &who).await
         }
-    }
+    };
+    reply.map(|response| response.map(Body::Left))
 }
 
 /// Who is calling, by `Authorization: Bearer` alone (routes beyond the

@@ -111,6 +111,8 @@ fn respond(asset: &Asset, headers: &HeaderMap, cache_control: &'static str) -> R
 /// Everything from this origin, nothing from anywhere else: no inline
 /// script or style, no frames, no plugins. The sockets are named with the
 /// request's own host because `'self'` covers `ws:` only in newer browsers.
+/// Images may also be `blob:` URLs: the page shows a camera's frames from
+/// the bytes it fetched itself (with the token in a header, never in a URL).
 fn content_security_policy(headers: &HeaderMap) -> HeaderValue {
     let host = headers
         .get(header::HOST)
@@ -119,7 +121,7 @@ fn content_security_policy(headers: &HeaderMap) -> HeaderValue {
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
     let sockets = host.map(|h| format!(" ws://{h} wss://{h}")).unwrap_or_default();
     let policy = format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'{sockets}; \
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'{sockets}; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );
     HeaderValue::from_str(&policy).expect("the policy is checked header text")

@@ -174,6 +174,25 @@ impl Direction {
     }
 }
 
+/// One camera's numbers, taken at scrape time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CameraSample {
+    pub device: String,
+    /// `idle`, `connecting`, `live`, `offline` or `removed`.
+    pub state: &'static str,
+    pub viewers: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Frames viewers skipped because they were behind (or asked for fewer).
+    pub frames_dropped: u64,
+    /// Frames over the camera's size bound, dropped.
+    pub frames_oversized: u64,
+    /// Connections to the source opened, the first included.
+    pub upstream_connections: u64,
+    /// Times the source failed or ended and was tried again.
+    pub upstream_reconnects: u64,
+}
+
 /// Every metric rerod exports. One per daemon, shared through `App`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -192,6 +211,8 @@ pub struct Metrics {
     board_failures: AtomicU64,
     /// Each board's health, set at scrape time: (device, state name).
     device_health: std::sync::Mutex<Vec<(String, &'static str)>>,
+    /// Each camera's numbers, set at scrape time.
+    cameras: std::sync::Mutex<Vec<CameraSample>>,
 }
 
 impl Default for Metrics {
@@ -216,6 +237,7 @@ impl Metrics {
             health_checks: Default::default(),
             board_failures: AtomicU64::new(0),
             device_health: Default::default(),
+            cameras: Default::default(),
         }
     }
 
@@ -305,6 +327,11 @@ impl Metrics {
     /// Sets every board's health (device id, state name), from the boards at scrape time.
     pub fn set_device_health(&self, boards: Vec<(String, &'static str)>) {
         *self.device_health.lock().unwrap_or_else(|p| p.into_inner()) = boards;
+    }
+
+    /// Sets every camera's numbers, from the cameras at scrape time.
+    pub fn set_cameras(&self, cameras: Vec<CameraSample>) {
+        *self.cameras.lock().unwrap_or_else(|p| p.into_inner()) = cameras;
     }
 
     /// The series of one route pattern, created on first sight.
@@ -455,6 +482,56 @@ impl Metrics {
                     u8::from(*state == name),
                 );
             }
+        }
+
+        let cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        family(&mut out, "rerod_camera_viewers", "gauge", "Viewers watching each board's camera.");
+        for camera in &cameras {
+            sample(&mut out, "rerod_camera_viewers", &[("device", &camera.device)], camera.viewers);
+        }
+        family(&mut out, "rerod_camera_state", "gauge", "1 for each camera's state (idle, connecting, live, offline).");
+        for camera in &cameras {
+            for name in ["idle", "connecting", "live", "offline"] {
+                let labels = [("device", camera.device.as_str()), ("state", name)];
+                sample(&mut out, "rerod_camera_state", &labels, u8::from(camera.state == name));
+            }
+        }
+        family(
+            &mut out,
+            "rerod_camera_frames_total",
+            "counter",
+            "Camera frames: in from the source, out to viewers, dropped (skipped by viewers behind), oversized \
+             (over the size bound).",
+        );
+        for camera in &cameras {
+            for (what, value) in [
+                ("in", camera.frames_in),
+                ("out", camera.frames_out),
+                ("dropped", camera.frames_dropped),
+                ("oversized", camera.frames_oversized),
+            ] {
+                sample(&mut out, "rerod_camera_frames_total", &[("device", &camera.device), ("kind", what)], value);
+            }
+        }
+        family(
+            &mut out,
+            "rerod_camera_upstream_connections_total",
+            "counter",
+            "Connections opened to each camera's source.",
+        );
+        for camera in &cameras {
+            let value = camera.upstream_connections;
+            sample(&mut out, "rerod_camera_upstream_connections_total", &[("device", &camera.device)], value);
+        }
+        family(
+            &mut out,
+            "rerod_camera_upstream_reconnects_total",
+            "counter",
+            "Times each camera's source failed or ended and was tried again.",
+        );
+        for camera in &cameras {
+            let value = camera.upstream_reconnects;
+            sample(&mut out, "rerod_camera_upstream_reconnects_total", &[("device", &camera.device)], value);
         }
 
         family(&mut out, "rerod_build_info", "gauge", "Always 1; the labels say which rerod is running.");

@@ -42,6 +42,9 @@ pub use crate::metrics::UploadResult;
 const SESSION_FILE: &str = "session.json";
 const TRANSCRIPT_FILE: &str = "transcript.jsonl";
 const UPLOADS_FILE: &str = "uploads.jsonl";
+/// Camera pictures are `snapshot-<name>.jpg` beside the transcript, so
+/// retention counts and removes them with their record.
+const SNAPSHOT_PREFIX: &str = "snapshot-";
 
 /// One session on one device: its device, the date, its first slot and the
 /// record's random tag (`None` for a record from before tags existed).
@@ -324,6 +327,43 @@ impl Records {
         }
     }
 
+    /// Where a camera picture of a begun session is written (see [`SnapshotSink`]).
+    pub fn snapshot_sink(&self, id: &SessionId) -> SnapshotSink {
+        SnapshotSink { dir: self.dir(id) }
+    }
+
+    /// A session's camera pictures: (name, bytes), oldest name first.
+    pub fn snapshots(&self, id: &SessionId) -> io::Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(self.dir(id)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let file = entry.file_name();
+            let Some(name) = file.to_str().and_then(|f| f.strip_prefix(SNAPSHOT_PREFIX)?.strip_suffix(".jpg")) else {
+                continue;
+            };
+            out.push((name.to_owned(), entry.metadata()?.len()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// One camera picture of a session, or `None` when it has none of that name.
+    pub fn read_snapshot(&self, id: &SessionId, name: &str) -> io::Result<Option<Vec<u8>>> {
+        if !valid_snapshot_name(name) {
+            return Ok(None);
+        }
+        match fs::read(self.dir(id).join(format!("{SNAPSHOT_PREFIX}{name}.jpg"))) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A session's transcript file as it is (JSON lines).
     pub fn read_transcript(&self, id: &SessionId) -> io::Result<Vec<u8>> {
         match fs::read(self.dir(id).join(TRANSCRIPT_FILE)) {
@@ -388,6 +428,29 @@ impl Records {
         }
         Ok(removed)
     }
+}
+
+/// Writes camera pictures into one session's record; owned, so a task may
+/// take it along while it waits for the camera's next frame.
+#[derive(Clone, Debug)]
+pub struct SnapshotSink {
+    dir: PathBuf,
+}
+
+impl SnapshotSink {
+    /// Writes `jpeg` as the picture `name` (letters, digits and `-`), 0600.
+    pub fn save(&self, name: &str, jpeg: &[u8]) -> io::Result<()> {
+        if !valid_snapshot_name(name) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad snapshot name {name:?}")));
+        }
+        let path = self.dir.join(format!("{SNAPSHOT_PREFIX}{name}.jpg"));
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?.write_all(jpeg)
+    }
+}
+
+/// A snapshot's name: 1 to 64 of ASCII letters, digits and `-`; nothing a path could be made of.
+fn valid_snapshot_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A fresh random tag for a new record.

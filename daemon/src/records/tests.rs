@@ -185,3 +185,29 @@ fn base64_matches_the_rfc_examples() {
 fn digests_read_like_sha256sum() {
     assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
+
+#[test]
+fn camera_pictures_are_kept_with_their_record_and_names_cannot_leave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let id = records.begin(&meta("arm-1", 9, "a@x.org")).unwrap();
+    let sink = records.snapshot_sink(&id);
+    sink.save("upload-20261124T093000Z", b"\xff\xd8one\xff\xd9").unwrap();
+    sink.save("session-end", b"\xff\xd8two\xff\xd9").unwrap();
+    for bad in ["", "../x", "a/b", "a.jpg", &"x".repeat(65)] {
+        assert!(sink.save(bad, b"x").is_err(), "{bad:?}");
+        assert_eq!(records.read_snapshot(&id, bad).unwrap(), None, "{bad:?}");
+    }
+    assert_eq!(
+        records.snapshots(&id).unwrap(),
+        [("session-end".to_owned(), 7), ("upload-20261124T093000Z".to_owned(), 7)]
+    );
+    assert_eq!(records.read_snapshot(&id, "session-end").unwrap().as_deref(), Some(&b"\xff\xd8two\xff\xd9"[..]));
+    assert_eq!(records.read_snapshot(&id, "nothing").unwrap(), None);
+    let mode = std::fs::metadata(dir.path().join(id.to_string()).join("snapshot-session-end.jpg")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    // Retention removes them with their record.
+    let far = std::time::SystemTime::now() + Duration::from_secs(86_400 * 400);
+    assert_eq!(records.enforce_retention(far, Duration::from_secs(86_400), u64::MAX, &[]).unwrap(), 1);
+    assert!(records.snapshots(&id).unwrap().is_empty());
+}

@@ -23,8 +23,8 @@ pub use health::{
 };
 pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription, UploadPhase};
 pub use records::{
-    AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, UploadLogJson, UploadMethod,
-    UploadResult,
+    AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, SnapshotJson, UploadLogJson,
+    UploadMethod, UploadResult,
 };
 pub use requests::{
     BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, EmailPassword,

@@ -82,6 +82,19 @@ pub struct RecordResponse {
     pub success: bool,
     pub record: RecordJson,
     pub uploads: Vec<UploadLogJson>,
+    /// The board camera's pictures: at each upload, and at the session's end.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotJson>,
+}
+
+/// One camera picture kept with a session record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotJson {
+    /// `upload-<UTC time>` or `session-end`.
+    pub name: String,
+    pub bytes: u64,
+    /// Where to download it (Bearer, the holder or an admin).
+    pub url: String,
 }
 
 /// One admin action in `GET /admin/audit`.

@@ -97,8 +97,19 @@ pub struct HealthResponse {
     pub devices: DeviceCounts,
     /// Each board's health.
     pub device_health: Vec<super::DeviceHealthJson>,
+    /// Each board camera's state.
+    #[serde(default)]
+    pub cameras: Vec<CameraHealthJson>,
     pub compile: CompileHealth,
     pub lab: LabInfo,
+}
+
+/// One camera in `/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraHealthJson {
+    pub device: String,
+    #[serde(flatten)]
+    pub camera: CameraJson,
 }
 
 /// The lab's calendar, so a client shows times in the lab's zone and by its name.
@@ -278,6 +289,45 @@ pub struct DeviceJson {
     pub health: String,
     /// Why a board is failing or in maintenance.
     pub health_reason: Option<String>,
+    /// The board's camera; null when it has none.
+    #[serde(default)]
+    pub camera: Option<CameraJson>,
+}
+
+/// A board's camera as `GET /devices` and `GET /devices/camera/{device}` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraJson {
+    /// `idle` (no one watches), `connecting`, `live`, `offline` (the source
+    /// failed; retried while anyone watches).
+    pub state: String,
+    /// Who may watch besides the holder and admins: `holder`, `signed_in`, `public`.
+    pub visibility: String,
+    pub viewers: usize,
+    /// Why the camera is offline (the source's address and error for
+    /// admins; others are told only that the source does not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /devices/camera/{device}`: the camera's state, for someone who may watch it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraStatusResponse {
+    pub success: bool,
+    pub device: String,
+    pub camera: CameraJson,
+    /// Why the caller may watch: `holder`, `admin` or `visibility`.
+    pub access: String,
+}
+
+/// `POST /devices/camera/{device}/ticket`: opens one stream, once, soon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraTicketResponse {
+    pub success: bool,
+    pub ticket: String,
+    /// Seconds the ticket stays valid.
+    pub expires_in: u64,
+    /// The stream's path with the ticket, ready for an `<img src>`.
+    pub stream_url: String,
 }
 
 /// `GET /devices`.

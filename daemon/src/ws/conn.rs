@@ -93,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.app.metrics.record_slow_client(SlowClient::Dropped);
             }
             SocketKind::Console => tracing::info!("dropping a console client that stopped reading"),
+            SocketKind::Camera => tracing::info!("dropping a camera client that stopped reading"),
         }
         Close::Quietly
     }

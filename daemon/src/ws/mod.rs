@@ -3,6 +3,7 @@
 //! here, where tokio-tungstenite speaks the protocol.
 
 pub mod booking;
+pub mod camera;
 mod conn;
 pub mod console;
 pub mod fanout;

@@ -9,6 +9,7 @@
 
 mod api;
 mod calendar;
+mod camera;
 mod console;
 mod credentials;
 mod table;
@@ -91,6 +92,17 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Show the board's camera state, or save its picture (--snapshot FILE).
+    ///
+    /// The holder of the session in progress and admins may always; others
+    /// as the camera's visibility admits them (a public camera needs no login).
+    Camera {
+        #[command(flatten)]
+        board: BoardArg,
+        /// Save the camera's newest picture (JPEG) to this file.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -172,6 +184,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Watch(day) => calendar::watch(&api::Client::from_env()?, &day.into(), json).await,
         Command::Upload { file, board } => upload::upload(&api::Client::from_env()?, &file, board.board, json).await,
         Command::Console { board, raw } => console::console(&api::Client::from_env()?, board.board, raw).await,
+        Command::Camera { board, snapshot } => {
+            camera::camera(&api::Client::from_env()?, board.board, snapshot.as_deref(), json).await
+        }
         Command::Completions { shell } => {
             // Made whole first: clap_complete panics when a write to stdout fails.
             let mut script = Vec::new();

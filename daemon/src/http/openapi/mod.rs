@@ -12,6 +12,7 @@
 //! `components.schemas` and listed in an `x-websocket-messages` extension on
 //! the operation.
 
+mod camera;
 mod schemas;
 mod sessions;
 #[cfg(test)]
@@ -369,6 +370,7 @@ fn paths() -> Value {
     });
     if let Some(map) = paths.as_object_mut() {
         map.extend(sessions::paths());
+        map.extend(camera::paths());
     }
     paths
 }

@@ -93,6 +93,11 @@ pub(super) fn components() -> Value {
                 "description": "Device number or id",
                 "schema": string,
             },
+            "quality": {
+                "name": "quality", "in": "path", "required": true,
+                "description": "The JPEG quality the old web client asks for (30 to 95); accepted and ignored",
+                "schema": string,
+            },
             "recordId": {
                 "name": "id", "in": "path", "required": true,
                 "description": "A record's id as GET /records lists it: <device>_<YYYY-MM-DD>_<first slot>",
@@ -229,7 +234,7 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": [
                     "status", "timestamp", "active_connections", "console_connections", "uptime_seconds", "version",
-                    "config", "store", "devices", "device_health", "database", "compile", "lab",
+                    "config", "store", "devices", "device_health", "cameras", "database", "compile", "lab",
                 ],
                 "properties": {
                     "status": { "type": "string", "enum": ["healthy", "degraded", "unhealthy"] },
@@ -270,6 +275,7 @@ pub(super) fn components() -> Value {
                         "properties": { "configured": integer, "calendars": integer, "online": integer, "offline": integer },
                     },
                     "device_health": { "type": "array", "items": schema_ref("DeviceHealth") },
+                    "cameras": { "type": "array", "items": schema_ref("CameraHealth"), "description": "Each board camera's state" },
                     "lab": {
                         "type": "object",
                         "description": "The lab's calendar: its time zone's IANA name (null when the host's zone \
@@ -412,12 +418,16 @@ pub(super) fn components() -> Value {
                 "type": "object",
                 "required": [
                     "number", "id", "name", "model", "plugin", "port", "online", "baud", "in_use", "health",
-                    "health_reason",
+                    "health_reason", "camera",
                 ],
                 "properties": {
                     "number": integer, "id": string, "name": string, "model": string, "plugin": string,
                     "port": string, "online": boolean, "baud": integer, "in_use": boolean,
                     "health": health.clone(), "health_reason": nullable_string,
+                    "camera": {
+                        "nullable": true, "allOf": [schema_ref("Camera")],
+                        "description": "The board's camera; null when it has none",
+                    },
                 },
             },
             "DevicesResponse": {
@@ -688,6 +698,7 @@ pub(super) fn components() -> Value {
     });
     if let Some(schemas) = components["schemas"].as_object_mut() {
         schemas.extend(super::sessions::schemas());
+        schemas.extend(super::camera::schemas());
     }
     components
 }

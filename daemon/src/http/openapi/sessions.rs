@@ -54,6 +54,26 @@ pub(super) fn paths() -> Map<String, Value> {
                 &[401, 403, 404, 503],
             ),
         }},
+        "/records/{id}/snapshot": { "get": {
+            "tags": ["records"],
+            "operationId": "getRecordSnapshot",
+            "summary": "A camera picture kept with a session record (at an upload, at the session's end)",
+            "description": "Bearer only; its holder and admins (403 not_your_record for anyone else; 404 \
+                record_not_found for a record or picture that is not there). GET /records/{id} lists the pictures.",
+            "security": bearer,
+            "parameters": [id, {
+                "name": "name", "in": "query", "required": true,
+                "description": "The picture's name as GET /records/{id} lists it",
+                "schema": { "type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$" },
+            }],
+            "responses": responses(
+                json!({ "200": {
+                    "description": "The JPEG, as the camera sent it",
+                    "content": { "image/jpeg": { "schema": { "type": "string", "format": "binary" } } },
+                }}),
+                &[401, 403, 404, 422, 503],
+            ),
+        }},
         "/admin/audit": { "get": {
             "tags": ["admin"],
             "operationId": "auditLog",
@@ -162,11 +182,19 @@ pub(super) fn schemas() -> Map<String, Value> {
         },
         "RecordResponse": {
             "type": "object",
-            "required": ["success", "record", "uploads"],
+            "required": ["success", "record", "uploads", "snapshots"],
             "properties": {
                 "success": { "type": "boolean" }, "record": schema_ref("RecordJson"),
                 "uploads": { "type": "array", "items": schema_ref("UploadLogJson") },
+                "snapshots": { "type": "array", "items": schema_ref("SnapshotJson") },
             },
+        },
+        "SnapshotJson": {
+            "type": "object",
+            "description": "A board camera's picture kept with the record: at each upload (upload-<UTC time>) and \
+                at the session's end (session-end)",
+            "required": ["name", "bytes", "url"],
+            "properties": { "name": string, "bytes": integer, "url": string },
         },
         "AuditLogJson": {
             "type": "object",
@@ -252,7 +280,15 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
         detail: s("10 bytes written"),
         duration_ms: 900,
     };
-    contract.check("RecordResponse", &[to_value(RecordResponse { success: true, record, uploads: vec![upload] })]);
+    let snapshot = SnapshotJson {
+        name: s("session-end"),
+        bytes: 5000,
+        url: s("/records/arm-1_2026-11-24_9_5c1f/snapshot?name=session-end"),
+    };
+    contract.check(
+        "RecordResponse",
+        &[to_value(RecordResponse { success: true, record, uploads: vec![upload], snapshots: vec![snapshot] })],
+    );
     let entry = |full: bool| AuditLogJson {
         at: s("2026-11-24T09:10:00.000000Z"),
         actor: s("admin@example.com"),

@@ -101,6 +101,12 @@ fn it_lists_the_served_routes() {
         ("/records", "GET"),
         ("/records/{id}", "GET"),
         ("/records/{id}/transcript", "GET"),
+        ("/records/{id}/snapshot", "GET"),
+        ("/devices/camera/{device}", "GET"),
+        ("/devices/camera/{device}/ticket", "POST"),
+        ("/devices/camera/{device}/stream", "GET"),
+        ("/devices/camera/{device}/snapshot", "GET"),
+        ("/websocket/{quality}", "GET"),
     ];
     let expected: BTreeSet<(String, String)> = expected.iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
     assert_eq!(pairs, expected);
@@ -146,6 +152,10 @@ fn the_document_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(resolve("/records/../transcript"), Some(Route::RecordTranscript), "the app refuses the id");
     assert_eq!(resolve("/records/a/b/transcript"), None);
     assert_eq!(resolve("/records//transcript"), None);
+    assert_eq!(resolve("/devices/camera/arm-1"), Some(Route::Camera));
+    assert_eq!(resolve("/devices/camera/arm-1/stream"), Some(Route::CameraStream));
+    assert_eq!(resolve("/devices/camera/arm-1/snapshot"), Some(Route::CameraSnapshot));
+    assert_eq!(resolve("/websocket/95"), Some(Route::LegacyCameraSocket));
 }
 
 #[test]
@@ -202,6 +212,10 @@ impl Contract {
         if value.is_null() {
             // Whether the field may be null is checked against its parent's `nulls`.
             return;
+        }
+        // A nullable reference (OpenAPI 3.0 puts `nullable` beside a one-item `allOf`).
+        if schema["allOf"].as_array().is_some_and(|all| all.len() == 1) {
+            return self.walk(value, &format!("{pointer}/allOf/0"));
         }
         if let Some(branches) = schema["oneOf"].as_array() {
             let Some(fields) = value.as_object() else { return };
@@ -381,6 +395,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
             DeviceHealthJson { id: s("arm-1"), health: s("good"), reason: None },
             DeviceHealthJson { id: s("arm-2"), health: s("failing"), reason: Some(s("no READY")) },
         ],
+        cameras: vec![],
         compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
         lab: LabInfo { timezone: healthy.then(|| s("Europe/Berlin")), slot_minutes: 60 },
     };
@@ -480,6 +495,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
                     in_use: false,
                     health: s("good"),
                     health_reason: None,
+                    camera: Some(CameraJson { state: s("idle"), visibility: s("holder"), viewers: 0, reason: None }),
                 },
                 DeviceJson {
                     number: 1,
@@ -493,6 +509,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
                     in_use: false,
                     health: s("maintenance"),
                     health_reason: Some(s("motor")),
+                    camera: None,
                 },
             ],
             supported_models: vec![s("mega2560")],
@@ -752,6 +769,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         ],
     );
     super::sessions::check_examples(&mut contract);
+    super::camera::check_examples(&mut contract);
     contract.finish();
 }
 
