@@ -6,12 +6,15 @@ import { api, session, slotFeed } from './api.js';
 import { h, fill, toast, errorLine } from './ui.js';
 import { setZone, zoneName, clock, until, when, span } from './time.js';
 import { calendarView } from './calendar.js';
-import { boardNow, nextFree } from './slots.js';
+import { boardNow, nextFree, currentSlot } from './slots.js';
 import { sessionView } from './session.js';
 import { adminView } from './admin.js';
 
 const main = document.getElementById('main');
 const lab = { devices: [], health: {}, lab: { timezone: null, slot_minutes: 60 } };
+
+/** A board's health as a student reads it. */
+const HEALTH_WORDS = { good: 'working', failing: 'out of order', maintenance: 'in maintenance' };
 
 /** Why the server ended the sign-in, shown once on the sign-in page. */
 let signedOutBecause = '';
@@ -19,18 +22,23 @@ let signedOutBecause = '';
 /** What the page currently shows stops its timers and sockets through this. */
 let leave = () => {};
 
+/** What every page shows before and after signing in: the zone, and whether this is the demo lab. */
+function showLab(health) {
+  if (!health) return;
+  lab.lab = health.lab || lab.lab;
+  lab.health = Object.fromEntries((health.device_health || []).map((d) => [d.id, d]));
+  setZone(lab.lab.timezone);
+  document.getElementById('zone').textContent = `Times in ${zoneName()}`;
+  document.getElementById('demo-banner').hidden = !lab.lab.demo;
+}
+
 async function loadLab() {
   const [health, devices] = await Promise.all([api('/health').catch(() => null), api('/devices')]);
-  if (health) {
-    lab.lab = health.lab || lab.lab;
-    lab.health = Object.fromEntries((health.device_health || []).map((d) => [d.id, d]));
-  }
+  showLab(health);
   // A lab with no boards configured still has its one calendar, `default`.
   lab.devices = devices.devices.length
     ? devices.devices
     : [{ number: 0, id: 'default', name: 'Lab calendar', model: 'no board configured', online: false, calendarOnly: true }];
-  setZone(lab.lab.timezone);
-  document.getElementById('zone').textContent = `Times in ${zoneName()}`;
 }
 
 function showNav() {
@@ -110,18 +118,34 @@ async function overview() {
     const { free, mine, holder } = boardNow(days[i], viewer);
     const next = !free && nextFree(days[i], viewer);
     const health = lab.health[device.id];
+    const current = free && days[i] && currentSlot(days[i].slots, viewer.now);
+    const bookNow = async () => {
+      try {
+        await api('/book-slot', { method: 'POST', body: { slot_id: current.id, date: days[i].date, device: device.id } });
+        toast(`Booked ${clock(current.start)}–${until(current.end)} on ${device.name || device.id}.`);
+        location.hash = `#/session/${encodeURIComponent(device.id)}`;
+      } catch (e) {
+        toast(e.message, 'error');
+      }
+    };
     return h('li', { class: 'card board' },
       h('h3', {}, device.name || device.id),
       h('p', { class: 'muted' }, `${device.model} · ${device.id}`),
       h('p', {},
         !device.calendarOnly && h('span', { class: `pill ${device.online ? 'ok' : 'bad'}` }, device.online ? 'online' : 'offline'),
         ' ',
-        health && h('span', { class: `pill health-${health.health}`, title: health.reason || '' }, `health: ${health.health}`), ' ',
+        // "unknown" (never checked: the board has no health check) tells a student nothing.
+        health && health.health !== 'unknown' && h('span', { class: `pill health-${health.health}`, title: health.reason || '' },
+          HEALTH_WORDS[health.health] || health.health), ' ',
         h('span', { class: `pill ${free ? 'ok' : ''}` }, free ? 'free now' : 'not free now')),
       h('p', {}, holder),
       next && h('p', { class: 'muted' }, `Next free today: ${clock(next.start)}–${until(next.end)}`),
       h('div', { class: 'row' },
-        h('a', { class: 'button', href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
+        current && !device.calendarOnly && h('button', {
+          type: 'button', class: 'book-now', onclick: bookNow,
+          'aria-label': `Book ${device.name || device.id} now, ${clock(current.start)}–${until(current.end)}`,
+        }, 'Book now'),
+        h('a', { class: `button${current ? ' secondary' : ''}`, href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
         (mine || session.isAdmin) && !device.calendarOnly && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` },
           'Open session')));
   });
@@ -193,4 +217,5 @@ window.addEventListener('signed-out', (event) => {
   route();
 });
 window.addEventListener('hashchange', route);
-route();
+// The sign-in page names the zone and the demo too: /health needs no login.
+api('/health').then(showLab, () => {}).finally(route);

@@ -10,6 +10,7 @@ mod boards;
 mod compile;
 mod compile_queue;
 mod concurrency;
+mod demo;
 mod devices;
 mod durability;
 mod fair_share;

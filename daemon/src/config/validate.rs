@@ -80,7 +80,7 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let compile = validate_compile(&mut v, raw.compile);
     let records = validate_records(&mut v, raw.records, &store);
     if v.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records })
+        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records, demo: false })
     } else {
         Err(v.problems)
     }

@@ -98,6 +98,7 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
         lab: LabInfo {
             timezone: calendar.time_zone().iana_name().map(str::to_owned),
             slot_minutes: calendar.slot_minutes(),
+            demo: app.config().demo,
         },
     };
     match (store_error, counts) {

@@ -108,6 +108,8 @@ pub struct LabInfo {
     /// host's zone has no name (slot times still carry their UTC offset).
     pub timezone: Option<String>,
     pub slot_minutes: u16,
+    /// The built-in demo lab (`rerod --demo`): its board is simulated.
+    pub demo: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

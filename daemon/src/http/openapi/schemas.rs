@@ -274,8 +274,8 @@ pub(super) fn components() -> Value {
                         "type": "object",
                         "description": "The lab's calendar: its time zone's IANA name (null when the host's zone \
                             has none) and the slot length",
-                        "required": ["timezone", "slot_minutes"],
-                        "properties": { "timezone": nullable_string, "slot_minutes": integer },
+                        "required": ["timezone", "slot_minutes", "demo"],
+                        "properties": { "timezone": nullable_string, "slot_minutes": integer, "demo": boolean },
                     },
                     "compile": {
                         "type": "object",
