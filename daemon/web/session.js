@@ -47,6 +47,7 @@ export async function sessionView(main, lab, deviceId) {
     uploadStatus.textContent = '';
     uploadStatus.className = 'error';
     progress.value = 0;
+    progress.classList.remove('failed');
     progressLabel.textContent = `Uploading ${what}…`;
     try {
       const answer = await api(`/devices/upload/${encodeURIComponent(device.id)}`, { method: 'POST', ...body });
@@ -56,6 +57,9 @@ export async function sessionView(main, lab, deviceId) {
       uploadStatus.textContent = `${answer.message} (${answer.bytes_written} bytes in ${(answer.duration_ms / 1000).toFixed(1)} s)`;
       if (answer.compile_output) code.showOutput(answer.compile_output);
     } catch (e) {
+      // The bar stays where the upload stopped, marked as failed, never full.
+      progress.classList.add('failed');
+      if (progress.value >= 100) progress.value = 0;
       progressLabel.textContent = 'Upload failed';
       uploadStatus.textContent = e.message;
     }
@@ -186,7 +190,11 @@ export async function sessionView(main, lab, deviceId) {
     const m = JSON.parse(event.data);
     if (m.type === 'connection_established') consoleState.textContent = 'Console: connected.';
     else if (m.type === 'serial_output') terminal.write(m.output);
-    else if (m.type === 'upload_progress') {
+    else if (m.type === 'upload_progress' && m.phase === 'failed') {
+      progress.value = m.percent;
+      progress.classList.add('failed');
+      progressLabel.textContent = 'Upload failed';
+    } else if (m.type === 'upload_progress') {
       progress.value = m.percent;
       progressLabel.textContent = `${m.phase} ${m.percent}%${m.message ? `: ${m.message}` : ''}`;
     } else if (m.type === 'session_ended') end(m.message);

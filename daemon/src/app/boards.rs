@@ -264,6 +264,8 @@ impl App {
         self.metrics.record_upload(outcome);
         let detail = match &result {
             Ok(uploaded) => format!("{} bytes written", uploaded.report.bytes_written),
+            // The record keeps what an admin needs to find the fault.
+            Err(AppError::Board(error)) => error.detail(),
             Err(error) => error.to_string(),
         };
         let took = match &result {

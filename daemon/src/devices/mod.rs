@@ -103,12 +103,57 @@ pub enum BoardError {
     Offline { device: String, reason: String },
     #[error("Device {0} is busy: another upload is running on it; try again when it has finished")]
     Busy(String),
-    #[error("Upload to {device} failed: {error}")]
+    /// What the student reads is in plain words ([`plain_words`]); the
+    /// protocol's detail goes to the log and the session record
+    /// ([`BoardError::detail`]).
+    #[error("Upload to {device} failed: {}", plain_words(error))]
     Failed { device: String, error: UploadError },
     #[error("The upload to {device} was aborted: {reason}; the board was reset")]
     Aborted { device: String, reason: String },
     #[error("Internal error: {0}")]
     Internal(String),
+}
+
+impl BoardError {
+    /// The whole story, for the log and the session record: a failed
+    /// upload's protocol detail (which command, which bytes, how long)
+    /// that [`plain_words`] leaves out of what the student reads.
+    pub fn detail(&self) -> String {
+        match self {
+            BoardError::Failed { device, error } => format!("Upload to {device} failed: {error}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Why an upload failed, in words for the student at the board: what
+/// happened to them and what to do, never the bootloader's protocol. A
+/// firmware problem is the student's own to fix and is told as it is.
+pub fn plain_words(error: &UploadError) -> String {
+    const ASK: &str = "ask an admin to check the board";
+    match error {
+        UploadError::NoSync { .. } | UploadError::Timeout { .. } | UploadError::Protocol { .. } => {
+            format!("the board did not answer; try again, or {ASK}")
+        }
+        UploadError::VerifyMismatch { .. } => {
+            format!("the board did not keep the program (it read back differently); try again, or {ASK}")
+        }
+        UploadError::WrongSignature { .. } => format!("the board is not the model the lab has it down as; {ASK}"),
+        UploadError::PortNotFound { .. } | UploadError::PortOpen { .. } => {
+            format!("the board is not connected; try again later, or {ASK}")
+        }
+        UploadError::PortVanished { .. } => {
+            format!("the board went away during the upload (unplugged); try again once it is back online, or {ASK}")
+        }
+        UploadError::ToolFailed { .. } => format!("the flashing tool failed; try again, or {ASK}"),
+        UploadError::ToolNotFound { .. }
+        | UploadError::BadOptions(_)
+        | UploadError::Reset(_)
+        | UploadError::Io { .. }
+        | UploadError::Internal(_) => format!("the lab cannot flash this board right now (a setup problem); {ASK}"),
+        UploadError::Cancelled => "the upload was cancelled".to_owned(),
+        UploadError::TooLarge { .. } | UploadError::Firmware(_) => error.to_string(),
+    }
 }
 
 /// Why [`Board::upload`] did not flash: the caller's own check refused it

@@ -171,6 +171,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut ticks = tokio::time::interval(PING_INTERVAL);
     ticks.tick().await;
+    // How far the running upload got: a failure says where it stopped, not 100%.
+    let mut last_percent = 0;
     loop {
         let hold = decoder.held_since().map(|t| t + UTF8_HOLD);
         tokio::select! {
@@ -205,11 +207,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             event = events.recv() => match event {
                 Ok(ConsoleEvent::Progress(p)) => {
                     let phase = p.phase.into();
+                    last_percent = p.percent;
                     conn.send_json(&ConsoleServerMessage::UploadProgress { phase, percent: p.percent, message: None }).await?;
                 }
                 Ok(ConsoleEvent::UploadDone { ok, message }) => {
-                    let phase = if ok { UploadPhase::Done } else { UploadPhase::Failed };
-                    let progress = ConsoleServerMessage::UploadProgress { phase, percent: 100, message: Some(message) };
+                    let (phase, percent) = if ok { (UploadPhase::Done, 100) } else { (UploadPhase::Failed, last_percent) };
+                    last_percent = 0;
+                    let progress = ConsoleServerMessage::UploadProgress { phase, percent, message: Some(message) };
                     conn.send_json(&progress).await?;
                 }
                 Ok(ConsoleEvent::SessionEnding { email, minutes_left, end }) => {

@@ -151,6 +151,11 @@ async fn show_progress(mut rx: mpsc::UnboundedReceiver<Progress>, json: bool) {
         phase = Some(progress.phase);
     }
     if let Some(bar) = bar {
-        bar.finish();
+        // A failed upload's bar stays where it stopped, marked failed.
+        if phase == Some(UploadPhase::Failed) {
+            bar.abandon_with_message("failed");
+        } else {
+            bar.finish();
+        }
     }
 }
