@@ -30,7 +30,13 @@ pub async fn upload(client: &Client, file: &Path, board: Option<String>, json: b
     client.token()?;
     let bytes = std::fs::read(file).map_err(|e| Error::message(format!("reading {}: {e}", file.display())))?;
     let body = match file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("hex" | "bin") => Body::Firmware(bytes),
+        Some("hex") => {
+            // Checked here, so a text file named .hex is never flashed as raw bytes.
+            rerod_devices::Firmware::parse_ihex(&bytes)
+                .map_err(|e| Error::message(format!("{}: {e}; nothing was uploaded", file.display())))?;
+            Body::Firmware(bytes)
+        }
+        Some("bin") => Body::Firmware(bytes),
         Some("ino") => {
             let code = String::from_utf8(bytes)
                 .map_err(|_| Error::message(format!("{} is not UTF-8 text", file.display())))?;
