@@ -40,7 +40,10 @@ pub async fn upload(client: &Client, file: &Path, board: Option<String>, json: b
         Some("ino") => {
             let code = String::from_utf8(bytes)
                 .map_err(|_| Error::message(format!("{} is not UTF-8 text", file.display())))?;
-            let json = serde_json::to_vec(&UploadCodeRequest { code }).map_err(|e| Error::message(e.to_string()))?;
+            // Compiler messages then name the student's own file.
+            let file_name = file.file_name().map(|name| name.to_string_lossy().into_owned());
+            let json = serde_json::to_vec(&UploadCodeRequest { code, file_name })
+                .map_err(|e| Error::message(e.to_string()))?;
             Body::Json(json)
         }
         _ => {

@@ -712,13 +712,20 @@ fn every_schema_matches_the_wire_type_it_documents() {
         &[
             to_value(CompileRequest {
                 code: s("void setup(){}"),
+                file_name: Some(s("blink.ino")),
                 model: Some(s("mega2560")),
                 device: Some(DeviceRef::Number(0)),
             }),
-            to_value(CompileRequest { code: s("void setup(){}"), model: None, device: None }),
+            to_value(CompileRequest { code: s("void setup(){}"), file_name: None, model: None, device: None }),
         ],
     );
-    contract.check("UploadCodeRequest", &[to_value(UploadCodeRequest { code: s("void setup(){}") })]);
+    contract.check(
+        "UploadCodeRequest",
+        &[
+            to_value(UploadCodeRequest { code: s("void setup(){}"), file_name: None }),
+            to_value(UploadCodeRequest { code: s("void setup(){}"), file_name: Some(s("blink.ino")) }),
+        ],
+    );
     contract.check("ConsoleAuthMessage", &[to_value(&credentials), to_value(BodyCredentials::default())]);
     contract.check("ConsoleInputMessage", &[to_value(ConsoleClientMessage::Input { data: s("x") })]);
     let slot_message = |full: bool| SlotMessage {
