@@ -3,7 +3,7 @@
 // calendar, the session and the admin pages live in their own modules.
 
 import { api, session, slotFeed } from './api.js';
-import { h, fill, toast, errorLine } from './ui.js';
+import { h, fill, toast, toastLeavePage, errorLine } from './ui.js';
 import { setZone, zoneName, clock, until, when, span } from './time.js';
 import { calendarView } from './calendar.js';
 import { boardNow, nextFree, currentSlot } from './slots.js';
@@ -51,6 +51,7 @@ function showNav() {
 async function route() {
   leave();
   leave = () => {};
+  toastLeavePage();
   showNav();
   const hash = location.hash.replace(/^#/, '') || '/';
   const [, page, arg, view] = hash.split('/');
@@ -58,6 +59,8 @@ async function route() {
     signIn();
     return;
   }
+  // Open on every page, so a sign-out by the server reaches this one at once.
+  slotFeed.connect();
   try {
     if (!lab.devices.length) await loadLab();
     if (page === 'board') leave = await calendarView(main, lab, decodeURIComponent(arg || ''), view === 'week' ? 'week' : 'day');
@@ -96,6 +99,12 @@ function signIn() {
       error.show(e.message);
     }
   };
+  const { registration, allowed_domains: domains = [] } = lab.lab;
+  const who = {
+    open: 'New here? Anyone may register with an e-mail address and a password.',
+    domains: `New here? Addresses at ${domains.join(' or ')} may register.`,
+    closed: 'Accounts are made by the lab\'s admins: ask them for one.',
+  }[registration] || '';
   const form = h('form', { class: 'card narrow', onsubmit: (e) => submit(e, 'login') },
     h('h2', {}, 'Sign in'),
     h('label', { for: 'email' }, 'E-mail'), email,
@@ -103,8 +112,12 @@ function signIn() {
     error.el,
     h('div', { class: 'row' },
       h('button', { type: 'submit', id: 'login' }, 'Sign in'),
-      h('button', { type: 'button', id: 'register', class: 'secondary', onclick: (e) => submit(e, 'register') },
-        'Register')));
+      registration !== 'closed' && h('button', {
+        type: 'button', id: 'register', class: 'secondary', onclick: (e) => submit(e, 'register'),
+      }, 'Register')),
+    who && h('p', { id: 'who-may-register', class: 'muted' }, who),
+    h('p', { id: 'forgotten-password', class: 'muted' },
+      'Forgot your password? Ask a lab admin: they can set a new one for you.'));
   fill(main, form);
   if (signedOutBecause) error.show(`You are signed out: ${signedOutBecause}`);
   signedOutBecause = '';
@@ -189,7 +202,7 @@ async function myBookings() {
           onclick: async () => {
             try {
               await api('/cancel-slot', { method: 'POST', body: { slot_id: b.id, date: b.date, device: b.device } });
-              toast('Booking cancelled.');
+              toast(`Cancelled ${when(b.start)}–${until(b.end)} on ${b.device}.`);
               route();
             } catch (e) {
               toast(e.message, 'error');

@@ -171,6 +171,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut ticks = tokio::time::interval(PING_INTERVAL);
     ticks.tick().await;
+    let mut sign_outs = app.subscribe_sign_outs();
     // How far the running upload got: a failure says where it stopped, not 100%.
     let mut last_percent = 0;
     loop {
@@ -265,6 +266,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => {}
                 }
             }
+            // A signed-out account's console closes at once, not at its next check.
+            sign_out = sign_outs.recv() => match sign_out {
+                Ok(sign_out) if sign_out.email == who.email => {
+                    let message = format!("You are signed out: {}", sign_out.reason.message());
+                    conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
+                    return Err(Close::with(CloseCode::Normal, "signed out"));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err(Close::with(CloseCode::Away, "server shutting down")),
+            },
             incoming = conn.socket.next() => match conn.heard(incoming)? {
                 Message::Text(text) => on_text(&writer, conn, &text).await?,
                 Message::Binary(data) => writer.write(conn, data).await?,

@@ -277,9 +277,13 @@ pub(super) fn components() -> Value {
                     "lab": {
                         "type": "object",
                         "description": "The lab's calendar: its time zone's IANA name (null when the host's zone \
-                            has none) and the slot length",
-                        "required": ["timezone", "slot_minutes", "demo"],
-                        "properties": { "timezone": nullable_string, "slot_minutes": integer, "demo": boolean },
+                            has none) and the slot length; whether it is the demo lab; who may register",
+                        "required": ["timezone", "slot_minutes", "demo", "registration", "allowed_domains"],
+                        "properties": {
+                            "timezone": nullable_string, "slot_minutes": integer, "demo": boolean,
+                            "registration": { "type": "string", "enum": ["open", "closed", "domains"] },
+                            "allowed_domains": { "type": "array", "items": string },
+                        },
                     },
                     "compile": {
                         "type": "object",

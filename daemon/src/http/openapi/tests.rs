@@ -382,7 +382,13 @@ fn every_schema_matches_the_wire_type_it_documents() {
             DeviceHealthJson { id: s("arm-2"), health: s("failing"), reason: Some(s("no READY")) },
         ],
         compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
-        lab: LabInfo { timezone: healthy.then(|| s("Europe/Berlin")), slot_minutes: 60, demo: false },
+        lab: LabInfo {
+            timezone: healthy.then(|| s("Europe/Berlin")),
+            slot_minutes: 60,
+            demo: false,
+            registration: s("domains"),
+            allowed_domains: vec![s("uni.example")],
+        },
     };
     contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
     contract.check(
