@@ -318,7 +318,8 @@ impl Board {
     /// announces itself, or an empty flash stays silent.
     fn start_program(&mut self, now: Instant, out: &mut Vec<u8>) {
         let used = self.flash.iter().rposition(|b| *b != 0xFF).map_or(0, |i| i + 1);
-        if used == 0 {
+        // The blank program rerod flashes between sessions loops silently.
+        if used == 0 || self.flash[..used] == rerod_devices::model::AVR_BLANK_PROGRAM {
             self.mode = Mode::Program(None);
             return;
         }
@@ -442,6 +443,17 @@ mod tests {
         board.receive(&[STK_LEAVE_PROGMODE, CRC_EOP], t0);
         assert_eq!(board.tick(t0 + TICK), b"hello from the board\r\n");
         assert_eq!(text_in(b"\x01\x02ok\0count \xff\xffready!"), ["count", "ready!"]);
+    }
+
+    #[test]
+    fn the_blank_program_rerod_flashes_between_sessions_is_silent() {
+        let t0 = Instant::now();
+        let mut board = Board::new();
+        sync(&mut board, t0);
+        board.receive(&prog_page(0, &rerod_devices::model::AVR_BLANK_PROGRAM), t0);
+        assert!(board.receive(&[STK_LEAVE_PROGMODE, CRC_EOP], t0)[2..].is_empty());
+        assert!(board.tick(t0 + TICK * 3).is_empty());
+        assert!(board.receive(b"anyone there?\n", t0).is_empty());
     }
 
     #[test]

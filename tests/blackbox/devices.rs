@@ -713,3 +713,32 @@ async fn a_board_that_does_not_answer_is_reported_in_plain_words() {
     let recorded = record["uploads"][0]["detail"].as_str().unwrap();
     assert!(recorded.contains("did not answer after 1 reset attempt(s) at 115200 baud"), "{record}");
 }
+
+/// Regression: on a board without `idle_firmware`, the next student saw the
+/// last student's program still printing. The session's end flashes a blank
+/// program, and the scrollback goes with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idle_firmware_the_next_student_finds_a_silent_board() {
+    let board = Board::start(None);
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let admin = daemon.host_account(ADMIN, false).await;
+    c.book_today(&ada).await;
+    c.device_until("online", |d| d["online"] == true).await;
+    let mut watcher = Console::open(&daemon, "uno-1", &admin).await;
+    c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await.expect(200);
+    watcher.until("ada's upload", |e| e["type"] == "upload_progress" && e["phase"] == "done").await;
+    watcher.until_output(b"count ").await;
+
+    // Ada's session ends; the lab flashes the blank program before anyone else may.
+    c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
+    watcher.until("the blank program", |e| e["type"] == "upload_progress" && e["phase"] == "done").await;
+    daemon.log_until(|log| log.contains("flashing a blank program")).await;
+
+    c.book_today(&bob).await;
+    let bob_console = Console::open(&daemon, "uno-1", &bob).await;
+    let seen = String::from_utf8_lossy(&bob_console.output).into_owned();
+    assert!(!seen.contains("count "), "bob's console shows ada's program: {seen:?}");
+}

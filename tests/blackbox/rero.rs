@@ -379,7 +379,8 @@ async fn rero_registers_says_where_it_is_and_knows_your_own_slot() {
 
     // An address without its scheme gets the scheme, not TLS advice.
     let bare = server.trim_start_matches("http://").to_owned();
-    let output = rero.run_with(&["register", "newcomer@example.org", "--server", &bare], PASSWORD.as_bytes());
+    // Refused before the password is read, so nothing is written to its stdin.
+    let output = rero.run(&["register", "newcomer@example.org", "--server", &bare]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("write it as http://{bare}")) && !stderr.contains("TLS"), "{stderr}");

@@ -543,6 +543,8 @@ impl Board {
             let board = Arc::clone(self);
             tokio::spawn(async move {
                 Arc::clone(&board).restore(aborted, dirty).await;
+                // What the old program printed until the restore took the port.
+                board.port.clear_scrollback();
                 board.pending_restores.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 board.restored.notify_waiters();
             });
@@ -567,7 +569,8 @@ impl Board {
     }
 
     /// After a session: the idle firmware if one is configured and a user's
-    /// program is on the board, else a reset if an upload was cut short.
+    /// program is on the board (else, on a known board, a blank program),
+    /// else a reset if an upload was cut short.
     async fn restore(self: Arc<Self>, aborted: bool, dirty: bool) {
         let config = self.config();
         if config.health.is_some() && (aborted || dirty) {
@@ -582,6 +585,20 @@ impl Board {
                 let flashed = self.upload(Arc::clone(&idle.firmware), Owner::Lab, || Ok::<(), BoardError>(())).await;
                 if let Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) = flashed {
                     tracing::warn!(device = %self.id, %error, "could not restore the idle firmware; resetting the board");
+                    let _ = self.reset_board().await;
+                }
+            }
+            // No idle firmware: the last user's program would go on printing
+            // to the next user's console. A known (AVR) board gets the blank
+            // program instead; a board of unknown make is only reset.
+            None if dirty && rerod_devices::model::lookup(&config.model).is_some() => {
+                tracing::info!(device = %self.id, "no idle_firmware: flashing a blank program over the last session's");
+                let Ok(blank) = Firmware::from_binary(rerod_devices::model::AVR_BLANK_PROGRAM.to_vec(), 0) else {
+                    return;
+                };
+                let flashed = self.upload(Arc::new(blank), Owner::Lab, || Ok::<(), BoardError>(())).await;
+                if let Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) = flashed {
+                    tracing::warn!(device = %self.id, error = %error.detail(), "could not flash the blank program; resetting the board");
                     let _ = self.reset_board().await;
                 }
             }
