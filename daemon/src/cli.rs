@@ -33,6 +33,11 @@ pub struct Cli {
     /// The config file (TOML); every key is optional.
     #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve the demo lab: one simulated Uno built into rerod, open
+    /// registration, its own store (data/demo/). Nothing to plug in; never
+    /// with --config. With `user ...`, reach the running demo lab.
+    #[arg(long, global = true, conflicts_with = "config")]
+    pub demo: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -111,8 +116,17 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs a command to completion.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    let config = cli.config;
+    let (config, demo) = (cli.config, cli.demo);
+    // The settings of the lab a host command works on: the demo's, the file's, or the defaults.
+    let load = |config: Option<&Path>| -> Result<Config, Error> {
+        if demo {
+            // Only the store's place matters here; the board is the running daemon's.
+            return Ok(crate::demo::config(Path::new("/dev/null"), &Env::from_process())?);
+        }
+        Ok(Config::load(config, &Env::from_process())?)
+    };
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve if demo => serve_demo(),
         Command::Serve => serve(config),
         Command::CheckConfig { file } => {
             let config = Config::load(Some(&file), &Env::from_process())?;
@@ -126,7 +140,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             print_stdout(line.as_bytes())
         }
         Command::Backup { out } => {
-            let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let config = load(config.as_deref())?;
             let counts = crate::store::backup(&config.store.path, &out)?;
             eprintln!(
                 "backed up {} to {}: {} users, {} bookings",
@@ -138,7 +152,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::User { action } => {
-            let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let config = load(config.as_deref())?;
             let socket = crate::control::socket_path(&config.store.path);
             let request = match action {
                 UserAction::Import { file } => return import_users(&socket, &file),
@@ -160,7 +174,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Export { with_hashes } => {
-            let config = Config::load(config.as_deref(), &Env::from_process())?;
+            let config = load(config.as_deref())?;
             let snapshot = crate::store::snapshot(&config.store.path)?;
             let mut json = serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?;
             json.push('\n');
@@ -199,6 +213,22 @@ fn serve(config_path: Option<PathBuf>) -> Result<(), Error> {
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
     runtime.block_on(crate::runtime::run(config, config_path, env, logs.level_control()))
+}
+
+/// `rerod --demo`: the simulated board first, then the lab around it.
+fn serve_demo() -> Result<(), Error> {
+    let env = Env::from_process();
+    let board = crate::demo::start().map_err(|e| format!("cannot start the demo board (no pseudo-terminal): {e}"))?;
+    let config = crate::demo::config(&board.path, &env)?;
+    let logs = crate::logging::init(&config.log);
+    raise_open_file_limit();
+    tracing::info!(
+        port = %board.path.display(),
+        store = %config.store.path.display(),
+        "demo lab: one simulated Uno (demo-1); register in the web app, book the current slot, upload a .hex"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rerod-worker").build()?;
+    runtime.block_on(crate::runtime::run(config, None, env, logs.level_control()))
 }
 
 /// `rerod user import`: asks the daemon for one account per row of the
@@ -357,6 +387,14 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("rerod").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_demo_takes_no_config_file() {
+        assert!(parse(&["--demo"]).is_ok_and(|cli| cli.demo && cli.config.is_none()));
+        assert!(parse(&["--demo", "user", "add", "a@b.c"]).is_ok_and(|cli| cli.demo));
+        let error = parse(&["--demo", "--config", "a.toml"]).map(|_| ()).expect_err("refused");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     /// (config, command) of a command line that parses.

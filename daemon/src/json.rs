@@ -36,6 +36,23 @@ impl JsonObject {
         }
     }
 
+    /// A file's name as the client knows it (`blink.ino`): a name, not a
+    /// path, printable, at most 100 characters.
+    pub fn file_name(&self, field: &'static str) -> Result<Option<String>, AppError> {
+        let Some(name) = self.str(field)? else { return Ok(None) };
+        let bad = |message: &str| AppError::InvalidField { field, message: message.to_owned() };
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(bad("must be 1 to 100 characters"));
+        }
+        if name.contains('/') || name.contains('\\') || name == "." || name == ".." {
+            return Err(bad("must be a file's name, not a path"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(bad("must not hold control characters"));
+        }
+        Ok(Some(name.to_owned()))
+    }
+
     pub fn required_str(&self, field: &'static str) -> Result<&str, AppError> {
         self.str(field)?.ok_or_else(|| missing(field))
     }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod devices;
 pub mod http;
 pub mod json;

@@ -22,12 +22,14 @@ export const session = {
     this.user = user;
     localStorage.setItem(TOKEN_KEY, token);
     localStorage.setItem(USER_KEY, JSON.stringify(user));
+    slotFeed.rejoin();
   },
   clear() {
     this.token = null;
     this.user = null;
     localStorage.removeItem(TOKEN_KEY);
     localStorage.removeItem(USER_KEY);
+    slotFeed.rejoin();
   },
   get isAdmin() {
     return this.user?.role === 'admin';
@@ -77,7 +79,9 @@ export function socketUrl(path) {
 /**
  * The one /slot-booking socket: listeners get every `slots_update`; it
  * reconnects by itself (a second, then up to ten) and asks for the days
- * on view again once back.
+ * on view again once back. Signed in, it identifies as the account, so the
+ * server can say at once when the account is disabled or signed out
+ * (`signed_out`), and the app signs out there and then.
  */
 export const slotFeed = {
   listeners: new Set(),
@@ -90,6 +94,7 @@ export const slotFeed = {
     this.socket = ws;
     ws.addEventListener('open', () => {
       this.retry = 1000;
+      if (session.token) ws.send(JSON.stringify({ type: 'identify', token: session.token }));
       for (const [device, date] of this.views.values()) this.ask(device, date);
     });
     ws.addEventListener('message', (event) => {
@@ -99,13 +104,29 @@ export const slotFeed = {
       } catch {
         return;
       }
+      if (message.type === 'signed_out' && session.token) {
+        session.clear();
+        // The sign-in page says "You are signed out: " itself.
+        window.dispatchEvent(new CustomEvent('signed-out', { detail: message.message.replace(/^You are signed out: /, '') }));
+        return;
+      }
       for (const listener of this.listeners) listener(message);
     });
     ws.addEventListener('close', () => {
+      // A socket replaced on purpose (rejoin) leaves its successor alone.
+      if (this.socket !== ws) return;
       this.socket = null;
       setTimeout(() => this.connect(), this.retry);
       this.retry = Math.min(this.retry * 2, 10000);
     });
+  },
+  /** Starts over under the account now signed in (or none): the old identity goes with the old socket. */
+  rejoin() {
+    const old = this.socket;
+    if (!old) return;
+    this.socket = null;
+    old.close();
+    this.connect();
   },
   ask(device, date) {
     if (this.socket?.readyState === WebSocket.OPEN) {

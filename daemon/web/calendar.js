@@ -5,7 +5,7 @@
 
 import { api, session, slotFeed } from './api.js';
 import { h, fill, toast } from './ui.js';
-import { clock, until, day, addDays, weekStart, zoneName } from './time.js';
+import { clock, until, day, when, addDays, weekStart, zoneName } from './time.js';
 import { describe, rememberMine } from './slots.js';
 import { cameraPanel } from './camera.js';
 
@@ -77,13 +77,17 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
     title.textContent = mode === 'week'
       ? `${name}: week of ${day(days[0])} – ${day(days[days.length - 1])}`
       : `${name}: ${day(days[0])}${days[0] === today ? ' (today)' : ''}`;
+    // Past days take less room: they only show what was.
+    const nPast = days.filter((date) => date < today).length;
+    body.className = mode === 'week' ? `week past-${nPast}` : 'day-view';
     fill(body, days.map((date) => {
       const heading = `${day(date)}${date === today ? ' (today)' : ''}`;
       const list = h('ol', { class: 'slots', id: mode === 'week' ? null : 'slots', 'aria-label': `Slots of ${name} on ${heading}` });
       lists.set(date, list);
       if (mode !== 'week') return list;
-      return h('section', { class: `week-day${date === today ? ' today' : ''}`, 'data-date': date },
-        h('h3', {}, heading), list);
+      const age = date < today ? ' past' : date === today ? ' today' : '';
+      return h('section', { class: `week-day${age}`, 'data-date': date },
+        h('h3', { title: heading }, day(date), date === today && h('span', { class: 'sr' }, ' (today)')), list);
     }));
   };
 
@@ -108,7 +112,9 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
       const key = `${data.date}/${s.id}`;
       if (path === '/book-slot') mine.add(key);
       else mine.delete(key);
-      toast(answer.message);
+      // The time the student picked, not the slot's number.
+      const verb = path === '/book-slot' ? 'Booked' : 'Cancelled';
+      toast(`${verb} ${when(s.start)}–${until(s.end)} on ${device.name || device.id}.`);
       render(await api(`/slots?device=${encodeURIComponent(device.id)}&date=${data.date}`));
     } catch (e) {
       status.textContent = e.message;
@@ -156,6 +162,8 @@ export async function calendarView(main, lab, deviceId, mode = 'day') {
     body,
     camera?.el);
   await load();
+  // On a phone the slot in progress can be far down the day: bring it into view.
+  body.querySelector('li.slot.now')?.scrollIntoView({ block: 'center' });
   return () => {
     camera?.stop();
     off();

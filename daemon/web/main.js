@@ -3,15 +3,18 @@
 // calendar, the session and the admin pages live in their own modules.
 
 import { api, session, slotFeed } from './api.js';
-import { h, fill, toast, errorLine } from './ui.js';
+import { h, fill, toast, toastLeavePage, errorLine } from './ui.js';
 import { setZone, zoneName, clock, until, when, span } from './time.js';
 import { calendarView } from './calendar.js';
-import { boardNow, nextFree } from './slots.js';
+import { boardNow, nextFree, currentSlot } from './slots.js';
 import { sessionView } from './session.js';
 import { adminView } from './admin.js';
 
 const main = document.getElementById('main');
 const lab = { devices: [], health: {}, lab: { timezone: null, slot_minutes: 60 } };
+
+/** A board's health as a student reads it. */
+const HEALTH_WORDS = { good: 'working', failing: 'out of order', maintenance: 'in maintenance' };
 
 /** Why the server ended the sign-in, shown once on the sign-in page. */
 let signedOutBecause = '';
@@ -19,18 +22,23 @@ let signedOutBecause = '';
 /** What the page currently shows stops its timers and sockets through this. */
 let leave = () => {};
 
+/** What every page shows before and after signing in: the zone, and whether this is the demo lab. */
+function showLab(health) {
+  if (!health) return;
+  lab.lab = health.lab || lab.lab;
+  lab.health = Object.fromEntries((health.device_health || []).map((d) => [d.id, d]));
+  setZone(lab.lab.timezone);
+  document.getElementById('zone').textContent = `Times in ${zoneName()}`;
+  document.getElementById('demo-banner').hidden = !lab.lab.demo;
+}
+
 async function loadLab() {
   const [health, devices] = await Promise.all([api('/health').catch(() => null), api('/devices')]);
-  if (health) {
-    lab.lab = health.lab || lab.lab;
-    lab.health = Object.fromEntries((health.device_health || []).map((d) => [d.id, d]));
-  }
+  showLab(health);
   // A lab with no boards configured still has its one calendar, `default`.
   lab.devices = devices.devices.length
     ? devices.devices
     : [{ number: 0, id: 'default', name: 'Lab calendar', model: 'no board configured', online: false, calendarOnly: true }];
-  setZone(lab.lab.timezone);
-  document.getElementById('zone').textContent = `Times in ${zoneName()}`;
 }
 
 function showNav() {
@@ -43,6 +51,7 @@ function showNav() {
 async function route() {
   leave();
   leave = () => {};
+  toastLeavePage();
   showNav();
   const hash = location.hash.replace(/^#/, '') || '/';
   const [, page, arg, view] = hash.split('/');
@@ -50,6 +59,8 @@ async function route() {
     signIn();
     return;
   }
+  // Open on every page, so a sign-out by the server reaches this one at once.
+  slotFeed.connect();
   try {
     if (!lab.devices.length) await loadLab();
     if (page === 'board') leave = await calendarView(main, lab, decodeURIComponent(arg || ''), view === 'week' ? 'week' : 'day');
@@ -88,6 +99,12 @@ function signIn() {
       error.show(e.message);
     }
   };
+  const { registration, allowed_domains: domains = [] } = lab.lab;
+  const who = {
+    open: 'New here? Anyone may register with an e-mail address and a password.',
+    domains: `New here? Addresses at ${domains.join(' or ')} may register.`,
+    closed: 'Accounts are made by the lab\'s admins: ask them for one.',
+  }[registration] || '';
   const form = h('form', { class: 'card narrow', onsubmit: (e) => submit(e, 'login') },
     h('h2', {}, 'Sign in'),
     h('label', { for: 'email' }, 'E-mail'), email,
@@ -95,8 +112,12 @@ function signIn() {
     error.el,
     h('div', { class: 'row' },
       h('button', { type: 'submit', id: 'login' }, 'Sign in'),
-      h('button', { type: 'button', id: 'register', class: 'secondary', onclick: (e) => submit(e, 'register') },
-        'Register')));
+      registration !== 'closed' && h('button', {
+        type: 'button', id: 'register', class: 'secondary', onclick: (e) => submit(e, 'register'),
+      }, 'Register')),
+    who && h('p', { id: 'who-may-register', class: 'muted' }, who),
+    h('p', { id: 'forgotten-password', class: 'muted' },
+      'Forgot your password? Ask a lab admin: they can set a new one for you.'));
   fill(main, form);
   if (signedOutBecause) error.show(`You are signed out: ${signedOutBecause}`);
   signedOutBecause = '';
@@ -110,18 +131,34 @@ async function overview() {
     const { free, mine, holder } = boardNow(days[i], viewer);
     const next = !free && nextFree(days[i], viewer);
     const health = lab.health[device.id];
+    const current = free && days[i] && currentSlot(days[i].slots, viewer.now);
+    const bookNow = async () => {
+      try {
+        await api('/book-slot', { method: 'POST', body: { slot_id: current.id, date: days[i].date, device: device.id } });
+        toast(`Booked ${clock(current.start)}–${until(current.end)} on ${device.name || device.id}.`);
+        location.hash = `#/session/${encodeURIComponent(device.id)}`;
+      } catch (e) {
+        toast(e.message, 'error');
+      }
+    };
     return h('li', { class: 'card board' },
       h('h3', {}, device.name || device.id),
       h('p', { class: 'muted' }, `${device.model} · ${device.id}`),
       h('p', {},
         !device.calendarOnly && h('span', { class: `pill ${device.online ? 'ok' : 'bad'}` }, device.online ? 'online' : 'offline'),
         ' ',
-        health && h('span', { class: `pill health-${health.health}`, title: health.reason || '' }, `health: ${health.health}`), ' ',
+        // "unknown" (never checked: the board has no health check) tells a student nothing.
+        health && health.health !== 'unknown' && h('span', { class: `pill health-${health.health}`, title: health.reason || '' },
+          HEALTH_WORDS[health.health] || health.health), ' ',
         h('span', { class: `pill ${free ? 'ok' : ''}` }, free ? 'free now' : 'not free now')),
       h('p', {}, holder),
       next && h('p', { class: 'muted' }, `Next free today: ${clock(next.start)}–${until(next.end)}`),
       h('div', { class: 'row' },
-        h('a', { class: 'button', href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
+        current && !device.calendarOnly && h('button', {
+          type: 'button', class: 'book-now', onclick: bookNow,
+          'aria-label': `Book ${device.name || device.id} now, ${clock(current.start)}–${until(current.end)}`,
+        }, 'Book now'),
+        h('a', { class: `button${current ? ' secondary' : ''}`, href: `#/board/${encodeURIComponent(device.id)}` }, 'Calendar'),
         (mine || session.isAdmin) && !device.calendarOnly && h('a', { class: 'button', href: `#/session/${encodeURIComponent(device.id)}` },
           'Open session')));
   });
@@ -165,7 +202,7 @@ async function myBookings() {
           onclick: async () => {
             try {
               await api('/cancel-slot', { method: 'POST', body: { slot_id: b.id, date: b.date, device: b.device } });
-              toast('Booking cancelled.');
+              toast(`Cancelled ${when(b.start)}–${until(b.end)} on ${b.device}.`);
               route();
             } catch (e) {
               toast(e.message, 'error');
@@ -193,4 +230,5 @@ window.addEventListener('signed-out', (event) => {
   route();
 });
 window.addEventListener('hashchange', route);
-route();
+// The sign-in page names the zone and the demo too: /health needs no login.
+api('/health').then(showLab, () => {}).finally(route);

@@ -5,7 +5,8 @@
 
 import { api, session, socketUrl } from './api.js';
 import { h, fill, toast } from './ui.js';
-import { until, span, zoneName } from './time.js';
+import { clock, until, span, zoneName } from './time.js';
+import { boardAccess } from './slots.js';
 import { Terminal } from './terminal.js';
 import { editor } from './editor.js';
 import { cameraPanel } from './camera.js';
@@ -17,6 +18,10 @@ export async function sessionView(main, lab, deviceId) {
   const device = lab.devices.find((d) => d.id === deviceId || String(d.number) === deviceId) || lab.devices[0];
   const booking = await api('/slots/user').catch(() => ({ has_booking: false }));
   const holding = booking.has_booking && booking.is_current && (booking.device === device.id || booking.device === String(device.number));
+  // Who may flash and type: the holder, and admins. Everyone else sees the
+  // controls, disabled, and what to do instead.
+  const allowed = holding || session.isAdmin;
+  const today = () => api(`/slots?device=${encodeURIComponent(device.id)}`).catch(() => null);
   let ended = false;
   let socket = null;
   let timer = null;
@@ -33,22 +38,52 @@ export async function sessionView(main, lab, deviceId) {
   const code = editor();
   const camera = cameraPanel(device);
 
-  const end = (message) => {
+  /** Disables what needs the board (flashing, typing); Clear and Copy stay usable. */
+  const lockControls = () => {
+    main.querySelectorAll('[data-session] button, [data-session] input, [data-session] select, [data-session] textarea')
+      .forEach((el) => { if (!el.matches('#clear, #copy')) el.disabled = true; });
+    drop.classList.add('disabled');
+    drop.querySelector('label.button')?.setAttribute('aria-disabled', 'true');
+  };
+
+  /** A button that books `slot` of today and comes back to this session. */
+  const bookButton = (slot, date, text) => h('button', {
+    type: 'button', id: 'book-next',
+    onclick: async () => {
+      try {
+        await api('/book-slot', { method: 'POST', body: { slot_id: slot.id, date, device: device.id } });
+        toast(`Booked ${clock(slot.start)}–${until(slot.end)} on ${device.name || device.id}.`);
+        window.dispatchEvent(new HashChangeEvent('hashchange'));
+      } catch (e) {
+        toast(e.message, 'error');
+      }
+    },
+  }, text);
+
+  const end = async (message) => {
     if (ended) return;
     ended = true;
     clearInterval(timer);
+    // Said once, in the banner; the state line offers what comes next.
     banner.hidden = false;
     banner.textContent = `Session ended: ${message}`;
-    state.textContent = 'Session ended';
-    main.querySelectorAll('[data-session] button, [data-session] input, [data-session] select, [data-session] textarea')
-      .forEach((el) => { el.disabled = true; });
+    state.textContent = '';
+    lockControls();
+    main.querySelector('#end-session')?.remove();
     socket?.close();
+    const day = await today();
+    const { next } = boardAccess(day, { email: session.user?.email, now: Date.now() });
+    fill(state, next
+      ? bookButton(next, day.date, `Book the next free slot, ${clock(next.start)}–${until(next.end)}`)
+      : h('a', { href: `#/board/${encodeURIComponent(device.id)}` }, 'No free slot left today: see the calendar'));
   };
 
   const upload = async (body, what) => {
+    if (ended || !allowed) return;
     uploadStatus.textContent = '';
     uploadStatus.className = 'error';
     progress.value = 0;
+    progress.classList.remove('failed');
     progressLabel.textContent = `Uploading ${what}…`;
     try {
       const answer = await api(`/devices/upload/${encodeURIComponent(device.id)}`, { method: 'POST', ...body });
@@ -58,13 +93,16 @@ export async function sessionView(main, lab, deviceId) {
       uploadStatus.textContent = `${answer.message} (${answer.bytes_written} bytes in ${(answer.duration_ms / 1000).toFixed(1)} s)`;
       if (answer.compile_output) code.showOutput(answer.compile_output);
     } catch (e) {
+      // The bar stays where the upload stopped, marked as failed, never full.
+      progress.classList.add('failed');
+      if (progress.value >= 100) progress.value = 0;
       progressLabel.textContent = 'Upload failed';
       uploadStatus.textContent = e.message;
     }
   };
 
   const sendFile = (chosen) => {
-    if (!chosen) return;
+    if (!chosen || ended || !allowed) return;
     if (!/\.(hex|bin|ihx)$/i.test(chosen.name)) {
       uploadStatus.textContent = `${chosen.name} is not a .hex or .bin file.`;
       return;
@@ -177,23 +215,48 @@ export async function sessionView(main, lab, deviceId) {
     };
     tick();
     timer = setInterval(tick, 1000);
+  } else if (session.isAdmin) {
+    state.textContent = 'You are an admin: you may use this board at any time.';
   } else {
-    state.textContent = session.isAdmin
-      ? 'You are an admin: you may use this board at any time.'
-      : 'You do not hold this board now: book its current slot to flash it and use its console.';
+    lockControls();
+    const day = await today();
+    const access = boardAccess(day, { email: session.user?.email, now: Date.now() });
+    const calendar = h('a', { href: `#/board/${encodeURIComponent(device.id)}` }, 'its calendar');
+    if (access.kind === 'free') {
+      fill(state, 'You do not hold this board now. ',
+        bookButton(access.slot, day.date, `Book it now, ${clock(access.slot.start)}–${until(access.slot.end)}`));
+    } else if (access.kind === 'taken') {
+      fill(state, `Someone else holds this board until ${until(access.slot.end)}. `,
+        access.next
+          ? bookButton(access.next, day.date, `Book ${clock(access.next.start)}–${until(access.next.end)}`)
+          : h('a', { href: `#/board/${encodeURIComponent(device.id)}` }, 'See its calendar for a free slot'));
+    } else {
+      fill(state, 'This board cannot be booked now; see ', calendar, '.');
+    }
   }
 
+  if (!allowed) {
+    // The console is the holder's: asking for it would only be refused.
+    consoleState.textContent = 'Console: only the student holding the board (or an admin) can use it.';
+    return () => clearInterval(timer);
+  }
   socket = new WebSocket(socketUrl(`/devices/read/${encodeURIComponent(device.id)}`));
   socket.addEventListener('open', () => socket.send(JSON.stringify({ token: session.token })));
   socket.addEventListener('message', (event) => {
     const m = JSON.parse(event.data);
     if (m.type === 'connection_established') consoleState.textContent = 'Console: connected.';
     else if (m.type === 'serial_output') terminal.write(m.output);
-    else if (m.type === 'upload_progress') {
+    else if (m.type === 'upload_progress' && m.phase === 'failed') {
+      progress.value = m.percent;
+      progress.classList.add('failed');
+      progressLabel.textContent = 'Upload failed';
+    } else if (m.type === 'upload_progress') {
       progress.value = m.percent;
       progressLabel.textContent = `${m.phase} ${m.percent}%${m.message ? `: ${m.message}` : ''}`;
-    } else if (m.type === 'session_ended') end(m.message);
-    else if (m.type === 'device_status') consoleState.textContent = `Console: ${m.message}`;
+    } else if (m.type === 'session_ended') end(m.message.replace(/^Your session on .+? ended: /, ''));
+    else if (m.type === 'device_status') consoleState.textContent = m.online ? 'Console: the board is back online.' : 'Console: the board is offline.';
+    // The server's text may name the host's port; the student needs what happened.
+    else if (m.type === 'error' && m.code === 'device_offline') consoleState.textContent = 'Console: the board is offline; the console resumes when it is back.';
     else if (m.type === 'error') consoleState.textContent = `Console: ${m.message}`;
   });
   socket.addEventListener('close', () => {

@@ -85,3 +85,19 @@ export function boardNow(day, viewer) {
   else if (state === 'blocked') holder = 'Blocked now';
   return { free: state === 'available', mine: state === 'mine', holder };
 }
+
+/**
+ * What the session page tells someone who does not hold the board now:
+ * 'free' (the slot in progress may be booked), 'taken' (someone else holds
+ * it) or 'closed' (blocked, or no slot in progress), with that slot and the
+ * next one the viewer could book today (`next`, none when there is none).
+ * A day that did not load (null) is 'closed' with nothing next.
+ */
+export function boardAccess(day, viewer) {
+  const slot = day ? currentSlot(day.slots, viewer.now) : undefined;
+  const state = slot ? slotState(day.date, slot, viewer) : null;
+  const next = nextFree(day, viewer);
+  if (state === 'available') return { kind: 'free', slot, next };
+  if (state === 'booked' || state === 'mine') return { kind: 'taken', slot, next };
+  return { kind: 'closed', slot, next };
+}

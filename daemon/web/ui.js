@@ -34,14 +34,26 @@ export function fill(el, ...children) {
 }
 
 let toastTimer = null;
+let toastShownAt = 0;
 
 /** Shows a message in the status line (read out by screen readers). */
 export function toast(message, kind = 'info') {
   const el = document.getElementById('toast');
   el.textContent = message;
   el.className = `toast show ${kind}`;
+  toastShownAt = Date.now();
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { el.className = 'toast'; }, kind === 'error' ? 8000 : 4000);
+}
+
+/**
+ * A new page: a message about the last one goes, so it never covers the new
+ * page's list. One shown just now (the action that led here) stays.
+ */
+export function toastLeavePage() {
+  if (Date.now() - toastShownAt < 1000) return;
+  clearTimeout(toastTimer);
+  document.getElementById('toast').className = 'toast';
 }
 
 /** A form's error line: `show(text)` fills it, `show('')` empties it. */

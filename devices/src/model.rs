@@ -96,6 +96,11 @@ pub const MODELS: &[BoardModel] = &[
 ];
 
 /// The model called `name` (case-insensitive).
+/// The smallest AVR program: one instruction, `rjmp .-2`, looping on itself
+/// forever. Flashed between sessions on a board without an idle firmware,
+/// so the next user's console is silent rather than the last program's.
+pub const AVR_BLANK_PROGRAM: [u8; 2] = [0xFF, 0xCF];
+
 pub fn lookup(name: &str) -> Option<&'static BoardModel> {
     MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(name))
 }

@@ -119,7 +119,17 @@ async fn normal_sketches_still_compile_in_the_sandbox() {
             assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
             let (status, body) = compile(&c, &ada, "int main() { nonsense }").await;
             assert_eq!(status, 200);
-            assert!(body["compile_output"].as_str().unwrap().contains("nonsense"), "{body}");
+            let output = body["compile_output"].as_str().unwrap();
+            assert!(output.contains("nonsense"), "{body}");
+            // The error names the sketch, never the lab's build directory.
+            assert!(output.contains("sketch.ino:1:") && !output.contains("/tmp"), "{output}");
+            let request = json!({ "code": "int main() { nonsense }", "file_name": "blink.ino" });
+            let body = c.post_auth("/devices/compile", &ada, &request).await.expect(200);
+            let output = body["compile_output"].as_str().unwrap();
+            assert!(output.contains("blink.ino:1:") && !output.contains("sketch.ino"), "{output}");
+            let request = json!({ "code": SKETCH, "file_name": "../etc/passwd" });
+            let body = c.post_auth("/devices/compile", &ada, &request).await.expect(422);
+            assert_eq!(body["field"], "file_name", "{body}");
         }
         "unavailable" => {
             let r = c.post_auth("/devices/compile", &ada, &json!({ "code": SKETCH })).await;

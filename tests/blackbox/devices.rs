@@ -669,3 +669,76 @@ async fn console_refusals_start_with_the_old_backends_wording() {
         assert!(detail.contains("slot 0"), "the reason names the slot in progress: {error}");
     }
 }
+
+/// A board whose bootloader never answers: the student reads what happened
+/// and what to do, in plain words; the protocol's detail goes to the log and
+/// the session record; the progress bar stops where the upload did, marked
+/// failed, never at 100%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_that_does_not_answer_is_reported_in_plain_words() {
+    let board = Board::start_with("dead_bootloader.hex", None);
+    let daemon = Daemon::start_with(Options::config(&lab_config(
+        &board,
+        "options = { reset_attempts = 1, sync_window_ms = 300 }",
+    )));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    c.book_today(&ada).await;
+    c.device_until("online", |d| d["online"] == true).await;
+    let mut console = Console::open(&daemon, "uno-1", &ada).await;
+
+    let r = c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await;
+    let body = r.expect(502);
+    assert_eq!(body["code"], "upload_failed", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("the board did not answer; try again, or ask an admin to check the board"), "{detail}");
+    for jargon in ["bootloader", "baud", "sync", "STK", "0x"] {
+        assert!(!detail.contains(jargon), "{jargon:?} in what the student reads: {detail}");
+    }
+    let failed =
+        console.until("the upload's failure", |e| e["type"] == "upload_progress" && e["phase"] == "failed").await;
+    assert_eq!(failed["message"].as_str(), Some(detail), "{failed}");
+    assert!(failed["percent"].as_u64() < Some(100), "a failed upload is not shown full: {failed}");
+
+    // The admin's side: the log and the session record say what the protocol did.
+    let log = daemon.log_until(|log| log.contains("upload failed")).await;
+    assert!(log.contains("the bootloader did not answer after 1 reset attempt"), "{log}");
+    let record = eventually("the failed upload in the session record", async || {
+        let listed = c.get_auth("/records", &ada).await.expect(200);
+        let Some(id) = listed["records"][0]["id"].as_str() else { return Err(listed) };
+        let record = c.get_auth(&format!("/records/{id}"), &ada).await.expect(200);
+        if record["uploads"][0]["result"] == "failed" { Ok(record) } else { Err(record) }
+    })
+    .await;
+    let recorded = record["uploads"][0]["detail"].as_str().unwrap();
+    assert!(recorded.contains("did not answer after 1 reset attempt(s) at 115200 baud"), "{record}");
+}
+
+/// Regression: on a board without `idle_firmware`, the next student saw the
+/// last student's program still printing. The session's end flashes a blank
+/// program, and the scrollback goes with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idle_firmware_the_next_student_finds_a_silent_board() {
+    let board = Board::start(None);
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let admin = daemon.host_account(ADMIN, false).await;
+    c.book_today(&ada).await;
+    c.device_until("online", |d| d["online"] == true).await;
+    let mut watcher = Console::open(&daemon, "uno-1", &admin).await;
+    c.upload("uno-1", &ada, "application/octet-stream", rig_bytes("counter.hex")).await.expect(200);
+    watcher.until("ada's upload", |e| e["type"] == "upload_progress" && e["phase"] == "done").await;
+    watcher.until_output(b"count ").await;
+
+    // Ada's session ends; the lab flashes the blank program before anyone else may.
+    c.post_auth("/cancel-slot", &ada, &json!({"slot_id": 0, "device": "uno-1"})).await.expect(200);
+    watcher.until("the blank program", |e| e["type"] == "upload_progress" && e["phase"] == "done").await;
+    daemon.log_until(|log| log.contains("flashing a blank program")).await;
+
+    c.book_today(&bob).await;
+    let bob_console = Console::open(&daemon, "uno-1", &bob).await;
+    let seen = String::from_utf8_lossy(&bob_console.output).into_owned();
+    assert!(!seen.contains("count "), "bob's console shows ada's program: {seen:?}");
+}

@@ -11,6 +11,7 @@ mod camera;
 mod compile;
 mod compile_queue;
 mod concurrency;
+mod demo;
 mod devices;
 mod durability;
 mod fair_share;

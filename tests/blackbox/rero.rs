@@ -159,7 +159,7 @@ async fn rero_logs_in_books_uploads_uses_the_console_and_cancels() {
     let _ = watch.kill();
     let _ = watch.wait();
     let slots = rero.ok(&["slots", "--board", "0"]);
-    assert!(slots.contains("mine") && slots.contains("ada@example.com"), "{slots}");
+    assert!(slots.contains("yours") && slots.contains("ada@example.com"), "{slots}");
     assert!(!slots.contains('\u{1b}'), "piped output has no colour codes: {slots:?}");
     let listing: SlotsJson = serde_json::from_str(&rero.ok(&["slots", "--json"])).unwrap();
     assert_eq!((listing.device.as_str(), listing.booked_slots.as_slice()), ("uno-1", &[0][..]));
@@ -366,4 +366,108 @@ async fn rero_console_in_a_terminal_types_quits_with_tilde_dot_and_sees_the_sess
     tmux.expect("quitting", "rero exited 0").await;
     let screen = tmux.screen("quitting");
     assert!(screen.contains("Disconnected") && !screen.contains("Session ended"), "{screen}");
+}
+
+/// `rero register` makes the account and logs in; `rero status` says which
+/// lab, who, and the booking; times are the lab's, its zone named once;
+/// booking your own slot again says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_registers_says_where_it_is_and_knows_your_own_slot() {
+    let daemon = Daemon::start();
+    let rero = Rero::new();
+    let server = format!("http://{}", daemon.addr);
+
+    // An address without its scheme gets the scheme, not TLS advice.
+    let bare = server.trim_start_matches("http://").to_owned();
+    // Refused before the password is read, so nothing is written to its stdin.
+    let output = rero.run(&["register", "newcomer@example.org", "--server", &bare]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("write it as http://{bare}")) && !stderr.contains("TLS"), "{stderr}");
+
+    let output =
+        rero.run_with(&["register", "newcomer@example.org", "--server", &server], format!("{PASSWORD}\n").as_bytes());
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Registered newcomer@example.org") && stdout.contains("Logged in"), "{stdout}");
+    assert!(rero.credentials().exists());
+
+    let status = rero.ok(&["status"]);
+    assert!(status.contains(&server) && status.contains("times in UTC"), "{status}");
+    assert!(status.contains("Account: newcomer@example.org") && status.contains("Booking: none"), "{status}");
+
+    let booked = rero.ok(&["book", "now"]);
+    assert!(booked.starts_with("Booked default, slot "), "{booked}");
+    assert!(booked.contains("(UTC)") && !booked.contains("+00:00") && !booked.contains(":00Z"), "{booked}");
+    assert_eq!(booked.matches("UTC").count(), 1, "the zone is named once: {booked}");
+    let status = rero.ok(&["status"]);
+    assert!(status.contains("Booking: in progress on default"), "{status}");
+
+    let output = rero.run(&["book", "now"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is already yours") && stderr.lines().count() == 1, "{stderr}");
+
+    let slots = rero.ok(&["slots"]);
+    let mine: Vec<&str> = slots.lines().filter(|l| l.contains("yours")).collect();
+    assert_eq!(mine.len(), 1, "{slots}");
+    assert!(mine[0].contains("now"), "the slot in progress is marked: {slots}");
+    let bookings = rero.ok(&["bookings"]);
+    assert!(bookings.contains("in progress") && bookings.contains("times in UTC"), "{bookings}");
+}
+
+/// A text file named .hex is refused before anything is sent, with the
+/// line of its first error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_checks_a_hex_file_before_uploading_it() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+    let rero = Rero::new();
+    let bad = rero.config.path().join("bad.hex");
+    std::fs::write(&bad, ":00000001FF\nnot hex\n").unwrap();
+    let output = rero
+        .command(&["upload", bad.to_str().unwrap()])
+        .env("RERO_SERVER", format!("http://{}", daemon.addr))
+        .env("RERO_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.hex: Intel HEX line 2") && stderr.contains("nothing was uploaded"), "{stderr}");
+    assert!(!daemon.log().contains("/devices/upload"), "nothing reached the server");
+}
+
+/// Regression: `rero console --raw | head` ended with an error. A reader
+/// that has what it wanted is no failure: exit 0, no panic, no backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rero_console_into_a_closed_pipe_exits_0() {
+    let board = Board::start(Some("hello.hex"));
+    let daemon = Daemon::start_with(Options::config(&lab_config(&board, "")));
+    let c = daemon.client();
+    let ada = c.user("ada@example.com").await;
+    c.book_today(&ada).await;
+    c.device_until("online", |d| d["online"] == true).await;
+    let rero = Rero::new();
+    let mut console = rero
+        .command(&["console", "--raw"])
+        .env("RERO_SERVER", format!("http://{}", daemon.addr))
+        .env("RERO_TOKEN", &ada)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = console.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
+    assert!(n > 0, "the board's output came first");
+    // `head` has its lines and goes away; the board keeps printing.
+    drop(stdout);
+    let status = wait_exit(&mut console, Duration::from_secs(10)).await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut console.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }

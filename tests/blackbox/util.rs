@@ -36,11 +36,17 @@ pub struct Options {
     pub config: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Extra command-line arguments (`--demo`).
+    pub args: Vec<String>,
+    /// Leave DATABASE_PATH unset, so the store lands where the lab's
+    /// settings put it (under the daemon's working directory, a fresh
+    /// temporary one).
+    pub store_from_settings: bool,
 }
 
 impl Options {
     pub fn config(text: &str) -> Options {
-        Options { config: Some(text.to_owned()), env: Vec::new() }
+        Options { config: Some(text.to_owned()), ..Options::default() }
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Options {
@@ -80,10 +86,13 @@ impl Daemon {
             .env("PORT", "0")
             .env("BCRYPT_ROUNDS", "4")
             .env("LOG_LEVEL", "info")
-            .env("DATABASE_PATH", dir.path().join("rerod.redb"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if !options.store_from_settings {
+            cmd.env("DATABASE_PATH", dir.path().join("rerod.redb"));
+        }
+        cmd.args(&options.args);
         if let Some(config) = &options.config {
             let path = dir.path().join("rerod.toml");
             std::fs::write(&path, config).expect("writing config");
@@ -195,7 +204,15 @@ impl Daemon {
 
     /// The daemon's store file.
     pub fn store_path(&self) -> std::path::PathBuf {
+        if self.options.store_from_settings {
+            return self.dir.path().join("data/demo/rerod.redb");
+        }
         self.dir.path().join("rerod.redb")
+    }
+
+    /// `path` under the daemon's working directory.
+    pub fn working_dir_file(&self, path: &str) -> std::path::PathBuf {
+        self.dir.path().join(path)
     }
 
     /// The config file the daemon was started with.

@@ -359,3 +359,45 @@ async fn a_socket_identifies_with_a_token_and_stays_anonymous_otherwise() {
     ws.send(&json!({"type": "get_slots"})).await;
     assert_slots_update(&ws.recv_type("slots_update").await);
 }
+
+/// A disabled or signed-out account is told over its open sockets at once,
+/// not at its next request: the student's page signs out there and then.
+#[tokio::test]
+async fn a_disabled_or_signed_out_account_is_told_on_its_socket_at_once() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let admin = daemon.host_account("head@example.com", true).await;
+    let ada = c.user("ada@example.com").await;
+    let bob = c.user("bob@example.com").await;
+    let identified = async |token: &str| {
+        let mut ws = daemon.ws("/slot-booking").await;
+        assert_slots_update(&ws.recv().await);
+        ws.send(&json!({"type": "identify", "token": token})).await;
+        ws.recv_type("identified").await;
+        ws
+    };
+    let mut ada_ws = identified(&ada).await;
+    let mut bob_ws = identified(&bob).await;
+
+    c.post_auth("/admin/users/disable", &admin, &json!({"email": "ada@example.com"})).await.expect(200);
+    let told = ada_ws.recv_type("signed_out").await;
+    assert_eq!((told["code"].as_str(), told["email"].as_str()), (Some("account_disabled"), Some("ada@example.com")));
+    assert!(told["message"].as_str().unwrap().contains("disabled"), "{told}");
+    // Only ada's socket: bob's hears the next broadcast and nothing of ada.
+    c.post_auth("/book-slot", &bob, &json!({"slot_id": 23})).await.expect(200);
+    loop {
+        let next = bob_ws.recv().await;
+        assert_ne!(next["type"], "signed_out", "{next}");
+        if next["type"] == "slots_update" {
+            break;
+        }
+    }
+
+    // Signing out everywhere tells the account's sockets too.
+    c.post_auth("/auth/logout-all", &bob, &json!({})).await.expect(200);
+    let told = bob_ws.recv_type("signed_out").await;
+    assert_eq!(told["code"], "signed_out", "{told}");
+    // The socket goes on, anonymous.
+    bob_ws.send(&json!({"type": "get_slots"})).await;
+    assert_slots_update(&bob_ws.recv_type("slots_update").await);
+}

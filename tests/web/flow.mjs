@@ -4,10 +4,12 @@
 // A flashes hello.hex (watching the progress bar and the board's greeting)
 // and the echo firmware (typing a line and seeing it back), then writes a
 // sketch with an error, follows the error to its line, fixes it, compiles
-// and uploads it; B is told why an upload is refused and books and cancels
-// on the week calendar by keyboard; A ends the session. The admin then
-// cancels B's booking, puts the board in maintenance and back, and disables
-// and re-enables B, whose page says it is signed out.
+// and uploads it; B, who does not hold the board, finds its controls
+// disabled and is told who holds it, and books and cancels on the week
+// calendar by keyboard; A ends the session and can still copy its output.
+// The admin then cancels B's booking, puts the board in maintenance and
+// back, and disables (after a confirmation, refused once) and re-enables
+// B, whose page signs out at once, without B doing anything.
 //
 // Started by tests/blackbox/web.rs with APP_URL, HELLO_HEX, ECHO_HEX,
 // ADMIN_EMAIL, ADMIN_PASSWORD, SHOTS (the screenshot folder) and
@@ -132,6 +134,15 @@ try {
   // B uses a phone: the calendar and the session view must work at its width.
   const b = await student('B', { width: 390, height: 844 });
   const admin = await student('admin', { width: 1200, height: 900 });
+  // Destructive admin actions ask first: every question is kept, and
+  // answered as `confirming` says.
+  const questions = [];
+  let confirming = true;
+  admin.on('dialog', async (dialog) => {
+    questions.push(dialog.message());
+    await (confirming ? dialog.accept() : dialog.dismiss());
+  });
+  await a.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url });
 
   await register(a, 'a@example.com');
   await shot(a, 'a-overview');
@@ -212,13 +223,17 @@ try {
   await terminalShows(a, 'sketch says hi', 20000);
   await shot(a, 'a-sketch-runs');
 
+  // B does not hold the board: every control that needs it is disabled,
+  // and the page says someone else holds it instead of offering its slot.
   await b.goto(`${url}/#/session/${DEVICE}`);
-  await b.waitForSelector('#firmware', { state: 'attached' });
-  await b.setInputFiles('#firmware', process.env.HELLO_HEX);
-  await b.waitForFunction(() => document.getElementById('upload-status').textContent.length > 0);
-  const refusal = await b.textContent('#upload-status');
-  check(/slot|book/i.test(refusal), `B's refusal does not say why: ${refusal}`);
-  await shot(b, 'b-upload-refused');
+  await b.waitForSelector('#session-state:has-text("Someone else holds this board")');
+  const refusal = await b.textContent('#session-state');
+  check(!/book its current slot/i.test(refusal), `B is offered a slot A holds: ${refusal}`);
+  for (const control of ['#firmware', '#console-input', '#send', '#compile', '#upload-code']) {
+    check(await b.isDisabled(control), `${control} is usable by B, who does not hold the board`);
+  }
+  check(await b.locator('#drop.disabled').count() === 1, '"Choose a file" looks usable to B');
+  await shot(b, 'b-not-holding');
   const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 0, `the session view is ${overflow} px wider than a phone`);
 
@@ -247,6 +262,17 @@ try {
 
   await a.click('#end-session');
   await a.waitForSelector('#session-banner:has-text("Session ended")');
+  // Said once; the output can still be copied and cleared, nothing flashed;
+  // the next free slot is offered.
+  const endedText = await a.textContent('main');
+  check(endedText.split('Session ended').length === 2, `"Session ended" is not said exactly once: ${endedText}`);
+  check(await a.isEnabled('#copy') && await a.isEnabled('#clear'), 'Copy or Clear is disabled after the session');
+  check(await a.isDisabled('#firmware') && await a.locator('#drop.disabled').count() === 1,
+    '"Choose a file" still looks usable after the session');
+  await a.waitForSelector('#book-next');
+  await a.click('#copy');
+  const copied = await a.evaluate(() => navigator.clipboard.readText());
+  check(copied.includes('sketch says hi'), `Copy after the session copied ${JSON.stringify(copied.slice(0, 80))}`);
   await shot(a, 'a-session-ended');
 
   // B takes the freed slot in progress; the admin cancels it.
@@ -262,8 +288,13 @@ try {
   }
   await admin.waitForSelector('td:text-is("b@example.com") >> xpath=.. >> button:has-text("Cancel")');
   await shot(admin, 'admin-page');
+  await admin.fill('#account-search', 'b@exa');
+  check(await admin.isHidden('tr[data-email="a@example.com"]') && await admin.isVisible('tr[data-email="b@example.com"]'),
+    'the account search does not find b@example.com alone');
+  await admin.fill('#account-search', '');
   await admin.click('td:text-is("b@example.com") >> xpath=.. >> button:has-text("Cancel")');
   await admin.waitForSelector('text=No bookings today.');
+  check(questions.some((q) => q.includes("Cancel b@example.com's booking")), `no confirmation to cancel: ${questions}`);
   await b.waitForSelector(`${todayInWeek}[data-state="available"]`, { timeout: limit(1000) });
   await shot(admin, 'admin-cancelled-b');
   await shot(b, 'b-sees-cancelled');
@@ -277,12 +308,17 @@ try {
   await admin.waitForSelector(`button[aria-label="Put in maintenance ${DEVICE}"]`);
   await shot(admin, 'admin-maintenance-off');
 
-  // Disabled, B is signed out at its next step and cannot sign in again.
+  // Disabling asks first; refused, nothing happens.
+  confirming = false;
+  await admin.click('button[aria-label="Disable b@example.com"]');
+  check(questions.at(-1).startsWith('Disable b@example.com?'), `no confirmation to disable: ${questions.at(-1)}`);
+  check(await admin.locator('button[aria-label="Disable b@example.com"]').count() === 1, 'a refused confirmation disabled B');
+  confirming = true;
+  // Disabled, B is signed out at once, on the page it is on, and cannot sign in again.
   await admin.click('button[aria-label="Disable b@example.com"]');
   await admin.waitForSelector('button[aria-label="Enable b@example.com"]');
   await shot(admin, 'admin-disabled-b');
-  await b.click('#nav a[href="#/bookings"]');
-  await b.waitForSelector('form #login');
+  await b.waitForSelector('form #login', { timeout: limit(2000) });
   await b.waitForSelector('p.error:has-text("disabled")');
   check(await b.isHidden('#nav'), 'the disabled student still sees the signed-in menu');
   await shot(b, 'b-signed-out-disabled');
@@ -293,8 +329,8 @@ try {
   await admin.click('button[aria-label="Enable b@example.com"]');
   await admin.waitForSelector('button[aria-label="Disable b@example.com"]');
   await signIn(b, 'b@example.com', 'plum-orbit-cactus-41');
-  // Signed in again, B lands on the page it was going to.
-  await b.waitForSelector('h2:text-is("My bookings")');
+  // Signed in again, B is back on the page it was signed out of.
+  await b.waitForSelector('#calendar .slot');
   await shot(b, 'b-enabled-again');
 
   // Chromium logs every refused request as "Failed to load resource"; the

@@ -231,6 +231,7 @@ impl App {
         let (_, role) = self.check_password(&email, current).await?;
         let user = self.set_password(email, new).await?;
         tracing::info!(email = %user.email, "password changed; earlier tokens revoked");
+        self.sign_out(&user.email, super::SignOutReason::PasswordChanged);
         self.issue_token(user, role, None)
     }
 
@@ -251,6 +252,7 @@ impl App {
         let email = self.new_credentials(&self.config(), email, "password", password).await?;
         let user = self.set_password(email, password).await?;
         tracing::info!(email = %user.email, "password set on the host; earlier tokens revoked");
+        self.sign_out(&user.email, super::SignOutReason::PasswordChanged);
         Ok(user)
     }
 
@@ -260,6 +262,7 @@ impl App {
         let change = self.store.update_user(who.email.clone(), bump).await?;
         change.ok_or_else(|| AppError::UnknownUser(who.email.clone()))?;
         tracing::info!(email = %who.email, "all tokens revoked");
+        self.sign_out(&who.email, super::SignOutReason::SignedOutEverywhere);
         Ok(())
     }
 
@@ -339,6 +342,9 @@ impl App {
             false => ("account_enabled", String::new()),
         };
         self.audit(who, "", name, Some(&email), detail).await;
+        if disabled {
+            self.sign_out(&email, super::SignOutReason::Disabled);
+        }
         let mut cancelled = Vec::with_capacity(change.cancelled.len());
         for booking in change.cancelled {
             self.metrics.record_booking(BookingAction::Cancel);

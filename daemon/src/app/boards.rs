@@ -46,8 +46,9 @@ impl Caller {
 pub enum UploadSource {
     /// Intel HEX or a raw binary, as sent.
     Firmware(bytes::Bytes),
-    /// A sketch's source code, compiled for the board's model.
-    Code(String),
+    /// A sketch's source code, compiled for the board's model; compiler
+    /// messages name it `file_name` (the student's own), else `sketch.ino`.
+    Code { code: String, file_name: Option<String> },
 }
 
 /// A finished upload.
@@ -166,6 +167,7 @@ impl App {
         model: Option<&str>,
         device: Option<&DeviceRef>,
         code: &str,
+        file_name: Option<&str>,
     ) -> Result<Compiled, AppError> {
         let model = match model {
             Some(model) => model.to_owned(),
@@ -177,7 +179,7 @@ impl App {
             None => false,
         };
         let account = caller.account.as_ref().map(|who| who.email.as_str());
-        self.compile_for(Ask { account, address: Some(caller.address), urgent }, &model, code).await
+        self.compile_for(Ask { account, address: Some(caller.address), urgent }, &model, code, file_name).await
     }
 
     /// Compiles running, and waiting for a turn.
@@ -192,7 +194,13 @@ impl App {
 
     /// Compiles `code` for `model` when the queue gives `ask` a turn, and
     /// charges the CPU time the compile used to its account and address.
-    async fn compile_for(&self, ask: Ask<'_>, model: &str, code: &str) -> Result<Compiled, AppError> {
+    async fn compile_for(
+        &self,
+        ask: Ask<'_>,
+        model: &str,
+        code: &str,
+        file_name: Option<&str>,
+    ) -> Result<Compiled, AppError> {
         let config = self.config();
         let toolchain = compile::toolchain_for(&config, model)
             .ok_or_else(|| AppError::Compile(CompileError::NoCompiler { model: model.to_owned() }))?;
@@ -218,7 +226,7 @@ impl App {
             tracing::info!(caller = %who, cpu_ms = cpu.as_millis() as u64, "compile CPU time charged");
             meter.charge(cpu, Instant::now());
         };
-        compile::compile(&toolchain, code, charge).await.map_err(AppError::Compile)
+        compile::compile(&toolchain, code, file_name, charge).await.map_err(AppError::Compile)
     }
 
     /// Flashes a board for `who`: the board must be theirs now (the slot in
@@ -250,7 +258,7 @@ impl App {
         let started = std::time::Instant::now();
         let device_id = device.id.clone();
         let method = match &source {
-            UploadSource::Code(_) => UploadMethod::Sketch,
+            UploadSource::Code { .. } => UploadMethod::Sketch,
             UploadSource::Firmware(_) => UploadMethod::Firmware,
         };
         let mut note = UploadNote { sha256: String::new(), bytes: 0, method };
@@ -264,6 +272,8 @@ impl App {
         self.metrics.record_upload(outcome);
         let detail = match &result {
             Ok(uploaded) => format!("{} bytes written", uploaded.report.bytes_written),
+            // The record keeps what an admin needs to find the fault.
+            Err(AppError::Board(error)) => error.detail(),
             Err(error) => error.to_string(),
         };
         let took = match &result {
@@ -285,11 +295,11 @@ impl App {
         note: &mut UploadNote,
     ) -> Result<Uploaded, AppError> {
         let (firmware, compile_output) = match source {
-            UploadSource::Code(code) => {
+            UploadSource::Code { code, file_name } => {
                 // Uploading: the caller holds the session (or is an admin), so
                 // it goes first; the time counts against its account and address.
                 let ask = Ask { account: Some(&who.email), address: who.address, urgent: true };
-                let compiled = self.compile_for(ask, &board.config().model, &code).await?;
+                let compiled = self.compile_for(ask, &board.config().model, &code, file_name.as_deref()).await?;
                 // The program as flashed, in the form a student can rebuild and compare.
                 note.sha256 = sha256_hex(compiled.firmware.to_ihex().as_bytes());
                 note.bytes = compiled.firmware.len() as u64;

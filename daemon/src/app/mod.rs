@@ -82,6 +82,8 @@ pub struct App {
     moves: broadcast::Sender<BookingMoved>,
     /// Sessions about to end, for their holders' booking sockets.
     warnings: broadcast::Sender<SessionWarning>,
+    /// Accounts whose tokens stopped working, for their open sockets.
+    sign_outs: broadcast::Sender<SignOut>,
     /// The configured boards: ports, uploads, sessions (see `devices.rs`).
     pub devices: crate::devices::Devices,
     /// Session transcripts and upload logs on disk (`records.path`, read once).
@@ -135,6 +137,43 @@ pub struct SessionWarning {
     pub email: String,
     pub minutes_left: u16,
     pub end: Timestamp,
+}
+
+/// An account whose tokens stopped working: disabled by an admin, signed
+/// out everywhere, or its password changed. Its open sockets are told at
+/// once instead of at its next request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignOut {
+    pub email: String,
+    pub reason: SignOutReason,
+}
+
+/// Why an account was signed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignOutReason {
+    Disabled,
+    SignedOutEverywhere,
+    PasswordChanged,
+}
+
+impl SignOutReason {
+    /// The `code` of the `signed_out` message.
+    pub fn code(self) -> &'static str {
+        match self {
+            SignOutReason::Disabled => "account_disabled",
+            SignOutReason::SignedOutEverywhere => "signed_out",
+            SignOutReason::PasswordChanged => "password_changed",
+        }
+    }
+
+    /// What the account's sockets say, after "You are signed out: ".
+    pub fn message(self) -> &'static str {
+        match self {
+            SignOutReason::Disabled => "a lab admin disabled this account",
+            SignOutReason::SignedOutEverywhere => "this account signed out everywhere",
+            SignOutReason::PasswordChanged => "this account's password was changed; sign in with the new one",
+        }
+    }
 }
 
 /// Who is asking, once authenticated.
@@ -308,6 +347,7 @@ impl App {
         let (changes, _) = broadcast::channel(1024);
         let (moves, _) = broadcast::channel(256);
         let (warnings, _) = broadcast::channel(256);
+        let (sign_outs, _) = broadcast::channel(256);
         let metrics = Arc::new(metrics);
         let devices = crate::devices::Devices::new(&config, Arc::clone(&metrics));
         let cameras = crate::camera::Cameras::new(&config);
@@ -335,6 +375,7 @@ impl App {
             changes,
             moves,
             warnings,
+            sign_outs,
             devices,
             records,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
@@ -412,6 +453,17 @@ impl App {
         }
         // No booking socket listening is fine.
         let _ = self.warnings.send(warning);
+    }
+
+    /// Tells `email`'s open sockets that its tokens no longer work.
+    pub fn sign_out(&self, email: &str, reason: SignOutReason) {
+        // No socket listening is fine.
+        let _ = self.sign_outs.send(SignOut { email: email.to_owned(), reason });
+    }
+
+    /// Sign-outs, as they happen.
+    pub fn subscribe_sign_outs(&self) -> broadcast::Receiver<SignOut> {
+        self.sign_outs.subscribe()
     }
 
     /// Session warnings, as they are sent.

@@ -132,9 +132,14 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 /// the user and system CPU time it and its descendants used, even when this
 /// future is dropped before then (the tool is stopped, and still counted);
 /// when it never ran, `charge` is dropped uncalled.
+///
+/// The compiler's messages name the sketch `shown_as` (the student's own
+/// file name, else [`SKETCH_NAME`]) instead of its path in the lab's build
+/// directory, and other paths in that directory relative to it.
 pub async fn compile(
     toolchain: &Toolchain,
     code: &str,
+    shown_as: Option<&str>,
     charge: impl FnOnce(Duration) + Send + 'static,
 ) -> Result<Compiled, CompileError> {
     if code.trim().is_empty() {
@@ -164,6 +169,7 @@ pub async fn compile(
     let argv: Vec<String> = toolchain.argv.iter().map(|a| expand(a)).collect();
     let dirs = sandbox::Dirs { sketch: &sketch_dir, build: &build, home: &home };
     let (success, output) = run(&argv, &dirs, &dir.path, toolchain, charge).await?;
+    let output = as_the_student_sees_it(&output, &sketch, &dir.path, shown_as.unwrap_or(SKETCH_NAME));
     if !success {
         return Err(CompileError::Failed { output });
     }
@@ -171,6 +177,17 @@ pub async fn compile(
     let bytes = std::fs::read(&hex).map_err(|e| CompileError::Io(format!("reading {}: {e}", hex.display())))?;
     let firmware = Firmware::parse_ihex(&bytes).map_err(CompileError::BadOutput)?;
     Ok(Compiled { firmware, output, duration: started.elapsed() })
+}
+
+/// What compiler messages call a sketch sent without a file name.
+pub const SKETCH_NAME: &str = "sketch.ino";
+
+/// Compiler output with the sketch's path in the build directory replaced by
+/// `name`, and the build directory's other paths made relative to it: the
+/// student reads `blink.ino:3:5: error: ...`, not a temporary path of the host.
+fn as_the_student_sees_it(output: &str, sketch: &Path, dir: &Path, name: &str) -> String {
+    let dir = format!("{}/", dir.to_string_lossy());
+    output.replace(sketch.to_string_lossy().as_ref(), name).replace(&dir, "")
 }
 
 /// Runs the tool in `cwd`, confined; returns whether it succeeded and its
@@ -383,10 +400,41 @@ mod tests {
 
     /// What a failing tool printed.
     async fn output_of(tool: &Toolchain) -> String {
-        match compile(tool, "x", |_| ()).await {
+        match compile(tool, "x", None, |_| ()).await {
             Err(CompileError::Failed { output }) => output,
             other => panic!("expected a failure with output, got {other:?}"),
         }
+    }
+
+    /// Regression: compiler errors cited the lab's temporary path
+    /// (/tmp/rerod-compile-.../Sketch/Sketch.ino:3:5) instead of the
+    /// student's file.
+    #[tokio::test]
+    async fn compiler_messages_name_the_students_file_not_the_build_path() {
+        let tool = Toolchain {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"$0:3:5: error: expected ';'\" >&2; echo \"In file included from $1/core/Arduino.h:1\" >&2; exit 1".into(),
+                "{sketch}".into(),
+                "{build}".into(),
+            ],
+            ..sh("")
+        };
+        let named = |name| {
+            let tool = tool.clone();
+            async move {
+                match compile(&tool, "x", name, |_| ()).await {
+                    Err(CompileError::Failed { output }) => output,
+                    other => panic!("expected a failure with output, got {other:?}"),
+                }
+            }
+        };
+        let output = named(Some("blink.ino")).await;
+        assert!(output.starts_with("blink.ino:3:5: error: expected ';'\n"), "{output}");
+        assert!(output.contains("In file included from build/core/Arduino.h:1"), "{output}");
+        assert!(!output.contains("/tmp") && !output.contains("Sketch/"), "{output}");
+        assert!(named(None).await.starts_with("sketch.ino:3:5: error"));
     }
 
     #[tokio::test]
@@ -402,25 +450,25 @@ mod tests {
             ],
             ..sh("")
         };
-        let compiled = compile(&tool, "void setup() {}\nvoid loop() {}\n", |_| ()).await.expect("compiles");
+        let compiled = compile(&tool, "void setup() {}\nvoid loop() {}\n", None, |_| ()).await.expect("compiles");
         assert_eq!(compiled.firmware.len(), 1);
         assert!(compiled.output.contains("compiled"));
     }
 
     #[tokio::test]
     async fn failures_say_what_went_wrong() {
-        let err = compile(&sh("echo 'error: expected ;' >&2; exit 1"), "x", |_| ()).await.expect_err("fails");
+        let err = compile(&sh("echo 'error: expected ;' >&2; exit 1"), "x", None, |_| ()).await.expect_err("fails");
         assert!(matches!(&err, CompileError::Failed { output } if output.contains("expected ;")), "{err}");
-        let err = compile(&sh("true"), "x", |_| ()).await.expect_err("no output");
+        let err = compile(&sh("true"), "x", None, |_| ()).await.expect_err("no output");
         assert!(matches!(err, CompileError::NoOutput), "{err}");
-        let err = compile(&sh("true"), "  \n", |_| ()).await.expect_err("empty");
+        let err = compile(&sh("true"), "  \n", None, |_| ()).await.expect_err("empty");
         assert!(matches!(err, CompileError::EmptyCode), "{err}");
         let missing = Toolchain { argv: vec!["/nonexistent/cc".into()], ..sh("") };
-        let err = compile(&missing, "x", |_| ()).await.expect_err("missing");
+        let err = compile(&missing, "x", None, |_| ()).await.expect_err("missing");
         assert!(matches!(err, CompileError::Spawn { .. }), "{err}");
         let slow = Toolchain { timeout: Duration::from_millis(200), ..sh("sleep 30") };
         let started = Instant::now();
-        let err = compile(&slow, "x", |_| ()).await.expect_err("times out");
+        let err = compile(&slow, "x", None, |_| ()).await.expect_err("times out");
         assert!(matches!(err, CompileError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -430,7 +478,7 @@ mod tests {
         /// Compiles with `tool`; the CPU time charged for it, if any.
         async fn charged(tool: &Toolchain) -> (Result<Compiled, CompileError>, Option<Duration>) {
             let (sent, mut charged) = tokio::sync::mpsc::unbounded_channel();
-            let result = compile(tool, "x", move |cpu| sent.send(cpu).unwrap()).await;
+            let result = compile(tool, "x", None, move |cpu| sent.send(cpu).unwrap()).await;
             // A stopped tool is charged by its own task, a moment after the compile returns.
             let cpu = tokio::time::timeout(Duration::from_secs(5), charged.recv()).await.expect("charged or dropped");
             (result, cpu)

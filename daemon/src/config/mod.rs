@@ -39,6 +39,8 @@ pub struct Config {
     pub compile: CompileConfig,
     /// Session transcripts and upload logs on disk (`[records]`).
     pub records: RecordsConfig,
+    /// The built-in demo lab (`rerod --demo`); never set from a file.
+    pub demo: bool,
 }
 
 /// `[records]`: where session records are kept and what retention removes.

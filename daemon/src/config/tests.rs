@@ -355,10 +355,39 @@ fn maintenance_windows_are_read_in_the_lab_zone() {
 }
 
 #[test]
-fn the_example_config_in_the_repository_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rerod.toml");
+fn the_example_lab_in_the_repository_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/example-lab.toml");
     let config = Config::load(Some(&path), &Env::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!config.devices.is_empty());
+}
+
+/// config/rerod.toml is the reference: loading it gives exactly the
+/// built-in defaults, and it names every key the file may hold.
+#[test]
+fn the_reference_config_holds_every_key_at_its_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rerod.toml");
+    let reference = Config::load(Some(&path), &Env::default()).unwrap_or_else(|e| panic!("{e}"));
+    let defaults = Config::from_toml("", &Env::default()).expect("the defaults are valid");
+    assert_eq!(format!("{reference:?}"), format!("{defaults:?}"), "a value in config/rerod.toml is not the default");
+    let text = std::fs::read_to_string(&path).expect("readable");
+    let mut missing = Vec::new();
+    let devices: Vec<&str> = properties::DEVICE_KEYS.iter().copied().chain(["idle_firmware"]).collect();
+    let maintenance = ["device", "start", "end", "weekdays", "from", "to", "reason"];
+    let sections =
+        properties::SECTIONS.into_iter().chain([("devices", &devices[..]), ("lab.maintenance", &maintenance)]);
+    for (section, keys) in sections {
+        for key in keys {
+            // Set, commented out as an example, or a table of its own.
+            let named = text.lines().any(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                line.starts_with(&format!("{key} =")) || line.starts_with(&format!("[{section}.{key}]"))
+            });
+            if !named {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "config/rerod.toml does not explain {missing:?}");
 }
 
 mod properties {
@@ -370,7 +399,7 @@ mod properties {
     /// Every key of the file, by section. `devices.idle_firmware` is left
     /// out: its value is a path the loader reads, and a generated one could
     /// name a device file that never ends.
-    const SECTIONS: [(&str, &[&str]); 7] = [
+    pub(super) const SECTIONS: [(&str, &[&str]); 7] = [
         (
             "server",
             &[
@@ -443,7 +472,7 @@ mod properties {
             ],
         ),
     ];
-    const DEVICE_KEYS: [&str; 12] = [
+    pub(super) const DEVICE_KEYS: [&str; 12] = [
         "id",
         "name",
         "model",

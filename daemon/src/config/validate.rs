@@ -81,7 +81,7 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let records = validate_records(&mut v, raw.records, &store);
     check_legacy_camera(&mut v, &lab, &devices);
     if v.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records })
+        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records, demo: false })
     } else {
         Err(v.problems)
     }

@@ -274,8 +274,9 @@ impl Board {
                 steps.push(step(StepKind::Flash, true, detail, since));
             }
             Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) => {
-                steps.push(step(StepKind::Flash, false, error.to_string(), since));
-                return Err(format!("the idle firmware did not flash: {error}"));
+                // Admins read checks: they get the protocol's detail.
+                steps.push(step(StepKind::Flash, false, error.detail(), since));
+                return Err(format!("the idle firmware did not flash: {}", error.detail()));
             }
         }
         let since = Instant::now();

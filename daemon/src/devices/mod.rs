@@ -103,12 +103,57 @@ pub enum BoardError {
     Offline { device: String, reason: String },
     #[error("Device {0} is busy: another upload is running on it; try again when it has finished")]
     Busy(String),
-    #[error("Upload to {device} failed: {error}")]
+    /// What the student reads is in plain words ([`plain_words`]); the
+    /// protocol's detail goes to the log and the session record
+    /// ([`BoardError::detail`]).
+    #[error("Upload to {device} failed: {}", plain_words(error))]
     Failed { device: String, error: UploadError },
     #[error("The upload to {device} was aborted: {reason}; the board was reset")]
     Aborted { device: String, reason: String },
     #[error("Internal error: {0}")]
     Internal(String),
+}
+
+impl BoardError {
+    /// The whole story, for the log and the session record: a failed
+    /// upload's protocol detail (which command, which bytes, how long)
+    /// that [`plain_words`] leaves out of what the student reads.
+    pub fn detail(&self) -> String {
+        match self {
+            BoardError::Failed { device, error } => format!("Upload to {device} failed: {error}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Why an upload failed, in words for the student at the board: what
+/// happened to them and what to do, never the bootloader's protocol. A
+/// firmware problem is the student's own to fix and is told as it is.
+pub fn plain_words(error: &UploadError) -> String {
+    const ASK: &str = "ask an admin to check the board";
+    match error {
+        UploadError::NoSync { .. } | UploadError::Timeout { .. } | UploadError::Protocol { .. } => {
+            format!("the board did not answer; try again, or {ASK}")
+        }
+        UploadError::VerifyMismatch { .. } => {
+            format!("the board did not keep the program (it read back differently); try again, or {ASK}")
+        }
+        UploadError::WrongSignature { .. } => format!("the board is not the model the lab has it down as; {ASK}"),
+        UploadError::PortNotFound { .. } | UploadError::PortOpen { .. } => {
+            format!("the board is not connected; try again later, or {ASK}")
+        }
+        UploadError::PortVanished { .. } => {
+            format!("the board went away during the upload (unplugged); try again once it is back online, or {ASK}")
+        }
+        UploadError::ToolFailed { .. } => format!("the flashing tool failed; try again, or {ASK}"),
+        UploadError::ToolNotFound { .. }
+        | UploadError::BadOptions(_)
+        | UploadError::Reset(_)
+        | UploadError::Io { .. }
+        | UploadError::Internal(_) => format!("the lab cannot flash this board right now (a setup problem); {ASK}"),
+        UploadError::Cancelled => "the upload was cancelled".to_owned(),
+        UploadError::TooLarge { .. } | UploadError::Firmware(_) => error.to_string(),
+    }
 }
 
 /// Why [`Board::upload`] did not flash: the caller's own check refused it
@@ -498,6 +543,8 @@ impl Board {
             let board = Arc::clone(self);
             tokio::spawn(async move {
                 Arc::clone(&board).restore(aborted, dirty).await;
+                // What the old program printed until the restore took the port.
+                board.port.clear_scrollback();
                 board.pending_restores.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 board.restored.notify_waiters();
             });
@@ -522,7 +569,8 @@ impl Board {
     }
 
     /// After a session: the idle firmware if one is configured and a user's
-    /// program is on the board, else a reset if an upload was cut short.
+    /// program is on the board (else, on a known board, a blank program),
+    /// else a reset if an upload was cut short.
     async fn restore(self: Arc<Self>, aborted: bool, dirty: bool) {
         let config = self.config();
         if config.health.is_some() && (aborted || dirty) {
@@ -537,6 +585,20 @@ impl Board {
                 let flashed = self.upload(Arc::clone(&idle.firmware), Owner::Lab, || Ok::<(), BoardError>(())).await;
                 if let Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) = flashed {
                     tracing::warn!(device = %self.id, %error, "could not restore the idle firmware; resetting the board");
+                    let _ = self.reset_board().await;
+                }
+            }
+            // No idle firmware: the last user's program would go on printing
+            // to the next user's console. A known (AVR) board gets the blank
+            // program instead; a board of unknown make is only reset.
+            None if dirty && rerod_devices::model::lookup(&config.model).is_some() => {
+                tracing::info!(device = %self.id, "no idle_firmware: flashing a blank program over the last session's");
+                let Ok(blank) = Firmware::from_binary(rerod_devices::model::AVR_BLANK_PROGRAM.to_vec(), 0) else {
+                    return;
+                };
+                let flashed = self.upload(Arc::new(blank), Owner::Lab, || Ok::<(), BoardError>(())).await;
+                if let Err(UploadRefused::Board(error) | UploadRefused::Unauthorized(error)) = flashed {
+                    tracing::warn!(device = %self.id, error = %error.detail(), "could not flash the blank program; resetting the board");
                     let _ = self.reset_board().await;
                 }
             }

@@ -77,7 +77,15 @@ pub async fn compile(app: &Arc<App>, req: &Req) -> Reply {
     // Public, as the old backend's route was; a valid token makes the caller
     // an account (and a session holder goes first), an invalid one is ignored.
     let caller = Caller { account: super::handlers::optional_viewer(app, req).await, address: req.peer.ip() };
-    let compiled = app.compile_sketch(&caller, request.model.as_deref(), request.device.as_ref(), &request.code).await;
+    let compiled = app
+        .compile_sketch(
+            &caller,
+            request.model.as_deref(),
+            request.device.as_ref(),
+            &request.code,
+            request.file_name.as_deref(),
+        )
+        .await;
     let body = match compiled {
         Ok(compiled) => {
             tracing::info!(caller = %caller.key(), bytes = compiled.firmware.len(), "sketch compiled");
@@ -148,7 +156,7 @@ fn upload_source(app: &App, req: &Req) -> Result<UploadSource, ApiError> {
                 ));
             }
             let request: UploadCodeRequest = req.parse()?;
-            Ok(UploadSource::Code(request.code))
+            Ok(UploadSource::Code { code: request.code, file_name: request.file_name })
         }
         Body::Firmware => Ok(UploadSource::Firmware(req.body.clone())),
     }

@@ -13,6 +13,7 @@ use super::error::ApiError;
 use super::request::Req;
 use super::{Server, json_response};
 use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal, SocketKind};
+use crate::config::Registration;
 use crate::json;
 use crate::wire::{
     self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, CompileHealth, ConfigStatus, DatabaseCounts,
@@ -99,6 +100,17 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
         lab: LabInfo {
             timezone: calendar.time_zone().iana_name().map(str::to_owned),
             slot_minutes: calendar.slot_minutes(),
+            demo: app.config().demo,
+            registration: match &app.config().auth.registration {
+                Registration::Open => "open",
+                Registration::Closed => "closed",
+                Registration::Domains(_) => "domains",
+            }
+            .to_owned(),
+            allowed_domains: match &app.config().auth.registration {
+                Registration::Domains(domains) => domains.clone(),
+                _ => Vec::new(),
+            },
         },
     };
     match (store_error, counts) {

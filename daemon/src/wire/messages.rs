@@ -45,6 +45,14 @@ pub enum BookingServerMessage {
         email: String,
         message: String,
     },
+    /// To a socket identified as an account whose tokens just stopped
+    /// working (`code`: `account_disabled`, `signed_out` or
+    /// `password_changed`); the socket is anonymous from then on.
+    SignedOut {
+        email: String,
+        code: String,
+        message: String,
+    },
     Error {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -148,6 +148,10 @@ impl FromJson for EmailRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CompileRequest {
     pub code: String,
+    /// The sketch's file name on the student's side (`blink.ino`): compiler
+    /// messages name it instead of the lab's build path. Default `sketch.ino`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,6 +162,7 @@ impl FromJson for CompileRequest {
     fn from_json(body: &JsonObject) -> Result<CompileRequest, AppError> {
         Ok(CompileRequest {
             code: body.required_str("code")?.to_owned(),
+            file_name: body.file_name("file_name")?,
             model: body.str("model")?.map(str::to_owned),
             device: body.device("device")?,
         })
@@ -169,11 +174,14 @@ impl FromJson for CompileRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UploadCodeRequest {
     pub code: String,
+    /// As [`CompileRequest::file_name`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
 }
 
 impl FromJson for UploadCodeRequest {
     fn from_json(body: &JsonObject) -> Result<UploadCodeRequest, AppError> {
-        Ok(UploadCodeRequest { code: body.required_str("code")?.to_owned() })
+        Ok(UploadCodeRequest { code: body.required_str("code")?.to_owned(), file_name: body.file_name("file_name")? })
     }
 }
 
@@ -487,9 +495,9 @@ mod tests {
             prop_assert_eq!(round_trip(&request).expect("readable"), request);
             let request = EmailRequest { email: c.clone() };
             prop_assert_eq!(round_trip(&request).expect("readable"), request);
-            let request = CompileRequest { code: c.clone(), model, device };
+            let request = CompileRequest { code: c.clone(), file_name: Some("blink.ino".to_owned()), model, device };
             prop_assert_eq!(round_trip(&request).expect("readable"), request);
-            let request = UploadCodeRequest { code: c };
+            let request = UploadCodeRequest { code: c, file_name: None };
             prop_assert_eq!(round_trip(&request).expect("readable"), request);
         }
 

@@ -119,6 +119,12 @@ pub struct LabInfo {
     /// host's zone has no name (slot times still carry their UTC offset).
     pub timezone: Option<String>,
     pub slot_minutes: u16,
+    /// The built-in demo lab (`rerod --demo`): its board is simulated.
+    pub demo: bool,
+    /// Who may register: `open`, `closed` (admins make accounts) or
+    /// `domains` (addresses in `allowed_domains`), so the sign-in page can say.
+    pub registration: String,
+    pub allowed_domains: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::fanout::{FanOut, OutboxStream};
 use super::{Close, Conn, PING_INTERVAL};
-use crate::app::{App, AppError, BookingMoved, DeviceInfo, DeviceRef, OpenSocket, SessionWarning};
+use crate::app::{App, AppError, BookingMoved, DeviceInfo, DeviceRef, OpenSocket, SessionWarning, SignOut};
 use crate::metrics::SlowClient;
 use crate::wire::{
     self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage, SlotsJson,
@@ -115,6 +115,7 @@ impl BookingHub {
         // Joined before the greeting is rendered: no change can fall between the two.
         self.fan_out.join(socket.get_ref());
         let mut warnings = app.subscribe_warnings();
+        let mut sign_outs = app.subscribe_sign_outs();
         let mut client = Client { conn: Conn::new(&app, open, socket), app, view: (None, None), identified: None };
         let mut stop = self.stop.clone();
         if client.send_view().await.is_err() {
@@ -133,6 +134,11 @@ impl BookingHub {
                 warning = warnings.recv() => match warning {
                     Ok(warning) => client.on_warning(&warning).await,
                     // A warning missed under a flood of them is not worth closing for.
+                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => Err(Close::with(CloseCode::Away, "server shutting down")),
+                },
+                sign_out = sign_outs.recv() => match sign_out {
+                    Ok(sign_out) => client.on_sign_out(&sign_out).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => Err(Close::with(CloseCode::Away, "server shutting down")),
                 },
@@ -217,6 +223,21 @@ impl Client {
                 end
             ),
             end,
+        };
+        self.conn.send_json(&message).await
+    }
+
+    /// Tells this socket its account was signed out, if it is its account's;
+    /// the socket goes on as an anonymous feed.
+    async fn on_sign_out(&mut self, sign_out: &SignOut) -> Result<(), Close> {
+        if self.identified.as_deref() != Some(sign_out.email.as_str()) {
+            return Ok(());
+        }
+        self.identified = None;
+        let message = BookingServerMessage::SignedOut {
+            email: sign_out.email.clone(),
+            code: sign_out.reason.code().to_owned(),
+            message: format!("You are signed out: {}", sign_out.reason.message()),
         };
         self.conn.send_json(&message).await
     }

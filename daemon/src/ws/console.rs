@@ -171,6 +171,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut ticks = tokio::time::interval(PING_INTERVAL);
     ticks.tick().await;
+    let mut sign_outs = app.subscribe_sign_outs();
+    // How far the running upload got: a failure says where it stopped, not 100%.
+    let mut last_percent = 0;
     loop {
         let hold = decoder.held_since().map(|t| t + UTF8_HOLD);
         tokio::select! {
@@ -205,11 +208,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             event = events.recv() => match event {
                 Ok(ConsoleEvent::Progress(p)) => {
                     let phase = p.phase.into();
+                    last_percent = p.percent;
                     conn.send_json(&ConsoleServerMessage::UploadProgress { phase, percent: p.percent, message: None }).await?;
                 }
                 Ok(ConsoleEvent::UploadDone { ok, message }) => {
-                    let phase = if ok { UploadPhase::Done } else { UploadPhase::Failed };
-                    let progress = ConsoleServerMessage::UploadProgress { phase, percent: 100, message: Some(message) };
+                    let (phase, percent) = if ok { (UploadPhase::Done, 100) } else { (UploadPhase::Failed, last_percent) };
+                    last_percent = 0;
+                    let progress = ConsoleServerMessage::UploadProgress { phase, percent, message: Some(message) };
                     conn.send_json(&progress).await?;
                 }
                 Ok(ConsoleEvent::SessionEnding { email, minutes_left, end }) => {
@@ -261,6 +266,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => {}
                 }
             }
+            // A signed-out account's console closes at once, not at its next check.
+            sign_out = sign_outs.recv() => match sign_out {
+                Ok(sign_out) if sign_out.email == who.email => {
+                    let message = format!("You are signed out: {}", sign_out.reason.message());
+                    conn.send_json(&ConsoleServerMessage::SessionEnded { message }).await?;
+                    return Err(Close::with(CloseCode::Normal, "signed out"));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Err(Close::with(CloseCode::Away, "server shutting down")),
+            },
             incoming = conn.socket.next() => match conn.heard(incoming)? {
                 Message::Text(text) => on_text(&writer, conn, &text).await?,
                 Message::Binary(data) => writer.write(conn, data).await?,

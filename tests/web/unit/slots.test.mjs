@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { LABELS, boardNow, currentSlot, describe, inProgress, nextFree, rememberMine, slotState } from '../../../daemon/web/slots.js';
+import { LABELS, boardAccess, boardNow, currentSlot, describe, inProgress, nextFree, rememberMine, slotState } from '../../../daemon/web/slots.js';
 
 const DATE = '2026-11-24';
 const at = (time) => Date.parse(`${DATE}T${time}Z`);
@@ -118,4 +118,18 @@ test('a board card says who holds the slot in progress', () => {
   // Between the day's slots, or with no answer for the board at all.
   assert.deepEqual(boardNow(day({}), viewer(at('12:00:00'))), { free: false, mine: false, holder: 'Nobody holds it now' });
   assert.deepEqual(boardNow(null, now), { free: false, mine: false, holder: 'Nobody holds it now' });
+});
+
+test('the session page tells a non-holder whether the slot in progress is free, taken or closed', () => {
+  const now = at('10:30:00');
+  const day = (slots) => ({ date: DATE, slots });
+  const free = boardAccess(day([slot(10), slot(11)]), viewer(now));
+  assert.equal(free.kind, 'free');
+  assert.equal(free.slot.id, 10);
+  const taken = boardAccess(day([slot(10, { is_booked: true, booked_by: 'bob@lab.org', status: 'booked' }), slot(11)]), viewer(now));
+  assert.equal(taken.kind, 'taken');
+  assert.equal(taken.next.id, 11, 'the next free slot is offered');
+  const blocked = boardAccess(day([slot(10, { status: 'blocked' })]), viewer(now));
+  assert.deepEqual([blocked.kind, blocked.next], ['closed', undefined]);
+  assert.equal(boardAccess(null, viewer(now)).kind, 'closed');
 });

@@ -58,6 +58,9 @@ pub struct Server {
 
 impl Server {
     pub fn parse(url: &str) -> Result<Server, Error> {
+        if !url.contains("://") {
+            return Err(Error::message(format!("{url:?} has no scheme: write it as http://{url}")));
+        }
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             Error::message(format!(
                 "{url:?} is not an http:// address: rero speaks plain HTTP (for a lab behind TLS, \
@@ -251,6 +254,8 @@ mod tests {
         let s = Server::parse("http://lab.example/rero/").unwrap();
         assert_eq!((s.authority.as_str(), s.prefix.as_str()), ("lab.example:80", "/rero"));
         assert!(Server::parse("https://lab.example").is_err());
+        let Err(error) = Server::parse("lab.example:8000") else { panic!("an address without a scheme is refused") };
+        assert_eq!(error.to_string(), "\"lab.example:8000\" has no scheme: write it as http://lab.example:8000");
         assert!(Server::parse("http://").is_err());
     }
 

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::{Client, Error, print_json, query_value};
 use crate::table::{Cell, render, stdout_is_colored};
+use crate::time::{LabClock, day as day_name};
 
 /// Which day of which board.
 #[derive(Debug, Default)]
@@ -72,38 +73,47 @@ pub async fn slots(client: &Client, day: &Day, json: bool) -> Result<(), Error> 
     if json {
         return print_json(&listing);
     }
-    print!("{}", slots_table(&listing, stdout_is_colored()));
+    let clock = LabClock::fetch(client).await;
+    print!("{}", slots_table(&listing, clock.name(), Timestamp::now(), stdout_is_colored()));
     Ok(())
 }
 
-fn slots_table(listing: &SlotsJson, color: bool) -> String {
+/// A day's slots: yours say "yours", the one in progress "now".
+fn slots_table(listing: &SlotsJson, zone: &str, now: Timestamp, color: bool) -> String {
     let rows: Vec<Vec<Cell>> = listing
         .slots
         .iter()
         .map(|s| {
             let state = match s.status {
                 SlotStatus::Available => Cell::colored("available", Color::Green),
-                SlotStatus::Mine => Cell::colored("mine", Color::Cyan).bold(),
+                SlotStatus::Mine => Cell::colored("yours", Color::Cyan).bold(),
                 SlotStatus::Booked => Cell::colored("booked", Color::Yellow),
                 SlotStatus::Past => Cell::colored("past", Color::DarkGrey),
                 SlotStatus::Blocked => Cell::colored("blocked", Color::Magenta),
             };
+            let when = if in_progress(s, now) { Cell::plain("now").bold() } else { Cell::plain("") };
             vec![
                 Cell::plain(s.id.to_string()),
                 Cell::plain(format!("{}-{}", s.start_time, s.end_time)),
+                when,
                 state,
                 Cell::plain(s.booked_by.clone().unwrap_or_default()),
             ]
         })
         .collect();
-    let title = format!("{} on {}: {} available\n", listing.device, listing.date, listing.available_slots.len());
-    title + &render(&["SLOT", "TIME", "STATE", "HOLDER"], &rows, color)
+    let title = format!(
+        "{} on {} (times in {zone}): {} available\n",
+        listing.device,
+        day_name(&listing.date),
+        listing.available_slots.len()
+    );
+    title + &render(&["SLOT", "TIME", "", "STATE", "HOLDER"], &rows, color)
 }
 
 /// The slot `slot` names on `day`: a number as it is; `HH:MM` or `now` looked
 /// up in that day's `/slots`, whose date and board the request then names,
 /// so the lookup and the booking agree.
-async fn slot_request(client: &Client, slot: &str, day: &Day) -> Result<SlotRequest, Error> {
+async fn slot_request(client: &Client, slot: &str, day: &Day, booking: bool) -> Result<SlotRequest, Error> {
     if let Ok(slot_id) = slot.parse::<i64>() {
         return Ok(SlotRequest {
             slot_id,
@@ -132,6 +142,16 @@ async fn slot_request(client: &Client, slot: &str, day: &Day) -> Result<SlotRequ
             starts.join(", ")
         )));
     };
+    if booking && found.status == SlotStatus::Mine {
+        let which = if slot == "now" { "The slot in progress" } else { "That slot" };
+        return Err(Error::message(format!(
+            "{which} on {} ({} {}-{}) is already yours: use it with `rero upload FILE` and `rero console`",
+            listing.device,
+            day_name(&listing.date),
+            found.start_time,
+            found.end_time
+        )));
+    }
     let date = listing.date.parse().map_err(|e| Error::message(format!("the server sent a bad date: {e}")))?;
     Ok(SlotRequest {
         slot_id: i64::from(found.id),
@@ -157,14 +177,18 @@ fn hh_mm(text: &str) -> Option<String> {
 /// `rero book`.
 pub async fn book(client: &Client, slot: &str, day: &Day, json: bool) -> Result<(), Error> {
     client.token()?;
-    let request = slot_request(client, slot, day).await?;
+    let request = slot_request(client, slot, day, true).await?;
     let answer: BookSlotResponse = client.post("/book-slot", &request, true).await?;
     if json {
         return print_json(&answer);
     }
+    let clock = LabClock::fetch(client).await;
     println!(
-        "{}: slot {} on {} for {}, {} to {}",
-        answer.message, answer.slot_id, answer.date, answer.device, answer.start, answer.end
+        "Booked {}, slot {}: {} ({}).",
+        answer.device,
+        answer.slot_id,
+        clock.span(&answer.start, &answer.end),
+        clock.name()
     );
     Ok(())
 }
@@ -172,12 +196,12 @@ pub async fn book(client: &Client, slot: &str, day: &Day, json: bool) -> Result<
 /// `rero cancel`.
 pub async fn cancel(client: &Client, slot: &str, day: &Day, json: bool) -> Result<(), Error> {
     client.token()?;
-    let request = slot_request(client, slot, day).await?;
+    let request = slot_request(client, slot, day, false).await?;
     let answer: CancelSlotResponse = client.post("/cancel-slot", &request, true).await?;
     if json {
         return print_json(&answer);
     }
-    println!("{}: slot {} on {} for {}", answer.message, answer.slot_id, answer.date, answer.device);
+    println!("Cancelled {}, slot {} on {}.", answer.device, answer.slot_id, day_name(&answer.date));
     Ok(())
 }
 
@@ -192,19 +216,24 @@ pub async fn bookings(client: &Client, history: bool, json: bool) -> Result<(), 
         println!("No bookings.");
         return Ok(());
     }
+    let now = Timestamp::now();
     let rows: Vec<Vec<Cell>> = answer
         .bookings
         .iter()
         .map(|b| {
+            let running = matches!((b.start.parse::<Timestamp>(), b.end.parse::<Timestamp>()), (Ok(s), Ok(e)) if s <= now && now < e);
             vec![
-                Cell::plain(&b.date),
+                Cell::plain(day_name(&b.date)),
                 Cell::plain(format!("{}-{}", b.start_time, b.end_time)),
+                if running { Cell::colored("in progress", Color::Cyan).bold() } else { Cell::plain("") },
                 Cell::plain(&b.device),
                 Cell::plain(b.id.to_string()),
             ]
         })
         .collect();
-    print!("{}", render(&["DATE", "TIME", "BOARD", "SLOT"], &rows, stdout_is_colored()));
+    let clock = LabClock::fetch(client).await;
+    println!("Your bookings (times in {}):", clock.name());
+    print!("{}", render(&["DAY", "TIME", "", "BOARD", "SLOT"], &rows, stdout_is_colored()));
     Ok(())
 }
 
@@ -234,7 +263,9 @@ pub async fn watch(client: &Client, day: &Day, json: bool) -> Result<(), Error> 
     let text = serde_json::to_string(&ask).map_err(|e| Error::message(e.to_string()))?;
     socket.send(Message::Text(text.into())).await.map_err(|e| Error::message(format!("/slot-booking: {e}")))?;
     let terminal = std::io::stdout().is_terminal() && !json;
-    show(&first, json, terminal)?;
+    let clock = LabClock::fetch(client).await;
+    let show = |listing: &SlotsJson| show(listing, clock.name(), json, terminal);
+    show(&first)?;
     while let Some(message) = socket.next().await {
         let message = message.map_err(|e| Error::message(format!("/slot-booking: {e}")))?;
         let Message::Text(text) = message else { continue };
@@ -242,7 +273,7 @@ pub async fn watch(client: &Client, day: &Day, json: bool) -> Result<(), Error> 
             Ok(BookingServerMessage::SlotsUpdate { data, .. })
                 if data.date == first.date && data.device == first.device =>
             {
-                show(&data, json, terminal)?;
+                show(&data)?;
             }
             Ok(BookingServerMessage::Error { message, .. }) => eprintln!("rero: the server says: {message}"),
             _ => {}
@@ -251,7 +282,7 @@ pub async fn watch(client: &Client, day: &Day, json: bool) -> Result<(), Error> 
     Err(Error::message("the server closed the connection"))
 }
 
-fn show(listing: &SlotsJson, json: bool, terminal: bool) -> Result<(), Error> {
+fn show(listing: &SlotsJson, zone: &str, json: bool, terminal: bool) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     let written = if json {
         let line = serde_json::to_string(listing).map_err(|e| Error::message(e.to_string()))?;
@@ -259,10 +290,10 @@ fn show(listing: &SlotsJson, json: bool, terminal: bool) -> Result<(), Error> {
     } else if terminal {
         use crossterm::{cursor::MoveTo, terminal::Clear, terminal::ClearType};
         crossterm::queue!(out, Clear(ClearType::All), MoveTo(0, 0))
-            .and_then(|()| write!(out, "{}", slots_table(listing, stdout_is_colored())))
+            .and_then(|()| write!(out, "{}", slots_table(listing, zone, Timestamp::now(), stdout_is_colored())))
             .and_then(|()| writeln!(out, "\nLive; Ctrl-C to quit."))
     } else {
-        writeln!(out, "{}", slots_table(listing, false))
+        writeln!(out, "{}", slots_table(listing, zone, Timestamp::now(), false))
     };
     written.and_then(|()| out.flush()).map_err(|e| Error::message(format!("writing to stdout: {e}")))
 }

@@ -90,7 +90,14 @@ pub async fn console(client: &Client, board: Option<String>, raw: bool) -> Resul
                             None => output.into_bytes(),
                         };
                         let mut out = std::io::stdout().lock();
-                        out.write_all(&bytes).and_then(|()| out.flush()).map_err(|e| Error::message(format!("writing to stdout: {e}")))?;
+                        match out.write_all(&bytes).and_then(|()| out.flush()) {
+                            // The reader has what it wanted (`rero console --raw | head`).
+                            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                                let _ = sink.send(Message::Close(None)).await;
+                                return Ok(());
+                            }
+                            written => written.map_err(|e| Error::message(format!("writing to stdout: {e}")))?,
+                        }
                         if let Some((quiet, _)) = &mut drain {
                             *quiet = tokio::time::Instant::now() + DRAIN_QUIET;
                         }

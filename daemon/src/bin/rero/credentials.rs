@@ -7,7 +7,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 
-use rerod::wire::{EmailPassword, LoginResponse};
+use rerod::wire::{EmailPassword, LoginResponse, RegisterResponse, UserSlotResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Client, Error};
@@ -31,12 +31,18 @@ struct Stored {
 pub struct Settings {
     pub server: String,
     pub token: Option<String>,
+    /// Who the stored token belongs to (none with `RERO_TOKEN`).
+    pub email: Option<String>,
 }
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the token itself, only whether there is one.
-        f.debug_struct("Settings").field("server", &self.server).field("token", &self.token.is_some()).finish()
+        f.debug_struct("Settings")
+            .field("server", &self.server)
+            .field("token", &self.token.is_some())
+            .field("email", &self.email)
+            .finish()
     }
 }
 
@@ -82,9 +88,11 @@ fn save(stored: &Stored) -> Result<PathBuf, Error> {
 pub fn settings() -> Result<Settings, Error> {
     let stored = load()?;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let from_env = env("RERO_TOKEN");
     Ok(Settings {
         server: env("RERO_SERVER").or(stored.server).unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
-        token: env("RERO_TOKEN").or(stored.token),
+        email: if from_env.is_some() { None } else { stored.email },
+        token: from_env.or(stored.token),
     })
 }
 
@@ -96,6 +104,28 @@ pub async fn login(email: &str, server: Option<&str>, json: bool) -> Result<(), 
     }
     let client = Client::new(&settings)?;
     let password = read_password()?;
+    sign_in(&client, &settings, email, password, json).await
+}
+
+/// `rero register`: asks for a password, creates the account, and logs in
+/// with it as `rero login` does.
+pub async fn register(email: &str, server: Option<&str>, json: bool) -> Result<(), Error> {
+    let mut settings = settings()?;
+    if let Some(server) = server {
+        settings.server = server.to_owned();
+    }
+    let client = Client::new(&settings)?;
+    let password = read_new_password()?;
+    let request = EmailPassword { email: email.to_owned(), password: password.clone() };
+    let answer: RegisterResponse = client.post("/auth/register", &request, false).await?;
+    if !json {
+        println!("Registered {} at {}.", answer.email, settings.server);
+    }
+    sign_in(&client, &settings, &answer.email, password, json).await
+}
+
+/// Logs in with `password` and keeps the token.
+async fn sign_in(client: &Client, settings: &Settings, email: &str, password: String, json: bool) -> Result<(), Error> {
     let request = EmailPassword { email: email.to_owned(), password };
     let answer: LoginResponse = client.post("/auth/login", &request, false).await?;
     let stored = Stored {
@@ -117,6 +147,65 @@ pub async fn login(email: &str, server: Option<&str>, json: bool) -> Result<(), 
         answer.user.role,
         path.display()
     );
+    Ok(())
+}
+
+/// `rero status --json`.
+#[derive(Debug, Serialize)]
+struct StatusJson<'a> {
+    server: &'a str,
+    version: &'a str,
+    timezone: &'a str,
+    demo: bool,
+    email: Option<&'a str>,
+    logged_in: bool,
+    booking: Option<&'a UserSlotResponse>,
+}
+
+/// `rero status`: which lab rero talks to, who you are there, and your
+/// booking in progress or next. Fails only when the server cannot be reached.
+pub async fn status(json: bool) -> Result<(), Error> {
+    let settings = settings()?;
+    let client = Client::new(&settings)?;
+    let health: rerod::wire::HealthResponse = client.get("/health", false).await?;
+    let clock = crate::time::LabClock::named(health.lab.timezone.as_deref());
+    let mine: Option<Result<UserSlotResponse, Error>> =
+        if client.has_token() { Some(client.get("/slots/user", true).await) } else { None };
+    if json {
+        return crate::api::print_json(&StatusJson {
+            server: &settings.server,
+            version: &health.version,
+            timezone: clock.name(),
+            demo: health.lab.demo,
+            email: settings.email.as_deref(),
+            logged_in: matches!(mine, Some(Ok(_))),
+            booking: mine.as_ref().and_then(|m| m.as_ref().ok()),
+        });
+    }
+    let demo = if health.lab.demo { ", the demo lab" } else { "" };
+    println!("Server:  {} (rerod {}{demo}; times in {})", settings.server, health.version, clock.name());
+    let who = settings.email.as_deref().unwrap_or("the account of RERO_TOKEN");
+    match mine {
+        None => println!("Account: not logged in (rero login EMAIL, or rero register EMAIL for a new account)"),
+        Some(Err(Error::Api { body, .. })) => {
+            println!("Account: {who}, but the login no longer works ({}): rero login EMAIL", body.detail)
+        }
+        Some(Err(error)) => return Err(error),
+        Some(Ok(mine)) => {
+            println!("Account: {who}");
+            let board = mine.device.as_deref().unwrap_or("?");
+            match (mine.start.as_deref(), mine.end.as_deref()) {
+                (Some(start), Some(end)) if mine.has_booking && mine.is_current => {
+                    let left = clock.minutes_left(end).unwrap_or(0);
+                    println!("Booking: in progress on {board}, {} ({left} min left)", clock.span(start, end));
+                }
+                (Some(start), Some(end)) if mine.has_booking => {
+                    println!("Booking: next on {board}, {}", clock.span(start, end));
+                }
+                _ => println!("Booking: none (rero slots, then rero book now or rero book HH:MM)"),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -145,4 +234,18 @@ fn read_password() -> Result<String, Error> {
         return Err(Error::message("no password given"));
     }
     Ok(password)
+}
+
+/// A new password: from the terminal without echo, asked twice; or the first
+/// line of stdin in a script.
+fn read_new_password() -> Result<String, Error> {
+    if !std::io::stdin().is_terminal() {
+        return read_password();
+    }
+    let first = read_password()?;
+    let again = rerod::cli::read_hidden("Again: ").map_err(|e| Error::message(format!("reading the password: {e}")))?;
+    if first != again {
+        return Err(Error::message("the two passwords differ; no account was made"));
+    }
+    Ok(first)
 }

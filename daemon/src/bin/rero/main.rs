@@ -13,6 +13,7 @@ mod camera;
 mod console;
 mod credentials;
 mod table;
+mod time;
 mod upload;
 
 use std::io::Write as _;
@@ -55,6 +56,20 @@ enum Command {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
     },
+    /// Create an account, then log in with it.
+    ///
+    /// The password is read from the terminal without echo (asked twice), or
+    /// from the first line of stdin when stdin is not a terminal.
+    Register {
+        /// The new account's e-mail address.
+        email: String,
+        /// rerod's address, plain http:// (default: $RERO_SERVER, the stored
+        /// server, else http://localhost:8000).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Which lab rero talks to, who you are there, and your booking in progress or next.
+    Status,
     /// Forget the stored server and token.
     Logout,
     /// List the lab's boards.
@@ -175,6 +190,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
         Command::Login { email, server } => credentials::login(&email, server.as_deref(), json).await,
+        Command::Register { email, server } => credentials::register(&email, server.as_deref(), json).await,
+        Command::Status => credentials::status(json).await,
         Command::Logout => credentials::logout(),
         Command::Boards => calendar::boards(&api::Client::from_env()?, json).await,
         Command::Slots(day) => calendar::slots(&api::Client::from_env()?, &day.into(), json).await,

@@ -30,11 +30,20 @@ pub async fn upload(client: &Client, file: &Path, board: Option<String>, json: b
     client.token()?;
     let bytes = std::fs::read(file).map_err(|e| Error::message(format!("reading {}: {e}", file.display())))?;
     let body = match file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("hex" | "bin") => Body::Firmware(bytes),
+        Some("hex") => {
+            // Checked here, so a text file named .hex is never flashed as raw bytes.
+            rerod_devices::Firmware::parse_ihex(&bytes)
+                .map_err(|e| Error::message(format!("{}: {e}; nothing was uploaded", file.display())))?;
+            Body::Firmware(bytes)
+        }
+        Some("bin") => Body::Firmware(bytes),
         Some("ino") => {
             let code = String::from_utf8(bytes)
                 .map_err(|_| Error::message(format!("{} is not UTF-8 text", file.display())))?;
-            let json = serde_json::to_vec(&UploadCodeRequest { code }).map_err(|e| Error::message(e.to_string()))?;
+            // Compiler messages then name the student's own file.
+            let file_name = file.file_name().map(|name| name.to_string_lossy().into_owned());
+            let json = serde_json::to_vec(&UploadCodeRequest { code, file_name })
+                .map_err(|e| Error::message(e.to_string()))?;
             Body::Json(json)
         }
         _ => {
@@ -151,6 +160,11 @@ async fn show_progress(mut rx: mpsc::UnboundedReceiver<Progress>, json: bool) {
         phase = Some(progress.phase);
     }
     if let Some(bar) = bar {
-        bar.finish();
+        // A failed upload's bar stays where it stopped, marked failed.
+        if phase == Some(UploadPhase::Failed) {
+            bar.abandon_with_message("failed");
+        } else {
+            bar.finish();
+        }
     }
 }

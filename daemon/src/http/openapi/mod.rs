@@ -271,7 +271,8 @@ fn paths() -> Value {
             "On connect the server sends `slots_update`; `book_slot`, `cancel_slot` and `get_slots` are answered \
              with `booking_response`, `cancellation_response` and `slots_update`. Every committed change is \
              broadcast to every client as `slots_update`. A client that sends `identify` (a token, or e-mail and \
-             password) is answered `identified` and then gets its account's `session_ending` warnings (or an `error` \
+             password) is answered `identified` and then gets its account's `session_ending` warnings, and \
+             `signed_out` the moment its tokens stop working (or an `error` \
              with code `too_many_account_sockets` when the account holds server.max_websockets_per_account \
              sockets already). 503 beyond server.max_websocket_connections feeds; 429 beyond \
              server.max_websockets_per_address sockets from one client.",
@@ -284,6 +285,7 @@ fn paths() -> Value {
                 "BookingMovedMessage",
                 "BookingSessionEndingMessage",
                 "IdentifiedMessage",
+                "SignedOutMessage",
                 "WsErrorMessage",
             ],
         )},

@@ -12,6 +12,10 @@ pub(super) fn components() -> Value {
     let nullable_string = json!({ "type": "string", "nullable": true });
     let integer = json!({ "type": "integer" });
     let boolean = json!({ "type": "boolean" });
+    let file_name = json!({
+        "type": "string", "minLength": 1, "maxLength": 100,
+        "description": "The sketch's file name on the client's side (blink.ino), not a path: compiler messages name it instead of the lab's build path (default sketch.ino)",
+    });
     let utc = json!({
         "type": "string", "format": "date-time",
         "description": "UTC with microseconds, e.g. 2026-11-24T10:30:00.123456Z",
@@ -279,9 +283,13 @@ pub(super) fn components() -> Value {
                     "lab": {
                         "type": "object",
                         "description": "The lab's calendar: its time zone's IANA name (null when the host's zone \
-                            has none) and the slot length",
-                        "required": ["timezone", "slot_minutes"],
-                        "properties": { "timezone": nullable_string, "slot_minutes": integer },
+                            has none) and the slot length; whether it is the demo lab; who may register",
+                        "required": ["timezone", "slot_minutes", "demo", "registration", "allowed_domains"],
+                        "properties": {
+                            "timezone": nullable_string, "slot_minutes": integer, "demo": boolean,
+                            "registration": { "type": "string", "enum": ["open", "closed", "domains"] },
+                            "allowed_domains": { "type": "array", "items": string },
+                        },
                     },
                     "compile": {
                         "type": "object",
@@ -483,6 +491,7 @@ pub(super) fn components() -> Value {
                 "required": ["code"],
                 "properties": {
                     "code": { "type": "string", "description": "Sketch source code" },
+                    "file_name": file_name,
                     "model": { "type": "string", "description": "The board model to compile for; default the device's" },
                     "device": device_ref,
                 },
@@ -490,7 +499,10 @@ pub(super) fn components() -> Value {
             "UploadCodeRequest": {
                 "type": "object",
                 "required": ["code"],
-                "properties": { "code": { "type": "string", "description": "Sketch source code, compiled for the device" } },
+                "properties": {
+                    "code": { "type": "string", "description": "Sketch source code, compiled for the device" },
+                    "file_name": file_name,
+                },
             },
             "CompileResponse": {
                 "type": "object",

@@ -146,6 +146,17 @@ pub(super) fn schemas() -> Map<String, Value> {
             "required": ["type", "email", "message"],
             "properties": { "type": ws_type("identified"), "email": string, "message": string },
         },
+        "SignedOutMessage": {
+            "type": "object",
+            "description": "To a /slot-booking socket identified as an account whose tokens just stopped working; \
+                the socket is anonymous from then on",
+            "required": ["type", "email", "code", "message"],
+            "properties": {
+                "type": ws_type("signed_out"), "email": string,
+                "code": { "type": "string", "enum": ["account_disabled", "signed_out", "password_changed"] },
+                "message": string,
+            },
+        },
         "RecordJson": {
             "type": "object",
             "required": ["id", "device", "date", "first_slot", "holder", "started_at", "transcript_bytes", "uploads"],
@@ -305,5 +316,13 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
     contract.check(
         "IdentifiedMessage",
         &[to_value(BookingServerMessage::Identified { email: s("a@example.com"), message: s("ok") })],
+    );
+    contract.check(
+        "SignedOutMessage",
+        &[to_value(BookingServerMessage::SignedOut {
+            email: s("a@example.com"),
+            code: s("account_disabled"),
+            message: s("You are signed out: a lab admin disabled this account"),
+        })],
     );
 }

@@ -397,7 +397,13 @@ fn every_schema_matches_the_wire_type_it_documents() {
         ],
         cameras: vec![],
         compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
-        lab: LabInfo { timezone: healthy.then(|| s("Europe/Berlin")), slot_minutes: 60 },
+        lab: LabInfo {
+            timezone: healthy.then(|| s("Europe/Berlin")),
+            slot_minutes: 60,
+            demo: false,
+            registration: s("domains"),
+            allowed_domains: vec![s("uni.example")],
+        },
     };
     contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
     contract.check(
@@ -729,13 +735,20 @@ fn every_schema_matches_the_wire_type_it_documents() {
         &[
             to_value(CompileRequest {
                 code: s("void setup(){}"),
+                file_name: Some(s("blink.ino")),
                 model: Some(s("mega2560")),
                 device: Some(DeviceRef::Number(0)),
             }),
-            to_value(CompileRequest { code: s("void setup(){}"), model: None, device: None }),
+            to_value(CompileRequest { code: s("void setup(){}"), file_name: None, model: None, device: None }),
         ],
     );
-    contract.check("UploadCodeRequest", &[to_value(UploadCodeRequest { code: s("void setup(){}") })]);
+    contract.check(
+        "UploadCodeRequest",
+        &[
+            to_value(UploadCodeRequest { code: s("void setup(){}"), file_name: None }),
+            to_value(UploadCodeRequest { code: s("void setup(){}"), file_name: Some(s("blink.ino")) }),
+        ],
+    );
     contract.check("ConsoleAuthMessage", &[to_value(&credentials), to_value(BodyCredentials::default())]);
     contract.check("ConsoleInputMessage", &[to_value(ConsoleClientMessage::Input { data: s("x") })]);
     let slot_message = |full: bool| SlotMessage {
