@@ -7,6 +7,7 @@
 mod accounts;
 mod bad_input;
 mod boards;
+mod cluster;
 mod compile;
 mod compile_queue;
 mod concurrency;

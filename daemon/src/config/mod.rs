@@ -81,9 +81,21 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<crate::client::Cidr>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreConfig {
+    /// The redb file; with `url` set, the path this host's own files
+    /// (control socket, records) go beside.
     pub path: PathBuf,
+    /// A PostgreSQL database the lab's hosts share (`store.url` or
+    /// `DATABASE_URL`); `None` keeps the redb file. Read once at start.
+    pub url: Option<String>,
+}
+
+/// The URL may carry a password: Debug says only whether there is one.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig").field("path", &self.path).field("url", &self.url.as_ref().map(|_| "…")).finish()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -71,6 +71,7 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
                 .or(raw.store.path)
                 .unwrap_or_else(|| "data/rerod.redb".to_owned()),
         ),
+        url: validate_store_url(&mut v, env.get("DATABASE_URL").map(str::to_owned).or(raw.store.url)),
     };
     let auth = validate_auth(&mut v, raw.auth, env);
     let lab = validate_lab(&mut v, raw.lab);
@@ -317,6 +318,24 @@ fn validate_lab(v: &mut Validator, raw: raw::Lab) -> LabConfig {
     // Largest first: the order the warnings arrive in.
     session_warnings.sort_unstable_by(|a, b| b.cmp(a));
     LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy, session_warnings }
+}
+
+/// A PostgreSQL URL (`postgres://USER@HOST/DB` or `postgresql://...`),
+/// checked for its form here and connected to at start.
+fn validate_store_url(v: &mut Validator, url: Option<String>) -> Option<String> {
+    let url = url?;
+    let rest = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !url.chars().any(char::is_whitespace) => Some(url),
+        _ => {
+            // The URL may hold a password: the message shows none of it.
+            v.problem(
+                "store.url",
+                "must be a PostgreSQL URL such as \"postgres://rerod@db.lab.example/rerod\" (DATABASE_URL too)",
+            );
+            None
+        }
+    }
 }
 
 fn validate_records(v: &mut Validator, raw: raw::Records, store: &StoreConfig) -> RecordsConfig {

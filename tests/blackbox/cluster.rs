@@ -1,0 +1,178 @@
+//! One lab on several hosts: daemons sharing one PostgreSQL database (a
+//! throwaway server under target/, see util::pg_server), each test on a
+//! database of its own.
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::util::{Daemon, Options, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, utc_date};
+
+/// A host of the lab on the database at `url`.
+fn host(url: &str) -> Daemon {
+    Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS).env("DATABASE_URL", url))
+}
+
+/// Waits until `daemon` counts `n` accounts (other hosts' accounts reach
+/// it through the database's notifications).
+async fn sees_accounts(daemon: &Daemon, n: u64) {
+    let c = daemon.client();
+    eventually("the other host's accounts", async || {
+        let total = c.get("/stats").await.expect(200)["users"]["total"].clone();
+        if total == n { Ok(()) } else { Err(format!("{total} accounts")) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_registered_on_one_host_logs_in_on_another() {
+    let (_db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    a.client().register("ann@lab.example", PASSWORD).await.expect(200);
+    // At once: the password check reads the account from the database.
+    let token = b.client().login("ann@lab.example", PASSWORD).await;
+    b.client().get_auth("/my-bookings", &token).await.expect(200);
+    // And a token one host issued is good on the other: one JWT secret.
+    a.client().get_auth("/my-bookings", &token).await.expect(200);
+    let wrong = json!({"email": "ann@lab.example", "password": "not-it-at-all"});
+    assert_eq!(b.client().post("/auth/login", &wrong).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_clients_split_over_two_hosts_race_for_one_slot_and_one_wins() {
+    let (db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    let mut tokens = Vec::new();
+    for i in 0..100 {
+        tokens.push(a.client().user(&format!("racer{i}@example.com")).await);
+    }
+    sees_accounts(&b, 100).await;
+    let day = utc_date(1).to_string();
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let c = if i % 2 == 0 { a.client() } else { b.client() };
+            let body = json!({"slot_id": 12, "date": day});
+            tokio::spawn(async move { c.post_auth("/book-slot", &token, &body).await })
+        })
+        .collect();
+    let (mut n_ok, mut n_refused) = (0, 0);
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status {
+            200 => n_ok += 1,
+            400 => {
+                assert_eq!(r.json()["detail"], "Slot 12 is not available");
+                n_refused += 1;
+            }
+            other => panic!("unexpected status {other}: {:?}", r.json()),
+        }
+    }
+    assert_eq!((n_ok, n_refused), (1, 99));
+    assert_eq!(psql(&db, "SELECT count(*) FROM bookings"), "1");
+    for daemon in [&a, &b] {
+        let c = daemon.client();
+        eventually("one booking on each host", async || {
+            let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
+            if slots["booked_slots"] == json!([12]) { Ok(()) } else { Err(slots.to_string()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_wrong_passwords_spread_over_two_hosts_lock_the_account_on_both() {
+    let (_db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    a.client().register("bob@lab.example", PASSWORD).await.expect(200);
+    let guess = json!({"email": "bob@lab.example", "password": "wrong-guess-of-bob"});
+    for i in 0..10 {
+        let c = if i % 2 == 0 { a.client() } else { b.client() };
+        assert_eq!(c.post("/auth/login", &guess).await.status, 401, "guess {i}");
+    }
+    // Five on each host: neither would lock the account on its own.
+    for daemon in [&a, &b] {
+        let r = daemon.client().post("/auth/login", &guess).await;
+        assert_eq!(r.status, 429, "{:?}", r.json());
+        assert!(r.header("retry-after").is_some());
+        let right = json!({"email": "bob@lab.example", "password": PASSWORD});
+        assert_eq!(daemon.client().post("/auth/login", &right).await.status, 429, "even the right password waits");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_acknowledged_just_before_kill_9_is_there_after_restart() {
+    let (db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    let token = a.client().user("cy@lab.example").await;
+    let day = utc_date(2).to_string();
+    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 7, "date": day})).await.expect(200);
+    let a = a.kill9_and_restart();
+    assert_eq!(a.client().get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([7]));
+    assert_eq!(psql(&db, "SELECT email FROM bookings"), "cy@lab.example");
+    let c = b.client();
+    eventually("the booking on the other host", async || {
+        let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
+        if slots["booked_slots"] == json!([7]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_made_on_one_host_reaches_the_booking_sockets_of_another() {
+    let (_db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    let mut socket = a.ws("/slot-booking").await;
+    let first = socket.recv_type("slots_update").await;
+    assert_eq!(first["data"]["booked_slots"], json!([]));
+    a.client().register("dee@lab.example", PASSWORD).await.expect(200);
+    let token = b.client().login("dee@lab.example", PASSWORD).await;
+    let today = utc_date(0).to_string();
+    b.client().post_auth("/book-slot", &token, &json!({"slot_id": 23, "date": today})).await.expect(200);
+    let update = socket.recv_type("slots_update").await;
+    assert_eq!(update["data"]["booked_slots"], json!([23]), "{update}");
+    assert_eq!(update["data"]["slots"][23]["booked_by"], "dee@lab.example");
+}
+
+#[tokio::test]
+async fn a_host_refuses_a_database_whose_schema_is_newer_than_it_knows() {
+    let (db, url) = pg_database();
+    drop(host(&url));
+    psql(&db, "UPDATE rerod_meta SET value = '99' WHERE key = 'schema_version'");
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .env("DATABASE_URL", &url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "rerod must not start on a schema it does not know");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has schema version 99, newer than this rerod knows (1)"), "{stderr}");
+    assert_eq!(psql(&db, "SELECT value FROM rerod_meta WHERE key = 'schema_version'"), "99", "left as it was");
+}
+
+#[tokio::test]
+async fn a_malformed_database_url_is_refused_at_start_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .env("DATABASE_URL", "mysql://root:hunter2secret@db/lab")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("store.url"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"), "the password is never printed: {stderr}");
+    assert!(!dir.path().join("rerod.redb").exists(), "nothing was created");
+}
