@@ -44,6 +44,8 @@ use pool::Pool;
 mod mirror;
 mod pool;
 mod schema;
+#[cfg(test)]
+pub(super) mod testing;
 
 /// Connections per host: writes wait for one when all are busy.
 const POOL_SIZE: usize = 8;
@@ -479,6 +481,14 @@ async fn notify(txn: &Transaction<'_>, origin: u64, notes: Vec<Note>) -> Result<
     Ok(())
 }
 
+/// Serializes the transactions that book for `email` or disable it, on
+/// every host, until `txn` ends: an advisory lock, since the address may
+/// have no account row to lock.
+async fn lock_account(txn: &Transaction<'_>, email: &str) -> Result<(), StoreError> {
+    txn.execute("SELECT pg_advisory_xact_lock(hashtext('account ' || $1))", &[&email]).await.map_err(pg)?;
+    Ok(())
+}
+
 fn day_note(key: &SlotKey) -> Note {
     Note::Day(key.device.clone(), key.date.to_string())
 }
@@ -597,10 +607,11 @@ impl Shared {
     ) -> Result<Booking, BookError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
         let txn = conn.transaction().await.map_err(pg)?;
-        // The account's row is locked first: one host at a time admits its
+        // The account is locked first: one host at a time admits its
         // bookings, so the caps hold across hosts, and a disabling waits.
+        lock_account(&txn, &email).await?;
         let disabled = txn
-            .query_opt("SELECT disabled FROM users WHERE email = $1 FOR UPDATE", &[&email])
+            .query_opt("SELECT disabled FROM users WHERE email = $1", &[&email])
             .await
             .map_err(pg)?
             .map(|row| row.get::<_, bool>(0));
@@ -662,6 +673,7 @@ impl Shared {
     ) -> Result<super::AccountChange, SetDisabledError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
         let txn = conn.transaction().await.map_err(pg)?;
+        lock_account(&txn, &email).await?;
         let row = txn
             .query_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 FOR UPDATE"), &[&email])
             .await
