@@ -26,7 +26,7 @@ use crate::wire::{ControlRequest, ControlResponse, Export, ExportedBooking, Expo
     name = "rerod",
     version,
     propagate_version = true,
-    after_help = "Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH, JWT_SECRET_KEY, \
+    after_help = "Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH, DATABASE_URL, JWT_SECRET_KEY, \
                   JWT_ALGORITHM, JWT_EXPIRE_MINUTES, BCRYPT_ROUNDS"
 )]
 pub struct Cli {
@@ -68,6 +68,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Work on a store as a whole (no daemon may have it open).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -103,6 +108,27 @@ pub enum UserAction {
         /// The CSV file (`-`: stdin).
         #[arg(value_name = "FILE.csv")]
         file: PathBuf,
+    },
+}
+
+/// What `rerod store` does.
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum StoreAction {
+    /// Copy a lab's store into a new one: accounts with their password
+    /// hashes, bookings, maintenance, the audit log and the JWT secret.
+    ///
+    /// Each store is a redb file's path or a PostgreSQL URL
+    /// (postgres://USER@HOST/DB): from one host's file to the database a
+    /// lab of several hosts shares, or back. Stop the daemons first. The
+    /// target must be new: a file that does not exist, or a database with
+    /// no accounts and no bookings.
+    Copy {
+        /// The store to read.
+        #[arg(long, value_name = "PATH|URL")]
+        from: String,
+        /// The new store to write.
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
     },
 }
 
@@ -165,6 +191,15 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let mut json = serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?;
             json.push('\n');
             print_stdout(json.as_bytes())
+        }
+        Command::Store { action: StoreAction::Copy { from, to } } => {
+            let copied = crate::store::copy(&from, &to)?;
+            // A URL may carry a password: the message names neither store.
+            eprintln!(
+                "copied {} accounts, {} bookings, {} maintenance records and {} audit entries",
+                copied.users, copied.bookings, copied.maintenance, copied.audit
+            );
+            Ok(())
         }
         Command::Completions { shell } => {
             // Generated whole first: clap_complete panics on a failed write,
@@ -398,6 +433,15 @@ mod tests {
         assert_eq!(
             parsed(&["--config", "c.toml", "user", "passwd", "ada@lab.example"]).0,
             Some(PathBuf::from("c.toml"))
+        );
+        assert_eq!(
+            parsed(&["store", "copy", "--from", "a.redb", "--to", "postgres://rerod@db/lab"]),
+            (
+                None,
+                Some(Command::Store {
+                    action: StoreAction::Copy { from: "a.redb".into(), to: "postgres://rerod@db/lab".into() }
+                })
+            )
         );
         assert_eq!(
             parsed(&["user", "import", "class.csv"]),

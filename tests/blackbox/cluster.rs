@@ -176,3 +176,62 @@ async fn a_malformed_database_url_is_refused_at_start_without_echoing_it() {
     assert!(!stderr.contains("hunter2secret"), "the password is never printed: {stderr}");
     assert!(!dir.path().join("rerod.redb").exists(), "nothing was created");
 }
+
+/// Runs `rerod store copy --from FROM --to TO`; its output.
+fn store_copy(from: &str, to: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .env_clear()
+        .args(["store", "copy", "--from", from, "--to", to])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_lab_to_postgres_and_back_with_logins_bookings_and_the_audit_log() {
+    // A one-host lab on its redb file: an account, a booking, an admin's action.
+    let mut one_host = Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS));
+    let token = one_host.client().user("eve@lab.example").await;
+    let day = utc_date(3).to_string();
+    one_host.client().post_auth("/book-slot", &token, &json!({"slot_id": 9, "date": day})).await.expect(200);
+    let admin = one_host.host_account("root@lab.example", true).await;
+    one_host.client().register("mallory@lab.example", PASSWORD).await.expect(200);
+    let who = json!({"email": "mallory@lab.example"});
+    one_host.client().post_auth("/admin/users/disable", &admin, &who).await.expect(200);
+    one_host.terminate().await;
+    let redb = one_host.store_path();
+
+    let (db, url) = pg_database();
+    let copied = store_copy(redb.to_str().unwrap(), &url);
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert_eq!(psql(&db, "SELECT count(*) FROM users"), "3");
+    // A second copy into the same database is refused and adds nothing.
+    assert!(!store_copy(redb.to_str().unwrap(), &url).status.success());
+    assert_eq!(psql(&db, "SELECT count(*) FROM users"), "3");
+
+    let check = async |lab: &Daemon| {
+        let c = lab.client();
+        c.login("eve@lab.example", PASSWORD).await;
+        // The JWT secret came along: a token issued before the move still works.
+        let mine = c.get_auth("/my-bookings", &token).await.expect(200);
+        assert_eq!((mine["bookings"][0]["id"].clone(), mine["total_bookings"].clone()), (json!(9), json!(1)), "{mine}");
+        assert_eq!(c.get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([9]));
+        let log = c.get_auth("/admin/audit", &admin).await.expect(200).to_string();
+        assert!(log.contains("account_disabled") && log.contains("mallory@lab.example"), "{log}");
+        let refused = c.post("/auth/login", &json!({"email": "mallory@lab.example", "password": PASSWORD})).await;
+        assert_eq!(refused.status, 403, "still disabled");
+    };
+    let mut on_postgres = host(&url);
+    check(&on_postgres).await;
+    on_postgres.terminate().await;
+
+    // And back, into a new file.
+    let back_dir = tempfile::tempdir().unwrap();
+    let back = back_dir.path().join("back.redb");
+    let copied = store_copy(&url, back.to_str().unwrap());
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert!(!store_copy(&url, back.to_str().unwrap()).status.success(), "an existing file is never overwritten");
+    let on_redb =
+        Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS).env("DATABASE_PATH", back.to_str().unwrap()));
+    check(&on_redb).await;
+}

@@ -35,6 +35,7 @@ use crate::booking::BookingError;
 
 mod backend;
 mod backup;
+mod copy;
 mod handle;
 mod health;
 mod postgres;
@@ -43,6 +44,7 @@ mod writer;
 
 pub use backend::{Change, Store};
 pub use backup::{Snapshot, backup, snapshot};
+pub use copy::{Copied, copy, is_database_url};
 pub use health::{AuditEntry, MaintenanceRecord, MoveError};
 
 use handle::{Handle, Opener};

@@ -201,7 +201,10 @@ pub(super) async fn read_maintenance(
         .collect())
 }
 
-pub(super) async fn read_audit_after(client: &Client, seq: i64) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+pub(super) async fn read_audit_after(
+    client: &impl tokio_postgres::GenericClient,
+    seq: i64,
+) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
     let rows = client
         .query(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > $1 ORDER BY seq"), &[&seq])
         .await

@@ -401,6 +401,119 @@ impl Postgres {
         self.mirror().users.get(email).cloned()
     }
 
+    /// Everything in the database, in one snapshot, for `rerod store copy`.
+    pub(super) fn dump(&self) -> Result<super::copy::Dump, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        self.block_on(async move {
+            let mut conn = shared.pool.get().await.map_err(pg)?;
+            let txn = conn
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg)?;
+            let meta = |key: &'static str| {
+                let txn = &txn;
+                async move {
+                    let row = txn.query_opt("SELECT value FROM rerod_meta WHERE key = $1", &[&key]).await;
+                    row.map(|r| r.map(|r| r.get::<_, String>(0))).map_err(pg)
+                }
+            };
+            let jwt_secret = meta("jwt_secret").await?.and_then(|hex| unhex(&hex));
+            let next_user_id = meta("next_user_id").await?.and_then(|n| n.parse().ok()).unwrap_or(1);
+            let mut users = Vec::new();
+            for row in txn.query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"), &[]).await.map_err(pg)? {
+                users.push(user_from(&row)?);
+            }
+            let mut bookings = Vec::new();
+            let sql = format!("SELECT {BOOKING_COLUMNS} FROM bookings ORDER BY device, date, slot");
+            for row in txn.query(&sql, &[]).await.map_err(pg)? {
+                bookings.push(booking_from(&row)?);
+            }
+            let maintenance = mirror::read_maintenance(&txn).await?.into_iter().collect();
+            let audit = mirror::read_audit_after(&txn, 0).await?.into_iter().map(|(_, e)| e).collect();
+            txn.commit().await.map_err(pg)?;
+            Ok(super::copy::Dump { users, bookings, maintenance, audit, jwt_secret, next_user_id })
+        })?
+    }
+
+    /// Writes `dump` into this database, which must hold no account and no
+    /// booking, in one transaction, for `rerod store copy`.
+    pub(super) fn load(&self, dump: super::copy::Dump) -> Result<(), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        self.block_on(async move {
+            let mut conn = shared.pool.get().await.map_err(pg)?;
+            let txn = conn.transaction().await.map_err(pg)?;
+            txn.execute("LOCK TABLE users, bookings IN EXCLUSIVE MODE", &[]).await.map_err(pg)?;
+            let row = txn
+                .query_one("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM bookings)", &[])
+                .await
+                .map_err(pg)?;
+            let (users, bookings): (i64, i64) = (row.get(0), row.get(1));
+            if users > 0 || bookings > 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "the database {} already holds {users} accounts and {bookings} bookings; copy into an empty one",
+                    shared.url
+                )));
+            }
+            for user in &dump.users {
+                txn.execute(
+                    &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+                    &[
+                        &user.email,
+                        &(user.id as i64),
+                        &user.password_hash.as_stored(),
+                        &user.created_at.as_microsecond(),
+                        &user.disabled,
+                        &i64::from(user.credential_generation),
+                        &user.last_login.map(|t| t.as_microsecond()),
+                        &user.admin,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+                txn.execute(
+                    "INSERT INTO email_skeletons (skeleton, email) VALUES ($1, $2)",
+                    &[&crate::auth::email_skeleton(&user.email), &user.email],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            for booking in &dump.bookings {
+                insert_booking(&txn, booking).await?;
+            }
+            for (device, r) in &dump.maintenance {
+                txn.execute(
+                    "INSERT INTO maintenance (device, reason, set_by, set_at_us) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (device) DO UPDATE SET reason = EXCLUDED.reason, set_by = EXCLUDED.set_by, \
+                     set_at_us = EXCLUDED.set_at_us",
+                    &[device, &r.reason, &r.set_by, &r.set_at_us],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            for entry in &dump.audit {
+                insert_audit(&txn, entry).await?;
+            }
+            let next = dump.next_user_id.max(dump.users.iter().map(|u| u.id + 1).max().unwrap_or(1));
+            txn.execute("UPDATE rerod_meta SET value = $1 WHERE key = 'next_user_id'", &[&next.to_string()])
+                .await
+                .map_err(pg)?;
+            if let Some(secret) = &dump.jwt_secret {
+                txn.execute(
+                    "INSERT INTO rerod_meta (key, value) VALUES ('jwt_secret', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&hex(secret)],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            txn.commit().await.map_err(pg)?;
+            Ok(())
+        })?
+    }
+
     /// The account of `email` read from the database (and kept in the
     /// copy); the copy's while the database is out of reach.
     pub(super) async fn user_current(&self, email: String) -> Option<User> {
