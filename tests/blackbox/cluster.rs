@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::util::{Daemon, Options, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, utc_date};
+use crate::util::{
+    Daemon, Options, OwnPgServer, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, utc_date,
+};
 
 /// A host of the lab on the database at `url`.
 fn host(url: &str) -> Daemon {
@@ -234,4 +236,43 @@ async fn store_copy_moves_a_lab_to_postgres_and_back_with_logins_bookings_and_th
     let on_redb =
         Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS).env("DATABASE_PATH", back.to_str().unwrap()));
     check(&on_redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_reads_are_served_writes_get_503_and_resume_once_it_is_back() {
+    let server = OwnPgServer::start();
+    let lab = host(&server.url());
+    let c = lab.client();
+    let token = c.user("fay@lab.example").await;
+    let day = utc_date(1).to_string();
+    c.post_auth("/book-slot", &token, &json!({"slot_id": 3, "date": day})).await.expect(200);
+
+    server.stop();
+    let health = eventually("health to say degraded", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["status"] == "degraded" { Ok(health) } else { Err(health.to_string()) }
+    })
+    .await;
+    assert!(health["store"]["last_write_error"].is_string(), "{health}");
+    // Reads come from what the host has.
+    assert_eq!(c.get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([3]));
+    let mine = c.get_auth("/my-bookings", &token).await.expect(200);
+    assert_eq!(mine["total_bookings"], 1);
+    // Writes are refused, and say why.
+    let refused = c.post_auth("/book-slot", &token, &json!({"slot_id": 4, "date": day})).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (503, json!("store_unavailable")));
+
+    server.resume();
+    // No restart: the next write reaches the database again.
+    eventually("a booking to commit again", async || {
+        let r = c.post_auth("/book-slot", &token, &json!({"slot_id": 4, "date": day})).await;
+        if r.status == 200 { Ok(()) } else { Err(format!("{} {:?}", r.status, r.json())) }
+    })
+    .await;
+    assert_eq!(c.get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([3, 4]));
+    eventually("health to clear", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["status"] == "healthy" { Ok(()) } else { Err(health.to_string()) }
+    })
+    .await;
 }

@@ -532,6 +532,59 @@ impl Daemon {
     }
 }
 
+/// A PostgreSQL server of one test's own, which it may stop and start
+/// again (tests/pg/server.sh); stopped when dropped, and in any case once
+/// the test binary exits.
+pub struct OwnPgServer {
+    dir: std::path::PathBuf,
+}
+
+impl OwnPgServer {
+    pub fn start() -> OwnPgServer {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/pg-own-{}-{n}", std::process::id()));
+        let server = OwnPgServer { dir };
+        server.run(&["start", &server.dir.to_string_lossy(), &std::process::id().to_string()]);
+        server
+    }
+
+    fn run(&self, args: &[&str]) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/server.sh");
+        let status = Command::new(script).args(args).stdin(Stdio::null()).stdout(Stdio::null()).status();
+        assert!(status.expect("running tests/pg/server.sh").success(), "tests/pg/server.sh {args:?}");
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn stop(&self) {
+        self.run(&["stop", &self.dir.to_string_lossy()]);
+    }
+
+    /// Starts it again on its data.
+    pub fn resume(&self) {
+        self.run(&["resume", &self.dir.to_string_lossy()]);
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        let dir = std::fs::canonicalize(&self.dir).expect("the server's directory");
+        format!("postgres://postgres@{}/postgres", dir.to_str().expect("a UTF-8 path").replace('/', "%2F"))
+    }
+}
+
+impl Drop for OwnPgServer {
+    fn drop(&mut self) {
+        let _ = Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/server.sh"))
+            .args(["stop", &self.dir.to_string_lossy()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The throwaway PostgreSQL server of this test binary (tests/pg/server.sh,
 /// as the `postgres` user on a unix socket under target/), started on first
 /// use and stopped once the binary exits: its socket directory.

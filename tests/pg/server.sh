@@ -9,7 +9,10 @@
 #       stopped once that process has ended (the test binary that wanted it).
 #       Prints the socket directory: connect with host=DIR user=postgres.
 #   tests/pg/server.sh stop DIR
-#       Stops it (immediate shutdown: nothing here needs to survive).
+#       Stops it at once (immediate shutdown: like a crash, the server
+#       recovers its committed transactions from its WAL when started again).
+#   tests/pg/server.sh resume DIR
+#       Starts a stopped one again on its data.
 #
 # Runs tests/pg/setup.sh first, so a fresh Debian machine gets the package.
 set -euo pipefail
@@ -55,6 +58,12 @@ start)
     ;;
 stop)
     as_postgres "$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null
+    ;;
+resume)
+    DIR="$(cd "$DIR" && pwd)"
+    as_postgres "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
+        -o "-k $DIR -c listen_addresses= -p 5432 -c max_connections=300" start >/dev/null \
+        || { cat "$DIR/server.log" >&2; exit 1; }
     ;;
 *)
     echo "server.sh: unknown command $cmd" >&2
