@@ -153,6 +153,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Backup { out } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
+            refuse_shared_store(&config, "pg_dump, or `rerod store copy --from URL --to FILE.redb`")?;
             let counts = crate::store::backup(&config.store.path, &out)?;
             eprintln!(
                 "backed up {} to {}: {} users, {} bookings",
@@ -187,6 +188,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Export { with_hashes } => {
             let config = Config::load(config.as_deref(), &Env::from_process())?;
+            refuse_shared_store(
+                &config,
+                "`rerod store copy --from URL --to FILE.redb`, then export with DATABASE_PATH=FILE.redb",
+            )?;
             let snapshot = crate::store::snapshot(&config.store.path)?;
             let mut json = serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?;
             json.push('\n');
@@ -214,6 +219,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             clap_mangen::Man::new(Cli::command()).section("8").render(&mut page)?;
             print_stdout(&page)
         }
+    }
+}
+
+/// `backup` and `export` read the redb file: with `store.url` set, the
+/// lab's data is in PostgreSQL, and `instead` says what to use.
+fn refuse_shared_store(config: &Config, instead: &str) -> Result<(), Error> {
+    match config.store.url {
+        Some(_) => {
+            Err(format!("the store is the PostgreSQL database of store.url (or DATABASE_URL): use {instead}").into())
+        }
+        None => Ok(()),
     }
 }
 

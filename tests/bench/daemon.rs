@@ -31,6 +31,11 @@ impl Daemon {
 
     /// Starts rerod with this bcrypt cost and config file text.
     pub fn start_with(bcrypt_cost: u32, config_text: &str) -> Daemon {
+        Daemon::start_with_env(bcrypt_cost, config_text, &[])
+    }
+
+    /// [`Daemon::start_with`], with more environment variables (`DATABASE_URL`, say).
+    pub fn start_with_env(bcrypt_cost: u32, config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
         // Config and state in separate directories, as on a lab host
@@ -49,6 +54,7 @@ impl Daemon {
             .env("BCRYPT_ROUNDS", bcrypt_cost.to_string())
             .env("LOG_LEVEL", std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
             .env("DATABASE_PATH", state_dir.join("rerod.redb"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

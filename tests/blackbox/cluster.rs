@@ -276,3 +276,22 @@ async fn while_the_database_is_down_reads_are_served_writes_get_503_and_resume_o
     })
     .await;
 }
+
+#[test]
+fn backup_and_export_point_to_the_database_tools_when_the_store_is_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["backup", "--out", "copy.redb"][..], &["export"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("DATABASE_URL", "postgres://rerod@db.lab.example/lab")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("the store is the PostgreSQL database"), "{stderr}");
+        assert!(!dir.path().join("copy.redb").exists());
+    }
+}
