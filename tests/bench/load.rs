@@ -212,13 +212,14 @@ async fn bench_book_cancel(secs: u64, n_conns: usize, store: Store) {
     let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
     let tokens = Arc::new(tokens);
     // Each connection owns one slot (its own date and id) and books, cancels, books...
-    let report = drive(&format!("book+cancel ({n_conns} conns, {store:?})"), daemon.addr, n_conns, secs, 200, move |c, i| {
-        let date = today.checked_add(jiff::Span::new().days(1 + (c / 24) as i64)).unwrap().to_string();
-        let body = json!({"slot_id": c % 24, "date": date});
-        let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
-        post(path, Some(&tokens[c]), &body)
-    })
-    .await;
+    let report =
+        drive(&format!("book+cancel ({n_conns} conns, {store:?})"), daemon.addr, n_conns, secs, 200, move |c, i| {
+            let date = today.checked_add(jiff::Span::new().days(1 + (c / 24) as i64)).unwrap().to_string();
+            let body = json!({"slot_id": c % 24, "date": date});
+            let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
+            post(path, Some(&tokens[c]), &body)
+        })
+        .await;
     report.print();
 }
 
