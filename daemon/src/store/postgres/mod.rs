@@ -51,6 +51,11 @@ pub(super) mod testing;
 const POOL_SIZE: usize = 8;
 /// How long the listener waits before connecting again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// How long one operation may wait for the database (a pool connection
+/// included) before it fails as unavailable: a database that stopped
+/// answering without closing its connections must not hold requests forever.
+/// Such a write may still commit; it is never acknowledged without committing.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handle on the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
@@ -209,6 +214,15 @@ impl Postgres {
         T: Send + 'static,
         E: Failure + From<StoreError> + Send + 'static,
     {
+        let work = async move {
+            match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+                Ok(result) => result,
+                Err(_) => Err(E::from(StoreError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    OPERATION_TIMEOUT.as_secs()
+                )))),
+            }
+        };
         let result = self.runtime.handle.spawn(work).await.map_err(|_| E::from(StoreError::WriterGone))?;
         let mut failure = self.shared.write_failure.lock().unwrap_or_else(|p| p.into_inner());
         match &result {

@@ -26,6 +26,8 @@ pub(super) struct Conn<'p> {
 impl Pool {
     pub(super) fn new(mut config: Config, size: usize) -> Pool {
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A peer gone without closing the connection is noticed within a minute or so.
+        config.keepalives_idle(Duration::from_secs(30));
         Pool { config, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
     }
 
