@@ -155,7 +155,7 @@ async fn a_host_refuses_a_database_whose_schema_is_newer_than_it_knows() {
         .unwrap();
     assert!(!output.status.success(), "rerod must not start on a schema it does not know");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("has schema version 99, newer than this rerod knows (1)"), "{stderr}");
+    assert!(stderr.contains("has schema version 99, newer than this rerod knows (2)"), "{stderr}");
     assert_eq!(psql(&db, "SELECT value FROM rerod_meta WHERE key = 'schema_version'"), "99", "left as it was");
 }
 
@@ -294,4 +294,78 @@ fn backup_and_export_point_to_the_database_tools_when_the_store_is_shared() {
         assert!(stderr.contains("the store is the PostgreSQL database"), "{stderr}");
         assert!(!dir.path().join("copy.redb").exists());
     }
+}
+
+/// A host of the lab named `name`, serving the board `board` (its port is
+/// absent: the board is listed, not used), renewing its presence for a
+/// 3 s offline limit.
+fn cluster_host(url: &str, name: &str, board: &str) -> Daemon {
+    static SECRET: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("rerod-cluster-test-{}.secret", std::process::id()));
+        std::fs::write(&path, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
+        path
+    });
+    let config = format!(
+        "{UTC_LAB_MANY_ACCOUNTS}[[devices]]\nid = \"{board}\"\nplugin = \"stk500v1\"\nport = \"/dev/null-{board}\"\n\
+         [cluster]\nname = \"{name}\"\nadvertise = \"http://{name}.lab.example:8000\"\nsecret_file = \"{}\"\n\
+         offline_after_secs = 3\n",
+        secret.display()
+    );
+    Daemon::start_with(Options::config(&config).env("DATABASE_URL", url))
+}
+
+/// What `daemon` says of the lab's hosts: (name, online, board ids) of each.
+async fn lab_hosts(daemon: &Daemon) -> Vec<(String, bool, Vec<String>)> {
+    let body = daemon.client().get("/cluster").await.expect(200);
+    body["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let boards = h["boards"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned());
+            (h["name"].as_str().unwrap().to_owned(), h["online"].as_bool().unwrap(), boards.collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_lists_every_board_of_the_lab_and_a_killed_host_shows_offline_until_it_is_back() {
+    let (_db, url) = pg_database();
+    let a = cluster_host(&url, "bench-a", "uno-a");
+    let b = cluster_host(&url, "bench-b", "mega-b");
+    let both_up = vec![(s("bench-a"), true, vec![s("uno-a")]), (s("bench-b"), true, vec![s("mega-b")])];
+    for daemon in [&a, &b] {
+        eventually("both hosts listed online", async || {
+            let hosts = lab_hosts(daemon).await;
+            if hosts == both_up { Ok(()) } else { Err(format!("{hosts:?}")) }
+        })
+        .await;
+    }
+    assert_eq!(a.client().get("/cluster").await.expect(200)["host"], "bench-a");
+
+    b.signal(libc::SIGKILL);
+    eventually("bench-b offline on bench-a", async || {
+        let hosts = lab_hosts(&a).await;
+        let b_offline = vec![(s("bench-a"), true, vec![s("uno-a")]), (s("bench-b"), false, vec![s("mega-b")])];
+        if hosts == b_offline { Ok(()) } else { Err(format!("{hosts:?}")) }
+    })
+    .await;
+
+    let _b = b.restart();
+    eventually("bench-b back", async || {
+        let hosts = lab_hosts(&a).await;
+        if hosts == both_up { Ok(()) } else { Err(format!("{hosts:?}")) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_one_host_lab_lists_no_hosts() {
+    let lab = Daemon::start();
+    assert_eq!(lab.client().get("/cluster").await.expect(200), json!({"host": null, "hosts": []}));
+}
+
+fn s(text: &str) -> String {
+    text.to_owned()
 }

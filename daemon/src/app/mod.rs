@@ -13,6 +13,7 @@
 mod accounts;
 mod boards;
 mod calendar;
+mod cluster;
 mod compile_queue;
 mod error;
 mod health;
@@ -21,6 +22,7 @@ mod records;
 pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
+pub use cluster::LabHosts;
 pub use compile_queue::ShareOf;
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
@@ -84,6 +86,8 @@ pub struct App {
     pub records: crate::records::Records,
     /// Turns at the sketch compilers (they are CPU-heavy).
     compiles: compile_queue::CompileQueue,
+    /// The lab's hosts as last read (`[cluster]`; see `cluster.rs`).
+    hosts: Mutex<Vec<crate::store::HostPresence>>,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -266,6 +270,7 @@ impl DeviceRef {
 impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
+        cluster::check_cluster_secret(&config)?;
         let store = match &config.store.url {
             Some(url) => Store::open_postgres(url, &config.store.path)?,
             None => Store::open(&config.store.path)?,
@@ -329,6 +334,7 @@ impl App {
             devices,
             records,
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
+            hosts: Mutex::new(Vec::new()),
         })
     }
 
@@ -376,6 +382,9 @@ impl App {
         }
         if new.store.url != old.store.url {
             needs_restart.push("store.url");
+        }
+        if new.cluster != old.cluster {
+            needs_restart.push("cluster");
         }
         if new.records.path != old.records.path {
             needs_restart.push("records.path");

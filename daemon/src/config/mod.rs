@@ -39,6 +39,21 @@ pub struct Config {
     pub compile: CompileConfig,
     /// Session transcripts and upload logs on disk (`[records]`).
     pub records: RecordsConfig,
+    /// This host's part in a lab of several hosts (`[cluster]`); read once at start.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: how this host names itself to the lab's other hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique in the lab: letters, digits, `-`, `_` and `.`, 1 to 63 of them.
+    pub name: String,
+    /// Where the other hosts reach this one (`http://bench-2.lab.example:8000`).
+    pub advertise: String,
+    /// The lab's shared secret between hosts (at least 32 bytes), read at start.
+    pub secret_file: PathBuf,
+    /// A host that has not renewed its presence for this long shows offline.
+    pub offline_after: Duration,
 }
 
 /// `[records]`: where session records are kept and what retention removes.

@@ -11,9 +11,9 @@ use jiff::tz::TimeZone;
 
 use super::raw;
 use super::{
-    AuthConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, HealthCheckConfig, IdleFirmware, JwtSecret,
-    LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem, RecordsConfig, Registration, SandboxMode,
-    ServerConfig, StoreConfig, ToolLimits, UsbMatch, WebhookUrl,
+    AuthConfig, ClusterConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env, HealthCheckConfig,
+    IdleFirmware, JwtSecret, LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem, RecordsConfig,
+    Registration, SandboxMode, ServerConfig, StoreConfig, ToolLimits, UsbMatch, WebhookUrl,
 };
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
@@ -80,8 +80,9 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let compilers = validate_compilers(&mut v, raw.compilers);
     let compile = validate_compile(&mut v, raw.compile);
     let records = validate_records(&mut v, raw.records, &store);
+    let cluster = raw.cluster.and_then(|cluster| validate_cluster(&mut v, cluster, &store));
     if v.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records })
+        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records, cluster })
     } else {
         Err(v.problems)
     }
@@ -336,6 +337,37 @@ fn validate_store_url(v: &mut Validator, url: Option<String>) -> Option<String> 
             None
         }
     }
+}
+
+fn validate_cluster(v: &mut Validator, raw: raw::Cluster, store: &StoreConfig) -> Option<ClusterConfig> {
+    if store.url.is_none() {
+        v.problem("cluster", "the hosts of one lab share a PostgreSQL store: set store.url (or DATABASE_URL) too");
+    }
+    let name = raw.name.unwrap_or_default();
+    let name_ok = (1..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        v.problem("cluster.name", format!("must be 1 to 63 letters, digits, '-', '_' or '.', got {name:?}"));
+    }
+    let advertise = raw.advertise.unwrap_or_default();
+    let advertise_ok = ["http://", "https://"].iter().any(|scheme| {
+        advertise.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+    });
+    if !advertise_ok {
+        v.problem(
+            "cluster.advertise",
+            format!("must be the URL other hosts reach this one at, such as \"http://bench-2.lab.example:8000\", got {advertise:?}"),
+        );
+    }
+    let secret_file = match raw.secret_file {
+        Some(path) if !path.trim().is_empty() => PathBuf::from(path),
+        _ => {
+            v.problem("cluster.secret_file", "must name the file holding the lab's secret between hosts");
+            PathBuf::new()
+        }
+    };
+    let offline_after: u64 = v.int("cluster.offline_after_secs", raw.offline_after_secs, 3..=3600, 15);
+    Some(ClusterConfig { name, advertise, secret_file, offline_after: Duration::from_secs(offline_after) })
 }
 
 fn validate_records(v: &mut Validator, raw: raw::Records, store: &StoreConfig) -> RecordsConfig {

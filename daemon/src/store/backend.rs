@@ -35,6 +35,27 @@ enum Backend {
     Postgres(Postgres),
 }
 
+/// A host of the lab, as the shared store last heard from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPresence {
+    pub name: String,
+    /// Where the other hosts reach it.
+    pub advertise: String,
+    /// The boards of its own config.
+    pub boards: Vec<PresentBoard>,
+    /// When it last renewed its presence (the database's clock).
+    pub last_seen: Timestamp,
+    /// Whether that was within the offline limit asked for.
+    pub online: bool,
+}
+
+/// A board a host serves.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PresentBoard {
+    pub id: String,
+    pub model: String,
+}
+
 /// A booking change another host committed, for this host's live views.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -206,6 +227,29 @@ impl Store {
         match &self.backend {
             Backend::Redb(_) => Ok(()),
             Backend::Postgres(pg) => pg.clear_failed_logins(email.to_owned()).await,
+        }
+    }
+
+    /// Says the host `name` is up, reachable at `advertise`, serving
+    /// `boards`, as of the database's clock now (shared stores only).
+    pub async fn renew_presence(
+        &self,
+        name: &str,
+        advertise: &str,
+        boards: Vec<PresentBoard>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(()),
+            Backend::Postgres(pg) => pg.renew_presence(name.to_owned(), advertise.to_owned(), boards).await,
+        }
+    }
+
+    /// Every host of the lab by name, online if it renewed its presence
+    /// within `offline_after`; none on a one-host store.
+    pub async fn hosts(&self, offline_after: Duration) -> Result<Vec<HostPresence>, StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.hosts(offline_after).await,
         }
     }
 

@@ -415,6 +415,58 @@ impl Postgres {
         self.mirror().users.get(email).cloned()
     }
 
+    pub(super) async fn renew_presence(
+        &self,
+        name: String,
+        advertise: String,
+        boards: Vec<super::PresentBoard>,
+    ) -> Result<(), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let boards = serde_json::to_string(&boards).expect("boards always serialize");
+        self.run(async move {
+            let conn = shared.pool.get().await.map_err(pg)?;
+            conn.execute(
+                "INSERT INTO hosts (name, advertise, renewed_at, boards) VALUES ($1, $2, now(), $3) \
+                 ON CONFLICT (name) DO UPDATE SET advertise = EXCLUDED.advertise, renewed_at = now(), \
+                 boards = EXCLUDED.boards",
+                &[&name, &advertise, &boards],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn hosts(&self, offline_after: Duration) -> Result<Vec<super::HostPresence>, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        self.run(async move {
+            let conn = shared.pool.get().await.map_err(pg)?;
+            let rows = conn
+                .query(
+                    "SELECT name, advertise, boards, (EXTRACT(EPOCH FROM renewed_at) * 1000000)::bigint, \
+                     renewed_at > now() - make_interval(secs => $1) FROM hosts ORDER BY name",
+                    &[&offline_after.as_secs_f64()],
+                )
+                .await
+                .map_err(pg)?;
+            let mut hosts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let boards: String = row.get(2);
+                hosts.push(super::HostPresence {
+                    name: row.get(0),
+                    advertise: row.get(1),
+                    boards: serde_json::from_str(&boards)
+                        .map_err(|e| StoreError::Corrupt(format!("a host's boards: {e}")))?,
+                    last_seen: timestamp_us(row.get(3))?,
+                    online: row.get(4),
+                });
+            }
+            Ok(hosts)
+        })
+        .await
+    }
+
     /// Everything in the database, in one snapshot, for `rerod store copy`.
     pub(super) fn dump(&self) -> Result<super::copy::Dump, StoreError> {
         let shared = Arc::clone(&self.shared);

@@ -15,7 +15,8 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MIGRATION_LOCK: i64 = 0x72_6572_6f64;
 
 /// Migration n (from 1) takes the schema from version n - 1 to n.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE users (
     email text PRIMARY KEY,
     id bigint NOT NULL UNIQUE,
@@ -69,7 +70,18 @@ CREATE TABLE login_failures (
 CREATE INDEX login_failures_by_account ON login_failures (email, at);
 CREATE INDEX login_failures_by_time ON login_failures (at);
 INSERT INTO rerod_meta (key, value) VALUES ('next_user_id', '1');
-"#];
+"#,
+    r#"
+-- Each host of the lab, renewed every few seconds while it runs, with the
+-- boards of its own config (JSON).
+CREATE TABLE hosts (
+    name text PRIMARY KEY,
+    advertise text NOT NULL,
+    renewed_at timestamptz NOT NULL,
+    boards text NOT NULL DEFAULT '[]'
+);
+"#,
+];
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one. Also
 /// rebuilds the look-alike index when this binary's Unicode data differs.
