@@ -48,7 +48,7 @@ mod schema;
 pub(super) mod testing;
 
 /// Connections per host: writes wait for one when all are busy.
-const POOL_SIZE: usize = 8;
+const POOL_SIZE: usize = 16;
 /// How long the listener waits before connecting again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// How long one operation may wait for the database (a pool connection
@@ -789,21 +789,22 @@ impl Shared {
         // The account is locked first: one host at a time admits its
         // bookings, so the caps hold across hosts, and a disabling waits.
         lock_account(&txn, &email).await?;
-        let disabled = txn
-            .query_opt("SELECT disabled FROM users WHERE email = $1", &[&email])
-            .await
-            .map_err(pg)?
-            .map(|row| row.get::<_, bool>(0));
-        if booking_at(&txn, &key, false).await?.is_some() {
+        // The reads are pipelined: sent at once, answered in one round trip.
+        let (day, slot) = (key.date.to_string(), i32::from(key.slot));
+        let by_email: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&email];
+        let by_key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&key.device, &day, &slot];
+        let (disabled, taken, held) = tokio::try_join!(
+            txn.query_opt("SELECT disabled FROM users WHERE email = $1", &by_email),
+            txn.query_opt("SELECT 1 FROM bookings WHERE device = $1 AND date = $2::text::date AND slot = $3", &by_key),
+            txn.query("SELECT date::text, slot FROM bookings WHERE email = $1 ORDER BY date, device, slot", &by_email),
+        )
+        .map_err(pg)?;
+        if taken.is_some() {
             return Err(BookError::Rule(BookingError::Taken { id: key.slot }));
         }
-        if disabled == Some(true) {
+        if disabled.is_some_and(|row| row.get::<_, bool>(0)) {
             return Err(BookError::AccountDisabled);
         }
-        let held = txn
-            .query("SELECT date::text, slot FROM bookings WHERE email = $1 ORDER BY date, device, slot", &[&email])
-            .await
-            .map_err(pg)?;
         let mut existing = Vec::with_capacity(held.len());
         for row in &held {
             let date: String = row.get(0);
@@ -814,10 +815,12 @@ impl Shared {
         let booking = Booking { key, email, booked_at, moved_from: None };
         // The primary key is the last word: another host may have booked
         // the slot since the check above.
-        if !insert_booking(&txn, &booking).await? {
+        let (inserted, notified) =
+            tokio::join!(insert_booking(&txn, &booking), notify(&txn, self.origin, vec![day_note(&booking.key)]));
+        if !inserted? {
             return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot }));
         }
-        notify(&txn, self.origin, vec![day_note(&booking.key)]).await?;
+        notified?;
         txn.commit().await.map_err(pg)?;
         self.mirror().put_booking(booking.clone());
         Ok(booking)
