@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 # target/rig/. Installs only what is missing.
 tests/rig/setup.sh
 
+# Debian's PostgreSQL server, for the tests of several hosts on one shared
+# store (tests/blackbox/cluster.rs), which start their own throwaway server
+# under target/ with tests/pg/server.sh. Installs only what is missing.
+tests/pg/setup.sh
+
 # The browser test's tools (tests/web/): Debian's chromium and the
 # Playwright driver under target/web-tests/. Installs only what is missing.
 tests/web/setup.sh

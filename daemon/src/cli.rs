@@ -26,7 +26,7 @@ use crate::wire::{ControlRequest, ControlResponse, Export, ExportedBooking, Expo
     name = "rerod",
     version,
     propagate_version = true,
-    after_help = "Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH, JWT_SECRET_KEY, \
+    after_help = "Environment (overrides the file): HOST, PORT, LOG_LEVEL, DATABASE_PATH, DATABASE_URL, JWT_SECRET_KEY, \
                   JWT_ALGORITHM, JWT_EXPIRE_MINUTES, BCRYPT_ROUNDS"
 )]
 pub struct Cli {
@@ -73,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Work on a store as a whole (no daemon may have it open).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -111,6 +116,27 @@ pub enum UserAction {
     },
 }
 
+/// What `rerod store` does.
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum StoreAction {
+    /// Copy a lab's store into a new one: accounts with their password
+    /// hashes, bookings, maintenance, the audit log and the JWT secret.
+    ///
+    /// Each store is a redb file's path or a PostgreSQL URL
+    /// (postgres://USER@HOST/DB): from one host's file to the database a
+    /// lab of several hosts shares, or back. Stop the daemons first. The
+    /// target must be new: a file that does not exist, or a database with
+    /// no accounts and no bookings.
+    Copy {
+        /// The store to read.
+        #[arg(long, value_name = "PATH|URL")]
+        from: String,
+        /// The new store to write.
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
+    },
+}
+
 /// A failure to report to the person who ran rerod.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -141,6 +167,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Backup { out } => {
             let config = load(config.as_deref())?;
+            refuse_shared_store(&config, "pg_dump, or `rerod store copy --from URL --to FILE.redb`")?;
             let counts = crate::store::backup(&config.store.path, &out)?;
             eprintln!(
                 "backed up {} to {}: {} users, {} bookings",
@@ -175,10 +202,23 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Export { with_hashes } => {
             let config = load(config.as_deref())?;
+            refuse_shared_store(
+                &config,
+                "`rerod store copy --from URL --to FILE.redb`, then export with DATABASE_PATH=FILE.redb",
+            )?;
             let snapshot = crate::store::snapshot(&config.store.path)?;
             let mut json = serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?;
             json.push('\n');
             print_stdout(json.as_bytes())
+        }
+        Command::Store { action: StoreAction::Copy { from, to } } => {
+            let copied = crate::store::copy(&from, &to)?;
+            // A URL may carry a password: the message names neither store.
+            eprintln!(
+                "copied {} accounts, {} bookings, {} maintenance records and {} audit entries",
+                copied.users, copied.bookings, copied.maintenance, copied.audit
+            );
+            Ok(())
         }
         Command::Completions { shell } => {
             // Generated whole first: clap_complete panics on a failed write,
@@ -193,6 +233,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             clap_mangen::Man::new(Cli::command()).section("8").render(&mut page)?;
             print_stdout(&page)
         }
+    }
+}
+
+/// `backup` and `export` read the redb file: with `store.url` set, the
+/// lab's data is in PostgreSQL, and `instead` says what to use.
+fn refuse_shared_store(config: &Config, instead: &str) -> Result<(), Error> {
+    match config.store.url {
+        Some(_) => {
+            Err(format!("the store is the PostgreSQL database of store.url (or DATABASE_URL): use {instead}").into())
+        }
+        None => Ok(()),
     }
 }
 
@@ -436,6 +487,15 @@ mod tests {
         assert_eq!(
             parsed(&["--config", "c.toml", "user", "passwd", "ada@lab.example"]).0,
             Some(PathBuf::from("c.toml"))
+        );
+        assert_eq!(
+            parsed(&["store", "copy", "--from", "a.redb", "--to", "postgres://rerod@db/lab"]),
+            (
+                None,
+                Some(Command::Store {
+                    action: StoreAction::Copy { from: "a.redb".into(), to: "postgres://rerod@db/lab".into() }
+                })
+            )
         );
         assert_eq!(
             parsed(&["user", "import", "class.csv"]),

@@ -187,7 +187,10 @@ impl AccessLine {
                     self.method, self.route, self.status, self.latency_us, self.peer
                 )
             }
-            LineFormat::Inline => Ok(self.emit()),
+            LineFormat::Inline => {
+                self.emit();
+                Ok(())
+            }
         };
     }
 }
@@ -309,8 +312,7 @@ struct BufferedStderr(Arc<Shared>);
 impl BufferedStderr {
     fn start(format: LineFormat) -> BufferedStderr {
         let output = Output { format, clock: Clock::default(), batch: Vec::new() };
-        let shared =
-            Arc::new(Shared { io: Mutex::new(output), pending: Mutex::default(), wake: Condvar::new() });
+        let shared = Arc::new(Shared { io: Mutex::new(output), pending: Mutex::default(), wake: Condvar::new() });
         let flusher = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("rerod-log".into())
@@ -483,7 +485,11 @@ mod tests {
     #[test]
     fn access_lines_keep_their_place_among_other_lines() {
         let shared = Shared {
-            io: Mutex::new(Output { format: LineFormat::Plain { time: false }, clock: Clock::default(), batch: Vec::new() }),
+            io: Mutex::new(Output {
+                format: LineFormat::Plain { time: false },
+                clock: Clock::default(),
+                batch: Vec::new(),
+            }),
             pending: Mutex::default(),
             wake: Condvar::new(),
         };

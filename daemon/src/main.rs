@@ -15,8 +15,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// kernel (`muzzy_decay_ms:0`: `MADV_DONTNEED`, so RSS shows it), instead of
 /// waiting for the next allocation on the same arena.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+static MALLOC_CONF: MallocConf = MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
 /// A C string pointer as jemalloc reads it (`const char *malloc_conf`).
 #[repr(transparent)]

@@ -67,6 +67,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, env: Env, log_lev
     // The webhook listens before the first checks start, so no alert is missed.
     background.push(crate::webhook::start(Arc::clone(&app)));
     app.start_health();
+    // Other hosts' booking changes reach this host's booking sockets.
+    background.extend(app.start_following_store());
+    // This host's presence in a lab of several hosts, and the others'.
+    background.extend(app.start_presence());
     let address = listener.local_addr()?;
     log_compile_sandbox(&app);
     tracing::info!(%address, config = ?config_path, store = %app.store.path().display(), "listening");

@@ -22,23 +22,31 @@ impl Drop for Daemon {
     }
 }
 
+/// The benchmarks' config: every client connects, registers and logs in
+/// from 127.0.0.1, so the limits per address are lifted, and the connection
+/// caps are raised above the largest client count (10,000 sockets).
+#[allow(dead_code)]
+pub const CONFIG: &str = "[lab]\ntimezone = \"UTC\"\n\
+                          [auth]\nmax_registrations_per_address_per_hour = 1000000\nmax_logins_per_address = 1000000\n\
+                          [server]\nmax_connections = 30000\nmax_websocket_connections = 30000\n\
+                          max_connections_per_address = 30000\nmax_websockets_per_address = 30000\n";
+
 impl Daemon {
-    /// Starts rerod with this bcrypt cost; `BENCH_LOG_LEVEL` (default `info`) sets its log level.
-    /// Every benchmark client connects, registers and logs in from
-    /// 127.0.0.1, so the limits per address are lifted, and the connection
-    /// caps are raised above the largest client count (10,000 sockets).
+    /// Starts rerod on [`CONFIG`] with this bcrypt cost; `BENCH_LOG_LEVEL`
+    /// (default `info`) sets its log level.
     #[allow(dead_code)]
     pub fn start(bcrypt_cost: u32) -> Daemon {
-        let config = "[lab]\ntimezone = \"UTC\"\n\
-                      [auth]\nmax_registrations_per_address_per_hour = 1000000\nmax_logins_per_address = 1000000\n\
-                      [server]\nmax_connections = 30000\nmax_websocket_connections = 30000\n\
-                      max_connections_per_address = 30000\nmax_websockets_per_address = 30000\n";
-        Daemon::start_with(bcrypt_cost, config)
+        Daemon::start_with(bcrypt_cost, CONFIG)
     }
 
     /// Starts rerod with this bcrypt cost and config file text. `BENCH_REROD`
     /// names another rerod binary to run (an older build, to compare).
     pub fn start_with(bcrypt_cost: u32, config_text: &str) -> Daemon {
+        Daemon::start_with_env(bcrypt_cost, config_text, &[])
+    }
+
+    /// [`Daemon::start_with`], with more environment variables (`DATABASE_URL`, say).
+    pub fn start_with_env(bcrypt_cost: u32, config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
         // Config and state in separate directories, as on a lab host
@@ -59,6 +67,7 @@ impl Daemon {
             .env("BCRYPT_ROUNDS", bcrypt_cost.to_string())
             .env("LOG_LEVEL", std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
             .env("DATABASE_PATH", state_dir.join("rerod.redb"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -457,11 +457,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs:
             tokio::time::sleep(Duration::from_secs(at).saturating_sub(left.elapsed())).await;
             samples.push(format!("{at} s: {} KiB", daemon.rss_kib()));
         }
-        println!(
-            "{:10}after all {n_clients} clients left: RSS {} (idle was {rss_idle} KiB)",
-            "",
-            samples.join(", ")
-        );
+        println!("{:10}after all {n_clients} clients left: RSS {} (idle was {rss_idle} KiB)", "", samples.join(", "));
     }
 }
 

@@ -3,6 +3,7 @@
 //! process over keep-alive HTTP/1.1 connections.
 //!
 //!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
+//!         [--store redb|postgres]
 //!     cargo bench -p rerod --bench load -- slots --ceiling [--runs N] [--secs N]
 //!     cargo bench -p rerod --bench load -- idle [--runs N]
 //!
@@ -12,6 +13,11 @@
 //! with the same `content-type`. The two sides take turns, `--runs` times
 //! each (default 2), against the same connections count, and each pair's
 //! ratio is printed.
+//!
+//! With `--store postgres` the daemon's store is a PostgreSQL database on a
+//! server this benchmark starts under target/ (tests/pg/server.sh: Debian's
+//! PostgreSQL, default settings, so commits are durable: fsync and
+//! synchronous_commit on), a fresh database per scenario.
 //!
 //! Results and the machine they were taken on are in tests/bench/RESULTS.md.
 
@@ -149,9 +155,56 @@ where
     report
 }
 
+/// Which store the daemon under benchmark uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    Redb,
+    Postgres,
+}
+
+/// The benchmark's PostgreSQL server (started on first use, stopped when
+/// this process exits): its socket directory.
+fn pg_server() -> &'static std::path::Path {
+    static SERVER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let output = std::process::Command::new(root.join("tests/pg/server.sh"))
+            .arg("start")
+            .arg(root.join(format!("target/pg-bench-{}", std::process::id())))
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("running tests/pg/server.sh");
+        assert!(output.status.success(), "tests/pg/server.sh: {}", String::from_utf8_lossy(&output.stderr));
+        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+}
+
+/// Starts the daemon on `store`: redb in its temporary directory, or a new
+/// database on the benchmark's PostgreSQL server.
+fn start_daemon(bcrypt_cost: u32, store: Store) -> Daemon {
+    let config = daemon::CONFIG;
+    match store {
+        Store::Redb => Daemon::start_with(bcrypt_cost, config),
+        Store::Postgres => {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let name = format!("bench{}", N.fetch_add(1, Ordering::Relaxed));
+            let status = std::process::Command::new("psql")
+                .arg("-h")
+                .arg(pg_server())
+                .args(["-U", "postgres", "-d", "postgres", "-q", "-c", &format!("CREATE DATABASE {name}")])
+                .status()
+                .expect("running psql");
+            assert!(status.success());
+            let host = pg_server().to_str().unwrap().replace('/', "%2F");
+            let url = format!("postgres://postgres@{host}/{name}");
+            Daemon::start_with_env(bcrypt_cost, config, &[("DATABASE_URL", &url)])
+        }
+    }
+}
+
 /// A daemon with a few booked slots, so the listing has both kinds.
-async fn slots_daemon() -> Daemon {
-    let daemon = Daemon::start(4);
+async fn slots_daemon(store: Store) -> Daemon {
+    let daemon = start_daemon(4, store);
     let token = user(daemon.addr, "seed@example.com").await;
     let mut s = connect(daemon.addr).await;
     for slot in [20, 21, 23] {
@@ -160,8 +213,8 @@ async fn slots_daemon() -> Daemon {
     daemon
 }
 
-async fn bench_slots(secs: u64, n_conns: usize) {
-    let daemon = slots_daemon().await;
+async fn bench_slots(secs: u64, n_conns: usize, store: Store) {
+    let daemon = slots_daemon(store).await;
     drive(&format!("GET /slots ({n_conns} conns)"), daemon.addr, n_conns, secs, 200, |_, _| get("/slots"))
         .await
         .print();
@@ -176,7 +229,8 @@ fn start_bare_hyper(body: Bytes) -> SocketAddr {
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bare-hyper").build().unwrap();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bare-hyper").build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
@@ -205,8 +259,8 @@ fn start_bare_hyper(body: Bytes) -> SocketAddr {
 
 /// `GET /slots` beside the bare-hyper ceiling serving the same bytes,
 /// alternating, `runs` times each; prints each pair's ratio.
-async fn bench_slots_ceiling(secs: u64, n_conns: usize, runs: usize) {
-    let daemon = slots_daemon().await;
+async fn bench_slots_ceiling(secs: u64, n_conns: usize, runs: usize, store: Store) {
+    let daemon = slots_daemon(store).await;
     let (status, body) = send(&mut connect(daemon.addr).await, get("/slots")).await;
     assert_eq!(status, 200);
     println!("GET /slots body: {} bytes; the ceiling serves the same bytes", body.len());
@@ -242,8 +296,8 @@ async fn bench_slots_ceiling(secs: u64, n_conns: usize, runs: usize) {
     }
 }
 
-async fn bench_book_cancel(secs: u64, n_conns: usize) {
-    let daemon = Daemon::start(4);
+async fn bench_book_cancel(secs: u64, n_conns: usize, store: Store) {
+    let daemon = start_daemon(4, store);
     let mut tokens = Vec::new();
     for i in 0..n_conns {
         tokens.push(user(daemon.addr, &format!("u{i}@example.com")).await);
@@ -251,19 +305,20 @@ async fn bench_book_cancel(secs: u64, n_conns: usize) {
     let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
     let tokens = Arc::new(tokens);
     // Each connection owns one slot (its own date and id) and books, cancels, books...
-    let report = drive(&format!("book+cancel ({n_conns} conns)"), daemon.addr, n_conns, secs, 200, move |c, i| {
-        let date = today.checked_add(jiff::Span::new().days(1 + (c / 24) as i64)).unwrap().to_string();
-        let body = json!({"slot_id": c % 24, "date": date});
-        let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
-        post(path, Some(&tokens[c]), &body)
-    })
-    .await;
+    let report =
+        drive(&format!("book+cancel ({n_conns} conns, {store:?})"), daemon.addr, n_conns, secs, 200, move |c, i| {
+            let date = today.checked_add(jiff::Span::new().days(1 + (c / 24) as i64)).unwrap().to_string();
+            let body = json!({"slot_id": c % 24, "date": date});
+            let path = if i % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
+            post(path, Some(&tokens[c]), &body)
+        })
+        .await;
     report.print();
 }
 
-async fn bench_slots_during_logins(secs: u64, n_conns: usize) {
+async fn bench_slots_during_logins(secs: u64, n_conns: usize, store: Store) {
     // The default bcrypt cost: each login is about a quarter second of CPU.
-    let daemon = Daemon::start(12);
+    let daemon = start_daemon(12, store);
     let addr = daemon.addr;
     user(addr, "login@example.com").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -322,6 +377,7 @@ fn main() {
     let mut n_conns = 64;
     let mut ceiling = false;
     let mut runs = 2;
+    let mut store = Store::Redb;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -329,6 +385,13 @@ fn main() {
             "--conns" => n_conns = it.next().and_then(|s| s.parse().ok()).expect("--conns N"),
             "--runs" => runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
             "--ceiling" => ceiling = true,
+            "--store" => {
+                store = match it.next().map(String::as_str) {
+                    Some("redb") => Store::Redb,
+                    Some("postgres") => Store::Postgres,
+                    _ => panic!("--store redb|postgres"),
+                }
+            }
             other => scenario = other.to_owned(),
         }
     }
@@ -339,17 +402,17 @@ fn main() {
     runtime.block_on(async {
         if ceiling {
             assert_eq!(scenario, "slots", "--ceiling goes with the slots scenario");
-            bench_slots_ceiling(secs, n_conns, runs).await;
+            bench_slots_ceiling(secs, n_conns, runs, store).await;
             return;
         }
         if matches!(scenario.as_str(), "all" | "slots") {
-            bench_slots(secs, n_conns).await;
+            bench_slots(secs, n_conns, store).await;
         }
         if matches!(scenario.as_str(), "all" | "book-cancel") {
-            bench_book_cancel(secs, n_conns).await;
+            bench_book_cancel(secs, n_conns, store).await;
         }
         if matches!(scenario.as_str(), "all" | "slots-during-logins") {
-            bench_slots_during_logins(secs, n_conns).await;
+            bench_slots_during_logins(secs, n_conns, store).await;
         }
     });
 }

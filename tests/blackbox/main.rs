@@ -8,6 +8,7 @@ mod accounts;
 mod bad_input;
 mod boards;
 mod camera;
+mod cluster;
 mod compile;
 mod compile_queue;
 mod concurrency;

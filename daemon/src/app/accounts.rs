@@ -119,12 +119,18 @@ impl App {
             .login_throttle
             .begin(&email, Instant::now(), max_failures, window)
             .map_err(|retry_after| AppError::Throttled { retry_after })?;
-        let user = if email.is_empty() { None } else { self.store.user(&email)? };
+        // A store shared by several hosts counts failures for all of them,
+        // so a guesser gets the same tries however many hosts it spreads over.
+        if let Some(retry_after) = self.store.login_lockout(&email, max_failures, window).await? {
+            return Err(AppError::Throttled { retry_after });
+        }
+        let user = if email.is_empty() { None } else { self.store.user_current(&email).await? };
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         let ok = self.hasher.verify(password.to_owned(), hash, self.hash_costs.typical()).await?;
         match user {
             Some(user) if ok => {
                 attempt.succeeded();
+                self.store.clear_failed_logins(&email).await?;
                 if user.disabled {
                     return Err(AppError::AccountDisabled);
                 }
@@ -133,6 +139,10 @@ impl App {
             }
             _ => {
                 attempt.failed(Instant::now());
+                if let Err(error) = self.store.failed_login(&email, window).await {
+                    // Still counted on this host; the answer stays the same.
+                    tracing::warn!(%error, "could not count a failed login in the shared store");
+                }
                 Err(AppError::InvalidCredentials)
             }
         }

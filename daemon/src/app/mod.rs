@@ -14,6 +14,7 @@ mod accounts;
 mod boards;
 mod calendar;
 mod camera;
+mod cluster;
 mod compile_queue;
 mod error;
 mod health;
@@ -23,6 +24,7 @@ pub use accounts::{AccountUpdate, Login};
 pub use boards::{Access, Caller, UploadSource, Uploaded};
 pub use calendar::{DaySlots, NextBooking, SlotEntry};
 pub use camera::{CameraAccess, CameraTicket};
+pub use cluster::LabHosts;
 pub use compile_queue::ShareOf;
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
@@ -94,6 +96,8 @@ pub struct App {
     pub cameras: crate::camera::Cameras,
     /// Short-lived tickets that open a camera stream without a token in its URL.
     camera_tickets: camera::Tickets,
+    /// The lab's hosts as last read (`[cluster]`; see `cluster.rs`).
+    hosts: Mutex<Vec<crate::store::HostPresence>>,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -315,7 +319,11 @@ impl DeviceRef {
 impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
-        let store = Store::open(&config.store.path)?;
+        cluster::check_cluster_secret(&config)?;
+        let store = match &config.store.url {
+            Some(url) => Store::open_postgres(url, &config.store.path)?,
+            None => Store::open(&config.store.path)?,
+        };
         let records = crate::records::Records::open(&config.records.path).map_err(|e| {
             AppError::Internal(format!(
                 "cannot open the session records directory records.path = {}: {e}; create it for rerod's user \
@@ -381,6 +389,7 @@ impl App {
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
             cameras,
             camera_tickets: camera::Tickets::default(),
+            hosts: Mutex::new(Vec::new()),
         })
     }
 
@@ -425,6 +434,12 @@ impl App {
         }
         if new.store.path != old.store.path {
             needs_restart.push("store.path");
+        }
+        if new.store.url != old.store.url {
+            needs_restart.push("store.url");
+        }
+        if new.cluster != old.cluster {
+            needs_restart.push("cluster");
         }
         if new.records.path != old.records.path {
             needs_restart.push("records.path");
@@ -576,6 +591,33 @@ impl App {
     /// Committed booking changes, for live views.
     pub fn subscribe(&self) -> broadcast::Receiver<SlotsChanged> {
         self.changes.subscribe()
+    }
+
+    /// With a store shared by several hosts, passes the booking changes the
+    /// other hosts commit to this host's live views, as if made here: each
+    /// host sends `slots_update` and `booking_moved` to its own clients.
+    /// `None` on a one-host store.
+    pub fn start_following_store(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let mut changes = self.store.subscribe_changes()?;
+        let app = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(crate::store::Change::Slots { device, date }) => {
+                        app.changed(&SlotKey { device, date, slot: 0 });
+                    }
+                    Ok(crate::store::Change::Moved { email, date, slot, from, to }) => {
+                        let _ = app.moves.send(BookingMoved { email, date, slot, from, to });
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "fell behind the other hosts' booking changes");
+                        // Live views are rendered again from the store.
+                        app.bookings_generation.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }))
     }
 
     fn changed(&self, key: &SlotKey) {

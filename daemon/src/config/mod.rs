@@ -41,6 +41,21 @@ pub struct Config {
     pub records: RecordsConfig,
     /// The built-in demo lab (`rerod --demo`); never set from a file.
     pub demo: bool,
+    /// This host's part in a lab of several hosts (`[cluster]`); read once at start.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: how this host names itself to the lab's other hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique in the lab: letters, digits, `-`, `_` and `.`, 1 to 63 of them.
+    pub name: String,
+    /// Where the other hosts reach this one (`http://bench-2.lab.example:8000`).
+    pub advertise: String,
+    /// The lab's shared secret between hosts (at least 32 bytes), read at start.
+    pub secret_file: PathBuf,
+    /// A host that has not renewed its presence for this long shows offline.
+    pub offline_after: Duration,
 }
 
 /// `[records]`: where session records are kept and what retention removes.
@@ -83,9 +98,21 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<crate::client::Cidr>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreConfig {
+    /// The redb file; with `url` set, the path this host's own files
+    /// (control socket, records) go beside.
     pub path: PathBuf,
+    /// A PostgreSQL database the lab's hosts share (`store.url` or
+    /// `DATABASE_URL`); `None` keeps the redb file. Read once at start.
+    pub url: Option<String>,
+}
+
+/// The URL may carry a password: Debug says only whether there is one.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig").field("path", &self.path).field("url", &self.url.as_ref().map(|_| "…")).finish()
+    }
 }
 
 #[derive(Clone, Debug)]

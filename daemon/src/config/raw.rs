@@ -23,6 +23,17 @@ pub(super) struct File {
     pub compile: Compile,
     #[serde(default)]
     pub records: Records,
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]`: this host's part in a lab of several hosts on one shared store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Cluster {
+    pub name: Option<String>,
+    pub advertise: Option<String>,
+    pub secret_file: Option<String>,
+    pub offline_after_secs: Option<i64>,
 }
 
 /// `[records]`: where session transcripts and upload logs are kept, and for how long.
@@ -82,6 +93,7 @@ pub(super) struct Server {
 #[serde(deny_unknown_fields)]
 pub(super) struct Store {
     pub path: Option<String>,
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -751,3 +751,31 @@ fn cameras_take_a_stream_or_a_snapshot_url_and_a_visibility() {
     let problems = load(&format!("{board}camera = {{ mjpeg = \"http://a/s\", fps = 5 }}\n")).unwrap_err();
     assert_eq!(problems[0].location.map(|(line, _)| line), Some(5), "{problems:?}");
 }
+
+#[test]
+fn a_shared_store_and_a_cluster_are_checked_and_their_secrets_never_shown() {
+    let config = load("[store]\nurl = \"postgres://rerod@db.lab.example/lab\"\n").unwrap();
+    assert_eq!(config.store.url.as_deref(), Some("postgres://rerod@db.lab.example/lab"));
+    assert!(config.cluster.is_none());
+    let env = Env::from_pairs([("DATABASE_URL", "postgresql://rerod:pw@db/lab")]);
+    let config = Config::from_toml("", &env).unwrap();
+    assert_eq!(config.store.url.as_deref(), Some("postgresql://rerod:pw@db/lab"), "the environment wins");
+    assert!(!format!("{config:?}").contains("pw@"), "Debug shows no URL");
+    let problems = load("[store]\nurl = \"mysql://root:hunter2@db/lab\"\n").unwrap_err();
+    assert_eq!(keys(&problems), ["store.url"]);
+    assert!(!format!("{problems:?}").contains("hunter2"));
+
+    let cluster = "[cluster]\nname = \"bench-2\"\nadvertise = \"http://bench-2.lab.example:8000\"\n\
+                   secret_file = \"/etc/rerod/cluster.secret\"\n";
+    let config = load(&format!("[store]\nurl = \"postgres://db/lab\"\n{cluster}")).unwrap();
+    let c = config.cluster.unwrap();
+    assert_eq!((c.name.as_str(), c.offline_after), ("bench-2", Duration::from_secs(15)));
+    // A cluster needs the shared store.
+    assert_eq!(keys(&load(cluster).unwrap_err()), ["cluster"]);
+    let bad = "[store]\nurl = \"postgres://db/lab\"\n[cluster]\nname = \"bench 2\"\nadvertise = \"bench-2:8000\"\n\
+               offline_after_secs = 1\n";
+    assert_eq!(
+        keys(&load(bad).unwrap_err()),
+        ["cluster.name", "cluster.advertise", "cluster.secret_file", "cluster.offline_after_secs"]
+    );
+}

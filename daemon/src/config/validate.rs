@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 
 use super::raw;
 use super::{
-    AuthConfig, CameraConfig, CameraSource, CompileConfig, CompilerConfig, Config, DeviceConfig, Env,
+    AuthConfig, CameraConfig, CameraSource, ClusterConfig, CompileConfig, CompilerConfig, Config, DeviceConfig, Env,
     HealthCheckConfig, IdleFirmware, JwtSecret, LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem,
     RecordsConfig, Registration, SandboxMode, ServerConfig, StoreConfig, ToolLimits, UsbMatch, Visibility, WebhookUrl,
 };
@@ -71,6 +71,7 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
                 .or(raw.store.path)
                 .unwrap_or_else(|| "data/rerod.redb".to_owned()),
         ),
+        url: validate_store_url(&mut v, env.get("DATABASE_URL").map(str::to_owned).or(raw.store.url)),
     };
     let auth = validate_auth(&mut v, raw.auth, env);
     let lab = validate_lab(&mut v, raw.lab);
@@ -80,8 +81,9 @@ pub(super) fn validate(raw: raw::File, env: &Env) -> Result<Config, Vec<Problem>
     let compile = validate_compile(&mut v, raw.compile);
     let records = validate_records(&mut v, raw.records, &store);
     check_legacy_camera(&mut v, &lab, &devices);
+    let cluster = raw.cluster.and_then(|cluster| validate_cluster(&mut v, cluster, &store));
     if v.problems.is_empty() {
-        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records, demo: false })
+        Ok(Config { server, store, auth, lab, log, devices, compilers, compile, records, demo: false, cluster })
     } else {
         Err(v.problems)
     }
@@ -319,6 +321,55 @@ fn validate_lab(v: &mut Validator, raw: raw::Lab) -> LabConfig {
     session_warnings.sort_unstable_by(|a, b| b.cmp(a));
     let legacy_camera_device = raw.legacy_camera_device.map(|id| id.trim().to_owned());
     LabConfig { calendar: Calendar::new(tz, slot_minutes), policy, privacy, session_warnings, legacy_camera_device }
+}
+
+/// A PostgreSQL URL (`postgres://USER@HOST/DB` or `postgresql://...`),
+/// checked for its form here and connected to at start.
+fn validate_store_url(v: &mut Validator, url: Option<String>) -> Option<String> {
+    let url = url?;
+    let rest = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !url.chars().any(char::is_whitespace) => Some(url),
+        _ => {
+            // The URL may hold a password: the message shows none of it.
+            v.problem(
+                "store.url",
+                "must be a PostgreSQL URL such as \"postgres://rerod@db.lab.example/rerod\" (DATABASE_URL too)",
+            );
+            None
+        }
+    }
+}
+
+fn validate_cluster(v: &mut Validator, raw: raw::Cluster, store: &StoreConfig) -> Option<ClusterConfig> {
+    if store.url.is_none() {
+        v.problem("cluster", "the hosts of one lab share a PostgreSQL store: set store.url (or DATABASE_URL) too");
+    }
+    let name = raw.name.unwrap_or_default();
+    let name_ok = (1..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        v.problem("cluster.name", format!("must be 1 to 63 letters, digits, '-', '_' or '.', got {name:?}"));
+    }
+    let advertise = raw.advertise.unwrap_or_default();
+    let advertise_ok = ["http://", "https://"].iter().any(|scheme| {
+        advertise.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+    });
+    if !advertise_ok {
+        v.problem(
+            "cluster.advertise",
+            format!("must be the URL other hosts reach this one at, such as \"http://bench-2.lab.example:8000\", got {advertise:?}"),
+        );
+    }
+    let secret_file = match raw.secret_file {
+        Some(path) if !path.trim().is_empty() => PathBuf::from(path),
+        _ => {
+            v.problem("cluster.secret_file", "must name the file holding the lab's secret between hosts");
+            PathBuf::new()
+        }
+    };
+    let offline_after: u64 = v.int("cluster.offline_after_secs", raw.offline_after_secs, 3..=3600, 15);
+    Some(ClusterConfig { name, advertise, secret_file, offline_after: Duration::from_secs(offline_after) })
 }
 
 fn validate_records(v: &mut Validator, raw: raw::Records, store: &StoreConfig) -> RecordsConfig {

@@ -16,17 +16,34 @@ use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal, Soc
 use crate::config::Registration;
 use crate::json;
 use crate::wire::{
-    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, CompileHealth, ConfigStatus, DatabaseCounts,
-    DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword, HealthDatabase, HealthResponse, LabInfo, LoggedInUser,
-    LoggedOutResponse, LoginResponse, MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse,
-    RegisteredUser, RootResponse, SlotRequest, SlotStats, SlotsJson, StatsResponse, StoreStatus, Total,
-    UserSlotResponse, WebSocketStats,
+    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ClusterBoard, ClusterHost, ClusterResponse,
+    CompileHealth, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword,
+    HealthDatabase, HealthResponse, LabInfo, LoggedInUser, LoggedOutResponse, LoginResponse, MyBookingsRequest,
+    MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest,
+    SlotStats, SlotsJson, StatsResponse, StoreStatus, Total, UserSlotResponse, WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
 fn ok(body: &impl serde::Serialize) -> Reply {
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// `GET /cluster`: the lab's hosts and their boards, as this host last read them.
+pub fn cluster(app: &Arc<App>) -> Reply {
+    let lab = app.lab_hosts();
+    let hosts = lab
+        .hosts
+        .into_iter()
+        .map(|h| ClusterHost {
+            name: h.name,
+            advertise: h.advertise,
+            online: h.online,
+            last_seen: wire::utc(h.last_seen),
+            boards: h.boards.into_iter().map(|b| ClusterBoard { id: b.id, model: b.model }).collect(),
+        })
+        .collect();
+    ok(&ClusterResponse { host: lab.this_host, hosts })
 }
 
 /// `GET /`: the seed's greeting.

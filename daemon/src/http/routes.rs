@@ -64,6 +64,7 @@ pub enum Route {
     CameraSnapshot,
     /// The old web client's camera feed.
     LegacyCameraSocket,
+    Cluster,
 }
 
 /// How much of a body a route reads.
@@ -192,6 +193,7 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     row(Route::Health, "/health", GET, Auth::Public, ForViewer(handlers::health)),
     row(Route::Stats, "/stats", GET, Auth::Public, Now(|c| handlers::stats(c.app))),
+    row(Route::Cluster, "/cluster", GET, Auth::Public, Now(|c| handlers::cluster(c.app))),
     row(Route::Slots, "/slots", GET, Auth::Public, Wait(|c| Box::pin(handlers::slots(c.app, c.req)))),
     row(Route::BookSlot, "/book-slot", POST, Auth::BearerOrBody, Wait(|c| Box::pin(handlers::book_slot(c.app, c.req)))),
     row(

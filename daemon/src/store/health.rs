@@ -7,9 +7,11 @@ use jiff::civil::Date;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use super::Store;
 use super::records::{get_booking, insert_booking, parse_date, remove_booking};
 use super::writer::Write;
-use super::{BOOKINGS, Booking, SlotKey, Store, StoreError, db, db_err};
+use super::{BOOKINGS, Booking, Redb, SlotKey, StoreError, db, db_err};
 
 /// Device id → its maintenance record (JSON), while it is in maintenance.
 const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
@@ -117,7 +119,7 @@ pub(super) fn append_audit(txn: &WriteTransaction, entry: &AuditEntry) -> Result
     Ok(())
 }
 
-impl Store {
+impl Redb {
     /// Moves the booking of `key` to `to_device`'s same slot, in one transaction.
     pub async fn move_booking(&self, key: SlotKey, to_device: String) -> Result<Booking, MoveError> {
         self.submit(|reply| Write::MoveBooking { key, to_device, reply }).await?

@@ -1,19 +1,25 @@
-//! The store: users, bookings and daemon metadata in one redb file.
+//! The store: users, bookings and daemon metadata, in one redb file (a lab
+//! on one host, the default) or in a PostgreSQL database that several
+//! hosts of one lab share (`[store] url`).
 //!
-//! Architecture invariant: this is the only module that imports redb. It
-//! exposes domain operations (book, cancel, create a user), never tables.
+//! Architecture invariant: this is the only module that imports redb, and
+//! its `postgres` submodule the only one that imports tokio-postgres. It
+//! exposes domain operations (book, cancel, create a user), never tables,
+//! through one interface, [`Store`] (`backend.rs`: an enum over the two
+//! backends, and why). Both backends keep the same contract; the property
+//! test in model.rs holds each to it.
 //!
-//! Writes go through one writer thread that takes every request waiting in its
+//! The redb backend: writes go through one writer thread that takes every request waiting in its
 //! queue, applies them in one transaction, commits (fsync) and only then
 //! answers each. Concurrent writers share one fsync, every acknowledged write
 //! is durable, and since one transaction sees the previous ones, two requests
 //! for the same slot can never both succeed.
 //!
-//! Here: the domain types, the errors, the tables and the `Store` handle with
+//! Here: the domain types, the errors, the tables and the redb handle with
 //! its reads. `writer` holds the writer thread and its transaction,
 //! `handle` the open database and its recovery after a failed commit,
 //! `records` the encoding of rows, and `backup` what other processes read
-//! (`rerod backup`, `rerod export`).
+//! (`rerod backup`, `rerod export`). `postgres/` is the other backend.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,13 +33,18 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::PasswordHash;
 use crate::booking::BookingError;
 
+mod backend;
 mod backup;
+mod copy;
 mod handle;
 mod health;
+mod postgres;
 mod records;
 mod writer;
 
+pub use backend::{Change, HostPresence, PresentBoard, Store};
 pub use backup::{Snapshot, backup, snapshot};
+pub use copy::{Copied, copy, is_database_url};
 pub use health::{AuditEntry, MaintenanceRecord, MoveError};
 
 use handle::{Handle, Opener};
@@ -84,6 +95,13 @@ pub enum StoreError {
     /// A write failed (a full disk, say) and the store has not committed since.
     #[error("the store cannot write: {0}")]
     Unavailable(String),
+    #[error("the database: {0}")]
+    Postgres(String),
+    #[error(
+        "the database {database} has schema version {found}, newer than this rerod knows ({known}): \
+         a host of the lab runs a newer rerod; upgrade this one too"
+    )]
+    SchemaTooNew { database: String, found: u32, known: u32 },
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -186,30 +204,30 @@ pub struct AccountChange {
     pub cancelled: Vec<Booking>,
 }
 
-/// A handle on the store; cheap to clone.
+/// The redb backend: a handle on the file and its writer; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+struct Redb {
     handle: Arc<Handle>,
     writes: mpsc::Sender<Write>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     path: PathBuf,
 }
 
-impl fmt::Debug for Store {
+impl fmt::Debug for Redb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Redb").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
-impl Store {
+impl Redb {
     /// Opens (or creates) the store at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_with(path, Box::new(handle::open_file))
+    fn open(path: &Path) -> Result<Redb, StoreError> {
+        Redb::open_with(path, Box::new(handle::open_file))
     }
 
     /// [`Store::open`], with the function that opens the file (at start and
     /// again after a failed commit) given: tests pass one whose disk fills up.
-    fn open_with(path: &Path, opener: Opener) -> Result<Store, StoreError> {
+    fn open_with(path: &Path, opener: Opener) -> Result<Redb, StoreError> {
         create_private(path)?;
         let handle = Arc::new(Handle::open(path, opener)?);
         init_schema(&*handle.get()?, path)?;
@@ -219,7 +237,7 @@ impl Store {
             .name("rerod-store-writer".into())
             .spawn(move || run_writer(&writer_handle, rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store { handle, writes: tx, writer: Arc::new(std::sync::Mutex::new(Some(writer))), path: path.to_owned() })
+        Ok(Redb { handle, writes: tx, writer: Arc::new(std::sync::Mutex::new(Some(writer))), path: path.to_owned() })
     }
 
     /// Why the last write failed, while the store cannot commit (a full
@@ -313,12 +331,7 @@ impl Store {
 
     /// Changes the account `email` in one transaction; answers it before
     /// and after, or `None` if there is no such account.
-    pub async fn update_user(
-        &self,
-        email: String,
-        update: impl FnOnce(&mut User) + Send + 'static,
-    ) -> Result<Option<(User, User)>, StoreError> {
-        let update: UserUpdate = Box::new(update);
+    pub async fn update_user(&self, email: String, update: UserUpdate) -> Result<Option<(User, User)>, StoreError> {
         self.submit(|reply| Write::UpdateUser { email, update, reply }).await?
     }
 

@@ -30,121 +30,151 @@ fn temp_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-#[tokio::test]
-async fn users_are_unique_by_email() {
-    let (_dir, store) = temp_store();
-    store.create_user(user("a@x.org")).await.unwrap();
-    assert!(matches!(store.create_user(user("a@x.org")).await, Err(CreateUserError::Exists)));
-    assert_eq!(store.user("a@x.org").unwrap().unwrap(), User { id: 1, ..user("a@x.org") });
-    assert_eq!(store.user("b@x.org").unwrap(), None);
-}
+/// Runs each test on both backends, as `NAME::redb` and `NAME::postgres`
+/// (a database of its own on the test server, see `postgres/testing.rs`).
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($store:ident: Store) $body:block)*) => {$(
+        mod $name {
+            use super::*;
 
-#[tokio::test]
-async fn concurrent_bookings_of_one_slot_yield_exactly_one() {
-    let (_dir, store) = temp_store();
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(
-                async move { store.book(key("d", 5), format!("u{i}@x.org"), Timestamp::now(), admit_all()).await },
-            )
-        })
-        .collect();
-    let mut n_ok = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => n_ok += 1,
-            Err(BookError::Rule(BookingError::Taken { id: 5 })) => {}
-            Err(e) => panic!("unexpected {e}"),
+            async fn run($store: Store) $body
+
+            #[tokio::test]
+            async fn redb() {
+                let (_dir, store) = temp_store();
+                run(store).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                run(pg_store()).await;
+            }
         }
+    )*};
+}
+
+/// A PostgreSQL store on a fresh database.
+fn pg_store() -> Store {
+    Store::open_postgres(&super::postgres::testing::database(), Path::new("unused.redb")).unwrap()
+}
+
+on_both_backends! {
+    async fn users_are_unique_by_email(store: Store) {
+        store.create_user(user("a@x.org")).await.unwrap();
+        assert!(matches!(store.create_user(user("a@x.org")).await, Err(CreateUserError::Exists)));
+        assert_eq!(store.user("a@x.org").unwrap().unwrap(), User { id: 1, ..user("a@x.org") });
+        assert_eq!(store.user("b@x.org").unwrap(), None);
     }
-    assert_eq!(n_ok, 1);
-    assert_eq!(store.bookings_on("d", date(2026, 11, 24)).unwrap().len(), 1);
-}
 
-#[tokio::test]
-async fn admission_sees_the_users_bookings_including_the_same_batch() {
-    let (_dir, store) = temp_store();
-    // Allow one booking per user: of ten concurrent requests by one user, one wins.
-    let tasks: Vec<_> = (0..10)
-        .map(|slot| {
-            let store = store.clone();
-            let admit: Admit = Box::new(|existing| match existing.len() {
-                0 => Ok(()),
-                _ => Err(BookingError::ActiveLimit { max: 1 }),
-            });
-            tokio::spawn(async move { store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit).await })
-        })
-        .collect();
-    let mut n_ok = 0;
-    for task in tasks {
-        n_ok += usize::from(task.await.unwrap().is_ok());
+    async fn concurrent_bookings_of_one_slot_yield_exactly_one(store: Store) {
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.book(key("d", 5), format!("u{i}@x.org"), Timestamp::now(), admit_all()).await },
+                )
+            })
+            .collect();
+        let mut n_ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => n_ok += 1,
+                Err(BookError::Rule(BookingError::Taken { id: 5 })) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(n_ok, 1);
+        assert_eq!(store.bookings_on("d", date(2026, 11, 24)).unwrap().len(), 1);
     }
-    assert_eq!(n_ok, 1);
-    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1);
-}
 
-#[tokio::test]
-async fn cancel_only_by_the_owner_unless_forced() {
-    let (_dir, store) = temp_store();
-    store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
-    assert!(matches!(store.cancel(key("d", 1), Some("b@x.org".into())).await, Err(CancelError::NotBooked)));
-    assert!(matches!(store.cancel(key("d", 2), Some("a@x.org".into())).await, Err(CancelError::NotBooked)));
-    let cancelled = store.cancel(key("d", 1), None).await.unwrap();
-    assert_eq!(cancelled.email, "a@x.org");
-    assert!(store.bookings_of("a@x.org").unwrap().is_empty());
-    assert!(store.bookings_on("d", date(2026, 11, 24)).unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn disabling_removes_the_picked_bookings_and_refuses_new_ones() {
-    let (_dir, store) = temp_store();
-    store.create_user(user("a@x.org")).await.unwrap();
-    store.create_user(user("b@x.org")).await.unwrap();
-    for slot in [1, 2, 3] {
-        store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    async fn admission_sees_the_users_bookings_including_the_same_batch(store: Store) {
+        // Allow one booking per user: of ten concurrent requests by one user, one wins.
+        let tasks: Vec<_> = (0..10)
+            .map(|slot| {
+                let store = store.clone();
+                let admit: Admit = Box::new(|existing| match existing.len() {
+                    0 => Ok(()),
+                    _ => Err(BookingError::ActiveLimit { max: 1 }),
+                });
+                tokio::spawn(async move { store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit).await })
+            })
+            .collect();
+        let mut n_ok = 0;
+        for task in tasks {
+            n_ok += usize::from(task.await.unwrap().is_ok());
+        }
+        assert_eq!(n_ok, 1);
+        assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1);
     }
-    store.book(key("d", 4), "b@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
 
-    // Slot 1 stands for one that has ended: it stays, as history.
-    let change = store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
-    assert!(change.user.disabled);
-    assert_eq!(change.user.credential_generation, 1, "tokens issued before are refused");
-    let mut cancelled: Vec<u16> = change.cancelled.iter().map(|b| b.key.slot).collect();
-    cancelled.sort_unstable();
-    assert_eq!(cancelled, [2, 3]);
-    let left: Vec<(String, u16)> =
-        store.bookings_on("d", date(2026, 11, 24)).unwrap().into_iter().map(|b| (b.email, b.key.slot)).collect();
-    assert_eq!(left, [("a@x.org".to_owned(), 1), ("b@x.org".to_owned(), 4)]);
-    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "the per-user index agrees");
-    assert!(store.user("a@x.org").unwrap().unwrap().disabled);
+    async fn cancel_only_by_the_owner_unless_forced(store: Store) {
+        store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        assert!(matches!(store.cancel(key("d", 1), Some("b@x.org".into())).await, Err(CancelError::NotBooked)));
+        assert!(matches!(store.cancel(key("d", 2), Some("a@x.org".into())).await, Err(CancelError::NotBooked)));
+        let cancelled = store.cancel(key("d", 1), None).await.unwrap();
+        assert_eq!(cancelled.email, "a@x.org");
+        assert!(store.bookings_of("a@x.org").unwrap().is_empty());
+        assert!(store.bookings_on("d", date(2026, 11, 24)).unwrap().is_empty());
+    }
 
-    // A booking authenticated before the disabling cannot commit after it.
-    let late = store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await;
-    assert!(matches!(late, Err(BookError::AccountDisabled)), "{late:?}");
+    async fn disabling_removes_the_picked_bookings_and_refuses_new_ones(store: Store) {
+        store.create_user(user("a@x.org")).await.unwrap();
+        store.create_user(user("b@x.org")).await.unwrap();
+        for slot in [1, 2, 3] {
+            store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        }
+        store.book(key("d", 4), "b@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
 
-    // Disabling twice does not bump the generation again; enabling keeps it.
-    store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
-    let enabled = store.set_disabled("a@x.org".into(), false, Box::new(|_| true)).await.unwrap();
-    assert!(!enabled.user.disabled && enabled.cancelled.is_empty());
-    assert_eq!(enabled.user.credential_generation, 1);
-    assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "enabling cancels nothing");
-    store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        // Slot 1 stands for one that has ended: it stays, as history.
+        let change = store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
+        assert!(change.user.disabled);
+        assert_eq!(change.user.credential_generation, 1, "tokens issued before are refused");
+        let mut cancelled: Vec<u16> = change.cancelled.iter().map(|b| b.key.slot).collect();
+        cancelled.sort_unstable();
+        assert_eq!(cancelled, [2, 3]);
+        let left: Vec<(String, u16)> =
+            store.bookings_on("d", date(2026, 11, 24)).unwrap().into_iter().map(|b| (b.email, b.key.slot)).collect();
+        assert_eq!(left, [("a@x.org".to_owned(), 1), ("b@x.org".to_owned(), 4)]);
+        assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "the per-user index agrees");
+        assert!(store.user("a@x.org").unwrap().unwrap().disabled);
 
-    let unknown = store.set_disabled("c@x.org".into(), true, Box::new(|_| true)).await;
-    assert!(matches!(unknown, Err(SetDisabledError::NoSuchUser)));
-    let emails: Vec<String> = store.users().unwrap().into_iter().map(|u| u.email).collect();
-    assert_eq!(emails, ["a@x.org", "b@x.org"]);
-}
+        // A booking authenticated before the disabling cannot commit after it.
+        let late = store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await;
+        assert!(matches!(late, Err(BookError::AccountDisabled)), "{late:?}");
 
-#[tokio::test]
-async fn bookings_of_a_user_do_not_leak_into_a_prefix_sharing_user() {
-    let (_dir, store) = temp_store();
-    store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
-    store.book(key("d", 2), "a@x.org.uk".into(), Timestamp::now(), admit_all()).await.unwrap();
-    store.book(key("e", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
-    let mine: Vec<_> = store.bookings_of("a@x.org").unwrap().into_iter().map(|b| (b.key.device, b.key.slot)).collect();
-    assert_eq!(mine, [("d".to_owned(), 1), ("e".to_owned(), 1)]);
+        // Disabling twice does not bump the generation again; enabling keeps it.
+        store.set_disabled("a@x.org".into(), true, Box::new(|k| k.slot != 1)).await.unwrap();
+        let enabled = store.set_disabled("a@x.org".into(), false, Box::new(|_| true)).await.unwrap();
+        assert!(!enabled.user.disabled && enabled.cancelled.is_empty());
+        assert_eq!(enabled.user.credential_generation, 1);
+        assert_eq!(store.bookings_of("a@x.org").unwrap().len(), 1, "enabling cancels nothing");
+        store.book(key("d", 5), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+
+        let unknown = store.set_disabled("c@x.org".into(), true, Box::new(|_| true)).await;
+        assert!(matches!(unknown, Err(SetDisabledError::NoSuchUser)));
+        let emails: Vec<String> = store.users().unwrap().into_iter().map(|u| u.email).collect();
+        assert_eq!(emails, ["a@x.org", "b@x.org"]);
+    }
+
+    async fn bookings_of_a_user_do_not_leak_into_a_prefix_sharing_user(store: Store) {
+        store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        store.book(key("d", 2), "a@x.org.uk".into(), Timestamp::now(), admit_all()).await.unwrap();
+        store.book(key("e", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+        let mine: Vec<_> = store.bookings_of("a@x.org").unwrap().into_iter().map(|b| (b.key.device, b.key.slot)).collect();
+        assert_eq!(mine, [("d".to_owned(), 1), ("e".to_owned(), 1)]);
+    }
+
+    async fn a_look_alike_of_an_account_is_refused_in_the_transaction(store: Store) {
+        store.create_user(user("lab-admin@x.org")).await.unwrap();
+        // A Cyrillic "а", and "rn" for "m".
+        for copy in ["lab-\u{430}dmin@x.org", "lab-adrnin@x.org"] {
+            assert!(matches!(store.create_user(user(copy)).await, Err(CreateUserError::LooksLikeAnother)), "{copy}");
+        }
+        // Of two look-alikes sent at once, one is created.
+        let (a, b) = tokio::join!(store.create_user(user("bob@x.org")), store.create_user(user("b\u{43E}b@x.org")));
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        store.create_user(user("carol@x.org")).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -285,20 +315,6 @@ async fn a_full_disk_fails_writes_keeps_reads_and_recovers_when_room_returns() {
     store.book(key("d", slot), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
     assert_eq!(store.write_failure(), None);
     assert_eq!(store.bookings_of("a@x.org").unwrap().len(), usize::from(slot) + 1);
-}
-
-#[tokio::test]
-async fn a_look_alike_of_an_account_is_refused_in_the_transaction() {
-    let (_dir, store) = temp_store();
-    store.create_user(user("lab-admin@x.org")).await.unwrap();
-    // A Cyrillic "а", and "rn" for "m".
-    for copy in ["lab-\u{430}dmin@x.org", "lab-adrnin@x.org"] {
-        assert!(matches!(store.create_user(user(copy)).await, Err(CreateUserError::LooksLikeAnother)), "{copy}");
-    }
-    // Of two look-alikes sent at once, one is created.
-    let (a, b) = tokio::join!(store.create_user(user("bob@x.org")), store.create_user(user("b\u{43E}b@x.org")));
-    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
-    store.create_user(user("carol@x.org")).await.unwrap();
 }
 
 #[tokio::test]

@@ -156,6 +156,36 @@ pub struct Total {
     pub total: u64,
 }
 
+/// `GET /cluster`: every host of a lab of several hosts, with its boards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterResponse {
+    /// The host that answered; null when it is not part of a cluster.
+    pub host: Option<String>,
+    /// Every host that ever renewed its presence, by name (empty on a one-host lab).
+    pub hosts: Vec<ClusterHost>,
+}
+
+/// One host of the lab.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHost {
+    pub name: String,
+    /// Where the other hosts reach it.
+    pub advertise: String,
+    /// Whether it renewed its presence within `cluster.offline_after_secs`;
+    /// its boards are offline when it did not.
+    pub online: bool,
+    /// When it last renewed its presence (UTC).
+    pub last_seen: String,
+    pub boards: Vec<ClusterBoard>,
+}
+
+/// A board of the lab, on the host that owns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterBoard {
+    pub id: String,
+    pub model: String,
+}
+
 /// `GET /stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsResponse {

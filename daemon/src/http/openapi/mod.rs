@@ -173,6 +173,12 @@ fn paths() -> Value {
             "summary": "Today's numbers per device, and totals",
             "responses": responses(ok("Statistics", "StatsResponse"), &[503]),
         }},
+        "/cluster": { "get": {
+            "tags": ["service"],
+            "operationId": "cluster",
+            "summary": "Every host of a lab of several hosts, its boards, and whether it is online",
+            "responses": responses(ok("The lab's hosts", "ClusterResponse"), &[]),
+        }},
         "/slots": { "get": {
             "tags": ["slots"],
             "operationId": "listSlots",

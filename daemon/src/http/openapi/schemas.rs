@@ -304,6 +304,41 @@ pub(super) fn components() -> Value {
                 "required": ["id", "health", "reason"],
                 "properties": { "id": string, "health": health.clone(), "reason": nullable_string },
             },
+            "ClusterResponse": {
+                "type": "object",
+                "required": ["host", "hosts"],
+                "properties": {
+                    "host": {
+                        "type": "string", "nullable": true,
+                        "description": "The host that answered; null when it is not part of a cluster",
+                    },
+                    "hosts": {
+                        "type": "array",
+                        "description": "Every host of the lab by name (empty on a one-host lab)",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "advertise", "online", "last_seen", "boards"],
+                            "properties": {
+                                "name": string,
+                                "advertise": { "type": "string", "description": "Where the other hosts reach it" },
+                                "online": {
+                                    "type": "boolean",
+                                    "description": "Renewed its presence within cluster.offline_after_secs",
+                                },
+                                "last_seen": utc,
+                                "boards": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["id", "model"],
+                                        "properties": { "id": string, "model": string },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
             "StatsResponse": {
                 "type": "object",
                 "required": ["database", "websocket", "slots", "devices", "users", "bookings"],

@@ -97,6 +97,7 @@ fn it_lists_the_served_routes() {
         ("/slots/user", "GET"),
         ("/slots/user", "POST"),
         ("/stats", "GET"),
+        ("/cluster", "GET"),
         ("/admin/audit", "GET"),
         ("/records", "GET"),
         ("/records/{id}", "GET"),
@@ -424,6 +425,22 @@ fn every_schema_matches_the_wire_type_it_documents() {
             users: Total { total: 3 },
             bookings: Total { total: 4 },
         })],
+    );
+    contract.check(
+        "ClusterResponse",
+        &[
+            to_value(ClusterResponse { host: None, hosts: Vec::new() }),
+            to_value(ClusterResponse {
+                host: Some(s("bench-1")),
+                hosts: vec![ClusterHost {
+                    name: s("bench-2"),
+                    advertise: s("http://bench-2.lab.example:8000"),
+                    online: false,
+                    last_seen: s("2026-11-24T10:30:00.123456Z"),
+                    boards: vec![ClusterBoard { id: s("mega-1"), model: s("mega2560") }],
+                }],
+            }),
+        ],
     );
     contract.check("SlotsResponse", &[to_value(&slots)]);
     contract.check(

@@ -1,0 +1,187 @@
+//! The tables in PostgreSQL, versioned: each host migrates the database to
+//! the version it knows when it starts, one migration at a time, under an
+//! advisory lock so hosts starting together take turns. A database whose
+//! version is newer than this binary knows (another host was upgraded
+//! first) is refused: this host would not know what the new tables mean.
+
+use tokio_postgres::Client;
+
+use super::{StoreError, pg};
+
+/// The newest schema this rerod knows: the number of [`MIGRATIONS`].
+pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Taken while migrating (an arbitrary number: "rerod" in ASCII).
+const MIGRATION_LOCK: i64 = 0x72_6572_6f64;
+
+/// Migration n (from 1) takes the schema from version n - 1 to n.
+const MIGRATIONS: [&str; 2] = [
+    r#"
+CREATE TABLE users (
+    email text PRIMARY KEY,
+    id bigint NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    created_at_us bigint NOT NULL,
+    disabled boolean NOT NULL DEFAULT false,
+    credential_generation bigint NOT NULL DEFAULT 0,
+    last_login_us bigint,
+    admin boolean NOT NULL DEFAULT false
+);
+-- The confusable skeleton of every account's address: finds a look-alike of
+-- a new address without reading every account.
+CREATE TABLE email_skeletons (
+    skeleton text NOT NULL,
+    email text NOT NULL REFERENCES users (email),
+    PRIMARY KEY (skeleton, email)
+);
+-- One booking per (device, date, slot): the database refuses a second one,
+-- whatever a host checked before.
+CREATE TABLE bookings (
+    device text NOT NULL,
+    date date NOT NULL,
+    slot integer NOT NULL CHECK (slot BETWEEN 0 AND 65535),
+    email text NOT NULL,
+    booked_at_us bigint NOT NULL,
+    moved_from text,
+    CONSTRAINT bookings_one_per_slot PRIMARY KEY (device, date, slot)
+);
+CREATE INDEX bookings_by_holder ON bookings (email, date, device, slot);
+CREATE TABLE maintenance (
+    device text PRIMARY KEY,
+    reason text NOT NULL,
+    set_by text NOT NULL,
+    set_at_us bigint NOT NULL
+);
+CREATE TABLE audit (
+    seq bigserial PRIMARY KEY,
+    at_us bigint NOT NULL,
+    actor text NOT NULL,
+    device text NOT NULL,
+    action text NOT NULL,
+    detail text NOT NULL DEFAULT '',
+    account text,
+    address text
+);
+-- Wrong passwords per account, shared by every host.
+CREATE TABLE login_failures (
+    email text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX login_failures_by_account ON login_failures (email, at);
+CREATE INDEX login_failures_by_time ON login_failures (at);
+INSERT INTO rerod_meta (key, value) VALUES ('next_user_id', '1');
+"#,
+    r#"
+-- Each host of the lab, renewed every few seconds while it runs, with the
+-- boards of its own config (JSON).
+CREATE TABLE hosts (
+    name text PRIMARY KEY,
+    advertise text NOT NULL,
+    renewed_at timestamptz NOT NULL,
+    boards text NOT NULL DEFAULT '[]'
+);
+"#,
+];
+
+/// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one. Also
+/// rebuilds the look-alike index when this binary's Unicode data differs.
+pub(super) async fn migrate(client: &mut Client, url: &str) -> Result<(), StoreError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS rerod_meta (key text PRIMARY KEY, value text NOT NULL)")
+        .await
+        .or_else(|e| if is_race_on_create(&e) { Ok(()) } else { Err(pg(e)) })?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
+    let result = migrate_locked(client, url).await;
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    result?;
+    unlocked.map_err(pg)?;
+    Ok(())
+}
+
+/// Two hosts creating the meta table at once: one of them gets a unique
+/// violation on the catalog, and the table is there all the same.
+fn is_race_on_create(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+async fn migrate_locked(client: &mut Client, url: &str) -> Result<(), StoreError> {
+    let found = read_version(client).await?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { database: redacted(url), found, known: SCHEMA_VERSION });
+    }
+    for version in found + 1..=SCHEMA_VERSION {
+        let txn = client.transaction().await.map_err(pg)?;
+        txn.batch_execute(MIGRATIONS[version as usize - 1]).await.map_err(pg)?;
+        txn.execute(
+            "INSERT INTO rerod_meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&version.to_string()],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        tracing::info!(version, "migrated the database's schema");
+    }
+    index_skeletons(client).await
+}
+
+async fn read_version(client: &Client) -> Result<u32, StoreError> {
+    let row = client.query_opt("SELECT value FROM rerod_meta WHERE key = 'schema_version'", &[]).await.map_err(pg)?;
+    match row {
+        None => Ok(0),
+        Some(row) => {
+            let text: String = row.get(0);
+            text.parse().map_err(|_| StoreError::Corrupt(format!("schema_version {text:?} is not a number")))
+        }
+    }
+}
+
+/// Computes every account's skeleton afresh unless they were computed with
+/// this binary's Unicode data.
+async fn index_skeletons(client: &mut Client) -> Result<(), StoreError> {
+    let version = crate::auth::skeleton_version();
+    let txn = client.transaction().await.map_err(pg)?;
+    let stored = txn
+        .query_opt("SELECT value FROM rerod_meta WHERE key = 'email_skeleton_version' FOR UPDATE", &[])
+        .await
+        .map_err(pg)?
+        .map(|row| row.get::<_, String>(0));
+    if stored.as_deref() == Some(version.as_str()) {
+        return Ok(());
+    }
+    txn.execute("DELETE FROM email_skeletons", &[]).await.map_err(pg)?;
+    let emails: Vec<String> =
+        txn.query("SELECT email FROM users", &[]).await.map_err(pg)?.iter().map(|r| r.get(0)).collect();
+    for email in &emails {
+        txn.execute(
+            "INSERT INTO email_skeletons (skeleton, email) VALUES ($1, $2)",
+            &[&crate::auth::email_skeleton(email), email],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    txn.execute(
+        "INSERT INTO rerod_meta (key, value) VALUES ('email_skeleton_version', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&version],
+    )
+    .await
+    .map_err(pg)?;
+    txn.commit().await.map_err(pg)?;
+    tracing::info!(accounts = emails.len(), "indexed the look-alike skeletons of the accounts' addresses");
+    Ok(())
+}
+
+/// `url` without its password, for messages.
+pub(super) fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

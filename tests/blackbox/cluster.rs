@@ -1,0 +1,371 @@
+//! One lab on several hosts: daemons sharing one PostgreSQL database (a
+//! throwaway server under target/, see util::pg_server), each test on a
+//! database of its own.
+
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::util::{
+    Daemon, Options, OwnPgServer, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, utc_date,
+};
+
+/// A host of the lab on the database at `url`.
+fn host(url: &str) -> Daemon {
+    Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS).env("DATABASE_URL", url))
+}
+
+/// Waits until `daemon` counts `n` accounts (other hosts' accounts reach
+/// it through the database's notifications).
+async fn sees_accounts(daemon: &Daemon, n: u64) {
+    let c = daemon.client();
+    eventually("the other host's accounts", async || {
+        let total = c.get("/stats").await.expect(200)["users"]["total"].clone();
+        if total == n { Ok(()) } else { Err(format!("{total} accounts")) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_registered_on_one_host_logs_in_on_another() {
+    let (_db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    a.client().register("ann@lab.example", PASSWORD).await.expect(200);
+    // At once: the password check reads the account from the database.
+    let token = b.client().login("ann@lab.example", PASSWORD).await;
+    b.client().get_auth("/my-bookings", &token).await.expect(200);
+    // And a token one host issued is good on the other: one JWT secret.
+    a.client().get_auth("/my-bookings", &token).await.expect(200);
+    let wrong = json!({"email": "ann@lab.example", "password": "not-it-at-all"});
+    assert_eq!(b.client().post("/auth/login", &wrong).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_clients_split_over_two_hosts_race_for_one_slot_and_one_wins() {
+    let (db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    let mut tokens = Vec::new();
+    for i in 0..100 {
+        tokens.push(a.client().user(&format!("racer{i}@example.com")).await);
+    }
+    sees_accounts(&b, 100).await;
+    let day = utc_date(1).to_string();
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let c = if i % 2 == 0 { a.client() } else { b.client() };
+            let body = json!({"slot_id": 12, "date": day});
+            tokio::spawn(async move { c.post_auth("/book-slot", &token, &body).await })
+        })
+        .collect();
+    let (mut n_ok, mut n_refused) = (0, 0);
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status {
+            200 => n_ok += 1,
+            400 => {
+                assert_eq!(r.json()["detail"], "Slot 12 is not available");
+                n_refused += 1;
+            }
+            other => panic!("unexpected status {other}: {:?}", r.json()),
+        }
+    }
+    assert_eq!((n_ok, n_refused), (1, 99));
+    assert_eq!(psql(&db, "SELECT count(*) FROM bookings"), "1");
+    for daemon in [&a, &b] {
+        let c = daemon.client();
+        eventually("one booking on each host", async || {
+            let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
+            if slots["booked_slots"] == json!([12]) { Ok(()) } else { Err(slots.to_string()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_wrong_passwords_spread_over_two_hosts_lock_the_account_on_both() {
+    let (_db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    a.client().register("bob@lab.example", PASSWORD).await.expect(200);
+    let guess = json!({"email": "bob@lab.example", "password": "wrong-guess-of-bob"});
+    for i in 0..10 {
+        let c = if i % 2 == 0 { a.client() } else { b.client() };
+        assert_eq!(c.post("/auth/login", &guess).await.status, 401, "guess {i}");
+    }
+    // Five on each host: neither would lock the account on its own.
+    for daemon in [&a, &b] {
+        let r = daemon.client().post("/auth/login", &guess).await;
+        assert_eq!(r.status, 429, "{:?}", r.json());
+        assert!(r.header("retry-after").is_some());
+        let right = json!({"email": "bob@lab.example", "password": PASSWORD});
+        assert_eq!(daemon.client().post("/auth/login", &right).await.status, 429, "even the right password waits");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_acknowledged_just_before_kill_9_is_there_after_restart() {
+    let (db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    let token = a.client().user("cy@lab.example").await;
+    let day = utc_date(2).to_string();
+    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 7, "date": day})).await.expect(200);
+    let a = a.kill9_and_restart();
+    assert_eq!(a.client().get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([7]));
+    assert_eq!(psql(&db, "SELECT email FROM bookings"), "cy@lab.example");
+    let c = b.client();
+    eventually("the booking on the other host", async || {
+        let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
+        if slots["booked_slots"] == json!([7]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_made_on_one_host_reaches_the_booking_sockets_of_another() {
+    let (_db, url) = pg_database();
+    let (a, b) = (host(&url), host(&url));
+    let mut socket = a.ws("/slot-booking").await;
+    let first = socket.recv_type("slots_update").await;
+    assert_eq!(first["data"]["booked_slots"], json!([]));
+    a.client().register("dee@lab.example", PASSWORD).await.expect(200);
+    let token = b.client().login("dee@lab.example", PASSWORD).await;
+    let today = utc_date(0).to_string();
+    b.client().post_auth("/book-slot", &token, &json!({"slot_id": 23, "date": today})).await.expect(200);
+    let update = socket.recv_type("slots_update").await;
+    assert_eq!(update["data"]["booked_slots"], json!([23]), "{update}");
+    assert_eq!(update["data"]["slots"][23]["booked_by"], "dee@lab.example");
+}
+
+#[tokio::test]
+async fn a_host_refuses_a_database_whose_schema_is_newer_than_it_knows() {
+    let (db, url) = pg_database();
+    drop(host(&url));
+    psql(&db, "UPDATE rerod_meta SET value = '99' WHERE key = 'schema_version'");
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .env("DATABASE_URL", &url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "rerod must not start on a schema it does not know");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has schema version 99, newer than this rerod knows (2)"), "{stderr}");
+    assert_eq!(psql(&db, "SELECT value FROM rerod_meta WHERE key = 'schema_version'"), "99", "left as it was");
+}
+
+#[tokio::test]
+async fn a_malformed_database_url_is_refused_at_start_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_PATH", dir.path().join("rerod.redb"))
+        .env("DATABASE_URL", "mysql://root:hunter2secret@db/lab")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("store.url"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"), "the password is never printed: {stderr}");
+    assert!(!dir.path().join("rerod.redb").exists(), "nothing was created");
+}
+
+/// Runs `rerod store copy --from FROM --to TO`; its output.
+fn store_copy(from: &str, to: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rerod"))
+        .env_clear()
+        .args(["store", "copy", "--from", from, "--to", to])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_lab_to_postgres_and_back_with_logins_bookings_and_the_audit_log() {
+    // A one-host lab on its redb file: an account, a booking, an admin's action.
+    let mut one_host = Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS));
+    let token = one_host.client().user("eve@lab.example").await;
+    let day = utc_date(3).to_string();
+    one_host.client().post_auth("/book-slot", &token, &json!({"slot_id": 9, "date": day})).await.expect(200);
+    let admin = one_host.host_account("root@lab.example", true).await;
+    one_host.client().register("mallory@lab.example", PASSWORD).await.expect(200);
+    let who = json!({"email": "mallory@lab.example"});
+    one_host.client().post_auth("/admin/users/disable", &admin, &who).await.expect(200);
+    one_host.terminate().await;
+    let redb = one_host.store_path();
+
+    let (db, url) = pg_database();
+    let copied = store_copy(redb.to_str().unwrap(), &url);
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert_eq!(psql(&db, "SELECT count(*) FROM users"), "3");
+    // A second copy into the same database is refused and adds nothing.
+    assert!(!store_copy(redb.to_str().unwrap(), &url).status.success());
+    assert_eq!(psql(&db, "SELECT count(*) FROM users"), "3");
+
+    let check = async |lab: &Daemon| {
+        let c = lab.client();
+        c.login("eve@lab.example", PASSWORD).await;
+        // The JWT secret came along: a token issued before the move still works.
+        let mine = c.get_auth("/my-bookings", &token).await.expect(200);
+        assert_eq!((mine["bookings"][0]["id"].clone(), mine["total_bookings"].clone()), (json!(9), json!(1)), "{mine}");
+        assert_eq!(c.get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([9]));
+        let log = c.get_auth("/admin/audit", &admin).await.expect(200).to_string();
+        assert!(log.contains("account_disabled") && log.contains("mallory@lab.example"), "{log}");
+        let refused = c.post("/auth/login", &json!({"email": "mallory@lab.example", "password": PASSWORD})).await;
+        assert_eq!(refused.status, 403, "still disabled");
+    };
+    let mut on_postgres = host(&url);
+    check(&on_postgres).await;
+    on_postgres.terminate().await;
+
+    // And back, into a new file.
+    let back_dir = tempfile::tempdir().unwrap();
+    let back = back_dir.path().join("back.redb");
+    let copied = store_copy(&url, back.to_str().unwrap());
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert!(!store_copy(&url, back.to_str().unwrap()).status.success(), "an existing file is never overwritten");
+    let on_redb =
+        Daemon::start_with(Options::config(UTC_LAB_MANY_ACCOUNTS).env("DATABASE_PATH", back.to_str().unwrap()));
+    check(&on_redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_reads_are_served_writes_get_503_and_resume_once_it_is_back() {
+    let server = OwnPgServer::start();
+    let lab = host(&server.url());
+    let c = lab.client();
+    let token = c.user("fay@lab.example").await;
+    let day = utc_date(1).to_string();
+    c.post_auth("/book-slot", &token, &json!({"slot_id": 3, "date": day})).await.expect(200);
+
+    server.stop();
+    let health = eventually("health to say degraded", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["status"] == "degraded" { Ok(health) } else { Err(health.to_string()) }
+    })
+    .await;
+    assert!(health["store"]["last_write_error"].is_string(), "{health}");
+    // Reads come from what the host has.
+    assert_eq!(c.get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([3]));
+    let mine = c.get_auth("/my-bookings", &token).await.expect(200);
+    assert_eq!(mine["total_bookings"], 1);
+    // Writes are refused, and say why.
+    let refused = c.post_auth("/book-slot", &token, &json!({"slot_id": 4, "date": day})).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (503, json!("store_unavailable")));
+
+    server.resume();
+    // No restart: the next write reaches the database again.
+    eventually("a booking to commit again", async || {
+        let r = c.post_auth("/book-slot", &token, &json!({"slot_id": 4, "date": day})).await;
+        if r.status == 200 { Ok(()) } else { Err(format!("{} {:?}", r.status, r.json())) }
+    })
+    .await;
+    assert_eq!(c.get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([3, 4]));
+    eventually("health to clear", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["status"] == "healthy" { Ok(()) } else { Err(health.to_string()) }
+    })
+    .await;
+}
+
+#[test]
+fn backup_and_export_point_to_the_database_tools_when_the_store_is_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["backup", "--out", "copy.redb"][..], &["export"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_rerod"))
+            .current_dir(dir.path())
+            .env_clear()
+            .env("DATABASE_URL", "postgres://rerod@db.lab.example/lab")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("the store is the PostgreSQL database"), "{stderr}");
+        assert!(!dir.path().join("copy.redb").exists());
+    }
+}
+
+/// A host of the lab named `name`, serving the board `board` (its port is
+/// absent: the board is listed, not used), renewing its presence for a
+/// 3 s offline limit.
+fn cluster_host(url: &str, name: &str, board: &str) -> Daemon {
+    static SECRET: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("rerod-cluster-test-{}.secret", std::process::id()));
+        std::fs::write(&path, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
+        path
+    });
+    let config = format!(
+        "{UTC_LAB_MANY_ACCOUNTS}[[devices]]\nid = \"{board}\"\nplugin = \"stk500v1\"\nport = \"/dev/null-{board}\"\n\
+         [cluster]\nname = \"{name}\"\nadvertise = \"http://{name}.lab.example:8000\"\nsecret_file = \"{}\"\n\
+         offline_after_secs = 3\n",
+        secret.display()
+    );
+    Daemon::start_with(Options::config(&config).env("DATABASE_URL", url))
+}
+
+/// What `daemon` says of the lab's hosts: (name, online, board ids) of each.
+async fn lab_hosts(daemon: &Daemon) -> Vec<(String, bool, Vec<String>)> {
+    let body = daemon.client().get("/cluster").await.expect(200);
+    body["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let boards = h["boards"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned());
+            (h["name"].as_str().unwrap().to_owned(), h["online"].as_bool().unwrap(), boards.collect())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_lists_every_board_of_the_lab_and_a_killed_host_shows_offline_until_it_is_back() {
+    let (_db, url) = pg_database();
+    let a = cluster_host(&url, "bench-a", "uno-a");
+    let b = cluster_host(&url, "bench-b", "mega-b");
+    let both_up = vec![(s("bench-a"), true, vec![s("uno-a")]), (s("bench-b"), true, vec![s("mega-b")])];
+    for daemon in [&a, &b] {
+        eventually("both hosts listed online", async || {
+            let hosts = lab_hosts(daemon).await;
+            if hosts == both_up { Ok(()) } else { Err(format!("{hosts:?}")) }
+        })
+        .await;
+    }
+    assert_eq!(a.client().get("/cluster").await.expect(200)["host"], "bench-a");
+
+    b.signal(libc::SIGKILL);
+    eventually("bench-b offline on bench-a", async || {
+        let hosts = lab_hosts(&a).await;
+        let b_offline = vec![(s("bench-a"), true, vec![s("uno-a")]), (s("bench-b"), false, vec![s("mega-b")])];
+        if hosts == b_offline { Ok(()) } else { Err(format!("{hosts:?}")) }
+    })
+    .await;
+
+    let _b = b.restart();
+    eventually("bench-b back", async || {
+        let hosts = lab_hosts(&a).await;
+        if hosts == both_up { Ok(()) } else { Err(format!("{hosts:?}")) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_one_host_lab_lists_no_hosts() {
+    let lab = Daemon::start();
+    assert_eq!(lab.client().get("/cluster").await.expect(200), json!({"host": null, "hosts": []}));
+}
+
+fn s(text: &str) -> String {
+    text.to_owned()
+}
