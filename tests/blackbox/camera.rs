@@ -411,6 +411,8 @@ async fn a_source_that_restarts_is_retried_and_viewers_resume_without_reconnecti
     // Back, numbering from 1000, on the same address.
     let source = Source::start_on(port, 1000, state).await;
     // Frames from before the stop may still come first; then the restarted source's.
+    // (Bounded: the stopped source sends nothing more, so a frame that is not
+    // the new source's can only be one already on its way.)
     let resumed = loop {
         let n = stream.frame().await;
         if n > 1000 {
@@ -688,4 +690,30 @@ async fn a_snapshot_source_is_fetched_at_its_rate_and_frames_over_the_bound_are_
         .unwrap();
     assert!(oversized > 0, "{metrics}");
     assert!(metrics.contains("rerod_camera_frames_total{device=\"uno-2\",kind=\"in\"} 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_source_in_the_config_is_taken_live_and_viewers_go_on_watching() {
+    let first = Source::start(0).await;
+    let second = Source::start(5000).await;
+    let public = ", visibility = \"public\"";
+    let daemon = Daemon::start_with(Options::config(&lab(&first, public, "")));
+    let mut stream =
+        Stream::open(daemon.addr, "/devices/camera/uno-1/stream", None).await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(advancing(&mut stream).await < 5000);
+    std::fs::write(daemon.config_path(), lab(&second, public, "")).unwrap();
+    // Within a thousand frames (20 s of the old source): bounded, should the switch never come.
+    let mut moved = 0;
+    for _ in 0..1000 {
+        moved = stream.frame().await;
+        if moved > 5000 {
+            break;
+        }
+    }
+    assert!(moved > 5000, "still the old source's frames: {moved}");
+    eventually("the old source's connection to close", async || {
+        if first.open() == 0 { Ok(()) } else { Err(format!("{} open", first.open())) }
+    })
+    .await;
+    assert_eq!(second.connections(), 1);
 }
