@@ -61,9 +61,17 @@ for target in "${targets[@]}"; do
             die "no linker for aarch64: sudo apt-get install gcc-aarch64-linux-gnu (or set CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER)"
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
     fi
+    # jemalloc fixes the page size it supports when it is built, and a cross
+    # build cannot probe it: it would assume 4 KiB, and the daemon would abort
+    # at start on a Raspberry Pi 5 kernel with 16 KiB pages. 64 KiB works on
+    # 4, 16 and 64 KiB kernels alike, at the cost of some unused memory.
+    page=()
+    if [ "$target" = aarch64-unknown-linux-gnu ]; then
+        page=(env "JEMALLOC_SYS_WITH_LG_PAGE=${JEMALLOC_SYS_WITH_LG_PAGE:-16}")
+    fi
     say "building rerod and rero for $target"
     target_args "$target"
-    cargo build --release --locked -p rerod --bin rerod --bin rero "${target_args[@]}"
+    "${page[@]}" cargo build --release --locked -p rerod --bin rerod --bin rero "${target_args[@]}"
 done
 
 # Files the packages carry that are made, not written: man pages and
