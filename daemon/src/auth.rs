@@ -339,6 +339,34 @@ pub enum TokenError {
     Expired,
 }
 
+/// The shared-secret algorithms tokens may be signed with (`auth.jwt_algorithm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenAlgorithm {
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl TokenAlgorithm {
+    /// Reads a name as the config spells it, in any case: `HS256`, `HS384` or `HS512`.
+    pub fn parse(name: &str) -> Option<TokenAlgorithm> {
+        match name.to_ascii_uppercase().as_str() {
+            "HS256" => Some(TokenAlgorithm::Hs256),
+            "HS384" => Some(TokenAlgorithm::Hs384),
+            "HS512" => Some(TokenAlgorithm::Hs512),
+            _ => None,
+        }
+    }
+
+    fn jwt(self) -> Algorithm {
+        match self {
+            TokenAlgorithm::Hs256 => Algorithm::HS256,
+            TokenAlgorithm::Hs384 => Algorithm::HS384,
+            TokenAlgorithm::Hs512 => Algorithm::HS512,
+        }
+    }
+}
+
 /// Signs and checks JWTs with the lab's secret.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -354,8 +382,12 @@ impl fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
-    pub fn new(secret: &[u8], algorithm: Algorithm) -> TokenKeys {
-        TokenKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), algorithm }
+    pub fn new(secret: &[u8], algorithm: TokenAlgorithm) -> TokenKeys {
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            algorithm: algorithm.jwt(),
+        }
     }
 
     pub fn issue(&self, email: &str, generation: u32, now: Timestamp, lifetime: std::time::Duration) -> String {
@@ -522,7 +554,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_expire_on_the_injected_clock() {
-        let keys = TokenKeys::new(b"secret", Algorithm::HS256);
+        let keys = TokenKeys::new(b"secret", TokenAlgorithm::Hs256);
         let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
         let token = keys.issue("a@x.org", 3, now, std::time::Duration::from_secs(60));
         let claims = keys.verify(&token, now).unwrap();
@@ -533,13 +565,21 @@ mod tests {
 
     #[test]
     fn forged_and_unsigned_tokens_are_refused() {
-        let keys = TokenKeys::new(b"secret", Algorithm::HS256);
+        let keys = TokenKeys::new(b"secret", TokenAlgorithm::Hs256);
         let now: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let forged =
-            TokenKeys::new(b"other", Algorithm::HS256).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        let forged = TokenKeys::new(b"other", TokenAlgorithm::Hs256).issue(
+            "a@x.org",
+            0,
+            now,
+            std::time::Duration::from_secs(60),
+        );
         assert_eq!(keys.verify(&forged, now), Err(TokenError::Invalid));
-        let other_alg =
-            TokenKeys::new(b"secret", Algorithm::HS512).issue("a@x.org", 0, now, std::time::Duration::from_secs(60));
+        let other_alg = TokenKeys::new(b"secret", TokenAlgorithm::Hs512).issue(
+            "a@x.org",
+            0,
+            now,
+            std::time::Duration::from_secs(60),
+        );
         assert_eq!(keys.verify(&other_alg, now), Err(TokenError::Invalid));
         // {"alg":"none"} with the same claims and an empty signature.
         let token = keys.issue("a@x.org", 0, now, std::time::Duration::from_secs(60));

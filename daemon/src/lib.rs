@@ -30,6 +30,7 @@ pub mod roster;
 pub mod runtime;
 pub mod session;
 pub mod store;
+pub mod terminal;
 pub mod throttle;
 pub mod webhook;
 pub mod wire;

@@ -118,7 +118,7 @@ impl std::fmt::Debug for StoreConfig {
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub jwt_secret: Option<JwtSecret>,
-    pub jwt_algorithm: jsonwebtoken::Algorithm,
+    pub jwt_algorithm: crate::auth::TokenAlgorithm,
     pub token_lifetime: Duration,
     pub bcrypt_cost: u32,
     pub min_password_len: usize,

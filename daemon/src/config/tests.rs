@@ -68,7 +68,7 @@ fn the_seed_environment_variables_override_the_file() {
     assert_eq!(config.log.level, "debug");
     assert_eq!(config.store.path, PathBuf::from("/tmp/x.redb"));
     assert!(matches!(config.auth.jwt_secret, Some(JwtSecret::Env(ref s)) if s == "s3cret"));
-    assert_eq!(config.auth.jwt_algorithm, jsonwebtoken::Algorithm::HS512);
+    assert_eq!(config.auth.jwt_algorithm, crate::auth::TokenAlgorithm::Hs512);
     assert_eq!(config.auth.token_lifetime, Duration::from_secs(300));
     assert_eq!(config.auth.bcrypt_cost, 4);
 }

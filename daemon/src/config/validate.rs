@@ -15,6 +15,7 @@ use super::{
     HealthCheckConfig, IdleFirmware, JwtSecret, LabConfig, LogConfig, LogFormat, PowerMethod, Privacy, Problem,
     RecordsConfig, Registration, SandboxMode, ServerConfig, StoreConfig, ToolLimits, UsbMatch, Visibility, WebhookUrl,
 };
+use crate::auth::TokenAlgorithm;
 use crate::booking::{Calendar, Maintenance, MaintenanceWindow, Policy};
 use rerod_devices::{Firmware, ResetMethod};
 
@@ -182,15 +183,14 @@ fn validate_auth(v: &mut Validator, raw: raw::Auth, env: &Env) -> AuthConfig {
         (None, None) => None,
     };
     let algorithm_name = env.get("JWT_ALGORITHM").map(str::to_owned).or(raw.jwt_algorithm);
-    let jwt_algorithm = match algorithm_name.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("HS256") => jsonwebtoken::Algorithm::HS256,
-        Some("HS384") => jsonwebtoken::Algorithm::HS384,
-        Some("HS512") => jsonwebtoken::Algorithm::HS512,
-        Some(other) => {
+    let jwt_algorithm = match algorithm_name.as_deref().map(|name| (name, TokenAlgorithm::parse(name))) {
+        None => TokenAlgorithm::Hs256,
+        Some((_, Some(algorithm))) => algorithm,
+        Some((other, None)) => {
             let key =
                 if env.get("JWT_ALGORITHM").is_some() { "environment JWT_ALGORITHM" } else { "auth.jwt_algorithm" };
             v.problem(key, format!("must be HS256, HS384 or HS512 (a shared-secret algorithm), got {other:?}"));
-            jsonwebtoken::Algorithm::HS256
+            TokenAlgorithm::Hs256
         }
     };
     let minutes = v.env_int(env, "JWT_EXPIRE_MINUTES", raw.token_minutes);

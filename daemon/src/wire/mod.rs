@@ -16,6 +16,9 @@ mod records;
 mod requests;
 mod responses;
 
+/// How a request names a board, by number or by id: a field of the requests
+/// below, so part of the contract clients (`rero`) build.
+pub use crate::app::DeviceRef;
 pub use control::{ControlRequest, ControlResponse};
 pub use health::{
     AuditJson, BoardHealthResponse, CheckJson, CheckResponse, CheckStepJson, DeviceHealthJson, HealthAlert,

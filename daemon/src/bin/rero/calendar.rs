@@ -7,10 +7,9 @@ use crossterm::style::Color;
 use futures_util::{SinkExt as _, StreamExt as _};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use rerod::app::DeviceRef;
 use rerod::wire::{
-    BodyCredentials, BookSlotResponse, BookingClientMessage, BookingServerMessage, CancelSlotResponse, DevicesResponse,
-    MyBookingsResponse, SlotJson, SlotRequest, SlotStatus, SlotsJson, UserSlotResponse,
+    BodyCredentials, BookSlotResponse, BookingClientMessage, BookingServerMessage, CancelSlotResponse, DeviceRef,
+    DevicesResponse, MyBookingsResponse, SlotJson, SlotRequest, SlotStatus, SlotsJson, UserSlotResponse,
 };
 use tokio_tungstenite::tungstenite::Message;
 

@@ -224,7 +224,7 @@ pub fn logout() -> Result<(), Error> {
 fn read_password() -> Result<String, Error> {
     let stdin = std::io::stdin();
     let password = if stdin.is_terminal() {
-        rerod::cli::read_hidden("Password: ").map_err(|e| Error::message(format!("reading the password: {e}")))?
+        rerod::terminal::read_hidden("Password: ").map_err(|e| Error::message(format!("reading the password: {e}")))?
     } else {
         let mut line = String::new();
         stdin.lock().read_line(&mut line).map_err(|e| Error::message(format!("reading the password: {e}")))?;
@@ -243,7 +243,8 @@ fn read_new_password() -> Result<String, Error> {
         return read_password();
     }
     let first = read_password()?;
-    let again = rerod::cli::read_hidden("Again: ").map_err(|e| Error::message(format!("reading the password: {e}")))?;
+    let again =
+        rerod::terminal::read_hidden("Again: ").map_err(|e| Error::message(format!("reading the password: {e}")))?;
     if first != again {
         return Err(Error::message("the two passwords differ; no account was made"));
     }

@@ -19,6 +19,11 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use tokens::{Tok, Token, tokenize};
+
+mod crates;
+mod tokens;
+
 /// The source folders whose layering the README must give.
 const CRATES: [&str; 2] = ["daemon/src", "devices/src"];
 
@@ -32,6 +37,30 @@ fn modules_use_only_lower_layers() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+#[test]
+fn external_crates_are_used_only_where_the_readme_allows() {
+    let root = workspace_root();
+    let table = crates::parse_table(&read_readme(&root)).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = fs::read_to_string(root.join("daemon/Cargo.toml")).expect("daemon/Cargo.toml is readable");
+    let named: Vec<&str> = table.iter().flat_map(|row| row.crates.iter().map(String::as_str)).collect();
+    let uses = crates::scan(&root, "daemon/src", &named).expect("daemon/src is readable");
+    let modules = scan_crate(&root, "daemon/src").expect("daemon/src is readable").modules;
+    let problems = crates::problems(&table, &uses, &modules, &crates::dependencies(&manifest));
+    assert!(
+        problems.is_empty(),
+        "external crates outside the modules the README allows ({} problems):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn rero_reaches_the_library_only_through_the_wire() {
+    let uses = crates::scan(&workspace_root(), "daemon/src", &["rerod"]).expect("daemon/src is readable");
+    let problems = crates::bin_problems(&uses);
+    assert!(problems.is_empty(), "rero reaches past the wire contract:\n{}", problems.join("\n"));
 }
 
 /// Reports rather than checks, so it always passes; run it with
@@ -298,132 +327,6 @@ fn reexports(tokens: &[Token], modules: &BTreeMap<String, String>) -> BTreeMap<S
         }
     }
     names
-}
-
-/// A lexical token; comments, string and char literals and whitespace are dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Ident(String),
-    PathSep,
-    Open,
-    Close,
-    Comma,
-    Star,
-    Other,
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
-    line: usize,
-}
-
-impl Token {
-    fn is_ident(&self, word: &str) -> bool {
-        matches!(&self.tok, Tok::Ident(w) if w == word)
-    }
-}
-
-/// Splits Rust source into the tokens paths are made of. Comments and
-/// literals go first, so a doc link or a string naming `crate::x` is no use.
-fn tokenize(source: &str) -> Vec<Token> {
-    let s: Vec<char> = source.chars().collect();
-    let mut tokens = Vec::new();
-    let (mut i, mut line) = (0, 1);
-    while i < s.len() {
-        let (tok, end) = next_token(&s, i);
-        let end = end.min(s.len());
-        if let Some(tok) = tok {
-            tokens.push(Token { tok, line });
-        }
-        line += s[i..end].iter().filter(|c| **c == '\n').count();
-        i = end;
-    }
-    tokens
-}
-
-/// What starts at `i` and where it ends: a token, or `None` for whitespace,
-/// a comment, a number or a literal.
-fn next_token(s: &[char], i: usize) -> (Option<Tok>, usize) {
-    let at = |k: usize| s.get(k).copied().unwrap_or('\0');
-    let word_end = |k: usize| k + s[k.min(s.len())..].iter().take_while(|c| **c == '_' || c.is_alphanumeric()).count();
-    match s[i] {
-        '/' if at(i + 1) == '/' => (None, i + s[i..].iter().take_while(|c| **c != '\n').count()),
-        '/' if at(i + 1) == '*' => (None, block_comment_end(s, i)),
-        '"' => (None, string_end(s, i + 1)),
-        '\'' => (None, char_or_lifetime_end(s, i)),
-        ':' if at(i + 1) == ':' => (Some(Tok::PathSep), i + 2),
-        c if c.is_ascii_digit() => (None, word_end(i)),
-        c if c == '_' || c.is_alphabetic() => {
-            let end = word_end(i);
-            let hashes = s[end..].iter().take_while(|c| **c == '#').count();
-            let word: String = s[i..end].iter().collect();
-            match word.as_str() {
-                "r" | "br" | "cr" if at(end + hashes) == '"' => (None, raw_string_end(s, end + hashes + 1, hashes)),
-                "b" | "c" if at(end) == '"' => (None, string_end(s, end + 1)),
-                "b" if at(end) == '\'' => (None, char_or_lifetime_end(s, end)),
-                // A raw identifier, `r#type`: the word after the `#`.
-                "r" if hashes == 1 => {
-                    (Some(Tok::Ident(s[end + 1..word_end(end + 1)].iter().collect())), word_end(end + 1))
-                }
-                _ => (Some(Tok::Ident(word)), end),
-            }
-        }
-        '{' => (Some(Tok::Open), i + 1),
-        '}' => (Some(Tok::Close), i + 1),
-        ',' => (Some(Tok::Comma), i + 1),
-        '*' => (Some(Tok::Star), i + 1),
-        c if c.is_whitespace() => (None, i + 1),
-        _ => (Some(Tok::Other), i + 1),
-    }
-}
-
-/// The end of a `/* */` comment starting at `i`; they nest in Rust.
-fn block_comment_end(s: &[char], mut i: usize) -> usize {
-    let mut depth = 0;
-    while i < s.len() {
-        match (s[i], s.get(i + 1)) {
-            ('/', Some('*')) => depth += 1,
-            ('*', Some('/')) if depth == 1 => return i + 2,
-            ('*', Some('/')) => depth -= 1,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    i
-}
-
-/// The end of a string literal whose opening quote is before `i`.
-fn string_end(s: &[char], mut i: usize) -> usize {
-    while i < s.len() && s[i] != '"' {
-        // An escape covers the next character, which may be a quote.
-        i += if s[i] == '\\' { 2 } else { 1 };
-    }
-    i + 1
-}
-
-/// The end of a raw string opened by `hashes` hashes and a quote before `i`.
-fn raw_string_end(s: &[char], mut i: usize, hashes: usize) -> usize {
-    while i < s.len() {
-        if s[i] == '"' && s[i + 1..].iter().take(hashes).filter(|c| **c == '#').count() == hashes {
-            return i + 1 + hashes;
-        }
-        i += 1;
-    }
-    i
-}
-
-/// At a `'`: the end of a char literal (`'x'`, `'\n'`, `'"'`), or of only
-/// the quote of a lifetime or label (`'a`), whose name then reads as a word.
-fn char_or_lifetime_end(s: &[char], i: usize) -> usize {
-    match (s.get(i + 1), s.get(i + 2)) {
-        (Some('\\'), _) => i + 3 + s[(i + 3).min(s.len())..].iter().take_while(|c| **c != '\'').count() + 1,
-        (Some(_), Some('\'')) => i + 3,
-        _ => i + 1,
-    }
 }
 
 /// One path a `use` tree (or an inline path) ends in.
