@@ -87,19 +87,19 @@ try {
   // The page's own picture, read back: a later frame replaces it.
   const later = await shownFrame(holder, first);
   check(later > first, `the picture did not advance: frame ${first}, then ${later}`);
-  await holder.waitForFunction(() => /^[1-9]\d* fps$/.test(document.getElementById('camera-fps').textContent));
-  await holder.waitForFunction(() => document.getElementById('camera-state').textContent === 'Live');
+  await holder.waitForFunction(() => /^[1-9]\d* fps$/.test(document.getElementById('camera-fps')?.textContent));
+  await holder.waitForFunction(() => document.getElementById('camera-state')?.textContent === 'Live');
   await holder.screenshot({ path: join(shots, 'camera-holder.png') });
   console.log(`holder: frames ${first} then ${later}; ${await holder.textContent('#camera-fps')}`);
 
   const other = await signedIn(process.env.OTHER);
-  await other.waitForFunction(() => document.getElementById('camera-state').textContent.includes('only to the holder'));
-  check(!(await other.evaluate(() => document.getElementById('camera-image').src)), 'another student saw a picture');
+  await other.waitForFunction(() => document.getElementById('camera-state')?.textContent.includes('only to the holder'));
+  check(!(await other.evaluate(() => document.getElementById('camera-image')?.src)), 'another student saw a picture');
   await other.screenshot({ path: join(shots, 'camera-other.png') });
 
   holder.on('dialog', (d) => d.accept());
   await holder.click('#end-session');
-  await holder.waitForFunction(() => document.getElementById('camera-state').textContent.startsWith('Camera stopped: Your session on uno-1 ended'),
+  await holder.waitForFunction(() => document.getElementById('camera-state')?.textContent.startsWith('Camera stopped: Your session on uno-1 ended'),
     null, { timeout: limit(10000) });
   console.log(`holder: ${await holder.textContent('#camera-state')}`);
   await holder.screenshot({ path: join(shots, 'camera-ended.png') });
