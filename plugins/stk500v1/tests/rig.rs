@@ -63,6 +63,22 @@ async fn killing_the_board_mid_upload_is_port_vanished() {
     assert!(matches!(err, UploadError::PortVanished { .. }), "{err}");
 }
 
+/// A host too busy to run the board for 3 s mid-upload (longer than a
+/// reply's 2 s of slack): the page whose
+/// reply missed its deadline is sent again after a re-sync, and the upload
+/// verifies.
+#[tokio::test]
+async fn a_board_stalled_mid_upload_is_retried_and_verifies() {
+    let rig = Rig::start(RigOptions { reset_on_open: true, app: None, ..RigOptions::default() });
+    let (ctx, events) = testkit::stalling_context(rig.pid(), Phase::Write, 30, Duration::from_secs(3));
+    let job = rig_job(testkit::load_firmware("counter.hex"), rig.path(), ResetMethod::None, toml::Table::new());
+    let report =
+        Stk500v1.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
+    assert!(report.log.contains("attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+    testkit::assert_progress_well_formed(&events.lock().expect("events"));
+}
+
 /// The daemon's flow: the console reads the board, an upload leases the
 /// port, the console comes back and talks to the new program.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
