@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::bootloader::Settings;
 use crate::error::{ResetError, UploadError};
 use crate::link::{READ_SLICE, ReadError, SerialLink, TtyLink, classify_io, drain, read_exact};
+use crate::reset::ResetMethod;
 use crate::upload::{Phase, UploadContext, UploadFuture, UploadJob, UploadReport, spawn_blocking_upload};
 
 /// How long to wait for an answer to one sync or sign-on request before
@@ -124,6 +125,18 @@ impl<'a> LinkSession<'a> {
         }
     }
 
+    /// Resets the board with `reset` (into its bootloader) and drops what
+    /// the old program printed.
+    pub fn reset_board(&mut self, reset: &ResetMethod) -> Result<(), UploadError> {
+        match reset.run(Some(&mut *self.link), self.ctx.cancel_token()) {
+            Ok(Some(note)) => self.note(note),
+            Ok(None) => {}
+            Err(ResetError::Cancelled) => return Err(UploadError::Cancelled),
+            Err(e) => return Err(e.into()),
+        }
+        self.discard_input()
+    }
+
     /// Drops whatever the board sent that nobody read yet (a reply that came
     /// after its deadline, the rest of one that was out of sync); returns
     /// how many bytes were dropped.
@@ -204,9 +217,16 @@ pub trait BootloaderSession<'a> {
         self.io().discard_input()?;
         let started = Instant::now();
         let mut quiet_since = started;
+        // A bootloader that answers nothing at all is gone (Optiboot's
+        // watchdog started the program) or hung: nothing late is on its way
+        // then either, and waiting out DRAIN_MAX would only delay the re-sync.
+        let mut silent_since = started;
         let (mut received, mut sent) = (0, 0);
         let mut buf = [0u8; 512];
-        while quiet_since.elapsed() < DRAIN_QUIET && started.elapsed() < DRAIN_MAX {
+        while quiet_since.elapsed() < DRAIN_QUIET
+            && silent_since.elapsed() < DRAIN_QUIET
+            && started.elapsed() < DRAIN_MAX
+        {
             self.io().ctx.check_cancelled()?;
             self.io().send(request)?;
             sent += 1;
@@ -218,6 +238,9 @@ pub trait BootloaderSession<'a> {
             received += got;
             if got != answer {
                 quiet_since = Instant::now();
+            }
+            if got > 0 {
+                silent_since = Instant::now();
             }
         }
         Ok(received.saturating_sub(sent * answer))
@@ -307,14 +330,7 @@ pub trait BootloaderSession<'a> {
         for attempt in 1..=attempts {
             let started = Instant::now();
             let this = self.io();
-            match job.reset.run(Some(&mut *this.link), this.ctx.cancel_token()) {
-                Ok(Some(note)) => this.note(note),
-                Ok(None) => {}
-                Err(ResetError::Cancelled) => return Err(UploadError::Cancelled),
-                Err(e) => return Err(e.into()),
-            }
-            // Whatever the old program printed is of no interest now.
-            this.link.discard_input().map_err(|e| classify_io(this.port, "flushing", e))?;
+            this.reset_board(&job.reset)?;
             this.ctx.progress(Phase::Sync, ((attempt - 1) * 100 / attempts) as u8);
             if let Some(how) = connect(self, settings.sync_window)? {
                 self.io().note(format!("{how} after {} ms (attempt {attempt})", started.elapsed().as_millis()));

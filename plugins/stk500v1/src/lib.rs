@@ -25,7 +25,7 @@ use rerod_devices::bootloader::{self, Defaults, Settings};
 use rerod_devices::link::{ReadError, SerialLink, drain, read_exact};
 use rerod_devices::link_session::{self, BootloaderSession, LinkSession, Protocol, SYNC_RETRY};
 use rerod_devices::{
-    OptionError, Signature, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport, Uploader,
+    OptionError, ResetMethod, Signature, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport, Uploader,
 };
 
 /// The STK500v1 uploader, registered as `plugin = "stk500v1"`.
@@ -98,7 +98,8 @@ impl Protocol for Stk500v1 {
         ctx: &UploadContext,
         start: Instant,
     ) -> Result<UploadReport, UploadError> {
-        let mut session = Session { io: LinkSession::new(link, job, ctx) };
+        let mut session =
+            Session { io: LinkSession::new(link, job, ctx), reset: &job.reset, sync_window: plan.settings.sync_window };
         session.reset_and_connect(job, &plan.settings, Session::sync)?;
         session.identify(&plan.settings)?;
         session.retrying("ENTER_PROGMODE", |s| s.command(&[STK_ENTER_PROGMODE, CRC_EOP], 0, "ENTER_PROGMODE"))?;
@@ -131,6 +132,9 @@ pub struct Plan {
 /// One upload in progress: STK500v1 commands over the shared link session.
 struct Session<'a> {
     io: LinkSession<'a>,
+    /// How the board is reset into Optiboot, for a re-sync that finds it gone.
+    reset: &'a ResetMethod,
+    sync_window: Duration,
 }
 
 impl<'a> BootloaderSession<'a> for Session<'a> {
@@ -141,7 +145,17 @@ impl<'a> BootloaderSession<'a> for Session<'a> {
     fn resync(&mut self, window: Duration) -> Result<bool, UploadError> {
         // Optiboot answers GET_SYNC in programming mode too, and leaves its
         // state (programming mode, nothing else) as it was.
-        Ok(self.sync(window)?.is_some())
+        if self.sync(window)?.is_some() {
+            return Ok(true);
+        }
+        // Optiboot starts the program after a second without a byte (its
+        // watchdog), which a stalled host easily gives it. A reset brings it
+        // back, and the upload goes on where it was: the pages written stay,
+        // every PROG_PAGE erases its own page, and Optiboot needs no
+        // ENTER_PROGMODE.
+        self.io.note("no answer to the re-sync; resetting the board into its bootloader again".into());
+        self.io.reset_board(self.reset)?;
+        Ok(self.sync(self.sync_window)?.is_some())
     }
 
     fn keep_alive(&self) -> Option<(&'static [u8], usize)> {

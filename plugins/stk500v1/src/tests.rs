@@ -48,6 +48,9 @@ struct FakeOptiboot {
     nosync_on_pages: bool,
     /// Answers NOSYNC once, to the PROG_PAGE of this page (counted from 0).
     nosync_once_on_page: Option<usize>,
+    /// After writing this page (counted from 0) Optiboot's watchdog starts
+    /// the program, once: the next command goes unanswered until a reset.
+    leave_after_page: Option<usize>,
     /// The first PROG_PAGE at each address is answered NOSYNC, the next one written.
     nosync_first_try: bool,
     nosync_address: Option<usize>,
@@ -74,6 +77,7 @@ impl FakeOptiboot {
             stray_before_parameter: None,
             nosync_on_pages: false,
             nosync_once_on_page: None,
+            leave_after_page: None,
             nosync_first_try: false,
             nosync_address: None,
         }
@@ -146,6 +150,11 @@ impl FakeBootloader for FakeOptiboot {
                     self.flash[self.address..self.address + data.len()].copy_from_slice(data);
                     let page = self.pages_written;
                     self.pages_written += 1;
+                    if self.leave_after_page.take_if(|n| *n == page).is_some() {
+                        self.reply(&[]);
+                        self.listening = false;
+                        return;
+                    }
                     if self.drop_reply_on_page.take_if(|n| *n == page).is_some() {
                         continue;
                     }
@@ -314,11 +323,11 @@ fn a_board_that_stops_answering_times_out() {
     let (result, events) = upload(&mut board, &job(firmware(2048, 0), ""));
     let err = result.expect_err("timeout");
     assert!(matches!(err, UploadError::Timeout { .. }), "{err}");
-    // Re-syncs are tried while attempts remain; the log says the silence stayed.
-    assert!(
-        events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains("did not answer the re-sync"))),
-        "{events:?}"
-    );
+    // Each retry resets the board back into Optiboot, which hangs on the
+    // same page again: the step's attempts run out, and the log says so.
+    let logged = |needle: &str| events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains(needle)));
+    assert!(logged("resetting the board into its bootloader again"), "{events:?}");
+    assert!(logged("writing the page at 0x0180: giving up after 3 attempt(s)"), "{events:?}");
 }
 
 #[test]
@@ -333,6 +342,22 @@ fn a_lost_page_reply_is_retried_after_a_resync() {
     assert!(report.log.contains("writing the page at 0x0180: attempt 1 of 3 failed"), "{}", report.log);
     assert!(report.log.contains("timed out"), "{}", report.log);
     assert!(report.log.contains("succeeded on attempt 2"), "{}", report.log);
+    assert_progress_well_formed(&events);
+}
+
+#[test]
+fn a_bootloader_that_left_for_the_program_is_reset_and_the_upload_goes_on() {
+    let mut board = FakeOptiboot::new();
+    // A host stalled for over a second after the fifth page: the watchdog ran out.
+    board.leave_after_page = Some(4);
+    let fw = firmware(2048, 0);
+    let (result, events) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("reset, back in sync, and on from the sixth page");
+    assert_eq!(&board.flash[..2048], &fw.flatten().bytes[..]);
+    assert_eq!(board.pages_written, 16, "no page written twice: the sixth was never received");
+    assert!(report.log.contains("resetting the board into its bootloader again"), "{}", report.log);
+    assert!(report.log.contains("writing the page at 0x0280: succeeded on attempt 2"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
     assert_progress_well_formed(&events);
 }
 

@@ -1,7 +1,7 @@
 //! The stk500v1 uploader against the simulated Uno (real Optiboot in simavr, tests/rig).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rerod_devices::testkit::{self, Rig, RigOptions, check_rig_contract, recording_context, rig_job};
@@ -75,6 +75,33 @@ async fn a_board_stalled_mid_upload_is_retried_and_verifies() {
     let report =
         Stk500v1.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
     assert!(report.log.contains("attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+    testkit::assert_progress_well_formed(&events.lock().expect("events"));
+}
+
+/// The host, not the board, stalls for 1.5 s mid-write (the upload thread
+/// sleeps in its progress callback): Optiboot's 1 s watchdog starts the
+/// half-written program, the re-sync goes unanswered, and the board is reset
+/// into Optiboot again; the upload goes on from its page and verifies.
+#[tokio::test]
+async fn a_host_stalled_past_optiboots_watchdog_resets_the_board_and_goes_on() {
+    let rig = Rig::start(RigOptions::default());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let stalled = AtomicBool::new(false);
+    let ctx = UploadContext::new(CancelToken::new(), move |e| {
+        if let UploadEvent::Progress(Progress { phase: Phase::Write, percent }) = e
+            && percent >= 30
+            && !stalled.swap(true, Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        sink.lock().expect("events").push(e);
+    });
+    let job = rig_job(testkit::load_firmware("counter.hex"), rig.path(), rig.reset_command(), toml::Table::new());
+    let report =
+        Stk500v1.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
+    assert!(report.log.contains("resetting the board into its bootloader again"), "{}", report.log);
     assert!(report.log.contains("verified"), "{}", report.log);
     testkit::assert_progress_well_formed(&events.lock().expect("events"));
 }
