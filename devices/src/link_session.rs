@@ -190,8 +190,10 @@ pub trait BootloaderSession<'a> {
 
     /// Gets back in step with a bootloader that is still in programming
     /// mode, after stale input was drained: the protocol's sync handshake
-    /// (GET_SYNC, SIGN_ON), tried for at most `window`. `false` when the
-    /// bootloader did not answer.
+    /// (GET_SYNC, SIGN_ON), tried for at most `window`. A protocol whose
+    /// bootloader can be reset mid-upload without harm may do so when the
+    /// handshake goes unanswered (STK500v1: Optiboot's watchdog may have
+    /// started the program). `false` when the bootloader did not answer.
     fn resync(&mut self, window: Duration) -> Result<bool, UploadError>;
 
     /// A request that changes nothing and that the bootloader answers with
