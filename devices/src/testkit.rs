@@ -220,6 +220,11 @@ impl Rig {
         ResetMethod::Command(vec!["kill".into(), "-USR1".into(), self.pid().to_string()])
     }
 
+    /// Where the rig's stderr goes, for a test that waits for a line from another thread.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The rig's stderr so far (resets, opens), for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
