@@ -217,7 +217,19 @@ async function myBookings() {
           h('th', { scope: 'col' }, 'Board'), h('th', { scope: 'col' }, 'Actions'))),
         h('tbody', {}, rows))
       : h('p', {}, 'You have no bookings. Pick a board on the ', h('a', { href: '#/' }, 'overview'), '.'));
-  return () => clearInterval(timer);
+  // A booking an admin cancels or moves (maintenance), or one made in another
+  // tab, shows here at once: a change to a day of ours, or a slot now ours.
+  const ours = new Set(answer.bookings.map((b) => `${b.device} ${b.date}`));
+  let refresh = null;
+  const off = slotFeed.subscribe((m) => {
+    const touched = m.type === 'booking_moved'
+      || (m.type === 'slots_update' && (ours.has(`${m.data.device} ${m.data.date}`)
+        || m.data.slots.some((s) => s.booked_by && s.booked_by === session.user?.email)));
+    if (!touched) return;
+    clearTimeout(refresh);
+    refresh = setTimeout(() => { if (location.hash === '#/bookings') route(); }, 300);
+  });
+  return () => { clearInterval(timer); clearTimeout(refresh); off(); };
 }
 
 document.getElementById('logout').addEventListener('click', () => {

@@ -220,6 +220,11 @@ impl Rig {
         ResetMethod::Command(vec!["kill".into(), "-USR1".into(), self.pid().to_string()])
     }
 
+    /// Where the rig's stderr goes, for a test that waits for a line from another thread.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The rig's stderr so far (resets, opens), for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -268,6 +273,36 @@ pub fn recording_context(cancel: CancelToken) -> (UploadContext, Arc<Mutex<Vec<U
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     (UploadContext::new(cancel, move |e| sink.lock().unwrap().push(e)), events)
+}
+
+/// A [`recording_context`] that, once `phase` progress reaches `percent`,
+/// stops process `pid` (a rig) for `stall` and then lets it go on: a host
+/// too busy to run the board's side in time, so a reply misses its deadline.
+pub fn stalling_context(
+    pid: u32,
+    phase: Phase,
+    percent: u8,
+    stall: Duration,
+) -> (UploadContext, Arc<Mutex<Vec<UploadEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let stalled = std::sync::atomic::AtomicBool::new(false);
+    let ctx = UploadContext::new(CancelToken::new(), move |e| {
+        if let UploadEvent::Progress(p) = e
+            && p.phase == phase
+            && p.percent >= percent
+            && !stalled.swap(true, Ordering::SeqCst)
+        {
+            // Stopped before this call returns, so the next request is sent to a stopped board.
+            signal(pid, libc::SIGSTOP);
+            std::thread::spawn(move || {
+                std::thread::sleep(stall);
+                signal(pid, libc::SIGCONT);
+            });
+        }
+        sink.lock().unwrap().push(e);
+    });
+    (ctx, events)
 }
 
 /// A job for the rig's Uno, whose bootloader takes 1 KB (31,744 bytes for programs).
@@ -403,6 +438,10 @@ pub trait FakeBootloader: Send {
     /// DTR was asserted again: the board resets into its bootloader.
     fn reset(&mut self);
 
+    /// Called before every read: a fake that delays a reply moves it onto
+    /// the wire here once its time has come.
+    fn poll(&mut self) {}
+
     /// The port is gone: reads hang up, writes fail with EIO.
     fn vanished(&self) -> bool {
         false
@@ -419,10 +458,15 @@ impl<B: FakeBootloader> SerialLink for B {
         if self.vanished() {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "hang-up"));
         }
+        self.poll();
+        if self.wire().output.is_empty() {
+            // A silent board: the time passes as it would on the wire, and
+            // a reply delayed into that time arrives at its end.
+            std::thread::sleep(timeout);
+            self.poll();
+        }
         let output = &mut self.wire().output;
         if output.is_empty() {
-            // A silent board: the time passes as it would on the wire.
-            std::thread::sleep(timeout);
             return Ok(0);
         }
         let n = buf.len().min(output.len());

@@ -248,10 +248,17 @@ fn rero_printing_into_a_closed_pipe_exits_0() {
     for args in [&["completions", "bash"][..], &["completions", "zsh"], &["man"], &["--help"]] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let output = rero.command(args).stdin(Stdio::null()).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let output = rero
+            .command(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{args:?}: {:?} {stderr}", output.status);
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{args:?}: {stderr}");
     }
 }
 
@@ -392,6 +399,15 @@ async fn rero_registers_says_where_it_is_and_knows_your_own_slot() {
     assert!(stdout.contains("Registered newcomer@example.org") && stdout.contains("Logged in"), "{stdout}");
     assert!(rero.credentials().exists());
 
+    // The same address again: refused in plain words, the login kept.
+    let kept = std::fs::read(rero.credentials()).unwrap();
+    let output =
+        rero.run_with(&["register", "newcomer@example.org", "--server", &server], format!("{PASSWORD}\n").as_bytes());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already exists") && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(rero.credentials()).unwrap(), kept, "a refused register changed the saved login");
+
     let status = rero.ok(&["status"]);
     assert!(status.contains(&server) && status.contains("times in UTC"), "{status}");
     assert!(status.contains("Account: newcomer@example.org") && status.contains("Booking: none"), "{status}");
@@ -425,16 +441,23 @@ async fn rero_checks_a_hex_file_before_uploading_it() {
     let token = c.user("ada@example.com").await;
     let rero = Rero::new();
     let bad = rero.config.path().join("bad.hex");
-    std::fs::write(&bad, ":00000001FF\nnot hex\n").unwrap();
-    let output = rero
-        .command(&["upload", bad.to_str().unwrap()])
-        .env("RERO_SERVER", format!("http://{}", daemon.addr))
-        .env("RERO_TOKEN", &token)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.hex: Intel HEX line 2") && stderr.contains("nothing was uploaded"), "{stderr}");
+    // The case (a text file, once flashed as its raw bytes), a
+    // broken second line, and a record whose checksum is wrong.
+    for (text, line) in [("hello\n", 1), (":00000001FF\nnot hex\n", 2), (":0100000000FE\n:00000001FF\n", 1)] {
+        std::fs::write(&bad, text).unwrap();
+        let output = rero
+            .command(&["upload", bad.to_str().unwrap()])
+            .env("RERO_SERVER", format!("http://{}", daemon.addr))
+            .env("RERO_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{text:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("bad.hex: Intel HEX line {line}")) && stderr.contains("nothing was uploaded"),
+            "{text:?}: {stderr}"
+        );
+    }
     assert!(!daemon.log().contains("/devices/upload"), "nothing reached the server");
 }
 

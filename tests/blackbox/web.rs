@@ -99,6 +99,9 @@ fn two_students_and_an_admin_use_the_lab_in_a_browser() {
     // An admin made on the host, as a lab's first admin is.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(daemon.host_account(FLOW_ADMIN, true));
+    // A second lab with quarter-hour slots and no board, whose day is long
+    // enough that a phone must scroll to reach the slot in progress.
+    let short_slots = Daemon::start_with(Options::config("[lab]\ntimezone = \"UTC\"\nslot_minutes = 15\n"));
     let root = workspace_root();
     let shots = root.join("target/web-screenshots");
     // Only this run's screenshots: an earlier run's would look like steps of this one.
@@ -110,6 +113,7 @@ fn two_students_and_an_admin_use_the_lab_in_a_browser() {
     let mut flow = Command::new("node")
         .arg(root.join("tests/web/flow.mjs"))
         .env("APP_URL", format!("http://{}", daemon.addr))
+        .env("SHORT_SLOTS_URL", format!("http://{}", short_slots.addr))
         .env("HELLO_HEX", testkit::rig_file("hello.hex"))
         .env("ECHO_HEX", testkit::rig_file("echo.hex"))
         .env("ADMIN_EMAIL", FLOW_ADMIN)

@@ -7,11 +7,16 @@
 // and uploads it; B, who does not hold the board, finds its controls
 // disabled and is told who holds it, and books and cancels on the week
 // calendar by keyboard; A ends the session and can still copy its output.
-// The admin then cancels B's booking, puts the board in maintenance and
-// back, and disables (after a confirmation, refused once) and re-enables
-// B, whose page signs out at once, without B doing anything.
+// The admin then cancels B's booking (B's "My bookings" drops it at once),
+// puts the board in maintenance and back, and disables (after a
+// confirmation, refused once) and re-enables B, whose page signs out at
+// once, without B doing anything.
 //
-// Started by tests/blackbox/web.rs with APP_URL, HELLO_HEX, ECHO_HEX,
+// On a phone, a lab of quarter-hour slots opens its day at the slot in
+// progress, not at midnight.
+//
+// Started by tests/blackbox/web.rs with APP_URL, SHORT_SLOTS_URL (a lab of
+// quarter-hour slots and no board), HELLO_HEX, ECHO_HEX,
 // ADMIN_EMAIL, ADMIN_PASSWORD, SHOTS (the screenshot folder) and
 // RERO_TEST_TIME_SCALE (the black-box suite's multiplier of every wait) in
 // its environment. Every wait is bounded, by a limit times that scale.
@@ -56,8 +61,8 @@ async function shot(page, what) {
   await page.screenshot({ path: join(shots, `${String(step).padStart(2, '0')}-${what}.png`), fullPage: true });
 }
 
-async function register(page, email) {
-  await page.goto(url);
+async function register(page, email, at = url) {
+  await page.goto(at);
   await page.getByLabel('E-mail').fill(email);
   await page.getByLabel('Password').fill('plum-orbit-cactus-41');
   await page.click('#register');
@@ -143,6 +148,19 @@ try {
     await (confirming ? dialog.accept() : dialog.dismiss());
   });
   await a.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url });
+
+  // B's phone on a day of 96 slots: the page opens scrolled to the one in
+  // progress (after 02:00 UTC it is below the first screen).
+  await register(b, 'b@example.com', process.env.SHORT_SLOTS_URL);
+  await b.goto(`${process.env.SHORT_SLOTS_URL}/#/board/default`);
+  await b.waitForSelector('li.slot.now');
+  const inView = await b.evaluate(() => {
+    const box = document.querySelector('li.slot.now').getBoundingClientRect();
+    return { top: Math.round(box.top), bottom: Math.round(box.bottom), height: window.innerHeight, scrolled: window.scrollY };
+  });
+  check(inView.top >= 0 && inView.bottom <= inView.height,
+    `the slot in progress is not on the phone's screen: ${JSON.stringify(inView)}`);
+  await shot(b, 'b-phone-day-at-now');
 
   await register(a, 'a@example.com');
   await shot(a, 'a-overview');
@@ -280,6 +298,9 @@ try {
   await b.waitForSelector(`${todayInWeek}[data-state="available"]`);
   await b.click(`${todayInWeek} button`);
   await b.waitForSelector(`${todayInWeek}[data-state="mine"]`);
+  // B watches "My bookings" while the admin cancels it.
+  await b.evaluate(() => { location.hash = '#/bookings'; });
+  await b.waitForSelector('main td:text-is("uno-1")');
 
   await admin.click('#nav-admin');
   await admin.waitForSelector('caption:has-text("Accounts")');
@@ -295,9 +316,13 @@ try {
   await admin.click('td:text-is("b@example.com") >> xpath=.. >> button:has-text("Cancel")');
   await admin.waitForSelector('text=No bookings today.');
   check(questions.some((q) => q.includes("Cancel b@example.com's booking")), `no confirmation to cancel: ${questions}`);
-  await b.waitForSelector(`${todayInWeek}[data-state="available"]`, { timeout: limit(1000) });
+  // Without a reload, B's list loses the booking and its countdown.
+  await b.waitForSelector('main :text("You have no bookings")', { timeout: limit(2000) });
+  check(await b.locator('main :text("running")').count() === 0, 'B still counts down a cancelled booking');
   await shot(admin, 'admin-cancelled-b');
   await shot(b, 'b-sees-cancelled');
+  await b.evaluate(() => history.back());
+  await b.waitForSelector(`${todayInWeek}[data-state="available"]`);
 
   // Maintenance on and off.
   await admin.click(`button[aria-label="Put in maintenance ${DEVICE}"]`);

@@ -5,7 +5,9 @@
 //! attempts), read the bootloader version and the signature (checked against
 //! the model's), enter programming mode, write every page the firmware
 //! touches, read each back and compare, leave programming mode (Optiboot then
-//! starts the new program by itself).
+//! starts the new program by itself). A step whose reply misses its
+//! deadline or comes back out of sync is retried after draining stale input
+//! and a fresh GET_SYNC (see [`BootloaderSession::retrying`]).
 //!
 //! Speed: the line is the limit, so the code never sleeps between commands,
 //! writes each command in one syscall, and reads exactly the reply length.
@@ -23,7 +25,7 @@ use rerod_devices::bootloader::{self, Defaults, Settings};
 use rerod_devices::link::{ReadError, SerialLink, drain, read_exact};
 use rerod_devices::link_session::{self, BootloaderSession, LinkSession, Protocol, SYNC_RETRY};
 use rerod_devices::{
-    OptionError, Signature, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport, Uploader,
+    OptionError, ResetMethod, Signature, UploadContext, UploadError, UploadFuture, UploadJob, UploadReport, Uploader,
 };
 
 /// The STK500v1 uploader, registered as `plugin = "stk500v1"`.
@@ -96,10 +98,11 @@ impl Protocol for Stk500v1 {
         ctx: &UploadContext,
         start: Instant,
     ) -> Result<UploadReport, UploadError> {
-        let mut session = Session { io: LinkSession::new(link, job, ctx) };
+        let mut session =
+            Session { io: LinkSession::new(link, job, ctx), reset: &job.reset, sync_window: plan.settings.sync_window };
         session.reset_and_connect(job, &plan.settings, Session::sync)?;
         session.identify(&plan.settings)?;
-        session.command(&[STK_ENTER_PROGMODE, CRC_EOP], 0, "ENTER_PROGMODE")?;
+        session.retrying("ENTER_PROGMODE", |s| s.command(&[STK_ENTER_PROGMODE, CRC_EOP], 0, "ENTER_PROGMODE"))?;
         session.program(&plan.pages)?;
         if plan.settings.verify {
             session.verify(&plan.pages)?;
@@ -129,11 +132,35 @@ pub struct Plan {
 /// One upload in progress: STK500v1 commands over the shared link session.
 struct Session<'a> {
     io: LinkSession<'a>,
+    /// How the board is reset into Optiboot, for a re-sync that finds it gone.
+    reset: &'a ResetMethod,
+    sync_window: Duration,
 }
 
 impl<'a> BootloaderSession<'a> for Session<'a> {
     fn io(&mut self) -> &mut LinkSession<'a> {
         &mut self.io
+    }
+
+    fn resync(&mut self, window: Duration) -> Result<bool, UploadError> {
+        // Optiboot answers GET_SYNC in programming mode too, and leaves its
+        // state (programming mode, nothing else) as it was.
+        if self.sync(window)?.is_some() {
+            return Ok(true);
+        }
+        // Optiboot starts the program after a second without a byte (its
+        // watchdog), which a stalled host easily gives it. A reset brings it
+        // back, and the upload goes on where it was: the pages written stay,
+        // every PROG_PAGE erases its own page, and Optiboot needs no
+        // ENTER_PROGMODE.
+        self.io.note("no answer to the re-sync; resetting the board into its bootloader again".into());
+        self.io.reset_board(self.reset)?;
+        Ok(self.sync(self.sync_window)?.is_some())
+    }
+
+    fn keep_alive(&self) -> Option<(&'static [u8], usize)> {
+        // Every byte Optiboot receives resets its watchdog.
+        Some((&[STK_GET_SYNC, CRC_EOP], 2))
     }
 }
 
@@ -207,10 +234,13 @@ impl Session<'_> {
     }
 
     fn identify(&mut self, settings: &Settings) -> Result<(), UploadError> {
-        let major = self.command(&[STK_GET_PARAMETER, PARAM_SW_MAJOR, CRC_EOP], 1, "GET_PARAMETER")?[0];
-        let minor = self.command(&[STK_GET_PARAMETER, PARAM_SW_MINOR, CRC_EOP], 1, "GET_PARAMETER")?[0];
+        let parameter = |session: &mut Self, param: u8, what: &str| {
+            session.retrying(what, |s| s.command(&[STK_GET_PARAMETER, param, CRC_EOP], 1, "GET_PARAMETER"))
+        };
+        let major = parameter(self, PARAM_SW_MAJOR, "GET_PARAMETER (major version)")?[0];
+        let minor = parameter(self, PARAM_SW_MINOR, "GET_PARAMETER (minor version)")?[0];
         self.io.note(format!("bootloader version {major}.{minor}"));
-        let got = self.command(&[STK_READ_SIGN, CRC_EOP], 3, "READ_SIGN")?;
+        let got = self.retrying("READ_SIGN", |s| s.command(&[STK_READ_SIGN, CRC_EOP], 3, "READ_SIGN"))?;
         let got = Signature([got[0], got[1], got[2]]);
         match settings.signature {
             Some(expected) if expected != got.0 => {

@@ -10,6 +10,8 @@ use rerod_devices::{Firmware, Phase, Progress, UploadEvent};
 
 use super::*;
 
+const STK_NOSYNC: u8 = 0x15;
+
 /// A fake ATmega328P with Optiboot 4.4, answering synchronously: each write
 /// is parsed at once and its replies queued for the next reads. It follows
 /// Optiboot's code paths, including its habit of resetting into the program
@@ -33,6 +35,25 @@ struct FakeOptiboot {
     vanish_after: Option<usize>,
     hang_after: Option<usize>,
     pages_written: usize,
+    /// The answer to this page write (counted from 0) is lost, once.
+    drop_reply_on_page: Option<usize>,
+    /// The answer to this page write comes this late, once.
+    late_reply_on_page: Option<(usize, Duration)>,
+    /// A held-back answer and when it reaches the wire.
+    held: Option<(Instant, Vec<u8>)>,
+    /// A stray byte of the old program's output arrives just before the
+    /// first GET_PARAMETER answer, as on a busy host.
+    stray_before_parameter: Option<u8>,
+    /// Every page write is answered NOSYNC.
+    nosync_on_pages: bool,
+    /// Answers NOSYNC once, to the PROG_PAGE of this page (counted from 0).
+    nosync_once_on_page: Option<usize>,
+    /// After writing this page (counted from 0) Optiboot's watchdog starts
+    /// the program, once: the next command goes unanswered until a reset.
+    leave_after_page: Option<usize>,
+    /// The first PROG_PAGE at each address is answered NOSYNC, the next one written.
+    nosync_first_try: bool,
+    nosync_address: Option<usize>,
 }
 
 impl FakeOptiboot {
@@ -50,6 +71,15 @@ impl FakeOptiboot {
             vanish_after: None,
             hang_after: None,
             pages_written: 0,
+            drop_reply_on_page: None,
+            late_reply_on_page: None,
+            held: None,
+            stray_before_parameter: None,
+            nosync_on_pages: false,
+            nosync_once_on_page: None,
+            leave_after_page: None,
+            nosync_first_try: false,
+            nosync_address: None,
         }
     }
 
@@ -92,6 +122,9 @@ impl FakeBootloader for FakeOptiboot {
             }
             match cmd[0] {
                 STK_GET_PARAMETER => {
+                    if let Some(byte) = self.stray_before_parameter.take() {
+                        self.wire.output.push_back(byte);
+                    }
                     self.reply(&[if cmd[1] == PARAM_SW_MAJOR || cmd[1] == PARAM_SW_MINOR { 4 } else { 3 }])
                 }
                 STK_READ_SIGN => self.reply(&self.signature.clone()),
@@ -104,9 +137,31 @@ impl FakeBootloader for FakeOptiboot {
                         self.listening = false;
                         return;
                     }
+                    let first_try =
+                        self.nosync_first_try && self.nosync_address.replace(self.address) != Some(self.address);
+                    if first_try
+                        || self.nosync_on_pages
+                        || self.nosync_once_on_page.take_if(|n| *n == self.pages_written).is_some()
+                    {
+                        self.wire.output.push_back(STK_NOSYNC);
+                        continue;
+                    }
                     let data = &cmd[4..len - 1];
                     self.flash[self.address..self.address + data.len()].copy_from_slice(data);
+                    let page = self.pages_written;
                     self.pages_written += 1;
+                    if self.leave_after_page.take_if(|n| *n == page).is_some() {
+                        self.reply(&[]);
+                        self.listening = false;
+                        return;
+                    }
+                    if self.drop_reply_on_page.take_if(|n| *n == page).is_some() {
+                        continue;
+                    }
+                    if let Some((_, delay)) = self.late_reply_on_page.take_if(|(n, _)| *n == page) {
+                        self.held = Some((Instant::now() + delay, vec![STK_INSYNC, STK_OK]));
+                        continue;
+                    }
                     self.reply(&[]);
                 }
                 STK_READ_PAGE => {
@@ -130,6 +185,12 @@ impl FakeBootloader for FakeOptiboot {
         if !self.listening {
             // The program ignores what it is sent.
             self.wire.input.clear();
+        }
+    }
+
+    fn poll(&mut self) {
+        if let Some((_, bytes)) = self.held.take_if(|(at, _)| *at <= Instant::now()) {
+            self.wire.output.extend(bytes);
         }
     }
 
@@ -259,9 +320,112 @@ fn a_port_that_disappears_is_port_vanished() {
 fn a_board_that_stops_answering_times_out() {
     let mut board = FakeOptiboot::new();
     board.hang_after = Some(3);
-    let (result, _) = upload(&mut board, &job(firmware(2048, 0), ""));
+    let (result, events) = upload(&mut board, &job(firmware(2048, 0), ""));
     let err = result.expect_err("timeout");
     assert!(matches!(err, UploadError::Timeout { .. }), "{err}");
+    // Each retry resets the board back into Optiboot, which hangs on the
+    // same page again: the step's attempts run out, and the log says so.
+    let logged = |needle: &str| events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains(needle)));
+    assert!(logged("resetting the board into its bootloader again"), "{events:?}");
+    assert!(logged("writing the page at 0x0180: giving up after 3 attempt(s)"), "{events:?}");
+}
+
+#[test]
+fn a_lost_page_reply_is_retried_after_a_resync() {
+    let mut board = FakeOptiboot::new();
+    board.drop_reply_on_page = Some(3);
+    let fw = firmware(2048, 0);
+    let (result, events) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("the page is written again and the upload verifies");
+    assert_eq!(&board.flash[..2048], &fw.flatten().bytes[..]);
+    assert_eq!(board.pages_written, 17, "16 pages, the fourth twice");
+    assert!(report.log.contains("writing the page at 0x0180: attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("timed out"), "{}", report.log);
+    assert!(report.log.contains("succeeded on attempt 2"), "{}", report.log);
+    assert_progress_well_formed(&events);
+}
+
+#[test]
+fn a_bootloader_that_left_for_the_program_is_reset_and_the_upload_goes_on() {
+    let mut board = FakeOptiboot::new();
+    // A host stalled for over a second after the fifth page: the watchdog ran out.
+    board.leave_after_page = Some(4);
+    let fw = firmware(2048, 0);
+    let (result, events) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("reset, back in sync, and on from the sixth page");
+    assert_eq!(&board.flash[..2048], &fw.flatten().bytes[..]);
+    assert_eq!(board.pages_written, 16, "no page written twice: the sixth was never received");
+    assert!(report.log.contains("resetting the board into its bootloader again"), "{}", report.log);
+    assert!(report.log.contains("writing the page at 0x0280: succeeded on attempt 2"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+    assert_progress_well_formed(&events);
+}
+
+#[test]
+fn a_late_page_reply_is_drained_and_the_page_retried() {
+    let mut board = FakeOptiboot::new();
+    // Later than its deadline (the reply's slack is 2 s): it lands in the drain before the re-sync.
+    board.late_reply_on_page = Some((2, Duration::from_millis(2300)));
+    let fw = firmware(1024, 0);
+    let (result, _) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("the late reply is dropped and the page written again");
+    assert_eq!(&board.flash[..1024], &fw.flatten().bytes[..]);
+    assert!(report.log.contains("dropped 2 stale byte(s)"), "{}", report.log);
+    assert!(report.log.contains("retrying writing the page at 0x0100"), "{}", report.log);
+}
+
+#[test]
+fn a_nosync_answer_to_a_page_is_retried_with_its_load_address() {
+    let mut board = FakeOptiboot::new();
+    board.nosync_once_on_page = Some(1);
+    let fw = firmware(1024, 0);
+    let (result, _) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("re-synced, the page sent again");
+    assert_eq!(&board.flash[..1024], &fw.flatten().bytes[..], "every page, the second at its own address");
+    assert!(report.log.contains("writing the page at 0x0080: attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("[15]"), "the log keeps the NOSYNC: {}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+}
+
+#[test]
+fn an_out_of_sync_parameter_answer_is_retried() {
+    let mut board = FakeOptiboot::new();
+    // The "answered [44] to GET_PARAMETER" of a busy host.
+    board.stray_before_parameter = Some(0x44);
+    let (result, _) = upload(&mut board, &job(firmware(300, 0), ""));
+    let report = result.expect("re-synced, the parameter read again");
+    assert!(report.log.contains("GET_PARAMETER (major version): attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("[44]"), "the log keeps what came: {}", report.log);
+    assert!(report.log.contains("bootloader version 4.4"), "{}", report.log);
+}
+
+#[test]
+fn a_board_that_slips_on_every_page_fails_once_the_upload_has_spent_its_retries() {
+    let mut board = FakeOptiboot::new();
+    board.nosync_first_try = true;
+    // 16 pages, each of which would go through on its second try.
+    let (result, events) = upload(&mut board, &job(firmware(2048, 0), ""));
+    let err = result.expect_err("too many retries");
+    assert!(matches!(err, UploadError::Protocol { command: "PROG_PAGE", .. }), "{err}");
+    let retried = events.iter().filter(|e| matches!(e, UploadEvent::Log(l) if l.contains("re-syncing"))).count();
+    assert_eq!(retried, link_session::UPLOAD_RETRIES as usize, "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains("used all its 8 retries"))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_page_out_of_sync_every_time_fails_after_three_attempts() {
+    let mut board = FakeOptiboot::new();
+    board.nosync_on_pages = true;
+    let (result, events) = upload(&mut board, &job(firmware(300, 0), ""));
+    let err = result.expect_err("never written");
+    assert!(matches!(err, UploadError::Protocol { command: "PROG_PAGE", .. }), "{err}");
+    assert!(
+        events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains("giving up after 3 attempt(s)"))),
+        "{events:?}"
+    );
 }
 
 #[test]

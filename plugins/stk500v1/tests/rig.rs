@@ -1,7 +1,7 @@
 //! The stk500v1 uploader against the simulated Uno (real Optiboot in simavr, tests/rig).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rerod_devices::testkit::{self, Rig, RigOptions, check_rig_contract, recording_context, rig_job};
@@ -61,6 +61,60 @@ async fn killing_the_board_mid_upload_is_port_vanished() {
     assert!(killed.load(Ordering::SeqCst));
     let err = result.expect_err("the board went away");
     assert!(matches!(err, UploadError::PortVanished { .. }), "{err}");
+}
+
+/// A host too busy to run the board for 3 s mid-upload (longer than a
+/// reply's 2 s of slack): the page whose
+/// reply missed its deadline is sent again after a re-sync, and the upload
+/// verifies.
+#[tokio::test]
+async fn a_board_stalled_mid_upload_is_retried_and_verifies() {
+    let rig = Rig::start(RigOptions { reset_on_open: true, app: None, ..RigOptions::default() });
+    let (ctx, events) = testkit::stalling_context(rig.pid(), Phase::Write, 30, Duration::from_secs(3));
+    let job = rig_job(testkit::load_firmware("counter.hex"), rig.path(), ResetMethod::None, toml::Table::new());
+    let report =
+        Stk500v1.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
+    assert!(report.log.contains("attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+    testkit::assert_progress_well_formed(&events.lock().expect("events"));
+}
+
+/// Optiboot leaves for the program mid-write, as its 1 s watchdog makes it
+/// do when the host stalls that long between two commands. The rig's power
+/// cycle (SIGUSR2) gets there without depending on how fast a loaded host
+/// runs simavr: Optiboot stays only after an external reset, so it starts
+/// the half-written program. The re-sync goes unanswered, the board is
+/// reset into Optiboot again, and the upload goes on from its page and
+/// verifies.
+#[tokio::test]
+async fn a_bootloader_that_left_for_the_program_mid_write_is_reset_and_the_upload_goes_on() {
+    let rig = Rig::start(RigOptions::default());
+    let (pid, rig_log) = (rig.pid(), rig.log_path().to_owned());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let left = AtomicBool::new(false);
+    let ctx = UploadContext::new(CancelToken::new(), move |e| {
+        if let UploadEvent::Progress(Progress { phase: Phase::Write, percent }) = e
+            && percent >= 30
+            && !left.swap(true, Ordering::SeqCst)
+        {
+            testkit::signal(pid, libc::SIGUSR2);
+            // The next command must find the program, not Optiboot.
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while !std::fs::read_to_string(&rig_log).unwrap_or_default().contains("SIGUSR2: power cycled")
+                && std::time::Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        sink.lock().expect("events").push(e);
+    });
+    let job = rig_job(testkit::load_firmware("counter.hex"), rig.path(), rig.reset_command(), toml::Table::new());
+    let report =
+        Stk500v1.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
+    assert!(report.log.contains("resetting the board into its bootloader again"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+    testkit::assert_progress_well_formed(&events.lock().expect("events"));
 }
 
 /// The daemon's flow: the console reads the board, an upload leases the

@@ -13,7 +13,10 @@
 //! it. Answers carry the request's sequence number and start with the
 //! command byte and a status. A reply whose frame, sequence number or status
 //! is wrong is a [`UploadError::Protocol`]: the board and rerod no longer
-//! agree on where the conversation is, and only a new upload fixes that.
+//! agree on where the conversation is. That, or a reply that missed its
+//! deadline, is retried: stale input is dropped, a SIGN_ON with a fresh
+//! sequence number gets back in step, and the step runs again (see
+//! [`BootloaderSession::retrying`]).
 //!
 //! Unlike the stk500v1 plugin nothing is pipelined: the bootloader reads a
 //! whole message, acts on it, then sends its answer byte by byte without
@@ -134,7 +137,7 @@ impl Protocol for Stk500v2 {
         session.reset_and_connect(job, &plan.settings, Session::sign_on)?;
         let mut enter = vec![CMD_ENTER_PROGMODE_ISP];
         enter.extend_from_slice(&ENTER_PROGMODE_PARAMS);
-        session.message(&enter, "ENTER_PROGMODE_ISP")?;
+        session.retrying("ENTER_PROGMODE_ISP", |s| s.message(&enter, "ENTER_PROGMODE_ISP"))?;
         // avrdude's order: a real ISP programmer reads the signature only in programming mode.
         session.check_signature(&plan.settings)?;
         session.program(&plan.pages, plan.extended)?;
@@ -230,6 +233,13 @@ impl<'a> BootloaderSession<'a> for Session<'a> {
     fn io(&mut self) -> &mut LinkSession<'a> {
         &mut self.io
     }
+
+    fn resync(&mut self, window: Duration) -> Result<bool, UploadError> {
+        // The bootloader answers SIGN_ON at any time without leaving
+        // programming mode, and sign_on takes a fresh sequence number, so
+        // a late answer to the failed message cannot pass for this one.
+        Ok(self.sign_on(window)?.is_some())
+    }
 }
 
 impl Session<'_> {
@@ -300,7 +310,9 @@ impl Session<'_> {
         let mut signature = [0u8; 3];
         for (i, byte) in signature.iter_mut().enumerate() {
             // Body: command, retAddr (which ISP reply byte holds the value), the ISP instruction.
-            let reply = self.message(&[CMD_READ_SIGNATURE_ISP, 4, 0x30, 0, i as u8, 0], "READ_SIGNATURE_ISP")?;
+            let reply = self.retrying("READ_SIGNATURE_ISP", |s| {
+                s.message(&[CMD_READ_SIGNATURE_ISP, 4, 0x30, 0, i as u8, 0], "READ_SIGNATURE_ISP")
+            })?;
             // Answer: command, STATUS_CMD_OK, the byte, STATUS_CMD_OK.
             match reply.as_slice() {
                 [_, _, value, STATUS_CMD_OK] => *byte = *value,
@@ -337,6 +349,10 @@ impl Session<'_> {
 
     fn program(&mut self, pages: &[(u32, Vec<u8>)], extended: bool) -> Result<(), UploadError> {
         let mut body = Vec::new();
+        // A retried page may have been written already, so its erase moved
+        // the bootloader's erase pointer one page further: the next page is
+        // then erased early, by that retry, still before it is written, and
+        // the page written twice gets the same bytes twice, which flash keeps.
         BootloaderSession::write_pages(self, pages, |session, address, data| {
             session.load_address(address, extended)?;
             let [size_hi, size_lo] = (data.len() as u16).to_be_bytes();

@@ -45,6 +45,15 @@ struct FakeMega {
     pages_written: usize,
     /// The page the next PROGRAM_FLASH_ISP erases (stk500boot.c's `eraseAddress`).
     erase_next: usize,
+    /// The answer to this page write (counted from 0) is lost, once.
+    drop_reply_on_page: Option<usize>,
+    /// The answer to this page read (counted from 0) comes this late, once.
+    late_reply_on_read: Option<(usize, Duration)>,
+    pages_read: usize,
+    /// A held-back answer and when it reaches the wire.
+    held: Option<(Instant, Vec<u8>)>,
+    /// The next answer to this command carries a wrong sequence number, once.
+    bad_seq_once_on: Option<u8>,
 }
 
 impl FakeMega {
@@ -63,11 +72,17 @@ impl FakeMega {
             loaded: Vec::new(),
             pages_written: 0,
             erase_next: 0,
+            drop_reply_on_page: None,
+            late_reply_on_read: None,
+            pages_read: 0,
+            held: None,
+            bad_seq_once_on: None,
         }
     }
 
     fn answer(&mut self, seq: u8, body: &[u8]) {
-        let seq = if self.bad_seq_on == Some(body[0]) { seq.wrapping_add(7) } else { seq };
+        let once = self.bad_seq_once_on.take_if(|c| *c == body[0]).is_some();
+        let seq = if once || self.bad_seq_on == Some(body[0]) { seq.wrapping_add(7) } else { seq };
         let mut out = frame(seq, body);
         if self.bad_checksum_on == Some(body[0]) {
             *out.last_mut().expect("a frame is never empty") ^= 0x55;
@@ -134,7 +149,11 @@ impl FakeBootloader for FakeMega {
                         *cell &= byte;
                     }
                     self.address += n;
+                    let page = self.pages_written;
                     self.pages_written += 1;
+                    if self.drop_reply_on_page.take_if(|n| *n == page).is_some() {
+                        continue;
+                    }
                     self.answer(seq, &[CMD_PROGRAM_FLASH_ISP, STATUS_CMD_OK]);
                 }
                 CMD_READ_FLASH_ISP => {
@@ -149,6 +168,12 @@ impl FakeBootloader for FakeMega {
                     let mut answer = vec![CMD_READ_FLASH_ISP, STATUS_CMD_OK];
                     answer.extend_from_slice(&data);
                     answer.push(STATUS_CMD_OK);
+                    let page = self.pages_read;
+                    self.pages_read += 1;
+                    if let Some((_, delay)) = self.late_reply_on_read.take_if(|(n, _)| *n == page) {
+                        self.held = Some((Instant::now() + delay, frame(seq, &answer)));
+                        continue;
+                    }
                     self.answer(seq, &answer);
                 }
                 CMD_LEAVE_PROGMODE_ISP => {
@@ -161,6 +186,12 @@ impl FakeBootloader for FakeMega {
         if !self.listening {
             // The program ignores what it is sent.
             self.wire.input.clear();
+        }
+    }
+
+    fn poll(&mut self) {
+        if let Some((_, bytes)) = self.held.take_if(|(at, _)| *at <= Instant::now()) {
+            self.wire.output.extend(bytes);
         }
     }
 
@@ -231,15 +262,55 @@ fn a_reply_with_a_bad_checksum_is_a_protocol_error() {
 }
 
 #[test]
-fn a_reply_with_another_sequence_number_is_a_protocol_error() {
+fn a_reply_always_out_of_sequence_is_a_protocol_error_after_three_attempts() {
     let mut board = FakeMega::new();
     board.bad_seq_on = Some(CMD_PROGRAM_FLASH_ISP);
-    let (result, _) = upload(&mut board, &job(firmware(600, 0), ""));
+    let (result, events) = upload(&mut board, &job(firmware(600, 0), ""));
     match result {
         Err(UploadError::Protocol { command: "PROGRAM_FLASH_ISP", .. }) => {}
         other => panic!("want a PROGRAM_FLASH_ISP protocol error, got {other:?}"),
     }
-    assert_eq!(board.pages_written, 1, "stopped at the first page whose answer was wrong");
+    assert_eq!(board.pages_written, 3, "stopped at the first page whose answer was wrong, tried three times");
+    assert!(
+        events.iter().any(|e| matches!(e, UploadEvent::Log(l) if l.contains("giving up after 3 attempt(s)"))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_lost_page_reply_is_retried_after_a_sign_on() {
+    let mut board = FakeMega::new();
+    board.drop_reply_on_page = Some(1);
+    let fw = firmware(1000, 0);
+    let (result, events) = upload(&mut board, &job(fw.clone(), ""));
+    let report = result.expect("the page is written again and the upload verifies");
+    // The retry moved the erase pointer one page ahead; every page is still erased before it is written.
+    assert_eq!(&board.flash[..1000], &fw.flatten().bytes[..]);
+    assert_eq!(board.pages_written, 5, "4 pages, the second twice");
+    assert!(report.log.contains("writing the page at 0x0100: attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("signed on"), "{}", report.log);
+    assert!(report.log.contains("succeeded on attempt 2"), "{}", report.log);
+    assert_progress_well_formed(&events);
+}
+
+#[test]
+fn a_late_read_reply_is_drained_and_the_page_read_again() {
+    let mut board = FakeMega::new();
+    board.late_reply_on_read = Some((2, Duration::from_millis(2300)));
+    let (result, _) = upload(&mut board, &job(firmware(1000, 0), ""));
+    let report = result.expect("the late answer is dropped and the page read again");
+    assert!(report.log.contains("stale byte(s)"), "{}", report.log);
+    assert!(report.log.contains("retrying reading back the page at 0x0200"), "{}", report.log);
+}
+
+#[test]
+fn an_answer_out_of_sequence_once_is_retried() {
+    let mut board = FakeMega::new();
+    board.bad_seq_once_on = Some(CMD_READ_SIGNATURE_ISP);
+    let (result, _) = upload(&mut board, &job(firmware(600, 0), ""));
+    let report = result.expect("signed on again, the signature byte read again");
+    assert!(report.log.contains("READ_SIGNATURE_ISP: attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("signature 1e 98 01"), "{}", report.log);
 }
 
 #[test]

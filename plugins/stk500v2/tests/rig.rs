@@ -9,7 +9,7 @@ use std::time::Duration;
 use rerod_devices::testkit::{
     self, Board, Rig, RigOptions, board_job, check_rig_contract, read_serial_until, recording_context, rig_file,
 };
-use rerod_devices::{CancelToken, Firmware, ResetMethod, UploadError, Uploader};
+use rerod_devices::{CancelToken, Firmware, Phase, ResetMethod, UploadError, Uploader};
 use rerod_stk500v2::Stk500v2;
 
 /// A simulated Mega, optionally running one of the rig's test programs ("counter", "echo").
@@ -47,6 +47,23 @@ async fn a_running_program_without_reset_is_no_sync() {
     let job = board_job(Board::Mega2560, firmware, rig.path(), ResetMethod::None, options);
     let result = Stk500v2.upload(job, ctx).await;
     assert!(matches!(result, Err(UploadError::NoSync { attempts: 2, .. })), "{result:?}");
+}
+
+/// A host too busy to run the board for 3 s mid-upload (longer than a
+/// reply's 2 s of slack): the page whose
+/// reply missed its deadline is sent again after a SIGN_ON, and the upload
+/// verifies.
+#[tokio::test]
+async fn a_mega_stalled_mid_upload_is_retried_and_verifies() {
+    let rig = Rig::start(mega(true, None));
+    let (ctx, events) = testkit::stalling_context(rig.pid(), Phase::Write, 30, Duration::from_secs(3));
+    let firmware = testkit::load_firmware(&Board::Mega2560.firmware("counter"));
+    let job = board_job(Board::Mega2560, firmware, rig.path(), ResetMethod::Dtr, toml::Table::new());
+    let report =
+        Stk500v2.upload(job, ctx).await.unwrap_or_else(|e| panic!("upload failed: {e}\nrig log:\n{}", rig.log()));
+    assert!(report.log.contains("attempt 1 of 3 failed"), "{}", report.log);
+    assert!(report.log.contains("verified"), "{}", report.log);
+    testkit::assert_progress_well_formed(&events.lock().expect("events"));
 }
 
 /// Runs avrdude as the Arduino IDE does for a Mega (`-c wiring`, no chip
