@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, AppError};
+use super::{App, AppError, DeviceInfo, RemoteBoard};
+use crate::config::Config;
 use crate::store::{HostPresence, PresentBoard};
 
 /// The shortest secret between hosts accepted: as for the JWT secret.
@@ -20,9 +21,19 @@ pub struct LabHosts {
     pub hosts: Vec<HostPresence>,
 }
 
-/// Reads and checks the lab's secret between hosts at start.
-pub(super) fn check_cluster_secret(config: &crate::config::Config) -> Result<(), AppError> {
-    let Some(cluster) = &config.cluster else { return Ok(()) };
+/// The lab's secret between hosts; never printed.
+pub(super) struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Reads and checks the lab's secret between hosts at start; `None`
+/// without `[cluster]`.
+pub(super) fn read_cluster_secret(config: &crate::config::Config) -> Result<Option<Secret>, AppError> {
+    let Some(cluster) = &config.cluster else { return Ok(None) };
     let path = &cluster.secret_file;
     let text = std::fs::read_to_string(path)
         .map_err(|e| AppError::Internal(format!("cannot read cluster.secret_file {}: {e}", path.display())))?;
@@ -33,10 +44,94 @@ pub(super) fn check_cluster_secret(config: &crate::config::Config) -> Result<(),
             path.display()
         )));
     }
-    Ok(())
+    Ok(Some(Secret(text.trim().as_bytes().to_vec())))
 }
 
 impl App {
+    /// The lab's secret between hosts; `None` on a lab of one host.
+    pub fn cluster_secret(&self) -> Option<&[u8]> {
+        self.cluster_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
+    /// The boards of this host's config as the other hosts show them.
+    fn present_boards(&self) -> Vec<PresentBoard> {
+        self.config()
+            .devices
+            .iter()
+            .map(|d| {
+                let board = self.devices.board(&d.id);
+                PresentBoard {
+                    id: d.id.clone(),
+                    model: d.model.clone(),
+                    name: d.name.clone(),
+                    plugin: d.plugin.clone(),
+                    baud: d.baud,
+                    online: board.as_ref().is_some_and(|b| b.is_online()),
+                    health: board.as_ref().map_or("unknown", |b| b.health().as_str()).to_owned(),
+                    health_reason: board.as_ref().and_then(|b| b.health().reason().map(str::to_owned)),
+                    in_use: board.as_ref().is_some_and(|b| self.device_in_use(b)),
+                }
+            })
+            .collect()
+    }
+
+    /// Every board of a lab of several hosts, the same list on every host:
+    /// hosts by name, each one's boards in its config order. This host's
+    /// come from its running config, the others' from their presence rows.
+    /// A board id another host already listed is left out (ids name
+    /// boards lab-wide; the first by host name keeps it).
+    pub(super) fn lab_devices(&self, config: &Config, this_host: &str) -> Vec<DeviceInfo> {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| *n != this_host).collect();
+        names.push(this_host);
+        names.sort_unstable();
+        let mut out: Vec<DeviceInfo> = Vec::new();
+        for name in names {
+            let start = out.len();
+            if name == this_host {
+                for d in &config.devices {
+                    let mut info = super::calendar::device_info(0, d);
+                    info.host = Some(this_host.to_owned());
+                    out.push(info);
+                }
+            } else if let Some(host) = hosts.iter().find(|h| h.name == name) {
+                for b in &host.boards {
+                    out.push(DeviceInfo {
+                        number: 0,
+                        id: b.id.clone(),
+                        name: if b.name.is_empty() { b.id.clone() } else { b.name.clone() },
+                        model: b.model.clone(),
+                        plugin: b.plugin.clone(),
+                        port: None,
+                        baud: b.baud,
+                        host: Some(host.name.clone()),
+                        remote: Some(RemoteBoard {
+                            advertise: host.advertise.clone(),
+                            online: host.online && b.online,
+                            host_online: host.online,
+                            // An offline host's boards answer nothing: their health is unknown.
+                            health: if host.online { b.health.clone() } else { "unknown".to_owned() },
+                            health_reason: b.health_reason.clone().filter(|_| host.online),
+                            in_use: host.online && b.in_use,
+                        }),
+                    });
+                }
+            }
+            let mut i = start;
+            while i < out.len() {
+                if out[..start].iter().any(|d| d.id == out[i].id) {
+                    out.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for (number, d) in out.iter_mut().enumerate() {
+            d.number = number;
+        }
+        out
+    }
+
     /// Every host of the lab and its boards, as last read from the store.
     pub fn lab_hosts(&self) -> LabHosts {
         LabHosts {
@@ -56,12 +151,7 @@ impl App {
             let mut ticks = tokio::time::interval(every);
             loop {
                 ticks.tick().await;
-                let boards: Vec<PresentBoard> = app
-                    .config()
-                    .devices
-                    .iter()
-                    .map(|d| PresentBoard { id: d.id.clone(), model: d.model.clone() })
-                    .collect();
+                let boards = app.present_boards();
                 let renewed = app.store.renew_presence(&cluster.name, &cluster.advertise, boards).await;
                 let read = match renewed {
                     Ok(()) => app.store.hosts(cluster.offline_after).await,

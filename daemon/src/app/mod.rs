@@ -98,6 +98,8 @@ pub struct App {
     camera_tickets: camera::Tickets,
     /// The lab's hosts as last read (`[cluster]`; see `cluster.rs`).
     hosts: Mutex<Vec<crate::store::HostPresence>>,
+    /// The lab's secret between hosts (`cluster.secret_file`, read once at start).
+    cluster_secret: Option<cluster::Secret>,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -216,6 +218,9 @@ pub enum Credentials {
 /// calendar a lab without boards books on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// Its place in the lab's list: config order on one host; in a lab of
+    /// several hosts, by host name and then each host's config order, the
+    /// same on every host.
     pub number: usize,
     pub id: String,
     pub name: String,
@@ -223,6 +228,26 @@ pub struct DeviceInfo {
     pub plugin: String,
     pub port: Option<String>,
     pub baud: u32,
+    /// The host serving it, in a lab of several hosts (`[cluster]`).
+    pub host: Option<String>,
+    /// Set when another host of the lab serves it: where to reach that
+    /// host, and the board's state as that host last said.
+    pub remote: Option<RemoteBoard>,
+}
+
+/// A board another host of the lab serves, as its presence row last said
+/// (renewed every third of `cluster.offline_after_secs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteBoard {
+    /// The owner's `cluster.advertise` address.
+    pub advertise: String,
+    /// The owner host is online and its port answers.
+    pub online: bool,
+    /// The owner host is online (it renewed its presence in time).
+    pub host_online: bool,
+    pub health: String,
+    pub health_reason: Option<String>,
+    pub in_use: bool,
 }
 
 /// The two kinds of WebSocket, counted apart.
@@ -319,7 +344,7 @@ impl DeviceRef {
 impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
-        cluster::check_cluster_secret(&config)?;
+        let cluster_secret = cluster::read_cluster_secret(&config)?;
         let store = match &config.store.url {
             Some(url) => Store::open_postgres(url, &config.store.path)?,
             None => Store::open(&config.store.path)?,
@@ -390,6 +415,7 @@ impl App {
             cameras,
             camera_tickets: camera::Tickets::default(),
             hosts: Mutex::new(Vec::new()),
+            cluster_secret,
         })
     }
 

@@ -54,6 +54,27 @@ pub struct HostPresence {
 pub struct PresentBoard {
     pub id: String,
     pub model: String,
+    /// What the other hosts show of it (the fields below are kept as JSON
+    /// in the host's row, so they need no schema change).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub plugin: String,
+    #[serde(default)]
+    pub baud: u32,
+    /// Its port answers.
+    #[serde(default)]
+    pub online: bool,
+    #[serde(default = "unknown_health")]
+    pub health: String,
+    #[serde(default)]
+    pub health_reason: Option<String>,
+    #[serde(default)]
+    pub in_use: bool,
+}
+
+fn unknown_health() -> String {
+    "unknown".to_owned()
 }
 
 /// A booking change another host committed, for this host's live views.
