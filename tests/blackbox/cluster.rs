@@ -567,6 +567,10 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     let mut console = Console::open(&a, "uno-b", &token).await;
     a.client().upload("uno-b", &token, "application/octet-stream", rig_bytes("echo.hex")).await.expect(200);
     console.echoes("back again\n").await;
+    // Cancelled on A, the session ends on B, and the console through A hears it and closes 1000.
+    let today = json!({"slot_id": 0, "device": "uno-b"});
+    a.client().post_auth("/cancel-slot", &token, &today).await.expect(200);
+    console.session_ends("was cancelled").await;
     drop(b);
 }
 
@@ -595,4 +599,39 @@ async fn a_forged_peer_header_from_a_client_changes_nothing() {
     let headers = [("x-rerod-peer", forged.as_str()), ("authorization", &auth), ("content-type", "application/json")];
     let r = c.request(hyper::Method::POST, "/book-slot", &headers, body.to_string()).await;
     assert_eq!(r.status, 200, "{:?}", r.json());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_progress_goes_on_while_the_database_is_down() {
+    let server = OwnPgServer::start();
+    let board = Board::start(None);
+    let lab = rig_host(&server.url(), "bench-a", free_port(), "uno-a", &board);
+    board_shows(&lab, "uno-a", true).await;
+    let c = lab.client();
+    let token = c.user("kim@lab.example").await;
+    c.post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "uno-a"})).await.expect(200);
+    let mut console = Console::open(&lab, "uno-a", &token).await;
+
+    server.stop();
+    eventually("health to say degraded", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["status"] == "degraded" { Ok(()) } else { Err(health.to_string()) }
+    })
+    .await;
+    // The holder still uploads and types: who holds the board is read from this host's copy.
+    c.upload("uno-a", &token, "application/octet-stream", rig_bytes("echo.hex")).await.expect(200);
+    console.echoes("still here\n").await;
+    // A new booking is refused, and says why; the calendar is still read.
+    let day = utc_date(1).to_string();
+    let refused = c.post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "uno-a"})).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (503, json!("store_unavailable")));
+    assert_eq!(c.get("/slots?device=uno-a").await.expect(200)["booked_slots"], json!([0]));
+
+    server.resume();
+    eventually("a booking to commit again", async || {
+        let r = c.post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "uno-a"})).await;
+        if r.status == 200 { Ok(()) } else { Err(format!("{} {:?}", r.status, r.json())) }
+    })
+    .await;
+    console.echoes("and after\n").await;
 }

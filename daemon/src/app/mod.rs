@@ -629,7 +629,8 @@ impl App {
         Some(tokio::spawn(async move {
             loop {
                 match changes.recv().await {
-                    Ok(crate::store::Change::Slots { device, date }) => {
+                    Ok(crate::store::Change::Slots { device, date, cancelled }) => {
+                        app.end_cancelled_sessions(&device, date, &cancelled);
                         app.changed(&SlotKey { device, date, slot: 0 });
                     }
                     Ok(crate::store::Change::Moved { email, date, slot, from, to }) => {
@@ -644,6 +645,20 @@ impl App {
                 }
             }
         }))
+    }
+
+    /// Ends the session on this host's board `device` whose booking another
+    /// host cancelled (or moved) while its slot is in progress, as a cancel
+    /// made here does.
+    fn end_cancelled_sessions(&self, device: &str, date: jiff::civil::Date, cancelled: &[(u16, String)]) {
+        if cancelled.is_empty() || self.devices.board(device).is_none() {
+            return;
+        }
+        let Some(slot) = self.config().lab.calendar.slot_at(self.now()) else { return };
+        for (_, email) in cancelled.iter().filter(|(id, _)| slot.date == date && *id == slot.id) {
+            let message = format!("the booking of slot {} was cancelled", slot.id);
+            self.devices.end_session(device, email, message);
+        }
     }
 
     fn changed(&self, key: &SlotKey) {

@@ -80,8 +80,9 @@ fn unknown_health() -> String {
 /// A booking change another host committed, for this host's live views.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// The bookings of `device` on `date` changed.
-    Slots { device: String, date: Date },
+    /// The bookings of `device` on `date` changed; `cancelled` are the
+    /// bookings (slot, holder) that are gone, as far as this host saw them.
+    Slots { device: String, date: Date, cancelled: Vec<(u16, String)> },
     /// A booking moved off a broken board.
     Moved { email: String, date: Date, slot: u16, from: String, to: String },
 }
