@@ -431,6 +431,11 @@ fn free_port() -> u16 {
 /// A host of the lab named `name` on `port`, serving the simulated Uno
 /// `board` as `id`; offline 3 s after it stops renewing its presence.
 fn rig_host(url: &str, name: &str, port: u16, id: &str, board: &Board) -> Daemon {
+    rig_host_with(url, name, port, id, board, "")
+}
+
+/// [`rig_host`] with more config text at the end.
+fn rig_host_with(url: &str, name: &str, port: u16, id: &str, board: &Board, extra: &str) -> Daemon {
     let secret = std::env::temp_dir().join(format!("rerod-cluster-rig-{}.secret", std::process::id()));
     std::fs::write(&secret, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
     let config = format!(
@@ -452,6 +457,7 @@ name = "{name}"
 advertise = "http://127.0.0.1:{port}"
 secret_file = "{secret}"
 offline_after_secs = 3
+{extra}
 "#,
         port_path = board.path().display(),
         pid_file = board.pid_file().display(),
@@ -634,4 +640,30 @@ async fn a_session_in_progress_goes_on_while_the_database_is_down() {
     })
     .await;
     console.echoes("and after\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consoles_a_peer_forwards_are_not_held_to_the_connection_cap_per_address() {
+    let (_db, url) = pg_database();
+    let (board_a, board_b) = (Board::start(None), Board::start(None));
+    let a = rig_host(&url, "bench-a", free_port(), "uno-a", &board_a);
+    let cap = "[server]\nmax_connections_per_address = 2\n";
+    let b = rig_host_with(&url, "bench-b", free_port(), "uno-b", &board_b, cap);
+    // B has read A's presence, and so knows A's address.
+    board_shows(&b, "uno-a", true).await;
+    board_shows(&a, "uno-b", true).await;
+    let token = a.client().user("lee@lab.example").await;
+    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "uno-b"})).await.expect(200);
+    let on_b = b.client();
+    eventually("the booking on B", async || {
+        let slots = on_b.get("/slots?device=uno-b").await.expect(200);
+        if slots["booked_slots"] == json!([0]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+    // Three consoles through A: three connections from A to B, over B's cap of two from one address.
+    let mut consoles = Vec::new();
+    for _ in 0..3 {
+        consoles.push(Console::open(&a, "uno-b", &token).await);
+    }
+    assert_eq!(consoles.len(), 3);
 }

@@ -47,7 +47,41 @@ pub(super) fn read_cluster_secret(config: &crate::config::Config) -> Result<Opti
     Ok(Some(Secret(text.trim().as_bytes().to_vec())))
 }
 
+/// The addresses the other hosts' advertised names resolve to. A name that
+/// does not resolve is left out (its host is not exempt from the caps).
+async fn peer_addresses(hosts: &[HostPresence], this_host: &str) -> Vec<std::net::IpAddr> {
+    let mut addresses = Vec::new();
+    for host in hosts.iter().filter(|h| h.name != this_host) {
+        let Some(authority) = advertised_authority(&host.advertise) else { continue };
+        if let Ok(resolved) = tokio::net::lookup_host(authority).await {
+            addresses.extend(resolved.map(|a| a.ip()));
+        }
+    }
+    addresses.sort_unstable();
+    addresses.dedup();
+    addresses
+}
+
+/// `host:port` of an advertised `http://host[:port][/...]` address.
+fn advertised_authority(advertise: &str) -> Option<String> {
+    let rest = advertise.strip_prefix("http://")?;
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    // A port is digits after the last ':' outside an IPv6 literal's brackets.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        && !authority.ends_with(']');
+    Some(if has_port { authority.to_owned() } else { format!("{authority}:80") })
+}
+
 impl App {
+    /// Whether `ip` is another host of the lab: its connections carry many
+    /// clients (whose addresses it signs), so they are not held to the
+    /// connection cap per address.
+    pub fn is_peer_address(&self, ip: std::net::IpAddr) -> bool {
+        self.peer_addresses.read().unwrap_or_else(|p| p.into_inner()).contains(&ip)
+    }
+
     /// The lab's secret between hosts; `None` on a lab of one host.
     pub fn cluster_secret(&self) -> Option<&[u8]> {
         self.cluster_secret.as_ref().map(|s| s.0.as_slice())
@@ -163,6 +197,8 @@ impl App {
                             tracing::info!("renewing this host's presence again");
                         }
                         failing = false;
+                        let peers = peer_addresses(&hosts, &cluster.name).await;
+                        *app.peer_addresses.write().unwrap_or_else(|p| p.into_inner()) = peers;
                         *app.hosts.lock().unwrap_or_else(|p| p.into_inner()) = hosts;
                     }
                     Err(error) => {
@@ -174,5 +210,26 @@ impl App {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_authority;
+
+    #[test]
+    fn an_advertised_address_names_where_its_host_connects_from() {
+        let cases = [
+            ("http://bench-2.lab.example:8000", Some("bench-2.lab.example:8000")),
+            ("http://bench-2.lab.example/", Some("bench-2.lab.example:80")),
+            ("http://10.0.0.2:8000/rerod", Some("10.0.0.2:8000")),
+            ("http://[fd00::2]:8000", Some("[fd00::2]:8000")),
+            ("http://[fd00::2]", Some("[fd00::2]:80")),
+            ("https://bench-2.lab.example", None),
+            ("http://", None),
+        ];
+        for (advertise, want) in cases {
+            assert_eq!(advertised_authority(advertise).as_deref(), want, "{advertise}");
+        }
     }
 }

@@ -100,6 +100,8 @@ pub struct App {
     hosts: Mutex<Vec<crate::store::HostPresence>>,
     /// The lab's secret between hosts (`cluster.secret_file`, read once at start).
     cluster_secret: Option<cluster::Secret>,
+    /// The addresses the other hosts' advertised names resolve to, as last read.
+    peer_addresses: RwLock<Vec<std::net::IpAddr>>,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -416,6 +418,7 @@ impl App {
             camera_tickets: camera::Tickets::default(),
             hosts: Mutex::new(Vec::new()),
             cluster_secret,
+            peer_addresses: RwLock::new(Vec::new()),
         })
     }
 

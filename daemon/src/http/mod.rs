@@ -78,8 +78,10 @@ pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, st
             tokio::spawn(refuse_connection(stream, "Too many open connections; try again shortly"));
             continue;
         }
-        // A trusted proxy carries many clients; theirs are told apart per request.
-        let from_proxy = config.server.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip()));
+        // A trusted proxy, or another host of the lab, carries many clients;
+        // theirs are told apart per request.
+        let from_proxy = config.server.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip()))
+            || (config.cluster.is_some() && app.is_peer_address(peer.ip()));
         let address = match from_proxy {
             true => None,
             false => {
