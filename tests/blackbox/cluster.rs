@@ -428,7 +428,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A host of the lab named `name` on `port`, serving the simulated Uno
+/// A host of the lab named `name` on `port`, serving the simulated Uno or Mega
 /// `board` as `id`; offline 3 s after it stops renewing its presence.
 fn rig_host(url: &str, name: &str, port: u16, id: &str, board: &Board) -> Daemon {
     rig_host_with(url, name, port, id, board, "")
@@ -448,10 +448,9 @@ admins = ["{ADMIN}"]
 max_registrations_per_address_per_hour = 1000
 [[devices]]
 id = "{id}"
-plugin = "stk500v1"
 port = "{port_path}"
 reset = ["sh", "-c", "kill -USR1 \"$(cat '{pid_file}')\""]
-flash_limit = 31744
+{kind}
 [cluster]
 name = "{name}"
 advertise = "http://127.0.0.1:{port}"
@@ -462,6 +461,11 @@ offline_after_secs = 3
         port_path = board.path().display(),
         pid_file = board.pid_file().display(),
         secret = secret.display(),
+        // The rig's Optiboot takes 1 KB of the Uno's flash (tests/rig/README.md).
+        kind = match board.is_mega() {
+            true => "plugin = \"stk500v2\"\nmodel = \"mega2560\"",
+            false => "plugin = \"stk500v1\"\nflash_limit = 31744",
+        },
     );
     Daemon::start_with(Options::config(&config).env("DATABASE_URL", url).env("PORT", &port.to_string()))
 }
@@ -497,32 +501,32 @@ fn logged_peers(daemon: &Daemon, route: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     let (_db, url) = pg_database();
-    let (board_a, board_b) = (Board::start(None), Board::start(None));
+    let (board_a, board_b) = (Board::start(None), Board::start_mega());
     let (port_a, port_b) = (free_port(), free_port());
     let a = rig_host(&url, "bench-a", port_a, "uno-a", &board_a);
-    let b = rig_host(&url, "bench-b", port_b, "uno-b", &board_b);
-    board_shows(&a, "uno-b", true).await;
+    let b = rig_host(&url, "bench-b", port_b, "mega-b", &board_b);
+    board_shows(&a, "mega-b", true).await;
 
     // Registered on A, logs in on B; books B's board through A.
     let token = a.client().user("hal@lab.example").await;
     b.client().login("hal@lab.example", PASSWORD).await;
-    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "uno-b"})).await.expect(200);
+    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "mega-b"})).await.expect(200);
     let on_b = b.client();
     eventually("the booking on B", async || {
-        let slots = on_b.get("/slots?device=uno-b").await.expect(200);
+        let slots = on_b.get("/slots?device=mega-b").await.expect(200);
         if slots["booked_slots"] == json!([0]) { Ok(()) } else { Err(slots.to_string()) }
     })
     .await;
 
     // Uploads and the console through A reach B's board; B sees the client's address.
-    let mut console = Console::open(&a, "uno-b", &token).await;
+    let mut console = Console::open(&a, "mega-b", &token).await;
     let from = a.client().from("127.0.0.3");
-    let body = from.upload("uno-b", &token, "application/octet-stream", rig_bytes("echo.hex")).await.expect(200);
-    assert_eq!(body["device"], "uno-b");
+    let body = from.upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await.expect(200);
+    assert_eq!(body["device"], "mega-b");
     console.echoes("hello through bench-a\n").await;
     // By number too: the lab numbers its boards alike on every host.
-    let body = a.client().upload("1", &token, "application/octet-stream", rig_bytes("echo.hex")).await.expect(200);
-    assert_eq!(body["device"], "uno-b");
+    let body = a.client().upload("1", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await.expect(200);
+    assert_eq!(body["device"], "mega-b");
     console.echoes("again\n").await;
     // (The access log is written by its own thread: wait for the lines.)
     eventually("B to log the client's address", async || {
@@ -533,29 +537,29 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
 
     // Another student's token is refused by B itself; so is none.
     let other = a.client().user("ivy@lab.example").await;
-    let refused = a.client().upload("uno-b", &other, "application/octet-stream", rig_bytes("echo.hex")).await;
+    let refused = a.client().upload("mega-b", &other, "application/octet-stream", rig_bytes("echo-mega.hex")).await;
     assert_eq!((refused.status, refused.json()["code"].clone()), (403, json!("not_your_slot")), "{:?}", refused.json());
 
     // The session's records and the board's admin routes, through A.
-    let records = a.client().get_auth("/records?device=uno-b", &token).await.expect(200);
+    let records = a.client().get_auth("/records?device=mega-b", &token).await.expect(200);
     assert!(records["count"].as_u64().unwrap() >= 1, "{records}");
     let id = records["records"][0]["id"].as_str().unwrap().to_owned();
     let record = a.client().get_auth(&format!("/records/{id}"), &token).await.expect(200);
     assert_eq!(record["uploads"].as_array().unwrap().len(), 2, "{record}");
     let admin = a.host_account(ADMIN, true).await;
-    a.client().get_auth("/admin/devices/checks/uno-b", &admin).await.expect(200);
+    a.client().get_auth("/admin/devices/checks/mega-b", &admin).await.expect(200);
 
     // A booking made on B reaches A's booking sockets.
     let mut socket = a.ws("/slot-booking").await;
     socket.recv_type("slots_update").await;
     let day = utc_date(1).to_string();
     b.client()
-        .post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "uno-b"}))
+        .post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "mega-b"}))
         .await
         .expect(200);
     loop {
         let update = socket.recv_type("slots_update").await;
-        if update["data"]["device"] == "uno-b" && update["data"]["date"] == day.as_str() {
+        if update["data"]["device"] == "mega-b" && update["data"]["date"] == day.as_str() {
             assert_eq!(update["data"]["booked_slots"], json!([0]), "{update}");
             break;
         }
@@ -564,17 +568,17 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     // B killed mid-session: its board shows offline on A and A says why it cannot reach it.
     drop(console);
     b.signal(libc::SIGKILL);
-    board_shows(&a, "uno-b", false).await;
-    let r = a.client().upload("uno-b", &token, "application/octet-stream", rig_bytes("echo.hex")).await;
+    board_shows(&a, "mega-b", false).await;
+    let r = a.client().upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await;
     assert_eq!((r.status, r.json()["code"].clone()), (503, json!("board_host_unreachable")), "{:?}", r.json());
     // Back, it picks up its board and the session still in progress.
     let b = b.restart();
-    board_shows(&a, "uno-b", true).await;
-    let mut console = Console::open(&a, "uno-b", &token).await;
-    a.client().upload("uno-b", &token, "application/octet-stream", rig_bytes("echo.hex")).await.expect(200);
+    board_shows(&a, "mega-b", true).await;
+    let mut console = Console::open(&a, "mega-b", &token).await;
+    a.client().upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await.expect(200);
     console.echoes("back again\n").await;
     // Cancelled on A, the session ends on B, and the console through A hears it and closes 1000.
-    let today = json!({"slot_id": 0, "device": "uno-b"});
+    let today = json!({"slot_id": 0, "device": "mega-b"});
     a.client().post_auth("/cancel-slot", &token, &today).await.expect(200);
     console.session_ends("was cancelled").await;
     drop(b);
