@@ -431,11 +431,12 @@ fn free_port() -> u16 {
 /// A host of the lab named `name` on `port`, serving the simulated Uno or Mega
 /// `board` as `id`; offline 3 s after it stops renewing its presence.
 fn rig_host(url: &str, name: &str, port: u16, id: &str, board: &Board) -> Daemon {
-    rig_host_with(url, name, port, id, board, "")
+    rig_host_with(url, name, port, id, board, "", "")
 }
 
-/// [`rig_host`] with more config text at the end.
-fn rig_host_with(url: &str, name: &str, port: u16, id: &str, board: &Board, extra: &str) -> Daemon {
+/// [`rig_host`] with more keys for the board (`device_extra`) and more
+/// config text at the end (`extra`).
+fn rig_host_with(url: &str, name: &str, port: u16, id: &str, board: &Board, device_extra: &str, extra: &str) -> Daemon {
     let secret = std::env::temp_dir().join(format!("rerod-cluster-rig-{}.secret", std::process::id()));
     std::fs::write(&secret, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
     let config = format!(
@@ -451,6 +452,7 @@ id = "{id}"
 port = "{port_path}"
 reset = ["sh", "-c", "kill -USR1 \"$(cat '{pid_file}')\""]
 {kind}
+{device_extra}
 [cluster]
 name = "{name}"
 advertise = "http://127.0.0.1:{port}"
@@ -504,8 +506,15 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     let (board_a, board_b) = (Board::start(None), Board::start_mega());
     let (port_a, port_b) = (free_port(), free_port());
     let a = rig_host(&url, "bench-a", port_a, "uno-a", &board_a);
-    let b = rig_host(&url, "bench-b", port_b, "mega-b", &board_b);
+    // B's board has a camera (its source is never asked: nobody watches it here).
+    let camera = "camera = { mjpeg = \"http://127.0.0.1:9/stream\", visibility = \"public\" }";
+    let b = rig_host_with(&url, "bench-b", port_b, "mega-b", &board_b, camera, "");
     board_shows(&a, "mega-b", true).await;
+    // Its camera is listed on A, and its state comes from B.
+    let devices = a.client().get("/devices").await.expect(200);
+    assert_eq!(devices["devices"][1]["camera"]["visibility"], "public", "{devices}");
+    let camera = a.client().get("/devices/camera/mega-b").await.expect(200);
+    assert_eq!(camera["camera"]["state"], "idle", "{camera}");
 
     // Registered on A, logs in on B; books B's board through A.
     let token = a.client().user("hal@lab.example").await;
@@ -652,7 +661,7 @@ async fn consoles_a_peer_forwards_are_not_held_to_the_connection_cap_per_address
     let (board_a, board_b) = (Board::start(None), Board::start(None));
     let a = rig_host(&url, "bench-a", free_port(), "uno-a", &board_a);
     let cap = "[server]\nmax_connections_per_address = 2\n";
-    let b = rig_host_with(&url, "bench-b", free_port(), "uno-b", &board_b, cap);
+    let b = rig_host_with(&url, "bench-b", free_port(), "uno-b", &board_b, "", cap);
     // B has read A's presence, and so knows A's address.
     board_shows(&b, "uno-a", true).await;
     board_shows(&a, "uno-b", true).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{App, AppError, DeviceInfo, RemoteBoard};
 use crate::config::Config;
-use crate::store::{HostPresence, PresentBoard};
+use crate::store::{HostPresence, PresentBoard, PresentCamera};
 
 /// The shortest secret between hosts accepted: as for the JWT secret.
 const MIN_CLUSTER_SECRET_BYTES: usize = 32;
@@ -104,6 +104,11 @@ impl App {
                     health: board.as_ref().map_or("unknown", |b| b.health().as_str()).to_owned(),
                     health_reason: board.as_ref().and_then(|b| b.health().reason().map(str::to_owned)),
                     in_use: board.as_ref().is_some_and(|b| self.device_in_use(b)),
+                    camera: self.cameras.get(&d.id).map(|camera| PresentCamera {
+                        state: camera.state().as_str().to_owned(),
+                        visibility: camera.config().map_or("holder", |c| c.visibility.as_str()).to_owned(),
+                        viewers: camera.viewers(),
+                    }),
                 }
             })
             .collect()
@@ -147,6 +152,7 @@ impl App {
                             health: if host.online { b.health.clone() } else { "unknown".to_owned() },
                             health_reason: b.health_reason.clone().filter(|_| host.online),
                             in_use: host.online && b.in_use,
+                            camera: b.camera.clone().filter(|_| host.online),
                         }),
                     });
                 }

@@ -250,6 +250,8 @@ pub struct RemoteBoard {
     pub health: String,
     pub health_reason: Option<String>,
     pub in_use: bool,
+    /// Its camera (its stream and state are the owner's routes, forwarded).
+    pub camera: Option<crate::store::PresentCamera>,
 }
 
 /// The two kinds of WebSocket, counted apart.

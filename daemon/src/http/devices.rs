@@ -62,7 +62,12 @@ fn device_json(app: &Arc<App>, d: crate::app::DeviceInfo, admin: bool) -> Option
             in_use: remote.in_use,
             health: remote.health,
             health_reason: remote.health_reason,
-            camera: None,
+            camera: remote.camera.map(|c| crate::wire::CameraJson {
+                state: c.state,
+                visibility: c.visibility,
+                viewers: c.viewers,
+                reason: None,
+            }),
             host: d.host,
             id: d.id,
             name: d.name,

@@ -1,6 +1,6 @@
 //! Forwarding to the host that serves a board, in a lab of several hosts
 //! (`[cluster]`). A request for another host's board (its upload, the
-//! console, its admin routes, the records of its sessions) is passed on,
+//! console, its camera, its admin routes, the records of its sessions) is passed on,
 //! streamed both ways, to that host's `cluster.advertise` address; the owner
 //! checks the caller's token itself, as for any request.
 //!
@@ -128,7 +128,11 @@ pub(crate) fn owner(app: &App, spec: &RouteSpec, req: &Request<Incoming>) -> Opt
         | Route::DevicesConsole
         | Route::AdminMaintenance
         | Route::AdminCheck
-        | Route::AdminChecks => {
+        | Route::AdminChecks
+        | Route::Camera
+        | Route::CameraTicket
+        | Route::CameraStream
+        | Route::CameraSnapshot => {
             let text = percent_decode(spec.path_param(path)?)?;
             (DeviceRef::parse(&text), true)
         }

@@ -71,6 +71,17 @@ pub struct PresentBoard {
     pub health_reason: Option<String>,
     #[serde(default)]
     pub in_use: bool,
+    /// Its camera, if it has one.
+    #[serde(default)]
+    pub camera: Option<PresentCamera>,
+}
+
+/// A board's camera as the other hosts show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PresentCamera {
+    pub state: String,
+    pub visibility: String,
+    pub viewers: usize,
 }
 
 fn unknown_health() -> String {

@@ -40,7 +40,7 @@ pub fn document() -> Value {
                 Routes that take credentials accept `Authorization: Bearer <token>` or, for the old clients, \
                 `email`+`password` or `token` in the JSON body; the header wins when both are present. \
                 In a lab of several hosts any host answers any request: a board's own routes (upload, console, \
-                its admin routes, the records of its sessions) are forwarded, streamed, to the host serving the \
+                camera, its admin routes, the records of its sessions) are forwarded, streamed, to the host serving the \
                 board, which checks the caller's token itself; 503 board_host_unreachable when that host is \
                 offline or does not answer.",
         },
