@@ -1,14 +1,17 @@
 //! Console latency benchmark: the time from a board printing a line to a
 //! `/devices/read/{device}` client receiving it in a `serial_output` message.
 //!
-//!     cargo bench -p rerod --bench console -- [--samples N] [--viewers K] [--interval-ms M]
+//!     cargo bench -p rerod --bench console -- [--samples N] [--viewers K] [--interval-ms M] [--through-peer]
 //!
 //! The "board" is a pseudo-terminal this process holds the master side of:
 //! rerod's console opens the slave as the device's port, so the measurement
 //! is rerod's whole path (port thread read → broadcast → WebSocket task →
 //! socket → client) and not the simulated UART's byte time. Each sample
 //! writes one line with a sequence number and waits for it on the last of K
-//! connected viewers (all K receive every line). Results are in
+//! connected viewers (all K receive every line). With `--through-peer` the
+//! board is on host B of a lab of two hosts on one PostgreSQL database and
+//! the viewers connect to host A, which relays the console to B: the
+//! difference is what forwarding adds. Results are in
 //! tests/bench/RESULTS.md.
 
 #![allow(clippy::unwrap_used)] // a benchmark: failures are panics with context
@@ -41,6 +44,15 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Value {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path).header("host", "bench").body(Full::new(bytes::Bytes::new())).unwrap();
+    let body = sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
 }
 
 /// A pty pair: the master (the "board" side, ours) and the slave's path (the port).
@@ -89,17 +101,49 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-async fn run(samples: usize, viewers: usize, interval: Duration) {
+/// Two hosts of one lab ([`daemon::two_hosts`]); returns once A lists B's board online.
+async fn two_hosts(config: &str, devices: &str, dir: &std::path::Path) -> (Daemon, Daemon) {
+    let (a, b) = daemon::two_hosts(config, devices, "bench_console", dir);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "host A never listed B's board");
+        let devices = get(a.addr, "/devices").await;
+        if devices["devices"].as_array().is_some_and(|d| d.iter().any(|d| d["id"] == "pty" && d["online"] == true)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (a, b)
+}
+
+async fn run(samples: usize, viewers: usize, interval: Duration, through_peer: bool) {
     let (mut board, port) = pty();
-    let config = format!(
-        "[lab]\ntimezone = \"UTC\"\n[auth]\nadmins = [\"bench@example.com\"]\n\
-         [[devices]]\nid = \"pty\"\nplugin = \"stk500v1\"\nport = \"{port}\"\nreset = \"none\"\n"
-    );
-    let daemon = Daemon::start_with(4, &config);
+    // One slot a day: the benchmark's booking holds the board all day.
+    let config = "[lab]\ntimezone = \"UTC\"\nslot_minutes = 1440\n";
+    let devices = format!("[[devices]]\nid = \"pty\"\nplugin = \"stk500v1\"\nport = \"{port}\"\nreset = \"none\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, owner) = match through_peer {
+        false => (Daemon::start_with(4, &format!("{config}{devices}")), None),
+        true => {
+            let (a, b) = two_hosts(config, &devices, dir.path()).await;
+            (a, Some(b))
+        }
+    };
     let creds = json!({"email": "bench@example.com", "password": "plum-orbit-cactus-41"});
     assert_eq!(post(daemon.addr, "/auth/register", &creds).await.0, 200);
     let (_, login) = post(daemon.addr, "/auth/login", &creds).await;
     let token = login["token"].as_str().unwrap().to_owned();
+    let booking = json!({"slot_id": 0, "device": "pty", "email": creds["email"], "password": creds["password"]});
+    let (status, body) = post(daemon.addr, "/book-slot", &booking).await;
+    assert_eq!(status, 200, "{body}");
+    if let Some(owner) = &owner {
+        // The board's host admits the holder once the booking has reached it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(owner.addr, "/slots?device=pty").await["booked_slots"] != json!([0]) {
+            assert!(Instant::now() < deadline, "the booking never reached the board's host");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     let mut sockets = Vec::new();
     for _ in 0..viewers {
@@ -145,8 +189,9 @@ async fn run(samples: usize, viewers: usize, interval: Duration) {
     }
     latencies.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let path = if through_peer { ", through a peer host" } else { "" };
     println!(
-        "console latency, {viewers} viewer(s), {samples} lines: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        "console latency{path}, {viewers} viewer(s), {samples} lines: p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
         ms(percentile(&latencies, 0.999)),
@@ -159,5 +204,6 @@ fn main() {
     let viewers = arg("--viewers", 1).max(1);
     let interval = Duration::from_millis(arg("--interval-ms", 5) as u64);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(run(samples, viewers, interval));
+    let through_peer = std::env::args().any(|a| a == "--through-peer");
+    runtime.block_on(run(samples, viewers, interval, through_peer));
 }

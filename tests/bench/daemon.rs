@@ -31,6 +31,60 @@ pub const CONFIG: &str = "[lab]\ntimezone = \"UTC\"\n\
                           [server]\nmax_connections = 30000\nmax_websocket_connections = 30000\n\
                           max_connections_per_address = 30000\nmax_websockets_per_address = 30000\n";
 
+/// The benchmark's PostgreSQL server (tests/pg/server.sh, started on first
+/// use and stopped when this process exits): its socket directory.
+#[allow(dead_code)]
+pub fn pg_server() -> &'static std::path::Path {
+    static SERVER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let output = Command::new(root.join("tests/pg/server.sh"))
+            .arg("start")
+            .arg(root.join(format!("target/pg-bench-{}", std::process::id())))
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("running tests/pg/server.sh");
+        assert!(output.status.success(), "tests/pg/server.sh: {}", String::from_utf8_lossy(&output.stderr));
+        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+}
+
+/// Two hosts of one lab on a new database `db` of [`pg_server`]: B serves
+/// `devices`, A none (the clients reach A, which forwards to B). `config` is
+/// both hosts' config before their boards and `[cluster]`; `dir` holds the
+/// lab's secret. Returns (A, B) at once: B's boards reach A's list with
+/// B's first presence (within a second or so).
+#[allow(dead_code)]
+pub fn two_hosts(config: &str, devices: &str, db: &str, dir: &std::path::Path) -> (Daemon, Daemon) {
+    let server = pg_server();
+    let status = Command::new("psql")
+        .arg("-h")
+        .arg(server)
+        .args(["-U", "postgres", "-d", "postgres", "-q", "-c", &format!("CREATE DATABASE {db}")])
+        .status()
+        .expect("running psql");
+    assert!(status.success());
+    let url = format!("postgres://postgres@{}/{db}", server.to_str().unwrap().replace('/', "%2F"));
+    let secret = dir.join("cluster.secret");
+    std::fs::write(&secret, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
+    let host = |name: &str, port: u16, devices: &str| {
+        format!(
+            "{config}{devices}[cluster]\nname = \"{name}\"\nadvertise = \"http://127.0.0.1:{port}\"\n\
+             secret_file = \"{}\"\n",
+            secret.display()
+        )
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let b = Daemon::start_on(port_b, 4, &host("bench-b", port_b, devices), &[("DATABASE_URL", &url)]);
+    let a = Daemon::start_on(port_a, 4, &host("bench-a", port_a, ""), &[("DATABASE_URL", &url)]);
+    (a, b)
+}
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port()
+}
+
 impl Daemon {
     /// Starts rerod on [`CONFIG`] with this bcrypt cost; `BENCH_LOG_LEVEL`
     /// (default `info`) sets its log level.
@@ -47,8 +101,13 @@ impl Daemon {
 
     /// [`Daemon::start_with`], with more environment variables (`DATABASE_URL`, say).
     pub fn start_with_env(bcrypt_cost: u32, config_text: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(free_port(), bcrypt_cost, config_text, env)
+    }
+
+    /// [`Daemon::start_with_env`] on a port chosen beforehand (a host of a
+    /// lab of several hosts names its address in its config).
+    pub fn start_on(port: u16, bcrypt_cost: u32, config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
         // Config and state in separate directories, as on a lab host
         // (/etc/rerod, /var/lib/rerod): the config watcher never sees commits.
         let (config_dir, state_dir) = (dir.path().join("etc"), dir.path().join("state"));

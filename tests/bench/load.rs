@@ -162,23 +162,6 @@ enum Store {
     Postgres,
 }
 
-/// The benchmark's PostgreSQL server (started on first use, stopped when
-/// this process exits): its socket directory.
-fn pg_server() -> &'static std::path::Path {
-    static SERVER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let output = std::process::Command::new(root.join("tests/pg/server.sh"))
-            .arg("start")
-            .arg(root.join(format!("target/pg-bench-{}", std::process::id())))
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("running tests/pg/server.sh");
-        assert!(output.status.success(), "tests/pg/server.sh: {}", String::from_utf8_lossy(&output.stderr));
-        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-}
-
 /// Starts the daemon on `store`: redb in its temporary directory, or a new
 /// database on the benchmark's PostgreSQL server.
 fn start_daemon(bcrypt_cost: u32, store: Store) -> Daemon {
@@ -190,12 +173,12 @@ fn start_daemon(bcrypt_cost: u32, store: Store) -> Daemon {
             let name = format!("bench{}", N.fetch_add(1, Ordering::Relaxed));
             let status = std::process::Command::new("psql")
                 .arg("-h")
-                .arg(pg_server())
+                .arg(daemon::pg_server())
                 .args(["-U", "postgres", "-d", "postgres", "-q", "-c", &format!("CREATE DATABASE {name}")])
                 .status()
                 .expect("running psql");
             assert!(status.success());
-            let host = pg_server().to_str().unwrap().replace('/', "%2F");
+            let host = daemon::pg_server().to_str().unwrap().replace('/', "%2F");
             let url = format!("postgres://postgres@{host}/{name}");
             Daemon::start_with_env(bcrypt_cost, config, &[("DATABASE_URL", &url)])
         }

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
+use crate::devices::{ADMIN, Board, Console, rig_bytes};
 use crate::util::{
     Daemon, Options, OwnPgServer, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, utc_date,
 };
@@ -368,4 +369,314 @@ async fn a_one_host_lab_lists_no_hosts() {
 
 fn s(text: &str) -> String {
     text.to_owned()
+}
+
+/// What `daemon` lists of the lab's boards: (id, host, online) of each.
+async fn lab_boards(daemon: &Daemon) -> Vec<(String, String, bool)> {
+    let body = daemon.client().get("/devices").await.expect(200);
+    body["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (s(d["id"].as_str().unwrap()), s(d["host"].as_str().unwrap()), d["online"].as_bool().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_lists_and_books_every_board_of_the_lab() {
+    let (_db, url) = pg_database();
+    let a = cluster_host(&url, "bench-a", "uno-a");
+    let b = cluster_host(&url, "bench-b", "mega-b");
+    // The ports are absent: both boards are listed, offline, on both hosts, numbered alike.
+    let both = vec![(s("uno-a"), s("bench-a"), false), (s("mega-b"), s("bench-b"), false)];
+    for daemon in [&a, &b] {
+        eventually("both boards listed", async || {
+            let boards = lab_boards(daemon).await;
+            if boards == both { Ok(()) } else { Err(format!("{boards:?}")) }
+        })
+        .await;
+        let devices = daemon.client().get("/devices").await.expect(200);
+        assert_eq!(devices["devices"][1]["number"], 1);
+    }
+    // A student books B's board through A, and B's calendar has it.
+    let token = a.client().user("gus@lab.example").await;
+    let day = utc_date(1).to_string();
+    let body = json!({"slot_id": 5, "date": day, "device": "mega-b"});
+    a.client().post_auth("/book-slot", &token, &body).await.expect(200);
+    let c = b.client();
+    eventually("the booking on B's calendar", async || {
+        let slots = c.get(&format!("/slots?date={day}&device=mega-b")).await.expect(200);
+        if slots["booked_slots"] == json!([5]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+    // Cancelled on B, gone on A.
+    b.client().post_auth("/cancel-slot", &token, &body).await.expect(200);
+    let c = a.client();
+    eventually("the cancel on A's calendar", async || {
+        let slots = c.get(&format!("/slots?date={day}&device=1")).await.expect(200);
+        if slots["booked_slots"] == json!([]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+    let unknown =
+        a.client().post_auth("/book-slot", &token, &json!({"slot_id": 5, "date": day, "device": "nope"})).await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.json());
+}
+
+/// A loopback port free now, for a host whose advertised address must be
+/// known before it starts (and kept across a restart).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A host of the lab named `name` on `port`, serving the simulated Uno or Mega
+/// `board` as `id`; offline 3 s after it stops renewing its presence.
+fn rig_host(url: &str, name: &str, port: u16, id: &str, board: &Board) -> Daemon {
+    rig_host_with(url, name, port, id, board, "", "")
+}
+
+/// [`rig_host`] with more keys for the board (`device_extra`) and more
+/// config text at the end (`extra`).
+fn rig_host_with(url: &str, name: &str, port: u16, id: &str, board: &Board, device_extra: &str, extra: &str) -> Daemon {
+    let secret = std::env::temp_dir().join(format!("rerod-cluster-rig-{}.secret", std::process::id()));
+    std::fs::write(&secret, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
+    let config = format!(
+        r#"
+[lab]
+timezone = "UTC"
+slot_minutes = 1440
+[auth]
+admins = ["{ADMIN}"]
+max_registrations_per_address_per_hour = 1000
+[[devices]]
+id = "{id}"
+port = "{port_path}"
+reset = ["sh", "-c", "kill -USR1 \"$(cat '{pid_file}')\""]
+{kind}
+{device_extra}
+[cluster]
+name = "{name}"
+advertise = "http://127.0.0.1:{port}"
+secret_file = "{secret}"
+offline_after_secs = 3
+{extra}
+"#,
+        port_path = board.path().display(),
+        pid_file = board.pid_file().display(),
+        secret = secret.display(),
+        // The rig's Optiboot takes 1 KB of the Uno's flash (tests/rig/README.md).
+        kind = match board.is_mega() {
+            true => "plugin = \"stk500v2\"\nmodel = \"mega2560\"",
+            false => "plugin = \"stk500v1\"\nflash_limit = 31744",
+        },
+    );
+    Daemon::start_with(Options::config(&config).env("DATABASE_URL", url).env("PORT", &port.to_string()))
+}
+
+/// Waits until `daemon` lists board `id` with `online`.
+async fn board_shows(daemon: &Daemon, id: &str, online: bool) {
+    let c = daemon.client();
+    eventually(&format!("{id} online = {online}"), async || {
+        let body = c.get("/devices").await.expect(200);
+        let board = body["devices"].as_array().unwrap().iter().find(|d| d["id"] == id).cloned();
+        match board {
+            Some(board) if board["online"] == online => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// The peer addresses `daemon` logged for requests on `route`.
+fn logged_peers(daemon: &Daemon, route: &str) -> Vec<String> {
+    daemon
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["fields"]["route"] == route || event["route"] == route)
+        .filter_map(|event| {
+            let peer = event["fields"]["peer"].as_str().or(event["peer"].as_str())?.to_owned();
+            Some(peer.rsplit_once(':').map_or(peer.clone(), |(ip, _)| ip.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
+    let (_db, url) = pg_database();
+    let (board_a, board_b) = (Board::start(None), Board::start_mega());
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = rig_host(&url, "bench-a", port_a, "uno-a", &board_a);
+    // B's board has a camera (its source is never asked: nobody watches it here).
+    let camera = "camera = { mjpeg = \"http://127.0.0.1:9/stream\", visibility = \"public\" }";
+    let b = rig_host_with(&url, "bench-b", port_b, "mega-b", &board_b, camera, "");
+    board_shows(&a, "mega-b", true).await;
+    // Its camera is listed on A, and its state comes from B.
+    let devices = a.client().get("/devices").await.expect(200);
+    assert_eq!(devices["devices"][1]["camera"]["visibility"], "public", "{devices}");
+    let camera = a.client().get("/devices/camera/mega-b").await.expect(200);
+    assert_eq!(camera["camera"]["state"], "idle", "{camera}");
+
+    // Registered on A, logs in on B; books B's board through A.
+    let token = a.client().user("hal@lab.example").await;
+    b.client().login("hal@lab.example", PASSWORD).await;
+    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "mega-b"})).await.expect(200);
+    let on_b = b.client();
+    eventually("the booking on B", async || {
+        let slots = on_b.get("/slots?device=mega-b").await.expect(200);
+        if slots["booked_slots"] == json!([0]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+
+    // Uploads and the console through A reach B's board; B sees the client's address.
+    let mut console = Console::open(&a, "mega-b", &token).await;
+    let from = a.client().from("127.0.0.3");
+    let body = from.upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await.expect(200);
+    assert_eq!(body["device"], "mega-b");
+    console.echoes("hello through bench-a\n").await;
+    // By number too: the lab numbers its boards alike on every host.
+    let body = a.client().upload("1", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await.expect(200);
+    assert_eq!(body["device"], "mega-b");
+    console.echoes("again\n").await;
+    // (The access log is written by its own thread: wait for the lines.)
+    eventually("B to log the client's address", async || {
+        let peers = logged_peers(&b, "/devices/upload/{device}");
+        if peers.contains(&s("127.0.0.3")) { Ok(()) } else { Err(format!("{peers:?}")) }
+    })
+    .await;
+
+    // Another student's token is refused by B itself; so is none.
+    let other = a.client().user("ivy@lab.example").await;
+    let refused = a.client().upload("mega-b", &other, "application/octet-stream", rig_bytes("echo-mega.hex")).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (403, json!("not_your_slot")), "{:?}", refused.json());
+
+    // The session's records and the board's admin routes, through A.
+    let records = a.client().get_auth("/records?device=mega-b", &token).await.expect(200);
+    assert!(records["count"].as_u64().unwrap() >= 1, "{records}");
+    let id = records["records"][0]["id"].as_str().unwrap().to_owned();
+    let record = a.client().get_auth(&format!("/records/{id}"), &token).await.expect(200);
+    assert_eq!(record["uploads"].as_array().unwrap().len(), 2, "{record}");
+    let admin = a.host_account(ADMIN, true).await;
+    a.client().get_auth("/admin/devices/checks/mega-b", &admin).await.expect(200);
+
+    // A booking made on B reaches A's booking sockets.
+    let mut socket = a.ws("/slot-booking").await;
+    socket.recv_type("slots_update").await;
+    let day = utc_date(1).to_string();
+    b.client()
+        .post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "mega-b"}))
+        .await
+        .expect(200);
+    loop {
+        let update = socket.recv_type("slots_update").await;
+        if update["data"]["device"] == "mega-b" && update["data"]["date"] == day.as_str() {
+            assert_eq!(update["data"]["booked_slots"], json!([0]), "{update}");
+            break;
+        }
+    }
+
+    // B killed mid-session: its board shows offline on A and A says why it cannot reach it.
+    drop(console);
+    b.signal(libc::SIGKILL);
+    board_shows(&a, "mega-b", false).await;
+    let r = a.client().upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await;
+    assert_eq!((r.status, r.json()["code"].clone()), (503, json!("board_host_unreachable")), "{:?}", r.json());
+    // Back, it picks up its board and the session still in progress.
+    let b = b.restart();
+    board_shows(&a, "mega-b", true).await;
+    let mut console = Console::open(&a, "mega-b", &token).await;
+    a.client().upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await.expect(200);
+    console.echoes("back again\n").await;
+    // Cancelled on A, the session ends on B, and the console through A hears it and closes 1000.
+    let today = json!({"slot_id": 0, "device": "mega-b"});
+    a.client().post_auth("/cancel-slot", &token, &today).await.expect(200);
+    console.session_ends("was cancelled").await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_peer_header_from_a_client_changes_nothing() {
+    let (_db, url) = pg_database();
+    let board = Board::start(None);
+    let lab = rig_host(&url, "bench-a", free_port(), "uno-a", &board);
+    let c = lab.client();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let forged = format!("{now};10.9.9.9;{}", "ab".repeat(32));
+    for value in [forged.as_str(), "10.9.9.9", ""] {
+        let r = c.request(hyper::Method::GET, "/stats", &[("x-rerod-peer", value)], Vec::new()).await;
+        assert_eq!(r.status, 200);
+    }
+    // The address the request came from, not the header's.
+    eventually("three /stats lines", async || {
+        let peers = logged_peers(&lab, "/stats");
+        if peers == vec![s("127.0.0.1"); 3] { Ok(()) } else { Err(format!("{peers:?}")) }
+    })
+    .await;
+    // Nor does it stop a board being found here.
+    let token = c.user("jo@lab.example").await;
+    let body = json!({"slot_id": 0, "device": "uno-a"});
+    let auth = format!("Bearer {token}");
+    let headers = [("x-rerod-peer", forged.as_str()), ("authorization", &auth), ("content-type", "application/json")];
+    let r = c.request(hyper::Method::POST, "/book-slot", &headers, body.to_string()).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_progress_goes_on_while_the_database_is_down() {
+    let server = OwnPgServer::start();
+    let board = Board::start(None);
+    let lab = rig_host(&server.url(), "bench-a", free_port(), "uno-a", &board);
+    board_shows(&lab, "uno-a", true).await;
+    let c = lab.client();
+    let token = c.user("kim@lab.example").await;
+    c.post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "uno-a"})).await.expect(200);
+    let mut console = Console::open(&lab, "uno-a", &token).await;
+
+    server.stop();
+    eventually("health to say degraded", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["status"] == "degraded" { Ok(()) } else { Err(health.to_string()) }
+    })
+    .await;
+    // The holder still uploads and types: who holds the board is read from this host's copy.
+    c.upload("uno-a", &token, "application/octet-stream", rig_bytes("echo.hex")).await.expect(200);
+    console.echoes("still here\n").await;
+    // A new booking is refused, and says why; the calendar is still read.
+    let day = utc_date(1).to_string();
+    let refused = c.post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "uno-a"})).await;
+    assert_eq!((refused.status, refused.json()["code"].clone()), (503, json!("store_unavailable")));
+    assert_eq!(c.get("/slots?device=uno-a").await.expect(200)["booked_slots"], json!([0]));
+
+    server.resume();
+    eventually("a booking to commit again", async || {
+        let r = c.post_auth("/book-slot", &token, &json!({"slot_id": 0, "date": day, "device": "uno-a"})).await;
+        if r.status == 200 { Ok(()) } else { Err(format!("{} {:?}", r.status, r.json())) }
+    })
+    .await;
+    console.echoes("and after\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consoles_a_peer_forwards_are_not_held_to_the_connection_cap_per_address() {
+    let (_db, url) = pg_database();
+    let (board_a, board_b) = (Board::start(None), Board::start(None));
+    let a = rig_host(&url, "bench-a", free_port(), "uno-a", &board_a);
+    let cap = "[server]\nmax_connections_per_address = 2\n";
+    let b = rig_host_with(&url, "bench-b", free_port(), "uno-b", &board_b, "", cap);
+    // B has read A's presence, and so knows A's address.
+    board_shows(&b, "uno-a", true).await;
+    board_shows(&a, "uno-b", true).await;
+    let token = a.client().user("lee@lab.example").await;
+    a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "uno-b"})).await.expect(200);
+    let on_b = b.client();
+    eventually("the booking on B", async || {
+        let slots = on_b.get("/slots?device=uno-b").await.expect(200);
+        if slots["booked_slots"] == json!([0]) { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+    // Three consoles through A: three connections from A to B, over B's cap of two from one address.
+    let mut consoles = Vec::new();
+    for _ in 0..3 {
+        consoles.push(Console::open(&a, "uno-b", &token).await);
+    }
+    assert_eq!(consoles.len(), 3);
 }

@@ -22,6 +22,8 @@ pub(crate) struct Board {
     child: Option<Child>,
     link: PathBuf,
     bootloader: &'static str,
+    /// The rig's `--mcu`: `None` for the Uno.
+    mcu: Option<&'static str>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,9 +36,24 @@ impl Board {
     pub(crate) fn start_with(bootloader: &'static str, app: Option<&str>) -> Board {
         let dir = tempfile::tempdir().expect("temp dir");
         let link = dir.path().join("uno");
-        let mut board = Board { child: None, link, bootloader, _dir: dir };
+        let mut board = Board { child: None, link, bootloader, mcu: None, _dir: dir };
         board.plug(app);
         board
+    }
+
+    /// A simulated Mega 2560 with Debian's STK500v2 bootloader (tests/rig/README.md).
+    pub(crate) fn start_mega() -> Board {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let link = dir.path().join("mega");
+        let bootloader = "stk500boot_v2_mega2560.hex";
+        let mut board = Board { child: None, link, bootloader, mcu: Some("atmega2560"), _dir: dir };
+        board.plug(None);
+        board
+    }
+
+    /// Whether it is the Mega 2560 rather than the Uno.
+    pub(crate) fn is_mega(&self) -> bool {
+        self.mcu.is_some()
     }
 
     /// Sends `sig` to the rig (tests/rig/README.md: SIGUSR2 power cycle, SIGWINCH latch-up).
@@ -49,6 +66,9 @@ impl Board {
         let out = testkit::rig_dir();
         let mut cmd = Command::new(out.join("rig"));
         cmd.arg("--bootloader").arg(out.join(self.bootloader)).arg("--link").arg(&self.link);
+        if let Some(mcu) = self.mcu {
+            cmd.arg("--mcu").arg(mcu);
+        }
         if let Some(app) = app {
             cmd.arg("--app").arg(out.join(app));
         }

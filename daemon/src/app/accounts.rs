@@ -290,7 +290,13 @@ impl App {
             }
             Credentials::Token(token) => {
                 let claims = self.tokens.verify(&token, self.now()).map_err(AppError::InvalidToken)?;
-                let user = self.store.user(&claims.sub)?;
+                let mut user = self.store.user(&claims.sub)?;
+                // A token signed by the lab's secret for an account this host has
+                // not heard of yet (created or changed on another host a moment
+                // ago, the notification still on its way): ask the database.
+                if user.as_ref().is_none_or(|u| u.credential_generation < claims.generation) {
+                    user = self.store.user_current(&claims.sub).await.ok().flatten().or(user);
+                }
                 match user {
                     Some(user) if user.disabled => Err(AppError::AccountDisabled),
                     Some(user) if user.credential_generation == claims.generation => {

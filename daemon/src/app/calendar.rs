@@ -50,7 +50,14 @@ impl DaySlots {
 impl App {
     /// The devices in config order, or the default calendar when none is configured.
     pub fn devices(&self) -> Vec<DeviceInfo> {
-        devices_of(&self.config())
+        let config = self.config();
+        match &config.cluster {
+            None => devices_of(&config),
+            Some(cluster) => match self.lab_devices(&config, &cluster.name) {
+                lab if lab.is_empty() => vec![default_device()],
+                lab => lab,
+            },
+        }
     }
 
     /// Resolves a device reference; `None` means the first device. Only the
@@ -62,9 +69,13 @@ impl App {
             Some(DeviceRef::Number(n)) => usize::try_from(*n).is_ok_and(|n| n == number),
             Some(DeviceRef::Id(want)) => want == id,
         };
-        let found = match config.devices.is_empty() {
-            true => wanted(0, DEFAULT_DEVICE_ID).then(default_device),
-            false => config.devices.iter().enumerate().find(|(n, d)| wanted(*n, &d.id)).map(|(n, d)| device_info(n, d)),
+        let found = match (&config.cluster, config.devices.is_empty()) {
+            // A lab of several hosts: its boards are every host's.
+            (Some(_), _) => self.devices().into_iter().find(|d| wanted(d.number, &d.id)),
+            (None, true) => wanted(0, DEFAULT_DEVICE_ID).then(default_device),
+            (None, false) => {
+                config.devices.iter().enumerate().find(|(n, d)| wanted(*n, &d.id)).map(|(n, d)| device_info(n, d))
+            }
         };
         found.ok_or_else(|| {
             AppError::UnknownDevice(match reference {
@@ -152,7 +163,7 @@ impl App {
         let calendar = config.lab.calendar.clone();
         let slot = booking::check_bookable(&calendar, &config.lab.policy, &device.id, now, date, slot_id)
             .map_err(AppError::Booking)?;
-        self.check_takes_bookings(&device.id)?;
+        self.check_takes_bookings(device)?;
         let key = SlotKey { device: device.id.clone(), date, slot: slot.id };
         // Admins are not held to the per-user caps.
         let policy = config.lab.policy.clone();
@@ -262,11 +273,13 @@ fn default_device() -> DeviceInfo {
         plugin: String::new(),
         port: None,
         baud: 0,
+        host: None,
+        remote: None,
     }
 }
 
 /// The config's `number`th device.
-fn device_info(number: usize, d: &crate::config::DeviceConfig) -> DeviceInfo {
+pub(super) fn device_info(number: usize, d: &crate::config::DeviceConfig) -> DeviceInfo {
     DeviceInfo {
         number,
         id: d.id.clone(),
@@ -275,6 +288,8 @@ fn device_info(number: usize, d: &crate::config::DeviceConfig) -> DeviceInfo {
         plugin: d.plugin.clone(),
         port: d.port.as_ref().map(|p| p.display().to_string()),
         baud: d.baud,
+        host: None,
+        remote: None,
     }
 }
 

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, AppError};
-use crate::store::{HostPresence, PresentBoard};
+use super::{App, AppError, DeviceInfo, RemoteBoard};
+use crate::config::Config;
+use crate::store::{HostPresence, PresentBoard, PresentCamera};
 
 /// The shortest secret between hosts accepted: as for the JWT secret.
 const MIN_CLUSTER_SECRET_BYTES: usize = 32;
@@ -20,9 +21,19 @@ pub struct LabHosts {
     pub hosts: Vec<HostPresence>,
 }
 
-/// Reads and checks the lab's secret between hosts at start.
-pub(super) fn check_cluster_secret(config: &crate::config::Config) -> Result<(), AppError> {
-    let Some(cluster) = &config.cluster else { return Ok(()) };
+/// The lab's secret between hosts; never printed.
+pub(super) struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Reads and checks the lab's secret between hosts at start; `None`
+/// without `[cluster]`.
+pub(super) fn read_cluster_secret(config: &crate::config::Config) -> Result<Option<Secret>, AppError> {
+    let Some(cluster) = &config.cluster else { return Ok(None) };
     let path = &cluster.secret_file;
     let text = std::fs::read_to_string(path)
         .map_err(|e| AppError::Internal(format!("cannot read cluster.secret_file {}: {e}", path.display())))?;
@@ -33,10 +44,134 @@ pub(super) fn check_cluster_secret(config: &crate::config::Config) -> Result<(),
             path.display()
         )));
     }
-    Ok(())
+    Ok(Some(Secret(text.trim().as_bytes().to_vec())))
+}
+
+/// The addresses the other hosts' advertised names resolve to. A name that
+/// does not resolve is left out (its host is not exempt from the caps).
+async fn peer_addresses(hosts: &[HostPresence], this_host: &str) -> Vec<std::net::IpAddr> {
+    let mut addresses = Vec::new();
+    for host in hosts.iter().filter(|h| h.name != this_host) {
+        let Some(authority) = advertised_authority(&host.advertise) else { continue };
+        if let Ok(resolved) = tokio::net::lookup_host(authority).await {
+            addresses.extend(resolved.map(|a| a.ip()));
+        }
+    }
+    addresses.sort_unstable();
+    addresses.dedup();
+    addresses
+}
+
+/// `host:port` of an advertised `http://host[:port][/...]` address.
+fn advertised_authority(advertise: &str) -> Option<String> {
+    let rest = advertise.strip_prefix("http://")?;
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    // A port is digits after the last ':' outside an IPv6 literal's brackets.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        && !authority.ends_with(']');
+    Some(if has_port { authority.to_owned() } else { format!("{authority}:80") })
 }
 
 impl App {
+    /// Whether `ip` is another host of the lab: its connections carry many
+    /// clients (whose addresses it signs), so they are not held to the
+    /// connection cap per address.
+    pub fn is_peer_address(&self, ip: std::net::IpAddr) -> bool {
+        self.peer_addresses.read().unwrap_or_else(|p| p.into_inner()).contains(&ip)
+    }
+
+    /// The lab's secret between hosts; `None` on a lab of one host.
+    pub fn cluster_secret(&self) -> Option<&[u8]> {
+        self.cluster_secret.as_ref().map(|s| s.0.as_slice())
+    }
+
+    /// The boards of this host's config as the other hosts show them.
+    fn present_boards(&self) -> Vec<PresentBoard> {
+        self.config()
+            .devices
+            .iter()
+            .map(|d| {
+                let board = self.devices.board(&d.id);
+                PresentBoard {
+                    id: d.id.clone(),
+                    model: d.model.clone(),
+                    name: d.name.clone(),
+                    plugin: d.plugin.clone(),
+                    baud: d.baud,
+                    online: board.as_ref().is_some_and(|b| b.is_online()),
+                    health: board.as_ref().map_or("unknown", |b| b.health().as_str()).to_owned(),
+                    health_reason: board.as_ref().and_then(|b| b.health().reason().map(str::to_owned)),
+                    in_use: board.as_ref().is_some_and(|b| self.device_in_use(b)),
+                    camera: self.cameras.get(&d.id).map(|camera| PresentCamera {
+                        state: camera.state().as_str().to_owned(),
+                        visibility: camera.config().map_or("holder", |c| c.visibility.as_str()).to_owned(),
+                        viewers: camera.viewers(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Every board of a lab of several hosts, the same list on every host:
+    /// hosts by name, each one's boards in its config order. This host's
+    /// come from its running config, the others' from their presence rows.
+    /// A board id another host already listed is left out (ids name
+    /// boards lab-wide; the first by host name keeps it).
+    pub(super) fn lab_devices(&self, config: &Config, this_host: &str) -> Vec<DeviceInfo> {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| *n != this_host).collect();
+        names.push(this_host);
+        names.sort_unstable();
+        let mut out: Vec<DeviceInfo> = Vec::new();
+        for name in names {
+            let start = out.len();
+            if name == this_host {
+                for d in &config.devices {
+                    let mut info = super::calendar::device_info(0, d);
+                    info.host = Some(this_host.to_owned());
+                    out.push(info);
+                }
+            } else if let Some(host) = hosts.iter().find(|h| h.name == name) {
+                for b in &host.boards {
+                    out.push(DeviceInfo {
+                        number: 0,
+                        id: b.id.clone(),
+                        name: if b.name.is_empty() { b.id.clone() } else { b.name.clone() },
+                        model: b.model.clone(),
+                        plugin: b.plugin.clone(),
+                        port: None,
+                        baud: b.baud,
+                        host: Some(host.name.clone()),
+                        remote: Some(RemoteBoard {
+                            advertise: host.advertise.clone(),
+                            online: host.online && b.online,
+                            host_online: host.online,
+                            // An offline host's boards answer nothing: their health is unknown.
+                            health: if host.online { b.health.clone() } else { "unknown".to_owned() },
+                            health_reason: b.health_reason.clone().filter(|_| host.online),
+                            in_use: host.online && b.in_use,
+                            camera: b.camera.clone().filter(|_| host.online),
+                        }),
+                    });
+                }
+            }
+            let mut i = start;
+            while i < out.len() {
+                if out[..start].iter().any(|d| d.id == out[i].id) {
+                    out.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for (number, d) in out.iter_mut().enumerate() {
+            d.number = number;
+        }
+        out
+    }
+
     /// Every host of the lab and its boards, as last read from the store.
     pub fn lab_hosts(&self) -> LabHosts {
         LabHosts {
@@ -56,12 +191,7 @@ impl App {
             let mut ticks = tokio::time::interval(every);
             loop {
                 ticks.tick().await;
-                let boards: Vec<PresentBoard> = app
-                    .config()
-                    .devices
-                    .iter()
-                    .map(|d| PresentBoard { id: d.id.clone(), model: d.model.clone() })
-                    .collect();
+                let boards = app.present_boards();
                 let renewed = app.store.renew_presence(&cluster.name, &cluster.advertise, boards).await;
                 let read = match renewed {
                     Ok(()) => app.store.hosts(cluster.offline_after).await,
@@ -73,6 +203,8 @@ impl App {
                             tracing::info!("renewing this host's presence again");
                         }
                         failing = false;
+                        let peers = peer_addresses(&hosts, &cluster.name).await;
+                        *app.peer_addresses.write().unwrap_or_else(|p| p.into_inner()) = peers;
                         *app.hosts.lock().unwrap_or_else(|p| p.into_inner()) = hosts;
                     }
                     Err(error) => {
@@ -84,5 +216,26 @@ impl App {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_authority;
+
+    #[test]
+    fn an_advertised_address_names_where_its_host_connects_from() {
+        let cases = [
+            ("http://bench-2.lab.example:8000", Some("bench-2.lab.example:8000")),
+            ("http://bench-2.lab.example/", Some("bench-2.lab.example:80")),
+            ("http://10.0.0.2:8000/rerod", Some("10.0.0.2:8000")),
+            ("http://[fd00::2]:8000", Some("[fd00::2]:8000")),
+            ("http://[fd00::2]", Some("[fd00::2]:80")),
+            ("https://bench-2.lab.example", None),
+            ("http://", None),
+        ];
+        for (advertise, want) in cases {
+            assert_eq!(advertised_authority(advertise).as_deref(), want, "{advertise}");
+        }
     }
 }

@@ -163,7 +163,18 @@ impl App {
     }
 
     /// Refuses a booking on a board that takes none (failing, maintenance).
-    pub(super) fn check_takes_bookings(&self, device: &str) -> Result<(), AppError> {
+    pub(super) fn check_takes_bookings(&self, info: &DeviceInfo) -> Result<(), AppError> {
+        let device = info.id.as_str();
+        if let Some(remote) = &info.remote {
+            // Another host's board: as that host last said.
+            let health = match remote.health.as_str() {
+                "failing" => "failing",
+                "maintenance" => "maintenance",
+                _ => return Ok(()),
+            };
+            let reason = remote.health_reason.clone();
+            return Err(AppError::DeviceUnavailable { device: device.to_owned(), health, reason });
+        }
         match self.board_health_flag(device) {
             Some(health) => Err(AppError::DeviceUnavailable {
                 device: device.to_owned(),

@@ -98,6 +98,10 @@ pub struct App {
     camera_tickets: camera::Tickets,
     /// The lab's hosts as last read (`[cluster]`; see `cluster.rs`).
     hosts: Mutex<Vec<crate::store::HostPresence>>,
+    /// The lab's secret between hosts (`cluster.secret_file`, read once at start).
+    cluster_secret: Option<cluster::Secret>,
+    /// The addresses the other hosts' advertised names resolve to, as last read.
+    peer_addresses: RwLock<Vec<std::net::IpAddr>>,
 }
 
 /// A reload refused because it changes the lab's calendar, which only a
@@ -216,6 +220,9 @@ pub enum Credentials {
 /// calendar a lab without boards books on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// Its place in the lab's list: config order on one host; in a lab of
+    /// several hosts, by host name and then each host's config order, the
+    /// same on every host.
     pub number: usize,
     pub id: String,
     pub name: String,
@@ -223,6 +230,28 @@ pub struct DeviceInfo {
     pub plugin: String,
     pub port: Option<String>,
     pub baud: u32,
+    /// The host serving it, in a lab of several hosts (`[cluster]`).
+    pub host: Option<String>,
+    /// Set when another host of the lab serves it: where to reach that
+    /// host, and the board's state as that host last said.
+    pub remote: Option<RemoteBoard>,
+}
+
+/// A board another host of the lab serves, as its presence row last said
+/// (renewed every third of `cluster.offline_after_secs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteBoard {
+    /// The owner's `cluster.advertise` address.
+    pub advertise: String,
+    /// The owner host is online and its port answers.
+    pub online: bool,
+    /// The owner host is online (it renewed its presence in time).
+    pub host_online: bool,
+    pub health: String,
+    pub health_reason: Option<String>,
+    pub in_use: bool,
+    /// Its camera (its stream and state are the owner's routes, forwarded).
+    pub camera: Option<crate::store::PresentCamera>,
 }
 
 /// The two kinds of WebSocket, counted apart.
@@ -319,7 +348,7 @@ impl DeviceRef {
 impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: Metrics) -> Result<App, AppError> {
-        cluster::check_cluster_secret(&config)?;
+        let cluster_secret = cluster::read_cluster_secret(&config)?;
         let store = match &config.store.url {
             Some(url) => Store::open_postgres(url, &config.store.path)?,
             None => Store::open(&config.store.path)?,
@@ -390,6 +419,8 @@ impl App {
             cameras,
             camera_tickets: camera::Tickets::default(),
             hosts: Mutex::new(Vec::new()),
+            cluster_secret,
+            peer_addresses: RwLock::new(Vec::new()),
         })
     }
 
@@ -603,7 +634,8 @@ impl App {
         Some(tokio::spawn(async move {
             loop {
                 match changes.recv().await {
-                    Ok(crate::store::Change::Slots { device, date }) => {
+                    Ok(crate::store::Change::Slots { device, date, cancelled }) => {
+                        app.end_cancelled_sessions(&device, date, &cancelled);
                         app.changed(&SlotKey { device, date, slot: 0 });
                     }
                     Ok(crate::store::Change::Moved { email, date, slot, from, to }) => {
@@ -618,6 +650,20 @@ impl App {
                 }
             }
         }))
+    }
+
+    /// Ends the session on this host's board `device` whose booking another
+    /// host cancelled (or moved) while its slot is in progress, as a cancel
+    /// made here does.
+    fn end_cancelled_sessions(&self, device: &str, date: jiff::civil::Date, cancelled: &[(u16, String)]) {
+        if cancelled.is_empty() || self.devices.board(device).is_none() {
+            return;
+        }
+        let Some(slot) = self.config().lab.calendar.slot_at(self.now()) else { return };
+        for (_, email) in cancelled.iter().filter(|(id, _)| slot.date == date && *id == slot.id) {
+            let message = format!("the booking of slot {} was cancelled", slot.id);
+            self.devices.end_session(device, email, message);
+        }
     }
 
     fn changed(&self, key: &SlotKey) {

@@ -194,7 +194,7 @@ pub async fn stream(server: &Arc<Server>, call: &Call<'_>) -> Result<Response<Bo
     let (tx, rx) = mpsc::channel(4);
     let pump = Pump { app: Arc::clone(app), device, who, tx };
     tokio::spawn(pump.run(viewer, server.stop_signal()));
-    let mut response = Response::new(Body::Right(StreamBody { rx }));
+    let mut response = Response::new(Body::Right(http_body_util::Either::Left(StreamBody { rx })));
     let headers = response.headers_mut();
     let content_type = format!("multipart/x-mixed-replace; boundary={BOUNDARY}");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("a valid header"));

@@ -36,37 +36,66 @@ pub(super) fn device_param(spec: &RouteSpec, path: &str) -> (String, Option<Devi
 
 /// `GET /devices`: the boards in config order, whether each is online and in use.
 pub fn list(app: &Arc<App>, admin: bool) -> Reply {
-    let devices: Vec<DeviceJson> = if app.config().devices.is_empty() {
+    let config = app.config();
+    // A lab without boards lists none (its default calendar is no board);
+    // a host of a lab of several lists every host's.
+    let devices: Vec<DeviceJson> = if config.devices.is_empty() && config.cluster.is_none() {
         Vec::new()
     } else {
-        app.devices()
-            .into_iter()
-            .filter_map(|d| app.devices.board(&d.id).map(|board| (d, board)))
-            .map(|(d, board)| DeviceJson {
-                health: board.health().as_str().to_owned(),
-                health_reason: board.health().reason().map(str::to_owned),
-                number: d.number,
-                // The host's device path is the admins' business.
-                port: match admin {
-                    true => d.port.unwrap_or_else(|| board.port().config().spec.to_string()),
-                    false => d.id.clone(),
-                },
-                online: board.is_online(),
-                in_use: app.device_in_use(&board),
-                id: d.id,
-                name: d.name,
-                model: d.model,
-                plugin: d.plugin,
-                baud: d.baud,
-                camera: super::camera::device_camera(app, &board.id, admin),
-            })
-            .collect()
+        app.devices().into_iter().filter_map(|d| device_json(app, d, admin)).collect()
     };
     let supported_models = rerod_devices::model::MODELS.iter().map(|m| m.name.to_owned()).collect();
     Ok(json_response(
         StatusCode::OK,
         &DevicesResponse { success: true, count: devices.len(), devices, supported_models },
     ))
+}
+
+/// One board of `GET /devices`: this host's as its port and health say,
+/// another host's as that host's presence last said.
+fn device_json(app: &Arc<App>, d: crate::app::DeviceInfo, admin: bool) -> Option<DeviceJson> {
+    if let Some(remote) = d.remote {
+        return Some(DeviceJson {
+            number: d.number,
+            port: d.id.clone(),
+            online: remote.online,
+            in_use: remote.in_use,
+            health: remote.health,
+            health_reason: remote.health_reason,
+            camera: remote.camera.map(|c| crate::wire::CameraJson {
+                state: c.state,
+                visibility: c.visibility,
+                viewers: c.viewers,
+                reason: None,
+            }),
+            host: d.host,
+            id: d.id,
+            name: d.name,
+            model: d.model,
+            plugin: d.plugin,
+            baud: d.baud,
+        });
+    }
+    let board = app.devices.board(&d.id)?;
+    Some(DeviceJson {
+        health: board.health().as_str().to_owned(),
+        health_reason: board.health().reason().map(str::to_owned),
+        number: d.number,
+        // The host's device path is the admins' business.
+        port: match admin {
+            true => d.port.unwrap_or_else(|| board.port().config().spec.to_string()),
+            false => d.id.clone(),
+        },
+        online: board.is_online(),
+        in_use: app.device_in_use(&board),
+        camera: super::camera::device_camera(app, &board.id, admin),
+        host: d.host,
+        id: d.id,
+        name: d.name,
+        model: d.model,
+        plugin: d.plugin,
+        baud: d.baud,
+    })
 }
 
 /// `POST /devices/compile`: `{code, model?, device?}` compiled for the model

@@ -29,6 +29,8 @@ pub enum HttpErrorKind {
     WebSocketRequired,
     WebSocketVersion,
     WebSocketKey,
+    /// The board belongs to another host of the lab, which cannot be reached.
+    BoardHostUnreachable,
 }
 
 impl HttpErrorKind {
@@ -46,6 +48,7 @@ impl HttpErrorKind {
             HttpErrorKind::WebSocketRequired => "websocket_required",
             HttpErrorKind::WebSocketVersion => "websocket_version",
             HttpErrorKind::WebSocketKey => "websocket_key",
+            HttpErrorKind::BoardHostUnreachable => "board_host_unreachable",
         }
     }
 }
@@ -129,7 +132,9 @@ impl Kind {
                 H::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
                 H::BadBody | H::WebSocketVersion | H::WebSocketKey => StatusCode::BAD_REQUEST,
                 H::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                H::TooManyConnections | H::TooManyWebSockets => StatusCode::SERVICE_UNAVAILABLE,
+                H::TooManyConnections | H::TooManyWebSockets | H::BoardHostUnreachable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 H::AddressSocketLimit => StatusCode::TOO_MANY_REQUESTS,
                 H::WebSocketRequired => StatusCode::UPGRADE_REQUIRED,
             },

@@ -6,6 +6,7 @@ mod admin;
 mod camera;
 mod devices;
 mod error;
+mod forward;
 mod handlers;
 pub mod openapi;
 mod records;
@@ -40,8 +41,9 @@ use crate::ws::booking::BookingHub;
 pub use error::{ApiError, HttpErrorKind, Kind};
 pub use routes::{Auth, BodyLimit, ROUTES, Route, RouteSpec, Serves};
 
-/// A response body: whole (every route but one), or a camera's live stream.
-pub(crate) type Body = http_body_util::Either<Full<Bytes>, camera::StreamBody>;
+/// A response body: whole (most routes), a camera's live stream, or the
+/// answer of the host a request was forwarded to, streamed.
+pub(crate) type Body = http_body_util::Either<Full<Bytes>, http_body_util::Either<camera::StreamBody, Incoming>>;
 
 /// How long in-flight requests get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,8 +78,10 @@ pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, st
             tokio::spawn(refuse_connection(stream, "Too many open connections; try again shortly"));
             continue;
         }
-        // A trusted proxy carries many clients; theirs are told apart per request.
-        let from_proxy = config.server.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip()));
+        // A trusted proxy, or another host of the lab, carries many clients;
+        // theirs are told apart per request.
+        let from_proxy = config.server.trusted_proxies.iter().any(|proxy| proxy.contains(peer.ip()))
+            || (config.cluster.is_some() && app.is_peer_address(peer.ip()));
         let address = match from_proxy {
             true => None,
             false => {
@@ -223,12 +227,20 @@ async fn refuse_connection(mut stream: TcpStream, detail: &'static str) {
 }
 
 /// One request through the pipeline. Never fails: errors become responses.
-async fn handle(server: Arc<Server>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(server: Arc<Server>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    // From here on, "the client's address" is the one behind trusted proxies.
-    let peer = SocketAddr::new(client_address(&server.app, &req, peer), peer.port());
+    // From here on, "the client's address" is the one behind trusted proxies,
+    // or the one another host of the lab vouches for with the lab's secret.
+    let address = match forward::vouched_client(&server.app, &req) {
+        Some(address) => {
+            req.extensions_mut().insert(forward::FromPeer);
+            address
+        }
+        None => client_address(&server.app, &req, peer),
+    };
+    let peer = SocketAddr::new(address, peer.port());
     let (route, result) = routes::dispatch(&server, req, peer).await;
     let mut response = result.unwrap_or_else(|error| error.into_response().map(Body::Left));
     add_cors_headers(&server.app, origin.as_ref(), response.headers_mut());

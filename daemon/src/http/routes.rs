@@ -412,6 +412,10 @@ pub(crate) async fn dispatch(
             ApiError::http(HttpErrorKind::MethodNotAllowed, detail).with_header(header::ALLOW, spec.allow_header());
         return (Some(route), Err(error));
     }
+    // Another host's board: its host answers (a lab of several hosts).
+    if let Some(owner) = super::forward::owner(&server.app, spec, &req) {
+        return (Some(route), super::forward::forward(server, owner, req, peer).await);
+    }
     (Some(route), serve(server, spec, req, peer).await)
 }
 

@@ -54,13 +54,46 @@ pub struct HostPresence {
 pub struct PresentBoard {
     pub id: String,
     pub model: String,
+    /// What the other hosts show of it (the fields below are kept as JSON
+    /// in the host's row, so they need no schema change).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub plugin: String,
+    #[serde(default)]
+    pub baud: u32,
+    /// Its port answers.
+    #[serde(default)]
+    pub online: bool,
+    #[serde(default = "unknown_health")]
+    pub health: String,
+    #[serde(default)]
+    pub health_reason: Option<String>,
+    #[serde(default)]
+    pub in_use: bool,
+    /// Its camera, if it has one.
+    #[serde(default)]
+    pub camera: Option<PresentCamera>,
+}
+
+/// A board's camera as the other hosts show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PresentCamera {
+    pub state: String,
+    pub visibility: String,
+    pub viewers: usize,
+}
+
+fn unknown_health() -> String {
+    "unknown".to_owned()
 }
 
 /// A booking change another host committed, for this host's live views.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// The bookings of `device` on `date` changed.
-    Slots { device: String, date: Date },
+    /// The bookings of `device` on `date` changed; `cancelled` are the
+    /// bookings (slot, holder) that are gone, as far as this host saw them.
+    Slots { device: String, date: Date, cancelled: Vec<(u16, String)> },
     /// A booking moved off a broken board.
     Moved { email: String, date: Date, slot: u16, from: String, to: String },
 }

@@ -42,7 +42,7 @@ mod postgres;
 mod records;
 mod writer;
 
-pub use backend::{Change, HostPresence, PresentBoard, Store};
+pub use backend::{Change, HostPresence, PresentBoard, PresentCamera, Store};
 pub use backup::{Snapshot, backup, snapshot};
 pub use copy::{Copied, copy, is_database_url};
 pub use health::{AuditEntry, MaintenanceRecord, MoveError};

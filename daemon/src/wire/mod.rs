@@ -150,7 +150,10 @@ impl SlotsJson {
             available_slots: day.available_ids(),
             booked_slots: day.booked_ids(),
             date: day.date.to_string(),
-            health: app.devices.board(&day.device.id).map_or("unknown", |b| b.health().as_str()).to_owned(),
+            health: match &day.device.remote {
+                Some(remote) => remote.health.clone(),
+                None => app.devices.board(&day.device.id).map_or("unknown", |b| b.health().as_str()).to_owned(),
+            },
             device: day.device.id.clone(),
         }
     }

@@ -328,6 +328,10 @@ pub struct DeviceJson {
     /// The board's camera; null when it has none.
     #[serde(default)]
     pub camera: Option<CameraJson>,
+    /// The host serving the board, in a lab of several hosts; absent on a
+    /// lab of one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A board's camera as `GET /devices` and `GET /devices/camera/{device}` show it.

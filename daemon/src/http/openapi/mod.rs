@@ -38,7 +38,11 @@ pub fn document() -> Value {
             "description": "Remote-lab booking daemon: book an hour on a robot board, then upload firmware to it \
                 and use its serial console. Errors are `{detail, code}` (plus `field` on 422); `code` is stable. \
                 Routes that take credentials accept `Authorization: Bearer <token>` or, for the old clients, \
-                `email`+`password` or `token` in the JSON body; the header wins when both are present.",
+                `email`+`password` or `token` in the JSON body; the header wins when both are present. \
+                In a lab of several hosts any host answers any request: a board's own routes (upload, console, \
+                camera, its admin routes, the records of its sessions) are forwarded, streamed, to the host serving the \
+                board, which checks the caller's token itself; 503 board_host_unreachable when that host is \
+                offline or does not answer.",
         },
         "servers": [{ "url": "/" }],
         "tags": [

@@ -133,7 +133,7 @@ pub(super) fn components() -> Value {
             },
             "Error409": error_response("The device is busy with another upload, or the upload was aborted because the session ended"),
             "Error502": error_response("The board (or its flashing tool) did not answer as expected: no sync, verify mismatch, tool failure"),
-            "Error503": error_response("The store is unavailable, too many connections are open, too many password checks are waiting (overloaded), or the device is offline"),
+            "Error503": error_response("The store is unavailable, too many connections are open, too many password checks are waiting (overloaded), the device is offline, or (board_host_unreachable) the board belongs to another host of the lab that is offline or does not answer"),
         },
         "schemas": {
             "Error": {
@@ -470,6 +470,12 @@ pub(super) fn components() -> Value {
                     "camera": {
                         "nullable": true, "allOf": [schema_ref("Camera")],
                         "description": "The board's camera; null when it has none",
+                    },
+                    "host": {
+                        "type": "string",
+                        "description": "The host serving the board, in a lab of several hosts ([cluster]); \
+                                        absent on a lab of one host. Another host's board shows what its \
+                                        host last said, and offline with health unknown while that host is",
                     },
                 },
             },

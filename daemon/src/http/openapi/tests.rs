@@ -519,6 +519,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
                     health: s("good"),
                     health_reason: None,
                     camera: Some(CameraJson { state: s("idle"), visibility: s("holder"), viewers: 0, reason: None }),
+                    host: None,
                 },
                 DeviceJson {
                     number: 1,
@@ -533,6 +534,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
                     health: s("maintenance"),
                     health_reason: Some(s("motor")),
                     camera: None,
+                    host: Some(s("bench-2")),
                 },
             ],
             supported_models: vec![s("mega2560")],

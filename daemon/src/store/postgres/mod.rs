@@ -1072,7 +1072,7 @@ impl Shared {
             None => {
                 tracing::info!("following the database's notifications again");
                 for (device, date) in changed {
-                    let _ = self.changes.send(Change::Slots { device, date });
+                    let _ = self.changes.send(Change::Slots { device, date, cancelled: Vec::new() });
                 }
             }
         }
@@ -1122,9 +1122,17 @@ impl Shared {
         for ((device, day), foreign) in days {
             let Ok(date) = day.parse::<Date>() else { continue };
             let bookings = mirror::read_day(client, &device, &day).await?;
-            self.mirror().replace_day(&device, date, bookings);
+            let cancelled: Vec<(u16, String)> = {
+                let mut mirror = self.mirror();
+                let before = mirror.day(&device, date);
+                let gone =
+                    before.into_iter().filter(|b| !bookings.iter().any(|n| n.key == b.key && n.email == b.email));
+                let gone = gone.map(|b| (b.key.slot, b.email)).collect();
+                mirror.replace_day(&device, date, bookings);
+                gone
+            };
             if foreign {
-                let _ = self.changes.send(Change::Slots { device, date });
+                let _ = self.changes.send(Change::Slots { device, date, cancelled });
             }
         }
         if maintenance {

@@ -1,0 +1,324 @@
+//! Forwarding to the host that serves a board, in a lab of several hosts
+//! (`[cluster]`). A request for another host's board (its upload, the
+//! console, its camera, its admin routes, the records of its sessions) is passed on,
+//! streamed both ways, to that host's `cluster.advertise` address; the owner
+//! checks the caller's token itself, as for any request.
+//!
+//! The forwarded request carries the client's address in [`PEER_HEADER`],
+//! signed with the lab's secret: `<unix seconds>;<address>;<HMAC-SHA256 in
+//! hex>` over the method, the path with its query, the address and the
+//! time. The owner believes the address (for its per-address limits) only
+//! with a good signature made within [`MAX_SKEW_SECS`]; any other value is
+//! ignored and the request counts against the address it came from. A
+//! request that arrived signed is answered where it lands and never
+//! forwarded again, so no loop can form between hosts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use sha2::Sha256;
+use tokio::net::TcpStream;
+
+use super::error::{ApiError, HttpErrorKind};
+use super::request::percent_decode;
+use super::routes::{Route, RouteSpec};
+use super::{Body, HeldConnection, Server};
+use crate::app::{App, DeviceRef};
+
+/// The header a host puts on a request it forwards: the client's address, signed.
+pub(crate) const PEER_HEADER: &str = "x-rerod-peer";
+
+/// How far the signer's clock may be from the owner's. Hosts of one lab
+/// keep their clocks by NTP; a signature older than this is not believed.
+const MAX_SKEW_SECS: i64 = 30;
+
+/// How long reaching the owner host may take before the client is told so.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Marks a request another host of the lab forwarded, signed: it is
+/// answered here and never forwarded again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FromPeer;
+
+/// Where a request goes instead of being answered here.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    host: String,
+    advertise: String,
+    online: bool,
+    /// The path (and query) to ask the owner for: the board named by its id.
+    path_and_query: String,
+}
+
+/// The signed value of [`PEER_HEADER`] for a request `method path` from
+/// `client`, at `now` (unix seconds).
+pub(crate) fn sign(secret: &[u8], method: &str, path_and_query: &str, client: IpAddr, now: i64) -> String {
+    let tag = mac(secret, method, path_and_query, client, now).finalize().into_bytes();
+    format!("{now};{client};{}", hex(&tag))
+}
+
+/// The client's address a [`PEER_HEADER`] value vouches for, when its
+/// signature is good and recent; `None` for anything else.
+pub(crate) fn verify(secret: &[u8], method: &str, path_and_query: &str, value: &str, now: i64) -> Option<IpAddr> {
+    let mut parts = value.split(';');
+    let (at, client, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let at: i64 = at.parse().ok()?;
+    let client: IpAddr = client.parse().ok()?;
+    if (now - at).abs() > MAX_SKEW_SECS {
+        return None;
+    }
+    let tag = unhex(tag)?;
+    // verify_slice compares in constant time.
+    mac(secret, method, path_and_query, client, at).verify_slice(&tag).ok()?;
+    Some(client)
+}
+
+fn mac(secret: &[u8], method: &str, path_and_query: &str, client: IpAddr, at: i64) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    // Fields separated by a byte none of them can hold.
+    for field in [method, path_and_query, &client.to_string(), &at.to_string()] {
+        mac.update(field.as_bytes());
+        mac.update(b"\n");
+    }
+    mac
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The client's address a request's [`PEER_HEADER`] vouches for, on a host
+/// of a lab of several hosts.
+pub(crate) fn vouched_client(app: &App, req: &Request<Incoming>) -> Option<IpAddr> {
+    let secret = app.cluster_secret()?;
+    let value = req.headers().get(PEER_HEADER)?.to_str().ok()?;
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // Wall time, not the lab's clock: it is what the hosts' clocks share.
+    verify(secret, req.method().as_str(), path, value, jiff::Timestamp::now().as_second())
+}
+
+/// The host a request must go to instead of being answered here: another
+/// host's board named by a board's route. `None` on a lab of one host, for
+/// a request a peer already forwarded, and for anything this host answers.
+pub(crate) fn owner(app: &App, spec: &RouteSpec, req: &Request<Incoming>) -> Option<Owner> {
+    app.config().cluster.as_ref()?;
+    if req.extensions().get::<FromPeer>().is_some() {
+        return None;
+    }
+    let path = req.uri().path();
+    let query = req.uri().query();
+    let (device, rewrite) = match spec.route {
+        Route::DevicesUpload
+        | Route::DevicesConsole
+        | Route::AdminMaintenance
+        | Route::AdminCheck
+        | Route::AdminChecks
+        | Route::Camera
+        | Route::CameraTicket
+        | Route::CameraStream
+        | Route::CameraSnapshot => {
+            let text = percent_decode(spec.path_param(path)?)?;
+            (DeviceRef::parse(&text), true)
+        }
+        // A session's record lives with the board: its id names the board.
+        Route::Record | Route::RecordTranscript | Route::RecordSnapshot => {
+            let id = crate::records::SessionId::parse(&percent_decode(spec.path_param(path)?)?)?;
+            (DeviceRef::Id(id.device), false)
+        }
+        // The records of one board; without `device`, this host's own.
+        Route::Records => {
+            let device = query?.split('&').find_map(|pair| pair.strip_prefix("device="))?;
+            (DeviceRef::parse(&percent_decode(device)?), false)
+        }
+        _ => return None,
+    };
+    let info = app.device(Some(&device)).ok()?;
+    let remote = info.remote?;
+    let path = match rewrite {
+        // Ids are letters, digits, '-' and '_': safe in a path as they are.
+        // A number becomes the id, so the owner needs no list of its own.
+        true => {
+            let (prefix, rest) = spec.pattern.split_once('{')?;
+            let (_, suffix) = rest.split_once('}')?;
+            format!("{prefix}{}{suffix}", info.id)
+        }
+        false => path.to_owned(),
+    };
+    let path_and_query = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    Some(Owner {
+        host: info.host.unwrap_or_default(),
+        advertise: remote.advertise,
+        online: remote.host_online,
+        path_and_query,
+    })
+}
+
+/// Passes `req` to the owner host and its answer back, both bodies
+/// streamed; a WebSocket upgrade is relayed byte for byte both ways once
+/// the owner accepts it, so frames, pings and close codes pass unchanged.
+pub(crate) async fn forward(
+    server: &Arc<Server>,
+    owner: Owner,
+    mut req: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let unreachable = |why: String| {
+        tracing::warn!(host = %owner.host, advertise = %owner.advertise, %why, "cannot forward to the board's host");
+        ApiError::http(
+            HttpErrorKind::BoardHostUnreachable,
+            format!("The board is on host {}, which cannot be reached now ({why}); try again shortly", owner.host),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+    };
+    if !owner.online {
+        return Err(unreachable("it is offline".to_owned()));
+    }
+    let Some(secret) = server.app.cluster_secret() else {
+        return Err(unreachable("this host has no cluster secret".to_owned()));
+    };
+    let authority = authority(&owner.advertise).map_err(|e| unreachable(e.to_owned()))?;
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(unreachable(format!("cannot connect: {e}"))),
+        Err(_) => return Err(unreachable("it did not answer in time".to_owned())),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(format!("handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, "connection to a peer host ended with an error");
+        }
+    });
+
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let from_client = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let held = req.extensions().get::<HeldConnection>().cloned();
+    let (parts, body) = req.into_parts();
+    let mut out = Request::builder()
+        .method(parts.method.clone())
+        .uri(owner.path_and_query.parse::<Uri>().map_err(|e| unreachable(format!("path: {e}")))?);
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name, upgrade) && name != header::HOST && name.as_str() != PEER_HEADER {
+            out = out.header(name, value);
+        }
+    }
+    let signed =
+        sign(secret, parts.method.as_str(), &owner.path_and_query, client.ip(), jiff::Timestamp::now().as_second());
+    out = out.header(header::HOST, &authority).header(PEER_HEADER, signed);
+    let out = out.body(body).map_err(|e| unreachable(format!("request: {e}")))?;
+    let mut response = sender.send_request(out).await.map_err(|e| unreachable(format!("request: {e}")))?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(from_client) = from_client
+    {
+        let from_owner = hyper::upgrade::on(&mut response);
+        let mut stop = server.stop_signal();
+        tokio::spawn(async move {
+            // Counted against the client's connection caps until it closes.
+            let _held = held;
+            let (Ok(client_io), Ok(owner_io)) = (from_client.await, from_owner.await) else { return };
+            let (mut client_io, mut owner_io) = (TokioIo::new(client_io), TokioIo::new(owner_io));
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client_io, &mut owner_io) => {}
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+    let (mut parts, body) = response.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let names: Vec<HeaderName> = parts.headers.keys().filter(|n| hop_by_hop(n, switching)).cloned().collect();
+    for name in names {
+        parts.headers.remove(name);
+    }
+    Ok(Response::from_parts(parts, Body::Right(http_body_util::Either::Right(body))))
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110
+/// 7.6.1); an upgrade keeps `Connection` and `Upgrade`, which ask for it.
+fn hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
+    match name.as_str() {
+        "connection" | "upgrade" => !upgrade,
+        "keep-alive"
+        | "proxy-connection"
+        | "te"
+        | "trailer"
+        | "transfer-encoding"
+        | "proxy-authorization"
+        | "proxy-authenticate" => true,
+        _ => false,
+    }
+}
+
+/// `host:port` of an advertised `http://` address.
+fn authority(advertise: &str) -> Result<String, &'static str> {
+    let uri: Uri = advertise.parse().map_err(|_| "its cluster.advertise is not a URL")?;
+    if uri.scheme_str() != Some("http") {
+        return Err("hosts reach each other over plain http://; its cluster.advertise is not");
+    }
+    let host = uri.host().ok_or("its cluster.advertise names no host")?;
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a-lab-secret-shared-by-every-host-of-it";
+    const NOW: i64 = 1_800_000_000;
+
+    fn client() -> IpAddr {
+        "192.0.2.7".parse().unwrap()
+    }
+
+    #[test]
+    fn a_signed_address_is_believed_for_its_own_request_only() {
+        let value = sign(SECRET, "POST", "/devices/upload/uno-b", client(), NOW);
+        assert_eq!(verify(SECRET, "POST", "/devices/upload/uno-b", &value, NOW + 5), Some(client()));
+        // Another path, method or secret: not believed.
+        assert_eq!(verify(SECRET, "POST", "/devices/upload/uno-a", &value, NOW), None);
+        assert_eq!(verify(SECRET, "GET", "/devices/upload/uno-b", &value, NOW), None);
+        assert_eq!(
+            verify(b"another-lab-secret-of-32-bytes-or-more", "POST", "/devices/upload/uno-b", &value, NOW),
+            None
+        );
+    }
+
+    #[test]
+    fn an_old_or_altered_signature_is_ignored() {
+        let value = sign(SECRET, "GET", "/devices/read/uno-b", client(), NOW);
+        assert_eq!(verify(SECRET, "GET", "/devices/read/uno-b", &value, NOW + MAX_SKEW_SECS + 1), None);
+        let other_address = value.replace("192.0.2.7", "192.0.2.8");
+        assert_eq!(verify(SECRET, "GET", "/devices/read/uno-b", &other_address, NOW), None);
+        for forged in ["", "1;2;3", "x;192.0.2.7;00", &format!("{NOW};192.0.2.7;zz"), &format!("{value};extra")] {
+            assert_eq!(verify(SECRET, "GET", "/devices/read/uno-b", forged, NOW), None, "{forged}");
+        }
+    }
+
+    #[test]
+    fn only_plain_http_addresses_are_reached() {
+        assert_eq!(authority("http://bench-2.lab.example:8000").as_deref(), Ok("bench-2.lab.example:8000"));
+        assert_eq!(authority("http://10.0.0.2/").as_deref(), Ok("10.0.0.2:80"));
+        assert!(authority("https://bench-2.lab.example").is_err());
+    }
+}
