@@ -5,11 +5,14 @@
 //! token; the types holding them do not implement `Display`.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, mpsc};
 
+use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use tokio::sync::oneshot;
 
 /// bcrypt reads at most 72 bytes; longer passwords are refused, never truncated.
@@ -425,6 +428,57 @@ pub fn random_secret() -> std::io::Result<Vec<u8>> {
     Ok(secret)
 }
 
+/// How far the signer's clock may be from the owner's. Hosts of one lab
+/// keep their clocks by NTP; a signature older than this is not believed.
+pub const PEER_MAX_SKEW_SECS: i64 = 30;
+
+/// The signed value of peer header (`x-rerod-peer`) for a request `method path` from
+/// `client`, at `now` (unix seconds).
+pub fn sign_peer(secret: &[u8], method: &str, path_and_query: &str, client: IpAddr, now: i64) -> String {
+    let tag = peer_mac(secret, method, path_and_query, client, now).finalize().into_bytes();
+    format!("{now};{client};{}", hex(&tag))
+}
+
+/// The client's address a peer header (`x-rerod-peer`) value vouches for, when its
+/// signature is good and recent; `None` for anything else.
+pub fn verify_peer(secret: &[u8], method: &str, path_and_query: &str, value: &str, now: i64) -> Option<IpAddr> {
+    let mut parts = value.split(';');
+    let (at, client, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let at: i64 = at.parse().ok()?;
+    let client: IpAddr = client.parse().ok()?;
+    if (now - at).abs() > PEER_MAX_SKEW_SECS {
+        return None;
+    }
+    let tag = unhex(tag)?;
+    // verify_slice compares in constant time.
+    peer_mac(secret, method, path_and_query, client, at).verify_slice(&tag).ok()?;
+    Some(client)
+}
+
+fn peer_mac(secret: &[u8], method: &str, path_and_query: &str, client: IpAddr, at: i64) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    // Fields separated by a byte none of them can hold.
+    for field in [method, path_and_query, &client.to_string(), &at.to_string()] {
+        mac.update(field.as_bytes());
+        mac.update(b"\n");
+    }
+    mac
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,5 +693,36 @@ mod tests {
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
         waiting.await.unwrap().unwrap();
+    }
+
+    const PEER_SECRET: &[u8] = b"a-lab-secret-shared-by-every-host-of-it";
+    const NOW: i64 = 1_800_000_000;
+
+    fn client() -> std::net::IpAddr {
+        "192.0.2.7".parse().unwrap()
+    }
+
+    #[test]
+    fn a_signed_address_is_believed_for_its_own_request_only() {
+        let value = sign_peer(PEER_SECRET, "POST", "/devices/upload/uno-b", client(), NOW);
+        assert_eq!(verify_peer(PEER_SECRET, "POST", "/devices/upload/uno-b", &value, NOW + 5), Some(client()));
+        // Another path, method or secret: not believed.
+        assert_eq!(verify_peer(PEER_SECRET, "POST", "/devices/upload/uno-a", &value, NOW), None);
+        assert_eq!(verify_peer(PEER_SECRET, "GET", "/devices/upload/uno-b", &value, NOW), None);
+        assert_eq!(
+            verify_peer(b"another-lab-secret-of-32-bytes-or-more", "POST", "/devices/upload/uno-b", &value, NOW),
+            None
+        );
+    }
+
+    #[test]
+    fn an_old_or_altered_signature_is_ignored() {
+        let value = sign_peer(PEER_SECRET, "GET", "/devices/read/uno-b", client(), NOW);
+        assert_eq!(verify_peer(PEER_SECRET, "GET", "/devices/read/uno-b", &value, NOW + PEER_MAX_SKEW_SECS + 1), None);
+        let other_address = value.replace("192.0.2.7", "192.0.2.8");
+        assert_eq!(verify_peer(PEER_SECRET, "GET", "/devices/read/uno-b", &other_address, NOW), None);
+        for forged in ["", "1;2;3", "x;192.0.2.7;00", &format!("{NOW};192.0.2.7;zz"), &format!("{value};extra")] {
+            assert_eq!(verify_peer(PEER_SECRET, "GET", "/devices/read/uno-b", forged, NOW), None, "{forged}");
+        }
     }
 }

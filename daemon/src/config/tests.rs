@@ -778,4 +778,9 @@ fn a_shared_store_and_a_cluster_are_checked_and_their_secrets_never_shown() {
         keys(&load(bad).unwrap_err()),
         ["cluster.name", "cluster.advertise", "cluster.secret_file", "cluster.offline_after_secs"]
     );
+    // Hosts forward to each other over plain HTTP only; a TLS address would fail every forward.
+    let tls = format!("[store]\nurl = \"postgres://db/lab\"\n{}", cluster.replace("http://", "https://"));
+    let problems = load(&tls).unwrap_err();
+    assert_eq!(keys(&problems), ["cluster.advertise"]);
+    assert!(problems[0].message.contains("plain HTTP"), "{problems:?}");
 }

@@ -352,10 +352,17 @@ fn validate_cluster(v: &mut Validator, raw: raw::Cluster, store: &StoreConfig) -
         v.problem("cluster.name", format!("must be 1 to 63 letters, digits, '-', '_' or '.', got {name:?}"));
     }
     let advertise = raw.advertise.unwrap_or_default();
-    let advertise_ok = ["http://", "https://"].iter().any(|scheme| {
-        advertise.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
-    });
-    if !advertise_ok {
+    let advertise_ok =
+        advertise.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+    if advertise.starts_with("https://") {
+        v.problem(
+            "cluster.advertise",
+            format!(
+                "must be an http:// address: the hosts of a lab reach each other over plain HTTP on the lab's own \
+                 network (TLS belongs to the reverse proxy in front), got {advertise:?}"
+            ),
+        );
+    } else if !advertise_ok {
         v.problem(
             "cluster.advertise",
             format!("must be the URL other hosts reach this one at, such as \"http://bench-2.lab.example:8000\", got {advertise:?}"),

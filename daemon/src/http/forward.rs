@@ -8,7 +8,7 @@
 //! signed with the lab's secret: `<unix seconds>;<address>;<HMAC-SHA256 in
 //! hex>` over the method, the path with its query, the address and the
 //! time. The owner believes the address (for its per-address limits) only
-//! with a good signature made within [`MAX_SKEW_SECS`]; any other value is
+//! with a good signature made within [`crate::auth::PEER_MAX_SKEW_SECS`]; any other value is
 //! ignored and the request counts against the address it came from. A
 //! request that arrived signed is answered where it lands and never
 //! forwarded again, so no loop can form between hosts.
@@ -17,12 +17,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use sha2::Sha256;
 use tokio::net::TcpStream;
 
 use super::error::{ApiError, HttpErrorKind};
@@ -33,10 +31,6 @@ use crate::app::{App, DeviceRef};
 
 /// The header a host puts on a request it forwards: the client's address, signed.
 pub(crate) const PEER_HEADER: &str = "x-rerod-peer";
-
-/// How far the signer's clock may be from the owner's. Hosts of one lab
-/// keep their clocks by NTP; a signature older than this is not believed.
-const MAX_SKEW_SECS: i64 = 30;
 
 /// How long reaching the owner host may take before the client is told so.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -56,53 +50,6 @@ pub(crate) struct Owner {
     path_and_query: String,
 }
 
-/// The signed value of [`PEER_HEADER`] for a request `method path` from
-/// `client`, at `now` (unix seconds).
-pub(crate) fn sign(secret: &[u8], method: &str, path_and_query: &str, client: IpAddr, now: i64) -> String {
-    let tag = mac(secret, method, path_and_query, client, now).finalize().into_bytes();
-    format!("{now};{client};{}", hex(&tag))
-}
-
-/// The client's address a [`PEER_HEADER`] value vouches for, when its
-/// signature is good and recent; `None` for anything else.
-pub(crate) fn verify(secret: &[u8], method: &str, path_and_query: &str, value: &str, now: i64) -> Option<IpAddr> {
-    let mut parts = value.split(';');
-    let (at, client, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let at: i64 = at.parse().ok()?;
-    let client: IpAddr = client.parse().ok()?;
-    if (now - at).abs() > MAX_SKEW_SECS {
-        return None;
-    }
-    let tag = unhex(tag)?;
-    // verify_slice compares in constant time.
-    mac(secret, method, path_and_query, client, at).verify_slice(&tag).ok()?;
-    Some(client)
-}
-
-fn mac(secret: &[u8], method: &str, path_and_query: &str, client: IpAddr, at: i64) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    // Fields separated by a byte none of them can hold.
-    for field in [method, path_and_query, &client.to_string(), &at.to_string()] {
-        mac.update(field.as_bytes());
-        mac.update(b"\n");
-    }
-    mac
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
-}
-
 /// The client's address a request's [`PEER_HEADER`] vouches for, on a host
 /// of a lab of several hosts.
 pub(crate) fn vouched_client(app: &App, req: &Request<Incoming>) -> Option<IpAddr> {
@@ -110,7 +57,7 @@ pub(crate) fn vouched_client(app: &App, req: &Request<Incoming>) -> Option<IpAdd
     let value = req.headers().get(PEER_HEADER)?.to_str().ok()?;
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     // Wall time, not the lab's clock: it is what the hosts' clocks share.
-    verify(secret, req.method().as_str(), path, value, jiff::Timestamp::now().as_second())
+    crate::auth::verify_peer(secret, req.method().as_str(), path, value, jiff::Timestamp::now().as_second())
 }
 
 /// The host a request must go to instead of being answered here: another
@@ -223,8 +170,13 @@ pub(crate) async fn forward(
             out = out.header(name, value);
         }
     }
-    let signed =
-        sign(secret, parts.method.as_str(), &owner.path_and_query, client.ip(), jiff::Timestamp::now().as_second());
+    let signed = crate::auth::sign_peer(
+        secret,
+        parts.method.as_str(),
+        &owner.path_and_query,
+        client.ip(),
+        jiff::Timestamp::now().as_second(),
+    );
     out = out.header(header::HOST, &authority).header(PEER_HEADER, signed);
     let out = out.body(body).map_err(|e| unreachable(format!("request: {e}")))?;
     let mut response = sender.send_request(out).await.map_err(|e| unreachable(format!("request: {e}")))?;
@@ -283,37 +235,6 @@ fn authority(advertise: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SECRET: &[u8] = b"a-lab-secret-shared-by-every-host-of-it";
-    const NOW: i64 = 1_800_000_000;
-
-    fn client() -> IpAddr {
-        "192.0.2.7".parse().unwrap()
-    }
-
-    #[test]
-    fn a_signed_address_is_believed_for_its_own_request_only() {
-        let value = sign(SECRET, "POST", "/devices/upload/uno-b", client(), NOW);
-        assert_eq!(verify(SECRET, "POST", "/devices/upload/uno-b", &value, NOW + 5), Some(client()));
-        // Another path, method or secret: not believed.
-        assert_eq!(verify(SECRET, "POST", "/devices/upload/uno-a", &value, NOW), None);
-        assert_eq!(verify(SECRET, "GET", "/devices/upload/uno-b", &value, NOW), None);
-        assert_eq!(
-            verify(b"another-lab-secret-of-32-bytes-or-more", "POST", "/devices/upload/uno-b", &value, NOW),
-            None
-        );
-    }
-
-    #[test]
-    fn an_old_or_altered_signature_is_ignored() {
-        let value = sign(SECRET, "GET", "/devices/read/uno-b", client(), NOW);
-        assert_eq!(verify(SECRET, "GET", "/devices/read/uno-b", &value, NOW + MAX_SKEW_SECS + 1), None);
-        let other_address = value.replace("192.0.2.7", "192.0.2.8");
-        assert_eq!(verify(SECRET, "GET", "/devices/read/uno-b", &other_address, NOW), None);
-        for forged in ["", "1;2;3", "x;192.0.2.7;00", &format!("{NOW};192.0.2.7;zz"), &format!("{value};extra")] {
-            assert_eq!(verify(SECRET, "GET", "/devices/read/uno-b", forged, NOW), None, "{forged}");
-        }
-    }
 
     #[test]
     fn only_plain_http_addresses_are_reached() {
