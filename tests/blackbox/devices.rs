@@ -184,7 +184,12 @@ impl Console {
 
     /// The next message; serial output is collected (exact bytes) as it passes.
     async fn next(&mut self) -> Value {
-        let message = self.ws.recv().await;
+        self.next_within(scaled(Duration::from_secs(10))).await
+    }
+
+    /// [`Console::next`] within `limit`.
+    async fn next_within(&mut self, limit: Duration) -> Value {
+        let message = self.ws.recv_within(limit).await;
         if message["type"] == "serial_output" {
             match message["output_base64"].as_str() {
                 Some(b64) => self.output.extend(base64_decode(b64)),
@@ -239,17 +244,20 @@ impl Console {
         }
     }
 
-    /// Reads until `done` holds for a non-output message.
+    /// Reads until `done` holds for a non-output message, within 30 s
+    /// (scaled) in all: an upload that retries a step is silent while it
+    /// drains and re-syncs, for longer than one message's usual wait.
     async fn until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let limit = scaled(Duration::from_secs(30));
         let wanted = async {
             loop {
-                let message = self.next().await;
+                let message = self.next_within(limit).await;
                 if message["type"] != "serial_output" && done(&message) {
                     return message;
                 }
             }
         };
-        match tokio::time::timeout(scaled(Duration::from_secs(30)), wanted).await {
+        match tokio::time::timeout(limit, wanted).await {
             Ok(message) => message,
             Err(_) => panic!("console never saw {what}; events {:?}", self.events),
         }

@@ -498,12 +498,17 @@ impl Ws {
 
     /// The next message, whatever it is (pings skipped), within 10 s (scaled).
     pub async fn next(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
+        self.next_within(scaled(Duration::from_secs(10))).await
+    }
+
+    /// The next message, whatever it is (pings skipped), within `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> Option<tokio_tungstenite::tungstenite::Message> {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         loop {
-            let next = tokio::time::timeout(scaled(Duration::from_secs(10)), self.socket.next())
+            let next = tokio::time::timeout(limit, self.socket.next())
                 .await
-                .expect("no message within 10 s (scaled)");
+                .unwrap_or_else(|_| panic!("no message within {limit:?}"));
             match next {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(message)) => return Some(message),
@@ -514,7 +519,12 @@ impl Ws {
 
     /// The next JSON text message.
     pub async fn recv(&mut self) -> Value {
-        match self.next().await {
+        self.recv_within(scaled(Duration::from_secs(10))).await
+    }
+
+    /// The next JSON text message, within `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Value {
+        match self.next_within(limit).await {
             Some(tokio_tungstenite::tungstenite::Message::Text(text)) => {
                 serde_json::from_str(&text).expect("JSON message")
             }
