@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use super::super::{AuditEntry, Booking, MaintenanceRecord, SlotKey, StoreError, User};
@@ -108,6 +109,53 @@ pub(super) const USER_COLUMNS: &str =
     "email, id, password_hash, created_at_us, disabled, credential_generation, last_login_us, admin";
 pub(super) const BOOKING_COLUMNS: &str = "device, date::text, slot, email, booked_at_us, moved_from";
 const AUDIT_COLUMNS: &str = "seq, at_us, actor, device, action, detail, account, address";
+
+/// The statement that adds one account, its values bound by [`UserRow::params`].
+pub(super) fn insert_user_sql() -> String {
+    format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+}
+
+/// An account's values as the database keeps them, in the order of
+/// [`USER_COLUMNS`]: what [`user_from`] reads back.
+pub(super) struct UserRow<'a> {
+    email: &'a str,
+    id: i64,
+    password_hash: &'a str,
+    created_at_us: i64,
+    disabled: bool,
+    credential_generation: i64,
+    last_login_us: Option<i64>,
+    admin: bool,
+}
+
+impl<'a> UserRow<'a> {
+    pub(super) fn of(user: &'a User) -> UserRow<'a> {
+        UserRow {
+            email: &user.email,
+            id: user.id as i64,
+            password_hash: user.password_hash.as_stored(),
+            created_at_us: user.created_at.as_microsecond(),
+            disabled: user.disabled,
+            credential_generation: i64::from(user.credential_generation),
+            last_login_us: user.last_login.map(|t| t.as_microsecond()),
+            admin: user.admin,
+        }
+    }
+
+    /// The values as `$1` to `$8`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.email,
+            &self.id,
+            &self.password_hash,
+            &self.created_at_us,
+            &self.disabled,
+            &self.credential_generation,
+            &self.last_login_us,
+            &self.admin,
+        ]
+    }
+}
 
 pub(super) fn user_from(row: &Row) -> Result<User, StoreError> {
     Ok(User {

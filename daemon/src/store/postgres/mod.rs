@@ -38,7 +38,9 @@ use super::{
     MoveError, SetDisabledError, SlotKey, StoreError, User, UserUpdate,
 };
 use crate::booking::BookingError;
-use mirror::{BOOKING_COLUMNS, CHANNEL, Envelope, Mirror, Note, USER_COLUMNS, booking_from, user_from};
+use mirror::{
+    BOOKING_COLUMNS, CHANNEL, Envelope, Mirror, Note, USER_COLUMNS, UserRow, booking_from, insert_user_sql, user_from,
+};
 use pool::Pool;
 
 mod mirror;
@@ -524,21 +526,7 @@ impl Postgres {
                 )));
             }
             for user in &dump.users {
-                txn.execute(
-                    &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-                    &[
-                        &user.email,
-                        &(user.id as i64),
-                        &user.password_hash.as_stored(),
-                        &user.created_at.as_microsecond(),
-                        &user.disabled,
-                        &i64::from(user.credential_generation),
-                        &user.last_login.map(|t| t.as_microsecond()),
-                        &user.admin,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+                txn.execute(&insert_user_sql(), &UserRow::of(user).params()).await.map_err(pg)?;
                 txn.execute(
                     "INSERT INTO email_skeletons (skeleton, email) VALUES ($1, $2)",
                     &[&crate::auth::email_skeleton(&user.email), &user.email],
@@ -748,21 +736,7 @@ impl Shared {
             .await
             .map_err(pg)?;
         user.id = row.get::<_, i64>(0) as u64;
-        let inserted = txn
-            .execute(
-                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-                &[
-                    &user.email,
-                    &(user.id as i64),
-                    &user.password_hash.as_stored(),
-                    &user.created_at.as_microsecond(),
-                    &user.disabled,
-                    &i64::from(user.credential_generation),
-                    &user.last_login.map(|t| t.as_microsecond()),
-                    &user.admin,
-                ],
-            )
-            .await;
+        let inserted = txn.execute(&insert_user_sql(), &UserRow::of(&user).params()).await;
         match inserted {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => return Err(CreateUserError::Exists),
@@ -917,16 +891,7 @@ impl Shared {
         txn.execute(
             "UPDATE users SET id = $2, password_hash = $3, created_at_us = $4, disabled = $5, \
              credential_generation = $6, last_login_us = $7, admin = $8 WHERE email = $1",
-            &[
-                &email,
-                &(after.id as i64),
-                &after.password_hash.as_stored(),
-                &after.created_at.as_microsecond(),
-                &after.disabled,
-                &i64::from(after.credential_generation),
-                &after.last_login.map(|t| t.as_microsecond()),
-                &after.admin,
-            ],
+            &UserRow::of(&after).params(),
         )
         .await
         .map_err(pg)?;
