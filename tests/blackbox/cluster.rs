@@ -8,8 +8,19 @@ use serde_json::json;
 
 use crate::devices::{ADMIN, Board, Console, rig_bytes};
 use crate::util::{
-    Daemon, Options, OwnPgServer, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, utc_date,
+    Daemon, Options, OwnPgServer, PASSWORD, UTC_LAB_MANY_ACCOUNTS, eventually, pg_database, psql, race_outcome,
+    utc_date,
 };
+
+/// Waits until `daemon` answers `path` (a `/slots` query) with `booked` as its booked slots.
+async fn booked_on(daemon: &Daemon, what: &str, path: &str, booked: serde_json::Value) {
+    let c = daemon.client();
+    eventually(what, async || {
+        let slots = c.get(path).await.expect(200);
+        if slots["booked_slots"] == booked { Ok(()) } else { Err(slots.to_string()) }
+    })
+    .await;
+}
 
 /// A host of the lab on the database at `url`.
 fn host(url: &str) -> Daemon {
@@ -60,27 +71,10 @@ async fn hundred_clients_split_over_two_hosts_race_for_one_slot_and_one_wins() {
             tokio::spawn(async move { c.post_auth("/book-slot", &token, &body).await })
         })
         .collect();
-    let (mut n_ok, mut n_refused) = (0, 0);
-    for task in tasks {
-        let r = task.await.unwrap();
-        match r.status {
-            200 => n_ok += 1,
-            400 => {
-                assert_eq!(r.json()["detail"], "Slot 12 is not available");
-                n_refused += 1;
-            }
-            other => panic!("unexpected status {other}: {:?}", r.json()),
-        }
-    }
-    assert_eq!((n_ok, n_refused), (1, 99));
+    assert_eq!(race_outcome(tasks, 12).await, (1, 99));
     assert_eq!(psql(&db, "SELECT count(*) FROM bookings"), "1");
     for daemon in [&a, &b] {
-        let c = daemon.client();
-        eventually("one booking on each host", async || {
-            let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
-            if slots["booked_slots"] == json!([12]) { Ok(()) } else { Err(slots.to_string()) }
-        })
-        .await;
+        booked_on(daemon, "one booking on each host", &format!("/slots?date={day}"), json!([12])).await;
     }
 }
 
@@ -114,12 +108,7 @@ async fn a_booking_acknowledged_just_before_kill_9_is_there_after_restart() {
     let a = a.kill9_and_restart();
     assert_eq!(a.client().get(&format!("/slots?date={day}")).await.expect(200)["booked_slots"], json!([7]));
     assert_eq!(psql(&db, "SELECT email FROM bookings"), "cy@lab.example");
-    let c = b.client();
-    eventually("the booking on the other host", async || {
-        let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
-        if slots["booked_slots"] == json!([7]) { Ok(()) } else { Err(slots.to_string()) }
-    })
-    .await;
+    booked_on(&b, "the booking on the other host", &format!("/slots?date={day}"), json!([7])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,20 +392,10 @@ async fn every_host_lists_and_books_every_board_of_the_lab() {
     let day = utc_date(1).to_string();
     let body = json!({"slot_id": 5, "date": day, "device": "mega-b"});
     a.client().post_auth("/book-slot", &token, &body).await.expect(200);
-    let c = b.client();
-    eventually("the booking on B's calendar", async || {
-        let slots = c.get(&format!("/slots?date={day}&device=mega-b")).await.expect(200);
-        if slots["booked_slots"] == json!([5]) { Ok(()) } else { Err(slots.to_string()) }
-    })
-    .await;
+    booked_on(&b, "the booking on B's calendar", &format!("/slots?date={day}&device=mega-b"), json!([5])).await;
     // Cancelled on B, gone on A.
     b.client().post_auth("/cancel-slot", &token, &body).await.expect(200);
-    let c = a.client();
-    eventually("the cancel on A's calendar", async || {
-        let slots = c.get(&format!("/slots?date={day}&device=1")).await.expect(200);
-        if slots["booked_slots"] == json!([]) { Ok(()) } else { Err(slots.to_string()) }
-    })
-    .await;
+    booked_on(&a, "the cancel on A's calendar", &format!("/slots?date={day}&device=1"), json!([])).await;
     let unknown =
         a.client().post_auth("/book-slot", &token, &json!({"slot_id": 5, "date": day, "device": "nope"})).await;
     assert_eq!(unknown.status, 404, "{:?}", unknown.json());
@@ -520,12 +499,7 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     let token = a.client().user("hal@lab.example").await;
     b.client().login("hal@lab.example", PASSWORD).await;
     a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "mega-b"})).await.expect(200);
-    let on_b = b.client();
-    eventually("the booking on B", async || {
-        let slots = on_b.get("/slots?device=mega-b").await.expect(200);
-        if slots["booked_slots"] == json!([0]) { Ok(()) } else { Err(slots.to_string()) }
-    })
-    .await;
+    booked_on(&b, "the booking on B", "/slots?device=mega-b", json!([0])).await;
 
     // Uploads and the console through A reach B's board; B sees the client's address.
     let mut console = Console::open(&a, "mega-b", &token).await;
@@ -667,12 +641,7 @@ async fn consoles_a_peer_forwards_are_not_held_to_the_connection_cap_per_address
     board_shows(&a, "uno-b", true).await;
     let token = a.client().user("lee@lab.example").await;
     a.client().post_auth("/book-slot", &token, &json!({"slot_id": 0, "device": "uno-b"})).await.expect(200);
-    let on_b = b.client();
-    eventually("the booking on B", async || {
-        let slots = on_b.get("/slots?device=uno-b").await.expect(200);
-        if slots["booked_slots"] == json!([0]) { Ok(()) } else { Err(slots.to_string()) }
-    })
-    .await;
+    booked_on(&b, "the booking on B", "/slots?device=uno-b", json!([0])).await;
     // Three consoles through A: three connections from A to B, over B's cap of two from one address.
     let mut consoles = Vec::new();
     for _ in 0..3 {

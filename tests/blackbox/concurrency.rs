@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::util::{Daemon, Options, UTC_LAB_MANY_ACCOUNTS, utc_date};
+use crate::util::{Daemon, Options, UTC_LAB_MANY_ACCOUNTS, race_outcome, utc_date};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_clients_racing_for_one_slot_yield_exactly_one_booking() {
@@ -20,19 +20,7 @@ async fn hundred_clients_racing_for_one_slot_yield_exactly_one_booking() {
             tokio::spawn(async move { c.post_auth("/book-slot", &token, &json!({"slot_id": 12, "date": day})).await })
         })
         .collect();
-    let (mut n_ok, mut n_refused) = (0, 0);
-    for task in tasks {
-        let r = task.await.unwrap();
-        match r.status {
-            200 => n_ok += 1,
-            400 => {
-                assert_eq!(r.json()["detail"], "Slot 12 is not available");
-                n_refused += 1;
-            }
-            other => panic!("unexpected status {other}: {:?}", r.json()),
-        }
-    }
-    assert_eq!((n_ok, n_refused), (1, 99));
+    assert_eq!(race_outcome(tasks, 12).await, (1, 99));
     let slots = c.get(&format!("/slots?date={day}")).await.expect(200);
     assert_eq!(slots["booked_slots"], json!([12]));
     assert_eq!(c.get("/stats").await.expect(200)["bookings"]["total"], 1);

@@ -612,6 +612,24 @@ impl Drop for OwnPgServer {
     }
 }
 
+/// Waits for bookings of `slot` that raced each other: how many got the
+/// slot (200) and how many were told it is taken (400); any other answer fails.
+pub async fn race_outcome(tasks: Vec<tokio::task::JoinHandle<Resp>>, slot: u16) -> (usize, usize) {
+    let (mut booked, mut refused) = (0, 0);
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status {
+            200 => booked += 1,
+            400 => {
+                assert_eq!(r.json()["detail"], format!("Slot {slot} is not available"));
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}: {:?}", r.json()),
+        }
+    }
+    (booked, refused)
+}
+
 /// The throwaway PostgreSQL server of this test binary (tests/pg/server.sh,
 /// as the `postgres` user on a unix socket under target/), started on first
 /// use and stopped once the binary exits: its socket directory.
