@@ -27,23 +27,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod daemon;
 use daemon::Daemon;
 
+#[path = "../common/frames.rs"]
+mod frames;
+use frames::{frame_number, jpeg};
+
 /// When the source began writing each frame, by number.
 type Sent = Arc<Mutex<Vec<Option<Instant>>>>;
-
-fn jpeg(n: u64, padding: usize) -> Vec<u8> {
-    let comment = format!("frame {n}");
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xFE];
-    out.extend_from_slice(&((comment.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(comment.as_bytes());
-    out.extend(std::iter::repeat_n(0x55, padding));
-    out.extend_from_slice(&[0xFF, 0xD9]);
-    out
-}
-
-fn frame_number(jpeg: &[u8]) -> usize {
-    let len = u16::from_be_bytes([jpeg[4], jpeg[5]]) as usize;
-    std::str::from_utf8(&jpeg[6..4 + len]).unwrap().strip_prefix("frame ").unwrap().parse().unwrap()
-}
 
 /// Serves one MJPEG stream per connection, `fps` frames a second.
 async fn source(fps: u32, kb: usize, sent: Sent) -> u16 {
@@ -126,7 +115,7 @@ async fn viewer(addr: SocketAddr, sent: Sent, from: Instant, until: Instant, lat
                 break;
             }
             let now = Instant::now();
-            let n = frame_number(&buf[start..]);
+            let n = frame_number(&buf[start..]) as usize;
             if now >= from
                 && let Some(Some(at)) = sent.lock().unwrap().get(n)
             {

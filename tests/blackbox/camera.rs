@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::frames::{frame_number, jpeg};
 use crate::util::{Daemon, Options, Ws, eventually, scaled};
 
 /// An MJPEG source like ustreamer: every connection gets the same frames,
@@ -38,25 +39,6 @@ struct SourceState {
     latest: AtomicU64,
     /// Padding bytes in each frame, to make them as large as a test needs.
     padding: AtomicUsize,
-}
-
-/// A JPEG-shaped frame: SOI, a COM segment saying `frame N`, padding, EOI.
-fn jpeg(n: u64, padding: usize) -> Vec<u8> {
-    let comment = format!("frame {n}");
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xFE];
-    out.extend_from_slice(&((comment.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(comment.as_bytes());
-    out.extend(std::iter::repeat_n(0x55, padding));
-    out.extend_from_slice(&[0xFF, 0xD9]);
-    out
-}
-
-/// The number in a frame's COM segment.
-fn frame_number(jpeg: &[u8]) -> u64 {
-    assert_eq!(&jpeg[..4], [0xFF, 0xD8, 0xFF, 0xFE], "not one of the source's frames");
-    let len = u16::from_be_bytes([jpeg[4], jpeg[5]]) as usize;
-    let comment = std::str::from_utf8(&jpeg[6..4 + len]).unwrap();
-    comment.strip_prefix("frame ").unwrap().parse().unwrap()
 }
 
 impl Source {

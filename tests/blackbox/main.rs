@@ -16,6 +16,8 @@ mod demo;
 mod devices;
 mod durability;
 mod fair_share;
+#[path = "../common/frames.rs"]
+mod frames;
 mod health;
 mod http_api;
 mod operations;
