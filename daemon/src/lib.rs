@@ -17,7 +17,6 @@ pub mod control;
 pub mod demo;
 pub mod devices;
 pub mod http;
-pub mod json;
 pub mod linger;
 pub mod logging;
 pub mod metrics;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::WebhookUrl;
 use crate::devices::{Health, HealthEvent};
-use crate::wire::{self, CheckJson, HealthAlert};
+use crate::wire::{self, HealthAlert};
 
 /// Connecting, sending and reading the status line, together.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +48,7 @@ pub fn start(app: Arc<App>) -> JoinHandle<()> {
                 health: "failing".to_owned(),
                 reason: Some(reason),
                 timestamp: wire::utc(app.now()),
-                check: check.as_deref().map(CheckJson::new),
+                check: check.as_deref().map(wire::check_json),
             };
             tokio::spawn(send(url, alert));
         }

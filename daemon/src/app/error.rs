@@ -64,6 +64,9 @@ pub enum AppError {
     InvalidField { field: &'static str, message: String },
     #[error("{0} is required")]
     MissingField(&'static str),
+    /// A request body or socket message that could not be read.
+    #[error(transparent)]
+    Decode(#[from] rerod_wire::DecodeError),
     #[error("{0}")]
     Booking(BookingError),
     #[error("Device {0} not found")]
@@ -277,7 +280,8 @@ impl AppError {
             AppError::LooksLikeAnAccount(_) => K::EmailConfusable,
             AppError::WeakPassword { .. } => K::WeakPassword,
             AppError::InvalidField { .. } => K::InvalidField,
-            AppError::MissingField(_) => K::MissingField,
+            AppError::MissingField(_) | AppError::Decode(rerod_wire::DecodeError::Missing(_)) => K::MissingField,
+            AppError::Decode(rerod_wire::DecodeError::Invalid { .. }) => K::InvalidField,
             AppError::Booking(rule) => booking_kind(rule),
             AppError::UnknownDevice(_) => K::DeviceNotFound,
             AppError::Store(_) => K::StoreUnavailable,
@@ -313,11 +317,12 @@ impl AppError {
     }
 
     /// The request field at fault, when the request itself was malformed.
-    pub fn field(&self) -> Option<&'static str> {
+    pub fn field(&self) -> Option<&str> {
         match self {
             AppError::InvalidField { field, .. }
             | AppError::MissingField(field)
             | AppError::WeakPassword { field, .. } => Some(field),
+            AppError::Decode(error) => Some(error.field()),
             AppError::Board(BoardError::Firmware(_)) => Some("body"),
             AppError::Board(BoardError::Failed { error: rerod_devices::UploadError::Firmware(_), .. }) => Some("body"),
             AppError::Compile(CompileError::EmptyCode) => Some("code"),

@@ -329,21 +329,7 @@ const MIN_SECRET_BYTES: usize = 32;
 pub const DEFAULT_DEVICE_ID: &str = "default";
 
 /// How a request names a device: by number or by id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeviceRef {
-    Number(i64),
-    Id(String),
-}
-
-impl DeviceRef {
-    /// Reads a query or path value: digits are a number, anything else an id.
-    pub fn parse(text: &str) -> DeviceRef {
-        match text.parse::<i64>() {
-            Ok(n) => DeviceRef::Number(n),
-            Err(_) => DeviceRef::Id(text.to_owned()),
-        }
-    }
-}
+pub use rerod_wire::DeviceRef;
 
 impl App {
     /// Builds the app: opens the store, settles the JWT secret, starts hashing threads.

@@ -14,8 +14,8 @@ use super::request::Req;
 use super::routes::RouteSpec;
 use crate::app::{App, AppError, DeviceRef, Principal};
 use crate::wire::{
-    self, AccountChangeResponse, AccountJson, AccountsResponse, AuditJson, BoardHealthResponse, BookingJson,
-    ChangedAccount, CheckJson, CheckResponse, EmailRequest, MaintenanceRequest, MaintenanceResponse,
+    self, AccountChangeResponse, AccountJson, AccountsResponse, BoardHealthResponse, BookingJson, ChangedAccount,
+    CheckResponse, EmailRequest, MaintenanceRequest, MaintenanceResponse,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -41,7 +41,7 @@ pub async fn set_disabled(app: &Arc<App>, req: &Req, who: &Principal, disabled: 
     let change = app.set_account_disabled(who, &request.email, disabled).await?;
     let tz = app.config().lab.calendar.time_zone().clone();
     let cancelled: Vec<BookingJson> =
-        change.cancelled.iter().map(|(booking, slot)| BookingJson::new(booking, slot, &tz)).collect();
+        change.cancelled.iter().map(|(booking, slot)| wire::booking_json(booking, slot, &tz)).collect();
     let user = change.user;
     let message = match (disabled, cancelled.len()) {
         (false, _) => format!("Account {} enabled", user.email),
@@ -104,7 +104,7 @@ pub async fn check(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal)
         message,
         device: info.id,
         health: record.health.as_str().to_owned(),
-        check: CheckJson::new(&record),
+        check: wire::check_json(&record),
     };
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -119,8 +119,8 @@ pub fn checks(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> R
         device: report.device.id,
         health: report.health.as_str().to_owned(),
         reason: report.health.reason().map(str::to_owned),
-        checks: report.checks.iter().map(CheckJson::new).collect(),
-        audit: report.audit.iter().map(AuditJson::new).collect(),
+        checks: report.checks.iter().map(wire::check_json).collect(),
+        audit: report.audit.iter().map(wire::audit_json).collect(),
     };
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -148,7 +148,7 @@ pub struct ApiError {
     pub kind: Kind,
     pub detail: String,
     /// The request field at fault, for 422s.
-    pub field: Option<&'static str>,
+    pub field: Option<String>,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -174,8 +174,7 @@ impl ApiError {
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
         let field = self.field.filter(|_| status == StatusCode::UNPROCESSABLE_ENTITY);
-        let body =
-            ErrorBody { detail: self.detail, code: self.kind.code().to_owned(), field: field.map(str::to_owned) };
+        let body = ErrorBody { detail: self.detail, code: self.kind.code().to_owned(), field };
         let mut response = super::json_response(status, &body);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -209,7 +208,8 @@ impl From<AppError> for ApiError {
             }
             _ => e.to_string(),
         };
-        let error = ApiError { kind: Kind::App(kind), detail, field: e.field(), headers: Vec::new() };
+        let error =
+            ApiError { kind: Kind::App(kind), detail, field: e.field().map(str::to_owned), headers: Vec::new() };
         match e.retry_after() {
             Some(after) => error.with_retry_after(after),
             None => error,

@@ -14,13 +14,12 @@ use super::request::Req;
 use super::{Server, json_response};
 use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal, SocketKind};
 use crate::config::Registration;
-use crate::json;
 use crate::wire::{
     self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ClusterBoard, ClusterHost, ClusterResponse,
     CompileHealth, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword,
     HealthDatabase, HealthResponse, LabInfo, LoggedInUser, LoggedOutResponse, LoginResponse, MyBookingsRequest,
     MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest,
-    SlotStats, SlotsJson, StatsResponse, StoreStatus, Total, UserSlotResponse, WebSocketStats,
+    SlotStats, StatsResponse, StoreStatus, Total, UserSlotResponse, WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -107,7 +106,7 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
         device_health: boards
             .iter()
             .map(|b| {
-                let mut health = wire::DeviceHealthJson::new(&b.id, &b.health());
+                let mut health = wire::device_health(&b.id, &b.health());
                 health.reason = health.reason.map(|reason| shown(app, admin, &reason));
                 health
             })
@@ -209,12 +208,12 @@ pub(super) async fn optional_viewer(app: &App, req: &Req) -> Option<Principal> {
 /// `GET /slots?date=&device=`.
 pub async fn slots(app: &Arc<App>, req: &Req) -> Reply {
     let date = match req.query("date")? {
-        Some(text) => json::parse_date("date", &text)?,
+        Some(text) => wire::decode::date_param("date", &text).map_err(AppError::from)?,
         None => app.today(),
     };
     let device = app.device(req.query("device")?.map(|d| DeviceRef::parse(&d)).as_ref())?;
     let render = |day: &DaySlots, viewer: Option<&str>| {
-        Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, viewer)).expect("slots serialize"))
+        Bytes::from(serde_json::to_vec(&wire::slots_json(app, day, viewer)).expect("slots serialize"))
     };
     let body = match optional_viewer(app, req).await.map(|who| who.email) {
         Some(viewer) => render(&app.day_slots(device, date, Some(&viewer))?, Some(&viewer)),
@@ -275,7 +274,7 @@ pub async fn my_bookings(app: &Arc<App>, req: &Req) -> Reply {
         .iter()
         .map(|(booking, slot)| wire::BookingJson {
             board_health: app.board_health_flag(&booking.key.device).map(|h| h.as_str().to_owned()),
-            ..wire::BookingJson::new(booking, slot, &tz)
+            ..wire::booking_json(booking, slot, &tz)
         })
         .collect();
     ok(&MyBookingsResponse { success: true, total_bookings: bookings.len(), bookings })

@@ -15,9 +15,7 @@ use super::json_response;
 use super::request::{Req, percent_decode};
 use super::routes::RouteSpec;
 use crate::app::{App, AppError, Principal, Role};
-use crate::wire::{
-    AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, SnapshotJson, UploadLogJson,
-};
+use crate::wire::{self, AuditLogJson, AuditLogResponse, RecordJson, RecordResponse, RecordsResponse, SnapshotJson};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -39,7 +37,7 @@ pub fn list(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
         return Err(AppError::AdminOnly.into());
     }
     let records: Vec<RecordJson> =
-        app.records(who, device.as_deref(), user.as_deref())?.iter().map(RecordJson::new).collect();
+        app.records(who, device.as_deref(), user.as_deref())?.iter().map(wire::record_json).collect();
     Ok(json_response(StatusCode::OK, &RecordsResponse { success: true, count: records.len(), records }))
 }
 
@@ -48,8 +46,8 @@ pub fn get(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Repl
     let (_, detail) = app.record(who, &record_id(spec, req))?;
     let body = RecordResponse {
         success: true,
-        record: RecordJson::new(&detail.summary),
-        uploads: detail.uploads.iter().map(UploadLogJson::new).collect(),
+        record: wire::record_json(&detail.summary),
+        uploads: detail.uploads.iter().map(wire::upload_log_json).collect(),
         snapshots: detail
             .snapshots
             .iter()
@@ -102,6 +100,6 @@ pub fn audit(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
             }
         },
     };
-    let audit: Vec<AuditLogJson> = app.audit_log(who, limit)?.iter().map(AuditLogJson::new).collect();
+    let audit: Vec<AuditLogJson> = app.audit_log(who, limit)?.iter().map(wire::audit_log_json).collect();
     Ok(json_response(StatusCode::OK, &AuditLogResponse { success: true, count: audit.len(), audit }))
 }

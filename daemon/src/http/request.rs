@@ -13,7 +13,7 @@ use hyper::http::request::Parts;
 
 use super::error::{ApiError, HttpErrorKind};
 use crate::app::{App, AppError, Credentials, Principal};
-use crate::wire::{BodyCredentials, FromJson};
+use crate::wire::{self, BodyCredentials};
 
 /// How long a client has to send its body once the headers are in.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,14 +63,14 @@ impl Req {
     }
 
     /// The body as a request of type `T`. A non-empty body must say it is JSON.
-    pub fn parse<T: FromJson>(&self) -> Result<T, ApiError> {
+    pub fn parse<T: wire::Request>(&self) -> Result<T, ApiError> {
         if !self.body.is_empty() && !is_json(self.headers()) {
             return Err(ApiError::http(
                 HttpErrorKind::UnsupportedMediaType,
                 "Send the body as JSON with Content-Type: application/json",
             ));
         }
-        Ok(T::parse(&self.body)?)
+        Ok(wire::decode::request(&self.body).map_err(AppError::from)?)
     }
 
     /// A query parameter, percent-decoded. The first occurrence wins.
@@ -109,7 +109,7 @@ impl Req {
         if let Some(token) = self.bearer()? {
             return Ok(Credentials::Token(token));
         }
-        body.credentials().ok_or_else(|| AppError::NotAuthenticated.into())
+        wire::body_credentials(body).ok_or_else(|| AppError::NotAuthenticated.into())
     }
 }
 

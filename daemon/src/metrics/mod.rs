@@ -118,36 +118,8 @@ impl SlowClient {
     }
 }
 
-/// How a firmware upload ended: the `result` label of
-/// `rerod_uploads_total`, and the same word in a session's upload log and on
-/// the wire, so the three can never name an outcome differently.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadResult {
-    /// Flashed and verified.
-    Ok,
-    /// The board or the tool failed (no sync, verify mismatch, tool exit code).
-    Failed,
-    /// Refused before touching the board: not the slot holder, bad firmware, no compiler.
-    Refused,
-    /// Cut short because the session ended or the daemon stopped.
-    Aborted,
-}
-
-impl UploadResult {
-    pub const ALL: [UploadResult; 4] =
-        [UploadResult::Ok, UploadResult::Failed, UploadResult::Refused, UploadResult::Aborted];
-
-    /// The label, spelt as serde spells the variant (a test holds them together).
-    pub fn label(self) -> &'static str {
-        match self {
-            UploadResult::Ok => "ok",
-            UploadResult::Failed => "failed",
-            UploadResult::Refused => "refused",
-            UploadResult::Aborted => "aborted",
-        }
-    }
-}
+/// How a firmware upload ended: the `result` label of `rerod_uploads_total`.
+pub use rerod_wire::UploadResult;
 
 /// How a board's health check ended, for `rerod_health_checks_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -100,9 +100,7 @@ impl std::fmt::Display for SessionId {
 }
 
 /// A timestamp as every line writes it: UTC with microseconds, the API's own format.
-pub fn utc(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
+pub use rerod_wire::utc;
 
 /// Standard base64 with padding (transcripts and the console's `output_base64`).
 pub fn base64(bytes: &[u8]) -> String {
@@ -174,19 +172,7 @@ pub struct TranscriptLine {
     pub truncated: bool,
 }
 
-/// What an upload was sent as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadMethod {
-    /// A compiled image (Intel HEX or binary), flashed as sent.
-    Firmware,
-    /// Source code, compiled by the daemon before flashing.
-    Sketch,
-}
-
-impl UploadMethod {
-    pub const ALL: [UploadMethod; 2] = [UploadMethod::Firmware, UploadMethod::Sketch];
-}
+pub use rerod_wire::UploadMethod;
 
 /// One upload, as its log keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,9 +23,7 @@ use super::fanout::{FanOut, OutboxStream};
 use super::{Close, Conn, PING_INTERVAL};
 use crate::app::{App, AppError, BookingMoved, DeviceInfo, DeviceRef, OpenSocket, SessionWarning, SignOut};
 use crate::metrics::SlowClient;
-use crate::wire::{
-    self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage, SlotsJson,
-};
+use crate::wire::{self, BookingClientMessage, BookingReply, BookingServerMessage, MessageError, SlotMessage};
 
 type Socket = WebSocketStream<OutboxStream>;
 
@@ -244,7 +242,7 @@ impl Client {
 
     /// `identify`: from now on this socket gets the account's session warnings.
     async fn identify(&mut self, credentials: wire::BodyCredentials) -> Result<(), Close> {
-        let who = match credentials.credentials() {
+        let who = match wire::body_credentials(&credentials) {
             Some(credentials) => self.app.authenticate(credentials).await,
             None => Err(AppError::NotAuthenticated),
         };
@@ -278,11 +276,11 @@ impl Client {
             Ok(BookingClientMessage::BookSlot(request)) => book_or_cancel(&self.app, request, Action::Book).await,
             Ok(BookingClientMessage::CancelSlot(request)) => book_or_cancel(&self.app, request, Action::Cancel).await,
             Ok(BookingClientMessage::Identify(credentials)) => return self.identify(credentials).await,
-            Ok(BookingClientMessage::GetSlots { date, device }) => {
+            Ok(BookingClientMessage::GetSlots(wire::GetSlots { date, device })) => {
                 self.view = (device, date);
                 return self.send_view().await;
             }
-            Err(MessageError::Invalid(error @ AppError::InvalidField { field: "body", .. })) => {
+            Err(MessageError::Invalid(error)) if error.is_body() => {
                 return self.send_error(format!("Invalid message: {error}")).await;
             }
             Err(MessageError::Invalid(error)) => return self.send_error(error.to_string()).await,
@@ -303,7 +301,7 @@ enum Action {
 
 /// Runs a `book_slot` or `cancel_slot` message; the reply in the seed's shapes.
 async fn book_or_cancel(app: &App, request: SlotMessage, action: Action) -> BookingServerMessage {
-    let (Some(slot_id), Some(credentials)) = (request.slot_id, request.credentials.credentials()) else {
+    let (Some(slot_id), Some(credentials)) = (request.slot_id, wire::body_credentials(&request.credentials)) else {
         let request_name = match action {
             Action::Book => "booking",
             Action::Cancel => "cancellation",
@@ -381,7 +379,7 @@ fn encode_text_frame(payload: &[u8]) -> bytes::Bytes {
 /// A complete `slots_update` frame for one device's day (anonymous view).
 fn slots_update(app: &App, device: DeviceInfo, date: Date) -> Result<Utf8Bytes, AppError> {
     let view = app.day_view_cached(device, date, |day| {
-        bytes::Bytes::from(serde_json::to_vec(&SlotsJson::new(app, day, None)).expect("slots serialize"))
+        bytes::Bytes::from(serde_json::to_vec(&wire::slots_json(app, day, None)).expect("slots serialize"))
     })?;
     let view = std::str::from_utf8(&view).map_err(|e| AppError::Internal(e.to_string()))?;
     // The cached view is spliced in as it is: the same bytes serde would
@@ -402,7 +400,7 @@ mod tests {
         let spliced = slots_update(&app, device.clone(), date).unwrap();
         let day = app.day_slots(device, date, None).unwrap();
         let typed = BookingServerMessage::SlotsUpdate {
-            data: SlotsJson::new(&app, &day, None),
+            data: wire::slots_json(&app, &day, None),
             timestamp: wire::utc(app.now()),
         };
         assert_eq!(spliced.as_str(), serde_json::to_string(&typed).unwrap());

@@ -35,7 +35,8 @@ use super::{Close, Conn, PING_INTERVAL};
 use crate::app::{Access, App, AppError, DeviceInfo, DeviceRef, ErrorKind, OpenSocket, Principal, Role};
 use crate::devices::{Board, ConsoleEvent};
 use crate::wire::{
-    BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DeviceDescription, FromJson, MessageError, UploadPhase,
+    self, BodyCredentials, ConsoleClientMessage, ConsoleServerMessage, DecodeError, DeviceDescription, MessageError,
+    UploadPhase,
 };
 
 /// How long a client has to send its credentials.
@@ -103,11 +104,11 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(Err(_)) => return None,
     };
-    let credentials = BodyCredentials::parse(first.as_bytes()).map(|c| c.credentials());
+    let credentials = wire::decode::request::<BodyCredentials>(first.as_bytes()).map(|c| wire::body_credentials(&c));
     let who = match credentials {
         Ok(Some(credentials)) => app.authenticate(credentials).await,
         Ok(None) => Err(AppError::NotAuthenticated),
-        Err(e) => Err(e),
+        Err(e) => Err(AppError::from(e)),
     };
     let admitted = who.and_then(|who| app.device_access(&who, device, "console").map(|access| (who, access)));
     let admitted = admitted.and_then(|(who, access)| conn.claim_account(&who).map(|()| (who, access)));
@@ -207,7 +208,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             event = events.recv() => match event {
                 Ok(ConsoleEvent::Progress(p)) => {
-                    let phase = p.phase.into();
+                    let phase = wire::upload_phase(p.phase);
                     last_percent = p.percent;
                     conn.send_json(&ConsoleServerMessage::UploadProgress { phase, percent: p.percent, message: None }).await?;
                 }
@@ -328,10 +329,13 @@ async fn on_text<S: AsyncRead + AsyncWrite + Unpin>(
     text: &str,
 ) -> Result<(), Close> {
     let refusal = match ConsoleClientMessage::parse(text) {
-        Ok(ConsoleClientMessage::Input { data }) => return writer.write(conn, Bytes::from(data)).await,
+        Ok(ConsoleClientMessage::Input(wire::ConsoleInput { data })) => {
+            return writer.write(conn, Bytes::from(data)).await;
+        }
         // A repeated credentials message (some clients resend it) is harmless.
         Err(MessageError::MissingType)
-            if BodyCredentials::parse(text.as_bytes()).is_ok_and(|c| c.credentials().is_some()) =>
+            if wire::decode::request::<BodyCredentials>(text.as_bytes())
+                .is_ok_and(|c| wire::body_credentials(&c).is_some()) =>
         {
             return Ok(());
         }
@@ -339,11 +343,10 @@ async fn on_text<S: AsyncRead + AsyncWrite + Unpin>(
         Err(MessageError::UnknownType(other)) => {
             error_message("unknown_type", format!("Unknown message type: {other}"))
         }
-        Err(MessageError::Invalid(error @ AppError::MissingField("data"))) => {
-            let _ = error;
+        Err(MessageError::Invalid(DecodeError::Missing(field))) if field == "data" => {
             error_message("missing_field", "input needs data: the text to send to the board".to_owned())
         }
-        Err(MessageError::Invalid(error @ AppError::InvalidField { field: "body", .. })) => {
+        Err(MessageError::Invalid(error)) if error.is_body() => {
             error_message("invalid_message", format!("Invalid message: {error}"))
         }
         Err(MessageError::Invalid(error)) => error_message("invalid_field", error.to_string()),

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use rerod::wire::{
     BodyCredentials, BookSlotResponse, BookingClientMessage, BookingServerMessage, CancelSlotResponse, DeviceRef,
-    DevicesResponse, MyBookingsResponse, SlotJson, SlotRequest, SlotStatus, SlotsJson, UserSlotResponse,
+    DevicesResponse, GetSlots, MyBookingsResponse, SlotJson, SlotRequest, SlotStatus, SlotsJson, UserSlotResponse,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -255,10 +255,10 @@ pub async fn watch(client: &Client, day: &Day, json: bool) -> Result<(), Error> 
     // by the exact date and device id the server uses.
     let first: SlotsJson = client.get(&day.slots_path(), client.has_token()).await?;
     let mut socket = client.websocket("/slot-booking").await?;
-    let ask = BookingClientMessage::GetSlots {
+    let ask = BookingClientMessage::GetSlots(GetSlots {
         date: first.date.parse().ok(),
         device: Some(DeviceRef::Id(first.device.clone())),
-    };
+    });
     let text = serde_json::to_string(&ask).map_err(|e| Error::message(e.to_string()))?;
     socket.send(Message::Text(text.into())).await.map_err(|e| Error::message(format!("/slot-booking: {e}")))?;
     let terminal = std::io::stdout().is_terminal() && !json;

@@ -769,7 +769,10 @@ fn every_schema_matches_the_wire_type_it_documents() {
         ],
     );
     contract.check("ConsoleAuthMessage", &[to_value(&credentials), to_value(BodyCredentials::default())]);
-    contract.check("ConsoleInputMessage", &[to_value(ConsoleClientMessage::Input { data: s("x") })]);
+    contract.check(
+        "ConsoleInputMessage",
+        &[to_value(ConsoleClientMessage::Input(crate::wire::ConsoleInput { data: s("x") }))],
+    );
     let slot_message = |full: bool| SlotMessage {
         slot_id: full.then_some(9),
         date: full.then(|| date(2026, 12, 1)),
@@ -793,11 +796,11 @@ fn every_schema_matches_the_wire_type_it_documents() {
     contract.check(
         "GetSlotsMessage",
         &[
-            to_value(BookingClientMessage::GetSlots {
+            to_value(BookingClientMessage::GetSlots(crate::wire::GetSlots {
                 date: Some(date(2026, 12, 1)),
                 device: Some(DeviceRef::Number(0)),
-            }),
-            to_value(BookingClientMessage::GetSlots { date: None, device: None }),
+            })),
+            to_value(BookingClientMessage::GetSlots(crate::wire::GetSlots { date: None, device: None })),
         ],
     );
     super::sessions::check_examples(&mut contract);

@@ -4,10 +4,49 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::utc;
-use crate::records::{RecordSummary, UploadEntry};
-pub use crate::records::{UploadMethod, UploadResult};
-use crate::store::AuditEntry;
+/// What an upload was sent as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadMethod {
+    /// A compiled image (Intel HEX or binary), flashed as sent.
+    Firmware,
+    /// Source code, compiled by the daemon before flashing.
+    Sketch,
+}
+
+impl UploadMethod {
+    pub const ALL: [UploadMethod; 2] = [UploadMethod::Firmware, UploadMethod::Sketch];
+}
+
+/// How an upload ended: one word for the upload log, the metrics' `result`
+/// label and the wire, so the three can never name an outcome differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadResult {
+    /// Flashed and verified.
+    Ok,
+    /// The board or the tool failed (no sync, verify mismatch, tool exit code).
+    Failed,
+    /// Refused before touching the board: not the slot holder, bad firmware, no compiler.
+    Refused,
+    /// Cut short because the session ended or the daemon stopped.
+    Aborted,
+}
+
+impl UploadResult {
+    pub const ALL: [UploadResult; 4] =
+        [UploadResult::Ok, UploadResult::Failed, UploadResult::Refused, UploadResult::Aborted];
+
+    /// The label, spelt as serde spells the variant (a test holds them together).
+    pub fn label(self) -> &'static str {
+        match self {
+            UploadResult::Ok => "ok",
+            UploadResult::Failed => "failed",
+            UploadResult::Refused => "refused",
+            UploadResult::Aborted => "aborted",
+        }
+    }
+}
 
 /// One session's record as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,22 +61,6 @@ pub struct RecordJson {
     pub started_at: String,
     pub transcript_bytes: u64,
     pub uploads: usize,
-}
-
-impl RecordJson {
-    pub fn new(record: &RecordSummary) -> RecordJson {
-        let meta = &record.meta;
-        RecordJson {
-            id: record.id.to_string(),
-            device: meta.device.clone(),
-            date: meta.date.to_string(),
-            first_slot: meta.first_slot,
-            holder: meta.holder.clone(),
-            started_at: utc(meta.started_at()),
-            transcript_bytes: record.transcript_bytes,
-            uploads: record.n_uploads,
-        }
-    }
 }
 
 /// `GET /records`: the caller's records (an admin's: everyone's), newest first.
@@ -59,21 +82,6 @@ pub struct UploadLogJson {
     pub result: UploadResult,
     pub detail: String,
     pub duration_ms: u64,
-}
-
-impl UploadLogJson {
-    pub fn new(entry: &UploadEntry) -> UploadLogJson {
-        UploadLogJson {
-            at: entry.at.clone(),
-            by: entry.by.clone(),
-            sha256: entry.sha256.clone(),
-            bytes: entry.bytes,
-            method: entry.method,
-            result: entry.result,
-            detail: entry.detail.clone(),
-            duration_ms: entry.duration_ms,
-        }
-    }
 }
 
 /// `GET /records/{id}`: a record and its upload log, oldest first.
@@ -110,20 +118,6 @@ pub struct AuditLogJson {
     pub detail: String,
     /// The client address the admin acted from (behind trusted proxies), when known.
     pub address: Option<String>,
-}
-
-impl AuditLogJson {
-    pub fn new(entry: &AuditEntry) -> AuditLogJson {
-        AuditLogJson {
-            at: utc(entry.at()),
-            actor: entry.actor.clone(),
-            action: entry.action.clone(),
-            device: (!entry.device.is_empty()).then(|| entry.device.clone()),
-            user: entry.user.clone(),
-            detail: entry.detail.clone(),
-            address: entry.address.clone(),
-        }
-    }
 }
 
 /// `GET /admin/audit?limit=`: admins' actions, newest first.

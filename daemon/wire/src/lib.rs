@@ -1,28 +1,31 @@
 //! The wire contract: every JSON body of the HTTP API and every message of
-//! both WebSocket protocols, as typed serde structs, and how domain values
-//! become them. The seed backend's field names are a contract with existing
-//! clients: they appear here verbatim, and rerod's additions sit alongside.
+//! both WebSocket protocols, as typed serde structs, shared by the daemon
+//! and its clients (`rero`). The seed backend's field names are a contract
+//! with existing clients: they appear here verbatim, and rerod's additions
+//! sit alongside.
 //!
-//! `requests` holds what clients send, `responses` what HTTP answers,
+//! `requests` holds what clients send and `decode` how the server reads
+//! them, `responses` what HTTP answers,
 //! `messages` what the sockets send, `health` board health (admin routes,
 //! check records, the webhook's alert), `records` session records and the
 //! audit log; the shapes both share (a day's slots, a
 //! booking, an error) and the time formats are here.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod control;
+pub mod decode;
 mod health;
 mod messages;
 mod records;
 mod requests;
 mod responses;
 
-/// How a request names a board, by number or by id: a field of the requests
-/// below, so part of the contract clients (`rero`) build.
-pub use crate::app::DeviceRef;
 pub use control::{ControlRequest, ControlResponse};
+pub use decode::{DecodeError, DeviceRef, Request};
 pub use health::{
     AuditJson, BoardHealthResponse, CheckJson, CheckResponse, CheckStepJson, DeviceHealthJson, HealthAlert,
-    MaintenanceRequest, MaintenanceResponse,
+    MaintenanceResponse,
 };
 pub use messages::{BookingReply, BookingServerMessage, ConsoleServerMessage, DeviceDescription, UploadPhase};
 pub use records::{
@@ -30,8 +33,9 @@ pub use records::{
     UploadMethod, UploadResult,
 };
 pub use requests::{
-    BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, EmailPassword,
-    EmailRequest, FromJson, MessageError, MyBookingsRequest, SlotMessage, SlotRequest, UploadCodeRequest,
+    BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, ConsoleInput,
+    EmailPassword, EmailRequest, GetSlots, MaintenanceRequest, MessageError, MyBookingsRequest, SlotMessage,
+    SlotRequest, UploadCodeRequest,
 };
 pub use responses::*;
 
@@ -40,13 +44,9 @@ use jiff::civil::Time;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, DaySlots};
-use crate::booking::{self, Slot};
-use crate::store::Booking;
-
 /// A timestamp as the seed wrote them, in UTC with microseconds: `2026-11-24T10:30:00.123456Z`.
 pub fn utc(ts: Timestamp) -> String {
-    crate::records::utc(ts)
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// An instant in the lab's zone, RFC 3339: `2026-11-24T09:00:00+01:00`.
@@ -83,9 +83,7 @@ pub struct SlotJson {
     pub status: SlotStatus,
 }
 
-/// How a slot looks to the one who asked: [`booking::SlotStatus`] on the
-/// wire. The domain type stays free of serde; this is the one place the two
-/// meet.
+/// How a slot looks to the one who asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotStatus {
@@ -101,18 +99,6 @@ impl SlotStatus {
         [SlotStatus::Available, SlotStatus::Booked, SlotStatus::Mine, SlotStatus::Past, SlotStatus::Blocked];
 }
 
-impl From<booking::SlotStatus> for SlotStatus {
-    fn from(status: booking::SlotStatus) -> SlotStatus {
-        match status {
-            booking::SlotStatus::Available => SlotStatus::Available,
-            booking::SlotStatus::Booked => SlotStatus::Booked,
-            booking::SlotStatus::Mine => SlotStatus::Mine,
-            booking::SlotStatus::Past => SlotStatus::Past,
-            booking::SlotStatus::Blocked => SlotStatus::Blocked,
-        }
-    }
-}
-
 /// The seed's slot listing (`GET /slots`, `slots_update.data`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotsJson {
@@ -124,39 +110,6 @@ pub struct SlotsJson {
     /// The board's health (`good`, `unknown`, `failing`, `maintenance`), so
     /// clients can grey out a board that takes no bookings.
     pub health: String,
-}
-
-impl SlotsJson {
-    pub fn new(app: &App, day: &DaySlots, viewer: Option<&str>) -> SlotsJson {
-        let config = app.config();
-        let tz = config.lab.calendar.time_zone();
-        let slots = day
-            .entries
-            .iter()
-            .map(|e| SlotJson {
-                id: e.slot.id,
-                start_time: hh_mm(e.slot.start_time),
-                end_time: hh_mm(e.slot.end_time),
-                is_booked: e.booking.is_some(),
-                booked_by: e.booking.as_ref().filter(|b| app.shows_booker(b, viewer)).map(|b| b.email.clone()),
-                booked_at: e.booking.as_ref().map(|b| utc(b.booked_at)),
-                start: lab_time(e.slot.start, tz),
-                end: lab_time(e.slot.end, tz),
-                status: e.status.into(),
-            })
-            .collect();
-        SlotsJson {
-            slots,
-            available_slots: day.available_ids(),
-            booked_slots: day.booked_ids(),
-            date: day.date.to_string(),
-            health: match &day.device.remote {
-                Some(remote) => remote.health.clone(),
-                None => app.devices.board(&day.device.id).map_or("unknown", |b| b.health().as_str()).to_owned(),
-            },
-            device: day.device.id.clone(),
-        }
-    }
 }
 
 /// One entry of `/my-bookings`.
@@ -177,23 +130,6 @@ pub struct BookingJson {
     /// `maintenance`) and no healthy board was free to move it to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub board_health: Option<String>,
-}
-
-impl BookingJson {
-    pub fn new(booking: &Booking, slot: &Slot, tz: &TimeZone) -> BookingJson {
-        BookingJson {
-            id: slot.id,
-            date: slot.date.to_string(),
-            device: booking.key.device.clone(),
-            start_time: hh_mm(slot.start_time),
-            end_time: hh_mm(slot.end_time),
-            start: lab_time(slot.start, tz),
-            end: lab_time(slot.end, tz),
-            booked_at: utc(booking.booked_at),
-            moved_from: booking.moved_from.clone(),
-            board_health: None,
-        }
-    }
 }
 
 #[cfg(test)]

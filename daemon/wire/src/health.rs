@@ -3,22 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::utc;
-use crate::devices::{CheckRecord, Health};
-use crate::store::AuditEntry;
-
-/// `POST /admin/devices/maintenance/{device}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MaintenanceRequest {
-    pub reason: String,
-}
-
-impl super::FromJson for MaintenanceRequest {
-    fn from_json(body: &crate::json::JsonObject) -> Result<MaintenanceRequest, crate::app::AppError> {
-        Ok(MaintenanceRequest { reason: body.required_str("reason")?.to_owned() })
-    }
-}
-
 /// `POST`/`DELETE /admin/devices/maintenance/{device}`: the board's health after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceResponse {
@@ -54,30 +38,6 @@ pub struct CheckJson {
     pub steps: Vec<CheckStepJson>,
 }
 
-impl CheckJson {
-    pub fn new(record: &CheckRecord) -> CheckJson {
-        CheckJson {
-            started: utc(record.started),
-            trigger: record.trigger.as_str().to_owned(),
-            requested_by: record.requested_by.clone(),
-            ok: record.ok,
-            power_cycled: record.power_cycled,
-            duration_ms: record.duration.as_millis() as u64,
-            health: record.health.as_str().to_owned(),
-            steps: record
-                .steps
-                .iter()
-                .map(|s| CheckStepJson {
-                    step: s.kind.as_str().to_owned(),
-                    ok: s.ok,
-                    detail: s.detail.clone(),
-                    duration_ms: s.duration.as_millis() as u64,
-                })
-                .collect(),
-        }
-    }
-}
-
 /// `POST /admin/devices/check/{device}`: the check just run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResponse {
@@ -99,17 +59,6 @@ pub struct AuditJson {
     pub detail: String,
 }
 
-impl AuditJson {
-    pub fn new(entry: &AuditEntry) -> AuditJson {
-        AuditJson {
-            at: utc(entry.at()),
-            actor: entry.actor.clone(),
-            action: entry.action.clone(),
-            detail: entry.detail.clone(),
-        }
-    }
-}
-
 /// `GET /admin/devices/checks/{device}`: health, checks (newest first) and audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoardHealthResponse {
@@ -127,16 +76,6 @@ pub struct DeviceHealthJson {
     pub id: String,
     pub health: String,
     pub reason: Option<String>,
-}
-
-impl DeviceHealthJson {
-    pub fn new(id: &str, health: &Health) -> DeviceHealthJson {
-        DeviceHealthJson {
-            id: id.to_owned(),
-            health: health.as_str().to_owned(),
-            reason: health.reason().map(str::to_owned),
-        }
-    }
 }
 
 /// What the webhook of `[devices.health]` is sent when its board turns `failing`.

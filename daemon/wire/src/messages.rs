@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use rerod_devices::Phase;
 use serde::{Deserialize, Serialize};
 
 use super::SlotsJson;
@@ -101,18 +100,6 @@ impl UploadPhase {
     /// Whether the upload is over (the message carries its result).
     pub fn is_last(self) -> bool {
         matches!(self, UploadPhase::Done | UploadPhase::Failed)
-    }
-}
-
-impl From<Phase> for UploadPhase {
-    fn from(phase: Phase) -> UploadPhase {
-        match phase {
-            Phase::Reset => UploadPhase::Reset,
-            Phase::Sync => UploadPhase::Sync,
-            Phase::Write => UploadPhase::Write,
-            Phase::Verify => UploadPhase::Verify,
-            Phase::Done => UploadPhase::Done,
-        }
     }
 }
 
