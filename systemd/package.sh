@@ -71,7 +71,7 @@ for target in "${targets[@]}"; do
     fi
     say "building rerod and rero for $target"
     target_args "$target"
-    "${page[@]}" cargo build --release --locked -p rerod --bin rerod --bin rero "${target_args[@]}"
+    "${page[@]}" cargo build --release --locked -p rerod -p rero "${target_args[@]}"
 done
 
 # Files the packages carry that are made, not written: man pages and
@@ -115,14 +115,13 @@ for target in "${targets[@]}"; do
         mkdir -p "target/$target/release/deb"
         cp "$gen"/* "target/$target/release/deb/"
     fi
-    for variant in rerod rero; do
+    for package in rerod rero; do
         # --strip: the release profile keeps line tables for backtraces;
         # Debian's binaries carry none (policy 10.1).
         target_args "$target"
-        args=(-p rerod --no-build --strip --locked --output "$out" "${target_args[@]}")
-        [ "$variant" = rero ] && args+=(--variant rero)
+        args=(-p "$package" --no-build --strip --locked --output "$out" "${target_args[@]}")
         [ -n "${DEB_VERSION:-}" ] && args+=(--deb-version "$DEB_VERSION")
-        say "packaging $variant for $target"
+        say "packaging $package for $target"
         built+=("$(cargo deb "${args[@]}")")
     done
 done

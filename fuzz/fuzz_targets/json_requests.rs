@@ -6,7 +6,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use rerod::wire::{
     BodyCredentials, ChangePasswordRequest, CompileRequest, EmailPassword, EmailRequest, MaintenanceRequest,
-    MyBookingsRequest, Request, SlotRequest, UploadCodeRequest, decode,
+    MyBookingsRequest, Request, SlotRequest, UploadCodeRequest,
 };
 use serde_json::{Map, Value};
 
@@ -73,7 +73,7 @@ enum Input<'a> {
 
 /// Reads `bytes` as `T`; a refusal must name the body or a field `T` reads.
 fn check<T: Request>(bytes: &[u8]) {
-    if let Err(error) = decode::request::<T>(bytes) {
+    if let Err(error) = rerod::wire::request::<T>(bytes) {
         let field = error.field();
         assert!(field == "body" || FIELDS.contains(&field), "a malformed request refused naming {field:?}: {error}");
     }

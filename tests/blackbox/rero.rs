@@ -14,6 +14,16 @@ use rerod_devices::testkit;
 use serde_json::json;
 
 use crate::devices::{Board, lab_config};
+
+/// The `rero` binary. It is a package of its own (daemon/cli), so Cargo
+/// gives this suite no path to it: it is built into the same folder as the
+/// daemon by `cargo test --workspace` (tests/run.sh), for the package's own
+/// tests.
+fn rero_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_rerod")).with_file_name("rero");
+    assert!(path.is_file(), "{} is missing: build it with `cargo build -p rero` (tests/run.sh does)", path.display());
+    path
+}
 use crate::util::{Daemon, Options, PASSWORD, eventually, eventually_within, scaled, within};
 
 /// `rero` with its own config folder (`XDG_CONFIG_HOME`), as one user on one machine.
@@ -27,7 +37,7 @@ impl Rero {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rero"));
+        let mut cmd = Command::new(rero_binary());
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.config.path())
@@ -293,7 +303,8 @@ impl Tmux {
     /// Starts `rero console` in a detached 120x40 window called `name`; the
     /// pane stays after rero exits and shows its exit status.
     fn console(&self, name: &str, env: &[(&str, &Path)], server: &str, token: &str) {
-        let rero = env!("CARGO_BIN_EXE_rero");
+        let rero = rero_binary();
+        let rero = rero.display();
         let mut args = vec!["new-session".to_owned(), "-d".into(), "-s".into(), name.into(), "-x".into(), "120".into()];
         args.extend(["-y".into(), "40".into()]);
         for (var, value) in env {

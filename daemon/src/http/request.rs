@@ -70,7 +70,7 @@ impl Req {
                 "Send the body as JSON with Content-Type: application/json",
             ));
         }
-        Ok(wire::decode::request(&self.body).map_err(AppError::from)?)
+        Ok(wire::request(&self.body).map_err(AppError::from)?)
     }
 
     /// A query parameter, percent-decoded. The first occurrence wins.

@@ -104,7 +104,7 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(Err(_)) => return None,
     };
-    let credentials = wire::decode::request::<BodyCredentials>(first.as_bytes()).map(|c| wire::body_credentials(&c));
+    let credentials = wire::request::<BodyCredentials>(first.as_bytes()).map(|c| wire::body_credentials(&c));
     let who = match credentials {
         Ok(Some(credentials)) => app.authenticate(credentials).await,
         Ok(None) => Err(AppError::NotAuthenticated),
@@ -334,7 +334,7 @@ async fn on_text<S: AsyncRead + AsyncWrite + Unpin>(
         }
         // A repeated credentials message (some clients resend it) is harmless.
         Err(MessageError::MissingType)
-            if wire::decode::request::<BodyCredentials>(text.as_bytes())
+            if wire::request::<BodyCredentials>(text.as_bytes())
                 .is_ok_and(|c| wire::body_credentials(&c).is_some()) =>
         {
             return Ok(());

@@ -1,5 +1,5 @@
 //! Which modules may name which external crates, as the README's table says,
-//! and which of the library's modules `rero` (`daemon/src/bin/`) may reach.
+//! and which crates each package of the daemon may depend on at all.
 //!
 //! The table is the one in README.md's Architecture section whose header is
 //! `| external crate | only in |`: each row names crates in backticks (as
@@ -14,9 +14,32 @@ use std::path::Path;
 use crate::tokens::{Tok, Token, tokenize};
 use crate::{collect_rs_files, module_path};
 
-/// The library modules `rero` may name through `rerod::`: the wire contract,
-/// and the terminal helper both command lines share.
-pub const BIN_MAY_USE: [&str; 2] = ["wire", "terminal"];
+/// What each package must not depend on (as Rust spells the crates): `rero`
+/// nothing that stores, hashes, sandboxes or uploads, nor the daemon itself;
+/// the wire contract no crate of the workspace; the daemon no terminal crate.
+pub const FORBIDDEN: [(&str, &[&str]); 3] = [
+    (
+        "daemon/cli/Cargo.toml",
+        &[
+            "rerod",
+            "redb",
+            "tokio_postgres",
+            "bcrypt",
+            "jsonwebtoken",
+            "hmac",
+            "sha2",
+            "zxcvbn",
+            "landlock",
+            "notify",
+            "tikv_jemallocator",
+            "rerod_stk500v1",
+            "rerod_stk500v2",
+            "rerod_command",
+        ],
+    ),
+    ("daemon/wire/Cargo.toml", &["rerod", "rerod_devices", "rerod_stk500v1", "rerod_stk500v2", "rerod_command"]),
+    ("daemon/Cargo.toml", &["crossterm", "indicatif"]),
+];
 
 /// One row of the table: these crates, only in these modules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +50,7 @@ pub struct Allowance {
     pub line: usize,
 }
 
-/// A path that starts with an external crate's name, or in `bin/` with `rerod`.
+/// A path that starts with an external crate's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrateUse {
     /// The file, relative to the workspace root.
@@ -162,21 +185,22 @@ pub fn problems(
     problems
 }
 
-/// The paths in `rero`'s files that reach a library module other than [`BIN_MAY_USE`].
-pub fn bin_problems(uses: &[CrateUse]) -> Vec<String> {
-    uses.iter()
-        .filter(|u| u.module == "bin" && u.krate == "rerod")
-        .filter(|u| !u.next.as_deref().is_some_and(|next| BIN_MAY_USE.contains(&next)))
-        .map(|u| {
-            format!(
-                "{}:{}: rero uses rerod::{}; it may reach only {} (README.md, Architecture)",
-                u.file,
-                u.line,
-                u.next.as_deref().unwrap_or("*"),
-                BIN_MAY_USE.map(|m| format!("rerod::{m}")).join(" and ")
-            )
-        })
-        .collect()
+/// Every dependency of `manifests` (a path and its dependencies) that
+/// [`FORBIDDEN`] rules out, and every package of it that is missing.
+pub fn package_problems(manifests: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, forbidden) in FORBIDDEN {
+        let Some((_, dependencies)) = manifests.iter().find(|(p, _)| p == path) else {
+            problems.push(format!("{path}: not checked"));
+            continue;
+        };
+        for dependency in dependencies.iter().filter(|d| forbidden.contains(&d.as_str())) {
+            problems.push(format!(
+                "{path}: depends on `{dependency}`, which this package must not (README.md, Architecture)"
+            ));
+        }
+    }
+    problems
 }
 
 /// The names of `[dependencies]` in a Cargo.toml, as Rust spells them.
@@ -260,12 +284,18 @@ mod tests {
     }
 
     #[test]
-    fn rero_reaches_the_library_only_through_the_wire() {
-        let source = "use rerod::wire::{SlotJson, DeviceRef};\nuse rerod::app::App;\nfn f() { rerod::terminal::read_hidden(\"P\"); }\n";
-        let found = bin_problems(&uses_in(source, "bin"));
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].starts_with("f.rs:2: rero uses rerod::app;"), "{found:?}");
-        assert!(bin_problems(&uses_in("use rerod::app::App;\n", "cli")).is_empty(), "only bin/ is held to it");
+    fn a_forbidden_dependency_is_named_with_its_package() {
+        let deps = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let manifests = [
+            ("daemon/cli/Cargo.toml".to_owned(), deps(&["rerod_wire", "redb", "clap"])),
+            ("daemon/wire/Cargo.toml".to_owned(), deps(&["serde"])),
+            ("daemon/Cargo.toml".to_owned(), deps(&["hyper", "crossterm"])),
+        ];
+        let found = package_problems(&manifests);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("daemon/cli/Cargo.toml: depends on `redb`"), "{found:?}");
+        assert!(found[1].starts_with("daemon/Cargo.toml: depends on `crossterm`"), "{found:?}");
+        assert_eq!(package_problems(&manifests[..1]).len(), 3, "a package left unchecked is a problem");
     }
 
     #[test]

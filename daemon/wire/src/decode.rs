@@ -14,8 +14,6 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::requests::BodyCredentials;
-
 /// Why a client's JSON was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -46,30 +44,6 @@ impl DecodeError {
     }
 }
 
-/// A request body the server reads with [`request`].
-pub trait Request: DeserializeOwned {
-    /// Where the seed's in-body credentials go, for the requests that take
-    /// them. They are read from the same object on their own, because serde
-    /// cannot say which field failed inside a flattened struct.
-    fn credentials_mut(&mut self) -> Option<&mut BodyCredentials> {
-        None
-    }
-}
-
-/// Reads a request body; an empty body is an empty object.
-pub fn request<T: Request>(bytes: &[u8]) -> Result<T, DecodeError> {
-    object_fields(&object(bytes)?)
-}
-
-/// Reads a request from an object already parsed (a socket message).
-pub fn object_fields<T: Request>(object: &Map<String, Value>) -> Result<T, DecodeError> {
-    let mut request: T = fields(object)?;
-    if let Some(credentials) = request.credentials_mut() {
-        *credentials = fields(object)?;
-    }
-    Ok(request)
-}
-
 /// Parses `bytes` as a JSON object; an empty body is an empty object.
 pub fn object(bytes: &[u8]) -> Result<Map<String, Value>, DecodeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -92,7 +66,7 @@ pub fn message_type(object: &Map<String, Value>) -> Result<Option<&str>, DecodeE
 }
 
 /// Decodes `T` from `object`, turning serde's error into one that names the field.
-fn fields<T: DeserializeOwned>(object: &Map<String, Value>) -> Result<T, DecodeError> {
+pub(crate) fn fields<T: DeserializeOwned>(object: &Map<String, Value>) -> Result<T, DecodeError> {
     // serde_json's `&Map` deserializer has no `&Value` to borrow from, so go
     // through a `MapDeserializer` over the entries.
     let deserializer = de::value::MapDeserializer::new(object.iter().map(|(k, v)| (k.as_str(), v)));
@@ -390,15 +364,16 @@ mod tests {
         text: Option<String>,
     }
 
-    impl Request for Probe {}
-
     #[derive(Debug, Deserialize)]
     struct Needs {
         #[allow(dead_code)]
         slot_id: i64,
     }
 
-    impl Request for Needs {}
+    /// Reads a body as the server does (`requests::request`, less the credentials).
+    fn request<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+        fields(&object(bytes)?)
+    }
 
     fn probe(text: &str) -> Result<Probe, DecodeError> {
         request(text.as_bytes())

@@ -22,7 +22,7 @@ mod requests;
 mod responses;
 
 pub use control::{ControlRequest, ControlResponse};
-pub use decode::{DecodeError, DeviceRef, Request};
+pub use decode::{DecodeError, DeviceRef};
 pub use health::{
     AuditJson, BoardHealthResponse, CheckJson, CheckResponse, CheckStepJson, DeviceHealthJson, HealthAlert,
     MaintenanceResponse,
@@ -34,8 +34,8 @@ pub use records::{
 };
 pub use requests::{
     BodyCredentials, BookingClientMessage, ChangePasswordRequest, CompileRequest, ConsoleClientMessage, ConsoleInput,
-    EmailPassword, EmailRequest, GetSlots, MaintenanceRequest, MessageError, MyBookingsRequest, SlotMessage,
-    SlotRequest, UploadCodeRequest,
+    EmailPassword, EmailRequest, GetSlots, MaintenanceRequest, MessageError, MyBookingsRequest, Request, SlotMessage,
+    SlotRequest, UploadCodeRequest, object_fields, request,
 };
 pub use responses::*;
 

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use rerod::wire::HealthResponse;
+use rerod_wire::HealthResponse;
 
 use crate::api::Client;
 

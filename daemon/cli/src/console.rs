@@ -7,7 +7,7 @@ use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use rerod::wire::{BodyCredentials, ConsoleServerMessage};
+use rerod_wire::{BodyCredentials, ConsoleServerMessage};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 

@@ -13,6 +13,10 @@ mod camera;
 mod console;
 mod credentials;
 mod table;
+// The password prompt, shared with `rerod user` as one source file rather
+// than through a crate of its own.
+#[path = "../../src/terminal.rs"]
+mod terminal;
 mod time;
 mod upload;
 
@@ -193,16 +197,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Register { email, server } => credentials::register(&email, server.as_deref(), json).await,
         Command::Status => credentials::status(json).await,
         Command::Logout => credentials::logout(),
-        Command::Boards => calendar::boards(&api::Client::from_env()?, json).await,
-        Command::Slots(day) => calendar::slots(&api::Client::from_env()?, &day.into(), json).await,
-        Command::Book(args) => calendar::book(&api::Client::from_env()?, &args.slot, &args.day.into(), json).await,
-        Command::Cancel(args) => calendar::cancel(&api::Client::from_env()?, &args.slot, &args.day.into(), json).await,
-        Command::Bookings { history } => calendar::bookings(&api::Client::from_env()?, history, json).await,
-        Command::Watch(day) => calendar::watch(&api::Client::from_env()?, &day.into(), json).await,
-        Command::Upload { file, board } => upload::upload(&api::Client::from_env()?, &file, board.board, json).await,
-        Command::Console { board, raw } => console::console(&api::Client::from_env()?, board.board, raw).await,
+        Command::Boards => calendar::boards(&credentials::client()?, json).await,
+        Command::Slots(day) => calendar::slots(&credentials::client()?, &day.into(), json).await,
+        Command::Book(args) => calendar::book(&credentials::client()?, &args.slot, &args.day.into(), json).await,
+        Command::Cancel(args) => calendar::cancel(&credentials::client()?, &args.slot, &args.day.into(), json).await,
+        Command::Bookings { history } => calendar::bookings(&credentials::client()?, history, json).await,
+        Command::Watch(day) => calendar::watch(&credentials::client()?, &day.into(), json).await,
+        Command::Upload { file, board } => upload::upload(&credentials::client()?, &file, board.board, json).await,
+        Command::Console { board, raw } => console::console(&credentials::client()?, board.board, raw).await,
         Command::Camera { board, snapshot } => {
-            camera::camera(&api::Client::from_env()?, board.board, snapshot.as_deref(), json).await
+            camera::camera(&credentials::client()?, board.board, snapshot.as_deref(), json).await
         }
         Command::Completions { shell } => {
             // Made whole first: clap_complete panics when a write to stdout fails.

@@ -12,13 +12,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rerod::wire::ErrorBody;
+use rerod_wire::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-
-use crate::credentials::Settings;
 
 /// Why a command failed. `main` prints it as one line.
 #[derive(Debug)]
@@ -108,18 +106,9 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// The stored server and token, each overridden by `RERO_SERVER` and `RERO_TOKEN`.
-    pub fn from_env() -> Result<Client, Error> {
-        let settings = crate::credentials::settings()?;
-        Client::new(&settings)
-    }
-
-    pub fn new(settings: &Settings) -> Result<Client, Error> {
-        Ok(Client {
-            server: Server::parse(&settings.server)?,
-            url: settings.server.clone(),
-            token: settings.token.clone(),
-        })
+    /// A client of the rerod at `url`, showing `token` if there is one.
+    pub fn new(url: &str, token: Option<String>) -> Result<Client, Error> {
+        Ok(Client { server: Server::parse(url)?, url: url.to_owned(), token })
     }
 
     pub fn has_token(&self) -> bool {

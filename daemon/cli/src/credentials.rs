@@ -7,7 +7,7 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 
-use rerod::wire::{EmailPassword, LoginResponse, RegisterResponse, UserSlotResponse};
+use rerod_wire::{EmailPassword, LoginResponse, RegisterResponse, UserSlotResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Client, Error};
@@ -84,6 +84,13 @@ fn save(stored: &Stored) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
+/// A client of the stored server with the stored token, each overridden by
+/// `RERO_SERVER` and `RERO_TOKEN`.
+pub fn client() -> Result<Client, Error> {
+    let settings = settings()?;
+    Client::new(&settings.server, settings.token)
+}
+
 /// The server and token in force.
 pub fn settings() -> Result<Settings, Error> {
     let stored = load()?;
@@ -102,7 +109,7 @@ pub async fn login(email: &str, server: Option<&str>, json: bool) -> Result<(), 
     if let Some(server) = server {
         settings.server = server.to_owned();
     }
-    let client = Client::new(&settings)?;
+    let client = Client::new(&settings.server, settings.token.clone())?;
     let password = read_password()?;
     sign_in(&client, &settings, email, password, json).await
 }
@@ -114,7 +121,7 @@ pub async fn register(email: &str, server: Option<&str>, json: bool) -> Result<(
     if let Some(server) = server {
         settings.server = server.to_owned();
     }
-    let client = Client::new(&settings)?;
+    let client = Client::new(&settings.server, settings.token.clone())?;
     let password = read_new_password()?;
     let request = EmailPassword { email: email.to_owned(), password: password.clone() };
     let answer: RegisterResponse = client.post("/auth/register", &request, false).await?;
@@ -166,8 +173,8 @@ struct StatusJson<'a> {
 /// booking in progress or next. Fails only when the server cannot be reached.
 pub async fn status(json: bool) -> Result<(), Error> {
     let settings = settings()?;
-    let client = Client::new(&settings)?;
-    let health: rerod::wire::HealthResponse = client.get("/health", false).await?;
+    let client = Client::new(&settings.server, settings.token.clone())?;
+    let health: rerod_wire::HealthResponse = client.get("/health", false).await?;
     let clock = crate::time::LabClock::named(health.lab.timezone.as_deref());
     let mine: Option<Result<UserSlotResponse, Error>> =
         if client.has_token() { Some(client.get("/slots/user", true).await) } else { None };
@@ -224,7 +231,7 @@ pub fn logout() -> Result<(), Error> {
 fn read_password() -> Result<String, Error> {
     let stdin = std::io::stdin();
     let password = if stdin.is_terminal() {
-        rerod::terminal::read_hidden("Password: ").map_err(|e| Error::message(format!("reading the password: {e}")))?
+        crate::terminal::read_hidden("Password: ").map_err(|e| Error::message(format!("reading the password: {e}")))?
     } else {
         let mut line = String::new();
         stdin.lock().read_line(&mut line).map_err(|e| Error::message(format!("reading the password: {e}")))?;
@@ -244,7 +251,7 @@ fn read_new_password() -> Result<String, Error> {
     }
     let first = read_password()?;
     let again =
-        rerod::terminal::read_hidden("Again: ").map_err(|e| Error::message(format!("reading the password: {e}")))?;
+        crate::terminal::read_hidden("Again: ").map_err(|e| Error::message(format!("reading the password: {e}")))?;
     if first != again {
         return Err(Error::message("the two passwords differ; no account was made"));
     }

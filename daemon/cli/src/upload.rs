@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
-use rerod::wire::{BodyCredentials, ConsoleServerMessage, UploadCodeRequest, UploadPhase, UploadResponse};
+use rerod_wire::{BodyCredentials, ConsoleServerMessage, UploadCodeRequest, UploadPhase, UploadResponse};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 

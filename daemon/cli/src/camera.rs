@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use hyper::Method;
-use rerod::wire::CameraStatusResponse;
+use rerod_wire::CameraStatusResponse;
 
 use crate::api::{Body, Client, Error, print_json};
 

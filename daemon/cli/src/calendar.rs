@@ -7,7 +7,7 @@ use crossterm::style::Color;
 use futures_util::{SinkExt as _, StreamExt as _};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use rerod::wire::{
+use rerod_wire::{
     BodyCredentials, BookSlotResponse, BookingClientMessage, BookingServerMessage, CancelSlotResponse, DeviceRef,
     DevicesResponse, GetSlots, MyBookingsResponse, SlotJson, SlotRequest, SlotStatus, SlotsJson, UserSlotResponse,
 };
