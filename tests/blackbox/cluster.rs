@@ -529,6 +529,10 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     let id = records["records"][0]["id"].as_str().unwrap().to_owned();
     let record = a.client().get_auth(&format!("/records/{id}"), &token).await.expect(200);
     assert_eq!(record["uploads"].as_array().unwrap().len(), 2, "{record}");
+    // Every board's records, asked of A, hold B's sessions too: B answers for its own.
+    let all = a.client().get_auth("/records", &token).await.expect(200);
+    assert!(all["records"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str()), "{all}");
+    assert!(all.get("unreachable_hosts").is_none(), "{all}");
     let admin = a.host_account(ADMIN, true).await;
     a.client().get_auth("/admin/devices/checks/mega-b", &admin).await.expect(200);
 
@@ -552,6 +556,8 @@ async fn a_student_uses_another_hosts_board_through_the_host_they_reach() {
     drop(console);
     b.signal(libc::SIGKILL);
     board_shows(&a, "mega-b", false).await;
+    let all = a.client().get_auth("/records", &token).await.expect(200);
+    assert_eq!(all["unreachable_hosts"], json!(["bench-b"]), "{all}");
     let r = a.client().upload("mega-b", &token, "application/octet-stream", rig_bytes("echo-mega.hex")).await;
     assert_eq!((r.status, r.json()["code"].clone()), (503, json!("board_host_unreachable")), "{:?}", r.json());
     // Back, it picks up its board and the session still in progress.

@@ -17,14 +17,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use super::error::{ApiError, HttpErrorKind};
-use super::request::percent_decode;
+use super::request::{Req, percent_decode};
 use super::routes::{Route, RouteSpec};
 use super::{Body, HeldConnection, Server};
 use crate::app::{App, DeviceRef};
@@ -34,6 +38,12 @@ pub(crate) const PEER_HEADER: &str = "x-rerod-peer";
 
 /// How long reaching the owner host may take before the client is told so.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a host waits for each other host's part of a listing.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most of another host's listing read.
+const GATHER_MAX_BYTES: usize = 16 << 20;
 
 /// Marks a request another host of the lab forwarded, signed: it is
 /// answered here and never forwarded again.
@@ -142,21 +152,7 @@ pub(crate) async fn forward(
     let Some(secret) = server.app.cluster_secret() else {
         return Err(unreachable("this host has no cluster secret".to_owned()));
     };
-    let authority = authority(&owner.advertise).map_err(|e| unreachable(e.to_owned()))?;
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(unreachable(format!("cannot connect: {e}"))),
-        Err(_) => return Err(unreachable("it did not answer in time".to_owned())),
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(format!("handshake: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(error) = conn.with_upgrades().await {
-            tracing::debug!(%error, "connection to a peer host ended with an error");
-        }
-    });
+    let (authority, mut sender) = connect(&owner.advertise).await.map_err(unreachable)?;
 
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let from_client = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -204,6 +200,85 @@ pub(crate) async fn forward(
         parts.headers.remove(name);
     }
     Ok(Response::from_parts(parts, Body::Right(http_body_util::Either::Right(body))))
+}
+
+/// Opens a connection to the host advertised at `advertise`: its
+/// `host:port`, and the sender to ask it with.
+async fn connect<B>(advertise: &str) -> Result<(String, SendRequest<B>), String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let authority = authority(advertise)?;
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
+        Err(_) => return Err("it did not answer in time".to_owned()),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, "connection to a peer host ended with an error");
+        }
+    });
+    Ok((authority, sender))
+}
+
+/// Asks every other host of the lab for `path_and_query` (a `GET`) on the
+/// caller's behalf: their `Authorization` passed on, their address signed.
+/// Each host answers for what it holds itself. Returns the answers read as
+/// `T`, and the hosts that are offline, did not answer within
+/// [`GATHER_TIMEOUT`] or did not answer 200.
+pub(crate) async fn gather<T: DeserializeOwned>(app: &App, req: &Req, path_and_query: &str) -> (Vec<T>, Vec<String>) {
+    let lab = app.lab_hosts();
+    let (Some(this_host), Some(secret)) = (lab.this_host, app.cluster_secret()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let ask = |advertise: String| async move {
+        let (authority, mut sender) = connect::<Empty<Bytes>>(&advertise).await?;
+        let signed =
+            crate::auth::sign_peer(secret, "GET", path_and_query, req.peer.ip(), jiff::Timestamp::now().as_second());
+        let mut out = Request::get(path_and_query).header(header::HOST, &authority).header(PEER_HEADER, signed);
+        if let Some(authorization) = req.headers().get(header::AUTHORIZATION) {
+            out = out.header(header::AUTHORIZATION, authorization);
+        }
+        let out = out.body(Empty::<Bytes>::new()).map_err(|e| format!("request: {e}"))?;
+        let response = sender.send_request(out).await.map_err(|e| format!("request: {e}"))?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("answered {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), GATHER_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        serde_json::from_slice::<T>(&body).map_err(|e| format!("unexpected answer: {e}"))
+    };
+    let asks = lab.hosts.into_iter().filter(|h| h.name != this_host).map(|host| async move {
+        let answer = match host.online {
+            false => Err("it is offline".to_owned()),
+            true => match tokio::time::timeout(GATHER_TIMEOUT, ask(host.advertise.clone())).await {
+                Ok(answer) => answer,
+                Err(_) => Err("it did not answer in time".to_owned()),
+            },
+        };
+        (host.name, answer)
+    });
+    let mut answers = Vec::new();
+    let mut missing = Vec::new();
+    for (host, answer) in futures_util::future::join_all(asks).await {
+        match answer {
+            Ok(answer) => answers.push(answer),
+            Err(why) => {
+                tracing::warn!(%host, %why, "cannot ask a host of the lab for its part of a listing");
+                missing.push(host);
+            }
+        }
+    }
+    (answers, missing)
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110

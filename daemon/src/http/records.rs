@@ -11,6 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::error::ApiError;
+use super::forward::{self, FromPeer};
 use super::json_response;
 use super::request::{Req, percent_decode};
 use super::routes::RouteSpec;
@@ -29,16 +30,31 @@ fn record_id(spec: &RouteSpec, req: &Req) -> String {
     percent_decode(raw).unwrap_or_else(|| raw.to_owned())
 }
 
-/// `GET /records[?device=&user=]`.
-pub fn list(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
+/// `GET /records[?device=&user=]`. Each host keeps the records of its own
+/// boards' sessions: in a lab of several hosts, a listing of every board is
+/// this host's records and the other hosts' answers to the same request,
+/// merged newest first. (One board's listing is forwarded to its host.)
+pub async fn list(app: &Arc<App>, req: &Req, who: &Principal) -> Reply {
     let device = req.query("device")?;
     let user = req.query("user")?;
     if who.role != Role::Admin && user.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(&who.email)) {
         return Err(AppError::AdminOnly.into());
     }
-    let records: Vec<RecordJson> =
+    let mut records: Vec<RecordJson> =
         app.records(who, device.as_deref(), user.as_deref())?.iter().map(wire::record_json).collect();
-    Ok(json_response(StatusCode::OK, &RecordsResponse { success: true, count: records.len(), records }))
+    let mut unreachable_hosts = Vec::new();
+    if device.is_none() && req.parts.extensions.get::<FromPeer>().is_none() {
+        let asked = req.parts.uri.path_and_query().map_or("/records", |p| p.as_str());
+        let (answers, missing) = forward::gather::<RecordsResponse>(app, req, asked).await;
+        if !answers.is_empty() {
+            records.extend(answers.into_iter().flat_map(|answer| answer.records));
+            // UTC with a fixed width: the text sorts as the time does.
+            records.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        }
+        unreachable_hosts = missing;
+    }
+    let body = RecordsResponse { success: true, count: records.len(), records, unreachable_hosts };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `GET /records/{id}`.

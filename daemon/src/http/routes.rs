@@ -315,7 +315,7 @@ pub const ROUTES: &[RouteSpec] = &[
         ..row(Route::AppAsset, "/app/{path}", GET, Auth::Public, Now(|c| web::asset(c.spec, c.req)))
     },
     row(Route::AdminAudit, "/admin/audit", GET, Auth::Admin, NowAs(|c, who| records::audit(c.app, c.req, who))),
-    row(Route::Records, "/records", GET, Auth::Bearer, NowAs(|c, who| records::list(c.app, c.req, who))),
+    row(Route::Records, "/records", GET, Auth::Bearer, WaitAs(|c, who| Box::pin(records::list(c.app, c.req, who)))),
     row(Route::Record, "/records/{id}", GET, Auth::Bearer, NowAs(|c, who| records::get(c.app, c.spec, c.req, who))),
     row(
         Route::RecordTranscript,

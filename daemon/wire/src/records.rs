@@ -69,6 +69,10 @@ pub struct RecordsResponse {
     pub success: bool,
     pub count: usize,
     pub records: Vec<RecordJson>,
+    /// In a lab of several hosts, the hosts whose records could not be
+    /// listed (offline, or not answering): their boards' sessions are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_hosts: Vec<String>,
 }
 
 /// One upload of a session.

@@ -279,7 +279,12 @@ pub(super) fn check_examples(contract: &mut super::tests::Contract) {
     };
     contract.check(
         "RecordsResponse",
-        &[to_value(RecordsResponse { success: true, count: 1, records: vec![record.clone()] })],
+        &[to_value(RecordsResponse {
+            success: true,
+            count: 1,
+            records: vec![record.clone()],
+            unreachable_hosts: Vec::new(),
+        })],
     );
     let upload = UploadLogJson {
         at: s("2026-11-24T09:10:00.000000Z"),
