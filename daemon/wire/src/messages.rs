@@ -82,7 +82,8 @@ pub struct BookingReply {
 }
 
 /// The step an upload is at (`upload_progress.phase`): the board's
-/// [`Phase`] while it runs, then `done` or `failed` with the result.
+/// step while it runs (`reset`, `sync`, `write`, `verify`), then `done` or
+/// `failed` with the result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::wire::{CameraStatusResponse, CameraTicketResponse};
 
-use super::{Schemas, ok, param_ref, responses, websocket_operation};
+use super::{Schemas, ok, param_ref, parameter, responses, websocket_operation};
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -54,11 +54,20 @@ pub(super) fn paths(s: &Schemas) -> Map<String, Value> {
             "security": optional_bearer,
             "parameters": [
                 device,
-                { "name": "ticket", "in": "query", "required": false, "schema": { "type": "string" },
-                  "description": "From POST /devices/camera/{device}/ticket; used once" },
-                { "name": "fps", "in": "query", "required": false,
-                  "schema": { "type": "integer", "minimum": 1, "maximum": 60 },
-                  "description": "At most this many frames a second (default: as the camera sends them)" },
+                parameter(
+                    "query",
+                    "ticket",
+                    false,
+                    "From POST /devices/camera/{device}/ticket; used once",
+                    json!({ "type": "string" }),
+                ),
+                parameter(
+                    "query",
+                    "fps",
+                    false,
+                    "At most this many frames a second (default: as the camera sends them)",
+                    json!({ "type": "integer", "minimum": 1, "maximum": 60 }),
+                ),
             ],
             "responses": responses(
                 json!({ "200": {

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Schemas, error_content};
+use super::{Schemas, error_content, parameter};
 
 pub(super) fn components(s: Schemas) -> Value {
     let error_response = |description: &str| json!({ "description": description, "content": error_content(&s) });
@@ -15,36 +15,34 @@ pub(super) fn components(s: Schemas) -> Value {
             "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
         },
         "parameters": {
-            "date": {
-                "name": "date", "in": "query", "required": false,
-                "description": "YYYY-MM-DD; default today in the lab's time zone",
-                "schema": date,
-            },
-            "device": {
-                "name": "device", "in": "query", "required": false,
-                "description": "Device number or id; default the first device",
-                "schema": string,
-            },
-            "devicePath": {
-                "name": "device", "in": "path", "required": true,
-                "description": "Device number or id",
-                "schema": string,
-            },
-            "quality": {
-                "name": "quality", "in": "path", "required": true,
-                "description": "The JPEG quality the old web client asks for (30 to 95); accepted and ignored",
-                "schema": string,
-            },
-            "recordId": {
-                "name": "id", "in": "path", "required": true,
-                "description": "A record's id as GET /records lists it: <device>_<YYYY-MM-DD>_<first slot>",
-                "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]+_[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]+$" },
-            },
-            "history": {
-                "name": "history", "in": "query", "required": false,
-                "description": "Also list past bookings",
-                "schema": { "type": "string", "enum": ["true", "false", "1", "0", "yes", "no"] },
-            },
+            "date": parameter("query", "date", false, "YYYY-MM-DD; default today in the lab's time zone", date),
+            "device": parameter("query", "device", false, "Device number or id; default the first device", string.clone()),
+            "devicePath": parameter("path", "device", true, "Device number or id", string.clone()),
+            "quality": parameter(
+                "path",
+                "quality",
+                true,
+                "The JPEG quality the old web client asks for (30 to 95); accepted and ignored",
+                string,
+            ),
+            "recordId": parameter(
+                "path",
+                "id",
+                true,
+                "A record's id as GET /records lists it: <device>_<YYYY-MM-DD>_<first slot>_<32 hex digits> \
+                    (records from before the tag end at the first slot)",
+                json!({
+                    "type": "string",
+                    "pattern": "^[A-Za-z0-9_-]+_[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]+(_[0-9a-f]{32})?$",
+                }),
+            ),
+            "history": parameter(
+                "query",
+                "history",
+                false,
+                "Also list past bookings",
+                json!({ "type": "string", "enum": ["true", "false", "1", "0", "yes", "no"] }),
+            ),
         },
         "responses": {
             "Error400": error_response("A booking rule was broken (code says which), the e-mail address is taken (email_taken) or looks the same as an existing account (email_confusable), or the request was malformed"),

@@ -474,6 +474,13 @@ fn websocket_operation(
     })
 }
 
+/// A parameter of a path (`location` "path", always required) or of its
+/// query (`location` "query").
+fn parameter(location: &str, name: &str, required: bool, description: &str, schema: Value) -> Value {
+    let required = required || location == "path";
+    json!({ "name": name, "in": location, "required": required, "description": description, "schema": schema })
+}
+
 fn param_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/parameters/{name}") })
 }

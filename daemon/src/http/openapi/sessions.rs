@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::wire::{AuditLogResponse, RecordResponse, RecordsResponse};
 
-use super::{Schemas, ok, param_ref, responses};
+use super::{Schemas, ok, param_ref, parameter, responses};
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -18,7 +18,8 @@ fn object(value: Value) -> Map<String, Value> {
 pub(super) fn paths(s: &Schemas) -> Map<String, Value> {
     let bearer = json!([{ "bearerAuth": [] }]);
     let id = param_ref("recordId");
-    let query = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
+    let query =
+        |name: &str, description: &str| parameter("query", name, false, description, json!({ "type": "string" }));
     object(json!({
         "/records": { "get": {
             "tags": ["records"],
@@ -62,11 +63,13 @@ pub(super) fn paths(s: &Schemas) -> Map<String, Value> {
             "description": "Bearer only; its holder and admins (403 not_your_record for anyone else; 404 \
                 record_not_found for a record or picture that is not there). GET /records/{id} lists the pictures.",
             "security": bearer,
-            "parameters": [id, {
-                "name": "name", "in": "query", "required": true,
-                "description": "The picture's name as GET /records/{id} lists it",
-                "schema": { "type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$" },
-            }],
+            "parameters": [id, parameter(
+                "query",
+                "name",
+                true,
+                "The picture's name as GET /records/{id} lists it",
+                json!({ "type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$" }),
+            )],
             "responses": responses(
                 json!({ "200": {
                     "description": "The JPEG, as the camera sent it",
@@ -81,11 +84,13 @@ pub(super) fn paths(s: &Schemas) -> Map<String, Value> {
             "summary": "Admins' actions (maintenance, checks, cancelling others' bookings, disabling accounts), newest first",
             "description": "Bearer only, admins only.",
             "security": bearer,
-            "parameters": [{
-                "name": "limit", "in": "query", "required": false,
-                "description": "At most this many entries (1 to 1000, default 100)",
-                "schema": { "type": "integer", "minimum": 1, "maximum": 1000 },
-            }],
+            "parameters": [parameter(
+                "query",
+                "limit",
+                false,
+                "At most this many entries (1 to 1000, default 100)",
+                json!({ "type": "integer", "minimum": 1, "maximum": 1000 }),
+            )],
             "responses": responses(ok("The audit log", s.of::<AuditLogResponse>()), &[401, 403, 422, 503]),
         }},
     }))
