@@ -99,7 +99,6 @@ pub struct DeviceHealthJson {
 
 /// What the webhook of `[devices.health]` is sent when its board turns `failing`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HealthAlert {
     /// Always `board_failing`.
     pub event: String,

@@ -522,7 +522,6 @@ pub struct AccountChangeResponse {
 
 /// One account in `rerod export`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportedUser {
     pub email: String,
     pub created_at: String,
@@ -534,7 +533,6 @@ pub struct ExportedUser {
 
 /// One booking in `rerod export`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportedBooking {
     pub device: String,
     pub date: String,
@@ -545,7 +543,6 @@ pub struct ExportedBooking {
 
 /// What `rerod export` prints: the store's accounts and bookings, for admins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Export {
     pub users: Vec<ExportedUser>,
     pub bookings: Vec<ExportedBooking>,
