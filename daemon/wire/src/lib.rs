@@ -20,6 +20,8 @@ mod messages;
 mod records;
 mod requests;
 mod responses;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use control::{ControlRequest, ControlResponse};
 pub use decode::{DecodeError, DeviceRef};
@@ -62,29 +64,44 @@ pub fn hh_mm(time: Time) -> String {
 /// Every error answer: FastAPI's `detail`, rerod's stable `code`, and the
 /// request field at fault for 422s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
+    /// What went wrong, for people.
     pub detail: String,
+    /// Stable, for programs: `slot_unavailable`, `weak_password`, ...
     pub code: String,
+    /// The request field at fault (422 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
 /// One slot of a day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SlotJson {
+    /// Index of the slot in the day (0..23 for hourly slots).
     pub id: u16,
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = crate::schema::HH_MM)))]
     pub start_time: String,
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = crate::schema::HH_MM)))]
     pub end_time: String,
     pub is_booked: bool,
+    /// The booker's e-mail; null when free or hidden by `lab.privacy`.
     pub booked_by: Option<String>,
+    /// When it was booked, UTC.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub booked_at: Option<String>,
+    /// RFC 3339 in the lab's zone: `2026-11-24T09:00:00+01:00`.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub start: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub end: String,
     pub status: SlotStatus,
 }
 
 /// How a slot looks to the one who asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SlotStatus {
     Available,
@@ -101,33 +118,46 @@ impl SlotStatus {
 
 /// The seed's slot listing (`GET /slots`, `slots_update.data`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SlotsJson {
     pub slots: Vec<SlotJson>,
     pub available_slots: Vec<u16>,
     pub booked_slots: Vec<u16>,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: String,
+    /// The device's id.
     pub device: String,
     /// The board's health (`good`, `unknown`, `failing`, `maintenance`), so
     /// clients can grey out a board that takes no bookings.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::schema::HEALTH)))]
     pub health: String,
 }
 
 /// One entry of `/my-bookings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BookingJson {
+    /// The slot's index in the day.
     pub id: u16,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: String,
     pub device: String,
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = crate::schema::HH_MM)))]
     pub start_time: String,
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = crate::schema::HH_MM)))]
     pub end_time: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub start: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub end: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub booked_at: String,
     /// The device it was booked on, when rerod moved it off a broken board.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<String>,
     /// Its board's health when that board takes no bookings (`failing`,
     /// `maintenance`) and no healthy board was free to move it to.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["failing", "maintenance"])))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub board_health: Option<String>,
 }

@@ -9,12 +9,14 @@ use super::SlotsJson;
 
 /// A `/slot-booking` message from the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BookingServerMessage {
     /// A device's day: on connect, on `get_slots`, after every committed
     /// change and when a slot ends.
     SlotsUpdate {
         data: SlotsJson,
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
         timestamp: String,
     },
     BookingResponse(BookingReply),
@@ -23,12 +25,14 @@ pub enum BookingServerMessage {
     /// one; `booked_by` follows the same privacy rule as `slots_update`, so
     /// the holder's client recognises its own booking.
     BookingMoved {
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
         date: String,
         slot_id: u16,
         from_device: String,
         to_device: String,
         booked_by: Option<String>,
         message: String,
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
         timestamp: String,
     },
     /// Sent only to a socket that identified as the holder: their session
@@ -36,6 +40,7 @@ pub enum BookingServerMessage {
     SessionEnding {
         device: String,
         minutes_left: u16,
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
         end: String,
         message: String,
     },
@@ -49,6 +54,7 @@ pub enum BookingServerMessage {
     /// `password_changed`); the socket is anonymous from then on.
     SignedOut {
         email: String,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["account_disabled", "signed_out", "password_changed"])))]
         code: String,
         message: String,
     },
@@ -62,6 +68,7 @@ pub enum BookingServerMessage {
 /// The answer to `book_slot` or `cancel_slot`: `code` on failure, `date`
 /// and `device` on success.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BookingReply {
     pub success: bool,
     pub message: String,
@@ -75,8 +82,10 @@ pub struct BookingReply {
 }
 
 /// The step an upload is at (`upload_progress.phase`): the board's
-/// [`Phase`] while it runs, then `done` or `failed` with the result.
+/// step while it runs (`reset`, `sync`, `write`, `verify`), then `done` or
+/// `failed` with the result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UploadPhase {
     Reset,
@@ -119,6 +128,7 @@ impl fmt::Display for UploadPhase {
 
 /// What the console says about its board.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceDescription {
     pub model: String,
     pub port: String,
@@ -127,6 +137,7 @@ pub struct DeviceDescription {
 
 /// A `/devices/read/{device}` message from the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ConsoleServerMessage {
     ConnectionEstablished {
@@ -141,13 +152,16 @@ pub enum ConsoleServerMessage {
         device_number: usize,
         /// UTF-8 text; bytes that are not UTF-8 show as U+FFFD ...
         output: String,
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
         timestamp: String,
         /// ... and then the exact bytes come here too.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "byte")))]
         output_base64: Option<String>,
     },
     UploadProgress {
         phase: UploadPhase,
+        #[cfg_attr(feature = "schema", schemars(range(max = 100)))]
         percent: u8,
         /// The result, with the last message.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +170,7 @@ pub enum ConsoleServerMessage {
     /// To the holder: the session ends at `end` (lab time), `minutes_left` from now.
     SessionEnding {
         minutes_left: u16,
+        #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
         end: String,
         message: String,
     },

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What an upload was sent as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UploadMethod {
     /// A compiled image (Intel HEX or binary), flashed as sent.
@@ -21,6 +22,7 @@ impl UploadMethod {
 /// How an upload ended: one word for the upload log, the metrics' `result`
 /// label and the wire, so the three can never name an outcome differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UploadResult {
     /// Flashed and verified.
@@ -50,14 +52,17 @@ impl UploadResult {
 
 /// One session's record as listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecordJson {
     /// `<device>_<date>_<first slot>_<random tag>`: the path segment of its
     /// routes (untagged in records from before tags existed).
     pub id: String,
     pub device: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: String,
     pub first_slot: u16,
     pub holder: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub started_at: String,
     pub transcript_bytes: u64,
     pub uploads: usize,
@@ -65,6 +70,7 @@ pub struct RecordJson {
 
 /// `GET /records`: the caller's records (an admin's: everyone's), newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecordsResponse {
     pub success: bool,
     pub count: usize,
@@ -77,7 +83,9 @@ pub struct RecordsResponse {
 
 /// One upload of a session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UploadLogJson {
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub at: String,
     pub by: String,
     pub sha256: String,
@@ -90,6 +98,7 @@ pub struct UploadLogJson {
 
 /// `GET /records/{id}`: a record and its upload log, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RecordResponse {
     pub success: bool,
     pub record: RecordJson,
@@ -101,6 +110,7 @@ pub struct RecordResponse {
 
 /// One camera picture kept with a session record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotJson {
     /// `upload-<UTC time>` or `session-end`.
     pub name: String,
@@ -111,7 +121,9 @@ pub struct SnapshotJson {
 
 /// One admin action in `GET /admin/audit`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditLogJson {
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub at: String,
     pub actor: String,
     pub action: String,
@@ -126,6 +138,7 @@ pub struct AuditLogJson {
 
 /// `GET /admin/audit?limit=`: admins' actions, newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuditLogResponse {
     pub success: bool,
     pub count: usize,

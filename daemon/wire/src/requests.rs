@@ -40,12 +40,16 @@ pub fn object_fields<T: Request>(object: &Map<String, Value>) -> Result<T, Decod
 /// The seed's in-body credentials: a `token`, or `email` and `password`.
 /// Routes that take them also take `Authorization: Bearer`, which wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BodyCredentials {
+    /// A token from `/auth/login`, in the body instead of the header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// With `password`, instead of a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "password")))]
     pub password: Option<String>,
 }
 
@@ -53,8 +57,12 @@ impl Request for BodyCredentials {}
 
 /// `POST /auth/register` and `POST /auth/login`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EmailPassword {
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "email")))]
     pub email: String,
+    /// At most 72 bytes.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "password")))]
     pub password: String,
 }
 
@@ -62,8 +70,12 @@ impl Request for EmailPassword {}
 
 /// `POST /auth/password`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChangePasswordRequest {
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "password")))]
     pub old_password: String,
+    /// At least `auth.min_password_length` characters, at most 72 bytes.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "password")))]
     pub new_password: String,
 }
 
@@ -71,10 +83,13 @@ impl Request for ChangePasswordRequest {}
 
 /// `POST /book-slot` and `POST /cancel-slot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SlotRequest {
+    /// Index of the slot in the day (0..23 for hourly slots).
     pub slot_id: i64,
     /// Default today in the lab's zone.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "field::date")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::IsoDate>"))]
     pub date: Option<Date>,
     /// Default the first device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +106,9 @@ impl Request for SlotRequest {
 
 /// `GET`/`POST /my-bookings` (`history` may also come as a query parameter).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MyBookingsRequest {
+    /// Also list past bookings (`/my-bookings` only; the query parameter wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<bool>,
     #[serde(flatten, skip_deserializing)]
@@ -106,6 +123,7 @@ impl Request for MyBookingsRequest {
 
 /// `POST /admin/users/disable` and `/admin/users/enable`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EmailRequest {
     pub email: String,
 }
@@ -114,12 +132,16 @@ impl Request for EmailRequest {}
 
 /// `POST /devices/compile`: the sketch, for a model (or the device's model).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CompileRequest {
+    /// The sketch's source code.
     pub code: String,
     /// The sketch's file name on the student's side (`blink.ino`): compiler
     /// messages name it instead of the lab's build path. Default `sketch.ino`.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "field::file_name")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 100)))]
     pub file_name: Option<String>,
+    /// The board model to compile for; default the device's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,10 +153,13 @@ impl Request for CompileRequest {}
 /// `POST /devices/upload/{device}` as JSON: a sketch to compile, then flash.
 /// (Firmware itself is sent as the raw body instead.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UploadCodeRequest {
+    /// The sketch's source code, compiled for the device.
     pub code: String,
-    /// As [`CompileRequest::file_name`].
+    /// The sketch's file name on the student's side (`blink.ino`), not a path.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "field::file_name")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 100)))]
     pub file_name: Option<String>,
 }
 
@@ -142,7 +167,9 @@ impl Request for UploadCodeRequest {}
 
 /// `POST /admin/devices/maintenance/{device}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MaintenanceRequest {
+    /// Why: 1 to 500 characters.
     pub reason: String,
 }
 
@@ -150,6 +177,7 @@ impl Request for MaintenanceRequest {}
 
 /// A `/slot-booking` message from a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BookingClientMessage {
     BookSlot(SlotMessage),
@@ -163,10 +191,13 @@ pub enum BookingClientMessage {
 /// `book_slot` and `cancel_slot` over `/slot-booking`: as [`SlotRequest`],
 /// but a missing `slot_id` gets the seed's own answer rather than a 422's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SlotMessage {
+    /// Index of the slot in the day; without it the answer is a failed reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "field::date")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::IsoDate>"))]
     pub date: Option<Date>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceRef>,
@@ -182,8 +213,10 @@ impl Request for SlotMessage {
 
 /// `get_slots` over `/slot-booking`: a device's day.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct GetSlots {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "field::date")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::IsoDate>"))]
     pub date: Option<Date>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceRef>,
@@ -231,6 +264,7 @@ impl BookingClientMessage {
 /// A `/devices/read/{device}` message from a client, after the first one
 /// (which carries only [`BodyCredentials`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ConsoleClientMessage {
     /// Text to write to the board (binary frames go byte for byte instead).
@@ -239,6 +273,7 @@ pub enum ConsoleClientMessage {
 
 /// `input` on the console: text to write to the board.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConsoleInput {
     pub data: String,
 }

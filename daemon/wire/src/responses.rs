@@ -7,8 +7,10 @@ use super::BookingJson;
 
 /// `GET /`: the seed's greeting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RootResponse {
     pub message: String,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["/slot-booking"])))]
     pub websocket_endpoint: String,
     pub active_connections: usize,
     /// Today's booked slot ids on the default device.
@@ -17,6 +19,7 @@ pub struct RootResponse {
 
 /// The seed's `database` block of `/health` and `/stats`: today on the default device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DatabaseCounts {
     pub total_slots: usize,
     pub booked_slots: usize,
@@ -27,6 +30,7 @@ pub struct DatabaseCounts {
 
 /// `/health`'s `database` block when the store does not answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DatabaseFailure {
     pub error: String,
     pub database_path: String,
@@ -34,6 +38,7 @@ pub struct DatabaseFailure {
 
 /// `/health`'s `database` block.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum HealthDatabase {
     Counts(DatabaseCounts),
@@ -41,6 +46,7 @@ pub enum HealthDatabase {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConfigStatus {
     pub generation: u64,
     /// Why the last reload was refused, until one succeeds.
@@ -49,6 +55,7 @@ pub struct ConfigStatus {
 
 /// `/health`'s `store` block: whether the store can write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StoreStatus {
     /// Why the last write failed (a full disk, say), until one commits
     /// again; writes answer 503 meanwhile, reads go on.
@@ -56,6 +63,7 @@ pub struct StoreStatus {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceCounts {
     /// Boards in the config.
     pub configured: usize,
@@ -67,9 +75,11 @@ pub struct DeviceCounts {
 
 /// How sketches are compiled on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CompileHealth {
     /// `landlock` (toolchains are confined), `off` (the admin turned the
     /// sandbox off) or `unavailable` (no Landlock in the kernel: compiling is refused).
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["landlock", "off", "unavailable"])))]
     pub sandbox: String,
 }
 
@@ -78,7 +88,9 @@ pub struct CompileHealth {
 /// `store.last_write_error`), 503 with `"unhealthy"` (and no slot counts)
 /// when it cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HealthResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["healthy", "degraded", "unhealthy"])))]
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_slots: Option<usize>,
@@ -87,6 +99,7 @@ pub struct HealthResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_slots_count: Option<usize>,
     pub database: HealthDatabase,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub timestamp: String,
     pub active_connections: usize,
     pub console_connections: usize,
@@ -106,6 +119,7 @@ pub struct HealthResponse {
 
 /// One camera in `/health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CameraHealthJson {
     pub device: String,
     #[serde(flatten)]
@@ -114,6 +128,7 @@ pub struct CameraHealthJson {
 
 /// The lab's calendar, so a client shows times in the lab's zone and by its name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LabInfo {
     /// The IANA name of the lab's time zone (`Europe/Berlin`); null when the
     /// host's zone has no name (slot times still carry their UTC offset).
@@ -123,16 +138,19 @@ pub struct LabInfo {
     pub demo: bool,
     /// Who may register: `open`, `closed` (admins make accounts) or
     /// `domains` (addresses in `allowed_domains`), so the sign-in page can say.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["open", "closed", "domains"])))]
     pub registration: String,
     pub allowed_domains: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WebSocketStats {
     pub active_connections: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SlotStats {
     pub total: usize,
     pub booked: usize,
@@ -141,10 +159,12 @@ pub struct SlotStats {
 
 /// One device's day in `/stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceStats {
     pub number: usize,
     pub id: String,
     pub name: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: String,
     pub total_slots: usize,
     pub booked_slots: usize,
@@ -152,12 +172,14 @@ pub struct DeviceStats {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Total {
     pub total: u64,
 }
 
 /// `GET /cluster`: every host of a lab of several hosts, with its boards.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClusterResponse {
     /// The host that answered; null when it is not part of a cluster.
     pub host: Option<String>,
@@ -167,6 +189,7 @@ pub struct ClusterResponse {
 
 /// One host of the lab.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClusterHost {
     pub name: String,
     /// Where the other hosts reach it.
@@ -175,12 +198,14 @@ pub struct ClusterHost {
     /// its boards are offline when it did not.
     pub online: bool,
     /// When it last renewed its presence (UTC).
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub last_seen: String,
     pub boards: Vec<ClusterBoard>,
 }
 
 /// A board of the lab, on the host that owns it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ClusterBoard {
     pub id: String,
     pub model: String,
@@ -188,6 +213,7 @@ pub struct ClusterBoard {
 
 /// `GET /stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StatsResponse {
     pub database: DatabaseCounts,
     pub websocket: WebSocketStats,
@@ -199,29 +225,39 @@ pub struct StatsResponse {
 
 /// `POST /book-slot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BookSlotResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
     pub slot_id: u16,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: String,
     pub device: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub start: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub end: String,
 }
 
 /// `POST /cancel-slot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CancelSlotResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
     pub slot_id: u16,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: String,
     pub device: String,
 }
 
 /// `GET`/`POST /my-bookings`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MyBookingsResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub total_bookings: usize,
     pub bookings: Vec<BookingJson>,
@@ -231,33 +267,44 @@ pub struct MyBookingsResponse {
 /// every field but `success` and `has_booking` is null (`is_current` false)
 /// when there is none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserSlotResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub has_booking: bool,
     pub slot: Option<u16>,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date")))]
     pub date: Option<String>,
     pub device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = crate::schema::HH_MM)))]
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(extend("pattern" = crate::schema::HH_MM)))]
     pub end_time: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub start: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub end: Option<String>,
     pub is_current: bool,
 }
 
 /// An account as its owner sees it after registering.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisteredUser {
     /// The account's number, for good.
     pub id: u64,
     pub email: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: String,
 }
 
 /// `POST /auth/register` (200, as the old backend's code answered).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisterResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
     /// The old client reads the address here too.
@@ -267,23 +314,30 @@ pub struct RegisterResponse {
 
 /// The account that logged in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoggedInUser {
     /// The account's number, the same at every login (the old backend's `user.id`).
     pub id: u64,
     pub email: String,
     /// `user` or `admin`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::schema::ROLE)))]
     pub role: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: String,
     /// The previous successful login; null on the first.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub last_login: Option<String>,
 }
 
 /// `POST /auth/login`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoginResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
     pub token: String,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["bearer"])))]
     pub token_type: String,
     /// The token's lifetime in seconds.
     pub expires_in: u64,
@@ -292,23 +346,29 @@ pub struct LoginResponse {
 
 /// `POST /auth/password`: a token under the new password (the old ones are revoked).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PasswordChangedResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
     pub token: String,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["bearer"])))]
     pub token_type: String,
     pub expires_in: u64,
 }
 
 /// `POST /auth/logout-all`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoggedOutResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
 }
 
 /// One board of `GET /devices`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceJson {
     pub number: usize,
     pub id: String,
@@ -322,6 +382,7 @@ pub struct DeviceJson {
     /// The slot in progress is booked, or an upload runs.
     pub in_use: bool,
     /// `good`, `unknown`, `failing` or `maintenance`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::schema::HEALTH)))]
     pub health: String,
     /// Why a board is failing or in maintenance.
     pub health_reason: Option<String>,
@@ -336,11 +397,14 @@ pub struct DeviceJson {
 
 /// A board's camera as `GET /devices` and `GET /devices/camera/{device}` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CameraJson {
     /// `idle` (no one watches), `connecting`, `live`, `offline` (the source
     /// failed; retried while anyone watches).
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::schema::CAMERA_STATE)))]
     pub state: String,
     /// Who may watch besides the holder and admins: `holder`, `signed_in`, `public`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::schema::CAMERA_VISIBILITY)))]
     pub visibility: String,
     pub viewers: usize,
     /// Why the camera is offline (the source's address and error for
@@ -351,16 +415,19 @@ pub struct CameraJson {
 
 /// `GET /devices/camera/{device}`: the camera's state, for someone who may watch it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CameraStatusResponse {
     pub success: bool,
     pub device: String,
     pub camera: CameraJson,
     /// Why the caller may watch: `holder`, `admin` or `visibility`.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["holder", "admin", "visibility"])))]
     pub access: String,
 }
 
 /// `POST /devices/camera/{device}/ticket`: opens one stream, once, soon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CameraTicketResponse {
     pub success: bool,
     pub ticket: String,
@@ -372,7 +439,9 @@ pub struct CameraTicketResponse {
 
 /// `GET /devices`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DevicesResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub count: usize,
     pub devices: Vec<DeviceJson>,
@@ -382,6 +451,7 @@ pub struct DevicesResponse {
 /// `POST /devices/compile`: 200 whether or not the code compiles; `success`
 /// says which, and `program_bytes`/`duration_ms` come only with success.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CompileResponse {
     pub success: bool,
     pub message: String,
@@ -394,6 +464,7 @@ pub struct CompileResponse {
 
 /// `POST /devices/upload/{device}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UploadResponse {
     pub success: bool,
     pub message: String,
@@ -407,16 +478,21 @@ pub struct UploadResponse {
 
 /// An account as a lab admin sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountJson {
     pub email: String,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::schema::ROLE)))]
     pub role: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: String,
     pub disabled: bool,
 }
 
 /// `GET /admin/users`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountsResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub count: usize,
     pub users: Vec<AccountJson>,
@@ -424,15 +500,19 @@ pub struct AccountsResponse {
 
 /// The account an admin changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ChangedAccount {
     pub email: String,
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     pub created_at: String,
     pub disabled: bool,
 }
 
 /// `POST /admin/users/disable` and `/admin/users/enable`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccountChangeResponse {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [true])))]
     pub success: bool,
     pub message: String,
     pub user: ChangedAccount,

@@ -1,10 +1,12 @@
-//! The camera routes and their schemas: a board camera's state, the one-use
-//! ticket for its stream, the live stream, a snapshot, and the old client's
+//! The camera routes: a board camera's state, the one-use ticket for its
+//! stream, the live stream, a snapshot, and the old client's
 //! `/websocket/{quality}`.
 
 use serde_json::{Map, Value, json};
 
-use super::{ok, param_ref, responses, schema_ref, websocket_operation};
+use crate::wire::{CameraStatusResponse, CameraTicketResponse};
+
+use super::{Schemas, ok, param_ref, parameter, responses, websocket_operation};
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -14,7 +16,7 @@ fn object(value: Value) -> Map<String, Value> {
 }
 
 /// Paths merged into `paths`.
-pub(super) fn paths() -> Map<String, Value> {
+pub(super) fn paths(s: &Schemas) -> Map<String, Value> {
     let optional_bearer = json!([{ "bearerAuth": [] }, {}]);
     let device = param_ref("devicePath");
     let who = "The holder of the session in progress and admins always; others as the camera's visibility \
@@ -28,7 +30,7 @@ pub(super) fn paths() -> Map<String, Value> {
             "description": who,
             "security": optional_bearer,
             "parameters": [device],
-            "responses": responses(ok("The camera's state", "CameraStatusResponse"), &[401, 403, 404, 503]),
+            "responses": responses(ok("The camera's state", s.of::<CameraStatusResponse>()), &[401, 403, 404, 503]),
         }},
         "/devices/camera/{device}/ticket": { "post": {
             "tags": ["devices"],
@@ -38,7 +40,7 @@ pub(super) fn paths() -> Map<String, Value> {
                 `expires_in` seconds, for this account and board; the bearer token never goes in a URL.",
             "security": [{ "bearerAuth": [] }],
             "parameters": [device],
-            "responses": responses(ok("The ticket", "CameraTicketResponse"), &[401, 403, 404, 429, 503]),
+            "responses": responses(ok("The ticket", s.of::<CameraTicketResponse>()), &[401, 403, 404, 429, 503]),
         }},
         "/devices/camera/{device}/stream": { "get": {
             "tags": ["devices"],
@@ -52,11 +54,20 @@ pub(super) fn paths() -> Map<String, Value> {
             "security": optional_bearer,
             "parameters": [
                 device,
-                { "name": "ticket", "in": "query", "required": false, "schema": { "type": "string" },
-                  "description": "From POST /devices/camera/{device}/ticket; used once" },
-                { "name": "fps", "in": "query", "required": false,
-                  "schema": { "type": "integer", "minimum": 1, "maximum": 60 },
-                  "description": "At most this many frames a second (default: as the camera sends them)" },
+                parameter(
+                    "query",
+                    "ticket",
+                    false,
+                    "From POST /devices/camera/{device}/ticket; used once",
+                    json!({ "type": "string" }),
+                ),
+                parameter(
+                    "query",
+                    "fps",
+                    false,
+                    "At most this many frames a second (default: as the camera sends them)",
+                    json!({ "type": "integer", "minimum": 1, "maximum": 60 }),
+                ),
             ],
             "responses": responses(
                 json!({ "200": {
@@ -83,6 +94,7 @@ pub(super) fn paths() -> Map<String, Value> {
             ),
         }},
         "/websocket/{quality}": { "get": websocket_operation(
+            s,
             "legacyCamera",
             "devices",
             "The old web client's camera feed (WebSocket of binary JPEG frames)",
@@ -90,105 +102,7 @@ pub(super) fn paths() -> Map<String, Value> {
              sends no credentials. Otherwise the socket closes at once with 1008 and the reason. `quality` (30-95) \
              is accepted and ignored; frames come as the camera sends them.",
             &[param_ref("quality")],
-            &[],
-            &[],
+            json!({ "client": [], "server": [] }),
         )},
     }))
-}
-
-/// Schemas merged into `components.schemas`.
-pub(super) fn schemas() -> Map<String, Value> {
-    let string = json!({ "type": "string" });
-    let integer = json!({ "type": "integer" });
-    object(json!({
-        "Camera": {
-            "type": "object",
-            "required": ["state", "visibility", "viewers"],
-            "properties": {
-                "state": {
-                    "type": "string", "enum": ["idle", "connecting", "live", "offline", "removed"],
-                    "description": "idle: no one watches, no connection to the source; offline: the source \
-                        failed and is retried while anyone watches",
-                },
-                "visibility": { "type": "string", "enum": ["holder", "signed_in", "public"] },
-                "viewers": integer,
-                "reason": { "type": "string", "description": "Why it is offline (the details for admins only)" },
-            },
-        },
-        "CameraHealth": {
-            "type": "object",
-            "required": ["device", "state", "visibility", "viewers"],
-            "properties": {
-                "device": string,
-                "state": { "type": "string", "enum": ["idle", "connecting", "live", "offline", "removed"] },
-                "visibility": { "type": "string", "enum": ["holder", "signed_in", "public"] },
-                "viewers": integer,
-                "reason": string,
-            },
-        },
-        "CameraStatusResponse": {
-            "type": "object",
-            "required": ["success", "device", "camera", "access"],
-            "properties": {
-                "success": { "type": "boolean" }, "device": string, "camera": schema_ref("Camera"),
-                "access": { "type": "string", "enum": ["holder", "admin", "visibility"] },
-            },
-        },
-        "CameraTicketResponse": {
-            "type": "object",
-            "required": ["success", "ticket", "expires_in", "stream_url"],
-            "properties": {
-                "success": { "type": "boolean" }, "ticket": string,
-                "expires_in": { "type": "integer", "description": "Seconds" },
-                "stream_url": { "type": "string", "description": "The stream's path with the ticket" },
-            },
-        },
-    }))
-}
-
-#[cfg(test)]
-pub(super) fn check_examples(contract: &mut super::tests::Contract) {
-    use super::tests::to_value;
-    use crate::wire::*;
-
-    let s = |text: &str| text.to_owned();
-    let camera = |reason: Option<String>| CameraJson {
-        state: s(if reason.is_some() { "offline" } else { "live" }),
-        visibility: s("public"),
-        viewers: 2,
-        reason,
-    };
-    contract.check(
-        "CameraStatusResponse",
-        &[
-            to_value(CameraStatusResponse {
-                success: true,
-                device: s("arm-1"),
-                camera: camera(Some(s("no answer"))),
-                access: s("holder"),
-            }),
-            to_value(CameraStatusResponse {
-                success: true,
-                device: s("arm-1"),
-                camera: camera(None),
-                access: s("admin"),
-            }),
-        ],
-    );
-    contract.check(
-        "CameraTicketResponse",
-        &[to_value(CameraTicketResponse {
-            success: true,
-            ticket: s("ab12"),
-            expires_in: 30,
-            stream_url: s("/devices/camera/arm-1/stream?ticket=ab12"),
-        })],
-    );
-    contract.check(
-        "CameraHealth",
-        &[
-            to_value(CameraHealthJson { device: s("arm-1"), camera: camera(Some(s("no answer"))) }),
-            to_value(CameraHealthJson { device: s("arm-2"), camera: camera(None) }),
-        ],
-    );
 }

@@ -1,5 +1,7 @@
-//! The document checked against itself, against the router's route table
-//! and against the serialized wire types it describes.
+//! The document checked against itself, against the router's route table,
+//! and real serialized wire values held to the schemas generated for them.
+
+use std::collections::BTreeMap;
 
 use super::*;
 
@@ -49,6 +51,45 @@ fn the_document_is_well_formed() {
                 })
             });
             assert!(declared, "{path} does not declare {name}");
+        }
+    }
+}
+
+/// Every schema object in `value`, recursively (and some values that are
+/// not schemas, which hold none of the keys looked for).
+fn objects<'a>(value: &'a Value, out: &mut Vec<&'a Map<String, Value>>) {
+    match value {
+        Value::Object(map) => {
+            out.push(map);
+            map.values().for_each(|v| objects(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| objects(v, out)),
+        _ => {}
+    }
+}
+
+/// The generated schemas speak OpenAPI 3.0, not the JSON Schema 2020-12
+/// the generator speaks by default: no null type (`nullable` instead), no
+/// `const`, no lists of types, no `examples`, no `$defs`.
+#[test]
+fn the_schemas_are_openapi_3_0() {
+    let doc = document();
+    let mut all = Vec::new();
+    objects(&doc["components"]["schemas"], &mut all);
+    assert!(all.len() > 100);
+    for schema in all {
+        for key in ["const", "examples", "$defs", "$schema", "prefixItems", "unevaluatedProperties"] {
+            assert!(!schema.contains_key(key), "{key} in {schema:?}");
+        }
+        if let Some(kind) = schema.get("type").filter(|kind| kind.is_string() || kind.is_array()) {
+            assert!(kind.is_string() && kind != "null", "type {kind} in {schema:?}");
+        }
+        if let Some(Value::Array(allowed)) = schema.get("enum") {
+            assert!(!allowed.contains(&Value::Null), "null in an enum: {schema:?}");
+        }
+        if let Some(Value::String(target)) = schema.get("$ref") {
+            assert!(target.starts_with("#/components/schemas/"), "{target}");
+            assert_eq!(schema.len(), 1, "siblings beside a $ref are ignored in 3.0: {schema:?}");
         }
     }
 }
@@ -160,74 +201,114 @@ fn the_document_lists_exactly_the_routes_the_router_serves() {
 }
 
 #[test]
-fn errors_have_the_shape_handlers_send() {
+fn every_error_response_is_the_error_body() {
     let doc = document();
-    let error = &doc["components"]["schemas"]["Error"];
-    assert_eq!(error["required"], json!(["detail", "code"]));
-    let fields: BTreeSet<&str> = error["properties"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, BTreeSet::from(["code", "detail", "field"]));
+    let responses = doc["components"]["responses"].as_object().unwrap();
+    assert!(responses.len() >= 10);
+    for (name, response) in responses {
+        let schema = &response["content"]["application/json"]["schema"];
+        assert_eq!(schema, &json!({ "$ref": "#/components/schemas/ErrorBody" }), "{name}");
+    }
     assert_eq!(
         doc["components"]["responses"]["Error401"]["headers"]["WWW-Authenticate"]["schema"]["enum"],
         json!(["Bearer"])
     );
 }
 
-/// What the examples of one schema showed, gathered over every object that
-/// schema described: the keys seen at all, the keys seen every time, and the
-/// keys seen as null.
+/// What validating one value saw: the schemas it went through, and the keys
+/// each object schema met. Kept apart per `oneOf` branch, so that a branch
+/// that did not match leaves nothing behind.
 #[derive(Default)]
 struct Seen {
-    keys: BTreeSet<String>,
-    always: Option<BTreeSet<String>>,
-    nulls: BTreeSet<String>,
+    visited: BTreeSet<String>,
+    keys: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// Walks serialized wire values through the schemas that document them.
-/// Keys are gathered per schema (by JSON pointer) rather than per value, so
-/// that a schema shared by several types, or reached from several places, is
-/// held to all of them at once.
-pub(super) struct Contract {
+impl Seen {
+    fn absorb(&mut self, other: Seen) {
+        self.visited.extend(other.visited);
+        for (pointer, keys) in other.keys {
+            self.keys.entry(pointer).or_default().extend(keys);
+        }
+    }
+}
+
+/// Holds serialized wire values to the generated schemas as a client's
+/// validator would (types, `nullable`, `required`, `enum`, formats, bounds,
+/// `allOf`/`oneOf`/`anyOf`), and stricter: an object may hold only the keys
+/// its schema declares, so a key serde writes that the schema misses (a
+/// rename, a flatten the generator misread) fails. At the end, every schema
+/// of the document and every property of each must have been met, so a
+/// property serde never writes fails too.
+struct Validator {
     doc: Value,
-    seen: std::collections::BTreeMap<String, Seen>,
+    seen: Seen,
 }
 
-impl Contract {
-    fn new() -> Contract {
-        Contract { doc: document(), seen: Default::default() }
+impl Validator {
+    fn new() -> Validator {
+        Validator { doc: document(), seen: Seen::default() }
     }
 
-    /// `examples` are serialized values of the wire type documented as `schema`.
-    pub(super) fn check(&mut self, schema: &str, examples: &[Value]) {
-        assert!(self.doc["components"]["schemas"].get(schema).is_some(), "no schema {schema}");
+    /// `examples` serialized, each against the schema generated for `T`.
+    fn check<T: serde::Serialize + JsonSchema>(&mut self, examples: &[T]) {
+        let pointer = format!("/components/schemas/{}", T::schema_name());
+        assert!(self.doc.pointer(&pointer).is_some(), "no schema at {pointer}");
         for example in examples {
-            assert!(example.is_object(), "{schema}: {example}");
-            self.walk(example, &format!("/components/schemas/{schema}"));
+            let value = serde_json::to_value(example).unwrap();
+            let mut seen = Seen::default();
+            let errors = self.validate(&value, &pointer, true, &mut seen);
+            assert!(errors.is_empty(), "{value}\nagainst {pointer}:\n{}", errors.join("\n"));
+            self.seen.absorb(seen);
         }
     }
 
-    fn walk(&mut self, value: &Value, pointer: &str) {
-        let schema = self.doc.pointer(pointer).unwrap_or_else(|| panic!("no schema at {pointer}")).clone();
+    /// `value` against the schema `name`, which must take it.
+    fn check_value(&self, name: &str, value: &Value) {
+        let errors = self.validate(value, &format!("/components/schemas/{name}"), true, &mut Seen::default());
+        assert!(errors.is_empty(), "{value}\nagainst {name}:\n{}", errors.join("\n"));
+    }
+
+    /// The reasons `value` does not match the schema at `pointer`. `closed`:
+    /// whether keys beyond the declared ones are refused here (not inside an
+    /// `allOf`, whose parent checks the keys of all its parts together).
+    fn validate(&self, value: &Value, pointer: &str, closed: bool, seen: &mut Seen) -> Vec<String> {
+        let Some(schema) = self.doc.pointer(pointer) else { return vec![format!("{pointer}: no schema")] };
+        seen.visited.insert(pointer.to_owned());
         if let Some(target) = schema["$ref"].as_str() {
-            return self.walk(value, target.strip_prefix('#').unwrap());
+            return self.validate(value, target.trim_start_matches('#'), closed, seen);
+        }
+        let nullable = schema["nullable"] == json!(true);
+        if value.is_null() && nullable {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        if let Some(parts) = schema["allOf"].as_array() {
+            for i in 0..parts.len() {
+                errors.extend(self.validate(value, &format!("{pointer}/allOf/{i}"), false, seen));
+            }
+        }
+        for (keyword, exactly_one) in [("oneOf", true), ("anyOf", false)] {
+            let Some(branches) = schema[keyword].as_array() else { continue };
+            let mut matched = Vec::new();
+            for i in 0..branches.len() {
+                let mut branch_seen = Seen::default();
+                let branch = format!("{pointer}/{keyword}/{i}");
+                if self.validate(value, &branch, closed, &mut branch_seen).is_empty() {
+                    matched.push(branch_seen);
+                }
+            }
+            match matched.len() {
+                0 => errors.push(format!("{pointer}: {value} matches no branch of {keyword}")),
+                n if n > 1 && exactly_one => errors.push(format!("{pointer}: {value} matches {n} branches of oneOf")),
+                _ => matched.into_iter().take(1).for_each(|branch| seen.absorb(branch)),
+            }
         }
         if value.is_null() {
-            // Whether the field may be null is checked against its parent's `nulls`.
-            return;
-        }
-        // A nullable reference (OpenAPI 3.0 puts `nullable` beside a one-item `allOf`).
-        if schema["allOf"].as_array().is_some_and(|all| all.len() == 1) {
-            return self.walk(value, &format!("{pointer}/allOf/0"));
-        }
-        if let Some(branches) = schema["oneOf"].as_array() {
-            let Some(fields) = value.as_object() else { return };
-            // An untagged enum: the branch is the one whose properties are these keys.
-            let keys: BTreeSet<&String> = fields.keys().collect();
-            let branch = branches.iter().position(|b| {
-                let b = self.resolve(b);
-                b["properties"].as_object().is_some_and(|p| p.keys().collect::<BTreeSet<_>>() == keys)
-            });
-            let branch = branch.unwrap_or_else(|| panic!("{pointer}: no oneOf branch has the keys of {value}"));
-            return self.walk(value, &format!("{pointer}/oneOf/{branch}"));
+            if schema["allOf"].is_null() && schema["oneOf"].is_null() && schema["anyOf"].is_null() {
+                errors.push(format!("{pointer}: null, and the schema is not nullable"));
+            }
+            return errors;
         }
         if let Some(kind) = schema["type"].as_str() {
             let matches = match kind {
@@ -239,81 +320,173 @@ impl Contract {
                 "boolean" => value.is_boolean(),
                 _ => false,
             };
-            assert!(matches, "{pointer}: {value} is not of type {kind}");
+            if !matches {
+                errors.push(format!("{pointer}: {value} is not of type {kind}"));
+            }
         }
-        if let Some(allowed) = schema["enum"].as_array() {
-            assert!(allowed.contains(value), "{pointer}: {value} is not one of {allowed:?}");
+        if let Some(allowed) = schema["enum"].as_array().filter(|allowed| !allowed.contains(value)) {
+            errors.push(format!("{pointer}: {value} is not one of {allowed:?}"));
+        }
+        // Integers carry formats too (`uint16`): the bounds beside them say it.
+        if let (Some(format), Some(text), "string") =
+            (schema["format"].as_str(), value.as_str(), schema["type"].as_str().unwrap_or(""))
+            && !valid_format(format, text)
+        {
+            errors.push(format!("{pointer}: {text:?} is not a {format}"));
+        }
+        if let (Some(pattern), Some(text)) = (schema["pattern"].as_str(), value.as_str()) {
+            assert_eq!(pattern, rerod_wire::schema::HH_MM, "{pointer}: a pattern this test cannot read");
+            let hh_mm = text.len() == 5 && text.as_bytes()[2] == b':' && text.parse::<jiff::civil::Time>().is_ok();
+            if !hh_mm {
+                errors.push(format!("{pointer}: {text:?} is not HH:MM"));
+            }
+        }
+        if let Some(n) = value.as_f64() {
+            let below = schema["minimum"].as_f64().is_some_and(|min| n < min);
+            let above = schema["maximum"].as_f64().is_some_and(|max| n > max);
+            if below || above {
+                errors.push(format!("{pointer}: {n} is out of bounds"));
+            }
+        }
+        if let Some(text) = value.as_str() {
+            let n = text.chars().count() as u64;
+            let short = schema["minLength"].as_u64().is_some_and(|min| n < min);
+            let long = schema["maxLength"].as_u64().is_some_and(|max| n > max);
+            if short || long {
+                errors.push(format!("{pointer}: {text:?} has a length out of bounds"));
+            }
         }
         if let Some(fields) = value.as_object() {
-            let keys: BTreeSet<String> = fields.keys().cloned().collect();
-            let seen = self.seen.entry(pointer.to_owned()).or_default();
-            seen.keys.extend(keys.iter().cloned());
-            seen.always = Some(match seen.always.take() {
-                Some(always) => always.intersection(&keys).cloned().collect(),
-                None => keys,
-            });
-            seen.nulls.extend(fields.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()));
-            for (key, field) in fields {
-                if schema["properties"].get(key).is_some() {
-                    self.walk(field, &format!("{pointer}/properties/{key}"));
+            for key in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if !fields.contains_key(key) {
+                    errors.push(format!("{pointer}: required {key} is missing"));
                 }
+            }
+            let declared = self.declared(schema);
+            let own = schema["properties"].as_object();
+            for (key, field) in fields {
+                if own.is_some_and(|own| own.contains_key(key)) {
+                    errors.extend(self.validate(field, &format!("{pointer}/properties/{key}"), true, seen));
+                } else if closed && !declared.contains(key) && schema["oneOf"].is_null() && schema["anyOf"].is_null() {
+                    errors.push(format!("{pointer}: {key} is not in the schema"));
+                }
+            }
+            if let Some(own) = own {
+                let met = fields.keys().filter(|key| own.contains_key(*key)).cloned();
+                seen.keys.entry(pointer.to_owned()).or_default().extend(met);
             }
         }
         if let Some(items) = value.as_array() {
             for item in items {
-                self.walk(item, &format!("{pointer}/items"));
+                errors.extend(self.validate(item, &format!("{pointer}/items"), true, seen));
             }
         }
+        errors
     }
 
-    fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
-        match schema["$ref"].as_str() {
-            Some(target) => self.doc.pointer(target.strip_prefix('#').unwrap()).unwrap(),
+    /// The keys an object schema declares, its `allOf` parts' included.
+    fn declared(&self, schema: &Value) -> BTreeSet<String> {
+        let schema = match schema["$ref"].as_str() {
+            Some(target) => self.doc.pointer(target.trim_start_matches('#')).unwrap(),
             None => schema,
+        };
+        let mut keys: BTreeSet<String> =
+            schema["properties"].as_object().into_iter().flatten().map(|(k, _)| k.clone()).collect();
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            keys.extend(self.declared(part));
         }
+        keys
     }
 
-    /// Every object schema the examples reached lists exactly the keys they
-    /// had, requires exactly the keys they always had, and is nullable exactly
-    /// where they had nulls; and every schema in the document was reached.
+    /// Every schema of the document was met, and every property of each.
     fn finish(self) {
-        let names = |value: &Value| -> BTreeSet<String> {
-            match value {
-                Value::Object(map) => map.keys().cloned().collect(),
-                Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-                _ => BTreeSet::new(),
-            }
-        };
-        for (pointer, seen) in &self.seen {
-            let schema = self.doc.pointer(pointer).unwrap();
-            assert_eq!(names(&schema["properties"]), seen.keys, "{pointer}: properties against serialized keys");
-            let always = seen.always.clone().unwrap_or_default();
-            assert_eq!(names(&schema["required"]), always, "{pointer}: required against keys always serialized");
-            let nullable: BTreeSet<String> = schema["properties"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, p)| p["nullable"] == json!(true))
-                .map(|(k, _)| k.clone())
-                .collect();
-            assert_eq!(nullable, seen.nulls, "{pointer}: nullable properties against keys serialized as null");
-        }
-        for name in names(&self.doc["components"]["schemas"]) {
+        let schemas = self.doc["components"]["schemas"].as_object().unwrap();
+        for name in schemas.keys() {
             let pointer = format!("/components/schemas/{name}");
-            assert!(self.seen.contains_key(&pointer), "{name} is not checked against a wire type");
+            assert!(self.seen.visited.contains(&pointer), "{name}: no example reaches it");
+        }
+        for pointer in &self.seen.visited {
+            let schema = self.doc.pointer(pointer).unwrap();
+            let Some(properties) = schema["properties"].as_object() else { continue };
+            let met = self.seen.keys.get(pointer).cloned().unwrap_or_default();
+            let unmet: Vec<&String> = properties.keys().filter(|key| !met.contains(*key)).collect();
+            assert!(unmet.is_empty(), "{pointer}: no example has {unmet:?}: does serde ever write them?");
         }
     }
 }
 
-pub(super) fn to_value<T: serde::Serialize>(value: T) -> Value {
-    serde_json::to_value(value).unwrap()
+/// The validator is only worth its passes if it refuses: each of these
+/// bodies breaks one rule of its schema, as a serde attribute the generator
+/// misread would.
+#[test]
+fn the_validator_refuses_what_a_schema_does_not_allow() {
+    let v = Validator::new();
+    let refused = |name: &str, value: Value| {
+        let errors = v.validate(&value, &format!("/components/schemas/{name}"), true, &mut Seen::default());
+        assert!(!errors.is_empty(), "{name} took {value}");
+    };
+    let error = json!({ "detail": "no", "code": "slot_unavailable" });
+    v.check_value("ErrorBody", &error);
+    let with = |key: &str, field: Value| {
+        let mut value = error.clone();
+        value[key] = field;
+        value
+    };
+    refused("ErrorBody", with("extra", json!(1)));
+    refused("ErrorBody", json!({ "detail": "no" }));
+    refused("ErrorBody", with("code", json!(7)));
+    refused("ErrorBody", with("code", Value::Null));
+    let slot = json!({ "slot_id": 3, "date": "2026-12-01", "device": 1, "token": "t" });
+    v.check_value("SlotRequest", &slot);
+    v.check_value("SlotRequest", &json!({ "slot_id": 3, "device": "arm-1", "date": null }));
+    refused("SlotRequest", json!({ "slot_id": 3, "date": "1 December" }));
+    refused("SlotRequest", json!({ "slot_id": 3, "device": -1 }));
+    refused("SlotRequest", json!({ "slot_id": 3, "device": true }));
+    refused("SlotRequest", json!({ "slot_id": "3" }));
+    let device = |camera: Value| {
+        json!({
+            "number": 0, "id": "arm-1", "name": "Arm", "model": "uno", "plugin": "stk500v1", "port": "/dev/ttyACM0",
+            "online": true, "baud": 115200, "in_use": false, "health": "good", "health_reason": null,
+            "camera": camera,
+        })
+    };
+    v.check_value("DeviceJson", &device(Value::Null));
+    v.check_value("DeviceJson", &device(json!({ "state": "live", "visibility": "public", "viewers": 1 })));
+    refused("DeviceJson", device(json!({ "state": "live", "visibility": "public", "viewers": 1, "x": 1 })));
+    refused("DeviceJson", device(json!({ "state": "on fire", "visibility": "public", "viewers": 1 })));
+    refused("DeviceJson", device(json!("idle")));
+    v.check_value("BookingClientMessage", &json!({ "type": "get_slots", "device": 0 }));
+    refused("BookingClientMessage", json!({ "type": "get_slots", "slot_id": 0 }));
+    refused("BookingClientMessage", json!({ "type": "book", "slot_id": 0 }));
+    refused("ConsoleServerMessage", json!({ "type": "upload_progress", "phase": "write", "percent": 101 }));
+    refused(
+        "SlotJson",
+        json!({
+            "id": 0, "start_time": "9:00", "end_time": "10:00", "is_booked": false, "booked_by": null,
+            "booked_at": null, "start": "2026-12-01T09:00:00+01:00", "end": "2026-12-01T10:00:00+01:00",
+            "status": "available",
+        }),
+    );
+}
+
+/// Whether `text` is what an OpenAPI `format` says, for the formats the
+/// wire types use.
+fn valid_format(format: &str, text: &str) -> bool {
+    match format {
+        "date-time" => text.parse::<jiff::Timestamp>().is_ok(),
+        "date" => rerod_wire::decode::parse_date(text).is_some(),
+        "email" => text.contains('@'),
+        "byte" => !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+        "password" => true,
+        other => panic!("a format this test cannot read: {other}"),
+    }
 }
 
 /// The examples build every wire type twice where it has optional parts:
 /// once with every `Option` set, so that every field appears, and once with
 /// every `Option` empty, so that the fields serde skips or writes as null show.
 #[test]
-fn every_schema_matches_the_wire_type_it_documents() {
+fn serialized_wire_values_match_their_generated_schemas() {
     use crate::app::DeviceRef;
     use crate::wire::*;
     use jiff::civil::date;
@@ -356,24 +529,18 @@ fn every_schema_matches_the_wire_type_it_documents() {
     let counts =
         DatabaseCounts { total_slots: 24, booked_slots: 1, available_slots: 20, database_path: s("/var/lib/rerod") };
     let credentials = BodyCredentials { token: Some(s("t")), email: Some(s("a@example.com")), password: Some(s("p")) };
-    let mut contract = Contract::new();
+    let mut v = Validator::new();
 
-    contract.check(
-        "Error",
-        &[
-            to_value(ErrorBody { detail: s("no"), code: s("invalid_field"), field: Some(s("slot_id")) }),
-            to_value(ErrorBody { detail: s("no"), code: s("slot_unavailable"), field: None }),
-        ],
-    );
-    contract.check(
-        "RootResponse",
-        &[to_value(RootResponse {
-            message: s("hi"),
-            websocket_endpoint: s("/slot-booking"),
-            active_connections: 1,
-            booked_slots: vec![9],
-        })],
-    );
+    v.check(&[
+        ErrorBody { detail: s("no"), code: s("invalid_field"), field: Some(s("slot_id")) },
+        ErrorBody { detail: s("no"), code: s("slot_unavailable"), field: None },
+    ]);
+    v.check(&[RootResponse {
+        message: s("hi"),
+        websocket_endpoint: s("/slot-booking"),
+        active_connections: 1,
+        booked_slots: vec![9],
+    }]);
     let health = |healthy: bool| HealthResponse {
         status: s(if healthy { "healthy" } else { "unhealthy" }),
         total_slots: healthy.then_some(24),
@@ -396,7 +563,21 @@ fn every_schema_matches_the_wire_type_it_documents() {
             DeviceHealthJson { id: s("arm-1"), health: s("good"), reason: None },
             DeviceHealthJson { id: s("arm-2"), health: s("failing"), reason: Some(s("no READY")) },
         ],
-        cameras: vec![],
+        cameras: vec![
+            CameraHealthJson {
+                device: s("arm-1"),
+                camera: CameraJson {
+                    state: s("offline"),
+                    visibility: s("holder"),
+                    viewers: 1,
+                    reason: Some(s("no answer")),
+                },
+            },
+            CameraHealthJson {
+                device: s("arm-2"),
+                camera: CameraJson { state: s("idle"), visibility: s("public"), viewers: 0, reason: None },
+            },
+        ],
         compile: CompileHealth { sandbox: s(if healthy { "landlock" } else { "unavailable" }) },
         lab: LabInfo {
             timezone: healthy.then(|| s("Europe/Berlin")),
@@ -406,69 +587,54 @@ fn every_schema_matches_the_wire_type_it_documents() {
             allowed_domains: vec![s("uni.example")],
         },
     };
-    contract.check("HealthResponse", &[to_value(health(true)), to_value(health(false))]);
-    contract.check(
-        "StatsResponse",
-        &[to_value(StatsResponse {
-            database: counts.clone(),
-            websocket: WebSocketStats { active_connections: 1 },
-            slots: SlotStats { total: 24, booked: 1, available: 20 },
-            devices: vec![DeviceStats {
-                number: 0,
-                id: s("arm-1"),
-                name: s("Arm"),
-                date: s("2026-11-24"),
-                total_slots: 24,
-                booked_slots: 1,
-                available_slots: 20,
+    v.check(&[health(true), health(false)]);
+    v.check(&[StatsResponse {
+        database: counts.clone(),
+        websocket: WebSocketStats { active_connections: 1 },
+        slots: SlotStats { total: 24, booked: 1, available: 20 },
+        devices: vec![DeviceStats {
+            number: 0,
+            id: s("arm-1"),
+            name: s("Arm"),
+            date: s("2026-11-24"),
+            total_slots: 24,
+            booked_slots: 1,
+            available_slots: 20,
+        }],
+        users: Total { total: 3 },
+        bookings: Total { total: 4 },
+    }]);
+    v.check(&[
+        ClusterResponse { host: None, hosts: Vec::new() },
+        ClusterResponse {
+            host: Some(s("bench-1")),
+            hosts: vec![ClusterHost {
+                name: s("bench-2"),
+                advertise: s("http://bench-2.lab.example:8000"),
+                online: false,
+                last_seen: s("2026-11-24T10:30:00.123456Z"),
+                boards: vec![ClusterBoard { id: s("mega-1"), model: s("mega2560") }],
             }],
-            users: Total { total: 3 },
-            bookings: Total { total: 4 },
-        })],
-    );
-    contract.check(
-        "ClusterResponse",
-        &[
-            to_value(ClusterResponse { host: None, hosts: Vec::new() }),
-            to_value(ClusterResponse {
-                host: Some(s("bench-1")),
-                hosts: vec![ClusterHost {
-                    name: s("bench-2"),
-                    advertise: s("http://bench-2.lab.example:8000"),
-                    online: false,
-                    last_seen: s("2026-11-24T10:30:00.123456Z"),
-                    boards: vec![ClusterBoard { id: s("mega-1"), model: s("mega2560") }],
-                }],
-            }),
-        ],
-    );
-    contract.check("SlotsResponse", &[to_value(&slots)]);
-    contract.check(
-        "BookResponse",
-        &[to_value(BookSlotResponse {
-            success: true,
-            message: s("booked"),
-            slot_id: 9,
-            date: s("2026-11-24"),
-            device: s("arm-1"),
-            start: s("2026-11-24T09:00:00+01:00"),
-            end: s("2026-11-24T10:00:00+01:00"),
-        })],
-    );
-    contract.check(
-        "CancelResponse",
-        &[to_value(CancelSlotResponse {
-            success: true,
-            message: s("cancelled"),
-            slot_id: 9,
-            date: s("2026-11-24"),
-            device: s("arm-1"),
-        })],
-    );
-    contract.check(
-        "MyBookingsResponse",
-        &[to_value(MyBookingsResponse { success: true, total_bookings: 1, bookings: vec![booking.clone()] })],
-    );
+        },
+    ]);
+    v.check(std::slice::from_ref(&slots));
+    v.check(&[BookSlotResponse {
+        success: true,
+        message: s("booked"),
+        slot_id: 9,
+        date: s("2026-11-24"),
+        device: s("arm-1"),
+        start: s("2026-11-24T09:00:00+01:00"),
+        end: s("2026-11-24T10:00:00+01:00"),
+    }]);
+    v.check(&[CancelSlotResponse {
+        success: true,
+        message: s("cancelled"),
+        slot_id: 9,
+        date: s("2026-11-24"),
+        device: s("arm-1"),
+    }]);
+    v.check(&[MyBookingsResponse { success: true, total_bookings: 1, bookings: vec![booking.clone()] }]);
     let user_slot = |has: bool| UserSlotResponse {
         success: true,
         has_booking: has,
@@ -481,16 +647,13 @@ fn every_schema_matches_the_wire_type_it_documents() {
         end: has.then(|| s("2026-11-24T10:00:00+01:00")),
         is_current: has,
     };
-    contract.check("UserSlotResponse", &[to_value(user_slot(true)), to_value(user_slot(false))]);
-    contract.check(
-        "RegisterResponse",
-        &[to_value(RegisterResponse {
-            success: true,
-            message: s("registered"),
-            email: s("a@example.com"),
-            user: RegisteredUser { id: 7, email: s("a@example.com"), created_at: utc() },
-        })],
-    );
+    v.check(&[user_slot(true), user_slot(false)]);
+    v.check(&[RegisterResponse {
+        success: true,
+        message: s("registered"),
+        email: s("a@example.com"),
+        user: RegisteredUser { id: 7, email: s("a@example.com"), created_at: utc() },
+    }]);
     let login = |last_login: Option<String>| LoginResponse {
         success: true,
         message: s("logged in"),
@@ -499,47 +662,44 @@ fn every_schema_matches_the_wire_type_it_documents() {
         expires_in: 3600,
         user: LoggedInUser { id: 7, email: s("a@example.com"), role: s("user"), created_at: utc(), last_login },
     };
-    contract.check("LoginResponse", &[to_value(login(Some(utc()))), to_value(login(None))]);
-    contract.check(
-        "DevicesResponse",
-        &[to_value(DevicesResponse {
-            success: true,
-            count: 1,
-            devices: vec![
-                DeviceJson {
-                    number: 0,
-                    id: s("arm-1"),
-                    name: s("Arm"),
-                    model: s("mega2560"),
-                    plugin: s("stk500v2"),
-                    port: s("/dev/ttyACM0"),
-                    online: true,
-                    baud: 115200,
-                    in_use: false,
-                    health: s("good"),
-                    health_reason: None,
-                    camera: Some(CameraJson { state: s("idle"), visibility: s("holder"), viewers: 0, reason: None }),
-                    host: None,
-                },
-                DeviceJson {
-                    number: 1,
-                    id: s("arm-2"),
-                    name: s("Arm 2"),
-                    model: s("mega2560"),
-                    plugin: s("stk500v2"),
-                    port: s("/dev/ttyACM1"),
-                    online: false,
-                    baud: 115200,
-                    in_use: false,
-                    health: s("maintenance"),
-                    health_reason: Some(s("motor")),
-                    camera: None,
-                    host: Some(s("bench-2")),
-                },
-            ],
-            supported_models: vec![s("mega2560")],
-        })],
-    );
+    v.check(&[login(Some(utc())), login(None)]);
+    v.check(&[DevicesResponse {
+        success: true,
+        count: 1,
+        devices: vec![
+            DeviceJson {
+                number: 0,
+                id: s("arm-1"),
+                name: s("Arm"),
+                model: s("mega2560"),
+                plugin: s("stk500v2"),
+                port: s("/dev/ttyACM0"),
+                online: true,
+                baud: 115200,
+                in_use: false,
+                health: s("good"),
+                health_reason: None,
+                camera: Some(CameraJson { state: s("idle"), visibility: s("holder"), viewers: 0, reason: None }),
+                host: None,
+            },
+            DeviceJson {
+                number: 1,
+                id: s("arm-2"),
+                name: s("Arm 2"),
+                model: s("mega2560"),
+                plugin: s("stk500v2"),
+                port: s("/dev/ttyACM1"),
+                online: false,
+                baud: 115200,
+                in_use: false,
+                health: s("maintenance"),
+                health_reason: Some(s("motor")),
+                camera: None,
+                host: Some(s("bench-2")),
+            },
+        ],
+        supported_models: vec![s("mega2560")],
+    }]);
     let compiled = |ok: bool| CompileResponse {
         success: ok,
         message: s("compiled"),
@@ -547,7 +707,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         program_bytes: ok.then_some(1024),
         duration_ms: ok.then_some(800),
     };
-    contract.check("CompileResponse", &[to_value(compiled(true)), to_value(compiled(false))]);
+    v.check(&[compiled(true), compiled(false)]);
     let uploaded = |compile_output: Option<String>| UploadResponse {
         success: true,
         message: s("uploaded"),
@@ -557,53 +717,39 @@ fn every_schema_matches_the_wire_type_it_documents() {
         bytes_written: 1024,
         duration_ms: 3000,
     };
-    contract.check("UploadResponse", &[to_value(uploaded(Some(s("...")))), to_value(uploaded(None))]);
-    contract.check(
-        "UsersResponse",
-        &[to_value(AccountsResponse {
-            success: true,
-            count: 1,
-            users: vec![AccountJson {
-                email: s("a@example.com"),
-                role: s("admin"),
-                created_at: utc(),
-                disabled: false,
-            }],
-        })],
-    );
-    contract.check(
-        "AccountChangeResponse",
-        &[to_value(AccountChangeResponse {
-            success: true,
-            message: s("disabled"),
-            user: ChangedAccount { email: s("a@example.com"), created_at: utc(), disabled: true },
-            cancelled_bookings: vec![booking, moved_booking],
-        })],
-    );
-    contract.check(
-        "BookingMovedMessage",
-        &[
-            to_value(BookingServerMessage::BookingMoved {
-                date: s("2026-11-24"),
-                slot_id: 9,
-                from_device: s("arm-1"),
-                to_device: s("arm-2"),
-                booked_by: Some(s("a@example.com")),
-                message: s("moved"),
-                timestamp: utc(),
-            }),
-            to_value(BookingServerMessage::BookingMoved {
-                date: s("2026-11-24"),
-                slot_id: 9,
-                from_device: s("arm-1"),
-                to_device: s("arm-2"),
-                booked_by: None,
-                message: s("moved"),
-                timestamp: utc(),
-            }),
-        ],
-    );
-    contract.check("MaintenanceRequest", &[to_value(MaintenanceRequest { reason: s("motor") })]);
+    v.check(&[uploaded(Some(s("..."))), uploaded(None)]);
+    v.check(&[AccountsResponse {
+        success: true,
+        count: 1,
+        users: vec![AccountJson { email: s("a@example.com"), role: s("admin"), created_at: utc(), disabled: false }],
+    }]);
+    v.check(&[AccountChangeResponse {
+        success: true,
+        message: s("disabled"),
+        user: ChangedAccount { email: s("a@example.com"), created_at: utc(), disabled: true },
+        cancelled_bookings: vec![booking, moved_booking],
+    }]);
+    v.check(&[
+        BookingServerMessage::BookingMoved {
+            date: s("2026-11-24"),
+            slot_id: 9,
+            from_device: s("arm-1"),
+            to_device: s("arm-2"),
+            booked_by: Some(s("a@example.com")),
+            message: s("moved"),
+            timestamp: utc(),
+        },
+        BookingServerMessage::BookingMoved {
+            date: s("2026-11-24"),
+            slot_id: 9,
+            from_device: s("arm-1"),
+            to_device: s("arm-2"),
+            booked_by: None,
+            message: s("moved"),
+            timestamp: utc(),
+        },
+    ]);
+    v.check(&[MaintenanceRequest { reason: s("motor") }]);
     let maintenance = |reason: Option<String>| MaintenanceResponse {
         success: true,
         message: s("done"),
@@ -611,7 +757,7 @@ fn every_schema_matches_the_wire_type_it_documents() {
         health: s(if reason.is_some() { "maintenance" } else { "unknown" }),
         reason,
     };
-    contract.check("MaintenanceResponse", &[to_value(maintenance(Some(s("motor")))), to_value(maintenance(None))]);
+    v.check(&[maintenance(Some(s("motor"))), maintenance(None)]);
     let check = |requested_by: Option<String>| CheckJson {
         started: utc(),
         trigger: s(if requested_by.is_some() { "admin" } else { "session" }),
@@ -622,16 +768,13 @@ fn every_schema_matches_the_wire_type_it_documents() {
         health: s("good"),
         steps: vec![CheckStepJson { step: s("flash"), ok: true, detail: s("468 bytes"), duration_ms: 1200 }],
     };
-    contract.check(
-        "CheckResponse",
-        &[to_value(CheckResponse {
-            success: true,
-            message: s("passed"),
-            device: s("arm-1"),
-            health: s("good"),
-            check: check(Some(s("admin@example.com"))),
-        })],
-    );
+    v.check(&[CheckResponse {
+        success: true,
+        message: s("passed"),
+        device: s("arm-1"),
+        health: s("good"),
+        check: check(Some(s("admin@example.com"))),
+    }]);
     let report = |reason: Option<String>| BoardHealthResponse {
         success: true,
         device: s("arm-1"),
@@ -645,11 +788,10 @@ fn every_schema_matches_the_wire_type_it_documents() {
             detail: s(""),
         }],
     };
-    contract.check("BoardHealthResponse", &[to_value(report(Some(s("no READY")))), to_value(report(None))]);
+    v.check(&[report(Some(s("no READY"))), report(None)]);
 
     // The slot-booking socket, server side.
-    contract
-        .check("SlotsUpdateMessage", &[to_value(BookingServerMessage::SlotsUpdate { data: slots, timestamp: utc() })]);
+    v.check(&[BookingServerMessage::SlotsUpdate { data: slots, timestamp: utc() }]);
     let reply = |full: bool| BookingReply {
         success: full,
         message: s("done"),
@@ -658,179 +800,194 @@ fn every_schema_matches_the_wire_type_it_documents() {
         date: full.then(|| s("2026-11-24")),
         device: full.then(|| s("arm-1")),
     };
-    contract.check(
-        "BookingResponseMessage",
-        &[
-            to_value(BookingServerMessage::BookingResponse(reply(true))),
-            to_value(BookingServerMessage::BookingResponse(reply(false))),
-        ],
-    );
-    contract.check(
-        "CancellationResponseMessage",
-        &[
-            to_value(BookingServerMessage::CancellationResponse(reply(true))),
-            to_value(BookingServerMessage::CancellationResponse(reply(false))),
-        ],
-    );
-    // Both sockets' errors share one schema; only the console always sends a code.
-    contract.check(
-        "WsErrorMessage",
-        &[
-            to_value(BookingServerMessage::Error { message: s("bad"), code: Some(s("invalid_message")) }),
-            to_value(BookingServerMessage::Error { message: s("bad"), code: None }),
-            to_value(ConsoleServerMessage::Error { code: s("device_offline"), message: s("offline") }),
-        ],
-    );
+    v.check(&[BookingServerMessage::BookingResponse(reply(true)), BookingServerMessage::BookingResponse(reply(false))]);
+    v.check(&[
+        BookingServerMessage::CancellationResponse(reply(true)),
+        BookingServerMessage::CancellationResponse(reply(false)),
+    ]);
+    v.check(&[
+        BookingServerMessage::Error { message: s("bad"), code: Some(s("invalid_message")) },
+        BookingServerMessage::Error { message: s("bad"), code: None },
+    ]);
+    v.check(&[ConsoleServerMessage::Error { code: s("device_offline"), message: s("offline") }]);
 
     // The console socket, server side.
-    contract.check(
-        "ConnectionEstablishedMessage",
-        &[to_value(ConsoleServerMessage::ConnectionEstablished {
-            device_number: 0,
-            device: s("arm-1"),
-            device_info: DeviceDescription { model: s("mega2560"), port: s("/dev/ttyACM0"), description: s("Arm") },
-            online: true,
-            message: s("connected"),
-        })],
-    );
+    v.check(&[ConsoleServerMessage::ConnectionEstablished {
+        device_number: 0,
+        device: s("arm-1"),
+        device_info: DeviceDescription { model: s("mega2560"), port: s("/dev/ttyACM0"), description: s("Arm") },
+        online: true,
+        message: s("connected"),
+    }]);
     let output = |base64: Option<String>| ConsoleServerMessage::SerialOutput {
         device_number: 0,
         output: s("hello"),
         timestamp: utc(),
         output_base64: base64,
     };
-    contract.check("SerialOutputMessage", &[to_value(output(Some(s("aGVsbG8=")))), to_value(output(None))]);
+    v.check(&[output(Some(s("aGVsbG8="))), output(None)]);
     let progress = |message: Option<String>| ConsoleServerMessage::UploadProgress {
         phase: UploadPhase::Write,
         percent: 50,
         message,
     };
-    contract.check("UploadProgressMessage", &[to_value(progress(Some(s("done")))), to_value(progress(None))]);
-    contract.check("SessionEndedMessage", &[to_value(ConsoleServerMessage::SessionEnded { message: s("over") })]);
-    contract.check(
-        "DeviceStatusMessage",
-        &[to_value(ConsoleServerMessage::DeviceStatus { online: true, message: s("back") })],
-    );
+    v.check(&[progress(Some(s("done"))), progress(None)]);
+    v.check(&[ConsoleServerMessage::SessionEnded { message: s("over") }]);
+    v.check(&[ConsoleServerMessage::DeviceStatus { online: true, message: s("back") }]);
 
     // What clients send.
-    contract.check("EmailPassword", &[to_value(EmailPassword { email: s("a@example.com"), password: s("p") })]);
-    contract.check(
-        "ChangePasswordRequest",
-        &[to_value(ChangePasswordRequest { old_password: s("old"), new_password: s("new") })],
-    );
-    contract.check(
-        "PasswordChangedResponse",
-        &[to_value(PasswordChangedResponse {
-            success: true,
-            message: s("changed"),
-            token: s("t"),
-            token_type: s("bearer"),
-            expires_in: 3600,
-        })],
-    );
-    contract.check("LoggedOutResponse", &[to_value(LoggedOutResponse { success: true, message: s("bye") })]);
-    contract.check(
-        "SlotRequest",
-        &[
-            to_value(SlotRequest {
-                slot_id: 9,
-                date: Some(date(2026, 12, 1)),
-                device: Some(DeviceRef::Id(s("arm-1"))),
-                credentials: credentials.clone(),
-            }),
-            to_value(SlotRequest { slot_id: 9, date: None, device: None, credentials: BodyCredentials::default() }),
-        ],
-    );
-    contract.check(
-        "CredentialsInBody",
-        &[
-            to_value(MyBookingsRequest { history: Some(true), credentials: credentials.clone() }),
-            to_value(MyBookingsRequest::default()),
-        ],
-    );
-    contract.check("AccountRequest", &[to_value(EmailRequest { email: s("a@example.com") })]);
-    contract.check(
-        "CompileRequest",
-        &[
-            to_value(CompileRequest {
-                code: s("void setup(){}"),
-                file_name: Some(s("blink.ino")),
-                model: Some(s("mega2560")),
-                device: Some(DeviceRef::Number(0)),
-            }),
-            to_value(CompileRequest { code: s("void setup(){}"), file_name: None, model: None, device: None }),
-        ],
-    );
-    contract.check(
-        "UploadCodeRequest",
-        &[
-            to_value(UploadCodeRequest { code: s("void setup(){}"), file_name: None }),
-            to_value(UploadCodeRequest { code: s("void setup(){}"), file_name: Some(s("blink.ino")) }),
-        ],
-    );
-    contract.check("ConsoleAuthMessage", &[to_value(&credentials), to_value(BodyCredentials::default())]);
-    contract.check(
-        "ConsoleInputMessage",
-        &[to_value(ConsoleClientMessage::Input(crate::wire::ConsoleInput { data: s("x") }))],
-    );
+    v.check(&[EmailPassword { email: s("a@example.com"), password: s("p") }]);
+    v.check(&[ChangePasswordRequest { old_password: s("old"), new_password: s("new") }]);
+    v.check(&[PasswordChangedResponse {
+        success: true,
+        message: s("changed"),
+        token: s("t"),
+        token_type: s("bearer"),
+        expires_in: 3600,
+    }]);
+    v.check(&[LoggedOutResponse { success: true, message: s("bye") }]);
+    v.check(&[
+        SlotRequest {
+            slot_id: 9,
+            date: Some(date(2026, 12, 1)),
+            device: Some(DeviceRef::Id(s("arm-1"))),
+            credentials: credentials.clone(),
+        },
+        SlotRequest { slot_id: 9, date: None, device: None, credentials: BodyCredentials::default() },
+    ]);
+    v.check(&[
+        MyBookingsRequest { history: Some(true), credentials: credentials.clone() },
+        MyBookingsRequest::default(),
+    ]);
+    v.check(&[EmailRequest { email: s("a@example.com") }]);
+    v.check(&[
+        CompileRequest {
+            code: s("void setup(){}"),
+            file_name: Some(s("blink.ino")),
+            model: Some(s("mega2560")),
+            device: Some(DeviceRef::Number(0)),
+        },
+        CompileRequest { code: s("void setup(){}"), file_name: None, model: None, device: None },
+    ]);
+    v.check(&[
+        UploadCodeRequest { code: s("void setup(){}"), file_name: None },
+        UploadCodeRequest { code: s("void setup(){}"), file_name: Some(s("blink.ino")) },
+    ]);
+    v.check(&[credentials.clone(), BodyCredentials::default()]);
+    v.check(&[ConsoleClientMessage::Input(crate::wire::ConsoleInput { data: s("x") })]);
     let slot_message = |full: bool| SlotMessage {
         slot_id: full.then_some(9),
         date: full.then(|| date(2026, 12, 1)),
         device: full.then_some(DeviceRef::Number(0)),
         credentials: if full { credentials.clone() } else { BodyCredentials::default() },
     };
-    contract.check(
-        "BookSlotMessage",
-        &[
-            to_value(BookingClientMessage::BookSlot(slot_message(true))),
-            to_value(BookingClientMessage::BookSlot(slot_message(false))),
-        ],
-    );
-    contract.check(
-        "CancelSlotMessage",
-        &[
-            to_value(BookingClientMessage::CancelSlot(slot_message(true))),
-            to_value(BookingClientMessage::CancelSlot(slot_message(false))),
-        ],
-    );
-    contract.check(
-        "GetSlotsMessage",
-        &[
-            to_value(BookingClientMessage::GetSlots(crate::wire::GetSlots {
-                date: Some(date(2026, 12, 1)),
-                device: Some(DeviceRef::Number(0)),
-            })),
-            to_value(BookingClientMessage::GetSlots(crate::wire::GetSlots { date: None, device: None })),
-        ],
-    );
-    super::sessions::check_examples(&mut contract);
-    super::camera::check_examples(&mut contract);
-    contract.finish();
+    v.check(&[BookingClientMessage::BookSlot(slot_message(true)), BookingClientMessage::BookSlot(slot_message(false))]);
+    v.check(&[
+        BookingClientMessage::CancelSlot(slot_message(true)),
+        BookingClientMessage::CancelSlot(slot_message(false)),
+    ]);
+    v.check(&[
+        BookingClientMessage::GetSlots(crate::wire::GetSlots {
+            date: Some(date(2026, 12, 1)),
+            device: Some(DeviceRef::Number(0)),
+        }),
+        BookingClientMessage::GetSlots(crate::wire::GetSlots { date: None, device: None }),
+    ]);
+    session_examples(&mut v);
+    camera_examples(&mut v);
+    v.finish();
 }
 
-/// The document's `enum` lists of closed sets name exactly the Rust enum's
-/// variants, as serde spells them: a variant added in Rust shows up here.
-#[test]
-fn enum_lists_are_the_rust_enums() {
-    use crate::wire::{SlotStatus, UploadMethod, UploadPhase, UploadResult};
+fn session_examples(v: &mut Validator) {
+    use crate::wire::*;
 
-    fn words<T: serde::Serialize>(all: &[T]) -> Vec<Value> {
-        all.iter().map(|v| serde_json::to_value(v).unwrap()).collect()
-    }
-    let doc = document();
-    let schemas = &doc["components"]["schemas"];
-    let listed = |schema: &str, property: &str| {
-        let mut list = schemas[schema]["properties"][property]["enum"].as_array().cloned().unwrap_or_default();
-        list.sort_by_key(Value::to_string);
-        list
+    let s = |text: &str| text.to_owned();
+    let end = || s("2026-11-24T12:00:00+01:00");
+    v.check(&[ConsoleServerMessage::SessionEnding { minutes_left: 5, end: end(), message: s("soon") }]);
+    v.check(&[ConsoleServerMessage::Watchers { watchers: vec![s("admin@example.com")], message: s("watching") }]);
+    v.check(&[BookingServerMessage::SessionEnding {
+        device: s("arm-1"),
+        minutes_left: 1,
+        end: end(),
+        message: s("soon"),
+    }]);
+    let token = BodyCredentials { token: Some(s("t")), email: Some(s("a@example.com")), password: Some(s("p")) };
+    v.check(&[BookingClientMessage::Identify(token), BookingClientMessage::Identify(BodyCredentials::default())]);
+    let record = RecordJson {
+        id: s("arm-1_2026-11-24_9_5c1f0e2a9b7d4c3e8f6a1b2c3d4e5f60"),
+        device: s("arm-1"),
+        date: s("2026-11-24"),
+        first_slot: 9,
+        holder: s("a@example.com"),
+        started_at: s("2026-11-24T09:00:00.000000Z"),
+        transcript_bytes: 10,
+        uploads: 1,
     };
-    for (schema, property, mut want) in [
-        ("Slot", "status", words(&SlotStatus::ALL)),
-        ("UploadProgressMessage", "phase", words(&UploadPhase::ALL)),
-        ("UploadLogJson", "method", words(&UploadMethod::ALL)),
-        ("UploadLogJson", "result", words(&UploadResult::ALL)),
-    ] {
-        want.sort_by_key(Value::to_string);
-        assert_eq!(listed(schema, property), want, "{schema}.{property}");
-    }
+    v.check(&[
+        RecordsResponse { success: true, count: 1, records: vec![record.clone()], unreachable_hosts: Vec::new() },
+        RecordsResponse { success: true, count: 0, records: Vec::new(), unreachable_hosts: vec![s("bench-2")] },
+    ]);
+    let upload = UploadLogJson {
+        at: s("2026-11-24T09:10:00.000000Z"),
+        by: s("a@example.com"),
+        sha256: s("ab"),
+        bytes: 10,
+        method: UploadMethod::Firmware,
+        result: UploadResult::Ok,
+        detail: s("10 bytes written"),
+        duration_ms: 900,
+    };
+    let snapshot = SnapshotJson {
+        name: s("session-end"),
+        bytes: 5000,
+        url: s("/records/arm-1_2026-11-24_9_5c1f/snapshot?name=session-end"),
+    };
+    v.check(&[RecordResponse { success: true, record, uploads: vec![upload], snapshots: vec![snapshot] }]);
+    let entry = |full: bool| AuditLogJson {
+        at: s("2026-11-24T09:10:00.000000Z"),
+        actor: s("admin@example.com"),
+        action: s("booking_cancelled"),
+        device: full.then(|| s("arm-1")),
+        user: full.then(|| s("a@example.com")),
+        detail: s("slot 9 on 2026-11-24"),
+        address: full.then(|| s("192.0.2.7")),
+    };
+    v.check(&[AuditLogResponse { success: true, count: 2, audit: vec![entry(true), entry(false)] }]);
+    v.check(&[BookingServerMessage::Identified { email: s("a@example.com"), message: s("ok") }]);
+    v.check(&[BookingServerMessage::SignedOut {
+        email: s("a@example.com"),
+        code: s("account_disabled"),
+        message: s("You are signed out: a lab admin disabled this account"),
+    }]);
+}
+
+fn camera_examples(v: &mut Validator) {
+    use crate::wire::*;
+
+    let s = |text: &str| text.to_owned();
+    let camera = |reason: Option<String>| CameraJson {
+        state: s(if reason.is_some() { "offline" } else { "live" }),
+        visibility: s("public"),
+        viewers: 2,
+        reason,
+    };
+    v.check(&[
+        CameraStatusResponse {
+            success: true,
+            device: s("arm-1"),
+            camera: camera(Some(s("no answer"))),
+            access: s("holder"),
+        },
+        CameraStatusResponse { success: true, device: s("arm-1"), camera: camera(None), access: s("admin") },
+    ]);
+    v.check(&[CameraTicketResponse {
+        success: true,
+        ticket: s("ab12"),
+        expires_in: 30,
+        stream_url: s("/devices/camera/arm-1/stream?ticket=ab12"),
+    }]);
+    v.check(&[
+        CameraHealthJson { device: s("arm-1"), camera: camera(Some(s("no answer"))) },
+        CameraHealthJson { device: s("arm-2"), camera: camera(None) },
+    ]);
 }
