@@ -10,7 +10,7 @@ use rerod_devices::Phase;
 use crate::app::{App, Credentials, DaySlots};
 use crate::booking::{self, Slot};
 use crate::devices::{CheckRecord, Health};
-use crate::records::{RecordSummary, UploadEntry};
+use crate::records::RecordSummary;
 use crate::store::{AuditEntry, Booking};
 
 /// The credentials a request body carries: its token, or else both e-mail and password.
@@ -160,18 +160,5 @@ pub fn record_json(record: &RecordSummary) -> RecordJson {
         started_at: utc(meta.started_at()),
         transcript_bytes: record.transcript_bytes,
         uploads: record.n_uploads,
-    }
-}
-
-pub fn upload_log_json(entry: &UploadEntry) -> UploadLogJson {
-    UploadLogJson {
-        at: entry.at.clone(),
-        by: entry.by.clone(),
-        sha256: entry.sha256.clone(),
-        bytes: entry.bytes,
-        method: entry.method,
-        result: entry.result,
-        detail: entry.detail.clone(),
-        duration_ms: entry.duration_ms,
     }
 }

@@ -63,7 +63,7 @@ pub fn get(app: &Arc<App>, spec: &RouteSpec, req: &Req, who: &Principal) -> Repl
     let body = RecordResponse {
         success: true,
         record: wire::record_json(&detail.summary),
-        uploads: detail.uploads.iter().map(wire::upload_log_json).collect(),
+        uploads: detail.uploads,
         snapshots: detail
             .snapshots
             .iter()

@@ -174,21 +174,9 @@ pub struct TranscriptLine {
 
 pub use rerod_wire::UploadMethod;
 
-/// One upload, as its log keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadEntry {
-    /// UTC, microseconds.
-    pub at: String,
-    pub by: String,
-    /// Hex SHA-256 of the firmware as flashed (after compiling, for a sketch).
-    pub sha256: String,
-    pub bytes: u64,
-    pub method: UploadMethod,
-    pub result: UploadResult,
-    #[serde(default)]
-    pub detail: String,
-    pub duration_ms: u64,
-}
+/// One upload, as its log keeps it: one JSON line of `uploads.jsonl`, the
+/// same shape `GET /records/{id}` answers with.
+pub use rerod_wire::UploadLogJson as UploadEntry;
 
 /// A record as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -92,6 +92,8 @@ pub struct UploadLogJson {
     pub bytes: u64,
     pub method: UploadMethod,
     pub result: UploadResult,
+    /// Why it failed or was refused (empty in log lines from before it was kept).
+    #[serde(default)]
     pub detail: String,
     pub duration_ms: u64,
 }
