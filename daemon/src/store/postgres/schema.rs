@@ -84,7 +84,7 @@ CREATE TABLE hosts (
     r#"
 -- A booking in one round trip (one statement, its own transaction). The
 -- host ran the admission check on the account's bookings as its copy of the
--- tables has them, `held`: (date slot) of each, in (date, device, slot)
+-- tables has them, `held`: `date slot` of each, in (date, device, slot)
 -- order, comma-separated. Here, under the account's lock, the booking is
 -- made only if the account's bookings are still exactly those, so the check
 -- holds as if it had run inside this transaction; 'stale' otherwise (the
@@ -105,7 +105,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM users WHERE email = p_email AND disabled) THEN
         RETURN 'disabled';
     END IF;
-    IF (SELECT coalesce(string_agg(to_char(date, 'YYYY-MM-DD') || ' ' || slot, ',' ORDER BY date, device, slot), '')
+    -- Devices in byte order ("C"), as the host orders them, whatever the database's collation.
+    IF (SELECT coalesce(string_agg(to_char(date, 'YYYY-MM-DD') || ' ' || slot, ','
+                                   ORDER BY date, device COLLATE "C", slot), '')
         FROM bookings WHERE email = p_email) <> p_held THEN
         RETURN 'stale';
     END IF;
