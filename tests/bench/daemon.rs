@@ -49,6 +49,39 @@ pub fn pg_server() -> &'static std::path::Path {
     })
 }
 
+/// Sets server settings of [`pg_server`] (`name=value` each, with `ALTER
+/// SYSTEM`) and has the server read them again: for runs that measure what a
+/// setting changes (`synchronous_commit=off`, measurement only) or that rely
+/// on one a lab sets (`commit_delay`). Prints them, so a run's output says
+/// which settings it ran with.
+#[allow(dead_code)]
+pub fn pg_settings(settings: &[String]) {
+    if settings.is_empty() {
+        return;
+    }
+    for setting in settings {
+        let (name, value) = setting.split_once('=').expect("a PostgreSQL setting as name=value");
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "a setting's name: {name}");
+        let sql = format!("ALTER SYSTEM SET {name} = '{}'", value.replace('\'', "''"));
+        psql(&sql);
+    }
+    psql("SELECT pg_reload_conf()");
+    println!("PostgreSQL settings for this run: {}", settings.join(", "));
+}
+
+/// Runs one statement on [`pg_server`] as its superuser.
+#[allow(dead_code)]
+pub fn psql(sql: &str) {
+    let status = Command::new("psql")
+        .arg("-h")
+        .arg(pg_server())
+        .args(["-U", "postgres", "-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdout(Stdio::null())
+        .status()
+        .expect("running psql");
+    assert!(status.success(), "psql: {sql}");
+}
+
 /// Two hosts of one lab on a new database `db` of [`pg_server`]: B serves
 /// `devices`, A none (the clients reach A, which forwards to B). `config` is
 /// both hosts' config before their boards and `[cluster]`; `dir` holds the
@@ -56,15 +89,7 @@ pub fn pg_server() -> &'static std::path::Path {
 /// B's first presence (within a second or so).
 #[allow(dead_code)]
 pub fn two_hosts(config: &str, devices: &str, db: &str, dir: &std::path::Path) -> (Daemon, Daemon) {
-    let server = pg_server();
-    let status = Command::new("psql")
-        .arg("-h")
-        .arg(server)
-        .args(["-U", "postgres", "-d", "postgres", "-q", "-c", &format!("CREATE DATABASE {db}")])
-        .status()
-        .expect("running psql");
-    assert!(status.success());
-    let url = format!("postgres://postgres@{}/{db}", server.to_str().unwrap().replace('/', "%2F"));
+    let url = pg_database(db);
     let secret = dir.join("cluster.secret");
     std::fs::write(&secret, "a-lab-secret-shared-by-every-host-of-it-0123456789\n").unwrap();
     let host = |name: &str, port: u16, devices: &str| {
@@ -78,6 +103,13 @@ pub fn two_hosts(config: &str, devices: &str, db: &str, dir: &std::path::Path) -
     let b = Daemon::start_on(port_b, 4, &host("bench-b", port_b, devices), &[("DATABASE_URL", &url)]);
     let a = Daemon::start_on(port_a, 4, &host("bench-a", port_a, ""), &[("DATABASE_URL", &url)]);
     (a, b)
+}
+
+/// A new database `db` on [`pg_server`]: its URL.
+#[allow(dead_code)]
+pub fn pg_database(db: &str) -> String {
+    psql(&format!("CREATE DATABASE {db}"));
+    format!("postgres://postgres@{}/{db}", pg_server().to_str().unwrap().replace('/', "%2F"))
 }
 
 /// A loopback port free now.

@@ -3,6 +3,19 @@
 //! its `slots_update`, and the daemon's memory per connected client.
 //!
 //!     cargo bench -p rerod --bench fanout -- [--clients N] [--rounds R] [--reader-threads T] [--floor] [--leave SECS]
+//!         [--store redb|postgres] [--hosts 1|2]
+//!     cargo bench -p rerod --bench fanout -- --cross-host [--runs N] [--clients N] [--rounds R]
+//!
+//! `--store postgres`: the daemon's store is a new database on a throwaway
+//! PostgreSQL server under target/ (tests/pg/server.sh, default settings:
+//! durable commits). `--hosts 2` (PostgreSQL): two rerod hosts of one lab on
+//! that database; the booking is made on host A, the clients listen on host
+//! B, so each update crosses hosts (A's commit, its notification, B's read of
+//! the day, B's fan-out). `--cross-host` runs the one-host figure (PostgreSQL)
+//! and the two-host figure in turns, `--runs` times each (default 2),
+//! alternating which goes first, and prints the differences. In every mode
+//! the lab has one board (declared on B with two hosts), which is booked and
+//! cancelled; its port does not exist, which booking does not mind.
 //!
 //! `--leave SECS`: after the rounds, every client disconnects; the daemon's
 //! RSS is sampled for SECS seconds after, to see the memory come back.
@@ -360,11 +373,93 @@ fn read_loop(
     unsafe { libc::close(epoll) };
 }
 
-async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs: u64) {
-    let daemon = Daemon::start(4);
+/// The lab under benchmark: its store, and how many hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lab {
+    Redb,
+    PostgresOneHost,
+    /// The booking made on host A, the clients on host B.
+    PostgresTwoHosts,
+}
+
+/// The lab's one board: its port does not exist (it shows offline), which
+/// booking does not mind.
+const BOARD: &str = "[[devices]]\nid = \"fan\"\nplugin = \"stk500v1\"\nport = \"/dev/rerod-bench-no-such-port\"\n";
+
+/// A running lab: the daemon taking the booking, and the one the clients
+/// are connected to (the same with one host).
+struct Running {
+    daemons: Vec<Daemon>,
+    booking: SocketAddr,
+    clients: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn clients(&self) -> &Daemon {
+        &self.daemons[self.clients]
+    }
+
+    /// CPU time of every host of the lab.
+    fn cpu(&self) -> Duration {
+        self.daemons.iter().map(Daemon::cpu).sum()
+    }
+}
+
+fn start_lab(lab: Lab) -> Running {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let db = format!("fanout_{}", N.fetch_add(1, Ordering::Relaxed));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}{BOARD}", daemon::CONFIG);
+    match lab {
+        Lab::Redb => {
+            let daemon = Daemon::start_with(4, &config);
+            Running { booking: daemon.addr, daemons: vec![daemon], clients: 0, _dir: dir }
+        }
+        Lab::PostgresOneHost => {
+            let url = daemon::pg_database(&db);
+            let daemon = Daemon::start_with_env(4, &config, &[("DATABASE_URL", &url)]);
+            Running { booking: daemon.addr, daemons: vec![daemon], clients: 0, _dir: dir }
+        }
+        Lab::PostgresTwoHosts => {
+            let (a, b) = daemon::two_hosts(daemon::CONFIG, BOARD, &db, dir.path());
+            // A books B's board once B's presence has listed it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !devices_of(a.addr).contains(&"fan".to_owned()) {
+                assert!(Instant::now() < deadline, "host A never listed host B's board");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Running { booking: a.addr, daemons: vec![a, b], clients: 1, _dir: dir }
+        }
+    }
+}
+
+/// The ids of the boards `GET /devices` lists.
+fn devices_of(addr: SocketAddr) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /devices HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let devices: Value = serde_json::from_str(body).unwrap_or_default();
+    let ids = devices["devices"].as_array().into_iter().flatten();
+    ids.filter_map(|d| d["id"].as_str().map(str::to_owned)).collect()
+}
+
+/// What one run measured, in milliseconds where it is a time.
+struct Figures {
+    last_p50: f64,
+    last_p99: f64,
+    first_p99: f64,
+}
+
+async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs: u64, lab: Lab) -> Figures {
+    let running = start_lab(lab);
+    let daemon = running.clients();
     let addr = daemon.addr;
     let creds = json!({"email": "fan@example.com", "password": "plum-orbit-cactus-41"});
-    let mut http = Http::connect(addr);
+    let mut http = Http::connect(running.booking);
     assert_eq!(http.post("/auth/register", None, &creds).0, 200);
     let (status, login) = http.post("/auth/login", None, &creds);
     assert_eq!(status, 200, "{login}");
@@ -395,19 +490,19 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs:
     let rss_connected = daemon.rss_kib();
 
     // A fresh connection: the daemon closes idle ones while thousands of clients connect.
-    let mut http = Http::connect(addr);
+    let mut http = Http::connect(running.booking);
     let mut latencies = Vec::new();
     let mut read_latencies = Vec::new();
     let mut first_latencies = Vec::new();
     let mut booking_latencies = Vec::new();
-    let cpu_before = daemon.cpu();
+    let cpu_before = running.cpu();
     let client_cpu_before = own_cpu();
     let tomorrow =
         jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date().tomorrow().unwrap().to_string();
     for round in 0..rounds {
         let path = if round % 2 == 0 { "/book-slot" } else { "/cancel-slot" };
         let (started, started_wall) = (Instant::now(), SystemTime::now());
-        let (status, body) = http.post(path, Some(&token), &json!({"slot_id": 5, "date": tomorrow}));
+        let (status, body) = http.post(path, Some(&token), &json!({"slot_id": 5, "date": tomorrow, "device": "fan"}));
         assert_eq!(status, 200, "{body}");
         booking_latencies.push(started.elapsed());
         let end = readers.rounds.recv_timeout(Duration::from_secs(30)).expect("every client got the update");
@@ -415,7 +510,7 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs:
         first_latencies.push(end.first.duration_since(started_wall).unwrap_or_default());
         read_latencies.push(end.read - started);
     }
-    let daemon_cpu_per_round = (daemon.cpu() - cpu_before) / rounds as u32;
+    let daemon_cpu_per_round = (running.cpu() - cpu_before) / rounds as u32;
     let client_cpu_per_round = (own_cpu() - client_cpu_before) / rounds as u32;
     assert_eq!(readers.frames.load(Ordering::Relaxed), (n_clients * rounds) as u64, "one frame per client per round");
     drop(readers);
@@ -425,12 +520,18 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs:
     booking_latencies.sort();
     let per_client = (rss_connected.saturating_sub(rss_idle)) as f64 / n_clients as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let lab_name = match lab {
+        Lab::Redb => "redb, one host",
+        Lab::PostgresOneHost => "PostgreSQL, one host",
+        Lab::PostgresTwoHosts => "PostgreSQL, booked on host A, clients on host B",
+    };
     println!(
-        "N={n_clients:>6}: booking -> last client  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({rounds} rounds)\n\
+        "N={n_clients:>6} ({lab_name}): booking -> last client  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  \
+         ({rounds} rounds)\n\
          {:10}booking -> first client  p50 {:>7.2} ms  p99 {:>7.2} ms\n\
          {:10}... read by its process    p50 {:>7.2} ms  p99 {:>7.2} ms\n\
          {:10}the booking's own answer   p50 {:>7.2} ms  p99 {:>7.2} ms\n\
-         {:10}CPU per round: daemon {:.1} ms, clients {:.1} ms\n\
+         {:10}CPU per round: daemon(s) {:.1} ms, clients {:.1} ms\n\
          {:10}daemon RSS {rss_idle} KiB idle, {rss_connected} KiB connected = {per_client:.1} KiB per client",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
@@ -459,6 +560,46 @@ async fn run(n_clients: usize, rounds: usize, reader_threads: usize, leave_secs:
         }
         println!("{:10}after all {n_clients} clients left: RSS {} (idle was {rss_idle} KiB)", "", samples.join(", "));
     }
+    Figures {
+        last_p50: ms(percentile(&latencies, 0.5)),
+        last_p99: ms(percentile(&latencies, 0.99)),
+        first_p99: ms(percentile(&first_latencies, 0.99)),
+    }
+}
+
+/// One host and two hosts on PostgreSQL in turns, `runs` times each; prints
+/// each pair's difference.
+async fn cross_host(n_clients: usize, rounds: usize, reader_threads: usize, runs: usize) {
+    for run_idx in 1..=runs {
+        // Alternate which side goes first, so neither always gets the warmer or quieter turn.
+        let order = match run_idx % 2 {
+            1 => [Lab::PostgresOneHost, Lab::PostgresTwoHosts],
+            _ => [Lab::PostgresTwoHosts, Lab::PostgresOneHost],
+        };
+        let (mut one, mut two) = (None, None);
+        for lab in order {
+            println!("run {run_idx}, load average {}", load_average());
+            let figures = run(n_clients, rounds, reader_threads, 0, lab).await;
+            match lab {
+                Lab::PostgresTwoHosts => two = Some(figures),
+                _ => one = Some(figures),
+            }
+        }
+        let (one, two) = (one.unwrap(), two.unwrap());
+        println!(
+            "run {run_idx}: two hosts - one host, booking -> last client: p50 {:+.2} ms, p99 {:+.2} ms \
+             (booking -> first client p99 {:+.2} ms)",
+            two.last_p50 - one.last_p50,
+            two.last_p99 - one.last_p99,
+            two.first_p99 - one.first_p99,
+        );
+    }
+}
+
+/// The machine's load average over 1, 5 and 15 minutes, as `uptime` says it.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// A `slots_update` exactly as rerod broadcasts it: the greeting of a fresh
@@ -566,6 +707,10 @@ fn main() {
     let mut reader_threads = 2;
     let mut floor = false;
     let mut leave_secs = 0;
+    let mut store = "redb".to_owned();
+    let mut hosts = 1;
+    let mut cross = false;
+    let mut runs = 2;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -574,10 +719,24 @@ fn main() {
             "--reader-threads" => reader_threads = it.next().and_then(|s| s.parse().ok()).expect("--reader-threads T"),
             "--floor" => floor = true,
             "--leave" => leave_secs = it.next().and_then(|s| s.parse().ok()).expect("--leave SECS"),
+            "--store" => store = it.next().expect("--store redb|postgres").clone(),
+            "--hosts" => hosts = it.next().and_then(|s| s.parse().ok()).expect("--hosts 1|2"),
+            "--cross-host" => cross = true,
+            "--runs" => runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
             other => panic!("unknown argument {other}"),
         }
     }
+    let lab = match (store.as_str(), hosts) {
+        ("redb", 1) => Lab::Redb,
+        ("postgres", 1) => Lab::PostgresOneHost,
+        ("postgres", 2) => Lab::PostgresTwoHosts,
+        _ => panic!("--store redb|postgres, and --hosts 2 only with --store postgres"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if cross {
+        let n = clients[0];
+        return runtime.block_on(cross_host(n, rounds, reader_threads, runs));
+    }
     for n in clients {
         if floor {
             // Both ends of every connection live in this process.
@@ -585,7 +744,7 @@ fn main() {
             assert!(needed <= fd_limit, "--floor with {n} clients needs {needed} open files; the limit is {fd_limit}");
             runtime.block_on(run_floor(n, rounds, reader_threads));
         } else {
-            runtime.block_on(run(n, rounds, reader_threads, leave_secs));
+            runtime.block_on(run(n, rounds, reader_threads, leave_secs, lab));
         }
     }
 }

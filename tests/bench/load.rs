@@ -3,7 +3,7 @@
 //! process over keep-alive HTTP/1.1 connections.
 //!
 //!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
-//!         [--store redb|postgres]
+//!         [--store redb|postgres [--pg-set NAME=VALUE]...]
 //!     cargo bench -p rerod --bench load -- slots --ceiling [--runs N] [--secs N]
 //!     cargo bench -p rerod --bench load -- idle [--runs N]
 //!
@@ -17,7 +17,10 @@
 //! With `--store postgres` the daemon's store is a PostgreSQL database on a
 //! server this benchmark starts under target/ (tests/pg/server.sh: Debian's
 //! PostgreSQL, default settings, so commits are durable: fsync and
-//! synchronous_commit on), a fresh database per scenario.
+//! synchronous_commit on), a fresh database per scenario. `--pg-set` changes
+//! a server setting for the run (and prints it): `synchronous_commit=off` to
+//! see the fsync's share (a measurement, never a headline figure), or a
+//! setting a lab is told to set.
 //!
 //! Results and the machine they were taken on are in tests/bench/RESULTS.md.
 
@@ -170,16 +173,7 @@ fn start_daemon(bcrypt_cost: u32, store: Store) -> Daemon {
         Store::Redb => Daemon::start_with(bcrypt_cost, config),
         Store::Postgres => {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let name = format!("bench{}", N.fetch_add(1, Ordering::Relaxed));
-            let status = std::process::Command::new("psql")
-                .arg("-h")
-                .arg(daemon::pg_server())
-                .args(["-U", "postgres", "-d", "postgres", "-q", "-c", &format!("CREATE DATABASE {name}")])
-                .status()
-                .expect("running psql");
-            assert!(status.success());
-            let host = daemon::pg_server().to_str().unwrap().replace('/', "%2F");
-            let url = format!("postgres://postgres@{host}/{name}");
+            let url = daemon::pg_database(&format!("bench{}", N.fetch_add(1, Ordering::Relaxed)));
             Daemon::start_with_env(bcrypt_cost, config, &[("DATABASE_URL", &url)])
         }
     }
@@ -361,6 +355,7 @@ fn main() {
     let mut ceiling = false;
     let mut runs = 2;
     let mut store = Store::Redb;
+    let mut pg_settings = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -368,6 +363,7 @@ fn main() {
             "--conns" => n_conns = it.next().and_then(|s| s.parse().ok()).expect("--conns N"),
             "--runs" => runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
             "--ceiling" => ceiling = true,
+            "--pg-set" => pg_settings.push(it.next().expect("--pg-set NAME=VALUE").clone()),
             "--store" => {
                 store = match it.next().map(String::as_str) {
                     Some("redb") => Store::Redb,
@@ -377,6 +373,10 @@ fn main() {
             }
             other => scenario = other.to_owned(),
         }
+    }
+    if !pg_settings.is_empty() {
+        assert_eq!(store, Store::Postgres, "--pg-set goes with --store postgres");
+        daemon::pg_settings(&pg_settings);
     }
     if scenario == "idle" {
         return bench_idle(runs);

@@ -186,9 +186,13 @@ pub enum CancelError {
 }
 
 /// The admission check a booking must pass inside its transaction, given the
-/// (date, slot) of every booking the user already holds. The store knows
-/// nothing of policy; the caller supplies it.
-pub type Admit = Box<dyn FnOnce(&[(Date, u16)]) -> Result<(), BookingError> + Send>;
+/// (date, slot) of every booking the user already holds, in (date, device,
+/// slot) order. The store knows nothing of policy; the caller supplies it.
+/// It may be called more than once for one booking (the PostgreSQL store
+/// checks first against its copy of the tables, and again against the
+/// database's rows when those differ); only a check against the bookings
+/// the user holds when the booking commits decides.
+pub type Admit = Box<dyn Fn(&[(Date, u16)]) -> Result<(), BookingError> + Send>;
 
 /// Which of an account's bookings go when it is disabled (those not yet
 /// ended, say). The store knows no calendar; the caller decides.

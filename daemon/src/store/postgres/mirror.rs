@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::super::{AuditEntry, Booking, MaintenanceRecord, SlotKey, StoreError, User};
 use super::{pg, timestamp_us};
@@ -107,7 +107,18 @@ impl Mirror {
 
 pub(super) const USER_COLUMNS: &str =
     "email, id, password_hash, created_at_us, disabled, credential_generation, last_login_us, admin";
-pub(super) const BOOKING_COLUMNS: &str = "device, date::text, slot, email, booked_at_us, moved_from";
+/// The columns [`booking_from`] reads, as a macro so that statements built
+/// with `concat!` can be constants (prepared once per connection).
+macro_rules! booking_columns {
+    () => {
+        "device, date::text, slot, email, booked_at_us, moved_from"
+    };
+}
+pub(super) use booking_columns;
+pub(super) const BOOKING_COLUMNS: &str = booking_columns!();
+/// The bookings of one (device, date): `$1`, `$2`.
+pub(super) const READ_DAY: &str =
+    concat!("SELECT ", booking_columns!(), " FROM bookings WHERE device = $1 AND date = $2::text::date ORDER BY slot");
 const AUDIT_COLUMNS: &str = "seq, at_us, actor, device, action, detail, account, address";
 
 /// The statement that adds one account, its values bound by [`UserRow::params`].
@@ -226,16 +237,14 @@ pub(super) async fn read_user(client: &Client, email: &str) -> Result<Option<Use
     row.as_ref().map(user_from).transpose()
 }
 
-pub(super) async fn read_day(client: &Client, device: &str, date: &str) -> Result<Vec<Booking>, StoreError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {BOOKING_COLUMNS} FROM bookings WHERE device = $1 AND date = $2::text::date ORDER BY slot"
-            ),
-            &[&device, &date],
-        )
-        .await
-        .map_err(pg)?;
+/// The bookings of (device, date); `read_day` is [`READ_DAY`] prepared on `client`.
+pub(super) async fn read_day(
+    client: &Client,
+    read_day: &Statement,
+    device: &str,
+    date: &str,
+) -> Result<Vec<Booking>, StoreError> {
+    let rows = client.query(read_day, &[&device, &date]).await.map_err(pg)?;
     rows.iter().map(booking_from).collect()
 }
 

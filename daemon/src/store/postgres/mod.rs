@@ -9,6 +9,15 @@
 //! locked (the account's row before its admission check, an advisory lock on
 //! the address's skeleton before the look-alike check).
 //!
+//! Booking and cancelling, the writes a busy lab makes most, are one
+//! statement each, prepared once per connection: one round trip that is its
+//! own transaction, commit included. A booking's admission check runs on
+//! this host against its copy of the account's bookings, and the database
+//! function `rerod_book` (schema.rs) books only if, under the account's
+//! lock, those are still the account's bookings; when they are not (another
+//! host or request changed them a moment ago), the booking is checked again
+//! in a transaction that reads them under the lock.
+//!
 //! Reads come from this host's copy of the tables (mirror.rs), kept current
 //! by notifications, so they stay synchronous like redb's and go on while the
 //! database is unreachable; writes then fail with `Unavailable` (503
@@ -31,6 +40,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, GenericClient, Transaction};
 
 use super::{
@@ -39,7 +49,8 @@ use super::{
 };
 use crate::booking::BookingError;
 use mirror::{
-    BOOKING_COLUMNS, CHANNEL, Envelope, Mirror, Note, USER_COLUMNS, UserRow, booking_from, insert_user_sql, user_from,
+    BOOKING_COLUMNS, CHANNEL, Envelope, Mirror, Note, READ_DAY, USER_COLUMNS, UserRow, booking_columns, booking_from,
+    insert_user_sql, user_from,
 };
 use pool::Pool;
 
@@ -48,6 +59,8 @@ mod pool;
 mod schema;
 #[cfg(test)]
 pub(super) mod testing;
+#[cfg(test)]
+mod tests;
 
 /// Connections per host: writes wait for one when all are busy.
 const POOL_SIZE: usize = 16;
@@ -641,23 +654,66 @@ fn start_runtime() -> Result<RuntimeThread, StoreError> {
     Ok(RuntimeThread { handle, stop: Mutex::new(Some(stop)) })
 }
 
+/// The notification of `notes`, from the host `origin`.
+fn payload(origin: u64, notes: Vec<Note>) -> String {
+    serde_json::to_string(&Envelope { origin, notes }).expect("a notification always serializes")
+}
+
 /// Sends `notes` to every host when `txn` commits.
 async fn notify(txn: &Transaction<'_>, origin: u64, notes: Vec<Note>) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(&Envelope { origin, notes }).expect("a notification always serializes");
-    txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await.map_err(pg)?;
+    txn.execute(NOTIFY, &[&CHANNEL, &payload(origin, notes)]).await.map_err(pg)?;
     Ok(())
 }
 
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
 /// Serializes the transactions that book for `email` or disable it, on
-/// every host, until `txn` ends: an advisory lock, since the address may
-/// have no account row to lock.
+/// every host, until the transaction ends: an advisory lock, since the
+/// address may have no account row to lock. `rerod_book` takes the same.
+const LOCK_ACCOUNT: &str = "SELECT pg_advisory_xact_lock(hashtext('account ' || $1))";
+
 async fn lock_account(txn: &Transaction<'_>, email: &str) -> Result<(), StoreError> {
-    txn.execute("SELECT pg_advisory_xact_lock(hashtext('account ' || $1))", &[&email]).await.map_err(pg)?;
+    txn.execute(LOCK_ACCOUNT, &[&email]).await.map_err(pg)?;
     Ok(())
+}
+
+/// A booking in one statement: see `rerod_book` in schema.rs.
+const BOOK_AT_ONCE: &str = "SELECT rerod_book($1, $2::text::date, $3, $4, $5, $6, $7, $8)";
+
+/// A cancellation in one statement, its notification sent with it: the
+/// booking removed (`$4`: only if it is this account's), or no row.
+const CANCEL: &str = concat!(
+    "WITH gone AS (DELETE FROM bookings WHERE device = $1 AND date = $2::text::date AND slot = $3 ",
+    "AND ($4::text IS NULL OR email = $4) RETURNING ",
+    booking_columns!(),
+    ") SELECT gone.*, pg_notify($5, $6) FROM gone"
+);
+
+/// The admission reads of a booking checked in a transaction of its own.
+const IS_DISABLED: &str = "SELECT disabled FROM users WHERE email = $1";
+const IS_TAKEN: &str = "SELECT 1 FROM bookings WHERE device = $1 AND date = $2::text::date AND slot = $3";
+const HELD: &str = "SELECT date::text, slot FROM bookings WHERE email = $1 ORDER BY date, device, slot";
+const INSERT_BOOKING: &str = "INSERT INTO bookings (device, date, slot, email, booked_at_us, moved_from) \
+                              VALUES ($1, $2::text::date, $3, $4, $5, $6)";
+
+/// The bookings `email` holds as `rerod_book` compares them: `date slot`,
+/// comma-separated, in (date, device, slot) order.
+fn held_text(held: &[(Date, u16)]) -> String {
+    let entries: Vec<String> = held.iter().map(|(date, slot)| format!("{date} {slot}")).collect();
+    entries.join(",")
 }
 
 fn day_note(key: &SlotKey) -> Note {
     Note::Day(key.device.clone(), key.date.to_string())
+}
+
+/// What `rerod_book` did.
+enum AtOnce {
+    Booked,
+    Taken,
+    Disabled,
+    /// The account's bookings are not those the host checked: nothing done.
+    Stale,
 }
 
 async fn booking_at(client: &impl GenericClient, key: &SlotKey, lock: bool) -> Result<Option<Booking>, StoreError> {
@@ -673,8 +729,7 @@ async fn insert_booking(txn: &Transaction<'_>, booking: &Booking) -> Result<bool
     let k = &booking.key;
     let inserted = txn
         .execute(
-            "INSERT INTO bookings (device, date, slot, email, booked_at_us, moved_from) \
-             VALUES ($1, $2::text::date, $3, $4, $5, $6)",
+            INSERT_BOOKING,
             &[
                 &k.device,
                 &k.date.to_string(),
@@ -759,22 +814,99 @@ impl Shared {
         admit: Admit,
     ) -> Result<Booking, BookError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
+        let booking = Booking { key, email, booked_at, moved_from: None };
+        // First in one round trip, admitted against this host's copy of the
+        // account's bookings: the database books only if they are still those.
+        let held = self.held_in_copy(&booking.email);
+        if admit(&held).is_ok() {
+            match self.book_at_once(&mut conn, &booking, &held).await? {
+                AtOnce::Booked => {
+                    self.mirror().put_booking(booking.clone());
+                    return Ok(booking);
+                }
+                AtOnce::Taken => return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot })),
+                AtOnce::Disabled => return Err(BookError::AccountDisabled),
+                AtOnce::Stale => {}
+            }
+        }
+        // The copy differs from the database (or refused): the admission
+        // check again, on the account's bookings read under its lock.
+        self.book_locked(&mut conn, booking, admit).await
+    }
+
+    /// The account's bookings as this host's copy has them, as an admission check takes them.
+    fn held_in_copy(&self, email: &str) -> Vec<(Date, u16)> {
+        let mirror = self.mirror.read().unwrap_or_else(|p| p.into_inner());
+        let from = (email.to_owned(), Date::MIN, String::new(), 0u16);
+        let held = mirror.by_holder.range(from..).take_while(|(holder, ..)| holder == email);
+        held.map(|(_, date, _, slot)| (*date, *slot)).collect()
+    }
+
+    /// `rerod_book`: one statement, its own transaction.
+    async fn book_at_once(
+        &self,
+        conn: &mut pool::Conn<'_>,
+        booking: &Booking,
+        held: &[(Date, u16)],
+    ) -> Result<AtOnce, StoreError> {
+        let statement = conn.statement(BOOK_AT_ONCE).await.map_err(pg)?;
+        let k = &booking.key;
+        let row = conn
+            .query_one(
+                &statement,
+                &[
+                    &k.device,
+                    &k.date.to_string(),
+                    &i32::from(k.slot),
+                    &booking.email,
+                    &booking.booked_at.as_microsecond(),
+                    &held_text(held),
+                    &CHANNEL,
+                    &payload(self.origin, vec![day_note(k)]),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        match row.get::<_, &str>(0) {
+            "booked" => Ok(AtOnce::Booked),
+            "taken" => Ok(AtOnce::Taken),
+            "disabled" => Ok(AtOnce::Disabled),
+            "stale" => Ok(AtOnce::Stale),
+            other => Err(StoreError::Corrupt(format!("rerod_book answered {other:?}"))),
+        }
+    }
+
+    /// A booking in a transaction that locks the account, reads what the
+    /// admission check needs, checks and inserts.
+    async fn book_locked(
+        &self,
+        conn: &mut pool::Conn<'_>,
+        booking: Booking,
+        admit: Admit,
+    ) -> Result<Booking, BookError> {
+        let lock = conn.statement(LOCK_ACCOUNT).await.map_err(pg)?;
+        let is_disabled = conn.statement(IS_DISABLED).await.map_err(pg)?;
+        let is_taken = conn.statement(IS_TAKEN).await.map_err(pg)?;
+        let held = conn.statement(HELD).await.map_err(pg)?;
+        let insert = conn.statement(INSERT_BOOKING).await.map_err(pg)?;
+        let notify = conn.statement(NOTIFY).await.map_err(pg)?;
         let txn = conn.transaction().await.map_err(pg)?;
         // The account is locked first: one host at a time admits its
         // bookings, so the caps hold across hosts, and a disabling waits.
-        lock_account(&txn, &email).await?;
+        txn.execute(&lock, &[&booking.email]).await.map_err(pg)?;
         // The reads are pipelined: sent at once, answered in one round trip.
-        let (day, slot) = (key.date.to_string(), i32::from(key.slot));
-        let by_email: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&email];
-        let by_key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&key.device, &day, &slot];
+        let k = &booking.key;
+        let (day, slot) = (k.date.to_string(), i32::from(k.slot));
+        let by_email: [&(dyn ToSql + Sync); 1] = [&booking.email];
+        let by_key: [&(dyn ToSql + Sync); 3] = [&k.device, &day, &slot];
         let (disabled, taken, held) = tokio::try_join!(
-            txn.query_opt("SELECT disabled FROM users WHERE email = $1", &by_email),
-            txn.query_opt("SELECT 1 FROM bookings WHERE device = $1 AND date = $2::text::date AND slot = $3", &by_key),
-            txn.query("SELECT date::text, slot FROM bookings WHERE email = $1 ORDER BY date, device, slot", &by_email),
+            txn.query_opt(&is_disabled, &by_email),
+            txn.query_opt(&is_taken, &by_key),
+            txn.query(&held, &by_email),
         )
         .map_err(pg)?;
         if taken.is_some() {
-            return Err(BookError::Rule(BookingError::Taken { id: key.slot }));
+            return Err(BookError::Rule(BookingError::Taken { id: k.slot }));
         }
         if disabled.is_some_and(|row| row.get::<_, bool>(0)) {
             return Err(BookError::AccountDisabled);
@@ -786,15 +918,19 @@ impl Shared {
             existing.push((date, row.get::<_, i32>(1) as u16));
         }
         admit(&existing).map_err(BookError::Rule)?;
-        let booking = Booking { key, email, booked_at, moved_from: None };
         // The primary key is the last word: another host may have booked
         // the slot since the check above.
-        let (inserted, notified) =
-            tokio::join!(insert_booking(&txn, &booking), notify(&txn, self.origin, vec![day_note(&booking.key)]));
-        if !inserted? {
-            return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot }));
+        let row: [&(dyn ToSql + Sync); 6] =
+            [&k.device, &day, &slot, &booking.email, &booking.booked_at.as_microsecond(), &booking.moved_from];
+        let payload = payload(self.origin, vec![day_note(k)]);
+        let note: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &payload];
+        let (inserted, notified) = tokio::join!(txn.execute(&insert, &row), txn.execute(&notify, &note));
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(BookError::Rule(BookingError::Taken { id: k.slot })),
+            Err(e) => return Err(pg(e).into()),
         }
-        notified?;
+        notified.map_err(pg)?;
         txn.commit().await.map_err(pg)?;
         self.mirror().put_booking(booking.clone());
         Ok(booking)
@@ -802,21 +938,17 @@ impl Shared {
 
     async fn cancel(&self, key: SlotKey, requester: Option<String>) -> Result<Booking, CancelError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
-        let txn = conn.transaction().await.map_err(pg)?;
-        let row = txn
+        let statement = conn.statement(CANCEL).await.map_err(pg)?;
+        let payload = payload(self.origin, vec![day_note(&key)]);
+        let row = conn
             .query_opt(
-                &format!(
-                    "DELETE FROM bookings WHERE device = $1 AND date = $2::text::date AND slot = $3 \
-                     AND ($4::text IS NULL OR email = $4) RETURNING {BOOKING_COLUMNS}"
-                ),
-                &[&key.device, &key.date.to_string(), &i32::from(key.slot), &requester],
+                &statement,
+                &[&key.device, &key.date.to_string(), &i32::from(key.slot), &requester, &CHANNEL, &payload],
             )
             .await
             .map_err(pg)?;
         let Some(row) = row else { return Err(CancelError::NotBooked) };
         let booking = booking_from(&row)?;
-        notify(&txn, self.origin, vec![day_note(&key)]).await?;
-        txn.commit().await.map_err(pg)?;
         self.mirror().remove_booking(&key);
         Ok(booking)
     }
@@ -1022,6 +1154,10 @@ impl Shared {
         if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
             return pg(e);
         }
+        let read_day = match client.prepare(READ_DAY).await {
+            Ok(statement) => statement,
+            Err(e) => return pg(e),
+        };
         let fresh = match mirror::load_all(&mut client).await {
             Ok(fresh) => fresh,
             Err(e) => return e,
@@ -1047,7 +1183,7 @@ impl Shared {
             while let Ok(next) = rx.try_recv() {
                 payloads.push(next);
             }
-            if let Err(e) = self.follow(&client, payloads).await {
+            if let Err(e) = self.follow(&client, &read_day, payloads).await {
                 return e;
             }
         }
@@ -1056,7 +1192,12 @@ impl Shared {
 
     /// Reads again what the notifications in `payloads` name, and tells
     /// this host's clients of the other hosts' booking changes.
-    async fn follow(&self, client: &tokio_postgres::Client, payloads: Vec<String>) -> Result<(), StoreError> {
+    async fn follow(
+        &self,
+        client: &tokio_postgres::Client,
+        read_day: &tokio_postgres::Statement,
+        payloads: Vec<String>,
+    ) -> Result<(), StoreError> {
         let mut users = BTreeSet::new();
         // (device, date) → whether another host changed it.
         let mut days = std::collections::BTreeMap::<(String, String), bool>::new();
@@ -1086,7 +1227,7 @@ impl Shared {
         }
         for ((device, day), foreign) in days {
             let Ok(date) = day.parse::<Date>() else { continue };
-            let bookings = mirror::read_day(client, &device, &day).await?;
+            let bookings = mirror::read_day(client, read_day, &device, &day).await?;
             let cancelled: Vec<(u16, String)> = {
                 let mut mirror = self.mirror();
                 let before = mirror.day(&device, date);

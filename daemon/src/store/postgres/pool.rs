@@ -1,24 +1,35 @@
 //! A handful of connections to the database, opened when first needed and
 //! reused; a connection the server closed is dropped and another opened.
+//!
+//! Each connection keeps the statements prepared on it: a statement given
+//! as text is parsed (and, after a few runs, planned) once per connection,
+//! not once per use, and costs one round trip instead of two.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 
 /// How long connecting may take before the database counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct Pool {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Semaphore,
+}
+
+/// An open connection and the statements prepared on it, by their text.
+struct Pooled {
+    client: Client,
+    statements: HashMap<String, Statement>,
 }
 
 /// A connection taken from the pool; it goes back when dropped, unless closed.
 pub(super) struct Conn<'p> {
-    client: Option<Client>,
+    pooled: Option<Pooled>,
     pool: &'p Pool,
     _permit: SemaphorePermit<'p>,
 }
@@ -48,12 +59,12 @@ impl Pool {
         let idle = loop {
             let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match next {
-                Some(client) if client.is_closed() => continue,
+                Some(pooled) if pooled.client.is_closed() => continue,
                 other => break other,
             }
         };
-        let client = match idle {
-            Some(client) => client,
+        let pooled = match idle {
+            Some(pooled) => pooled,
             None => {
                 let (client, connection) = self.config.connect(NoTls).await?;
                 tokio::spawn(async move {
@@ -61,30 +72,43 @@ impl Pool {
                         tracing::debug!(%error, "a database connection ended");
                     }
                 });
-                client
+                Pooled { client, statements: HashMap::new() }
             }
         };
-        Ok(Conn { client: Some(client), pool: self, _permit: permit })
+        Ok(Conn { pooled: Some(pooled), pool: self, _permit: permit })
+    }
+}
+
+impl Conn<'_> {
+    /// `sql` prepared on this connection: prepared on first use, then kept.
+    pub(super) async fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let pooled = self.pooled.as_mut().expect("present until dropped");
+        if let Some(statement) = pooled.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = pooled.client.prepare(sql).await?;
+        pooled.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
     }
 }
 
 impl std::ops::Deref for Conn<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until dropped")
+        &self.pooled.as_ref().expect("present until dropped").client
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        &mut self.pooled.as_mut().expect("present until dropped").client
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take().filter(|c| !c.is_closed()) {
-            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(client);
+        if let Some(pooled) = self.pooled.take().filter(|p| !p.client.is_closed()) {
+            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(pooled);
         }
     }
 }

@@ -15,7 +15,7 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MIGRATION_LOCK: i64 = 0x72_6572_6f64;
 
 /// Migration n (from 1) takes the schema from version n - 1 to n.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE users (
     email text PRIMARY KEY,
@@ -80,6 +80,47 @@ CREATE TABLE hosts (
     renewed_at timestamptz NOT NULL,
     boards text NOT NULL DEFAULT '[]'
 );
+"#,
+    r#"
+-- A booking in one round trip (one statement, its own transaction). The
+-- host ran the admission check on the account's bookings as its copy of the
+-- tables has them, `held`: `date slot` of each, in (date, device, slot)
+-- order, comma-separated. Here, under the account's lock, the booking is
+-- made only if the account's bookings are still exactly those, so the check
+-- holds as if it had run inside this transaction; 'stale' otherwise (the
+-- host then checks again in a transaction of its own). The primary key
+-- still refuses a second booking of the slot, and the notification is sent
+-- on commit with the booking. Each statement in the function reads what
+-- was committed before it, so the reads after the lock see every booking of
+-- the account that held the lock before.
+CREATE FUNCTION rerod_book(
+    p_device text, p_date date, p_slot integer, p_email text, p_booked_at_us bigint,
+    p_held text, p_channel text, p_payload text
+) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('account ' || p_email));
+    IF EXISTS (SELECT 1 FROM bookings WHERE device = p_device AND date = p_date AND slot = p_slot) THEN
+        RETURN 'taken';
+    END IF;
+    IF EXISTS (SELECT 1 FROM users WHERE email = p_email AND disabled) THEN
+        RETURN 'disabled';
+    END IF;
+    -- Devices in byte order ("C"), as the host orders them, whatever the database's collation.
+    IF (SELECT coalesce(string_agg(to_char(date, 'YYYY-MM-DD') || ' ' || slot, ','
+                                   ORDER BY date, device COLLATE "C", slot), '')
+        FROM bookings WHERE email = p_email) <> p_held THEN
+        RETURN 'stale';
+    END IF;
+    INSERT INTO bookings (device, date, slot, email, booked_at_us)
+        VALUES (p_device, p_date, p_slot, p_email, p_booked_at_us)
+        ON CONFLICT ON CONSTRAINT bookings_one_per_slot DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'taken';
+    END IF;
+    PERFORM pg_notify(p_channel, p_payload);
+    RETURN 'booked';
+END
+$$;
 "#,
 ];
 

@@ -1,0 +1,112 @@
+//! Unit tests of what only the PostgreSQL backend does: a booking is
+//! admitted against the account's bookings in the database, even where this
+//! host's copy of the tables differs from it (another host's commit whose
+//! notification has not arrived yet).
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use jiff::civil::{Date, date};
+use tokio_postgres::NoTls;
+
+use super::super::{Admit, BookError, SlotKey, Store, User};
+use crate::auth::PasswordHash;
+use crate::booking::BookingError;
+
+const EMAIL: &str = "a@x.org";
+
+fn key(slot: u16) -> SlotKey {
+    SlotKey { device: "d".into(), date: date(2026, 11, 24), slot }
+}
+
+/// At most `cap` bookings per account.
+fn cap(cap: usize) -> Admit {
+    Box::new(move |held| if held.len() < cap { Ok(()) } else { Err(BookingError::ActiveLimit { max: cap as u32 }) })
+}
+
+/// A store on a fresh database with one account, and a connection of the
+/// test's own to that database: what it writes sends no notification, so
+/// the store's copy does not see it, as it would not yet see another host's.
+async fn store_and_behind_its_back() -> (Store, tokio_postgres::Client) {
+    let url = super::testing::database();
+    let store = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
+    let user = User {
+        id: 0,
+        last_login: None,
+        admin: false,
+        email: EMAIL.into(),
+        password_hash: PasswordHash::from_stored("$2b$04$x".into()),
+        created_at: Timestamp::from_second(1_700_000_000).unwrap(),
+        disabled: false,
+        credential_generation: 0,
+    };
+    store.create_user(user).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    (store, client)
+}
+
+async fn rows(client: &tokio_postgres::Client) -> i64 {
+    client.query_one("SELECT count(*) FROM bookings", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_booking_the_copy_has_not_seen_counts_against_the_cap() {
+    let (store, db) = store_and_behind_its_back().await;
+    db.execute(
+        "INSERT INTO bookings (device, date, slot, email, booked_at_us) VALUES ('d', '2026-11-24', 1, $1, 0)",
+        &[&EMAIL],
+    )
+    .await
+    .unwrap();
+    assert!(store.bookings_of(EMAIL).unwrap().is_empty(), "the copy has not seen it");
+
+    let refused = store.book(key(2), EMAIL.into(), Timestamp::now(), cap(1)).await;
+    assert!(matches!(refused, Err(BookError::Rule(BookingError::ActiveLimit { max: 1 }))), "{refused:?}");
+    assert_eq!(rows(&db).await, 1);
+
+    store.book(key(2), EMAIL.into(), Timestamp::now(), cap(2)).await.unwrap();
+    assert_eq!(rows(&db).await, 2);
+}
+
+#[tokio::test]
+async fn a_cancellation_the_copy_has_not_seen_frees_the_cap() {
+    let (store, db) = store_and_behind_its_back().await;
+    store.book(key(1), EMAIL.into(), Timestamp::now(), cap(1)).await.unwrap();
+    db.execute("DELETE FROM bookings", &[]).await.unwrap();
+    assert_eq!(store.bookings_of(EMAIL).unwrap().len(), 1, "the copy has not seen it");
+
+    store.book(key(2), EMAIL.into(), Timestamp::now(), cap(1)).await.unwrap();
+    assert_eq!(rows(&db).await, 1);
+}
+
+#[tokio::test]
+async fn rerod_book_books_only_against_the_bookings_it_is_told() {
+    let (_store, db) = store_and_behind_its_back().await;
+    // `held` as the host writes it: the fast path depends on both sides agreeing.
+    let book = |slot: i32, held: &[u16]| {
+        let held: Vec<(Date, u16)> = held.iter().map(|&s| (date(2026, 11, 24), s)).collect();
+        let (db, held) = (&db, super::held_text(&held));
+        async move {
+            let sql = "SELECT rerod_book('d', '2026-11-24', $1, $2, 0, $3, 'rerod', '{}')";
+            db.query_one(sql, &[&slot, &EMAIL, &held]).await.unwrap().get::<_, String>(0)
+        }
+    };
+    assert_eq!(book(1, &[7]).await, "stale");
+    assert_eq!(rows(&db).await, 0);
+    assert_eq!(book(1, &[]).await, "booked");
+    assert_eq!(book(1, &[1]).await, "taken");
+    assert_eq!(book(2, &[]).await, "stale");
+    assert_eq!(book(2, &[1]).await, "booked");
+    assert_eq!(rows(&db).await, 2);
+    db.execute("UPDATE users SET disabled = true", &[]).await.unwrap();
+    assert_eq!(book(3, &[1, 2]).await, "disabled");
+    assert_eq!(rows(&db).await, 2);
+}
+
+#[test]
+fn the_held_bookings_are_written_date_and_slot_comma_separated() {
+    let held = [(date(2026, 1, 2), 0), (date(2026, 1, 2), 23), (date(2026, 11, 24), 7)];
+    assert_eq!(super::held_text(&held), "2026-01-02 0,2026-01-02 23,2026-11-24 7");
+    assert_eq!(super::held_text(&[]), "");
+}
