@@ -39,6 +39,13 @@ impl Pool {
         config.connect_timeout(CONNECT_TIMEOUT);
         // A peer gone without closing the connection is noticed within a minute or so.
         config.keepalives_idle(Duration::from_secs(30));
+        // Dates are read as text (`date::text`): ISO, whatever DateStyle the
+        // server, the database or the role was given (`German` would write 24.11.2026).
+        let options = match config.get_options() {
+            Some(options) => format!("{options} -c DateStyle=ISO"),
+            None => "-c DateStyle=ISO".to_owned(),
+        };
+        config.options(options);
         Pool { config, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
     }
 

@@ -24,13 +24,9 @@ fn cap(cap: usize) -> Admit {
     Box::new(move |held| if held.len() < cap { Ok(()) } else { Err(BookingError::ActiveLimit { max: cap as u32 }) })
 }
 
-/// A store on a fresh database with one account, and a connection of the
-/// test's own to that database: what it writes sends no notification, so
-/// the store's copy does not see it, as it would not yet see another host's.
-async fn store_and_behind_its_back() -> (Store, tokio_postgres::Client) {
-    let url = super::testing::database();
-    let store = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
-    let user = User {
+/// The one account the tests book for.
+fn user() -> User {
+    User {
         id: 0,
         last_login: None,
         admin: false,
@@ -39,8 +35,16 @@ async fn store_and_behind_its_back() -> (Store, tokio_postgres::Client) {
         created_at: Timestamp::from_second(1_700_000_000).unwrap(),
         disabled: false,
         credential_generation: 0,
-    };
-    store.create_user(user).await.unwrap();
+    }
+}
+
+/// A store on a fresh database with one account, and a connection of the
+/// test's own to that database: what it writes sends no notification, so
+/// the store's copy does not see it, as it would not yet see another host's.
+async fn store_and_behind_its_back() -> (Store, tokio_postgres::Client) {
+    let url = super::testing::database();
+    let store = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
+    store.create_user(user()).await.unwrap();
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
     (store, client)
@@ -109,4 +113,22 @@ fn the_held_bookings_are_written_date_and_slot_comma_separated() {
     let held = [(date(2026, 1, 2), 0), (date(2026, 1, 2), 23), (date(2026, 11, 24), 7)];
     assert_eq!(super::held_text(&held), "2026-01-02 0,2026-01-02 23,2026-11-24 7");
     assert_eq!(super::held_text(&[]), "");
+}
+
+#[tokio::test]
+async fn dates_read_back_whatever_the_databases_date_style() {
+    let url = super::testing::database();
+    let (db, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let name: String = db.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    // A server, database or role set up to write dates the German way: 24.11.2026.
+    db.execute(&format!("ALTER DATABASE {name} SET DateStyle = 'German, DMY'"), &[]).await.unwrap();
+    let store = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
+    store.create_user(user()).await.unwrap();
+    store.book(key(1), EMAIL.into(), Timestamp::now(), cap(4)).await.unwrap();
+    drop(store);
+    // A host starting now reads every booking back from the database.
+    let again = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
+    let held: Vec<Date> = again.bookings_of(EMAIL).unwrap().iter().map(|b| b.key.date).collect();
+    assert_eq!(held, [date(2026, 11, 24)]);
 }
