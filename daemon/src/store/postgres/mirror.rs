@@ -57,6 +57,10 @@ pub(super) struct Mirror {
     pub by_holder: BTreeSet<(String, Date, String, u16)>,
     pub maintenance: BTreeMap<String, MaintenanceRecord>,
     pub audit: BTreeMap<i64, AuditEntry>,
+    /// How many days the listener has read again from the database: a write
+    /// of this host's during which it changed may have undone a later change
+    /// of another host's (`Shared::apply_own`).
+    pub days_read: u64,
 }
 
 impl Mirror {
@@ -78,6 +82,7 @@ impl Mirror {
 
     /// Replaces the bookings of (device, date) with `now`; whether they differed.
     pub(super) fn replace_day(&mut self, device: &str, date: Date, now: Vec<Booking>) -> bool {
+        self.days_read += 1;
         let before = self.day(device, date);
         if before == now {
             return false;

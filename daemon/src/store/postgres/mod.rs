@@ -92,7 +92,14 @@ struct Shared {
     /// Names this process in notifications, so it knows its own.
     origin: u64,
     changes: broadcast::Sender<Change>,
+    /// Where the listener takes its notifications, while it listens: this
+    /// host asks it here to read days again (`Shared::apply_own`).
+    follow: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
+
+/// The origin of a notification this host sends its own listener to have
+/// days read again as if another host had changed them (no host is 0).
+const REREAD: u64 = 0;
 
 /// The backend's runtime thread; it stops when this is dropped.
 struct RuntimeThread {
@@ -197,6 +204,7 @@ impl Postgres {
                     .unwrap_or([0; 8]),
             ),
             changes,
+            follow: Mutex::new(None),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let starting = Arc::clone(&shared);
@@ -814,6 +822,7 @@ impl Shared {
         admit: Admit,
     ) -> Result<Booking, BookError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
+        let since = self.days_read();
         let booking = Booking { key, email, booked_at, moved_from: None };
         // First in one round trip, admitted against this host's copy of the
         // account's bookings: the database books only if they are still those.
@@ -821,7 +830,7 @@ impl Shared {
         if admit(&held).is_ok() {
             match self.book_at_once(&mut conn, &booking, &held).await? {
                 AtOnce::Booked => {
-                    self.mirror().put_booking(booking.clone());
+                    self.apply_own(since, &[&booking.key], |m| m.put_booking(booking.clone()));
                     return Ok(booking);
                 }
                 AtOnce::Taken => return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot })),
@@ -831,7 +840,30 @@ impl Shared {
         }
         // The copy differs from the database (or refused): the admission
         // check again, on the account's bookings read under its lock.
-        self.book_locked(&mut conn, booking, admit).await
+        self.book_locked(&mut conn, booking, admit, since).await
+    }
+
+    /// The copy's count of days read by the listener, taken before a write is sent.
+    fn days_read(&self) -> u64 {
+        self.mirror.read().unwrap_or_else(|p| p.into_inner()).days_read
+    }
+
+    /// Applies this host's own committed write to its copy at once, so that
+    /// the host reads its own writes. If the listener read a day again while
+    /// the write was in flight (`since`: the count before it was sent), that
+    /// read may hold a later change by another host, such as a cancel of the
+    /// slot just booked, which the write has just undone: the listener is
+    /// then asked to read the written days once more, as another host's
+    /// change, so the copy and this host's clients end up with the database's.
+    fn apply_own(&self, since: u64, days: &[&SlotKey], write: impl FnOnce(&mut Mirror)) {
+        let raced = {
+            let mut mirror = self.mirror();
+            write(&mut mirror);
+            mirror.days_read != since
+        };
+        if raced && let Some(follow) = self.follow.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = follow.send(payload(REREAD, days.iter().map(|key| day_note(key)).collect()));
+        }
     }
 
     /// The account's bookings as this host's copy has them, as an admission check takes them.
@@ -883,6 +915,7 @@ impl Shared {
         conn: &mut pool::Conn<'_>,
         booking: Booking,
         admit: Admit,
+        since: u64,
     ) -> Result<Booking, BookError> {
         let lock = conn.statement(LOCK_ACCOUNT).await.map_err(pg)?;
         let is_disabled = conn.statement(IS_DISABLED).await.map_err(pg)?;
@@ -932,12 +965,13 @@ impl Shared {
         }
         notified.map_err(pg)?;
         txn.commit().await.map_err(pg)?;
-        self.mirror().put_booking(booking.clone());
+        self.apply_own(since, &[&booking.key], |m| m.put_booking(booking.clone()));
         Ok(booking)
     }
 
     async fn cancel(&self, key: SlotKey, requester: Option<String>) -> Result<Booking, CancelError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
+        let since = self.days_read();
         let statement = conn.statement(CANCEL).await.map_err(pg)?;
         let payload = payload(self.origin, vec![day_note(&key)]);
         let row = conn
@@ -949,7 +983,7 @@ impl Shared {
             .map_err(pg)?;
         let Some(row) = row else { return Err(CancelError::NotBooked) };
         let booking = booking_from(&row)?;
-        self.mirror().remove_booking(&key);
+        self.apply_own(since, &[&key], |m| m.remove_booking(&key));
         Ok(booking)
     }
 
@@ -960,6 +994,7 @@ impl Shared {
         doomed: Doomed,
     ) -> Result<super::AccountChange, SetDisabledError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
+        let since = self.days_read();
         let txn = conn.transaction().await.map_err(pg)?;
         lock_account(&txn, &email).await?;
         let row = txn
@@ -999,11 +1034,13 @@ impl Shared {
         .map_err(pg)?;
         notify(&txn, self.origin, notes).await?;
         txn.commit().await.map_err(pg)?;
-        let mut mirror = self.mirror();
-        mirror.set_user(&email, Some(user.clone()));
-        for booking in &cancelled {
-            mirror.remove_booking(&booking.key);
-        }
+        self.mirror().set_user(&email, Some(user.clone()));
+        let keys: Vec<&SlotKey> = cancelled.iter().map(|b| &b.key).collect();
+        self.apply_own(since, &keys, |m| {
+            for booking in &cancelled {
+                m.remove_booking(&booking.key);
+            }
+        });
         Ok(super::AccountChange { user, cancelled })
     }
 
@@ -1035,6 +1072,7 @@ impl Shared {
 
     async fn move_booking(&self, key: SlotKey, to_device: String) -> Result<Booking, MoveError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
+        let since = self.days_read();
         let txn = conn.transaction().await.map_err(pg)?;
         let Some(booking) = booking_at(&txn, &key, true).await? else { return Err(MoveError::NotBooked) };
         let target = SlotKey { device: to_device.clone(), ..key.clone() };
@@ -1057,9 +1095,10 @@ impl Shared {
         };
         notify(&txn, self.origin, vec![day_note(&key), day_note(&moved.key), note]).await?;
         txn.commit().await.map_err(pg)?;
-        let mut mirror = self.mirror();
-        mirror.remove_booking(&key);
-        mirror.put_booking(moved.clone());
+        self.apply_own(since, &[&key, &moved.key], |m| {
+            m.remove_booking(&key);
+            m.put_booking(moved.clone());
+        });
         Ok(moved)
     }
 
@@ -1134,6 +1173,7 @@ impl Shared {
             Err(e) => return pg(e),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
+        *self.follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::civil::{Date, date};
 use tokio_postgres::NoTls;
 
-use super::super::{Admit, BookError, SlotKey, Store, User};
+use super::super::{Admit, BookError, Booking, SlotKey, Store, User};
 use crate::auth::PasswordHash;
 use crate::booking::BookingError;
 
@@ -131,4 +131,26 @@ async fn dates_read_back_whatever_the_databases_date_style() {
     let again = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
     let held: Vec<Date> = again.bookings_of(EMAIL).unwrap().iter().map(|b| b.key.date).collect();
     assert_eq!(held, [date(2026, 11, 24)]);
+}
+
+#[tokio::test]
+async fn an_own_write_that_raced_a_read_of_its_day_has_the_day_read_again() {
+    let url = super::testing::database();
+    let pg = super::Postgres::open(&url, Path::new("unused.redb")).unwrap();
+    let mut changes = pg.subscribe();
+    let (slot, day) = (key(1), key(1).date);
+    let booking =
+        Booking { key: slot.clone(), email: EMAIL.into(), booked_at: Timestamp::UNIX_EPOCH, moved_from: None };
+    // A booking of this host's is in flight (committed, the copy not told yet)
+    // when the listener reads its day again and finds the slot free: another
+    // host cancelled it a moment after the commit. The database holds no booking.
+    let since = pg.shared.days_read();
+    pg.shared.mirror().replace_day("d", day, Vec::new());
+    // The write is applied as it returns, undoing the cancel in the copy...
+    pg.shared.apply_own(since, &[&slot], |m| m.put_booking(booking.clone()));
+    // ...and the day is read again, as another host's change, so this host's
+    // clients hear of it and the copy ends up with the database's.
+    let change = tokio::time::timeout(std::time::Duration::from_secs(30), changes.recv()).await.unwrap().unwrap();
+    assert!(matches!(&change, super::super::Change::Slots { device, date, .. } if device == "d" && *date == day));
+    assert!(pg.shared.mirror.read().unwrap().day("d", day).is_empty(), "the cancel stands in the copy");
 }
