@@ -93,8 +93,9 @@ struct Shared {
     origin: u64,
     changes: broadcast::Sender<Change>,
     /// Where the listener takes its notifications, while it listens: this
-    /// host asks it here to read days again (`Shared::apply_own`).
-    follow: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// host asks it here to read days again (`Shared::apply_own`). Weak, so
+    /// the channel still closes when the listening connection ends.
+    follow: Mutex<Option<mpsc::WeakUnboundedSender<String>>>,
 }
 
 /// The origin of a notification this host sends its own listener to have
@@ -861,7 +862,11 @@ impl Shared {
             write(&mut mirror);
             mirror.days_read != since
         };
-        if raced && let Some(follow) = self.follow.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if !raced {
+            return;
+        }
+        let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|weak| weak.upgrade());
+        if let Some(follow) = follow {
             let _ = follow.send(payload(REREAD, days.iter().map(|key| day_note(key)).collect()));
         }
     }
@@ -1173,7 +1178,7 @@ impl Shared {
             Err(e) => return pg(e),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        *self.follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+        *self.follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.downgrade());
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
