@@ -3,7 +3,8 @@
 use super::*;
 use jiff::civil::date;
 
-fn user(email: &str) -> User {
+/// An account as the tests make it (the PostgreSQL backend's tests too).
+pub(super) fn user(email: &str) -> User {
     User {
         id: 0,
         last_login: None,

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use jiff::civil::{Date, date};
 use tokio_postgres::NoTls;
 
-use super::super::{Admit, BookError, Booking, SlotKey, Store, User};
-use crate::auth::PasswordHash;
+use super::super::tests::user;
+use super::super::{Admit, BookError, Booking, SlotKey, Store};
 use crate::booking::BookingError;
 
 const EMAIL: &str = "a@x.org";
@@ -24,27 +24,13 @@ fn cap(cap: usize) -> Admit {
     Box::new(move |held| if held.len() < cap { Ok(()) } else { Err(BookingError::ActiveLimit { max: cap as u32 }) })
 }
 
-/// The one account the tests book for.
-fn user() -> User {
-    User {
-        id: 0,
-        last_login: None,
-        admin: false,
-        email: EMAIL.into(),
-        password_hash: PasswordHash::from_stored("$2b$04$x".into()),
-        created_at: Timestamp::from_second(1_700_000_000).unwrap(),
-        disabled: false,
-        credential_generation: 0,
-    }
-}
-
 /// A store on a fresh database with one account, and a connection of the
 /// test's own to that database: what it writes sends no notification, so
 /// the store's copy does not see it, as it would not yet see another host's.
 async fn store_and_behind_its_back() -> (Store, tokio_postgres::Client) {
     let url = super::testing::database();
     let store = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
-    store.create_user(user()).await.unwrap();
+    store.create_user(user(EMAIL)).await.unwrap();
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
     (store, client)
@@ -124,7 +110,7 @@ async fn dates_read_back_whatever_the_databases_date_style() {
     // A server, database or role set up to write dates the German way: 24.11.2026.
     db.execute(&format!("ALTER DATABASE {name} SET DateStyle = 'German, DMY'"), &[]).await.unwrap();
     let store = Store::open_postgres(&url, Path::new("unused.redb")).unwrap();
-    store.create_user(user()).await.unwrap();
+    store.create_user(user(EMAIL)).await.unwrap();
     store.book(key(1), EMAIL.into(), Timestamp::now(), cap(4)).await.unwrap();
     drop(store);
     // A host starting now reads every booking back from the database.
