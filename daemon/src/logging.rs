@@ -163,9 +163,7 @@ impl AccessLine {
     /// Appends the line as the subscriber's formatter would write it.
     /// `clock` caches the formatted date and time to the second.
     fn format(&self, format: LineFormat, clock: &mut Clock, out: &mut Vec<u8>) {
-        use std::io::Write as _;
-        // Writes into a Vec cannot fail.
-        let _ = match format {
+        match format {
             LineFormat::Json => {
                 out.extend_from_slice(b"{\"timestamp\":\"");
                 clock.format(self.at, out);
@@ -173,25 +171,102 @@ impl AccessLine {
                 json_string(self.method.as_str(), out);
                 out.extend_from_slice(b",\"route\":");
                 json_string(self.route, out);
-                write!(out, ",\"status\":{},\"latency_us\":{},\"peer\":\"{}\"", self.status, self.latency_us, self.peer)
-                    .and_then(|()| writeln!(out, ",\"target\":\"{ACCESS_TARGET}\"}}"))
+                out.extend_from_slice(b",\"status\":");
+                push_decimal(out, u64::from(self.status));
+                out.extend_from_slice(b",\"latency_us\":");
+                push_decimal(out, self.latency_us);
+                out.extend_from_slice(b",\"peer\":\"");
+                push_address(out, self.peer);
+                out.extend_from_slice(b"\",\"target\":\"");
+                out.extend_from_slice(ACCESS_TARGET.as_bytes());
+                out.extend_from_slice(b"\"}\n");
             }
             LineFormat::Plain { time } => {
                 if time {
                     clock.format(self.at, out);
                     out.push(b' ');
                 }
-                writeln!(
-                    out,
-                    " INFO {ACCESS_TARGET}: request method={} route={:?} status={} latency_us={} peer={}",
-                    self.method, self.route, self.status, self.latency_us, self.peer
-                )
+                out.extend_from_slice(b" INFO ");
+                out.extend_from_slice(ACCESS_TARGET.as_bytes());
+                out.extend_from_slice(b": request method=");
+                out.extend_from_slice(self.method.as_str().as_bytes());
+                out.extend_from_slice(b" route=");
+                push_debug_str(out, self.route);
+                out.extend_from_slice(b" status=");
+                push_decimal(out, u64::from(self.status));
+                out.extend_from_slice(b" latency_us=");
+                push_decimal(out, self.latency_us);
+                out.extend_from_slice(b" peer=");
+                push_address(out, self.peer);
+                out.push(b'\n');
             }
-            LineFormat::Inline => {
-                self.emit();
-                Ok(())
+            LineFormat::Inline => self.emit(),
+        }
+    }
+}
+
+// The access line is written by hand rather than with `write!`: it is
+// formatted once per request, and `core::fmt` took most of the log thread's
+// time under load (tests/bench/RESULTS.md). The test below holds it to the
+// subscriber's own output.
+
+/// `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `n` in decimal, zero-padded to six digits (`n` < 1,000,000).
+fn push_micros(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [b'0'; 6];
+    let mut rest = n;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// `text` as `{:?}` writes it: quoted, and escaped where it must be (a
+/// route pattern never needs it).
+fn push_debug_str(out: &mut Vec<u8>, text: &str) {
+    use std::io::Write as _;
+    if text.bytes().all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{text:?}");
+    }
+}
+
+/// `address` as `Display` writes it.
+fn push_address(out: &mut Vec<u8>, address: SocketAddr) {
+    use std::io::Write as _;
+    match address {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
             }
-        };
+            out.push(b':');
+            push_decimal(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{address}");
+        }
     }
 }
 
@@ -211,7 +286,6 @@ struct Clock {
 
 impl Clock {
     fn format(&mut self, at: SystemTime, out: &mut Vec<u8>) {
-        use std::io::Write as _;
         let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
         if self.second.as_ref().is_none_or(|(s, _)| *s != secs) {
@@ -223,7 +297,9 @@ impl Clock {
         if let Some((_, text)) = &self.second {
             out.extend_from_slice(text.as_bytes());
         }
-        let _ = write!(out, ".{:06}Z", since.subsec_micros());
+        out.push(b'.');
+        push_micros(out, since.subsec_micros());
+        out.push(b'Z');
     }
 }
 
@@ -462,6 +538,26 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&formatted(&lines[0], LineFormat::Json)).unwrap();
         assert_eq!(json["route"], "/slots");
         assert_eq!(json["target"], "rerod::access");
+    }
+
+    #[test]
+    fn numbers_and_names_read_as_core_fmt_writes_them() {
+        for n in [0, 7, 10, 99, 65_535, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        for text in ["/slots", "(unknown)", "/devices/{device}", "a \"quoted\" \\ one", "tab\there", "é"] {
+            let mut out = Vec::new();
+            push_debug_str(&mut out, text);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{text:?}"));
+        }
+        for address in ["0.0.0.0:0", "255.255.255.255:65535", "10.20.3.4:80", "[::1]:8000", "[2001:db8::7]:1"] {
+            let address: SocketAddr = address.parse().unwrap();
+            let mut out = Vec::new();
+            push_address(&mut out, address);
+            assert_eq!(String::from_utf8(out).unwrap(), address.to_string());
+        }
     }
 
     #[test]

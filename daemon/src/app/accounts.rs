@@ -285,7 +285,9 @@ impl App {
     pub async fn authenticate(&self, credentials: Credentials) -> Result<Principal, AppError> {
         match credentials {
             Credentials::Password { email, password } => {
-                let (user, role) = self.check_password(&email, &password).await?;
+                // Boxed, as the rare path below: the token path, taken by every
+                // authenticated request, stays a small future.
+                let (user, role) = Box::pin(self.check_password(&email, &password)).await?;
                 Ok(Principal { email: user.email, role, address: None })
             }
             Credentials::Token(token) => {
@@ -295,7 +297,7 @@ impl App {
                 // not heard of yet (created or changed on another host a moment
                 // ago, the notification still on its way): ask the database.
                 if user.as_ref().is_none_or(|u| u.credential_generation < claims.generation) {
-                    user = self.store.user_current(&claims.sub).await.ok().flatten().or(user);
+                    user = Box::pin(self.store.user_current(&claims.sub)).await.ok().flatten().or(user);
                 }
                 match user {
                     Some(user) if user.disabled => Err(AppError::AccountDisabled),

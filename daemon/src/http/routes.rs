@@ -414,7 +414,8 @@ pub(crate) async fn dispatch(
     }
     // Another host's board: its host answers (a lab of several hosts).
     if let Some(owner) = super::forward::owner(&server.app, spec, &req) {
-        return (Some(route), super::forward::forward(server, owner, req, peer).await);
+        // Boxed: a local request's future does not carry a forwarded one's size.
+        return (Some(route), Box::pin(super::forward::forward(server, owner, req, peer)).await);
     }
     (Some(route), serve(server, spec, req, peer).await)
 }
