@@ -47,6 +47,12 @@ pub(super) enum Note {
 pub(super) struct Envelope {
     pub origin: u64,
     pub notes: Vec<Note>,
+    /// For a booking or cancellation: how many days the sending host's
+    /// listener had read when the write was sent (`Mirror::days_read`). The
+    /// sender's listener need not read its days back if it has read none
+    /// since (`Shared::follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
 }
 
 #[derive(Debug, Default)]

@@ -23,10 +23,13 @@
 //! database is unreachable; writes then fail with `Unavailable` (503
 //! `store_unavailable`) and resume once it answers again, with no restart.
 //!
-//! tokio-postgres needs a runtime, and the store's interface has
-//! synchronous calls (open, the JWT secret) made from inside the daemon's
-//! runtime, so the backend drives its connections on a runtime of its own,
-//! on one thread, which stops when the last handle is dropped.
+//! Operations run as tasks of the caller's runtime (the daemon's), which
+//! drives the pooled connections too: an operation crosses no thread on its
+//! way to the database and back. tokio-postgres needs a runtime, and the
+//! store's interface also has synchronous calls (open, the JWT secret, the
+//! store copy) made from inside the daemon's runtime, so those, and the
+//! listener, run on a runtime of the backend's own, on one thread, over
+//! connections of their own; it stops when the last handle is dropped.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -212,8 +215,8 @@ impl Postgres {
         let url = url.to_owned();
         runtime.handle.spawn(async move {
             let migrated = async {
-                let mut conn = starting.pool.get().await.map_err(pg)?;
-                schema::migrate(&mut conn, &url).await
+                let mut client = starting.pool.single().await.map_err(pg)?;
+                schema::migrate(&mut client, &url).await
             }
             .await;
             match migrated {
@@ -232,7 +235,8 @@ impl Postgres {
         Ok(Postgres { shared, runtime: Arc::new(runtime), path: path.to_owned() })
     }
 
-    /// Runs `work` on the backend's runtime; notes whether it reached the database.
+    /// Runs `work` as a task of the caller's runtime, so that it finishes even
+    /// if the caller stops waiting; notes whether it reached the database.
     async fn run<T, E>(&self, work: impl Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
@@ -247,7 +251,7 @@ impl Postgres {
                 )))),
             }
         };
-        let result = self.runtime.handle.spawn(work).await.map_err(|_| E::from(StoreError::WriterGone))?;
+        let result = tokio::spawn(work).await.map_err(|_| E::from(StoreError::WriterGone))?;
         let mut failure = self.shared.write_failure.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Err(e) if let Some(StoreError::Unavailable(why)) = e.store_error() => {
@@ -266,7 +270,9 @@ impl Postgres {
     }
 
     /// Runs `work` on the backend's runtime and waits for it, blocking the
-    /// calling thread: for the synchronous calls made at start.
+    /// calling thread: for the synchronous calls made at start. `work` must
+    /// use connections of its own (`Pool::single`): the pooled ones may be
+    /// driven by the very runtime this blocks.
     fn block_on<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.runtime.handle.spawn(async move { drop(tx.send(work.await)) });
@@ -302,7 +308,7 @@ impl Postgres {
         let candidate = generate().map_err(|e| StoreError::Corrupt(format!("cannot generate a secret: {e}")))?;
         let shared = Arc::clone(&self.shared);
         let stored = self.block_on(async move {
-            let conn = shared.pool.get().await.map_err(pg)?;
+            let conn = shared.pool.single().await.map_err(pg)?;
             conn.execute(
                 "INSERT INTO rerod_meta (key, value) VALUES ('jwt_secret', $1) ON CONFLICT (key) DO NOTHING",
                 &[&hex(&candidate)],
@@ -495,7 +501,7 @@ impl Postgres {
     pub(super) fn dump(&self) -> Result<super::copy::Dump, StoreError> {
         let shared = Arc::clone(&self.shared);
         self.block_on(async move {
-            let mut conn = shared.pool.get().await.map_err(pg)?;
+            let mut conn = shared.pool.single().await.map_err(pg)?;
             let txn = conn
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -533,7 +539,7 @@ impl Postgres {
     pub(super) fn load(&self, dump: super::copy::Dump) -> Result<(), StoreError> {
         let shared = Arc::clone(&self.shared);
         self.block_on(async move {
-            let mut conn = shared.pool.get().await.map_err(pg)?;
+            let mut conn = shared.pool.single().await.map_err(pg)?;
             let txn = conn.transaction().await.map_err(pg)?;
             txn.execute("LOCK TABLE users, bookings IN EXCLUSIVE MODE", &[]).await.map_err(pg)?;
             let row = txn
@@ -665,7 +671,11 @@ fn start_runtime() -> Result<RuntimeThread, StoreError> {
 
 /// The notification of `notes`, from the host `origin`.
 fn payload(origin: u64, notes: Vec<Note>) -> String {
-    serde_json::to_string(&Envelope { origin, notes }).expect("a notification always serializes")
+    envelope(Envelope { origin, notes, read: None })
+}
+
+fn envelope(envelope: Envelope) -> String {
+    serde_json::to_string(&envelope).expect("a notification always serializes")
 }
 
 /// Sends `notes` to every host when `txn` commits.
@@ -714,6 +724,50 @@ fn held_text(held: &[(Date, u16)]) -> String {
 
 fn day_note(key: &SlotKey) -> Note {
     Note::Day(key.device.clone(), key.date.to_string())
+}
+
+/// A booking or cancellation of this host's, from before it is sent until
+/// its outcome is known. Its notification carries the listener's count of
+/// days read when it was sent, so that the listener need not read the day
+/// back (`Shared::follow`). The outcome is then this host's to apply:
+/// applied to the copy (`applied`), or nothing written (`refused`); a write
+/// that ends any other way (an error or a timeout, which may still have
+/// committed) has its day read again when it is dropped.
+struct OwnWrite<'s> {
+    shared: &'s Shared,
+    key: SlotKey,
+    since: u64,
+    settled: bool,
+}
+
+impl<'s> OwnWrite<'s> {
+    fn new(shared: &'s Shared, key: SlotKey) -> OwnWrite<'s> {
+        OwnWrite { since: shared.days_read(), shared, key, settled: false }
+    }
+
+    /// The write's notification.
+    fn payload(&self) -> String {
+        envelope(Envelope { origin: self.shared.origin, notes: vec![day_note(&self.key)], read: Some(self.since) })
+    }
+
+    /// The write committed: `write` applies it to the copy.
+    fn applied(mut self, write: impl FnOnce(&mut Mirror)) {
+        self.settled = true;
+        self.shared.apply_own(self.since, &[&self.key], write);
+    }
+
+    /// The database refused the write: nothing changed.
+    fn refused(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for OwnWrite<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.read_again(&[&self.key]);
+        }
+    }
 }
 
 /// What `rerod_book` did.
@@ -823,25 +877,31 @@ impl Shared {
         admit: Admit,
     ) -> Result<Booking, BookError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
-        let since = self.days_read();
+        let write = OwnWrite::new(self, key.clone());
         let booking = Booking { key, email, booked_at, moved_from: None };
         // First in one round trip, admitted against this host's copy of the
         // account's bookings: the database books only if they are still those.
         let held = self.held_in_copy(&booking.email);
         if admit(&held).is_ok() {
-            match self.book_at_once(&mut conn, &booking, &held).await? {
+            match self.book_at_once(&mut conn, &booking, &held, &write).await? {
                 AtOnce::Booked => {
-                    self.apply_own(since, &[&booking.key], |m| m.put_booking(booking.clone()));
+                    write.applied(|m| m.put_booking(booking.clone()));
                     return Ok(booking);
                 }
-                AtOnce::Taken => return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot })),
-                AtOnce::Disabled => return Err(BookError::AccountDisabled),
+                AtOnce::Taken => {
+                    write.refused();
+                    return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot }));
+                }
+                AtOnce::Disabled => {
+                    write.refused();
+                    return Err(BookError::AccountDisabled);
+                }
                 AtOnce::Stale => {}
             }
         }
         // The copy differs from the database (or refused): the admission
         // check again, on the account's bookings read under its lock.
-        self.book_locked(&mut conn, booking, admit, since).await
+        self.book_locked(&mut conn, booking, admit, write).await
     }
 
     /// The copy's count of days read by the listener, taken before a write is sent.
@@ -862,12 +922,17 @@ impl Shared {
             write(&mut mirror);
             mirror.days_read != since
         };
-        if !raced {
-            return;
+        if raced {
+            self.read_again(days);
         }
+    }
+
+    /// Asks the listener to read the days of `keys` again, as if another
+    /// host had changed them.
+    fn read_again(&self, keys: &[&SlotKey]) {
         let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|weak| weak.upgrade());
         if let Some(follow) = follow {
-            let _ = follow.send(payload(REREAD, days.iter().map(|key| day_note(key)).collect()));
+            let _ = follow.send(payload(REREAD, keys.iter().map(|key| day_note(key)).collect()));
         }
     }
 
@@ -885,6 +950,7 @@ impl Shared {
         conn: &mut pool::Conn<'_>,
         booking: &Booking,
         held: &[(Date, u16)],
+        write: &OwnWrite<'_>,
     ) -> Result<AtOnce, StoreError> {
         let statement = conn.statement(BOOK_AT_ONCE).await.map_err(pg)?;
         let k = &booking.key;
@@ -899,7 +965,7 @@ impl Shared {
                     &booking.booked_at.as_microsecond(),
                     &held_text(held),
                     &CHANNEL,
-                    &payload(self.origin, vec![day_note(k)]),
+                    &write.payload(),
                 ],
             )
             .await
@@ -920,7 +986,7 @@ impl Shared {
         conn: &mut pool::Conn<'_>,
         booking: Booking,
         admit: Admit,
-        since: u64,
+        write: OwnWrite<'_>,
     ) -> Result<Booking, BookError> {
         let lock = conn.statement(LOCK_ACCOUNT).await.map_err(pg)?;
         let is_disabled = conn.statement(IS_DISABLED).await.map_err(pg)?;
@@ -944,9 +1010,11 @@ impl Shared {
         )
         .map_err(pg)?;
         if taken.is_some() {
+            write.refused();
             return Err(BookError::Rule(BookingError::Taken { id: k.slot }));
         }
         if disabled.is_some_and(|row| row.get::<_, bool>(0)) {
+            write.refused();
             return Err(BookError::AccountDisabled);
         }
         let mut existing = Vec::with_capacity(held.len());
@@ -955,40 +1023,48 @@ impl Shared {
             let date = date.parse().map_err(|_| StoreError::Corrupt(format!("bad date {date:?} in a booking")))?;
             existing.push((date, row.get::<_, i32>(1) as u16));
         }
-        admit(&existing).map_err(BookError::Rule)?;
+        if let Err(refusal) = admit(&existing) {
+            write.refused();
+            return Err(BookError::Rule(refusal));
+        }
         // The primary key is the last word: another host may have booked
         // the slot since the check above.
         let row: [&(dyn ToSql + Sync); 6] =
             [&k.device, &day, &slot, &booking.email, &booking.booked_at.as_microsecond(), &booking.moved_from];
-        let payload = payload(self.origin, vec![day_note(k)]);
+        let payload = write.payload();
         let note: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &payload];
         let (inserted, notified) = tokio::join!(txn.execute(&insert, &row), txn.execute(&notify, &note));
         match inserted {
             Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(BookError::Rule(BookingError::Taken { id: k.slot })),
+            Err(e) if is_unique_violation(&e) => {
+                write.refused();
+                return Err(BookError::Rule(BookingError::Taken { id: k.slot }));
+            }
             Err(e) => return Err(pg(e).into()),
         }
         notified.map_err(pg)?;
         txn.commit().await.map_err(pg)?;
-        self.apply_own(since, &[&booking.key], |m| m.put_booking(booking.clone()));
+        write.applied(|m| m.put_booking(booking.clone()));
         Ok(booking)
     }
 
     async fn cancel(&self, key: SlotKey, requester: Option<String>) -> Result<Booking, CancelError> {
         let mut conn = self.pool.get().await.map_err(pg)?;
-        let since = self.days_read();
+        let write = OwnWrite::new(self, key.clone());
         let statement = conn.statement(CANCEL).await.map_err(pg)?;
-        let payload = payload(self.origin, vec![day_note(&key)]);
         let row = conn
             .query_opt(
                 &statement,
-                &[&key.device, &key.date.to_string(), &i32::from(key.slot), &requester, &CHANNEL, &payload],
+                &[&key.device, &key.date.to_string(), &i32::from(key.slot), &requester, &CHANNEL, &write.payload()],
             )
             .await
             .map_err(pg)?;
-        let Some(row) = row else { return Err(CancelError::NotBooked) };
+        let Some(row) = row else {
+            write.refused();
+            return Err(CancelError::NotBooked);
+        };
         let booking = booking_from(&row)?;
-        self.apply_own(since, &[&key], |m| m.remove_booking(&key));
+        write.applied(|m| m.remove_booking(&key));
         Ok(booking)
     }
 
@@ -1210,7 +1286,10 @@ impl Shared {
         let changed = {
             let mut mirror = self.mirror();
             let changed = changed_days(&mirror, &fresh);
+            // Counted on: a write in flight across the reconnection sees the days read.
+            let days_read = mirror.days_read + 1;
             *mirror = fresh;
+            mirror.days_read = days_read;
             changed
         };
         match ready.take() {
@@ -1246,6 +1325,7 @@ impl Shared {
         let mut users = BTreeSet::new();
         // (device, date) → whether another host changed it.
         let mut days = std::collections::BTreeMap::<(String, String), bool>::new();
+        let days_read = self.days_read();
         let (mut maintenance, mut audit, mut moves) = (false, false, Vec::new());
         for payload in payloads {
             let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
@@ -1253,9 +1333,14 @@ impl Shared {
                 continue;
             };
             let foreign = envelope.origin != self.origin;
+            // This host's own booking or cancellation, its outcome in the
+            // copy already or on its way (`OwnWrite`): read back only if a
+            // read of the listener's since it was sent may have undone it.
+            let settled = !foreign && envelope.read == Some(days_read);
             for note in envelope.notes {
                 match note {
                     Note::User(email) => drop(users.insert(email)),
+                    Note::Day(..) if settled => {}
                     Note::Day(device, date) => *days.entry((device, date)).or_default() |= foreign,
                     Note::Moved { email, date, slot, from, to } if foreign => {
                         moves.push((email, date, slot, from, to));

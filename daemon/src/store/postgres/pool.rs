@@ -59,8 +59,21 @@ impl Pool {
         self.config.connect(NoTls).await
     }
 
+    /// A connection outside the pool, driven by the current runtime and
+    /// closed when the client is dropped: for the backend's own runtime.
+    pub(super) async fn single(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.connect().await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a database connection ended");
+            }
+        });
+        Ok(client)
+    }
+
     /// A connection: an idle one, or a new one while fewer than the pool's
-    /// size are in use. Must run on the store's runtime, which drives it.
+    /// size are in use. A new one is driven by the runtime it is opened on:
+    /// the daemon's, where operations run.
     pub(super) async fn get(&self) -> Result<Conn<'_>, tokio_postgres::Error> {
         let permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
         let idle = loop {

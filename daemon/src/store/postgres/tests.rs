@@ -36,6 +36,16 @@ async fn store_and_behind_its_back() -> (Store, tokio_postgres::Client) {
     (store, client)
 }
 
+/// The same with the backend itself, to look inside it.
+async fn backend_and_behind_its_back() -> (super::Postgres, tokio_postgres::Client) {
+    let url = super::testing::database();
+    let pg = super::Postgres::open(&url, Path::new("unused.redb")).unwrap();
+    pg.create_user(user(EMAIL)).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    (pg, client)
+}
+
 async fn rows(client: &tokio_postgres::Client) -> i64 {
     client.query_one("SELECT count(*) FROM bookings", &[]).await.unwrap().get(0)
 }
@@ -139,4 +149,55 @@ async fn an_own_write_that_raced_a_read_of_its_day_has_the_day_read_again() {
     let change = tokio::time::timeout(std::time::Duration::from_secs(30), changes.recv()).await.unwrap().unwrap();
     assert!(matches!(&change, super::super::Change::Slots { device, date, .. } if device == "d" && *date == day));
     assert!(pg.shared.mirror.read().unwrap().day("d", day).is_empty(), "the cancel stands in the copy");
+}
+
+/// Waits for this host's clients to be told of a change to `day` of board "d".
+async fn told_of(changes: &mut tokio::sync::broadcast::Receiver<super::super::Change>, day: Date) {
+    loop {
+        let change = tokio::time::timeout(std::time::Duration::from_secs(30), changes.recv()).await.unwrap().unwrap();
+        if matches!(&change, super::super::Change::Slots { device, date, .. } if device == "d" && *date == day) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn own_bookings_and_cancellations_are_not_read_back() {
+    let (pg, db) = backend_and_behind_its_back().await;
+    let store = &pg;
+    let mut changes = pg.subscribe();
+    let read_before = pg.shared.days_read();
+    store.book(key(1), EMAIL.into(), Timestamp::now(), cap(4)).await.unwrap();
+    store.cancel(key(1), None).await.unwrap();
+    store.book(key(2), EMAIL.into(), Timestamp::now(), cap(4)).await.unwrap();
+    // Another host's change, committed after them: once it is read, the
+    // listener has had this host's three notifications, in commit order.
+    let other_day = date(2026, 11, 25);
+    db.execute(
+        "SELECT pg_notify('rerod', json_build_object('origin', 7, 'notes', json_build_array(json_build_object('Day', json_build_array('d', $1::text))))::text)",
+        &[&other_day.to_string()],
+    )
+    .await
+    .unwrap();
+    told_of(&mut changes, other_day).await;
+    assert_eq!(pg.shared.days_read(), read_before + 1, "only the other host's day was read");
+    let held: Vec<u16> = store.bookings_of(EMAIL).iter().map(|b| b.key.slot).collect();
+    assert_eq!(held, [2]);
+}
+
+#[tokio::test]
+async fn an_own_write_whose_answer_was_lost_has_its_day_read_again() {
+    let (pg, db) = backend_and_behind_its_back().await;
+    let mut changes = pg.subscribe();
+    // A booking that committed, but whose answer never came back (the
+    // connection dropped, or the operation timed out): the copy lacks it.
+    db.execute(
+        "INSERT INTO bookings (device, date, slot, email, booked_at_us) VALUES ('d', '2026-11-24', 1, $1, 0)",
+        &[&EMAIL],
+    )
+    .await
+    .unwrap();
+    drop(super::OwnWrite::new(&pg.shared, key(1)));
+    told_of(&mut changes, key(1).date).await;
+    assert_eq!(pg.bookings_of(EMAIL).len(), 1, "the copy has the database's booking");
 }
