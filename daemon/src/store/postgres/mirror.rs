@@ -125,7 +125,6 @@ macro_rules! booking_columns {
         "device, date::text, slot, email, booked_at_us, moved_from"
     };
 }
-pub(super) use booking_columns;
 pub(super) const BOOKING_COLUMNS: &str = booking_columns!();
 /// The bookings of one (device, date): `$1`, `$2`.
 pub(super) const READ_DAY: &str =

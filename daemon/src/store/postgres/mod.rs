@@ -9,14 +9,16 @@
 //! locked (the account's row before its admission check, an advisory lock on
 //! the address's skeleton before the look-alike check).
 //!
-//! Booking and cancelling, the writes a busy lab makes most, are one
-//! statement each, prepared once per connection: one round trip that is its
-//! own transaction, commit included. A booking's admission check runs on
-//! this host against its copy of the account's bookings, and the database
-//! function `rerod_book` (schema.rs) books only if, under the account's
-//! lock, those are still the account's bookings; when they are not (another
-//! host or request changed them a moment ago), the booking is checked again
-//! in a transaction that reads them under the lock.
+//! Booking and cancelling, the writes a busy lab makes most, go in batches
+//! (batch.rs): every one that arrives while the previous batch commits is
+//! sent in one statement, prepared once per connection, that is its own
+//! transaction: one round trip, one commit and one notification for all.
+//! A booking's admission check runs on this host against its copy of the
+//! account's bookings, and the database function `rerod_write` (schema.rs)
+//! books only if, under the account's lock, those are still the account's
+//! bookings; when they are not (another host or request changed them a
+//! moment ago), the booking is checked again in a transaction that reads
+//! them under the lock.
 //!
 //! Reads come from this host's copy of the tables (mirror.rs), kept current
 //! by notifications, so they stay synchronous like redb's and go on while the
@@ -52,11 +54,12 @@ use super::{
 };
 use crate::booking::BookingError;
 use mirror::{
-    BOOKING_COLUMNS, CHANNEL, Envelope, Mirror, Note, READ_DAY, USER_COLUMNS, UserRow, booking_columns, booking_from,
-    insert_user_sql, user_from,
+    BOOKING_COLUMNS, CHANNEL, Envelope, Mirror, Note, READ_DAY, USER_COLUMNS, UserRow, booking_from, insert_user_sql,
+    user_from,
 };
 use pool::Pool;
 
+mod batch;
 mod mirror;
 mod pool;
 mod schema;
@@ -99,6 +102,8 @@ struct Shared {
     /// host asks it here to read days again (`Shared::apply_own`). Weak, so
     /// the channel still closes when the listening connection ends.
     follow: Mutex<Option<mpsc::WeakUnboundedSender<String>>>,
+    /// Where bookings and cancellations wait for their batch (batch.rs).
+    writes: mpsc::UnboundedSender<batch::Queued>,
 }
 
 /// The origin of a notification this host sends its own listener to have
@@ -195,6 +200,7 @@ impl Postgres {
             url.parse().map_err(|e| StoreError::Postgres(format!("store.url is not a PostgreSQL URL: {e}")))?;
         let runtime = start_runtime()?;
         let (changes, _) = broadcast::channel(1024);
+        let (writes, queued) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool: Pool::new(config, POOL_SIZE),
             url: schema::redacted(url),
@@ -209,7 +215,9 @@ impl Postgres {
             ),
             changes,
             follow: Mutex::new(None),
+            writes,
         });
+        runtime.handle.spawn(batch::run(Arc::clone(&shared), queued));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let starting = Arc::clone(&shared);
         let url = url.to_owned();
@@ -688,25 +696,13 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// Serializes the transactions that book for `email` or disable it, on
 /// every host, until the transaction ends: an advisory lock, since the
-/// address may have no account row to lock. `rerod_book` takes the same.
+/// address may have no account row to lock. `rerod_write` takes the same.
 const LOCK_ACCOUNT: &str = "SELECT pg_advisory_xact_lock(hashtext('account ' || $1))";
 
 async fn lock_account(txn: &Transaction<'_>, email: &str) -> Result<(), StoreError> {
     txn.execute(LOCK_ACCOUNT, &[&email]).await.map_err(pg)?;
     Ok(())
 }
-
-/// A booking in one statement: see `rerod_book` in schema.rs.
-const BOOK_AT_ONCE: &str = "SELECT rerod_book($1, $2::text::date, $3, $4, $5, $6, $7, $8)";
-
-/// A cancellation in one statement, its notification sent with it: the
-/// booking removed (`$4`: only if it is this account's), or no row.
-const CANCEL: &str = concat!(
-    "WITH gone AS (DELETE FROM bookings WHERE device = $1 AND date = $2::text::date AND slot = $3 ",
-    "AND ($4::text IS NULL OR email = $4) RETURNING ",
-    booking_columns!(),
-    ") SELECT gone.*, pg_notify($5, $6) FROM gone"
-);
 
 /// The admission reads of a booking checked in a transaction of its own.
 const IS_DISABLED: &str = "SELECT disabled FROM users WHERE email = $1";
@@ -715,7 +711,7 @@ const HELD: &str = "SELECT date::text, slot FROM bookings WHERE email = $1 ORDER
 const INSERT_BOOKING: &str = "INSERT INTO bookings (device, date, slot, email, booked_at_us, moved_from) \
                               VALUES ($1, $2::text::date, $3, $4, $5, $6)";
 
-/// The bookings `email` holds as `rerod_book` compares them: `date slot`,
+/// The bookings `email` holds as `rerod_write` compares them: `date slot`,
 /// comma-separated, in (date, device, slot) order.
 fn held_text(held: &[(Date, u16)]) -> String {
     let entries: Vec<String> = held.iter().map(|(date, slot)| format!("{date} {slot}")).collect();
@@ -768,15 +764,6 @@ impl Drop for OwnWrite<'_> {
             self.shared.read_again(&[&self.key]);
         }
     }
-}
-
-/// What `rerod_book` did.
-enum AtOnce {
-    Booked,
-    Taken,
-    Disabled,
-    /// The account's bookings are not those the host checked: nothing done.
-    Stale,
 }
 
 async fn booking_at(client: &impl GenericClient, key: &SlotKey, lock: bool) -> Result<Option<Booking>, StoreError> {
@@ -876,31 +863,33 @@ impl Shared {
         booked_at: Timestamp,
         admit: Admit,
     ) -> Result<Booking, BookError> {
-        let mut conn = self.pool.get().await.map_err(pg)?;
         let write = OwnWrite::new(self, key.clone());
         let booking = Booking { key, email, booked_at, moved_from: None };
-        // First in one round trip, admitted against this host's copy of the
+        // First in a batch, admitted against this host's copy of the
         // account's bookings: the database books only if they are still those.
         let held = self.held_in_copy(&booking.email);
         if admit(&held).is_ok() {
-            match self.book_at_once(&mut conn, &booking, &held, &write).await? {
-                AtOnce::Booked => {
+            let book = batch::Write::Book { booking: booking.clone(), held: held_text(&held) };
+            match self.written(book, write.since).await? {
+                batch::Outcome::Booked => {
                     write.applied(|m| m.put_booking(booking.clone()));
                     return Ok(booking);
                 }
-                AtOnce::Taken => {
+                batch::Outcome::Taken => {
                     write.refused();
                     return Err(BookError::Rule(BookingError::Taken { id: booking.key.slot }));
                 }
-                AtOnce::Disabled => {
+                batch::Outcome::Disabled => {
                     write.refused();
                     return Err(BookError::AccountDisabled);
                 }
-                AtOnce::Stale => {}
+                batch::Outcome::Stale => {}
+                other => return Err(StoreError::Corrupt(format!("a booking came back {other:?}")).into()),
             }
         }
         // The copy differs from the database (or refused): the admission
         // check again, on the account's bookings read under its lock.
+        let mut conn = self.pool.get().await.map_err(pg)?;
         self.book_locked(&mut conn, booking, admit, write).await
     }
 
@@ -944,39 +933,11 @@ impl Shared {
         held.map(|(_, date, _, slot)| (*date, *slot)).collect()
     }
 
-    /// `rerod_book`: one statement, its own transaction.
-    async fn book_at_once(
-        &self,
-        conn: &mut pool::Conn<'_>,
-        booking: &Booking,
-        held: &[(Date, u16)],
-        write: &OwnWrite<'_>,
-    ) -> Result<AtOnce, StoreError> {
-        let statement = conn.statement(BOOK_AT_ONCE).await.map_err(pg)?;
-        let k = &booking.key;
-        let row = conn
-            .query_one(
-                &statement,
-                &[
-                    &k.device,
-                    &k.date.to_string(),
-                    &i32::from(k.slot),
-                    &booking.email,
-                    &booking.booked_at.as_microsecond(),
-                    &held_text(held),
-                    &CHANNEL,
-                    &write.payload(),
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        match row.get::<_, &str>(0) {
-            "booked" => Ok(AtOnce::Booked),
-            "taken" => Ok(AtOnce::Taken),
-            "disabled" => Ok(AtOnce::Disabled),
-            "stale" => Ok(AtOnce::Stale),
-            other => Err(StoreError::Corrupt(format!("rerod_book answered {other:?}"))),
-        }
+    /// `write` in the next batch (batch.rs); its outcome once committed.
+    async fn written(&self, write: batch::Write, since: u64) -> Result<batch::Outcome, StoreError> {
+        let (queued, outcome) = batch::Queued::new(write, since);
+        self.writes.send(queued).map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// A booking in a transaction that locks the account, reads what the
@@ -1049,23 +1010,18 @@ impl Shared {
     }
 
     async fn cancel(&self, key: SlotKey, requester: Option<String>) -> Result<Booking, CancelError> {
-        let mut conn = self.pool.get().await.map_err(pg)?;
         let write = OwnWrite::new(self, key.clone());
-        let statement = conn.statement(CANCEL).await.map_err(pg)?;
-        let row = conn
-            .query_opt(
-                &statement,
-                &[&key.device, &key.date.to_string(), &i32::from(key.slot), &requester, &CHANNEL, &write.payload()],
-            )
-            .await
-            .map_err(pg)?;
-        let Some(row) = row else {
-            write.refused();
-            return Err(CancelError::NotBooked);
-        };
-        let booking = booking_from(&row)?;
-        write.applied(|m| m.remove_booking(&key));
-        Ok(booking)
+        match self.written(batch::Write::Cancel { key: key.clone(), requester }, write.since).await? {
+            batch::Outcome::Cancelled(booking) => {
+                write.applied(|m| m.remove_booking(&key));
+                Ok(booking)
+            }
+            batch::Outcome::NotBooked => {
+                write.refused();
+                Err(CancelError::NotBooked)
+            }
+            other => Err(StoreError::Corrupt(format!("a cancellation came back {other:?}")).into()),
+        }
     }
 
     async fn set_disabled(

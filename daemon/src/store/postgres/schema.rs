@@ -15,7 +15,7 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MIGRATION_LOCK: i64 = 0x72_6572_6f64;
 
 /// Migration n (from 1) takes the schema from version n - 1 to n.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE users (
     email text PRIMARY KEY,
@@ -119,6 +119,89 @@ BEGIN
     END IF;
     PERFORM pg_notify(p_channel, p_payload);
     RETURN 'booked';
+END
+$$;
+"#,
+    r#"
+-- Bookings and cancellations in batches, one statement and its own
+-- transaction per batch: a host gathers the writes its clients send while
+-- its previous batch commits. A transaction that notifies holds the
+-- database's notification lock from its commit until the commit is flushed
+-- to the WAL, so such transactions commit one at a time, one flush each,
+-- whatever the number of connections; a batch shares one commit, one flush
+-- and one notification among its writes. (rerod_book stays for hosts of the
+-- previous version during an upgrade.)
+--
+-- Entry i is p_kind[i]:
+-- * 'book': as rerod_book, without its notification: 'booked', 'taken',
+--   'disabled' or 'stale';
+-- * 'cancel': the booking removed (p_email[i]: only if it is this account's,
+--   NULL for any), 'cancelled' with its holder, time and origin, or 'none'.
+-- Every account booked for is locked first, in the order of their
+-- addresses, and the host sends the entries in the order of their slots, so
+-- that two batches (of one host or of two) take their locks in the same
+-- order and never wait for each other in a cycle.
+-- If anything changed, one notification: p_notify_head, then the distinct
+-- p_note[i] of the entries that changed, comma-separated, then ']}'.
+CREATE FUNCTION rerod_write(
+    p_kind text[], p_device text[], p_date date[], p_slot integer[], p_email text[],
+    p_booked_at_us bigint[], p_held text[], p_note text[], p_channel text, p_notify_head text
+) RETURNS TABLE (o_outcome text, o_email text, o_booked_at_us bigint, o_moved_from text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(array_length(p_kind, 1), 0);
+    changed text[] := '{}';
+    gone bookings%ROWTYPE;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('account ' || e))
+        FROM (SELECT DISTINCT p_email[i] AS e FROM generate_subscripts(p_kind, 1) AS i
+              WHERE p_kind[i] = 'book' ORDER BY 1) AS accounts;
+    FOR i IN 1 .. n LOOP
+        o_email := NULL;
+        o_booked_at_us := NULL;
+        o_moved_from := NULL;
+        IF p_kind[i] = 'book' THEN
+            IF EXISTS (SELECT 1 FROM bookings b
+                       WHERE b.device = p_device[i] AND b.date = p_date[i] AND b.slot = p_slot[i]) THEN
+                o_outcome := 'taken';
+            ELSIF EXISTS (SELECT 1 FROM users u WHERE u.email = p_email[i] AND u.disabled) THEN
+                o_outcome := 'disabled';
+            ELSIF (SELECT coalesce(string_agg(to_char(b.date, 'YYYY-MM-DD') || ' ' || b.slot, ','
+                                              ORDER BY b.date, b.device COLLATE "C", b.slot), '')
+                   FROM bookings b WHERE b.email = p_email[i]) <> p_held[i] THEN
+                o_outcome := 'stale';
+            ELSE
+                INSERT INTO bookings (device, date, slot, email, booked_at_us)
+                    VALUES (p_device[i], p_date[i], p_slot[i], p_email[i], p_booked_at_us[i])
+                    ON CONFLICT ON CONSTRAINT bookings_one_per_slot DO NOTHING;
+                IF FOUND THEN
+                    o_outcome := 'booked';
+                    changed := changed || p_note[i];
+                ELSE
+                    o_outcome := 'taken';
+                END IF;
+            END IF;
+        ELSE
+            DELETE FROM bookings b
+                WHERE b.device = p_device[i] AND b.date = p_date[i] AND b.slot = p_slot[i]
+                  AND (p_email[i] IS NULL OR b.email = p_email[i])
+                RETURNING b.* INTO gone;
+            IF FOUND THEN
+                o_outcome := 'cancelled';
+                o_email := gone.email;
+                o_booked_at_us := gone.booked_at_us;
+                o_moved_from := gone.moved_from;
+                changed := changed || p_note[i];
+            ELSE
+                o_outcome := 'none';
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF cardinality(changed) > 0 THEN
+        PERFORM pg_notify(p_channel, p_notify_head
+            || array_to_string(ARRAY(SELECT DISTINCT c FROM unnest(changed) AS c), ',') || ']}');
+    END IF;
 END
 $$;
 "#,

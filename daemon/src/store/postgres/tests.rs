@@ -81,27 +81,76 @@ async fn a_cancellation_the_copy_has_not_seen_frees_the_cap() {
 }
 
 #[tokio::test]
-async fn rerod_book_books_only_against_the_bookings_it_is_told() {
+async fn rerod_write_books_only_against_the_bookings_it_is_told() {
     let (_store, db) = store_and_behind_its_back().await;
-    // `held` as the host writes it: the fast path depends on both sides agreeing.
-    let book = |slot: i32, held: &[u16]| {
-        let held: Vec<(Date, u16)> = held.iter().map(|&s| (date(2026, 11, 24), s)).collect();
-        let (db, held) = (&db, super::held_text(&held));
+    // `held` as the host writes it: the batch depends on both sides agreeing.
+    let write = |entries: &[(&str, i32, Option<&str>, &[u16])]| {
+        let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for &(kind, slot, email, held) in entries {
+            let held: Vec<(Date, u16)> = held.iter().map(|&s| (date(2026, 11, 24), s)).collect();
+            columns.0.push(kind.to_owned());
+            columns.1.push("d".to_owned());
+            columns.2.push("2026-11-24".to_owned());
+            columns.3.push(slot);
+            columns.4.push(email.map(str::to_owned));
+            columns.5.push(0i64);
+            columns.6.push(super::held_text(&held));
+            columns.7.push(format!(r#"{{"Day":["d","{slot}"]}}"#));
+        }
+        let db = &db;
         async move {
-            let sql = "SELECT rerod_book('d', '2026-11-24', $1, $2, 0, $3, 'rerod', '{}')";
-            db.query_one(sql, &[&slot, &EMAIL, &held]).await.unwrap().get::<_, String>(0)
+            let sql = "SELECT o_outcome, o_email FROM rerod_write($1, $2, $3::text[]::date[], $4, $5, $6, $7, $8, 'rerod', '{\"origin\":1,\"notes\":[')";
+            let c = &columns;
+            let rows = db.query(sql, &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &c.7]).await.unwrap();
+            rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1))).collect::<Vec<_>>()
         }
     };
-    assert_eq!(book(1, &[7]).await, "stale");
+    let outcome = |o: &str| (o.to_owned(), None);
+    assert_eq!(write(&[("book", 1, Some(EMAIL), &[7])]).await, [outcome("stale")]);
     assert_eq!(rows(&db).await, 0);
-    assert_eq!(book(1, &[]).await, "booked");
-    assert_eq!(book(1, &[1]).await, "taken");
-    assert_eq!(book(2, &[]).await, "stale");
-    assert_eq!(book(2, &[1]).await, "booked");
+    assert_eq!(write(&[("book", 1, Some(EMAIL), &[])]).await, [outcome("booked")]);
+    assert_eq!(write(&[("book", 1, Some(EMAIL), &[1])]).await, [outcome("taken")]);
+    assert_eq!(write(&[("book", 2, Some(EMAIL), &[])]).await, [outcome("stale")]);
+    // In one batch: each entry sees the ones before it.
+    assert_eq!(
+        write(&[("book", 2, Some(EMAIL), &[1]), ("book", 3, Some(EMAIL), &[1]), ("book", 2, Some(EMAIL), &[1, 2])])
+            .await,
+        [outcome("booked"), outcome("stale"), outcome("taken")]
+    );
     assert_eq!(rows(&db).await, 2);
+    assert_eq!(
+        write(&[("cancel", 2, Some("b@x.org"), &[]), ("cancel", 2, Some(EMAIL), &[]), ("cancel", 2, None, &[])]).await,
+        [outcome("none"), ("cancelled".to_owned(), Some(EMAIL.to_owned())), outcome("none")]
+    );
+    assert_eq!(write(&[("cancel", 1, None, &[])]).await, [("cancelled".to_owned(), Some(EMAIL.to_owned()))]);
+    assert_eq!(rows(&db).await, 0);
     db.execute("UPDATE users SET disabled = true", &[]).await.unwrap();
-    assert_eq!(book(3, &[1, 2]).await, "disabled");
-    assert_eq!(rows(&db).await, 2);
+    assert_eq!(write(&[("book", 3, Some(EMAIL), &[])]).await, [outcome("disabled")]);
+    assert_eq!(rows(&db).await, 0);
+}
+
+#[tokio::test]
+async fn concurrent_bookings_of_the_same_slots_book_each_once_and_answer_each_writer() {
+    let (pg, db) = backend_and_behind_its_back().await;
+    let pg = std::sync::Arc::new(pg);
+    // 48 writes at once: bookings of 24 slots, and 24 more of the same slots.
+    let tasks: Vec<_> = (0..48u16)
+        .map(|i| {
+            let pg = std::sync::Arc::clone(&pg);
+            tokio::spawn(async move { pg.book(key(i % 24), EMAIL.into(), Timestamp::now(), cap(100)).await })
+        })
+        .collect();
+    let mut booked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => booked += 1,
+            Err(BookError::Rule(BookingError::Taken { .. })) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(booked, 24, "each slot booked once");
+    assert_eq!(rows(&db).await, 24);
+    assert_eq!(pg.bookings_of(EMAIL).len(), 24, "the copy has every booking");
 }
 
 #[test]
