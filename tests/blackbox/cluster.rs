@@ -145,7 +145,7 @@ async fn a_host_refuses_a_database_whose_schema_is_newer_than_it_knows() {
         .unwrap();
     assert!(!output.status.success(), "rerod must not start on a schema it does not know");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("has schema version 99, newer than this rerod knows (3)"), "{stderr}");
+    assert!(stderr.contains("has schema version 99, newer than this rerod knows (4)"), "{stderr}");
     assert_eq!(psql(&db, "SELECT value FROM rerod_meta WHERE key = 'schema_version'"), "99", "left as it was");
 }
 
