@@ -1,5 +1,5 @@
-//! Credentials: e-mail and password rules, bcrypt hashing on a pool of
-//! low-priority threads (so a login never stalls other requests), and JWTs.
+//! Credentials: e-mail and password rules, bcrypt hashing on a small pool of
+//! threads (so a login never stalls other requests), and JWTs.
 //!
 //! Architecture invariant: nothing here logs or formats a password, hash or
 //! token; the types holding them do not implement `Display`.
@@ -194,12 +194,14 @@ impl fmt::Debug for PasswordHash {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs bcrypt on a few dedicated threads at lowered CPU priority.
+/// Runs bcrypt on a few dedicated threads.
 ///
 /// bcrypt is deliberately slow (about 0.25 s at cost 12). On the async workers
 /// it would stall every other request; on tokio's blocking pool any number of
 /// logins would compete with the workers for the cores. Here logins queue for
-/// a bounded number of threads that the kernel schedules after request work.
+/// a bounded number of threads (one per two cores), so hashing can take at
+/// most that share of the host, and within it runs at the requests' own
+/// priority: a student logging in is waiting too (see [`crate::priority`]).
 ///
 /// The queue is bounded: when it is full a check is refused at once
 /// ([`HashError::Overloaded`]) rather than left waiting behind a flood.
@@ -234,7 +236,6 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("rerod-bcrypt-{i}"))
                 .spawn(move || {
-                    crate::priority::lower_current_thread(crate::priority::Background::Bcrypt);
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = match rx.lock() {

@@ -1,24 +1,27 @@
 //! CPU priority for the daemon's background threads.
 //!
-//! Request handling runs at the daemon's own priority. Bulk work that can
-//! take a few milliseconds of CPU at a time runs a little below it, so a
-//! request that arrives meanwhile is answered first: the broadcast fan-out
-//! at nice +5, bcrypt (tens of milliseconds per login) at nice +10.
+//! Request handling runs at the daemon's own priority. The broadcast
+//! fan-out, bulk work of a few milliseconds at a time, runs a little below
+//! it (nice +5), so a request that arrives meanwhile is answered first.
+//!
+//! Password hashing is not lowered. A login is a person waiting, and each
+//! takes about a quarter of a second of CPU at cost 12: below the requests'
+//! priority, on a host saturated with reads, four students logging in
+//! waited 3–6 s each; at it, about 1.2 s (tests/bench/RESULTS.md). What
+//! keeps bcrypt from stalling the rest is its thread count, at most half
+//! the cores, and its bounded queue.
 
 /// How far below request handling a background thread runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Background {
     /// The WebSocket broadcast fan-out.
     FanOut,
-    /// Password hashing.
-    Bcrypt,
 }
 
 impl Background {
     fn nice(self) -> libc::c_int {
         match self {
             Background::FanOut => 5,
-            Background::Bcrypt => 10,
         }
     }
 }
