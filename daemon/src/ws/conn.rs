@@ -70,6 +70,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Writes one frame already encoded (header and payload) straight to
+    /// the stream under tungstenite, within the send timeout. Large frames
+    /// go this way: what tungstenite sends grows its write buffer, which
+    /// keeps that size for the life of the connection. Only between whole
+    /// messages: every [`Conn::send`] has flushed when it returns.
+    pub async fn send_frame(&mut self, frame: &[u8]) -> Result<(), Close> {
+        use tokio::io::AsyncWriteExt;
+        let stream = self.socket.get_mut();
+        let write = async {
+            stream.write_all(frame).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close::Quietly),
+            Err(_) => Err(self.stalled()),
+        }
+    }
+
     /// Sends one JSON text message.
     pub async fn send_json(&mut self, message: &impl serde::Serialize) -> Result<(), Close> {
         let text = serde_json::to_string(message).expect("wire messages serialize");
