@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
 //!         [--store redb|postgres [--pg-set NAME=VALUE]...]
+//!     cargo bench -p rerod --bench load -- slots --store lab
 //!     cargo bench -p rerod --bench load -- slots --ceiling [--runs N] [--secs N]
 //!     cargo bench -p rerod --bench load -- idle [--runs N]
 //!
@@ -21,6 +22,9 @@
 //! a server setting for the run (and prints it): `synchronous_commit=off` to
 //! see the fsync's share (a measurement, never a headline figure), or a
 //! setting a lab is told to set.
+//!
+//! `--store lab` serves `GET /slots` from host A of a lab of two hosts on
+//! that server, for a board of host B's 40.
 //!
 //! Results and the machine they were taken on are in tests/bench/RESULTS.md.
 
@@ -163,7 +167,14 @@ where
 enum Store {
     Redb,
     Postgres,
+    /// Two hosts of one lab on PostgreSQL (`slots` only): host B serves
+    /// [`LAB_BOARDS`] boards, and the requests go to host A.
+    Lab,
 }
+
+/// How many boards host B serves with `--store lab`: a lab of ten hosts
+/// with four robots each.
+const LAB_BOARDS: usize = 40;
 
 /// Starts the daemon on `store`: redb in its temporary directory, or a new
 /// database on the benchmark's PostgreSQL server.
@@ -176,7 +187,34 @@ fn start_daemon(bcrypt_cost: u32, store: Store) -> Daemon {
             let url = daemon::pg_database(&format!("bench{}", N.fetch_add(1, Ordering::Relaxed)));
             Daemon::start_with_env(bcrypt_cost, config, &[("DATABASE_URL", &url)])
         }
+        Store::Lab => panic!("--store lab goes with the slots scenario"),
     }
+}
+
+/// `GET /slots` on host A of a lab of two hosts for the last of host B's
+/// [`LAB_BOARDS`] boards: the request looks the board up in the lab-wide
+/// list before it reads the day.
+async fn bench_slots_lab(secs: u64, n_conns: usize) {
+    let devices: String = (0..LAB_BOARDS)
+        .map(|i| format!("[[devices]]\nid = \"b-{i}\"\nplugin = \"stk500v1\"\nport = \"/dev/rerod-bench-{i}\"\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let db = format!("benchlab{}", N.fetch_add(1, Ordering::Relaxed));
+    let (a, _b) = daemon::two_hosts(daemon::CONFIG, &devices, &db, dir.path());
+    let path = format!("/slots?device=b-{}", LAB_BOARDS - 1);
+    // Host A lists B's boards once B's first presence is read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = send(&mut connect(a.addr).await, get(&path)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "host A never listed host B's boards");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let name = format!("GET {path} on host A ({n_conns} conns)");
+    drive(&name, a.addr, n_conns, secs, 200, move |_, _| get(&path)).await.print();
 }
 
 /// A daemon with a few booked slots, so the listing has both kinds.
@@ -368,7 +406,8 @@ fn main() {
                 store = match it.next().map(String::as_str) {
                     Some("redb") => Store::Redb,
                     Some("postgres") => Store::Postgres,
-                    _ => panic!("--store redb|postgres"),
+                    Some("lab") => Store::Lab,
+                    _ => panic!("--store redb|postgres|lab"),
                 }
             }
             other => scenario = other.to_owned(),
@@ -387,6 +426,10 @@ fn main() {
             assert_eq!(scenario, "slots", "--ceiling goes with the slots scenario");
             bench_slots_ceiling(secs, n_conns, runs, store).await;
             return;
+        }
+        if store == Store::Lab {
+            assert_eq!(scenario, "slots", "--store lab goes with the slots scenario");
+            return bench_slots_lab(secs, n_conns).await;
         }
         if matches!(scenario.as_str(), "all" | "slots") {
             bench_slots(secs, n_conns, store).await;

@@ -55,7 +55,7 @@ impl App {
             None => devices_of(&config),
             Some(cluster) => match self.lab_devices(&config, &cluster.name) {
                 lab if lab.is_empty() => vec![default_device()],
-                lab => lab,
+                lab => lab.to_vec(),
             },
         }
     }
@@ -71,7 +71,10 @@ impl App {
         };
         let found = match (&config.cluster, config.devices.is_empty()) {
             // A lab of several hosts: its boards are every host's.
-            (Some(_), _) => self.devices().into_iter().find(|d| wanted(d.number, &d.id)),
+            (Some(cluster), _) => match self.lab_devices(&config, &cluster.name) {
+                lab if lab.is_empty() => wanted(0, DEFAULT_DEVICE_ID).then(default_device),
+                lab => lab.iter().find(|d| wanted(d.number, &d.id)).cloned(),
+            },
             (None, true) => wanted(0, DEFAULT_DEVICE_ID).then(default_device),
             (None, false) => {
                 config.devices.iter().enumerate().find(|(n, d)| wanted(*n, &d.id)).map(|(n, d)| device_info(n, d))

@@ -21,6 +21,17 @@ pub struct LabHosts {
     pub hosts: Vec<HostPresence>,
 }
 
+/// The lab's hosts as this host last read them, and the lab-wide board
+/// list made from them. Every `GET /slots` on a host of a cluster looks its
+/// board up in that list, so it is made once per reading of the hosts (or
+/// reload of the config), not per request.
+#[derive(Debug, Default)]
+pub(super) struct Lab {
+    hosts: Vec<HostPresence>,
+    /// The boards, and the config they were made with.
+    boards: Option<(Arc<Config>, Arc<[DeviceInfo]>)>,
+}
+
 /// The lab's secret between hosts; never printed.
 pub(super) struct Secret(Vec<u8>);
 
@@ -119,64 +130,23 @@ impl App {
     /// come from its running config, the others' from their presence rows.
     /// A board id another host already listed is left out (ids name
     /// boards lab-wide; the first by host name keeps it).
-    pub(super) fn lab_devices(&self, config: &Config, this_host: &str) -> Vec<DeviceInfo> {
-        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| *n != this_host).collect();
-        names.push(this_host);
-        names.sort_unstable();
-        let mut out: Vec<DeviceInfo> = Vec::new();
-        for name in names {
-            let start = out.len();
-            if name == this_host {
-                for d in &config.devices {
-                    let mut info = super::calendar::device_info(0, d);
-                    info.host = Some(this_host.to_owned());
-                    out.push(info);
-                }
-            } else if let Some(host) = hosts.iter().find(|h| h.name == name) {
-                for b in &host.boards {
-                    out.push(DeviceInfo {
-                        number: 0,
-                        id: b.id.clone(),
-                        name: if b.name.is_empty() { b.id.clone() } else { b.name.clone() },
-                        model: b.model.clone(),
-                        plugin: b.plugin.clone(),
-                        port: None,
-                        baud: b.baud,
-                        host: Some(host.name.clone()),
-                        remote: Some(RemoteBoard {
-                            advertise: host.advertise.clone(),
-                            online: host.online && b.online,
-                            host_online: host.online,
-                            // An offline host's boards answer nothing: their health is unknown.
-                            health: if host.online { b.health.clone() } else { "unknown".to_owned() },
-                            health_reason: b.health_reason.clone().filter(|_| host.online),
-                            in_use: host.online && b.in_use,
-                            camera: b.camera.clone().filter(|_| host.online),
-                        }),
-                    });
-                }
-            }
-            let mut i = start;
-            while i < out.len() {
-                if out[..start].iter().any(|d| d.id == out[i].id) {
-                    out.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
+    pub(super) fn lab_devices(&self, config: &Arc<Config>, this_host: &str) -> Arc<[DeviceInfo]> {
+        if let Some((made_with, boards)) = &self.lab.read().unwrap_or_else(|p| p.into_inner()).boards
+            && Arc::ptr_eq(made_with, config)
+        {
+            return Arc::clone(boards);
         }
-        for (number, d) in out.iter_mut().enumerate() {
-            d.number = number;
-        }
-        out
+        let mut lab = self.lab.write().unwrap_or_else(|p| p.into_inner());
+        let boards: Arc<[DeviceInfo]> = make_lab_devices(&lab.hosts, config, this_host).into();
+        lab.boards = Some((Arc::clone(config), Arc::clone(&boards)));
+        boards
     }
 
     /// Every host of the lab and its boards, as last read from the store.
     pub fn lab_hosts(&self) -> LabHosts {
         LabHosts {
             this_host: self.config().cluster.as_ref().map(|c| c.name.clone()),
-            hosts: self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            hosts: self.lab.read().unwrap_or_else(|p| p.into_inner()).hosts.clone(),
         }
     }
 
@@ -205,7 +175,9 @@ impl App {
                         failing = false;
                         let peers = peer_addresses(&hosts, &cluster.name).await;
                         *app.peer_addresses.write().unwrap_or_else(|p| p.into_inner()) = peers;
-                        *app.hosts.lock().unwrap_or_else(|p| p.into_inner()) = hosts;
+                        let mut lab = app.lab.write().unwrap_or_else(|p| p.into_inner());
+                        lab.hosts = hosts;
+                        lab.boards = None;
                     }
                     Err(error) => {
                         if !failing {
@@ -219,9 +191,114 @@ impl App {
     }
 }
 
+/// The lab's boards from its hosts' presence rows and this host's config
+/// (see [`App::lab_devices`]).
+fn make_lab_devices(hosts: &[HostPresence], config: &Config, this_host: &str) -> Vec<DeviceInfo> {
+let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| *n != this_host).collect();
+    names.push(this_host);
+    names.sort_unstable();
+    let mut out: Vec<DeviceInfo> = Vec::new();
+    for name in names {
+        let start = out.len();
+        if name == this_host {
+            for d in &config.devices {
+                let mut info = super::calendar::device_info(0, d);
+                info.host = Some(this_host.to_owned());
+                out.push(info);
+            }
+        } else if let Some(host) = hosts.iter().find(|h| h.name == name) {
+            for b in &host.boards {
+                out.push(DeviceInfo {
+                    number: 0,
+                    id: b.id.clone(),
+                    name: if b.name.is_empty() { b.id.clone() } else { b.name.clone() },
+                    model: b.model.clone(),
+                    plugin: b.plugin.clone(),
+                    port: None,
+                    baud: b.baud,
+                    host: Some(host.name.clone()),
+                    remote: Some(RemoteBoard {
+                        advertise: host.advertise.clone(),
+                        online: host.online && b.online,
+                        host_online: host.online,
+                        // An offline host's boards answer nothing: their health is unknown.
+                        health: if host.online { b.health.clone() } else { "unknown".to_owned() },
+                        health_reason: b.health_reason.clone().filter(|_| host.online),
+                        in_use: host.online && b.in_use,
+                        camera: b.camera.clone().filter(|_| host.online),
+                    }),
+                });
+            }
+        }
+        let mut i = start;
+        while i < out.len() {
+            if out[..start].iter().any(|d| d.id == out[i].id) {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    for (number, d) in out.iter_mut().enumerate() {
+        d.number = number;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::advertised_authority;
+    use super::*;
+
+    fn host(name: &str, online: bool, boards: &[&str]) -> HostPresence {
+        let board = |id: &&str| PresentBoard {
+            id: (*id).to_owned(),
+            model: "uno".to_owned(),
+            name: String::new(),
+            plugin: "stk500v1".to_owned(),
+            baud: 115_200,
+            online: true,
+            health: "ok".to_owned(),
+            health_reason: None,
+            in_use: false,
+            camera: None,
+        };
+        HostPresence {
+            name: name.to_owned(),
+            advertise: format!("http://{name}:8000"),
+            boards: boards.iter().map(board).collect(),
+            last_seen: jiff::Timestamp::UNIX_EPOCH,
+            online,
+        }
+    }
+
+    #[test]
+    fn the_lab_lists_hosts_by_name_numbers_boards_alike_and_keeps_the_first_of_an_id() {
+        let env = crate::config::Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
+        let config = Config::from_toml(
+            "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/null\"\n",
+            &env,
+        )
+        .unwrap();
+        let hosts = [host("c-host", false, &["arm-9", "arm-2"]), host("a-host", true, &["arm-2", "arm-3"])];
+        let lab = make_lab_devices(&hosts, &config, "b-host");
+        let listed: Vec<(usize, &str, Option<&str>)> =
+            lab.iter().map(|d| (d.number, d.id.as_str(), d.host.as_deref())).collect();
+        assert_eq!(
+            listed,
+            [
+                (0, "arm-2", Some("a-host")),
+                (1, "arm-3", Some("a-host")),
+                (2, "arm-1", Some("b-host")),
+                (3, "arm-9", Some("c-host")),
+            ],
+            "c-host's arm-2 is a-host's, listed first"
+        );
+        assert!(lab[2].remote.is_none(), "this host's own board is served here");
+        let offline = lab[3].remote.as_ref().unwrap();
+        assert!(!offline.online && !offline.host_online, "an offline host's boards are offline");
+        assert_eq!(offline.health, "unknown");
+        assert!(lab[0].remote.as_ref().unwrap().online);
+    }
 
     #[test]
     fn an_advertised_address_names_where_its_host_connects_from() {

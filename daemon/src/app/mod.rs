@@ -96,8 +96,9 @@ pub struct App {
     pub cameras: crate::camera::Cameras,
     /// Short-lived tickets that open a camera stream without a token in its URL.
     camera_tickets: camera::Tickets,
-    /// The lab's hosts as last read (`[cluster]`; see `cluster.rs`).
-    hosts: Mutex<Vec<crate::store::HostPresence>>,
+    /// The lab's hosts as last read, and its boards made from them
+    /// (`[cluster]`; see `cluster.rs`).
+    lab: RwLock<cluster::Lab>,
     /// The lab's secret between hosts (`cluster.secret_file`, read once at start).
     cluster_secret: Option<cluster::Secret>,
     /// The addresses the other hosts' advertised names resolve to, as last read.
@@ -404,7 +405,7 @@ impl App {
             compiles: compile_queue::CompileQueue::new(boards::MAX_COMPILES),
             cameras,
             camera_tickets: camera::Tickets::default(),
-            hosts: Mutex::new(Vec::new()),
+            lab: RwLock::default(),
             cluster_secret,
             peer_addresses: RwLock::new(Vec::new()),
         })
