@@ -39,10 +39,16 @@ impl Req {
         if Req::declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
-        // Most requests (every GET) have no body: no timer, no buffer.
+        // Most requests (every GET) have no body: no timer, no buffer, and
+        // no room in their future for reading one (it is boxed below).
         if body.is_end_stream() {
             return Ok(Req { parts, body: Bytes::new(), peer });
         }
+        Box::pin(Req::collect(parts, body, limit, peer)).await
+    }
+
+    /// Reads a body of at most `limit` bytes within [`BODY_TIMEOUT`].
+    async fn collect(parts: Parts, body: Incoming, limit: usize, peer: SocketAddr) -> Result<Req, ApiError> {
         let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
             .await
             .map_err(|_| ApiError::http(HttpErrorKind::BodyTimeout, "The request body took too long to arrive"))?;
