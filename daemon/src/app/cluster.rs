@@ -194,7 +194,7 @@ impl App {
 /// The lab's boards from its hosts' presence rows and this host's config
 /// (see [`App::lab_devices`]).
 fn make_lab_devices(hosts: &[HostPresence], config: &Config, this_host: &str) -> Vec<DeviceInfo> {
-let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| *n != this_host).collect();
+    let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| *n != this_host).collect();
     names.push(this_host);
     names.sort_unstable();
     let mut out: Vec<DeviceInfo> = Vec::new();
@@ -274,11 +274,9 @@ mod tests {
     #[test]
     fn the_lab_lists_hosts_by_name_numbers_boards_alike_and_keeps_the_first_of_an_id() {
         let env = crate::config::Env::from_pairs([("BCRYPT_ROUNDS", "4")]);
-        let config = Config::from_toml(
-            "[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/null\"\n",
-            &env,
-        )
-        .unwrap();
+        let config =
+            Config::from_toml("[[devices]]\nid = \"arm-1\"\nplugin = \"stk500v1\"\nport = \"/dev/null\"\n", &env)
+                .unwrap();
         let hosts = [host("c-host", false, &["arm-9", "arm-2"]), host("a-host", true, &["arm-2", "arm-3"])];
         let lab = make_lab_devices(&hosts, &config, "b-host");
         let listed: Vec<(usize, &str, Option<&str>)> =
