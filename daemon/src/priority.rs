@@ -7,7 +7,7 @@
 //! Password hashing is not lowered. A login is a person waiting, and each
 //! takes about a quarter of a second of CPU at cost 12: below the requests'
 //! priority, on a host saturated with reads, four students logging in
-//! waited 3–6 s each; at it, about 1.2 s (tests/bench/RESULTS.md). What
+//! waited 3–5 s each; at it, 1.1–1.3 s (tests/bench/RESULTS.md). What
 //! keeps bcrypt from stalling the rest is its thread count, at most half
 //! the cores, and its bounded queue.
 
