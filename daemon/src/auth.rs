@@ -199,9 +199,10 @@ type Job = Box<dyn FnOnce() + Send>;
 /// bcrypt is deliberately slow (about 0.25 s at cost 12). On the async workers
 /// it would stall every other request; on tokio's blocking pool any number of
 /// logins would compete with the workers for the cores. Here logins queue for
-/// a bounded number of threads (one per two cores), so hashing can take at
-/// most that share of the host, and within it runs at the requests' own
-/// priority: a student logging in is waiting too (see [`crate::priority`]).
+/// a bounded number of threads (one per two cores, at least one), so hashing
+/// can take at most that share of the host, and within it runs at the
+/// requests' own priority: a student logging in is waiting too (see
+/// [`crate::priority`]).
 ///
 /// The queue is bounded: when it is full a check is refused at once
 /// ([`HashError::Overloaded`]) rather than left waiting behind a flood.

@@ -8,8 +8,10 @@
 //! takes about a quarter of a second of CPU at cost 12: below the requests'
 //! priority, on a host saturated with reads, four students logging in
 //! waited 3–5 s each; at it, 1.1–1.3 s (tests/bench/RESULTS.md). What
-//! keeps bcrypt from stalling the rest is its thread count, at most half
-//! the cores, and its bounded queue.
+//! keeps bcrypt from stalling the rest is its thread count, one per two
+//! cores, and its bounded queue. On a single-core host the one hashing
+//! thread shares the core evenly with request handling while logins run:
+//! requests slow down for that time, they do not stop.
 
 /// How far below request handling a background thread runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
