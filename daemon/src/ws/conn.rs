@@ -63,11 +63,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends one message, or gives up on a client that has not taken it
     /// within the send timeout.
     pub async fn send(&mut self, message: Message) -> Result<(), Close> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::Quietly),
-            Err(_) => Err(self.stalled()),
-        }
+        let sent = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await;
+        self.delivered(sent)
     }
 
     /// Writes one frame already encoded (header and payload) straight to
@@ -82,11 +79,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             stream.write_all(frame).await?;
             stream.flush().await
         };
-        match tokio::time::timeout(SEND_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Close::Quietly),
-            Err(_) => Err(self.stalled()),
-        }
+        let sent = tokio::time::timeout(SEND_TIMEOUT, write).await;
+        self.delivered(sent)
     }
 
     /// Sends one JSON text message.
@@ -97,7 +91,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Writes out what the socket has buffered, within the send timeout.
     pub async fn flush(&mut self) -> Result<(), Close> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.flush()).await {
+        let flushed = tokio::time::timeout(SEND_TIMEOUT, self.socket.flush()).await;
+        self.delivered(flushed)
+    }
+
+    /// How a write under the send timeout ended: done, the connection
+    /// broken (quietly), or the client not reading (dropped as stalled).
+    fn delivered<E>(&self, sent: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Result<(), Close> {
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close::Quietly),
             Err(_) => Err(self.stalled()),
