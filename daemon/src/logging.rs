@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::SystemTime;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -43,7 +44,7 @@ static ACCESS: OnceLock<(BufferedStderr, LineFormat)> = OnceLock::new();
 /// Installs the global subscriber. Call once, before anything logs. Keep the
 /// returned guard alive: dropping it flushes what is buffered.
 pub fn init(config: &LogConfig) -> LogGuard {
-    let (filter, level) = reload::Layer::new(EnvFilter::builder().parse_lossy(&config.level));
+    let (filter, level) = reload::Layer::new(parse_filter(&config.level));
     let terminal = std::io::stderr().is_terminal();
     // journald timestamps every line itself and shows JSON poorly.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -62,7 +63,7 @@ pub fn init(config: &LogConfig) -> LogGuard {
     };
     let writer = BufferedStderr::start(line_format);
     let _ = ACCESS.set((writer.clone(), line_format));
-    type Filtered = tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+    type Filtered = tracing_subscriber::layer::Layered<reload::Layer<Targets, Registry>, Registry>;
     let base = tracing_subscriber::fmt::layer().with_writer(writer.clone());
     let output: Box<dyn Layer<Filtered> + Send + Sync> = if json {
         base.json().flatten_event(true).with_current_span(false).with_span_list(false).boxed()
@@ -79,7 +80,7 @@ pub fn init(config: &LogConfig) -> LogGuard {
 #[derive(Debug)]
 pub struct LogGuard {
     writer: BufferedStderr,
-    level: reload::Handle<EnvFilter, Registry>,
+    level: reload::Handle<Targets, Registry>,
 }
 
 impl LogGuard {
@@ -97,16 +98,24 @@ impl Drop for LogGuard {
 
 /// Changes the log level filter of the running daemon.
 #[derive(Clone, Debug)]
-pub struct LevelControl(reload::Handle<EnvFilter, Registry>);
+pub struct LevelControl(reload::Handle<Targets, Registry>);
 
 impl LevelControl {
     /// Sets the filter, e.g. `debug` or `rerod=debug,info`.
     pub fn set(&self, level: &str) {
-        let filter = EnvFilter::builder().parse_lossy(level);
-        if let Err(error) = self.0.reload(filter) {
+        if let Err(error) = self.0.reload(parse_filter(level)) {
             tracing::warn!(%error, "could not change the log level");
         }
     }
+}
+
+/// The filter a `log.level` names: a level (`info`), or comma-separated
+/// `target=level` directives with an optional bare default level
+/// (`rerod=debug,info`). Targets match by module path prefix. Config
+/// validation refuses what does not parse, so the fallback (`info`) is only
+/// for a value that was never validated.
+pub fn parse_filter(level: &str) -> Targets {
+    level.parse().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
 
 /// How the writer formats access lines: as the subscriber formats events.
@@ -600,5 +609,22 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "first\n INFO rerod::access: request method=GET route=\"/slots\" status=200 latency_us=199 peer=127.0.0.1:1\nlast\n"
         );
+    }
+
+    #[test]
+    fn log_levels_name_a_default_and_targets_by_module_prefix() {
+        use tracing::Level;
+        let filter = parse_filter("rerod=debug,info");
+        assert!(filter.would_enable("rerod::http", &Level::DEBUG));
+        assert!(!filter.would_enable("rerod::http", &Level::TRACE));
+        assert!(filter.would_enable("hyper", &Level::INFO));
+        assert!(!filter.would_enable("hyper", &Level::DEBUG));
+        // The README's way to turn the access log off and keep the rest.
+        let filter = parse_filter("info,rerod::access=warn");
+        assert!(!filter.would_enable(ACCESS_TARGET, &Level::INFO));
+        assert!(filter.would_enable("rerod::runtime", &Level::INFO));
+        let filter = parse_filter("warn");
+        assert!(!filter.would_enable("rerod::runtime", &Level::INFO));
+        assert!(filter.would_enable("rerod::runtime", &Level::WARN));
     }
 }

@@ -74,6 +74,17 @@ fn the_seed_environment_variables_override_the_file() {
 }
 
 #[test]
+fn a_log_level_is_a_level_or_target_directives() {
+    for good in ["warn", "rerod=debug,info", "info,rerod::access=warn", "off"] {
+        assert!(load(&format!("[log]\nlevel = \"{good}\"\n")).is_ok(), "{good}");
+    }
+    for bad in ["rerod=loud", "info,a=b=c", "rerod[{x}=info"] {
+        let problems = load(&format!("[log]\nlevel = \"{bad}\"\n")).unwrap_err();
+        assert_eq!(keys(&problems), ["log.level"], "{bad}");
+    }
+}
+
+#[test]
 fn every_bad_key_is_reported_with_its_path() {
     let problems = load(
         r#"

@@ -472,7 +472,7 @@ fn parse_weekday(text: &str) -> Option<Weekday> {
 fn validate_log(v: &mut Validator, raw: raw::Log, env: &Env) -> LogConfig {
     let level =
         env.get("LOG_LEVEL").map(str::to_owned).or(raw.level).unwrap_or_else(|| "info".to_owned()).to_ascii_lowercase();
-    if tracing_subscriber::EnvFilter::builder().parse(&level).is_err() {
+    if level.parse::<tracing_subscriber::filter::Targets>().is_err() {
         v.problem("log.level", format!("must be a level (error, warn, info, debug, trace) or a filter, got {level:?}"));
     }
     let format = match raw.format.as_deref() {
