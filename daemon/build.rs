@@ -1,4 +1,5 @@
 //! Embeds the browser app (`daemon/web/`) into the binary: a table of its files with content hashes and, where the host has `gzip`, pre-compressed copies.
+//! Also lays out the release binary's start-up code together (see [`order_startup_code`]).
 //!
 //! The daemon serves the app itself with nothing to deploy beside the binary,
 //! so every file is compiled in with `include_bytes!`. Compressing here, once
@@ -16,6 +17,45 @@ const BUNDLE_PLACEHOLDER: &str = "%BUNDLE%";
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    embed_web_app(&manifest);
+    order_startup_code(&manifest);
+}
+
+/// Has the linker put the functions `daemon/link/order.txt` lists (what the
+/// daemon runs to start and to serve its first requests, in the order it
+/// first runs them) at the front of the `rerod` binary's code.
+///
+/// The kernel maps a program's code in 64 KiB runs around each page that
+/// executes, so an idle daemon whose start-up code is scattered holds most
+/// of its code in memory. Kept together, that code takes a few runs instead
+/// (`daemon/link/README.md` has the figures and how to remake the list).
+///
+/// Only where the toolchain links with its own LLD, which takes the order
+/// (x86-64 Linux, by default since Rust 1.90), for release builds, and not
+/// when a build names another linker. A list that no longer matches the
+/// code's symbol names costs nothing but the gain.
+fn order_startup_code(manifest: &Path) {
+    let order = manifest.join("link").join("order.txt");
+    println!("cargo::rerun-if-changed={}", order.display());
+    for var in
+        ["PROFILE", "TARGET", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER", "RUSTC_LINKER"]
+    {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+    let release = env::var("PROFILE").is_ok_and(|p| p == "release");
+    let own_lld = env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu")
+        && env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_none()
+        && env::var_os("RUSTC_LINKER").is_none()
+        && !env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default().contains("link");
+    if release && own_lld && order.is_file() {
+        println!("cargo::rustc-link-arg-bin=rerod=-Wl,--symbol-ordering-file={}", order.display());
+        println!("cargo::rustc-link-arg-bin=rerod=-Wl,--no-warn-symbol-ordering");
+    }
+}
+
+/// Writes `web_assets.rs` into `OUT_DIR`: the app's files, their hashes and
+/// compressed copies.
+fn embed_web_app(manifest: &Path) {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let web = manifest.join("web");
     println!("cargo::rerun-if-changed={}", web.display());
