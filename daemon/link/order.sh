@@ -7,7 +7,15 @@
 #     daemon/link/order.sh          # rebuild, profile, rewrite order.txt
 #     daemon/link/order.sh --check  # how much of order.txt the current binary has
 #
-# Runs the daemon in a temporary directory under callgrind, which records
+# The names carry a hash of their crate's build, and the same source gives
+# other hashes when cargo builds rerod with other packages' features
+# unified in: alone (`cargo run --release --bin rerod`, the README's
+# command), beside rero (the Debian packages, systemd/package.sh), or with
+# the benchmarks' dev-dependencies (`cargo bench`). So each of those three
+# builds is profiled, and the list holds the names of all three, the
+# package's first; the linker skips the names a binary does not have.
+#
+# Each build runs in a temporary directory under callgrind, which records
 # every function that runs: started, idle for two seconds and stopped, on
 # the example lab's config and on the built-in defaults (the first part);
 # then the same, answering a few of every kind of request a browser and a
@@ -24,17 +32,13 @@ if [ "${1:-}" = --check ]; then
     [ -x "$binary" ] || { echo "order.sh: no $binary; build it with cargo build --release" >&2; exit 1; }
     listed=$(grep -c . "$order")
     found=$(sort -u "$order" | comm -12 - <(symbols) | grep -c . || true)
-    echo "$binary has $found of the $listed functions $order lists"
+    echo "$binary has $found of the $listed names $order lists (each build has only its own, about 2,400 of them)"
     exit 0
 fi
 
-cargo build --release --locked -p rerod --bin rerod
-binary=$(realpath "$binary")
+binary=$(realpath -m "$binary")
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-
-# The example lab (config/example-lab.toml), with its state in $dir.
-sed "s|/var/lib/rerod/|$dir/lab-state/|" config/example-lab.toml >"$dir/lab.toml"
 
 # One daemon life under callgrind, into $dir/$1: start (with the config
 # file $3, if given), two seconds idle, then the requests function $2 sends
@@ -83,24 +87,40 @@ requests() {
     done
 }
 
-# The first part: start-up, idling, and stopping, on the example lab's
-# config and on the built-in defaults. The second: a life with requests.
-profile lab "" "$dir/lab.toml"
-profile idle ""
-profile serving requests
+# The functions of the binary as it is now that ran in its lives, first
+# part first, each once, appended to $dir/ran. callgrind names each
+# function once, with a number, and by the number after; only names the
+# binary has are kept (not the C libraries').
+profile_build() {
+    rm -rf "$dir"/lab* "$dir"/idle* "$dir"/serving*
+    # The example lab (config/example-lab.toml), with its state in $dir.
+    sed "s|/var/lib/rerod/|$dir/lab-state/|" config/example-lab.toml >"$dir/lab.toml"
+    # The first part: start-up, idling, and stopping, on the example lab's
+    # config and on the built-in defaults. The second: a life with requests.
+    profile lab "" "$dir/lab.toml"
+    profile idle ""
+    profile serving requests
+    symbols >"$dir/symbols"
+    awk -v binary="$binary" '
+        match($0, /^(c?ob|c?fn)=\([0-9]+\)/) {
+            kind = substr($0, 1, index($0, "=") - 1)
+            id = substr($0, RSTART + length(kind) + 2, RLENGTH - length(kind) - 3)
+            name = substr($0, RSTART + RLENGTH + 1)
+            if (kind ~ /ob$/) { if (name != "") objects[id] = name; if (kind == "ob") object = objects[id]; next }
+            if (name != "") functions[id] = name
+            if (kind == "fn" && object == binary && !(functions[id] in seen)) { seen[functions[id]] = 1; print functions[id] }
+        }' "$dir/lab" "$dir/idle" "$dir/serving" |
+        awk 'NR == FNR { known[$0] = 1; next } $0 in known' "$dir/symbols" - >"$dir/this"
+    echo "order.sh: $(grep -c . "$dir/this") functions ran in this build" >&2
+    cat "$dir/this" >>"$dir/ran"
+}
 
-# callgrind names each function once, with a number, and by the number after.
-# Keep those of the daemon's own binary, first part first, each only once,
-# and only names the binary has (not the C libraries').
-awk -v binary="$binary" '
-    match($0, /^(c?ob|c?fn)=\([0-9]+\)/) {
-        kind = substr($0, 1, index($0, "=") - 1)
-        id = substr($0, RSTART + length(kind) + 2, RLENGTH - length(kind) - 3)
-        name = substr($0, RSTART + RLENGTH + 1)
-        if (kind ~ /ob$/) { if (name != "") objects[id] = name; if (kind == "ob") object = objects[id]; next }
-        if (name != "") functions[id] = name
-        if (kind == "fn" && object == binary && !(functions[id] in seen)) { seen[functions[id]] = 1; print functions[id] }
-    }' "$dir/lab" "$dir/idle" "$dir/serving" >"$dir/ran"
-symbols >"$dir/symbols"
-awk 'NR == FNR { known[$0] = 1; next } $0 in known' "$dir/symbols" "$dir/ran" >"$order"
-echo "$order: $(grep -c . "$order") functions ($(grep -c . "$dir/ran") ran in the binary)"
+: >"$dir/ran"
+cargo build --release --locked -p rerod -p rero
+profile_build
+cargo build --release --locked -p rerod --bin rerod
+profile_build
+cargo bench --locked -p rerod --no-run
+profile_build
+awk '!seen[$0]++' "$dir/ran" >"$order"
+echo "$order: $(grep -c . "$order") names"
