@@ -32,8 +32,9 @@ fn main() {
 ///
 /// Only where the toolchain links with its own LLD, which takes the order
 /// (x86-64 Linux, by default since Rust 1.90), for release builds, and not
-/// when a build names another linker. A list that no longer matches the
-/// code's symbol names costs nothing but the gain.
+/// when a build names another linker (nor from a checkout whose path has a
+/// comma, which the linker's argument cannot carry). A list that no longer
+/// matches the code's symbol names costs nothing but the gain.
 fn order_startup_code(manifest: &Path) {
     let order = manifest.join("link").join("order.txt");
     println!("cargo::rerun-if-changed={}", order.display());
@@ -47,7 +48,9 @@ fn order_startup_code(manifest: &Path) {
         && env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_none()
         && env::var_os("RUSTC_LINKER").is_none()
         && !env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default().contains("link");
-    if release && own_lld && order.is_file() {
+    // The compiler driver splits -Wl, arguments at commas.
+    let path_fits = !order.to_string_lossy().contains(',');
+    if release && own_lld && path_fits && order.is_file() {
         println!("cargo::rustc-link-arg-bin=rerod=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo::rustc-link-arg-bin=rerod=-Wl,--no-warn-symbol-ordering");
     }
