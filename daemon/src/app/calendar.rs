@@ -53,7 +53,7 @@ impl App {
         let config = self.config();
         match &config.cluster {
             None => devices_of(&config),
-            Some(cluster) => match self.lab_devices(&config, &cluster.name) {
+            Some(cluster) => match self.lab_devices(config.arc(), &cluster.name) {
                 lab if lab.is_empty() => vec![default_device()],
                 lab => lab.to_vec(),
             },
@@ -71,7 +71,7 @@ impl App {
         };
         let found = match (&config.cluster, config.devices.is_empty()) {
             // A lab of several hosts: its boards are every host's.
-            (Some(cluster), _) => match self.lab_devices(&config, &cluster.name) {
+            (Some(cluster), _) => match self.lab_devices(config.arc(), &cluster.name) {
                 lab if lab.is_empty() => wanted(0, DEFAULT_DEVICE_ID).then(default_device),
                 lab => lab.iter().find(|d| wanted(d.number, &d.id)).cloned(),
             },

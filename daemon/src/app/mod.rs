@@ -16,6 +16,7 @@ mod calendar;
 mod camera;
 mod cluster;
 mod compile_queue;
+mod current;
 mod error;
 mod health;
 mod records;
@@ -26,6 +27,7 @@ pub use calendar::{DaySlots, NextBooking, SlotEntry};
 pub use camera::{CameraAccess, CameraTicket};
 pub use cluster::LabHosts;
 pub use compile_queue::ShareOf;
+pub use current::ConfigRef;
 pub use error::{AppError, ErrorKind};
 pub use health::{BoardHealthReport, BookingMoved};
 pub use records::RecordDetail;
@@ -48,8 +50,7 @@ use crate::store::{SlotKey, Store};
 /// Everything a request may need, shared by all connections.
 #[derive(Debug)]
 pub struct App {
-    config: RwLock<Arc<Config>>,
-    config_generation: AtomicU64,
+    config: current::CurrentConfig,
     /// Why the last reload was refused, until one succeeds.
     last_reload_error: Mutex<Option<String>>,
     pub store: Store,
@@ -377,8 +378,7 @@ impl App {
         let cameras = crate::camera::Cameras::new(&config);
         Ok(App {
             tokens: TokenKeys::new(&secret, config.auth.jwt_algorithm),
-            config: RwLock::new(Arc::new(config)),
-            config_generation: AtomicU64::new(1),
+            config: current::CurrentConfig::new(config),
             last_reload_error: Mutex::new(None),
             store,
             metrics,
@@ -412,15 +412,13 @@ impl App {
     }
 
     /// The config in force; a reload swaps it whole.
-    pub fn config(&self) -> Arc<Config> {
-        match self.config.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+    pub fn config(&self) -> ConfigRef {
+        self.config.get()
     }
 
+    /// Changes with every reload.
     pub fn config_generation(&self) -> u64 {
-        self.config_generation.load(Ordering::Relaxed)
+        self.config.generation()
     }
 
     /// Puts a new config in force, whole. Settings read once at start
@@ -470,8 +468,7 @@ impl App {
         }
         let fresh = self.devices.apply(&new);
         self.cameras.apply(&new);
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        self.config_generation.fetch_add(1, Ordering::AcqRel);
+        self.config.replace(new);
         *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.metrics.record_config_reload(Outcome::Ok);
         self.adopt_boards(fresh);

@@ -106,7 +106,9 @@ pub async fn serve(app: Arc<App>, booking: BookingHub, listener: TcpListener, st
             let service = service_fn(move |mut req: Request<Incoming>| {
                 let server = Arc::clone(&server);
                 // An upgraded socket takes it along: it stays counted until the socket closes.
-                req.extensions_mut().insert(held.clone());
+                if req.headers().contains_key(header::UPGRADE) {
+                    req.extensions_mut().insert(held.clone());
+                }
                 async move { Ok::<_, Infallible>(handle(server, req, peer).await) }
             });
             let conn = http1::Builder::new()
