@@ -26,7 +26,9 @@
 //! clients and readers by a bare loop (one thread per core, as many as
 //! rerod's fan-out threads, blocking `send`s, nothing else). No server that
 //! commits a booking before announcing it can reach N loopback clients
-//! faster than that on the same machine.
+//! faster than that on the same machine. It also prints the CPU a round
+//! takes (commit, senders and clients, all in this process), to set beside
+//! the daemon's and the clients' figures of a run against rerod.
 //!
 //! Results are in tests/bench/RESULTS.md.
 
@@ -666,6 +668,7 @@ async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
     let store = redb::Database::create(store_dir.path().join("floor.redb")).unwrap();
     let mut commits = Vec::with_capacity(rounds);
     let mut latencies = Vec::with_capacity(rounds);
+    let cpu_before = own_cpu();
     for round in 0..rounds {
         let started = SystemTime::now();
         let txn = store.begin_write().unwrap();
@@ -676,6 +679,7 @@ async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
         let end = readers.rounds.recv_timeout(Duration::from_secs(30)).expect("every client got the frame");
         latencies.push(end.arrived.duration_since(started).unwrap_or_default());
     }
+    let cpu_per_round = (own_cpu() - cpu_before) / rounds as u32;
     drop(readers);
     stop.store(true, Ordering::Relaxed);
     start.wait();
@@ -688,7 +692,8 @@ async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
     println!(
         "N={n_clients:>6}: floor, one commit + bare sends -> last client  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  \
          ({rounds} rounds, {senders} sending threads, {} byte frame)\n\
-         {:10}the commit alone  p50 {:>7.2} ms  p99 {:>7.2} ms",
+         {:10}the commit alone  p50 {:>7.2} ms  p99 {:>7.2} ms\n\
+         {:10}CPU per round: commit, senders and clients {:.1} ms",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().unwrap()),
@@ -696,6 +701,8 @@ async fn run_floor(n_clients: usize, rounds: usize, reader_threads: usize) {
         "",
         ms(percentile(&commits, 0.5)),
         ms(percentile(&commits, 0.99)),
+        "",
+        ms(cpu_per_round),
     );
 }
 
