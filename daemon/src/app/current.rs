@@ -54,17 +54,18 @@ impl CurrentConfig {
         // Read before the config: a swap that lands in between leaves this
         // thread with the new config under the old number, which the next
         // read replaces. The other order could keep the old config under
-        // the new number.
+        // the new number. During the thread's teardown, or a read from
+        // within a config's own drop were there one, the snapshot cannot be
+        // used: the config is then read plainly.
         let generation = self.generation();
-        let cached = SNAPSHOT.try_with(|snapshot| match &*snapshot.borrow() {
-            Some(s) if s.cell == self.id && s.generation == generation => Some(s.config.clone()),
+        let cached = SNAPSHOT.try_with(|snapshot| match snapshot.try_borrow().as_deref() {
+            Ok(Some(s)) if s.cell == self.id && s.generation == generation => Some(s.config.clone()),
             _ => None,
         });
         if let Ok(Some(config)) = cached {
             return config;
         }
         let config = ConfigRef(Arc::new(Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))));
-        // During the thread's teardown there is no snapshot to keep.
         let _ = SNAPSHOT.try_with(|snapshot| {
             if let Ok(mut snapshot) = snapshot.try_borrow_mut() {
                 *snapshot = Some(Snapshot { cell: self.id, generation, config: config.clone() });
