@@ -7,14 +7,15 @@
 
 use std::path::PathBuf;
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Env};
-use crate::wire::{ControlRequest, ControlResponse, Export, ExportedBooking, ExportedUser};
+use crate::wire::{ControlRequest, ControlResponse};
 
 /// rerod, the remote-lab hardware booking daemon: students book an hour on a
 /// robot board, then flash it and use its serial console.
@@ -168,14 +169,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Backup { out } => {
             let config = load(config.as_deref())?;
             refuse_shared_store(&config, "pg_dump, or `rerod store copy --from URL --to FILE.redb`")?;
-            let counts = crate::store::backup(&config.store.path, &out)?;
-            eprintln!(
-                "backed up {} to {}: {} users, {} bookings",
-                config.store.path.display(),
-                out.display(),
-                counts.users,
-                counts.bookings
-            );
+            let copied = match crate::store::backup(&config.store.path, &out) {
+                Ok(counts) => format!("{} users, {} bookings", counts.users, counts.bookings),
+                // The running daemon holds its file: it takes the copy itself.
+                Err(e) if e.is_held() => backup_through_daemon(&crate::control::socket_path(&config.store.path), &out)?,
+                Err(e) => return Err(e.into()),
+            };
+            eprintln!("backed up {} to {}: {copied}", config.store.path.display(), out.display());
             Ok(())
         }
         Command::User { action } => {
@@ -206,10 +206,26 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 &config,
                 "`rerod store copy --from URL --to FILE.redb`, then export with DATABASE_PATH=FILE.redb",
             )?;
-            let snapshot = crate::store::snapshot(&config.store.path)?;
-            let mut json = serde_json::to_string_pretty(&export_json(&snapshot, with_hashes))?;
-            json.push('\n');
-            print_stdout(json.as_bytes())
+            match crate::store::snapshot(&config.store.path) {
+                Ok(snapshot) => {
+                    let mut json = serde_json::to_string_pretty(&crate::wire::export(&snapshot, with_hashes))?;
+                    json.push('\n');
+                    print_stdout(json.as_bytes())
+                }
+                // The running daemon holds its file: it reads the snapshot itself.
+                Err(e) if e.is_held() => {
+                    let socket = crate::control::socket_path(&config.store.path);
+                    let request = ControlRequest::Export { with_hashes };
+                    let (_, length, payload) = ask_daemon_for_payload(&socket, &request)?;
+                    let mut json = Vec::new();
+                    payload.take(length).read_to_end(&mut json)?;
+                    if json.len() as u64 != length {
+                        return Err("the daemon's export ended early; nothing was printed".into());
+                    }
+                    print_stdout(&json)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Store { action: StoreAction::Copy { from, to } } => {
             let copied = crate::store::copy(&from, &to)?;
@@ -331,8 +347,58 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// Has the running daemon copy its store into a new file `out` (mode 0600,
+/// written beside it and renamed into place when whole); says what it holds.
+fn backup_through_daemon(socket: &Path, out: &Path) -> Result<String, Error> {
+    if out.exists() {
+        return Err(format!("{} already exists; choose a new file", out.display()).into());
+    }
+    let (copied, length, mut payload) = ask_daemon_for_payload(socket, &ControlRequest::Backup)?;
+    let partial = out.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let written = std::io::copy(&mut (&mut payload).take(length), &mut file)
+        .and_then(|n| file.sync_all().map(|()| n))
+        .map_err(|e| format!("writing {}: {e}", partial.display()));
+    let whole = match written {
+        Ok(n) if n == length => Ok(()),
+        Ok(_) => Err("the daemon's backup ended early".to_owned()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = whole {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.into());
+    }
+    std::fs::rename(&partial, out).map_err(|e| format!("cannot move the backup into place: {e}"))?;
+    Ok(copied)
+}
+
+/// Sends a request whose answer carries a payload (a backup, an export);
+/// returns what the daemon said of it, its length and the stream it follows on.
+fn ask_daemon_for_payload(
+    path: &Path,
+    request: &ControlRequest,
+) -> Result<(String, u64, BufReader<UnixStream>), Error> {
+    let (response, stream) = ask_daemon_stream(path, request)?;
+    match (response.success, response.length) {
+        (true, Some(length)) => Ok((response.message, length, stream)),
+        (true, None) => Err("unexpected answer from the daemon: no payload".into()),
+        (false, _) => Err(response.message.into()),
+    }
+}
+
 /// Sends one request over the control socket at `path` and reads the answer.
 fn ask_daemon(path: &Path, request: &ControlRequest) -> Result<ControlResponse, Error> {
+    Ok(ask_daemon_stream(path, request)?.0)
+}
+
+/// Sends one request and reads the answer's line; what follows it is left in the stream.
+fn ask_daemon_stream(path: &Path, request: &ControlRequest) -> Result<(ControlResponse, BufReader<UnixStream>), Error> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the running daemon at {}: {e}; rerod must be running (with the same --config or \
@@ -344,8 +410,10 @@ fn ask_daemon(path: &Path, request: &ControlRequest) -> Result<ControlResponse, 
     line.push('\n');
     stream.write_all(line.as_bytes())?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
-    Ok(serde_json::from_str(&answer).map_err(|e| format!("unexpected answer from the daemon: {e}"))?)
+    let mut stream = BufReader::new(stream);
+    stream.read_line(&mut answer)?;
+    let response = serde_json::from_str(&answer).map_err(|e| format!("unexpected answer from the daemon: {e}"))?;
+    Ok((response, stream))
 }
 
 /// A password from the terminal (not echoed, asked twice) or, when stdin is
@@ -364,33 +432,6 @@ fn read_password(prompt: &str) -> Result<String, Error> {
         return Err("the two passwords differ; nothing was changed".into());
     }
     Ok(first)
-}
-
-/// The export format: users (hashes only when asked) and bookings.
-fn export_json(snapshot: &crate::store::Snapshot, with_hashes: bool) -> Export {
-    use crate::wire::utc;
-    let users = snapshot
-        .users
-        .iter()
-        .map(|u| ExportedUser {
-            email: u.email.clone(),
-            created_at: utc(u.created_at),
-            disabled: u.disabled,
-            password_hash: with_hashes.then(|| u.password_hash.as_stored().to_owned()),
-        })
-        .collect();
-    let bookings = snapshot
-        .bookings
-        .iter()
-        .map(|b| ExportedBooking {
-            device: b.key.device.clone(),
-            date: b.key.date.to_string(),
-            slot_id: b.key.slot,
-            email: b.email.clone(),
-            booked_at: utc(b.booked_at),
-        })
-        .collect();
-    Export { users, bookings }
 }
 
 /// Every connection is a file descriptor: raise the soft limit to the hard one

@@ -1,12 +1,13 @@
-//! The control socket: how `rerod user add`, `rerod user passwd` and
-//! `rerod user import`, run on the host, reach the running daemon (which
-//! alone may write its store).
+//! The control socket: how `rerod user add`, `rerod user passwd`,
+//! `rerod user import`, `rerod backup` and `rerod export`, run on the host,
+//! reach the running daemon (which alone may open its store).
 //!
 //! It is a Unix socket beside the store file (`rerod.sock` next to
 //! `rerod.redb`), created mode 0600, and every connection's peer must be root
 //! or the daemon's own user: being able to write the lab's accounts is being
 //! the lab's admin. One JSON line in ([`ControlRequest`]), one JSON line out
-//! ([`ControlResponse`]).
+//! ([`ControlResponse`]); for a backup or an export, the bytes the answer's
+//! `length` counts follow it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub fn start(app: Arc<App>) -> std::io::Result<tokio::task::JoinHandle<()>> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
+    remove_stale_backups(app.store.path());
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     tracing::info!(path = %path.display(), "control socket ready");
@@ -79,20 +81,129 @@ async fn serve(app: Arc<App>, stream: UnixStream) {
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_LINE));
     let read = tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await;
-    let response = match read {
+    let (response, payload) = match read {
         Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
             Ok(request) => answer(&app, request).await,
-            Err(error) => refusal("invalid_request", format!("not a control request: {error}")),
+            Err(error) => (refusal("invalid_request", format!("not a control request: {error}")), Payload::None),
         },
-        Ok(Err(error)) => refusal("invalid_request", format!("reading the request: {error}")),
-        Err(_) => refusal("invalid_request", "no request within 10 s".to_owned()),
+        Ok(Err(error)) => (refusal("invalid_request", format!("reading the request: {error}")), Payload::None),
+        Err(_) => (refusal("invalid_request", "no request within 10 s".to_owned()), Payload::None),
     };
     let mut text = serde_json::to_string(&response).expect("control responses serialize");
     text.push('\n');
-    let _ = write.write_all(text.as_bytes()).await;
+    if write.write_all(text.as_bytes()).await.is_err() {
+        return;
+    }
+    let sent = match &payload {
+        Payload::None => Ok(()),
+        Payload::Bytes(bytes) => write.write_all(bytes).await,
+        Payload::File(copy) => send_file(&copy.0, &mut write).await,
+    };
+    if let Err(error) = sent {
+        tracing::warn!(%error, "control socket: the payload was not sent whole");
+    }
 }
 
-async fn answer(app: &App, request: ControlRequest) -> ControlResponse {
+/// Sends the file at `path` in chunks, read off the runtime's threads.
+async fn send_file(path: &Path, to: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
+    const CHUNK: u64 = 256 << 10;
+    let mut file = std::fs::File::open(path)?;
+    loop {
+        let (back, chunk) = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(CHUNK as usize);
+            let read = std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, CHUNK), &mut chunk);
+            (file, read.map(|_| chunk))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let chunk = chunk?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        to.write_all(&chunk).await?;
+        file = back;
+    }
+}
+
+/// What follows an answer's line.
+enum Payload {
+    None,
+    Bytes(Vec<u8>),
+    /// A backup the daemon wrote beside its store; removed once sent.
+    File(TempFile),
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What the daemon's own backup copies are called, beside its store.
+const BACKUP_PREFIX: &str = "rerod-backup-";
+
+/// Removes backup copies a daemon that stopped while sending one left behind.
+fn remove_stale_backups(store: &Path) {
+    let dir = store.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(BACKUP_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A consistent copy of the store, written beside it (where the daemon may
+/// write) and then sent whole.
+async fn backup(app: &App) -> (ControlResponse, Payload) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = app.store.path().parent().map(Path::to_path_buf).unwrap_or_default();
+    let copy = TempFile(dir.join(format!("{BACKUP_PREFIX}{}-{n}.redb", std::process::id())));
+    // Where the copy is written before it is renamed into place, if it fails first.
+    let _partial = TempFile(copy.0.with_extension("partial"));
+    let store = app.store.clone();
+    let to = copy.0.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let counts = store.backup_to(&to)?;
+        let length = std::fs::metadata(&to)
+            .map_err(|source| crate::store::StoreError::CreateFile { path: to.clone(), source })?
+            .len();
+        Ok::<_, crate::store::StoreError>((counts, length))
+    })
+    .await;
+    match made {
+        Ok(Ok((counts, length))) => {
+            tracing::info!(users = counts.users, bookings = counts.bookings, "backup taken for the control socket");
+            let message = format!("{} users, {} bookings", counts.users, counts.bookings);
+            (ControlResponse { success: true, message, code: None, length: Some(length) }, Payload::File(copy))
+        }
+        Ok(Err(error)) => (refusal("store_error", format!("backup failed: {error}")), Payload::None),
+        Err(error) => (refusal("store_error", format!("backup failed: {error}")), Payload::None),
+    }
+}
+
+/// Every user (hashes only when asked) and booking, as `rerod export` prints them.
+async fn export(app: &App, with_hashes: bool) -> (ControlResponse, Payload) {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.snapshot()).await {
+        Ok(Ok(snapshot)) => {
+            let mut json =
+                serde_json::to_vec_pretty(&crate::wire::export(&snapshot, with_hashes)).expect("exports serialize");
+            json.push(b'\n');
+            let message = format!("{} users, {} bookings", snapshot.users.len(), snapshot.bookings.len());
+            let length = Some(json.len() as u64);
+            (ControlResponse { success: true, message, code: None, length }, Payload::Bytes(json))
+        }
+        Ok(Err(error)) => (refusal("store_error", format!("export failed: {error}")), Payload::None),
+        Err(error) => (refusal("store_error", format!("export failed: {error}")), Payload::None),
+    }
+}
+
+async fn answer(app: &App, request: ControlRequest) -> (ControlResponse, Payload) {
     let result = match &request {
         ControlRequest::UserAdd { email, password, admin } => {
             app.add_account(email, password, *admin).await.map(|user| {
@@ -104,13 +215,16 @@ async fn answer(app: &App, request: ControlRequest) -> ControlResponse {
             .reset_password(email, password)
             .await
             .map(|user| format!("password of {} set; its earlier tokens no longer work", user.email)),
+        ControlRequest::Backup => return backup(app).await,
+        ControlRequest::Export { with_hashes } => return export(app, *with_hashes).await,
     };
-    match result {
-        Ok(message) => ControlResponse { success: true, message, code: None },
+    let response = match result {
+        Ok(message) => ControlResponse { success: true, message, code: None, length: None },
         Err(error) => refusal(error.code(), error.to_string()),
-    }
+    };
+    (response, Payload::None)
 }
 
 fn refusal(code: &str, message: String) -> ControlResponse {
-    ControlResponse { success: false, message, code: Some(code.to_owned()) }
+    ControlResponse { success: false, message, code: Some(code.to_owned()), length: None }
 }

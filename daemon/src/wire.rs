@@ -162,3 +162,29 @@ pub fn record_json(record: &RecordSummary) -> RecordJson {
         uploads: record.n_uploads,
     }
 }
+
+/// The export format: users (hashes only when asked) and bookings.
+pub fn export(snapshot: &crate::store::Snapshot, with_hashes: bool) -> Export {
+    let users = snapshot
+        .users
+        .iter()
+        .map(|u| ExportedUser {
+            email: u.email.clone(),
+            created_at: utc(u.created_at),
+            disabled: u.disabled,
+            password_hash: with_hashes.then(|| u.password_hash.as_stored().to_owned()),
+        })
+        .collect();
+    let bookings = snapshot
+        .bookings
+        .iter()
+        .map(|b| ExportedBooking {
+            device: b.key.device.clone(),
+            date: b.key.date.to_string(),
+            slot_id: b.key.slot,
+            email: b.email.clone(),
+            booked_at: utc(b.booked_at),
+        })
+        .collect();
+    Export { users, bookings }
+}

@@ -140,6 +140,49 @@ async fn backup_file_is_readable_by_its_owner_only() {
     assert_eq!(mode, 0o600, "backup mode is {mode:o}");
 }
 
+/// While the daemon runs it holds its store alone, so `rerod export` and
+/// `rerod backup` ask it over the control socket: the export is the live
+/// data, and a backup never overwrites a file or leaves a partial one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_backup_of_a_running_daemon_go_through_it() {
+    let daemon = Daemon::start();
+    let c = daemon.client();
+    let token = c.user("ada@example.com").await;
+    c.post_auth("/book-slot", &token, &serde_json::json!({"slot_id": 23})).await.expect(200);
+    let rerod = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rerod"))
+            .args(args)
+            .env("DATABASE_PATH", daemon.store_path())
+            .output()
+            .unwrap()
+    };
+
+    let output = rerod(&["export", "--with-hashes"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let export: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(export["users"][0]["email"], "ada@example.com");
+    assert!(export["users"][0]["password_hash"].as_str().unwrap().starts_with("$2"));
+    assert_eq!(export["bookings"].as_array().unwrap().len(), 1, "{export}");
+
+    let out = tempfile::tempdir().unwrap();
+    let existing = out.path().join("taken.redb");
+    std::fs::write(&existing, b"an admin's other file").unwrap();
+    let output = rerod(&["backup", "--out", existing.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&existing).unwrap(), b"an admin's other file");
+    let backup = out.path().join("backup.redb");
+    let output = rerod(&["backup", "--out", backup.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 users, 1 bookings"));
+    let mut left: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["backup.redb", "taken.redb"], "no partial file is left");
+    // Nor does the daemon keep its copy beside the store.
+    let beside = std::fs::read_dir(daemon.store_path().parent().unwrap()).unwrap();
+    assert!(beside.map(|e| e.unwrap().file_name()).all(|n| !n.to_string_lossy().starts_with("rerod-backup")));
+}
+
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs {
     dir: tempfile::TempDir,

@@ -1,4 +1,7 @@
-//! Reading a store that another process (a running daemon) may have open: consistent backups and snapshots, for `rerod backup` and `rerod export`.
+//! Consistent backups and snapshots of a redb store, for `rerod backup` and
+//! `rerod export`: of a file no daemon has open, or of the running daemon's
+//! own store, which it makes when asked over its control socket (the daemon
+//! holds its file exclusively, so no other process can open it meanwhile).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -18,23 +21,35 @@ pub struct Snapshot {
 
 fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, StoreError> {
     Database::builder()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
         .open_read_only(path)
         .map_err(|source| StoreError::Open { path: path.to_owned(), source: Box::new(source) })
 }
 
-/// Copies one consistent snapshot of the store at `from` (a running daemon
-/// may have it open) into a new store file `to`, which must not exist yet.
-/// The copy is written beside `to` and renamed into place when complete.
+/// Copies one consistent snapshot of the store file at `from`, which no
+/// daemon has open, into a new store file `to` (see [`backup_of`]). While a
+/// daemon runs on it, this fails with [`StoreError::is_held`].
+pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
+    refuse_existing(to)?;
+    backup_of(&open_read_only(from)?, to)
+}
+
+fn refuse_existing(to: &Path) -> Result<(), StoreError> {
+    match to.exists() {
+        true => Err(StoreError::Corrupt(format!("{} already exists; choose a new file", to.display()))),
+        false => Ok(()),
+    }
+}
+
+/// Copies one consistent snapshot of `source` into a new store file `to`,
+/// which must not exist yet. The copy is written beside `to` and renamed
+/// into place when complete.
 ///
 /// The copy holds the JWT secret and every password hash, so it is created
 /// readable by its owner only (mode 0600). It is created with that mode
 /// rather than changed afterwards, so no other user can open it in between.
-pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
-    if to.exists() {
-        return Err(StoreError::Corrupt(format!("{} already exists; choose a new file", to.display())));
-    }
-    let source = open_read_only(from)?;
+pub(super) fn backup_of(source: &impl ReadableDatabase, to: &Path) -> Result<Counts, StoreError> {
+    refuse_existing(to)?;
     let snapshot = source.begin_read().map_err(db)?;
     let partial = to.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
@@ -75,9 +90,14 @@ pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
     Ok(counts)
 }
 
-/// Reads every user and booking of the store at `path` (which a running daemon may have open).
+/// Reads every user and booking of the store file at `path`, which no
+/// daemon has open (see [`backup`]).
 pub fn snapshot(path: &Path) -> Result<Snapshot, StoreError> {
-    let source = open_read_only(path)?;
+    snapshot_of(&open_read_only(path)?)
+}
+
+/// Reads every user and booking of `source`, in one read transaction.
+pub(super) fn snapshot_of(source: &impl ReadableDatabase) -> Result<Snapshot, StoreError> {
     let txn = source.begin_read().map_err(db)?;
     let users = read_users(&txn.open_table(USERS).map_err(db)?)?;
     let mut bookings = Vec::new();

@@ -31,10 +31,12 @@ pub(super) struct Handle {
     write_failure: Mutex<Option<String>>,
 }
 
-/// Opens `path` the way the daemon does: as its one writer, while other
-/// processes (`rerod backup`, `rerod export`) may open it read-only.
+/// Opens `path` the way the daemon does: exclusively. No other process may
+/// open the file meanwhile, so each commit is one `fdatasync`, not the two
+/// that sharing the file with readers in other processes takes; `rerod
+/// backup` and `rerod export` ask the running daemon instead (`control.rs`).
 pub(super) fn open_file(path: &Path) -> Result<Database, DatabaseError> {
-    Database::builder().set_concurrency_mode(ConcurrencyMode::SingleWriter).create(path)
+    Database::builder().set_concurrency_mode(ConcurrencyMode::ExclusiveWriter).create(path)
 }
 
 impl Handle {

@@ -104,6 +104,14 @@ pub enum StoreError {
     SchemaTooNew { database: String, found: u32, known: u32 },
 }
 
+impl StoreError {
+    /// The file could not be opened because another process (a running
+    /// daemon) holds it.
+    pub fn is_held(&self) -> bool {
+        matches!(self, StoreError::Open { source, .. } if matches!(**source, redb::DatabaseError::DatabaseAlreadyOpen))
+    }
+}
+
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(Box::new(e.into()))
 }
@@ -262,6 +270,16 @@ impl Redb {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Copies one consistent snapshot of the open store into a new file `to`.
+    pub fn backup_to(&self, to: &Path) -> Result<Counts, StoreError> {
+        backup::backup_of(&*self.handle.get()?, to)
+    }
+
+    /// Every user and booking, in one read transaction.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        backup::snapshot_of(&*self.handle.get()?)
     }
 
     /// Checks that the store can be read.

@@ -201,16 +201,23 @@ async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
     store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
     let secret = store.jwt_secret_or_insert(|| Ok(vec![5; 32])).unwrap();
     let out = dir.path().join("backup.redb");
-    assert_eq!(backup(store.path(), &out).unwrap(), Counts { users: 1, bookings: 1 });
-    assert!(backup(store.path(), &out).is_err(), "an existing file is never overwritten");
+    // The open store is held: another opener is told so, and the store copies itself.
+    assert!(backup(store.path(), &out).unwrap_err().is_held(), "the file is held by its store");
+    assert!(snapshot(store.path()).unwrap_err().is_held());
+    assert_eq!(store.backup_to(&out).unwrap(), Counts { users: 1, bookings: 1 });
+    assert!(store.backup_to(&out).is_err(), "an existing file is never overwritten");
     // Writes after the backup are not in it.
     store.book(key("d", 2), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
+    let all = store.snapshot().unwrap();
+    assert_eq!((all.users.len(), all.bookings.len()), (1, 2));
+    store.close().await;
+    drop(store);
+    // A file no store holds is read directly.
+    assert_eq!(snapshot(&out).unwrap().bookings.len(), 1);
     let restored = Store::open(&out).unwrap();
     assert_eq!(restored.bookings_of("a@x.org").unwrap().len(), 1);
     assert_eq!(restored.user("a@x.org").unwrap(), Some(User { id: 1, ..user("a@x.org") }));
     assert_eq!(restored.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
-    let all = snapshot(store.path()).unwrap();
-    assert_eq!((all.users.len(), all.bookings.len()), (1, 2));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The control socket's messages: what `rerod user ...` on the host asks the
-//! running daemon, one JSON line each way.
+//! The control socket's messages: what `rerod user ...`, `rerod backup` and
+//! `rerod export` on the host ask the running daemon, one JSON line each
+//! way, the answer's line followed by a payload when it says so.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,10 @@ pub enum ControlRequest {
     UserAdd { email: String, password: String, admin: bool },
     /// `rerod user passwd EMAIL`.
     UserPasswd { email: String, password: String },
+    /// `rerod backup`: a consistent copy of the store, as a redb file (the payload).
+    Backup,
+    /// `rerod export`: users and bookings as JSON (the payload).
+    Export { with_hashes: bool },
 }
 
 impl std::fmt::Debug for ControlRequest {
@@ -22,6 +27,10 @@ impl std::fmt::Debug for ControlRequest {
             }
             ControlRequest::UserPasswd { email, .. } => {
                 f.debug_struct("UserPasswd").field("email", email).finish_non_exhaustive()
+            }
+            ControlRequest::Backup => f.write_str("Backup"),
+            ControlRequest::Export { with_hashes } => {
+                f.debug_struct("Export").field("with_hashes", with_hashes).finish()
             }
         }
     }
@@ -35,4 +44,7 @@ pub struct ControlResponse {
     /// The error's code when `success` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// How many bytes of payload follow the answer's line (a backup, an export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
 }
