@@ -9,8 +9,9 @@ use std::path::Path;
 use redb::backends::FileBackend;
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::health::{AUDIT, MAINTENANCE};
 use super::records::{decode_booking, parse_date, read_users};
-use super::{BOOKINGS, Booking, Counts, META, SlotKey, StoreError, USER_BOOKINGS, USERS, User, db};
+use super::{BOOKINGS, Booking, Counts, EMAIL_SKELETONS, META, SlotKey, StoreError, USER_BOOKINGS, USERS, User, db};
 
 /// Everything in a store, for `rerod export`.
 #[derive(Clone, Debug)]
@@ -79,8 +80,14 @@ pub(super) fn backup_of(source: &impl ReadableDatabase, to: &Path) -> Result<Cou
             }
             Ok(n)
         }
+        // Every table, so that a restored store is the store: accounts and
+        // their look-alike index, bookings and their index, maintenance and
+        // the audit log, and the JWT secret in META.
         copy(&snapshot, &txn, META)?;
         copy(&snapshot, &txn, USER_BOOKINGS)?;
+        copy(&snapshot, &txn, EMAIL_SKELETONS)?;
+        copy(&snapshot, &txn, MAINTENANCE)?;
+        copy(&snapshot, &txn, AUDIT)?;
         Counts { users: copy(&snapshot, &txn, USERS)?, bookings: copy(&snapshot, &txn, BOOKINGS)? }
     };
     txn.commit().map_err(db)?;

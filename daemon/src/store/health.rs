@@ -14,9 +14,9 @@ use super::writer::Write;
 use super::{BOOKINGS, Booking, Redb, SlotKey, StoreError, db, db_err};
 
 /// Device id → its maintenance record (JSON), while it is in maintenance.
-const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
+pub(super) const MAINTENANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("maintenance");
 /// Sequence number → audit entry (JSON), oldest first.
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// Why a device is in maintenance, and who put it there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

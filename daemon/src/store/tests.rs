@@ -200,6 +200,17 @@ async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
     store.create_user(user("a@x.org")).await.unwrap();
     store.book(key("d", 1), "a@x.org".into(), Timestamp::now(), admit_all()).await.unwrap();
     let secret = store.jwt_secret_or_insert(|| Ok(vec![5; 32])).unwrap();
+    let audit = AuditEntry {
+        at_us: 1,
+        actor: "admin@x.org".into(),
+        device: "d".into(),
+        action: "maintenance_set".into(),
+        detail: String::new(),
+        user: None,
+        address: None,
+    };
+    let record = MaintenanceRecord { reason: "motor".into(), set_by: "admin@x.org".into(), set_at_us: 1 };
+    store.set_maintenance("d".into(), Some(record), audit).await.unwrap();
     let out = dir.path().join("backup.redb");
     // The open store is held: another opener is told so, and the store copies itself.
     assert!(backup(store.path(), &out).unwrap_err().is_held(), "the file is held by its store");
@@ -218,6 +229,10 @@ async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
     assert_eq!(restored.bookings_of("a@x.org").unwrap().len(), 1);
     assert_eq!(restored.user("a@x.org").unwrap(), Some(User { id: 1, ..user("a@x.org") }));
     assert_eq!(restored.jwt_secret_or_insert(|| Ok(vec![9; 32])).unwrap(), secret);
+    // Maintenance and the audit log come back too.
+    assert_eq!(restored.maintenance().unwrap()[0].1.reason, "motor");
+    let actions: Vec<_> = restored.audit_log(Some("d"), 10).unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["maintenance_set"]);
 }
 
 #[test]
