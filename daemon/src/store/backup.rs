@@ -70,8 +70,14 @@ pub(super) fn backup_of(source: &impl ReadableDatabase, to: &Path) -> Result<Cou
             txn: &redb::WriteTransaction,
             table: TableDefinition<K, V>,
         ) -> Result<u64, StoreError> {
-            let from = snapshot.open_table(table).map_err(db)?;
             let mut to = txn.open_table(table).map_err(db)?;
+            let from = match snapshot.open_table(table) {
+                Ok(from) => from,
+                // A store written by an older rerod, not opened by this one
+                // since, lacks the tables added after it.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(db(e)),
+            };
             let mut n = 0;
             for entry in from.iter().map_err(db)? {
                 let (k, v) = entry.map_err(db)?;

@@ -236,6 +236,23 @@ async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
 }
 
 #[test]
+fn a_store_written_before_the_later_tables_is_backed_up_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice()).unwrap();
+        txn.open_table(USERS).unwrap();
+        txn.open_table(USER_BOOKINGS).unwrap();
+        txn.open_table(BOOKINGS).unwrap().insert(("d", "2026-11-24", 3), b"".as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let out = dir.path().join("copy.redb");
+    assert_eq!(backup(&path, &out).unwrap(), Counts { users: 0, bookings: 1 });
+}
+
+#[test]
 fn a_store_of_another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rerod.redb");
