@@ -235,19 +235,25 @@ async fn backups_are_consistent_copies_taken_while_the_store_is_open() {
     assert_eq!(actions, ["maintenance_set"]);
 }
 
+/// Writes to the store file at `path` by hand, in one transaction, to make
+/// it what another rerod (an older one, a newer one) might have left.
+fn edit_file(path: &Path, edit: impl FnOnce(&redb::WriteTransaction)) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    edit(&txn);
+    txn.commit().unwrap();
+}
+
 #[test]
 fn a_store_written_before_the_later_tables_is_backed_up_whole() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.redb");
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
+    edit_file(&path, |txn| {
         txn.open_table(META).unwrap().insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice()).unwrap();
         txn.open_table(USERS).unwrap();
         txn.open_table(USER_BOOKINGS).unwrap();
         txn.open_table(BOOKINGS).unwrap().insert(("d", "2026-11-24", 3), b"".as_slice()).unwrap();
-        txn.commit().unwrap();
-    }
+    });
     let out = dir.path().join("copy.redb");
     assert_eq!(backup(&path, &out).unwrap(), Counts { users: 0, bookings: 1 });
 }
@@ -256,12 +262,9 @@ fn a_store_written_before_the_later_tables_is_backed_up_whole() {
 fn a_store_of_another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rerod.redb");
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
+    edit_file(&path, |txn| {
         txn.open_table(META).unwrap().insert(META_SCHEMA_VERSION, 99u32.to_le_bytes().as_slice()).unwrap();
-        txn.commit().unwrap();
-    }
+    });
     assert!(matches!(Store::open(&path), Err(StoreError::SchemaMismatch { found: 99, .. })));
 }
 
@@ -368,13 +371,10 @@ async fn a_store_from_before_the_skeleton_index_gets_it_at_open() {
         store.close().await;
     }
     // Make it what an older rerod left: accounts, no index, no version.
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
+    edit_file(&path, |txn| {
         assert!(txn.delete_table(EMAIL_SKELETONS).unwrap());
         txn.open_table(META).unwrap().remove(META_SKELETON_VERSION).unwrap();
-        txn.commit().unwrap();
-    }
+    });
     let store = Store::open(&path).unwrap();
     let copy = user("lab-\u{430}dmin@x.org");
     assert!(matches!(store.create_user(copy).await, Err(CreateUserError::LooksLikeAnother)));
@@ -383,13 +383,10 @@ async fn a_store_from_before_the_skeleton_index_gets_it_at_open() {
     store.close().await;
     drop(store);
     // An account an older rerod added without indexing it is found too.
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
+    edit_file(&path, |txn| {
         let record = records::encode_user(&user("eve@x.org"));
         txn.open_table(USERS).unwrap().insert("eve@x.org", record.as_slice()).unwrap();
-        txn.commit().unwrap();
-    }
+    });
     let store = Store::open(&path).unwrap();
     assert!(matches!(store.create_user(user("\u{435}ve@x.org")).await, Err(CreateUserError::LooksLikeAnother)));
 }
@@ -406,13 +403,10 @@ async fn accounts_are_numbered_for_good_and_old_accounts_at_open() {
     store.close().await;
     drop(store);
     // An account written by an older rerod has no id: it gets the next one at open, and keeps it.
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
+    edit_file(&path, |txn| {
         let old = br#"{"password_hash":"$2b$04$x","created_at_us":1700000000000000}"#;
         txn.open_table(USERS).unwrap().insert("old@x.org", old.as_slice()).unwrap();
-        txn.commit().unwrap();
-    }
+    });
     let store = Store::open(&path).unwrap();
     assert_eq!(store.user("old@x.org").unwrap().unwrap().id, 3);
     assert_eq!(store.user("a@x.org").unwrap().unwrap().id, 1, "numbered accounts keep theirs");
