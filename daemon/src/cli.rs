@@ -350,9 +350,7 @@ fn csv_field(text: &str) -> String {
 /// Has the running daemon copy its store into a new file `out` (mode 0600,
 /// written beside it and renamed into place when whole); says what it holds.
 fn backup_through_daemon(socket: &Path, out: &Path) -> Result<String, Error> {
-    if out.exists() {
-        return Err(format!("{} already exists; choose a new file", out.display()).into());
-    }
+    crate::store::refuse_existing(out)?;
     let (copied, length, mut payload) = ask_daemon_for_payload(socket, &ControlRequest::Backup)?;
     let partial = out.with_extension("partial");
     let _ = std::fs::remove_file(&partial);

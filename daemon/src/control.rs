@@ -145,10 +145,14 @@ impl Drop for TempFile {
 /// What the daemon's own backup copies are called, beside its store.
 const BACKUP_PREFIX: &str = "rerod-backup-";
 
+/// The directory of the store at `store`, where the daemon may write.
+fn store_dir(store: &Path) -> &Path {
+    store.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Removes backup copies a daemon that stopped while sending one left behind.
 fn remove_stale_backups(store: &Path) {
-    let dir = store.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(store_dir(store)) else { return };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(BACKUP_PREFIX) {
             let _ = std::fs::remove_file(entry.path());
@@ -161,8 +165,8 @@ fn remove_stale_backups(store: &Path) {
 async fn backup(app: &App) -> (ControlResponse, Payload) {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = app.store.path().parent().map(Path::to_path_buf).unwrap_or_default();
-    let copy = TempFile(dir.join(format!("{BACKUP_PREFIX}{}-{n}.redb", std::process::id())));
+    let name = format!("{BACKUP_PREFIX}{}-{n}.redb", std::process::id());
+    let copy = TempFile(store_dir(app.store.path()).join(name));
     // Where the copy is written before it is renamed into place, if it fails first.
     let _partial = TempFile(copy.0.with_extension("partial"));
     let store = app.store.clone();

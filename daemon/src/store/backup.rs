@@ -35,9 +35,10 @@ pub fn backup(from: &Path, to: &Path) -> Result<Counts, StoreError> {
     backup_of(&open_read_only(from)?, to)
 }
 
-fn refuse_existing(to: &Path) -> Result<(), StoreError> {
+/// Refuses `to` when it exists: a backup never overwrites a file.
+pub fn refuse_existing(to: &Path) -> Result<(), StoreError> {
     match to.exists() {
-        true => Err(StoreError::Corrupt(format!("{} already exists; choose a new file", to.display()))),
+        true => Err(StoreError::Exists { path: to.to_owned() }),
         false => Ok(()),
     }
 }

@@ -43,7 +43,7 @@ mod records;
 mod writer;
 
 pub use backend::{Change, HostPresence, PresentBoard, PresentCamera, Store};
-pub use backup::{Snapshot, backup, snapshot};
+pub use backup::{Snapshot, backup, refuse_existing, snapshot};
 pub use copy::{Copied, copy, is_database_url};
 pub use health::{AuditEntry, MaintenanceRecord, MoveError};
 
@@ -79,6 +79,8 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot create {path}: {source}")]
     CreateFile { path: PathBuf, source: std::io::Error },
+    #[error("{path} already exists; choose a new file")]
+    Exists { path: PathBuf },
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: Box<redb::DatabaseError> },
     #[error(
