@@ -24,6 +24,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError, Env};
+use crate::plugins::stk500v1::{
+    CRC_EOP, PARAM_SW_MAJOR, STK_ENTER_PROGMODE, STK_GET_PARAMETER, STK_GET_SYNC, STK_INSYNC, STK_LEAVE_PROGMODE,
+    STK_LOAD_ADDRESS, STK_OK, STK_PROG_PAGE, STK_READ_PAGE, STK_READ_SIGN,
+};
 
 /// The demo board's id, used in URLs and bookings.
 pub const DEVICE_ID: &str = "demo-1";
@@ -37,19 +41,6 @@ const BOOTLOADER_IDLE: Duration = Duration::from_secs(4);
 /// The Uno's flash, bootloader included; programs get 32256 bytes of it.
 const FLASH_BYTES: usize = 32 * 1024;
 const SIGNATURE: [u8; 3] = [0x1E, 0x95, 0x0F];
-
-const STK_OK: u8 = 0x10;
-const STK_INSYNC: u8 = 0x14;
-const CRC_EOP: u8 = 0x20;
-const STK_GET_SYNC: u8 = 0x30;
-const STK_GET_PARAMETER: u8 = 0x41;
-const STK_ENTER_PROGMODE: u8 = 0x50;
-const STK_LEAVE_PROGMODE: u8 = 0x51;
-const STK_LOAD_ADDRESS: u8 = 0x55;
-const STK_PROG_PAGE: u8 = 0x64;
-const STK_READ_PAGE: u8 = 0x74;
-const STK_READ_SIGN: u8 = 0x75;
-const PARAM_SW_MAJOR: u8 = 0x81;
 
 /// The demo lab's config: defaults, the environment on top, one board on `port`.
 pub fn config(port: &std::path::Path, env: &Env) -> Result<Config, ConfigError> {

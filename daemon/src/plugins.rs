@@ -7,6 +7,9 @@
 use std::sync::Arc;
 
 use rerod_devices::Uploader;
+/// STK500v1's bytes, for the demo board that answers the uploader
+/// (`crate::demo`).
+pub use rerod_stk500v1::protocol as stk500v1;
 
 /// Every plugin name rerod knows, in the order error messages list them.
 pub const NAMES: &[&str] = &[rerod_stk500v1::NAME, rerod_stk500v2::NAME, rerod_command::NAME];

@@ -21,6 +21,11 @@
 
 use std::time::{Duration, Instant};
 
+use protocol::{
+    CRC_EOP, PARAM_SW_MAJOR, PARAM_SW_MINOR, STK_ENTER_PROGMODE, STK_GET_PARAMETER, STK_GET_SYNC, STK_INSYNC,
+    STK_LEAVE_PROGMODE, STK_LOAD_ADDRESS, STK_OK, STK_PROG_PAGE, STK_READ_PAGE, STK_READ_SIGN,
+};
+
 use rerod_devices::bootloader::{self, Defaults, Settings};
 use rerod_devices::link::{ReadError, SerialLink, drain, read_exact};
 use rerod_devices::link_session::{self, BootloaderSession, LinkSession, Protocol, SYNC_RETRY};
@@ -40,19 +45,7 @@ pub struct Stk500v1;
 
 pub const NAME: &str = "stk500v1";
 
-const STK_OK: u8 = 0x10;
-const STK_INSYNC: u8 = 0x14;
-const CRC_EOP: u8 = 0x20;
-const STK_GET_SYNC: u8 = 0x30;
-const STK_GET_PARAMETER: u8 = 0x41;
-const STK_ENTER_PROGMODE: u8 = 0x50;
-const STK_LEAVE_PROGMODE: u8 = 0x51;
-const STK_LOAD_ADDRESS: u8 = 0x55;
-const STK_PROG_PAGE: u8 = 0x64;
-const STK_READ_PAGE: u8 = 0x74;
-const STK_READ_SIGN: u8 = 0x75;
-const PARAM_SW_MAJOR: u8 = 0x81;
-const PARAM_SW_MINOR: u8 = 0x82;
+pub mod protocol;
 
 /// LOAD_ADDRESS takes a 16-bit word address: 128 KiB is all STK500v1 reaches.
 const ADDRESS_SPACE: u64 = 0x2_0000;

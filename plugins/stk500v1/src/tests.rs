@@ -114,7 +114,19 @@ impl FakeBootloader for FakeOptiboot {
                 return;
             }
             let cmd: Vec<u8> = self.wire.input.drain(..len).collect();
-            if cmd[len - 1] != CRC_EOP || !matches!(cmd[0], 0x30 | 0x41 | 0x50 | 0x51 | 0x55 | 0x64 | 0x74 | 0x75) {
+            if cmd[len - 1] != CRC_EOP
+                || !matches!(
+                    cmd[0],
+                    STK_GET_SYNC
+                        | STK_GET_PARAMETER
+                        | STK_ENTER_PROGMODE
+                        | STK_LEAVE_PROGMODE
+                        | STK_LOAD_ADDRESS
+                        | STK_PROG_PAGE
+                        | STK_READ_PAGE
+                        | STK_READ_SIGN
+                )
+            {
                 // verifySpace failed: the watchdog resets the board into its program.
                 self.listening = false;
                 self.wire.input.clear();
