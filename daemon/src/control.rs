@@ -171,6 +171,9 @@ async fn backup(app: &App) -> (ControlResponse, Payload) {
     let _partial = TempFile(copy.0.with_extension("partial"));
     let store = app.store.clone();
     let to = copy.0.clone();
+    if let Err(message) = room_for_a_copy(app.store.path()) {
+        return (refusal("no_room", message), Payload::None);
+    }
     let made = tokio::task::spawn_blocking(move || {
         let counts = store.backup_to(&to)?;
         let length = std::fs::metadata(&to)
@@ -188,6 +191,50 @@ async fn backup(app: &App) -> (ControlResponse, Payload) {
         Ok(Err(error)) => (refusal("store_error", format!("backup failed: {error}")), Payload::None),
         Err(error) => (refusal("store_error", format!("backup failed: {error}")), Payload::None),
     }
+}
+
+/// Free space kept beside the store when the daemon writes a copy of it:
+/// the store's own commits must never be the ones to fill the disk.
+const KEPT_FREE: u64 = 64 << 20;
+
+/// Refuses a copy of the store at `store` that could leave its file system
+/// with less than [`KEPT_FREE`] (the copy is at most as large as the store),
+/// with what to do instead.
+fn room_for_a_copy(store: &Path) -> Result<(), String> {
+    let dir = store_dir(store);
+    let needed = std::fs::metadata(store).map(|m| m.len()).unwrap_or(0);
+    let free = free_bytes(dir).map_err(|error| format!("cannot read the free space in {}: {error}", dir.display()))?;
+    enough_room(dir, free, needed)
+}
+
+fn enough_room(dir: &Path, free: u64, needed: u64) -> Result<(), String> {
+    if free >= needed.saturating_add(KEPT_FREE) {
+        return Ok(());
+    }
+    Err(format!(
+        "not enough room in {} for the daemon's copy of the store: {} MiB free, the copy needs up to {} MiB \
+         and {} MiB stays free for the store's own writes; free some space, or stop the daemon and run the \
+         backup again (it then reads the store directly)",
+        dir.display(),
+        free >> 20,
+        needed.div_ceil(1 << 20),
+        KEPT_FREE >> 20
+    ))
+}
+
+/// The bytes an unprivileged writer may still use on the file system of `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is written by the call before it is read.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::useless_conversion, reason = "the fields are narrower on some 32-bit targets")]
+    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 /// Every user (hashes only when asked) and booking, as `rerod export` prints them.
@@ -231,4 +278,27 @@ async fn answer(app: &App, request: ControlRequest) -> (ControlResponse, Payload
 
 fn refusal(code: &str, message: String) -> ControlResponse {
     ControlResponse { success: false, message, code: Some(code.to_owned()), length: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_that_would_leave_the_disk_nearly_full_is_refused() {
+        let dir = Path::new("/var/lib/rerod");
+        let store = 300 << 20;
+        assert_eq!(enough_room(dir, store + KEPT_FREE, store), Ok(()));
+        let refused = enough_room(dir, store + KEPT_FREE - 1, store).unwrap_err();
+        assert!(refused.starts_with("not enough room in /var/lib/rerod"), "{refused}");
+        assert!(refused.contains("363 MiB free, the copy needs up to 300 MiB and 64 MiB stays free"), "{refused}");
+        assert!(enough_room(dir, u64::MAX - 1, u64::MAX - 10).is_err(), "a sum past u64 does not wrap into room");
+    }
+
+    #[test]
+    fn the_free_space_of_a_directory_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(free_bytes(&dir.path().join("gone")).is_err());
+    }
 }
