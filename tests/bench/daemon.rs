@@ -31,29 +31,15 @@ pub const CONFIG: &str = "[lab]\ntimezone = \"UTC\"\n\
                           [server]\nmax_connections = 30000\nmax_websocket_connections = 30000\n\
                           max_connections_per_address = 30000\nmax_websockets_per_address = 30000\n";
 
-/// The benchmark's PostgreSQL server (tests/pg/server.sh, started on first
-/// use and stopped when this process exits): its socket directory.
-#[allow(dead_code)]
-pub fn pg_server() -> &'static std::path::Path {
-    static SERVER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let output = Command::new(root.join("tests/pg/server.sh"))
-            .arg("start")
-            .arg(root.join(format!("target/pg-bench-{}", std::process::id())))
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("running tests/pg/server.sh");
-        assert!(output.status.success(), "tests/pg/server.sh: {}", String::from_utf8_lossy(&output.stderr));
-        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-}
+#[path = "../common/pg.rs"]
+mod pg;
 
-/// Sets server settings of [`pg_server`] (`name=value` each, with `ALTER
-/// SYSTEM`) and has the server read them again: for runs that measure what a
-/// setting changes (`synchronous_commit=off`, measurement only) or that rely
-/// on one a lab sets (`commit_delay`). Prints them, so a run's output says
-/// which settings it ran with.
+/// Sets server settings of the benchmark's PostgreSQL server
+/// (tests/common/pg.rs; `name=value` each, with `ALTER SYSTEM`) and has the
+/// server read them again: for runs that measure what a setting changes
+/// (`synchronous_commit=off`, measurement only) or that rely on one a lab
+/// sets (`commit_delay`). Prints them, so a run's output says which settings
+/// it ran with.
 #[allow(dead_code)]
 pub fn pg_settings(settings: &[String]) {
     if settings.is_empty() {
@@ -63,26 +49,13 @@ pub fn pg_settings(settings: &[String]) {
         let (name, value) = setting.split_once('=').expect("a PostgreSQL setting as name=value");
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "a setting's name: {name}");
         let sql = format!("ALTER SYSTEM SET {name} = '{}'", value.replace('\'', "''"));
-        psql(&sql);
+        pg::psql("postgres", &sql);
     }
-    psql("SELECT pg_reload_conf()");
+    pg::psql("postgres", "SELECT pg_reload_conf()");
     println!("PostgreSQL settings for this run: {}", settings.join(", "));
 }
 
-/// Runs one statement on [`pg_server`] as its superuser.
-#[allow(dead_code)]
-pub fn psql(sql: &str) {
-    let status = Command::new("psql")
-        .arg("-h")
-        .arg(pg_server())
-        .args(["-U", "postgres", "-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .stdout(Stdio::null())
-        .status()
-        .expect("running psql");
-    assert!(status.success(), "psql: {sql}");
-}
-
-/// Two hosts of one lab on a new database `db` of [`pg_server`]: B serves
+/// Two hosts of one lab on a new database `db` of the benchmark's server: B serves
 /// `devices`, A none (the clients reach A, which forwards to B). `config` is
 /// both hosts' config before their boards and `[cluster]`; `dir` holds the
 /// lab's secret. Returns (A, B) at once: B's boards reach A's list with
@@ -105,11 +78,10 @@ pub fn two_hosts(config: &str, devices: &str, db: &str, dir: &std::path::Path) -
     (a, b)
 }
 
-/// A new database `db` on [`pg_server`]: its URL.
+/// A new database `db` on the benchmark's server: its URL.
 #[allow(dead_code)]
 pub fn pg_database(db: &str) -> String {
-    psql(&format!("CREATE DATABASE {db}"));
-    format!("postgres://postgres@{}/{db}", pg_server().to_str().unwrap().replace('/', "%2F"))
+    pg::create_database(db)
 }
 
 /// A loopback port free now.

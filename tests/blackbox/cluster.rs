@@ -1,5 +1,5 @@
 //! One lab on several hosts: daemons sharing one PostgreSQL database (a
-//! throwaway server under target/, see util::pg_server), each test on a
+//! throwaway server under target/, see tests/common/pg.rs), each test on a
 //! database of its own.
 
 use std::process::{Command, Stdio};

@@ -21,6 +21,8 @@ mod frames;
 mod health;
 mod http_api;
 mod operations;
+#[path = "../common/pg.rs"]
+mod pg;
 mod records;
 mod rero;
 mod util;

@@ -630,47 +630,13 @@ pub async fn race_outcome(tasks: Vec<tokio::task::JoinHandle<Resp>>, slot: u16) 
     (booked, refused)
 }
 
-/// The throwaway PostgreSQL server of this test binary (tests/pg/server.sh,
-/// as the `postgres` user on a unix socket under target/), started on first
-/// use and stopped once the binary exits: its socket directory.
-pub fn pg_server() -> &'static std::path::Path {
-    static SERVER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let dir = root.join(format!("target/pg-test-{}", std::process::id()));
-        let output = Command::new(root.join("tests/pg/server.sh"))
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running tests/pg/server.sh");
-        assert!(output.status.success(), "tests/pg/server.sh start failed");
-        std::path::PathBuf::from(String::from_utf8(output.stdout).expect("a path").trim())
-    })
-}
-
-/// Runs `sql` on the test server's database `db` as its superuser (psql).
-pub fn psql(db: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .arg("-h")
-        .arg(pg_server())
-        .args(["-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running psql");
-    assert!(output.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
-}
+pub use crate::pg::psql;
 
 /// A new, empty database on the test server, for one test: its name and
 /// the URL rerod connects with (`[store] url`, `DATABASE_URL`).
 pub fn pg_database() -> (String, String) {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    psql("postgres", &format!("CREATE DATABASE {name}"));
-    let host = pg_server().to_str().expect("a UTF-8 path").replace('/', "%2F");
-    let url = format!("postgres://postgres@{host}/{name}");
+    let url = crate::pg::create_database(&name);
     (name, url)
 }
