@@ -5,8 +5,9 @@
 //!     cargo bench -p rerod --bench load -- [slots|book-cancel|slots-during-logins|all] [--secs N] [--conns N]
 //!         [--store redb|postgres [--pg-set NAME=VALUE]...]
 //!     cargo bench -p rerod --bench load -- slots --store lab
-//!     cargo bench -p rerod --bench load -- slots --ceiling [--runs N] [--secs N]
+//!     cargo bench -p rerod --bench load -- slots --ceiling [--control] [--runs N] [--secs N]
 //!     cargo bench -p rerod --bench load -- idle [--runs N]
+//!     PORT=N target/release/deps/load-HASH ceiling-server
 //!
 //! `--ceiling` measures the limit beside rerod in the same run: a bare hyper
 //! server in this process (its own runtime, one worker per core, as rerod
@@ -14,7 +15,13 @@
 //! with the same `content-type`. The two sides take turns, `--runs` times
 //! each (default 2), against the same connections count, and each pair's
 //! ratio is printed. Both sides first get two seconds of the same load,
-//! not counted, so that neither pays for starting cold.
+//! not counted, so that neither pays for starting cold. After the runs come
+//! all the pairs summed up: in how many each half of the target holds, and
+//! each side's percentiles over all its runs together.
+//!
+//! `--control` puts a second bare hyper, identical to the ceiling, where
+//! rerod stood: the same comparison between two equal servers, which shows
+//! how far this machine's noise alone moves the figures.
 //!
 //! With `--store postgres` the daemon's store is a PostgreSQL database on a
 //! server this benchmark starts under target/ (tests/pg/server.sh: Debian's
@@ -242,85 +249,189 @@ async fn bench_slots(secs: u64, n_conns: usize, store: Store) {
 /// of its own, so it shares nothing with the load generator but the CPUs.
 fn start_bare_hyper(body: Bytes) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bare-hyper").build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                        let mut response = hyper::Response::new(Full::new(body.clone()));
-                        response.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static("application/json"),
-                        );
-                        async move { Ok::<_, std::convert::Infallible>(response) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    });
+    std::thread::spawn(move || bare_hyper(listener, body, std::future::pending()));
     addr
 }
+
+/// Serves `body` on `listener` as [`start_bare_hyper`] describes, until `stop`.
+fn bare_hyper(listener: std::net::TcpListener, body: Bytes, stop: impl std::future::Future<Output = ()>) {
+    listener.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("bare-hyper").build().unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap(),
+                () = &mut stop => return,
+            };
+            stream.set_nodelay(true).unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let mut response = hyper::Response::new(Full::new(body.clone()));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// `ceiling-server`: the ceiling alone in this process, on 127.0.0.1 port
+/// `$PORT`, until SIGTERM, serving a body the size of rerod's `GET /slots`
+/// (its bytes do not change the work): so that `tests/bench/instructions.sh`
+/// counts what bare hyper does per request, beside rerod's count.
+fn serve_ceiling() {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).expect("PORT=N");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+    };
+    bare_hyper(listener, Bytes::from(vec![b'x'; SLOTS_BODY_BYTES]), stop);
+}
+
+/// The size of `GET /slots` on the bench's daemon (three slots booked).
+const SLOTS_BODY_BYTES: usize = 4766;
 
 /// Seconds of unmeasured load each side of the ceiling comparison gets first.
 const WARM_UP_SECS: u64 = 2;
 
+/// Which server stands against the bare-hyper ceiling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contender {
+    Rerod,
+    /// A second bare hyper, the same as the ceiling (`--control`): how far
+    /// two identical servers differ in this comparison on this machine,
+    /// the noise every rerod figure stands in.
+    Control,
+}
+
 /// `GET /slots` beside the bare-hyper ceiling serving the same bytes,
-/// alternating, `runs` times each; prints each pair's ratio.
-async fn bench_slots_ceiling(secs: u64, n_conns: usize, runs: usize, store: Store) {
+/// alternating, `runs` times each; prints each pair's ratio, then all the
+/// pairs summed up.
+async fn bench_slots_ceiling(secs: u64, n_conns: usize, runs: usize, store: Store, contender: Contender) {
     let daemon = slots_daemon(store).await;
     let (status, body) = send(&mut connect(daemon.addr).await, get("/slots")).await;
     assert_eq!(status, 200);
     println!("GET /slots body: {} bytes; the ceiling serves the same bytes", body.len());
-    let bare = start_bare_hyper(body);
+    let bare = start_bare_hyper(body.clone());
+    let (label, against) = match contender {
+        Contender::Rerod => ("rerod", daemon.addr),
+        Contender::Control => ("control", start_bare_hyper(body)),
+    };
     // Both sides, and this generator, start cold: connection buffers,
     // allocator arenas and page-cache pages come in during the first
     // seconds of load. Unwarmed, that cost fell on whichever side went
     // first in run 1 (always rerod). Each side gets the same warm-up,
     // not counted.
-    for addr in [daemon.addr, bare] {
+    for addr in [against, bare] {
         drive("warm-up", addr, n_conns, WARM_UP_SECS, 200, |_, _| get("/slots")).await;
     }
     println!("warm-up: {WARM_UP_SECS} s of the same load on each side first, not counted");
-    let rate = |r: &Report| r.ops as f64 / r.elapsed.as_secs_f64();
+    let mut pairs = Pairs::default();
     for run in 1..=runs {
         // Alternate which side goes first, so neither always gets the warmer or quieter turn.
-        let (first_is_rerod, mut rerod, mut ceiling) = (run % 2 == 1, None, None);
+        let (first_is_contender, mut contended, mut ceiling) = (run % 2 == 1, None, None);
         for turn in 0..2 {
-            let on_rerod = (turn == 0) == first_is_rerod;
-            let (name, addr) = match on_rerod {
-                true => (format!("run {run}: rerod GET /slots"), daemon.addr),
-                false => (format!("run {run}: bare hyper, same bytes"), bare),
+            let on_contender = (turn == 0) == first_is_contender;
+            let (name, addr) = match (on_contender, contender) {
+                (true, Contender::Rerod) => (format!("run {run}: rerod GET /slots"), against),
+                (true, Contender::Control) => (format!("run {run}: control, bare hyper"), against),
+                (false, _) => (format!("run {run}: bare hyper, same bytes"), bare),
             };
             let mut report = drive(&name, addr, n_conns, secs, 200, |_, _| get("/slots")).await;
             report.latencies_us.sort_unstable();
-            match on_rerod {
-                true => rerod = Some(report),
+            match on_contender {
+                true => contended = Some(report),
                 false => ceiling = Some(report),
             }
         }
-        let (rerod, ceiling) = (rerod.unwrap(), ceiling.unwrap());
-        let ratio = rate(&rerod) / rate(&ceiling);
-        let p99 = |r: &Report| r.percentile(0.99);
+        let (contended, ceiling) = (contended.unwrap(), ceiling.unwrap());
+        let (ratio, p99, ceiling_p99) = pairs.add(&contended, &ceiling);
         println!(
-            "run {run}: rerod / ceiling = {:.1}% of throughput; p99 {:.2} ms against {:.2} ms",
-            ratio * 100.0,
-            p99(&rerod),
-            p99(&ceiling)
+            "run {run}: {label} / ceiling = {:.1}% of throughput; p99 {p99:.2} ms against {ceiling_p99:.2} ms",
+            ratio * 100.0
         );
-        rerod.print();
+        contended.print();
         ceiling.print();
+    }
+    pairs.print(label);
+}
+
+/// The pairs of a ceiling comparison, summed up: how many meet each half
+/// of the target, and each side's latencies over all its runs.
+#[derive(Default)]
+struct Pairs {
+    /// Each pair's rate ratio and the two p99s (ms).
+    each: Vec<(f64, f64, f64)>,
+    contender: Vec<u32>,
+    ceiling: Vec<u32>,
+    contender_rate: Vec<f64>,
+    ceiling_rate: Vec<f64>,
+}
+
+impl Pairs {
+    /// Adds one pair; returns its rate ratio and the two p99s.
+    fn add(&mut self, contender: &Report, ceiling: &Report) -> (f64, f64, f64) {
+        let rate = |r: &Report| r.ops as f64 / r.elapsed.as_secs_f64();
+        let pair = (rate(contender) / rate(ceiling), contender.percentile(0.99), ceiling.percentile(0.99));
+        self.each.push(pair);
+        self.contender.extend(&contender.latencies_us);
+        self.ceiling.extend(&ceiling.latencies_us);
+        self.contender_rate.push(rate(contender));
+        self.ceiling_rate.push(rate(ceiling));
+        pair
+    }
+
+    fn print(self, label: &str) {
+        let n = self.each.len();
+        if n < 2 {
+            return;
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_unstable_by(f64::total_cmp);
+            (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+        };
+        let rate_met = self.each.iter().filter(|(ratio, ..)| *ratio >= 0.9).count();
+        let p99_met = self.each.iter().filter(|(_, p99, ceiling)| p99 <= ceiling).count();
+        let ratios = self.each.iter().map(|(ratio, ..)| *ratio).collect();
+        let differences = self.each.iter().map(|(_, p99, ceiling)| p99 - ceiling).collect();
+        println!(
+            "{n} pairs: {label} at 90% or more of the ceiling's rate in {rate_met} (median {:.1}%); \
+             its p99 at or below the ceiling's in {p99_met} (median difference {:+.2} ms)",
+            median(ratios) * 100.0,
+            median(differences)
+        );
+        for (name, latencies, rates) in
+            [(label, self.contender, self.contender_rate), ("ceiling", self.ceiling, self.ceiling_rate)]
+        {
+            let mut all = Report {
+                name: format!("all {n} runs: {name}"),
+                ops: 0,
+                errors: 0,
+                elapsed: Duration::ZERO,
+                latencies_us: latencies,
+            };
+            all.latencies_us.sort_unstable();
+            println!(
+                "{:<24} median rate {:>7.0} req/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
+                all.name,
+                median(rates),
+                all.percentile(0.5),
+                all.percentile(0.99),
+                all.percentile(0.999)
+            );
+        }
     }
 }
 
@@ -404,6 +515,7 @@ fn main() {
     let mut secs = 10;
     let mut n_conns = 64;
     let mut ceiling = false;
+    let mut contender = Contender::Rerod;
     let mut runs = 2;
     let mut store = Store::Redb;
     let mut pg_settings = Vec::new();
@@ -414,6 +526,7 @@ fn main() {
             "--conns" => n_conns = it.next().and_then(|s| s.parse().ok()).expect("--conns N"),
             "--runs" => runs = it.next().and_then(|s| s.parse().ok()).expect("--runs N"),
             "--ceiling" => ceiling = true,
+            "--control" => contender = Contender::Control,
             "--pg-set" => pg_settings.push(it.next().expect("--pg-set NAME=VALUE").clone()),
             "--store" => {
                 store = match it.next().map(String::as_str) {
@@ -426,6 +539,7 @@ fn main() {
             other => scenario = other.to_owned(),
         }
     }
+    assert!(ceiling || contender == Contender::Rerod, "--control goes with --ceiling");
     if !pg_settings.is_empty() {
         assert_eq!(store, Store::Postgres, "--pg-set goes with --store postgres");
         daemon::pg_settings(&pg_settings);
@@ -433,11 +547,14 @@ fn main() {
     if scenario == "idle" {
         return bench_idle(runs);
     }
+    if scenario == "ceiling-server" {
+        return serve_ceiling();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         if ceiling {
             assert_eq!(scenario, "slots", "--ceiling goes with the slots scenario");
-            bench_slots_ceiling(secs, n_conns, runs, store).await;
+            bench_slots_ceiling(secs, n_conns, runs, store, contender).await;
             return;
         }
         if store == Store::Lab {
