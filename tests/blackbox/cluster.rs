@@ -350,6 +350,28 @@ async fn every_host_lists_every_board_of_the_lab_and_a_killed_host_shows_offline
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_of_a_lab_shows_how_far_its_clock_is_from_the_databases() {
+    let (_db, url) = pg_database();
+    let a = cluster_host(&url, "clock-a", "uno-clock");
+    let c = a.client();
+    let health = eventually("a reading of the clock with the first presence renewal", async || {
+        let health = c.get("/health").await.expect(200);
+        if health["cluster_clock"].is_object() { Ok(health) } else { Err(health.to_string()) }
+    })
+    .await;
+    // The database runs on this machine: one clock, read twice.
+    let clock = &health["cluster_clock"];
+    let (ahead, uncertainty) = (clock["ahead_ms"].as_i64().unwrap(), clock["uncertainty_ms"].as_i64().unwrap());
+    assert!(ahead.abs() <= uncertainty + 5, "{clock}");
+    assert!((0..1000).contains(&uncertainty), "{clock}");
+    assert_eq!(clock["off"], false);
+    assert_eq!(health["status"], "healthy");
+
+    let alone = Daemon::start().client().get("/health").await.expect(200);
+    assert!(alone.get("cluster_clock").is_none(), "a one-host lab has no lab clock: {alone}");
+}
+
 #[tokio::test]
 async fn a_one_host_lab_lists_no_hosts() {
     let lab = Daemon::start();

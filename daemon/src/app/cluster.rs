@@ -6,12 +6,49 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use super::{App, AppError, DeviceInfo, RemoteBoard};
 use crate::config::Config;
 use crate::store::{HostPresence, PresentBoard, PresentCamera};
 
 /// The shortest secret between hosts accepted: as for the JWT secret.
 const MIN_CLUSTER_SECRET_BYTES: usize = 32;
+
+/// How far a host's clock may be from the lab database's before it says
+/// so: every host starts and ends its own boards' sessions by its own clock.
+const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// How far this host's clock is from the lab database's, read each time it
+/// renews its presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockOffset {
+    /// This host's clock minus the database's, in microseconds (negative:
+    /// behind), taken at the middle of the round trip.
+    pub ahead_us: i64,
+    /// The round trip of the reading: it is good to within half of it.
+    pub round_trip_us: i64,
+}
+
+impl ClockOffset {
+    /// From this host's clock just `before` and `after` asking, and the
+    /// `database`'s clock in its answer.
+    pub fn measure(before: Timestamp, after: Timestamp, database: Timestamp) -> ClockOffset {
+        let (before, after) = (before.as_microsecond(), after.as_microsecond());
+        let round_trip_us = after.saturating_sub(before).max(0);
+        ClockOffset {
+            ahead_us: before.saturating_add(round_trip_us / 2).saturating_sub(database.as_microsecond()),
+            round_trip_us,
+        }
+    }
+
+    /// Whether the two clocks are more than [`CLOCK_TOLERANCE`] apart
+    /// however the round trip divided.
+    pub fn is_off(&self) -> bool {
+        let least = self.ahead_us.unsigned_abs().saturating_sub((self.round_trip_us / 2).unsigned_abs());
+        u128::from(least) > CLOCK_TOLERANCE.as_micros()
+    }
+}
 
 /// The lab's hosts, as this host last read them.
 #[derive(Clone, Debug, Default)]
@@ -28,6 +65,8 @@ pub struct LabHosts {
 #[derive(Debug, Default)]
 pub(super) struct Lab {
     hosts: Vec<HostPresence>,
+    /// This host's clock against the database's, at the last renewal.
+    clock: Option<ClockOffset>,
     /// The boards, and the config they were made with.
     boards: Option<(Arc<Config>, Arc<[DeviceInfo]>)>,
 }
@@ -142,6 +181,34 @@ impl App {
         boards
     }
 
+    /// How far this host's clock was from the lab database's at its last
+    /// renewal; `None` on a lab of one host, or before the first.
+    pub fn lab_clock(&self) -> Option<ClockOffset> {
+        self.lab.read().unwrap_or_else(|p| p.into_inner()).clock
+    }
+
+    /// Keeps the clock's reading, and says when the clock goes off the
+    /// database's, or comes back.
+    fn note_clock(&self, clock: ClockOffset) {
+        let mut lab = self.lab.write().unwrap_or_else(|p| p.into_inner());
+        let was_off = lab.clock.is_some_and(|c| c.is_off());
+        lab.clock = Some(clock);
+        drop(lab);
+        match (was_off, clock.is_off()) {
+            (false, true) => tracing::warn!(
+                ahead_ms = clock.ahead_us / 1000,
+                "this host's clock is more than {} s off the lab database's: it starts and ends its boards' \
+                 sessions at the wrong times; set up NTP (systemd-timesyncd) on every host of the lab",
+                CLOCK_TOLERANCE.as_secs()
+            ),
+            (true, false) => tracing::info!(
+                ahead_ms = clock.ahead_us / 1000,
+                "this host's clock agrees with the lab database's again"
+            ),
+            _ => {}
+        }
+    }
+
     /// Every host of the lab and its boards, as last read from the store.
     pub fn lab_hosts(&self) -> LabHosts {
         LabHosts {
@@ -162,9 +229,16 @@ impl App {
             loop {
                 ticks.tick().await;
                 let boards = app.present_boards();
+                let before = app.now();
                 let renewed = app.store.renew_presence(&cluster.name, &cluster.advertise, boards).await;
+                let after = app.now();
                 let read = match renewed {
-                    Ok(()) => app.store.hosts(cluster.offline_after).await,
+                    Ok(database_clock) => {
+                        if let Some(database_clock) = database_clock {
+                            app.note_clock(ClockOffset::measure(before, after, database_clock));
+                        }
+                        app.store.hosts(cluster.offline_after).await
+                    }
                     Err(e) => Err(e),
                 };
                 match read {
@@ -248,6 +322,24 @@ fn make_lab_devices(hosts: &[HostPresence], config: &Config, this_host: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_is_read_at_the_middle_of_the_round_trip_and_off_only_past_its_uncertainty() {
+        let at = |us: i64| Timestamp::from_microsecond(1_796_400_000_000_000 + us).unwrap();
+        // Asked at 0, answered at 40 ms: the database said 20 ms, as this host's clock does.
+        let even = ClockOffset::measure(at(0), at(40_000), at(20_000));
+        assert_eq!(even, ClockOffset { ahead_us: 0, round_trip_us: 40_000 });
+        assert!(!even.is_off());
+        // A Raspberry Pi that booted without a clock, an hour behind.
+        let behind = ClockOffset::measure(at(0), at(2_000), at(3_600_001_000));
+        assert_eq!(behind.ahead_us, -3_600_000_000);
+        assert!(behind.is_off());
+        // 1.2 s ahead, but over a 1 s round trip: it may be only 0.7 s.
+        assert!(!ClockOffset::measure(at(0), at(1_000_000), at(-700_000)).is_off());
+        assert!(ClockOffset::measure(at(0), at(100_000), at(-1_200_000)).is_off());
+        // A clock stepped back while asking counts no round trip.
+        assert_eq!(ClockOffset::measure(at(5_000), at(0), at(5_000)).round_trip_us, 0);
+    }
 
     fn host(name: &str, online: bool, boards: &[&str]) -> HostPresence {
         let board = |id: &&str| PresentBoard {

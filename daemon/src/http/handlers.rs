@@ -15,11 +15,11 @@ use super::{Server, json_response};
 use crate::app::{App, AppError, Credentials, DaySlots, DeviceRef, Principal, SocketKind};
 use crate::config::Registration;
 use crate::wire::{
-    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ClusterBoard, ClusterHost, ClusterResponse,
-    CompileHealth, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts, DeviceStats, EmailPassword,
-    HealthDatabase, HealthResponse, LabInfo, LoggedInUser, LoggedOutResponse, LoginResponse, MyBookingsRequest,
-    MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser, RootResponse, SlotRequest,
-    SlotStats, StatsResponse, StoreStatus, Total, UserSlotResponse, WebSocketStats,
+    self, BookSlotResponse, CancelSlotResponse, ChangePasswordRequest, ClusterBoard, ClusterClock, ClusterHost,
+    ClusterResponse, CompileHealth, ConfigStatus, DatabaseCounts, DatabaseFailure, DeviceCounts, DeviceStats,
+    EmailPassword, HealthDatabase, HealthResponse, LabInfo, LoggedInUser, LoggedOutResponse, LoginResponse,
+    MyBookingsRequest, MyBookingsResponse, PasswordChangedResponse, RegisterResponse, RegisteredUser, RootResponse,
+    SlotRequest, SlotStats, StatsResponse, StoreStatus, Total, UserSlotResponse, WebSocketStats,
 };
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
@@ -128,6 +128,11 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
                 _ => Vec::new(),
             },
         },
+        cluster_clock: app.lab_clock().map(|clock| ClusterClock {
+            ahead_ms: clock.ahead_us / 1000,
+            uncertainty_ms: (clock.round_trip_us + 1999) / 2000,
+            off: clock.is_off(),
+        }),
     };
     match (store_error, counts) {
         (None, Ok(counts)) => {
@@ -135,7 +140,7 @@ pub fn health(app: &Arc<App>, admin: bool) -> Reply {
             body.booked_slots_count = Some(counts.booked_slots);
             body.available_slots_count = Some(counts.available_slots);
             body.database = HealthDatabase::Counts(counts);
-            if body.store.last_write_error.is_some() {
+            if body.store.last_write_error.is_some() || body.cluster_clock.as_ref().is_some_and(|c| c.off) {
                 body.status = "degraded".to_owned();
             }
             ok(&body)

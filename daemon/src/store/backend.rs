@@ -289,14 +289,16 @@ impl Store {
 
     /// Says the host `name` is up, reachable at `advertise`, serving
     /// `boards`, as of the database's clock now (shared stores only).
+    /// Returns the database's clock as it answered, so the host can tell how
+    /// far its own is from the lab's; `None` on a one-host store.
     pub async fn renew_presence(
         &self,
         name: &str,
         advertise: &str,
         boards: Vec<PresentBoard>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         match &self.backend {
-            Backend::Redb(_) => Ok(()),
+            Backend::Redb(_) => Ok(None),
             Backend::Postgres(pg) => pg.renew_presence(name.to_owned(), advertise.to_owned(), boards).await,
         }
     }

@@ -115,6 +115,26 @@ pub struct HealthResponse {
     pub cameras: Vec<CameraHealthJson>,
     pub compile: CompileHealth,
     pub lab: LabInfo,
+    /// This host's clock against the lab database's: only on a host of a
+    /// lab of several, once it has renewed its presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_clock: Option<ClusterClock>,
+}
+
+/// How far a host's clock is from its lab database's. Every host starts
+/// and ends its own boards' sessions by its own clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ClusterClock {
+    /// This host's clock minus the database's, in milliseconds (negative:
+    /// behind).
+    pub ahead_ms: i64,
+    /// The reading is good to within this many milliseconds (half its
+    /// round trip).
+    pub uncertainty_ms: i64,
+    /// More than a second apart however the round trip divided: `status`
+    /// is then `degraded`.
+    pub off: bool,
 }
 
 /// One camera in `/health`.

@@ -586,6 +586,7 @@ fn serialized_wire_values_match_their_generated_schemas() {
             registration: s("domains"),
             allowed_domains: vec![s("uni.example")],
         },
+        cluster_clock: healthy.then_some(ClusterClock { ahead_ms: -3_600_000, uncertainty_ms: 2, off: true }),
     };
     v.check(&[health(true), health(false)]);
     v.check(&[StatsResponse {

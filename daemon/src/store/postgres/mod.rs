@@ -458,20 +458,22 @@ impl Postgres {
         name: String,
         advertise: String,
         boards: Vec<super::PresentBoard>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         let shared = Arc::clone(&self.shared);
         let boards = serde_json::to_string(&boards).expect("boards always serialize");
         self.run(async move {
             let conn = shared.pool.get().await.map_err(pg)?;
-            conn.execute(
-                "INSERT INTO hosts (name, advertise, renewed_at, boards) VALUES ($1, $2, now(), $3) \
-                 ON CONFLICT (name) DO UPDATE SET advertise = EXCLUDED.advertise, renewed_at = now(), \
-                 boards = EXCLUDED.boards",
-                &[&name, &advertise, &boards],
-            )
-            .await
-            .map_err(pg)?;
-            Ok(())
+            let row = conn
+                .query_one(
+                    "INSERT INTO hosts (name, advertise, renewed_at, boards) VALUES ($1, $2, now(), $3) \
+                     ON CONFLICT (name) DO UPDATE SET advertise = EXCLUDED.advertise, renewed_at = now(), \
+                     boards = EXCLUDED.boards \
+                     RETURNING (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint",
+                    &[&name, &advertise, &boards],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(Some(timestamp_us(row.get(0))?))
         })
         .await
     }
