@@ -578,8 +578,7 @@ impl OwnPgServer {
     }
 
     fn run(&self, args: &[&str]) {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/server.sh");
-        let status = Command::new(script).args(args).stdin(Stdio::null()).stdout(Stdio::null()).status();
+        let status = Command::new(crate::pg::script()).args(args).stdin(Stdio::null()).stdout(Stdio::null()).status();
         assert!(status.expect("running tests/pg/server.sh").success(), "tests/pg/server.sh {args:?}");
     }
 
@@ -595,14 +594,13 @@ impl OwnPgServer {
 
     /// The URL of its `postgres` database.
     pub fn url(&self) -> String {
-        let dir = std::fs::canonicalize(&self.dir).expect("the server's directory");
-        format!("postgres://postgres@{}/postgres", dir.to_str().expect("a UTF-8 path").replace('/', "%2F"))
+        crate::pg::url_on(&std::fs::canonicalize(&self.dir).expect("the server's directory"), "postgres")
     }
 }
 
 impl Drop for OwnPgServer {
     fn drop(&mut self) {
-        let _ = Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/server.sh"))
+        let _ = Command::new(crate::pg::script())
             .args(["stop", &self.dir.to_string_lossy()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

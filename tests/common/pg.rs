@@ -12,13 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+/// tests/pg/server.sh, which starts, stops and resumes these servers.
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/server.sh")
+}
+
 /// The server's socket directory (its data under `target/pg-PID`).
 pub fn server() -> &'static Path {
     static SERVER: OnceLock<PathBuf> = OnceLock::new();
     SERVER.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let pid = std::process::id();
-        let output = Command::new(root.join("tests/pg/server.sh"))
+        let output = Command::new(script())
             .arg("start")
             .arg(root.join(format!("target/pg-{pid}")))
             .arg(pid.to_string())
@@ -49,11 +54,11 @@ pub fn psql(db: &str, sql: &str) -> String {
 /// (`[store] url`, `DATABASE_URL`).
 pub fn create_database(name: &str) -> String {
     psql("postgres", &format!("CREATE DATABASE {name}"));
-    url(name)
+    url_on(server(), name)
 }
 
-/// The URL of the server's database `name`.
-pub fn url(name: &str) -> String {
-    let host = server().to_str().expect("a UTF-8 path").replace('/', "%2F");
+/// The URL of the database `name` on the server whose socket is in `dir`.
+pub fn url_on(dir: &Path, name: &str) -> String {
+    let host = dir.to_str().expect("a UTF-8 path").replace('/', "%2F");
     format!("postgres://postgres@{host}/{name}")
 }
