@@ -163,6 +163,9 @@ fn remove_stale_backups(store: &Path) {
 /// A consistent copy of the store, written beside it (where the daemon may
 /// write) and then sent whole.
 async fn backup(app: &App) -> (ControlResponse, Payload) {
+    if let Err(message) = room_for_a_copy(app.store.path()) {
+        return (refusal("no_room", message), Payload::None);
+    }
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!("{BACKUP_PREFIX}{}-{n}.redb", std::process::id());
@@ -171,9 +174,6 @@ async fn backup(app: &App) -> (ControlResponse, Payload) {
     let _partial = TempFile(copy.0.with_extension("partial"));
     let store = app.store.clone();
     let to = copy.0.clone();
-    if let Err(message) = room_for_a_copy(app.store.path()) {
-        return (refusal("no_room", message), Payload::None);
-    }
     let made = tokio::task::spawn_blocking(move || {
         let counts = store.backup_to(&to)?;
         let length = std::fs::metadata(&to)
